@@ -1,0 +1,169 @@
+"""The ``bezier-distill`` command line.
+
+Subcommands:
+  train-teacher CONFIG [--set KEY=VALUE ...]   train a k-rectified teacher
+  eval CHECKPOINT --steps 1,2,4,8,32 [--solver euler|heun|rk4|adaptive]
+  sample CHECKPOINT --steps 1,4,32 --out grid.png
+  teachers bench [--config configs/digits.yaml] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _step_list(text: str) -> list[int]:
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--steps takes comma-separated integers, got {text!r}") from None
+    if not steps or any(s < 1 for s in steps):
+        raise argparse.ArgumentTypeError(f"--steps needs step counts >= 1, got {text!r}")
+    return steps
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML configuration, e.g. configs/digits.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by dotted key, e.g. --set teacher.lr=3e-4 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from teachers.solvers import SOLVERS
+
+    parser = argparse.ArgumentParser(prog="bezier-distill", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train-teacher", help="train a rectified-flow teacher and write its checkpoint")
+    _add_config_args(p)
+    p.add_argument("--out", help="checkpoint directory (default: RUN_DIR/NAME/teacher)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("eval", help="quality against NFE for a checkpoint, with the real-vs-real floor")
+    p.add_argument("checkpoint")
+    p.add_argument("--steps", type=_step_list, default=[1, 2, 4, 8, 32])
+    p.add_argument("--solver", choices=SOLVERS, default="euler")
+    p.add_argument("--n-samples", type=int, default=None, help="samples per row (default: the config's eval.n_samples)")
+    p.add_argument("--feature-extractor", default=None, help="images: digits-classifier (default) or inception-v3-compat")
+    p.add_argument("--out", help="JSON file for the table (default: CHECKPOINT/eval_SOLVER.json)")
+
+    p = sub.add_parser("sample", help="write a PNG of samples at several step counts")
+    p.add_argument("checkpoint")
+    p.add_argument("--steps", type=_step_list, default=[1, 4, 32])
+    p.add_argument("--solver", choices=SOLVERS, default="euler")
+    p.add_argument("--n", type=int, default=64, help="samples per panel (images) ; use more for 2-D")
+    p.add_argument("--out", required=True, help="PNG path")
+
+    teachers = sub.add_parser("teachers", help="teacher utilities").add_subparsers(dest="teachers_command", required=True)
+    p = teachers.add_parser("bench", help="time a digits teacher's training and compare its quality with the floor")
+    p.add_argument("--config", default="configs/digits.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--budget-s", type=float, default=120.0, help="the time a usable teacher may take")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def _cmd_train_teacher(args: argparse.Namespace) -> int:
+    from cluster.config import load_config
+    from teachers.train_teacher import train_teacher
+
+    cfg = load_config(args.config, args.overrides)
+    train_teacher(cfg, out_dir=args.out, progress=not args.no_progress)
+    return 0
+
+
+def _quality_settings(training: dict, n_samples: int | None, extractor: str | None):
+    from cluster.config import EvalConfig
+    from student.evaluation import QualitySettings
+
+    ev = EvalConfig.model_validate(training.get("eval", {}))
+    return QualitySettings(n_samples=n_samples or ev.n_samples, feature_extractor=extractor or ev.feature_extractor,
+                           kid_subset_size=ev.kid_subset_size, slices=ev.slices, seed=training.get("seed", 0))
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from student.evaluation import format_table
+    from teachers.checkpoint import read_meta
+    from teachers.evaluate import evaluate_teacher
+
+    meta = read_meta(args.checkpoint)
+    settings = _quality_settings(meta.training, args.n_samples, args.feature_extractor)
+    table = evaluate_teacher(args.checkpoint, args.steps, args.solver, settings, echo=lambda s: None)
+    print(format_table(table))
+    out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{args.solver}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(table, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from teachers.evaluate import sample_teacher
+
+    path = sample_teacher(args.checkpoint, args.steps, args.solver, args.out, n=args.n)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_teachers_bench(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import torch
+
+    from cluster.config import load_config
+    from student.evaluation import QualitySettings
+    from teachers.evaluate import evaluate_teacher
+    from teachers.train_teacher import train_teacher
+
+    cfg = load_config(args.config, args.overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        train_teacher(cfg, out_dir=tmp, progress=not args.json, echo=lambda s: None)
+        seconds = time.perf_counter() - start
+        ev = cfg.eval
+        settings = QualitySettings(n_samples=ev.n_samples, feature_extractor=ev.feature_extractor,
+                                   kid_subset_size=ev.kid_subset_size, slices=ev.slices, seed=cfg.seed)
+        table = evaluate_teacher(tmp, [1, 32], "rk4", settings, echo=lambda s: None)
+    metric = "fid" if "fid" in table["floor"] else "sliced_w2"
+    row1, row32 = table["rows"]
+    result = {"config": args.config, "threads": torch.get_num_threads(), "train_seconds": round(seconds, 2),
+              "budget_seconds": args.budget_s, "time_ratio": round(seconds / args.budget_s, 3), "metric": metric,
+              "teacher_rk4_1": row1[metric], "teacher_rk4_32": row32[metric], "floor": table["floor"][metric],
+              "quality_ratio_32_to_floor": round(row32[metric] / table["floor"][metric], 3)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"trained {cfg.name} teacher in {seconds:.1f}s on {result['threads']} threads "
+              f"(budget {args.budget_s:.0f}s, ratio {result['time_ratio']:.2f})")
+        print(f"{metric}: rk4 1 step {row1[metric]:.3f}, rk4 32 steps {row32[metric]:.3f}, "
+              f"real-vs-real floor {result['floor']:.3f}, ratio 32-step/floor {result['quality_ratio_32_to_floor']:.2f}")
+    return 0
+
+
+_COMMANDS = {"train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
+             ("teachers", "bench"): _cmd_teachers_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cluster.config import ConfigError
+    from teachers.checkpoint import CheckpointError
+    from teachers.data import DataError
+
+    args = build_parser().parse_args(argv)
+    key = args.command if args.command != "teachers" else ("teachers", args.teachers_command)
+    try:
+        return _COMMANDS[key](args)
+    except (ConfigError, CheckpointError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

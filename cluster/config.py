@@ -1,0 +1,182 @@
+"""The run configuration: one set of typed classes, validated before any work.
+
+YAML files in ``configs/`` load into ``RunConfig``. An unknown key, a wrong
+type or an out-of-range value raises ``ConfigError`` whose message names the
+dotted key, what is allowed, and what was given. ``--set a.b=value`` overrides
+are applied to the raw mapping before validation, so they are checked the same
+way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig",
+           "load_config", "parse_config", "apply_overrides"]
+
+Solver = Literal["euler", "heun", "rk4", "adaptive"]
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names each bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    name: Literal["eight_gaussians", "two_moons", "checkerboard", "digits", "file"]
+    path: str | None = None
+    key: str | None = None
+    shape: list[int] | None = Field(None, description="per-sample shape of file data, e.g. [1, 8, 8]")
+    n_train: int = Field(20000, ge=1, le=10_000_000)
+    n_held_out: int = Field(2000, ge=1, le=1_000_000)
+    held_out_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+
+
+class NetworkConfig(_Section):
+    arch: Literal["mlp", "unet"]
+    hidden: int = Field(256, ge=8, le=8192)
+    depth: int = Field(3, ge=1, le=32)
+    channels: int = Field(32, ge=8, le=1024)
+    time_embed_dim: int = Field(64, ge=8, le=4096, multiple_of=2)
+
+    def kwargs(self) -> dict[str, int]:
+        """Constructor arguments for ``teachers.nets.build_network``."""
+        if self.arch == "mlp":
+            return {"hidden": self.hidden, "depth": self.depth, "time_embed_dim": self.time_embed_dim}
+        return {"channels": self.channels, "time_embed_dim": self.time_embed_dim}
+
+
+class TeacherConfig(_Section):
+    network: NetworkConfig
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    steps: int = Field(2000, ge=1, le=10_000_000)
+    batch_size: int = Field(256, ge=1, le=65536)
+    time_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    warmup_steps: int = Field(100, ge=0)
+    log_every: int = Field(100, ge=1)
+    reflow_rounds: int = Field(0, ge=0, le=8, description="0 gives a 1-rectified flow")
+    reflow_pairs: int = Field(20000, ge=1)
+    reflow_solver: Solver = "rk4"
+    reflow_solver_steps: int = Field(32, ge=1, le=10000)
+    reflow_steps: int | None = Field(None, ge=1, description="training steps per reflow round (default: steps)")
+
+
+class EvalConfig(_Section):
+    steps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 32])
+    solver: Solver = "euler"
+    n_samples: int = Field(2000, ge=16, le=1_000_000)
+    feature_extractor: Literal["digits-classifier", "inception-v3-compat"] = "digits-classifier"
+    kid_subset_size: int = Field(200, ge=2)
+    slices: int = Field(256, ge=1, le=100_000)
+
+    @field_validator("steps")
+    @classmethod
+    def _positive_steps(cls, v: list[int]) -> list[int]:
+        if not v or any(s < 1 for s in v):
+            raise ValueError("must be a non-empty list of step counts >= 1")
+        return v
+
+
+class RunConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    run_dir: str = "runs"
+    data: DataConfig
+    teacher: TeacherConfig
+    eval: EvalConfig = EvalConfig()
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir) / self.name
+
+    @property
+    def teacher_path(self) -> Path:
+        return self.run_path / "teacher"
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML scalars/lists) to a nested mapping."""
+    out = yaml.safe_load(yaml.safe_dump(raw))  # deep copy of plain data
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. teacher.lr=3e-4")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty part in key {key!r}")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:i + 1])} is a value, not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(text)
+    return out
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names of the section at ``loc`` (the location of an unknown key)."""
+    for part in loc[:-1]:
+        if not isinstance(part, str) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        candidates = get_args(ann) if get_origin(ann) is Union else (ann,)
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return sorted(model.model_fields)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(RunConfig, tuple(e["loc"]))
+            lines.append(f"  {key}: unknown key; allowed keys here: {', '.join(allowed or [])}")
+        elif e["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_config(raw: Any, source: str = "<mapping>") -> RunConfig:
+    """Validate a plain mapping into a ``RunConfig`` or raise ``ConfigError``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid configuration {source}: the top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML file, apply dotted overrides and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid configuration {path}: the top level must be a mapping")
+    return parse_config(apply_overrides(raw, overrides or []), str(path))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved configuration as YAML (what a run records in its folder)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,169 @@
+"""A feature extractor for FID/KID on 8x8 digits, registered in torch-fidelity.
+
+No pretrained Inception weights can be downloaded here, and Inception
+features of 8x8 images upsampled to 299x299 say little anyway. So the project
+trains a small classifier on the digits *training* split once (seeded, one
+thread, fixed epochs: deterministic), caches it as safetensors + JSON, and
+reports its accuracy on the held-out split. Its 128-d penultimate layer is the
+feature space for FID and KID.
+
+torch-fidelity feeds extractors ``uint8`` images ``(N, C, H, W)`` in
+``0..255``; ``to_uint8`` maps the project's ``[-1, 1]`` images there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["EXTRACTOR_NAME", "DigitsClassifier", "DigitsFeatureExtractor", "ensure_registered",
+           "classifier_path", "load_or_train_classifier", "to_uint8"]
+
+EXTRACTOR_NAME = "digits-classifier"
+_VERSION = 1
+
+
+class DigitsClassifier(nn.Module):
+    """Two conv layers, a 128-d feature layer and 10 logits, for ``(N, 1, 8, 8)`` in ``[-1, 1]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Flatten(),
+        )
+        self.features = nn.Sequential(nn.Linear(64 * 4 * 4, 128), nn.ReLU())
+        self.head = nn.Linear(128, 10)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        feats = self.features(self.conv(x))
+        return feats, self.head(feats)
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """``[-1, 1]`` floats -> ``uint8`` in ``0..255`` (torch-fidelity's input convention)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _from_uint8(images: Tensor) -> Tensor:
+    return images.float() / 127.5 - 1.0
+
+
+def cache_dir() -> Path:
+    """Where project-trained helper models are cached (``$BEZIER_DISTILL_CACHE`` or ``~/.cache``)."""
+    root = os.environ.get("BEZIER_DISTILL_CACHE") or Path.home() / ".cache" / "bezier-distill"
+    return Path(root)
+
+
+def classifier_path() -> Path:
+    return cache_dir() / f"{EXTRACTOR_NAME}-v{_VERSION}"
+
+
+def _train_classifier(epochs: int = 30, seed: int = 0) -> tuple[DigitsClassifier, float]:
+    from teachers.data import digit_labels, digits
+
+    split = digits(seed=0)
+    labels = digit_labels(seed=0)
+    n_out = split.held_out.shape[0]
+    y_train, y_test = labels[n_out:], labels[:n_out]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # fixed reduction order: the same weights on every machine
+    try:
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+        model = DigitsClassifier()
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        for _ in range(epochs):
+            perm = torch.randperm(split.train.shape[0], generator=g)
+            for i in range(0, perm.numel(), 64):
+                idx = perm[i:i + 64]
+                x = split.train[idx]
+                x = x + 0.05 * torch.randn(x.shape, generator=g)  # light noise: features robust to sampler noise
+                loss = nn.functional.cross_entropy(model(x)[1], y_train[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        model.eval()
+        with torch.no_grad():
+            accuracy = (model(split.held_out)[1].argmax(1) == y_test).float().mean().item()
+    finally:
+        torch.set_num_threads(threads)
+    return model, accuracy
+
+
+def load_or_train_classifier(path: Path | None = None) -> tuple[DigitsClassifier, dict]:
+    """The cached classifier and its report (``{"test_accuracy": ...}``); trains and caches it if absent."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path) if path is not None else classifier_path()
+    weights, report_file = path / "model.safetensors", path / "report.json"
+    model = DigitsClassifier()
+    if weights.is_file() and report_file.is_file():
+        model.load_state_dict(load_file(str(weights)))
+        return model.eval(), json.loads(report_file.read_text())
+    model, accuracy = _train_classifier()
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / "model.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tmp.replace(weights)
+    report = {"name": EXTRACTOR_NAME, "version": _VERSION, "test_accuracy": accuracy,
+              "trained_on": "digits train split (seed 0)", "evaluated_on": "digits held-out split (450 images)"}
+    report_file.write_text(json.dumps(report, indent=2))
+    return model, report
+
+
+def _extractor_class():
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+
+    class DigitsFeatureExtractor(FeatureExtractorBase):
+        """torch-fidelity adapter: ``uint8 (N, 1 or 3, 8, 8)`` -> ``(features (N, 128), logits (N, 10))``."""
+
+        def __init__(self, name, features_list, **kwargs):
+            super().__init__(name, features_list)
+            path = kwargs.get("feature_extractor_weights_path")
+            self.net, self.report = load_or_train_classifier(Path(path) if path else None)
+
+        @staticmethod
+        def get_provided_features_list():
+            return "features", "logits"
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return {"isc": "logits"}.get(metric, "features")
+
+        @staticmethod
+        def can_be_compiled():
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile():
+            return torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+
+        def forward(self, x):
+            if x.shape[1] == 3:
+                x = x[:, :1]
+            feats, logits = self.net(_from_uint8(x))
+            found = {"features": feats, "logits": logits}
+            return tuple(found[name] for name in self.features_list)
+
+    return DigitsFeatureExtractor
+
+
+def ensure_registered() -> type:
+    """Register the extractor with torch-fidelity under ``digits-classifier`` (idempotent)."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if EXTRACTOR_NAME not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(EXTRACTOR_NAME, _extractor_class())
+    return FEATURE_EXTRACTORS_REGISTRY[EXTRACTOR_NAME]
+
+
+def __getattr__(name: str):
+    if name == "DigitsFeatureExtractor":
+        return ensure_registered()
+    raise AttributeError(name)

@@ -1,0 +1,78 @@
+"""PNG output a person looks at first: image grids, 2-D scatter panels, loss curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["save_sample_figure", "save_loss_curve"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_sample_figure(panels: dict[str, Tensor], path: str | Path, reference: Tensor | None = None,
+                       per_row: int = 16, max_images: int = 64) -> Path:
+    """One panel per label: an image grid for ``(N, C, H, W)`` samples, a scatter for ``(N, 2)``.
+
+    ``reference`` (real data) is drawn as the first panel.
+    """
+    plt = _pyplot()
+    items = ([("real data", reference)] if reference is not None else []) + list(panels.items())
+    is_image = next(iter(panels.values())).dim() == 4
+    fig, axes = plt.subplots(1, len(items), figsize=(3.2 * len(items), 3.4), squeeze=False)
+    for ax, (label, x) in zip(axes[0], items):
+        x = x.detach().float().cpu()
+        if is_image:
+            ax.imshow(_grid(x[:max_images], per_row=int(max_images ** 0.5)), cmap="gray", vmin=-1, vmax=1)
+        else:
+            pts = x[:4000].flatten(1)
+            ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.5)
+            ax.set_xlim(-4, 4)
+            ax.set_ylim(-4, 4)
+            ax.set_aspect("equal")
+        ax.set_title(label, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _grid(x: Tensor, per_row: int, pad: int = 1) -> Tensor:
+    """``(N, C, H, W)`` -> one ``(rows * (H + pad), per_row * (W + pad))`` grey image (first channel)."""
+    n, _, h, w = x.shape
+    rows = (n + per_row - 1) // per_row
+    canvas = torch.full((rows * (h + pad) + pad, per_row * (w + pad) + pad), -1.0)
+    for i in range(n):
+        r, c = divmod(i, per_row)
+        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = x[i, 0]
+    return canvas
+
+
+def save_loss_curve(history: list[dict], path: str | Path, title: str = "training loss") -> Path:
+    """Loss against step from ``[{"step", "loss"}, ...]``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([r["step"] for r in history], [r["loss"] for r in history])
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

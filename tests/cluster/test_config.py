@@ -1,0 +1,91 @@
+"""Configs: shipped files validate; each kind of mistake names the key and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+
+from cluster.config import ConfigError, apply_overrides, load_config, parse_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("name", ["toy2d.yaml", "digits.yaml"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(CONFIGS / name)
+    assert cfg.name == name.split(".")[0]
+
+
+def _raw():
+    return {"name": "x", "data": {"name": "digits"}, "teacher": {"network": {"arch": "unet"}}}
+
+
+def test_unknown_key_lists_allowed_keys():
+    raw = _raw()
+    raw["teacher"]["learning_rate"] = 1e-3
+    with pytest.raises(ConfigError, match=r"teacher.learning_rate: unknown key; allowed keys here: .*\blr\b"):
+        parse_config(raw)
+
+
+def test_unknown_top_level_key():
+    raw = _raw()
+    raw["studnet"] = {}
+    with pytest.raises(ConfigError, match=r"studnet: unknown key; allowed keys here: data, eval, name"):
+        parse_config(raw)
+
+
+def test_bad_choice_names_allowed_values():
+    raw = _raw()
+    raw["teacher"]["network"]["arch"] = "transformer"
+    with pytest.raises(ConfigError, match=r"teacher.network.arch: Input should be 'mlp' or 'unet' \(got 'transformer'\)"):
+        parse_config(raw)
+
+
+def test_wrong_type():
+    raw = _raw()
+    raw["teacher"]["steps"] = "many"
+    with pytest.raises(ConfigError, match=r"teacher.steps: .*integer.*\(got 'many'\)"):
+        parse_config(raw)
+
+
+def test_out_of_range():
+    raw = _raw()
+    raw["teacher"]["lr"] = -1
+    with pytest.raises(ConfigError, match=r"teacher.lr: Input should be greater than 0"):
+        parse_config(raw)
+
+
+def test_bad_eval_steps():
+    raw = _raw()
+    raw["eval"] = {"steps": [1, 0]}
+    with pytest.raises(ConfigError, match=r"eval.steps: .*step counts >= 1"):
+        parse_config(raw)
+
+
+def test_missing_required_key():
+    raw = _raw()
+    del raw["data"]
+    with pytest.raises(ConfigError, match=r"data: required key is missing"):
+        parse_config(raw)
+
+
+def test_overrides_apply_and_are_validated(tmp_path):
+    cfg = load_config(CONFIGS / "digits.yaml", ["teacher.lr=3e-4", "eval.steps=[1,4]"])
+    assert cfg.teacher.lr == 3e-4 and cfg.eval.steps == [1, 4]
+    with pytest.raises(ConfigError, match=r"teacher.lrr: unknown key"):
+        load_config(CONFIGS / "digits.yaml", ["teacher.lrr=3e-4"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(CONFIGS / "digits.yaml", ["teacher.lr"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"seed": 1}, ["seed.x=2"])
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad)

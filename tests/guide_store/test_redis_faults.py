@@ -1,0 +1,184 @@
+"""Fault tests against a real redis-server: dead consumers, server crashes, backpressure, bad payloads."""
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+import redis
+import torch
+
+from guide_store.codec import encode_batch, encode_record_batch
+from guide_store.embedded import EmbeddedRedis
+from guide_store.redis_store import BackpressureTimeout, RedisGuideStore
+from guide_store.schema import META_VERSION, to_record_batch
+
+from guide_factory import make_batch
+
+
+def balanced(stats):
+    return stats["produced"] == stats["acknowledged"] + stats["pending"] + stats["dead_lettered"] + stats["undelivered"]
+
+
+def test_dead_consumer_records_are_reclaimed(redis_server, run_name):
+    store = RedisGuideStore(redis_server.url, run_name, claim_idle_s=1.0)
+    for k in range(3):
+        store.put(make_batch(4 * k))
+    # a real process takes two batches and is killed before it acknowledges them
+    script = textwrap.dedent(f"""
+        import sys, time
+        from guide_store.redis_store import RedisGuideStore
+        s = RedisGuideStore({redis_server.url!r}, {run_name!r})
+        got = s.get("doomed", timeout_s=5, count=2)
+        print(",".join(d.id for d in got), flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    taken = proc.stdout.readline().strip().split(",")
+    proc.kill()
+    proc.wait()
+    assert len(taken) == 2
+    other = store.get("survivor", timeout_s=0.2, count=5)
+    assert [d.id for d in other] not in ([], taken)  # the third batch only: the others are not yet idle
+    assert {d.id for d in other}.isdisjoint(taken)
+    store.ack([d.id for d in other])
+    time.sleep(1.1)
+    reclaimed = store.get("survivor", timeout_s=0.2, count=5)
+    assert sorted(d.id for d in reclaimed) == sorted(taken) and all(d.reclaimed for d in reclaimed)
+    assert store.ack([d.id for d in reclaimed]) == 8
+    s = store.stats()
+    assert s["produced"] == s["acknowledged"] == 12 and s["pending"] == 0 and s["reclaimed"] == 8
+
+
+def test_server_crash_and_restart_loses_nothing(tmp_path):
+    with EmbeddedRedis(tmp_path / "r", fsync="always") as server:
+        store = RedisGuideStore(server.url, "crash", claim_idle_s=0.5)
+        for k in range(6):
+            store.put(make_batch(4 * k))
+        got = store.get("c1", count=3)
+        store.ack([got[0].id, got[1].id])
+        acked = {int(i) for d in got[:2] for i in d.batch.sample_id}
+        server.kill()  # SIGKILL: no shutdown, no final write
+        server.restart()
+        # the same client objects carry on (reconnect with backoff)
+        s = store.stats()
+        assert s["produced"] == 24 and s["acknowledged"] == 8 and s["pending"] == 4 and s["undelivered"] == 12
+        time.sleep(0.6)
+        seen = []
+        while batch := store.get("c2", timeout_s=0.2, count=8):
+            store.ack([d.id for d in batch])
+            seen += [int(i) for d in batch for i in d.batch.sample_id]
+        assert sorted(seen) == sorted(set(range(24)) - acked)  # nothing acknowledged came back, nothing lost
+        assert store.stats()["acknowledged"] == 24
+
+
+def test_producer_survives_a_restart(tmp_path):
+    with EmbeddedRedis(tmp_path / "r") as server:
+        store = RedisGuideStore(server.url, "restart")
+        errors, done = [], []
+
+        def produce():
+            try:
+                for k in range(30):
+                    store.put(make_batch(4 * k))
+                    time.sleep(0.02)
+                done.append(True)
+            except Exception as err:  # noqa: BLE001 - reported by the assertion below
+                errors.append(err)
+
+        t = threading.Thread(target=produce)
+        t.start()
+        time.sleep(0.2)
+        server.kill()
+        time.sleep(0.5)
+        server.start()
+        t.join(timeout=60)
+        assert not errors and done
+        assert store.stats()["produced"] == 120
+
+
+def test_producer_blocks_at_backlog_bound_and_resumes(redis_server, run_name):
+    store = RedisGuideStore(redis_server.url, run_name, max_backlog_records=8, put_timeout_s=30)
+    store.put(make_batch(0))
+    store.put(make_batch(4))
+    finished = threading.Event()
+    t = threading.Thread(target=lambda: (store.put(make_batch(8)), finished.set()))
+    t.start()
+    time.sleep(0.5)
+    assert not finished.is_set() and store.stats()["produced"] == 8  # blocked at the bound
+    got = store.get("c", count=1)
+    store.ack([got[0].id])
+    assert finished.wait(5)
+    t.join()
+    assert store.stats()["produced"] == 12
+
+
+def test_backpressure_timeout_is_clear(redis_server, run_name):
+    store = RedisGuideStore(redis_server.url, run_name, max_backlog_bytes=1 << 20, put_timeout_s=0.3)
+    store.put(make_batch(0, n=300, shape=(3, 32, 32), guides=0))  # ~2.4 MB: admitted, the backlog was empty
+    with pytest.raises(BackpressureTimeout, match=r"backlog of 300 records .* above the bound .* are the students consuming"):
+        store.put(make_batch(300))
+
+
+def _bad_payloads():
+    good = to_record_batch(make_batch(0))
+    meta = dict(good.schema.metadata)
+    meta[META_VERSION] = b"7"
+    nan = make_batch(0)
+    nan.x1[0, 0, 0, 0] = float("nan")
+    inf = make_batch(0)
+    inf.guides[0][1, 0, 0, 0] = float("-inf")
+    f64 = pa.FixedShapeTensorArray.from_numpy_ndarray(make_batch(0).x0.double().numpy())
+    wrong_dtype = good.set_column(good.schema.get_field_index("x0"), pa.field("x0", f64.type), f64)
+    full = encode_batch(make_batch(0)).to_pybytes()
+    return {
+        "truncated": (full[: len(full) // 3], "truncated or corrupt"),
+        "garbage": (b"\x00" * 50, "truncated or corrupt"),
+        "schema version": (encode_record_batch(good.replace_schema_metadata(meta)).to_pybytes(), "schema version 7"),
+        "shape": (encode_batch(make_batch(0, shape=(2,))).to_pybytes(), r"record shape \[2\], expected \[1, 8, 8\]"),
+        "dtype": (encode_record_batch(wrong_dtype.replace_schema_metadata(good.schema.metadata)).to_pybytes(), "dtype double"),
+        "nan": (encode_batch(nan).to_pybytes(), "'x1' holds NaN or Inf"),
+        "inf": (encode_batch(inf).to_pybytes(), "'g1' holds NaN or Inf"),
+    }
+
+
+def test_every_bad_payload_is_dead_lettered_with_reason(redis_server, run_name):
+    store = RedisGuideStore(redis_server.url, run_name, expect_shape=(1, 8, 8))
+    bad = _bad_payloads()
+    store.put(make_batch(1000))
+    for name, (payload, _) in bad.items():
+        store.put_raw(payload, 4, producer=f"bad-{name}", key=name)
+    store.client.xadd(store.stream, {"n": 1, "v": 1})  # an entry with no payload at all
+    store.put(make_batch(2000))
+    good = []
+    while got := store.get("c", timeout_s=0.2, count=3):
+        store.ack([d.id for d in got])
+        good += [int(d.batch.sample_id[0]) for d in got]
+    assert good == [1000, 2000]
+    letters = {d["producer"]: d["reason"] for d in store.dead_letters()}
+    for name, (_, reason) in bad.items():
+        assert __import__("re").search(reason, letters[f"bad-{name}"]), (name, letters[f"bad-{name}"])
+    assert any("no payload" in r for r in letters.values())
+    s = store.stats()
+    assert s["dead_lettered"] == 4 * len(bad) and s["dead_entries"] == len(bad) + 1
+    assert s["produced"] == s["acknowledged"] + s["dead_lettered"] and balanced(s)
+    assert s["stream_entries"] == 0 and s["backlog_bytes"] == 0  # acknowledged and dead entries are freed
+
+
+def test_password_and_acl_user(tmp_path):
+    with EmbeddedRedis(tmp_path / "auth", password="s3cret") as server:
+        store = RedisGuideStore(server.url, "auth")
+        store.put(make_batch(0))
+        admin = redis.Redis.from_url(server.url)
+        admin.acl_setuser("student", enabled=True, passwords=["+pw2"], keys=["bd:*"], commands=["+@all"])
+        as_user = RedisGuideStore(f"redis://student:pw2@127.0.0.1:{server.port}/0", "auth")
+        assert len(as_user.get("c", count=1)[0].batch) == 4
+        with pytest.raises(redis.AuthenticationError):
+            RedisGuideStore(f"redis://:wrong@127.0.0.1:{server.port}/0", "auth")
+
+
+def test_default_port_is_never_assumed(redis_server):
+    assert redis_server.port != 6379

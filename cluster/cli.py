@@ -5,6 +5,9 @@ Subcommands:
   eval CHECKPOINT --steps 1,2,4,8,32 [--solver euler|heun|rk4|adaptive]
   sample CHECKPOINT --steps 1,4,32 --out grid.png
   teachers bench [--config configs/digits.yaml] [--json]
+  store export RUN --to DIR [--url URL] [--run-dir runs]
+  store stats RUN [--url URL] [--run-dir runs]
+  store bench [--batch-mb 1,4,16] [--json]
 """
 
 from __future__ import annotations
@@ -67,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--budget-s", type=float, default=120.0, help="the time a usable teacher may take")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    store = sub.add_parser("store", help="the guide store").add_subparsers(dest="store_command", required=True)
+    for name, text in (("export", "write a run's guide records to Parquet files"),
+                       ("stats", "print a run's record counts (produced, acknowledged, pending, dead-lettered)")):
+        p = store.add_parser(name, help=text)
+        p.add_argument("run", help="the run's name")
+        p.add_argument("--url", help="redis:// URL of the store (default: the run's embedded store in RUN_DIR/RUN/redis)")
+        p.add_argument("--run-dir", default="runs")
+        if name == "export":
+            p.add_argument("--to", required=True, help="output directory")
+    p = store.add_parser("bench", help="the store's full path against raw Redis streams, same server and sizes")
+    p.add_argument("--batch-mb", type=lambda t: [float(x) for x in t.split(",")], default=[1.0, 4.0, 16.0])
+    p.add_argument("--seconds", type=float, default=5.0, help="measuring time per batch size")
+    p.add_argument("--fsync", choices=["always", "everysec", "no"], default="everysec")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -147,8 +165,47 @@ def _cmd_teachers_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_store(args: argparse.Namespace):
+    from pathlib import Path
+
+    from guide_store.open_store import open_run_store
+
+    return open_run_store(args.run, Path(args.run_dir) / args.run / "redis", args.url, must_exist=True)
+
+
+def _cmd_store_export(args: argparse.Namespace) -> int:
+    from guide_store.parquet import export_store
+
+    with _open_store(args) as store:
+        summary = export_store(store, args.to)
+    print(f"exported {summary['records']} records in {summary['batches']} batches to {summary['directory']}")
+    for item in summary["skipped"]:
+        print(f"skipped entry {item['entry']}: {item['reason']}", file=sys.stderr)
+    return 0
+
+
+def _cmd_store_stats(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        print(json.dumps({"run": args.run, **store.stats(), "dead_letters": store.dead_letters(20)}, indent=2))
+    return 0
+
+
+def _cmd_store_bench(args: argparse.Namespace) -> int:
+    from guide_store.bench import run_bench
+
+    result = run_bench(args.batch_mb, args.seconds, fsync=args.fsync,
+                       progress=(lambda s: None) if args.json else print)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"redis {result['redis_version']}, appendfsync {result['fsync']}, "
+              f"ratio = store / raw bytes per second (target >= 0.8 at 4 MB)")
+    return 0
+
+
 _COMMANDS = {"train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
-             ("teachers", "bench"): _cmd_teachers_bench}
+             ("teachers", "bench"): _cmd_teachers_bench, ("store", "export"): _cmd_store_export,
+             ("store", "stats"): _cmd_store_stats, ("store", "bench"): _cmd_store_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,10 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     from teachers.data import DataError
 
     args = build_parser().parse_args(argv)
-    key = args.command if args.command != "teachers" else ("teachers", args.teachers_command)
+    group = {"teachers": "teachers_command", "store": "store_command"}.get(args.command)
+    key = (args.command, getattr(args, group)) if group else args.command
     try:
         return _COMMANDS[key](args)
-    except (ConfigError, CheckpointError, DataError) as err:
+    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from guide_store.codec import encode_batch
 from guide_store.embedded import EmbeddedRedis
 from guide_store.redis_store import RedisGuideStore, connect
 from guide_store.schema import GuideBatch
@@ -58,7 +59,7 @@ def run_bench(sizes_mb: list[float], seconds_per_size: float = 3.0, fsync: str =
         for mb in sizes_mb:
             batch = make_batch(mb)
             store = RedisGuideStore(server.url, f"bench-{mb}", max_backlog_bytes=1 << 34)
-            payload_size = len(memoryview(__import__("guide_store.codec", fromlist=["x"]).encode_batch(batch)))
+            payload_size = encode_batch(batch).size
             raw_payload = torch.randint(0, 255, (payload_size,), dtype=torch.uint8).numpy().tobytes()
             raw_times, store_times, k = [], [], 0
             deadline = time.monotonic() + seconds_per_size

@@ -2,7 +2,7 @@
 
 Encoding: the torch tensors are viewed (not copied) as Arrow arrays; the IPC
 writer then makes the one copy that serialising into a contiguous message
-needs. Decoding is zero-copy: the Arrow buffers point into the received bytes
+needs (into a buffer of the final size, measured by a dry run). Decoding is zero-copy: the Arrow buffers point into the received bytes
 and the torch tensors point into the Arrow buffers. Copies remain only where a
 tensor must change dtype or device, or is not contiguous, before encoding.
 No pickle anywhere.
@@ -17,12 +17,21 @@ from guide_store.schema import GuideBatch, RecordError, from_record_batch, to_re
 __all__ = ["encode_batch", "decode_batch", "encode_record_batch", "decode_record_batch"]
 
 
-def encode_record_batch(rb: pa.RecordBatch) -> pa.Buffer:
-    """One Arrow IPC stream (schema + one record batch) in a buffer (supports the buffer protocol)."""
-    sink = pa.BufferOutputStream()
+def _write_stream(sink, rb: pa.RecordBatch) -> None:
     with pa.ipc.new_stream(sink, rb.schema) as writer:
         writer.write_batch(rb)
-    return sink.getvalue()
+
+
+def encode_record_batch(rb: pa.RecordBatch) -> pa.Buffer:
+    """One Arrow IPC stream (schema + one record batch) in a buffer (supports the buffer protocol).
+
+    The size is measured first (a dry run that copies nothing), so the data is copied exactly once, into
+    a buffer of the final size, instead of into a growing one that reallocates."""
+    dry = pa.MockOutputStream()
+    _write_stream(dry, rb)
+    buf = pa.allocate_buffer(dry.size())
+    _write_stream(pa.FixedSizeBufferWriter(buf), rb)
+    return buf
 
 
 def encode_batch(batch: GuideBatch, dtype: str = "float32") -> pa.Buffer:

@@ -21,6 +21,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -91,6 +92,7 @@ class GuideBatch:
         return [self.x0, *self.guides, self.x1]
 
 
+@lru_cache(maxsize=64)  # a pure function of its arguments; built once per layout, not once per batch
 def guide_schema(data_shape: tuple[int, ...], dtype: str = "float32", n_guides: int = 2) -> pa.Schema:
     """The Arrow schema of a batch with ``n_guides`` guides of per-record shape ``data_shape``."""
     if dtype not in TENSOR_DTYPES:
@@ -113,10 +115,13 @@ def guide_schema(data_shape: tuple[int, ...], dtype: str = "float32", n_guides: 
     return pa.schema(fields, metadata=meta)
 
 
-def _tensor_array(t: Tensor, dtype: str) -> pa.Array:
-    torch_dtype = TENSOR_DTYPES[dtype][0]
-    arr = t.detach().to("cpu", torch_dtype).contiguous().numpy()  # a view when already CPU/contiguous/right dtype
-    return pa.FixedShapeTensorArray.from_numpy_ndarray(arr)
+def _tensor_array(t: Tensor, typ: pa.FixedShapeTensorType) -> pa.Array:
+    """``(B, *D)`` tensor -> fixed-shape tensor column viewing the same memory (a copy only when the tensor is
+    not already a contiguous CPU tensor of the column's dtype)."""
+    torch_dtype = TENSOR_DTYPES["float16" if typ.value_type == pa.float16() else "float32"][0]
+    arr = t.detach().to("cpu", torch_dtype).contiguous().numpy()
+    storage = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), math.prod(typ.shape))
+    return pa.ExtensionArray.from_storage(typ, storage)
 
 
 def _repeat(value, n: int, typ: pa.DataType) -> pa.Array:
@@ -134,15 +139,15 @@ def to_record_batch(batch: GuideBatch, dtype: str = "float32") -> pa.RecordBatch
     for name, t in [(X0, batch.x0), (X1, batch.x1), *((guide_column(i + 1), g) for i, g in enumerate(batch.guides))]:
         if tuple(t.shape) != (n, *batch.data_shape):
             raise RecordError(f"{name} has shape {list(t.shape)}, expected {[n, *batch.data_shape]}")
-    schema = guide_schema(batch.data_shape, dtype, k)
+    schema = guide_schema(tuple(batch.data_shape), dtype, k)
     cols: dict[str, pa.Array] = {
         SAMPLE_ID: pa.array(batch.sample_id.detach().cpu().to(torch.int64).numpy()),
         RUN: _repeat(batch.run, n, schema.field(RUN).type),
         RUN_SEED: _repeat(batch.run_seed, n, pa.int64()),
-        X0: _tensor_array(batch.x0, dtype), X1: _tensor_array(batch.x1, dtype),
+        X0: _tensor_array(batch.x0, schema.field(X0).type), X1: _tensor_array(batch.x1, schema.field(X1).type),
     }
     for i, g in enumerate(batch.guides, start=1):
-        cols[guide_column(i)] = _tensor_array(g, dtype)
+        cols[guide_column(i)] = _tensor_array(g, schema.field(X0).type)
         cols[tau_column(i)] = _repeat(batch.taus[i - 1], n, pa.float32())
         cols[teacher_column(i)] = _repeat(batch.teachers[i - 1], n, schema.field(teacher_column(i)).type)
         cols[teacher_version_column(i)] = _repeat(batch.teacher_versions[i - 1], n,
@@ -157,13 +162,23 @@ def to_record_batch(batch: GuideBatch, dtype: str = "float32") -> pa.RecordBatch
 def _single(rb: pa.RecordBatch, name: str):
     """The one value a per-batch column holds; a batch mixing values is not a valid guide batch."""
     col = rb.column(name)
+    if len(col) == 0:
+        return None
+    if col.null_count:
+        raise RecordError(f"column {name!r} has null values")
     if pa.types.is_dictionary(col.type):
-        uniq = col.dictionary.take(col.indices.unique()).to_pylist() if len(col) else [""]
+        if len(col.dictionary) == 1:  # what the encoder writes: one entry, every index 0
+            return col.dictionary[0].as_py()
+        values = col.dictionary.take(col.indices.unique()).to_pylist()
     else:
-        uniq = col.unique().to_pylist() if len(col) else [None]
-    if len(uniq) != 1:
-        raise RecordError(f"column {name!r} holds {len(uniq)} different values in one batch")
-    return uniq[0]
+        arr = col.to_numpy(zero_copy_only=False)
+        if not (arr == arr[0]).all():
+            values = [None, None]
+        else:
+            return col[0].as_py()
+    if len(values) != 1:
+        raise RecordError(f"column {name!r} holds {len(values)} different values in one batch")
+    return values[0]
 
 
 def _to_torch(rb: pa.RecordBatch, name: str, expect_shape: tuple[int, ...] | None) -> Tensor:
@@ -183,7 +198,8 @@ def _to_torch(rb: pa.RecordBatch, name: str, expect_shape: tuple[int, ...] | Non
         # only ever read by the student (it is cast or moved before any in-place use).
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         t = torch.from_numpy(arr)
-    if not bool(torch.isfinite(t).all()):
+    if t.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(t))).all()):
+        # NaN propagates through min/max and +-Inf becomes an extreme: one pass, no mask allocated
         raise RecordError(f"column {name!r} holds NaN or Inf")
     return t
 

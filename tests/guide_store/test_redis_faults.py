@@ -75,29 +75,35 @@ def test_server_crash_and_restart_loses_nothing(tmp_path):
         assert store.stats()["acknowledged"] == 24
 
 
-def test_producer_survives_a_restart(tmp_path):
+def test_producer_survives_restarts_without_loss_or_duplicates(tmp_path):
     with EmbeddedRedis(tmp_path / "r") as server:
         store = RedisGuideStore(server.url, "restart")
         errors, done = [], []
 
         def produce():
             try:
-                for k in range(30):
+                for k in range(60):
                     store.put(make_batch(4 * k))
-                    time.sleep(0.02)
                 done.append(True)
             except Exception as err:  # noqa: BLE001 - reported by the assertion below
                 errors.append(err)
 
         t = threading.Thread(target=produce)
         t.start()
-        time.sleep(0.2)
-        server.kill()
-        time.sleep(0.5)
-        server.start()
-        t.join(timeout=60)
+        for _ in range(3):  # crash the server under the producer, three times
+            time.sleep(0.15)
+            server.kill()
+            time.sleep(0.3)
+            server.start()
+        t.join(timeout=120)
         assert not errors and done
-        assert store.stats()["produced"] == 120
+        seen = []
+        while got := store.get("c", timeout_s=0.3, count=16):
+            store.ack([d.id for d in got])
+            seen += [int(i) for d in got for i in d.batch.sample_id]
+        assert sorted(seen) == list(range(240))  # every block exactly once
+        s = store.stats()
+        assert s["produced"] == s["acknowledged"] == 240
 
 
 def test_producer_blocks_at_backlog_bound_and_resumes(redis_server, run_name):

@@ -42,12 +42,7 @@ def save_sample_figure(panels: dict[str, Tensor], path: str | Path, reference: T
         ax.set_title(label, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _grid(x: Tensor, per_row: int, pad: int = 1) -> Tensor:
@@ -70,6 +65,10 @@ def save_loss_curve(history: list[dict], path: str | Path, title: str = "trainin
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.set_title(title)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,115 @@
+"""Guide production (DESIGN.md 2.3, 2.4): couplings that pair noise with data, and guide rules.
+
+Everything a record needs is a pure function of ``(run seed, sample_id)``, the
+data and the teachers, so any producer regenerates a block identically: a
+block handed out again after an actor died yields the same records.
+
+Couplings (which ``x1`` goes with which ``x0``):
+    ``inversion``   draw real ``x1``; ``x0 = Phi_{1->0}(x1)`` with an accurate solver
+    ``generated``   draw ``x0``; ``x1 = Phi_{0->1}(x0)`` (classic reflow pairs)
+    ``independent`` draw ``x0`` and ``x1`` independently
+
+Guide rules (control points between ``x0`` and ``x1`` for a path of degree ``n = k + 1``):
+    ``euler_step``  ``g_i = x0 + tau_i v_i(x0, 0)``                 (one Euler step to tau_i)
+    ``solve``       ``g_i = Phi^{(i)}_{0->tau_i}(x0)``              (teacher i's ODE to tau_i)
+    ``tangent``     ``g_1 = x0 + v_1(x0, 0) / n``, ``g_k = x1 - v_k(x1, 1) / n``: the curve leaves ``x0``
+                    along teacher 1 and arrives at ``x1`` along teacher k (k = 1 or 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from teachers.solvers import solve
+
+__all__ = ["COUPLINGS", "GUIDE_RULES", "CouplingSettings", "sample_seed", "noise_for", "data_for", "couple",
+           "make_guides"]
+
+Velocity = Callable[[Tensor, Tensor], Tensor]
+COUPLINGS = ("inversion", "generated", "independent")
+GUIDE_RULES = ("euler_step", "solve", "tangent")
+_MASK = (1 << 63) - 1
+
+
+def sample_seed(run_seed: int, sample_id: int, stream: int) -> int:
+    """A 63-bit seed for one sample and one use (``stream``), mixed so that nearby ids are unrelated."""
+    x = (run_seed * 0x9E3779B97F4A7C15 + sample_id * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB) & _MASK
+    x ^= x >> 31
+    x = (x * 0xD6E8FEB86659FD93) & _MASK
+    return x ^ (x >> 29)
+
+
+def noise_for(sample_ids: Tensor, run_seed: int, data_shape: tuple[int, ...]) -> Tensor:
+    """``(B, *data_shape)`` standard normal noise, row ``i`` a function of ``(run_seed, sample_ids[i])`` only."""
+    g = torch.Generator()
+    rows = []
+    for sid in sample_ids.tolist():
+        g.manual_seed(sample_seed(run_seed, sid, 0))
+        rows.append(torch.randn(data_shape, generator=g))
+    return torch.stack(rows) if rows else torch.empty((0, *data_shape))
+
+
+def data_for(sample_ids: Tensor, run_seed: int, data: Tensor) -> Tensor:
+    """Real data rows for each sample id: row ``i`` is ``data[h(run_seed, sample_ids[i]) mod N]``."""
+    idx = torch.tensor([sample_seed(run_seed, sid, 1) % data.shape[0] for sid in sample_ids.tolist()],
+                       dtype=torch.long)
+    return data[idx]
+
+
+@dataclass(frozen=True)
+class CouplingSettings:
+    """How pairs are made: the coupling and the accurate solver used for inversion or generation."""
+
+    coupling: str = "inversion"
+    solver: str = "rk4"
+    steps: int = 32
+
+    def __post_init__(self) -> None:
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"unknown coupling {self.coupling!r}; known: {list(COUPLINGS)}")
+
+
+def couple(sample_ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity,
+           settings: CouplingSettings) -> tuple[Tensor, Tensor]:
+    """``(x0, x1)`` for each sample id under the configured coupling; ``teacher`` solves the ODE."""
+    shape = tuple(data.shape[1:])
+    if settings.coupling == "inversion":
+        x1 = data_for(sample_ids, run_seed, data)
+        return solve(teacher, x1, 1.0, 0.0, settings.steps, settings.solver).x, x1
+    x0 = noise_for(sample_ids, run_seed, shape)
+    if settings.coupling == "generated":
+        return x0, solve(teacher, x0, 0.0, 1.0, settings.steps, settings.solver).x
+    return x0, data_for(sample_ids, run_seed, data)
+
+
+def _time(x: Tensor, t: float) -> Tensor:
+    return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+
+
+@torch.no_grad()
+def make_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], rule: str, taus: Sequence[float],
+                solver: str = "euler", steps: int = 4) -> list[Tensor]:
+    """One guide per teacher (``teachers[i]`` makes guide ``i + 1`` at ``taus[i]``); shapes ``(B, *D)``.
+
+    ``solver``/``steps`` are used by the ``solve`` rule only.
+    """
+    if rule not in GUIDE_RULES:
+        raise ValueError(f"unknown guide rule {rule!r}; known: {list(GUIDE_RULES)}")
+    if len(teachers) != len(taus):
+        raise ValueError(f"{len(teachers)} teachers but {len(taus)} guide times")
+    k = len(teachers)
+    if rule == "euler_step":
+        return [x0 + tau * v(x0, _time(x0, 0.0)) for v, tau in zip(teachers, taus)]
+    if rule == "solve":
+        return [solve(v, x0, 0.0, tau, steps, solver).x for v, tau in zip(teachers, taus)]
+    if k not in (1, 2):
+        raise ValueError(f"the tangent rule makes 1 or 2 guides, got {k} teachers")
+    n = k + 1
+    first = x0 + teachers[0](x0, _time(x0, 0.0)) / n
+    if k == 1:
+        return [first]
+    return [first, x1 - teachers[1](x1, _time(x1, 1.0)) / n]

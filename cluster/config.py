@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig",
            "load_config", "parse_config", "apply_overrides"]
@@ -97,6 +97,49 @@ class StoreConfig(_Section):
     fsync: Literal["always", "everysec", "no"] = "always"
 
 
+class GuidesConfig(_Section):
+    """What the teachers produce (DESIGN.md 2.2-2.4)."""
+
+    path: Literal["linear", "quadratic", "cubic"] = "cubic"
+    rule: Literal["euler_step", "solve", "tangent"] = "euler_step"
+    taus: list[float] | None = Field(None, description="guide times; default 1/3, 2/3 (cubic) or 1/2 (quadratic)")
+    solve_solver: Solver = "euler"
+    solve_steps: int = Field(4, ge=1, le=10000)
+    coupling: Literal["inversion", "generated", "independent"] = "inversion"
+    coupling_solver: Solver = "rk4"
+    coupling_steps: int = Field(32, ge=1, le=10000)
+    block_size: int = Field(64, ge=1, le=1_000_000)
+    num_samples: int = Field(20000, ge=1)
+
+    @property
+    def n_guides(self) -> int:
+        return {"linear": 0, "quadratic": 1, "cubic": 2}[self.path]
+
+    def guide_times(self) -> list[float]:
+        if self.taus is not None:
+            return list(self.taus)
+        return {0: [], 1: [0.5], 2: [1 / 3, 2 / 3]}[self.n_guides]
+
+    @field_validator("taus")
+    @classmethod
+    def _taus_in_range(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(not 0.0 < t < 1.0 for t in v):
+            raise ValueError("guide times must lie strictly between 0 and 1")
+        return v
+
+
+class TeacherPoolConfig(_Section):
+    """One kind of teacher actor: which checkpoints make which guides, how many replicas, what resources."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    checkpoints: list[str] = Field(min_length=1, description="one per guide (the first also couples); "
+                                   "a single entry serves every guide")
+    replicas: int = Field(1, ge=0, le=1024)
+    num_cpus: float = Field(1.0, ge=0.0)
+    num_gpus: float = Field(0.0, ge=0.0)
+    threads: int = Field(1, ge=1, le=256)
+
+
 class RunConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -105,6 +148,21 @@ class RunConfig(_Section):
     teacher: TeacherConfig
     eval: EvalConfig = EvalConfig()
     store: StoreConfig = StoreConfig()
+    guides: GuidesConfig = GuidesConfig()
+    teachers: list[TeacherPoolConfig] = Field(default_factory=list)
+    namespace: str = Field("bezier-distill", pattern=r"^[A-Za-z0-9_.-]+$")
+    max_restarts: int = Field(3, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _guides_match_teachers(self) -> "RunConfig":
+        k = self.guides.n_guides
+        if self.guides.taus is not None and len(self.guides.taus) != k:
+            raise ValueError(f"guides.taus has {len(self.guides.taus)} entries; path {self.guides.path!r} needs {k}")
+        for pool in self.teachers:
+            if len(pool.checkpoints) not in (1, max(k, 1)):
+                raise ValueError(f"teachers[{pool.name}].checkpoints has {len(pool.checkpoints)} entries; "
+                                 f"path {self.guides.path!r} needs 1 or {max(k, 1)}")
+        return self
 
     @property
     def run_path(self) -> Path:

@@ -13,3 +13,14 @@ def _private_cache(tmp_path_factory):
     if "BEZIER_DISTILL_CACHE" not in os.environ:
         os.environ["BEZIER_DISTILL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     yield
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster for every test that needs it (logical CPUs above the 2 physical ones so
+    several one-thread actors can be scheduled)."""
+    import ray
+
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, namespace="bezier-distill-tests")
+    yield ray
+    ray.shutdown()

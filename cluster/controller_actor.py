@@ -1,0 +1,199 @@
+"""The controller: a named Ray actor that owns a run's teacher pool and the assignment of blocks.
+
+Blocks of sample ids are handed out one at a time; a block held by an actor
+that died (and was restarted by Ray, or is gone) is handed out again. The
+store's per-block put guard makes a re-produced block land once. Every change
+to the pool is appended to ``RUN/events.jsonl``. The class is plain; it is
+made remote (threaded: workers call it while it waits on others) in
+``start_controller``. State is guarded by one lock that is never held across
+a remote call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from cluster.config import RunConfig, TeacherPoolConfig, parse_config
+
+__all__ = ["Controller", "controller_name", "start_controller"]
+
+
+def controller_name(run: str) -> str:
+    return f"controller-{run}"
+
+
+class Controller:
+    def __init__(self, run_config: dict, store_url: str):
+        self.cfg: RunConfig = parse_config(run_config)
+        self.store_url = store_url
+        g = self.cfg.guides
+        self.num_blocks = math.ceil(g.num_samples / g.block_size)
+        self.queue: deque[int] = deque(range(self.num_blocks))
+        self.assigned: dict[int, str] = {}
+        self.done: dict[int, str] = {}
+        self.workers: dict[str, dict] = {}  # name -> {"pool", "state", "restarts", "blocks"}
+        self.handles: dict[str, object] = {}
+        self.pools: dict[str, TeacherPoolConfig] = {p.name: p for p in self.cfg.teachers}
+        self.lock = threading.Lock()
+        self.events = self.cfg.run_path / "events.jsonl"
+        self.events.parent.mkdir(parents=True, exist_ok=True)
+        self._serial = 0
+
+    # -- pool ----------------------------------------------------------------------------
+    def _record(self, kind: str, **fields) -> None:
+        with self.events.open("a") as f:
+            f.write(json.dumps({"time": time.time(), "event": kind, **fields}) + "\n")
+
+    def start_pools(self) -> list[str]:
+        """Start every configured pool's replicas (does not wait for them)."""
+        started = []
+        for pool in list(self.pools.values()):
+            started += self.add_teacher(pool.model_dump(), pool.replicas)
+        return started
+
+    def add_teacher(self, pool: dict, replicas: int = 1) -> list[str]:
+        """Start ``replicas`` actors of ``pool``; refused with a clear error (nothing started) when its
+        checkpoints are missing or do not fit the data."""
+        import ray
+
+        from teachers.checkpoint import read_meta
+        from teachers.teacher_actor import TeacherWorker
+
+        spec = TeacherPoolConfig.model_validate(pool)
+        for path in spec.checkpoints:
+            meta = read_meta(path)  # raises CheckpointError naming the file
+            data_shape = self._data_shape()
+            if tuple(meta.data_shape) != data_shape:
+                raise ValueError(f"teacher {path}: data_shape {meta.data_shape} does not match the run's data "
+                                 f"{list(data_shape)}; nothing was started")
+        names = []
+        for _ in range(replicas):
+            with self.lock:
+                self._serial += 1
+                name = f"{spec.name}-{self._serial}"
+                self.pools[spec.name] = spec
+                self.workers[name] = {"pool": spec.name, "state": "starting", "restarts": 0, "blocks": 0}
+            actor = ray.remote(TeacherWorker).options(
+                name=f"{self.cfg.name}-{name}", namespace=self.cfg.namespace, max_restarts=self.cfg.max_restarts,
+                max_task_retries=0, num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_concurrency=2,
+            ).remote(name, self.cfg.model_dump(mode="json"), spec.model_dump(), self.store_url,
+                     ray.get_runtime_context().current_actor)
+            with self.lock:
+                self.handles[name] = actor
+            self._record("teacher_added", worker=name, pool=spec.name, checkpoints=spec.checkpoints)
+            names.append(name)
+        return names
+
+    def _data_shape(self) -> tuple[int, ...]:
+        if not hasattr(self, "_shape"):
+            from teachers.train_teacher import load_run_data
+
+            self._shape = load_run_data(self.cfg).data_shape
+        return self._shape
+
+    def remove_teacher(self, name: str, drain: bool = True) -> dict:
+        """Stop a worker: with ``drain`` it finishes its current block first (no partial batch is ever put:
+        a batch is one atomic put); without, it is killed and its block is handed out again."""
+        import ray
+
+        with self.lock:
+            if name not in self.handles:
+                raise KeyError(f"no teacher actor {name!r}; running: {sorted(self.handles)}")
+            handle = self.handles[name]
+            self.workers[name]["state"] = "draining" if drain else "removing"
+        if drain:
+            ray.get(handle.drain.remote())
+        ray.kill(handle, no_restart=True)
+        with self.lock:
+            self.handles.pop(name)
+            self.workers[name]["state"] = "removed"
+            self._requeue(name)
+        self._record("teacher_removed", worker=name, drain=drain)
+        return dict(self.workers[name])
+
+    # -- blocks ----------------------------------------------------------------------------
+    def register(self, name: str) -> None:
+        """Called by a worker's constructor: a second call means Ray restarted it after a crash."""
+        with self.lock:
+            w = self.workers.setdefault(name, {"pool": "?", "state": "starting", "restarts": 0, "blocks": 0})
+            restarted = w["state"] != "starting"
+            if restarted:
+                w["restarts"] += 1
+                self._requeue(name)
+            w["state"] = "running"
+        if restarted:
+            self._record("teacher_restarted", worker=name)
+
+    def _requeue(self, name: str) -> None:
+        for block in [b for b, w in self.assigned.items() if w == name]:
+            del self.assigned[block]
+            self.queue.appendleft(block)
+
+    def next_block(self, name: str) -> int | None:
+        with self.lock:
+            if self.workers.get(name, {}).get("state") != "running" or not self.queue:
+                return None
+            block = self.queue.popleft()
+            self.assigned[block] = name
+            return block
+
+    def block_done(self, name: str, info: dict) -> None:
+        with self.lock:
+            block = info["block"]
+            if self.assigned.get(block) == name:
+                del self.assigned[block]
+            self.done.setdefault(block, name)
+            self.workers[name]["blocks"] += 1
+
+    def worker_idle(self, name: str) -> None:
+        with self.lock:
+            if self.workers.get(name, {}).get("state") == "running":
+                self.workers[name]["state"] = "idle"
+
+    def check_workers(self) -> list[str]:
+        """Find workers that are gone for good (restarts exhausted) and hand their blocks out again."""
+        import ray
+
+        with self.lock:
+            live = {n: h for n, h in self.handles.items() if self.workers[n]["state"] in ("running", "starting")}
+        dead = []
+        for name, handle in live.items():
+            try:
+                ray.get(handle.ping.remote(), timeout=30)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                dead.append(name)
+        with self.lock:
+            for name in dead:
+                self.workers[name]["state"] = "dead"
+                self.handles.pop(name, None)
+                self._requeue(name)
+        for name in dead:
+            self._record("teacher_dead", worker=name)
+        return dead
+
+    # -- inspection ------------------------------------------------------------------------
+    def state(self) -> dict:
+        with self.lock:
+            return {"run": self.cfg.name, "blocks": self.num_blocks, "done": len(self.done),
+                    "assigned": dict(self.assigned), "queued": len(self.queue),
+                    "workers": {n: dict(w) for n, w in self.workers.items()},
+                    "finished": len(self.done) == self.num_blocks}
+
+    def done_blocks(self) -> dict[int, str]:
+        with self.lock:
+            return dict(self.done)
+
+
+def start_controller(cfg: RunConfig, store_url: str):
+    """Start (or find) the run's named controller actor in the run's namespace."""
+    import ray
+
+    return ray.remote(Controller).options(
+        name=controller_name(cfg.name), namespace=cfg.namespace, get_if_exists=True, max_concurrency=16,
+        num_cpus=0,
+    ).remote(cfg.model_dump(mode="json"), store_url)

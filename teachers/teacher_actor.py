@@ -1,0 +1,134 @@
+"""The teacher actor: loads teacher checkpoints and turns blocks of sample ids into guide records.
+
+``TeacherWorker`` is a plain class; ``ray.remote`` is applied where it is
+started (the controller), so it is usable and testable without Ray. Its
+records are made by ``build_block``, a pure function of the run
+configuration, the data, the teachers and the block id, so a block handed out
+again after an actor died is regenerated bit for bit, and the store's
+per-block put guard keeps it in the stream exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cluster.config import RunConfig, TeacherPoolConfig, parse_config
+from guide_store.schema import GuideBatch
+from teachers.checkpoint import load_checkpoint
+from teachers.guides import CouplingSettings, couple, make_guides
+
+__all__ = ["LoadedTeachers", "load_teachers", "block_ids", "build_block", "TeacherWorker"]
+
+
+@dataclass
+class LoadedTeachers:
+    """The coupling teacher, one teacher per guide, and their ids and versions (for every record)."""
+
+    coupling: nn.Module
+    guides: list[nn.Module]
+    ids: list[str]
+    versions: list[str]
+
+
+def _version(checkpoint: Path) -> str:
+    """A short content hash of the weights: two actors with the same version made the same guides."""
+    return hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()[:12]
+
+
+def load_teachers(pool: TeacherPoolConfig, n_guides: int, data_shape: tuple[int, ...]) -> LoadedTeachers:
+    """Load a pool's checkpoints (refusing a data-shape mismatch); one checkpoint serves every guide."""
+    paths = [Path(p) for p in pool.checkpoints]
+    models = {p: load_checkpoint(p, expect_data_shape=data_shape)[0] for p in dict.fromkeys(paths)}
+    per_guide = paths if len(paths) > 1 else paths * max(n_guides, 1)
+    per_guide = per_guide[:n_guides]
+    return LoadedTeachers(coupling=models[paths[0]], guides=[models[p] for p in per_guide],
+                          ids=[f"{pool.name}:{p.name}" for p in per_guide],
+                          versions=[_version(p) for p in per_guide])
+
+
+def block_ids(cfg: RunConfig, block: int) -> torch.Tensor:
+    """Sample ids of a block: ``[block * size, min((block + 1) * size, num_samples))``."""
+    g = cfg.guides
+    return torch.arange(block * g.block_size, min((block + 1) * g.block_size, g.num_samples))
+
+
+@torch.no_grad()
+def build_block(cfg: RunConfig, data: torch.Tensor, teachers: LoadedTeachers, block: int,
+                producer: str) -> GuideBatch:
+    """The guide records of one block (DESIGN.md 2.3, 2.4); the same inputs give the same bits."""
+    g = cfg.guides
+    ids = block_ids(cfg, block)
+    x0, x1 = couple(ids, cfg.seed, data, teachers.coupling,
+                    CouplingSettings(g.coupling, g.coupling_solver, g.coupling_steps))
+    taus = g.guide_times()
+    guides = make_guides(x0, x1, teachers.guides, g.rule, taus, g.solve_solver, g.solve_steps) if taus else []
+    return GuideBatch(sample_id=ids, x0=x0, x1=x1, guides=guides, taus=taus, teachers=teachers.ids,
+                      teacher_versions=teachers.versions, guide_rule=g.rule, coupling=g.coupling,
+                      run=cfg.name, run_seed=cfg.seed, producer=producer)
+
+
+class TeacherWorker:
+    """Body of one teacher actor: asks the controller for blocks, builds them, puts them in the store.
+
+    On (re)start it registers with the controller, which hands out again any block it held when it
+    died, and starts its loop in a thread, so a restarted actor resumes by itself.
+    """
+
+    def __init__(self, name: str, run_config: dict, pool: dict, store_url: str, controller=None):
+        from guide_store.redis_store import RedisGuideStore
+        from teachers.train_teacher import load_run_data
+
+        self.cfg = parse_config(run_config)
+        self.pool = TeacherPoolConfig.model_validate(pool)
+        torch.set_num_threads(self.pool.threads)
+        self.name = name
+        self.data = load_run_data(self.cfg)
+        self.teachers = load_teachers(self.pool, self.cfg.guides.n_guides, self.data.data_shape)
+        st = self.cfg.store
+        self.store = RedisGuideStore(store_url, self.cfg.name, dtype=st.dtype,
+                                     max_backlog_records=st.max_backlog_records,
+                                     max_backlog_bytes=st.max_backlog_bytes, put_timeout_s=st.put_timeout_s)
+        self.controller = controller
+        self._drain = threading.Event()
+        self.blocks_done = 0
+        if controller is not None:
+            import ray
+
+            ray.get(controller.register.remote(name))
+            self._thread = threading.Thread(target=self._loop, name=f"{name}-loop", daemon=True)
+            self._thread.start()
+
+    def produce(self, block: int) -> dict:
+        """Build and put one block; returns what the controller records."""
+        start = time.perf_counter()
+        batch = build_block(self.cfg, self.data.train, self.teachers, block, self.name)
+        entry = self.store.put(batch, key=f"block-{block}")
+        self.blocks_done += 1
+        return {"block": block, "records": len(batch), "entry": entry, "seconds": time.perf_counter() - start}
+
+    def _loop(self) -> None:
+        import ray
+
+        while not self._drain.is_set():
+            block = ray.get(self.controller.next_block.remote(self.name))
+            if block is None:
+                break
+            ray.get(self.controller.block_done.remote(self.name, self.produce(block)))
+        self.controller.worker_idle.remote(self.name)
+
+    def drain(self) -> int:
+        """Finish the current block, then stop asking for more; returns blocks produced by this incarnation."""
+        self._drain.set()
+        if getattr(self, "_thread", None) is not None:
+            self._thread.join()
+        return self.blocks_done
+
+    def ping(self) -> str:
+        return self.name

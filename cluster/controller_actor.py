@@ -188,6 +188,24 @@ class Controller:
         with self.lock:
             return dict(self.done)
 
+    def report(self) -> dict:
+        """State plus the store's counts; also refreshes the run's dashboard gauges."""
+        from cluster.metrics import RunGauges
+        from guide_store.redis_store import RedisGuideStore
+
+        if not hasattr(self, "_store"):
+            self._store = RedisGuideStore(self.store_url, self.cfg.name)
+            self._gauges = RunGauges(self.cfg.name)
+        state = self.state()
+        stats = self._store.stats()
+        live = sum(w["state"] == "running" for w in state["workers"].values())
+        self._gauges.update(stats, live)
+        return {**state, "store": stats, "live_teachers": live}
+
+    def list_teachers(self) -> dict:
+        with self.lock:
+            return {n: dict(w) for n, w in self.workers.items()}
+
 
 def start_controller(cfg: RunConfig, store_url: str):
     """Start (or find) the run's named controller actor in the run's namespace."""

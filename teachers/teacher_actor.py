@@ -98,8 +98,13 @@ class TeacherWorker:
         self.controller = controller
         self._drain = threading.Event()
         self.blocks_done = 0
+        self.metrics = None
         if controller is not None:
             import ray
+
+            from cluster.metrics import TeacherMetrics
+
+            self.metrics = TeacherMetrics(self.cfg.name, name)
 
             ray.get(controller.register.remote(name))
             self._thread = threading.Thread(target=self._loop, name=f"{name}-loop", daemon=True)
@@ -111,7 +116,10 @@ class TeacherWorker:
         batch = build_block(self.cfg, self.data.train, self.teachers, block, self.name)
         entry = self.store.put(batch, key=f"block-{block}")
         self.blocks_done += 1
-        return {"block": block, "records": len(batch), "entry": entry, "seconds": time.perf_counter() - start}
+        seconds = time.perf_counter() - start
+        if self.metrics is not None and entry is not None:
+            self.metrics.record(len(batch), seconds)
+        return {"block": block, "records": len(batch), "entry": entry, "seconds": seconds}
 
     def _loop(self) -> None:
         import ray

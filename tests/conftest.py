@@ -21,6 +21,8 @@ def ray_cluster():
     several one-thread actors can be scheduled)."""
     import ray
 
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, namespace="bezier-distill-tests")
+    # address="local": never attach to a cluster some other test or user started with `ray start`
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
+             namespace="bezier-distill-tests")
     yield ray
     ray.shutdown()

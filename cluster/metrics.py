@@ -1,0 +1,52 @@
+"""Metrics shown on the Ray dashboard (``ray.util.metrics``; Prometheus names get a ``ray_`` prefix).
+
+Made inside the process that records them (actors, the job driver), never at import time.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TeacherMetrics", "RunGauges"]
+
+LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+
+
+class TeacherMetrics:
+    """Per teacher actor: records produced (counter) and seconds per guide batch (histogram)."""
+
+    def __init__(self, run: str, worker: str):
+        from ray.util.metrics import Counter, Histogram
+
+        self.tags = {"run": run, "teacher": worker}
+        self.produced = Counter("bezier_guides_produced", "guide records put into the store",
+                                tag_keys=("run", "teacher"))
+        self.latency = Histogram("bezier_guide_batch_seconds", "seconds to build and put one guide batch",
+                                 boundaries=LATENCY_BOUNDARIES, tag_keys=("run", "teacher"))
+
+    def record(self, records: int, seconds: float) -> None:
+        self.produced.inc(records, tags=self.tags)
+        self.latency.observe(seconds, tags=self.tags)
+
+
+class RunGauges:
+    """Per run: the store's backlog, pending and dead-lettered records, and live teacher actors."""
+
+    def __init__(self, run: str):
+        from ray.util.metrics import Gauge
+
+        self.tags = {"run": run}
+        keys = ("run",)
+        self.backlog = Gauge("bezier_store_backlog_records", "records produced and not yet acknowledged", tag_keys=keys)
+        self.backlog_bytes = Gauge("bezier_store_backlog_bytes", "bytes of un-acknowledged guide batches", tag_keys=keys)
+        self.pending = Gauge("bezier_store_pending_records", "records delivered to a student, not acknowledged",
+                             tag_keys=keys)
+        self.dead = Gauge("bezier_store_dead_lettered", "records in the dead-letter stream", tag_keys=keys)
+        self.produced = Gauge("bezier_store_produced", "records put into the store", tag_keys=keys)
+        self.live = Gauge("bezier_live_teacher_actors", "teacher actors running", tag_keys=keys)
+
+    def update(self, stats: dict, live_teachers: int) -> None:
+        self.backlog.set(stats["backlog"], tags=self.tags)
+        self.backlog_bytes.set(stats["backlog_bytes"], tags=self.tags)
+        self.pending.set(stats["pending"], tags=self.tags)
+        self.dead.set(stats["dead_lettered"], tags=self.tags)
+        self.produced.set(stats["produced"], tags=self.tags)
+        self.live.set(live_teachers, tags=self.tags)

@@ -1,0 +1,77 @@
+"""`ray job submit` of the job entrypoint to a `ray start --head` cluster (token authentication on, no
+default ports), then the custom metrics read from the node's metrics endpoint."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import shutil
+import tempfile
+
+import pytest
+
+from guide_store.embedded import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+@pytest.mark.slow
+def test_ray_job_submit_and_dashboard_metrics(tmp_path):
+    gcs, dash, metrics = free_port(), free_port(), free_port()
+    assert 6379 not in (gcs, dash, metrics)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+    short = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's unix sockets need a short path (< 108 bytes)
+    head_log = open(tmp_path / "head.log", "w")
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
+         f"--metrics-export-port={metrics}", "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats",
+         f"--temp-dir={short}"],
+        env=env, stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        run_dir = tmp_path / "runs"
+        submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(REPO),
+                  "--", "python", "-m", "cluster.job", "configs/toy2d.yaml", "--no-progress",
+                  "--set", f"run_dir={run_dir}", "--set", "teacher.steps=200", "--set", "guides.num_samples=1200",
+                  "--set", "guides.block_size=100"]
+        deadline = time.monotonic() + 120
+        while True:  # the dashboard's job API comes up a little after the head
+            out = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
+            if out.returncode == 0 or time.monotonic() > deadline or "succeeded" in out.stdout:
+                break
+            if "Connection refused" not in out.stdout + out.stderr and "Failed to connect" not in out.stdout + out.stderr:
+                break
+            time.sleep(2)
+        assert out.returncode == 0 and "succeeded" in out.stdout, (
+            out.stdout[-3000:] + out.stderr[-3000:] + (tmp_path / "head.log").read_text()[-3000:])
+        report = json.loads((run_dir / "toy2d" / "production.json").read_text())
+        assert report["records"] == 1200 and report["store"]["produced"] == 1200
+        text, deadline = "", time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = _metrics(metrics)
+            if re.search(r'ray_bezier_guides_produced_total\{[^}]*run="toy2d"[^}]*\} 1200', text):
+                break
+            time.sleep(2)
+        assert re.search(r'ray_bezier_guides_produced_total\{[^}]*teacher="teacher-1"[^}]*\} 1200', text)
+        for name in ("ray_bezier_guide_batch_seconds_count", "ray_bezier_store_backlog_records",
+                     "ray_bezier_store_pending_records", "ray_bezier_store_dead_lettered",
+                     "ray_bezier_live_teacher_actors"):
+            assert name in text, name
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, 9)
+        head_log.close()
+        shutil.rmtree(short, ignore_errors=True)

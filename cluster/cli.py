@@ -5,6 +5,7 @@ Subcommands:
   eval CHECKPOINT --steps 1,2,4,8,32 [--solver euler|heun|rk4|adaptive]
   sample CHECKPOINT --steps 1,4,32 --out grid.png
   teachers bench [--config configs/digits.yaml] [--json]
+  teachers list --run RUN | add --run RUN --checkpoint PATH [--replicas N] [--role g1|g2] | remove NAME --run RUN [--drain]
   store export RUN --to DIR [--url URL] [--run-dir runs]
   store stats RUN [--url URL] [--run-dir runs]
   store bench [--batch-mb 1,4,16] [--json]
@@ -70,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--budget-s", type=float, default=120.0, help="the time a usable teacher may take")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    for name, text in (("list", "the teacher actors of a running job"),
+                       ("add", "start teacher actors in a running job"),
+                       ("remove", "stop a teacher actor of a running job")):
+        p = teachers.add_parser(name, help=text + " (connects to RAY_ADDRESS; token auth as the cluster uses it)")
+        p.add_argument("--run", required=True, help="the run's name (config 'name')")
+        p.add_argument("--namespace", default="bezier-distill", help="the run's Ray namespace")
+        if name == "add":
+            p.add_argument("--checkpoint", required=True)
+            p.add_argument("--replicas", type=int, default=1)
+            p.add_argument("--role", choices=["g1", "g2"], help="only this guide comes from the new checkpoint")
+            p.add_argument("--name", help="pool name for the new actors")
+        if name == "remove":
+            p.add_argument("worker", help="actor name as 'teachers list' shows it")
+            p.add_argument("--drain", action=argparse.BooleanOptionalAction, default=True,
+                           help="finish the current block first (default); --no-drain kills it and re-issues the block")
 
     store = sub.add_parser("store", help="the guide store").add_subparsers(dest="store_command", required=True)
     for name, text in (("export", "write a run's guide records to Parquet files"),
@@ -165,6 +181,61 @@ def _cmd_teachers_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _controller(args: argparse.Namespace):
+    import os
+
+    import ray
+
+    from cluster.controller_actor import controller_name
+
+    ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", namespace=args.namespace, log_to_driver=False,
+             logging_level="ERROR")
+    try:
+        return ray.get_actor(controller_name(args.run), namespace=args.namespace)
+    except ValueError:
+        raise FileNotFoundError(f"no running job for run {args.run!r} in namespace {args.namespace!r} "
+                                "(is RAY_ADDRESS the job's cluster?)") from None
+
+
+def _print_workers(workers: dict) -> None:
+    print(f"{'actor':<28} {'pool':<24} {'state':<10} {'blocks':>7} {'restarts':>8}")
+    for name, w in sorted(workers.items()):
+        print(f"{name:<28} {w['pool']:<24} {w['state']:<10} {w['blocks']:>7} {w['restarts']:>8}")
+
+
+def _cmd_teachers_list(args: argparse.Namespace) -> int:
+    import ray
+
+    _print_workers(ray.get(_controller(args).list_teachers.remote()))
+    return 0
+
+
+def _cmd_teachers_add(args: argparse.Namespace) -> int:
+    import ray
+
+    controller = _controller(args)
+    try:
+        names = ray.get(controller.add_checkpoint.remote(args.checkpoint, args.replicas, args.role, args.name))
+    except ray.exceptions.RayTaskError as err:
+        print(f"error: refused, nothing changed: {err.cause}", file=sys.stderr)
+        return 2
+    print(f"started {', '.join(names)}")
+    return 0
+
+
+def _cmd_teachers_remove(args: argparse.Namespace) -> int:
+    import ray
+
+    controller = _controller(args)
+    try:
+        ray.get(controller.remove_teacher.remote(args.worker, args.drain))
+    except ray.exceptions.RayTaskError as err:
+        print(f"error: {err.cause}", file=sys.stderr)
+        return 2
+    print(f"removed {args.worker}{' after draining its block' if args.drain else ''}")
+    return 0
+
+
 def _open_store(args: argparse.Namespace):
     from pathlib import Path
 
@@ -204,7 +275,9 @@ def _cmd_store_bench(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
-             ("teachers", "bench"): _cmd_teachers_bench, ("store", "export"): _cmd_store_export,
+             ("teachers", "bench"): _cmd_teachers_bench, ("teachers", "list"): _cmd_teachers_list,
+             ("teachers", "add"): _cmd_teachers_add, ("teachers", "remove"): _cmd_teachers_remove,
+             ("store", "export"): _cmd_store_export,
              ("store", "stats"): _cmd_store_stats, ("store", "bench"): _cmd_store_bench}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -88,6 +89,25 @@ class Controller:
             self._record("teacher_added", worker=name, pool=spec.name, checkpoints=spec.checkpoints)
             names.append(name)
         return names
+
+    def add_checkpoint(self, checkpoint: str, replicas: int = 1, role: str | None = None,
+                       name: str | None = None) -> list[str]:
+        """``teachers add``: actors whose guides come from ``checkpoint``; with ``role`` (``g1``/``g2``) only
+        that guide does, the others keep the run's first pool's teachers."""
+        k = self.cfg.guides.n_guides
+        if role is None:
+            checkpoints = [checkpoint]
+        else:
+            index = {"g1": 0, "g2": 1}.get(role)
+            if index is None or index >= max(k, 1):
+                raise ValueError(f"role {role!r} is not a guide of a {self.cfg.guides.path} path; "
+                                 f"allowed: {['g1', 'g2'][:max(k, 1)]}")
+            base = next(iter(self.pools.values())).checkpoints if self.pools else [checkpoint]
+            checkpoints = (base * max(k, 1))[:max(k, 1)] if len(base) == 1 else list(base)
+            checkpoints[index] = checkpoint
+        default = re.sub(r"[^A-Za-z0-9_.-]", "_", f"added-{Path(checkpoint).parent.name}-{role or 'all'}")
+        pool = {"name": name or default, "checkpoints": checkpoints}
+        return self.add_teacher(pool, replicas)
 
     def _data_shape(self) -> tuple[int, ...]:
         if not hasattr(self, "_shape"):

@@ -1,5 +1,6 @@
 """`ray job submit` of the job entrypoint to a `ray start --head` cluster (token authentication on, no
-default ports), then the custom metrics read from the node's metrics endpoint."""
+default ports); `bezier-distill teachers list/add/remove` against the running job; then the custom
+metrics read from the node's metrics endpoint."""
 
 import json
 import os
@@ -40,29 +41,63 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
         env=env, stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         run_dir = tmp_path / "runs"
-        submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(REPO),
-                  "--", "python", "-m", "cluster.job", "configs/toy2d.yaml", "--no-progress",
-                  "--set", f"run_dir={run_dir}", "--set", "teacher.steps=200", "--set", "guides.num_samples=1200",
-                  "--set", "guides.block_size=100"]
+        submit = [str(BIN / "ray"), "job", "submit", "--no-wait", "--address", f"http://127.0.0.1:{dash}",
+                  "--working-dir", str(REPO), "--", "python", "-m", "cluster.job", "configs/toy2d.yaml",
+                  "--no-progress", "--set", f"run_dir={run_dir}", "--set", "teacher.steps=200",
+                  "--set", "guides.num_samples=12000", "--set", "guides.block_size=100",
+                  "--set", "guides.coupling_steps=64"]
         deadline = time.monotonic() + 120
         while True:  # the dashboard's job API comes up a little after the head
             out = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
-            if out.returncode == 0 or time.monotonic() > deadline or "succeeded" in out.stdout:
-                break
-            if "Connection refused" not in out.stdout + out.stderr and "Failed to connect" not in out.stdout + out.stderr:
+            if out.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(2)
-        assert out.returncode == 0 and "succeeded" in out.stdout, (
-            out.stdout[-3000:] + out.stderr[-3000:] + (tmp_path / "head.log").read_text()[-3000:])
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:] + (tmp_path / "head.log").read_text()[-3000:]
+        job_id = re.search(r"raysubmit_\w+", out.stdout).group(0)
+
+        cli_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}"}
+        cli = lambda *a: subprocess.run([str(BIN / "bezier-distill"), "teachers", *a, "--run", "toy2d"],
+                                        env=cli_env, capture_output=True, text=True, timeout=300)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # wait for the job's controller and first actor
+            listing = cli("list")
+            if listing.returncode == 0 and "teacher-1" in listing.stdout and "running" in listing.stdout:
+                break
+            time.sleep(2)
+        assert "teacher-1" in listing.stdout, listing.stdout + listing.stderr
+        checkpoint = str(run_dir / "toy2d" / "teacher")
+        refused = cli("add", "--checkpoint", str(tmp_path / "missing"))
+        assert refused.returncode == 2 and "checkpoint directory does not exist" in refused.stderr
+        added = cli("add", "--checkpoint", checkpoint, "--name", "extra")
+        assert added.returncode == 0 and "extra-2" in added.stdout, added.stdout + added.stderr
+        removed = cli("remove", "teacher-1", "--drain")
+        assert removed.returncode == 0, removed.stderr
+        listing = cli("list").stdout
+        assert re.search(r"teacher-1\s+teacher\s+removed", listing) and "extra-2" in listing, listing
+
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline:
+            status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", f"http://127.0.0.1:{dash}", job_id],
+                                    env=env, capture_output=True, text=True).stdout
+            if "succeeded" in status.lower() or "failed" in status.lower() or "stopped" in status.lower():
+                break
+            time.sleep(3)
+        assert "succeeded" in status.lower(), status + subprocess.run(
+            [str(BIN / "ray"), "job", "logs", "--address", f"http://127.0.0.1:{dash}", job_id],
+            env=env, capture_output=True, text=True).stdout[-3000:]
         report = json.loads((run_dir / "toy2d" / "production.json").read_text())
-        assert report["records"] == 1200 and report["store"]["produced"] == 1200
+        assert report["records"] == 12000 and report["store"]["produced"] == 12000  # nothing lost or doubled
+        assert report["workers"]["extra-2"]["blocks"] > 0
+        events = (run_dir / "toy2d" / "events.jsonl").read_text()
+        assert '"teacher_added"' in events and '"teacher_removed"' in events
         text, deadline = "", time.monotonic() + 60
         while time.monotonic() < deadline:
             text = _metrics(metrics)
-            if re.search(r'ray_bezier_guides_produced_total\{[^}]*run="toy2d"[^}]*\} 1200', text):
+            if re.search(r'ray_bezier_guides_produced_total\{[^}]*teacher="extra-2"[^}]*\} \d', text):
                 break
             time.sleep(2)
-        assert re.search(r'ray_bezier_guides_produced_total\{[^}]*teacher="teacher-1"[^}]*\} 1200', text)
+        counts = [float(v) for v in re.findall(r'ray_bezier_guides_produced_total\{[^}]*run="toy2d"[^}]*\} (\S+)', text)]
+        assert sum(counts) >= 12000 and len(counts) >= 2, counts  # per teacher actor
         for name in ("ray_bezier_guide_batch_seconds_count", "ray_bezier_store_backlog_records",
                      "ray_bezier_store_pending_records", "ray_bezier_store_dead_lettered",
                      "ray_bezier_live_teacher_actors"):

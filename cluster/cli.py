@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--drain", action=argparse.BooleanOptionalAction, default=True,
                            help="finish the current block first (default); --no-drain kills it and re-issues the block")
 
+    guides = sub.add_parser("guides", help="guide production").add_subparsers(dest="guides_command", required=True)
+    p = guides.add_parser("bench", help="records/s from 1 and 2 teacher actors vs in-process building, same run")
+    p.add_argument("--config", default="configs/digits.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--blocks", type=int, default=24)
+    p.add_argument("--json", action="store_true")
+
     store = sub.add_parser("store", help="the guide store").add_subparsers(dest="store_command", required=True)
     for name, text in (("export", "write a run's guide records to Parquet files"),
                        ("stats", "print a run's record counts (produced, acknowledged, pending, dead-lettered)")):
@@ -236,6 +243,21 @@ def _cmd_teachers_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_guides_bench(args: argparse.Namespace) -> int:
+    from cluster.config import load_config
+    from cluster.production_bench import run_production_bench
+    from teachers.train_teacher import train_teacher
+
+    cfg = load_config(args.config, args.overrides)
+    if not (cfg.teacher_path / "model.json").is_file():
+        train_teacher(cfg, progress=not args.json, echo=lambda s: None)
+    result = run_production_bench(cfg, str(cfg.teacher_path), args.blocks,
+                                  progress=(lambda s: None) if args.json else print)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
 def _open_store(args: argparse.Namespace):
     from pathlib import Path
 
@@ -277,7 +299,7 @@ def _cmd_store_bench(args: argparse.Namespace) -> int:
 _COMMANDS = {"train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
              ("teachers", "bench"): _cmd_teachers_bench, ("teachers", "list"): _cmd_teachers_list,
              ("teachers", "add"): _cmd_teachers_add, ("teachers", "remove"): _cmd_teachers_remove,
-             ("store", "export"): _cmd_store_export,
+             ("guides", "bench"): _cmd_guides_bench, ("store", "export"): _cmd_store_export,
              ("store", "stats"): _cmd_store_stats, ("store", "bench"): _cmd_store_bench}
 
 
@@ -287,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     from teachers.data import DataError
 
     args = build_parser().parse_args(argv)
-    group = {"teachers": "teachers_command", "store": "store_command"}.get(args.command)
+    group = {"teachers": "teachers_command", "store": "store_command", "guides": "guides_command"}.get(args.command)
     key = (args.command, getattr(args, group)) if group else args.command
     try:
         return _COMMANDS[key](args)

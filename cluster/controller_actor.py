@@ -41,6 +41,7 @@ class Controller:
         self.handles: dict[str, object] = {}
         self.pools: dict[str, TeacherPoolConfig] = {p.name: p for p in self.cfg.teachers}
         self.lock = threading.Lock()
+        self.done_times: list[float] = []  # when each block finished: steady-state rates for benchmarks
         self.events = self.cfg.run_path / "events.jsonl"
         self.events.parent.mkdir(parents=True, exist_ok=True)
         self._serial = 0
@@ -169,6 +170,7 @@ class Controller:
                 del self.assigned[block]
             self.done.setdefault(block, name)
             self.workers[name]["blocks"] += 1
+            self.done_times.append(time.time())
 
     def worker_idle(self, name: str) -> None:
         with self.lock:
@@ -200,6 +202,7 @@ class Controller:
     def state(self) -> dict:
         with self.lock:
             return {"run": self.cfg.name, "blocks": self.num_blocks, "done": len(self.done),
+                    "done_times": list(self.done_times),
                     "assigned": dict(self.assigned), "queued": len(self.queue),
                     "workers": {n: dict(w) for n, w in self.workers.items()},
                     "finished": len(self.done) == self.num_blocks}

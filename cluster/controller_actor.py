@@ -63,15 +63,14 @@ class Controller:
         checkpoints are missing or do not fit the data."""
         import ray
 
-        from teachers.checkpoint import read_meta
-        from teachers.teacher_actor import TeacherWorker
+        from teachers.teacher_actor import TeacherWorker, teacher_data_shape
 
         spec = TeacherPoolConfig.model_validate(pool)
         for path in spec.checkpoints:
-            meta = read_meta(path)  # raises CheckpointError naming the file
+            shape = teacher_data_shape(path)  # raises CheckpointError naming the file
             data_shape = self._data_shape()
-            if tuple(meta.data_shape) != data_shape:
-                raise ValueError(f"teacher {path}: data_shape {meta.data_shape} does not match the run's data "
+            if shape != data_shape:
+                raise ValueError(f"teacher {path}: data_shape {list(shape)} does not match the run's data "
                                  f"{list(data_shape)}; nothing was started")
         names = []
         for _ in range(replicas):

@@ -24,7 +24,8 @@ from guide_store.schema import GuideBatch
 from teachers.checkpoint import load_checkpoint
 from teachers.guides import CouplingSettings, couple, make_guides
 
-__all__ = ["LoadedTeachers", "load_teachers", "block_ids", "build_block", "TeacherWorker"]
+__all__ = ["LoadedTeachers", "teacher_data_shape", "load_teacher", "load_teachers", "block_ids", "build_block",
+           "TeacherWorker"]
 
 
 @dataclass
@@ -39,13 +40,37 @@ class LoadedTeachers:
 
 def _version(checkpoint: Path) -> str:
     """A short content hash of the weights: two actors with the same version made the same guides."""
-    return hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()[:12]
+    h = hashlib.sha256()
+    for weights in sorted(checkpoint.glob("*.safetensors")):
+        h.update(weights.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def teacher_data_shape(path: str | Path) -> tuple[int, ...]:
+    """The per-sample shape a teacher checkpoint (native or diffusers) was made for."""
+    from teachers.checkpoint import read_meta
+    from teachers.diffusers_adapter import diffusers_data_shape, is_diffusers_dir
+
+    return diffusers_data_shape(path) if is_diffusers_dir(path) else tuple(read_meta(path).data_shape)
+
+
+def load_teacher(path: str | Path, data_shape: tuple[int, ...]) -> nn.Module:
+    """A velocity ``v(x, t)`` from a native checkpoint or a diffusers ``save_pretrained`` directory."""
+    from teachers.checkpoint import CheckpointError
+    from teachers.diffusers_adapter import is_diffusers_dir, load_diffusers_teacher
+
+    if is_diffusers_dir(path):
+        if teacher_data_shape(path) != tuple(data_shape):
+            raise CheckpointError(f"{path}: data shape {list(teacher_data_shape(path))} does not match the data "
+                                  f"{list(data_shape)}")
+        return load_diffusers_teacher(path)
+    return load_checkpoint(path, expect_data_shape=data_shape)[0]
 
 
 def load_teachers(pool: TeacherPoolConfig, n_guides: int, data_shape: tuple[int, ...]) -> LoadedTeachers:
     """Load a pool's checkpoints (refusing a data-shape mismatch); one checkpoint serves every guide."""
     paths = [Path(p) for p in pool.checkpoints]
-    models = {p: load_checkpoint(p, expect_data_shape=data_shape)[0] for p in dict.fromkeys(paths)}
+    models = {p: load_teacher(p, data_shape) for p in dict.fromkeys(paths)}
     per_guide = paths if len(paths) > 1 else paths * max(n_guides, 1)
     per_guide = per_guide[:n_guides]
     return LoadedTeachers(coupling=models[paths[0]], guides=[models[p] for p in per_guide],

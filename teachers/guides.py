@@ -74,16 +74,18 @@ class CouplingSettings:
 
 
 def couple(sample_ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity,
-           settings: CouplingSettings) -> tuple[Tensor, Tensor]:
-    """``(x0, x1)`` for each sample id under the configured coupling; ``teacher`` solves the ODE."""
+           settings: CouplingSettings, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """``(x0, x1)`` for each sample id under the configured coupling; ``teacher`` solves the ODE on ``device``.
+
+    Noise and data rows are drawn on the CPU, so the inputs are the same bits on every device."""
     shape = tuple(data.shape[1:])
     if settings.coupling == "inversion":
-        x1 = data_for(sample_ids, run_seed, data)
+        x1 = data_for(sample_ids, run_seed, data).to(device)
         return solve(teacher, x1, 1.0, 0.0, settings.steps, settings.solver).x, x1
-    x0 = noise_for(sample_ids, run_seed, shape)
+    x0 = noise_for(sample_ids, run_seed, shape).to(device)
     if settings.coupling == "generated":
         return x0, solve(teacher, x0, 0.0, 1.0, settings.steps, settings.solver).x
-    return x0, data_for(sample_ids, run_seed, data)
+    return x0, data_for(sample_ids, run_seed, data).to(device)
 
 
 def _time(x: Tensor, t: float) -> Tensor:

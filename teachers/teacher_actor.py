@@ -36,6 +36,18 @@ class LoadedTeachers:
     guides: list[nn.Module]
     ids: list[str]
     versions: list[str]
+    device: torch.device = torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> "LoadedTeachers":
+        self.device = torch.device(device)
+        for m in {id(m): m for m in (self.coupling, *self.guides)}.values():
+            m.to(self.device)
+        return self
+
+
+def pick_device(num_gpus: float) -> torch.device:
+    """CUDA when the actor was given a GPU share and one is visible; the CPU otherwise."""
+    return torch.device("cuda") if num_gpus > 0 and torch.cuda.is_available() else torch.device("cpu")
 
 
 def _version(checkpoint: Path) -> str:
@@ -91,9 +103,10 @@ def build_block(cfg: RunConfig, data: torch.Tensor, teachers: LoadedTeachers, bl
     g = cfg.guides
     ids = block_ids(cfg, block)
     x0, x1 = couple(ids, cfg.seed, data, teachers.coupling,
-                    CouplingSettings(g.coupling, g.coupling_solver, g.coupling_steps))
+                    CouplingSettings(g.coupling, g.coupling_solver, g.coupling_steps), teachers.device)
     taus = g.guide_times()
     guides = make_guides(x0, x1, teachers.guides, g.rule, taus, g.solve_solver, g.solve_steps) if taus else []
+    x0, x1, guides = x0.cpu(), x1.cpu(), [t.cpu() for t in guides]  # records are encoded from host memory
     return GuideBatch(sample_id=ids, x0=x0, x1=x1, guides=guides, taus=taus, teachers=teachers.ids,
                       teacher_versions=teachers.versions, guide_rule=g.rule, coupling=g.coupling,
                       run=cfg.name, run_seed=cfg.seed, producer=producer)
@@ -116,6 +129,7 @@ class TeacherWorker:
         self.name = name
         self.data = load_run_data(self.cfg)
         self.teachers = load_teachers(self.pool, self.cfg.guides.n_guides, self.data.data_shape)
+        self.teachers.to(pick_device(self.pool.num_gpus))
         st = self.cfg.store
         self.store = RedisGuideStore(store_url, self.cfg.name, dtype=st.dtype,
                                      max_backlog_records=st.max_backlog_records,

@@ -217,27 +217,28 @@ def _cmd_teachers_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_teachers_add(args: argparse.Namespace) -> int:
+def _ask_controller(args: argparse.Namespace, method: str, *call_args, refused: str = ""):
+    """Call a method of the run's controller; a refusal is printed and returns ``None``."""
     import ray
 
-    controller = _controller(args)
     try:
-        names = ray.get(controller.add_checkpoint.remote(args.checkpoint, args.replicas, args.role, args.name))
+        return ray.get(getattr(_controller(args), method).remote(*call_args))
     except ray.exceptions.RayTaskError as err:
-        print(f"error: refused, nothing changed: {err.cause}", file=sys.stderr)
+        print(f"error: {refused}{err.cause}", file=sys.stderr)
+        return None
+
+
+def _cmd_teachers_add(args: argparse.Namespace) -> int:
+    names = _ask_controller(args, "add_checkpoint", args.checkpoint, args.replicas, args.role, args.name,
+                            refused="refused, nothing changed: ")
+    if names is None:
         return 2
     print(f"started {', '.join(names)}")
     return 0
 
 
 def _cmd_teachers_remove(args: argparse.Namespace) -> int:
-    import ray
-
-    controller = _controller(args)
-    try:
-        ray.get(controller.remove_teacher.remote(args.worker, args.drain))
-    except ray.exceptions.RayTaskError as err:
-        print(f"error: {err.cause}", file=sys.stderr)
+    if _ask_controller(args, "remove_teacher", args.worker, args.drain) is None:
         return 2
     print(f"removed {args.worker}{' after draining its block' if args.drain else ''}")
     return 0

@@ -31,13 +31,18 @@ def _metrics(port: int) -> str:
 def test_ray_job_submit_and_dashboard_metrics(tmp_path):
     gcs, dash, metrics = free_port(), free_port(), free_port()
     assert 6379 not in (gcs, dash, metrics)
+    # every port of this head is a free one: Ray's defaults (agents, client server) may be taken by another
+    # cluster on the machine, and the job agent then never comes up ("No available agent to submit job")
+    pinned = [f"--{opt}={free_port()}" for opt in (
+        "node-manager-port", "object-manager-port", "runtime-env-agent-port", "dashboard-agent-grpc-port",
+        "dashboard-agent-listen-port", "ray-client-server-port")]
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     short = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's unix sockets need a short path (< 108 bytes)
     head_log = open(tmp_path / "head.log", "w")
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
          f"--metrics-export-port={metrics}", "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats",
-         f"--temp-dir={short}"],
+         f"--temp-dir={short}", *pinned],
         env=env, stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         run_dir = tmp_path / "runs"
@@ -46,8 +51,8 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
                   "--no-progress", "--set", f"run_dir={run_dir}", "--set", "teacher.steps=200",
                   "--set", "guides.num_samples=12000", "--set", "guides.block_size=100",
                   "--set", "guides.coupling_steps=64"]
-        deadline = time.monotonic() + 120
-        while True:  # the dashboard's job API comes up a little after the head
+        deadline = time.monotonic() + 180
+        while True:  # the dashboard's job API and its agent come up a little after the head
             out = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
             if out.returncode == 0 or time.monotonic() > deadline:
                 break

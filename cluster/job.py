@@ -23,18 +23,18 @@ __all__ = ["main", "resolve_teachers"]
 
 
 def resolve_teachers(cfg, echo=print):
-    """The run's teacher pools; with none configured, one pool on the run's own teacher, trained first if
-    its checkpoint is missing."""
+    """The run's teacher pools with ``self`` resolved to the run's own teacher (``RUN_DIR/NAME/teacher``),
+    which is trained first if its checkpoint is missing; with no pools configured, one pool on it."""
     from cluster.config import TeacherPoolConfig
     from teachers.train_teacher import train_teacher
 
-    if cfg.teachers:
-        return cfg
-    if not (cfg.teacher_path / "model.json").is_file():
+    pools = cfg.teachers or [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
+    own = str(cfg.teacher_path)
+    pools = [p.model_copy(update={"checkpoints": [own if c == "self" else c for c in p.checkpoints]}) for p in pools]
+    if any(own in p.checkpoints for p in pools) and not (cfg.teacher_path / "model.json").is_file():
         echo(f"no teacher checkpoint at {cfg.teacher_path}: training one")
         train_teacher(cfg, echo=echo)
-    pool = TeacherPoolConfig(name="teacher", checkpoints=[str(cfg.teacher_path)])
-    return cfg.model_copy(update={"teachers": [pool]})
+    return cfg.model_copy(update={"teachers": pools})
 
 
 @contextmanager

@@ -50,7 +50,8 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
                   "--working-dir", str(REPO), "--", "python", "-m", "cluster.job", "configs/toy2d.yaml",
                   "--no-progress", "--set", f"run_dir={run_dir}", "--set", "teacher.steps=200",
                   "--set", "guides.num_samples=12000", "--set", "guides.block_size=100",
-                  "--set", "guides.coupling_steps=64"]
+                  "--set", "guides.coupling_steps=64",
+                  "--set", "teachers=[{name: teacher, checkpoints: [self], replicas: 1}]"]
         deadline = time.monotonic() + 180
         while True:  # the dashboard's job API and its agent come up a little after the head
             out = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)

@@ -138,5 +138,6 @@ def export_store(store, directory: str | Path, dtype: str | None = None) -> dict
             batches += 1
         records = sink.records
     summary = {"directory": str(directory), "records": records, "batches": batches, "skipped": skipped}
-    Path(directory, "export.json").write_text(json.dumps(summary, indent=2))
+    # a leading underscore: Arrow dataset discovery (pd.read_parquet(DIR), DuckDB globs of *.parquet) skips it
+    Path(directory, "_export.json").write_text(json.dumps(summary, indent=2))
     return summary

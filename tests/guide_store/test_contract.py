@@ -103,6 +103,8 @@ def test_export_then_read_parquet_equals_stream(redis_server, run_name, tmp_path
 
     frames = [pd.read_parquet(p) for p in sorted((tmp_path / "out").glob("*.parquet"))]
     assert sum(len(f) for f in frames) == 12 and "x0" in frames[0].columns
+    whole = pd.read_parquet(tmp_path / "out")  # the directory as a dataset, as a user would open it
+    assert len(whole) == 12 and sorted(whole.sample_id) == list(range(12))
 
 
 def test_parquet_shards_by_rank(tmp_path):

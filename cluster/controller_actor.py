@@ -206,10 +206,6 @@ class Controller:
                     "workers": {n: dict(w) for n, w in self.workers.items()},
                     "finished": len(self.done) == self.num_blocks}
 
-    def done_blocks(self) -> dict[int, str]:
-        with self.lock:
-            return dict(self.done)
-
     def report(self) -> dict:
         """State plus the store's counts; also refreshes the run's dashboard gauges."""
         from cluster.metrics import RunGauges

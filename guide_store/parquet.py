@@ -74,7 +74,9 @@ class ParquetGuideSource:
         self.files = sorted(self.directory.glob("guides-*.parquet"))
         if not self.files:
             raise FileNotFoundError(f"{self.directory}: no guides-*.parquet files")
-        self.units = [(f, g) for f in self.files for g in range(pq.ParquetFile(f).num_row_groups)]
+        self._readers = {f: pq.ParquetFile(f) for f in self.files}  # opened once, read per row group
+        self.units = [(f, g) for f in self.files for g in range(self._readers[f].num_row_groups)]
+        self.records = sum(r.metadata.num_rows for r in self._readers.values())
         self.mine = self.units[rank::world_size]
         self.loop, self.expect_shape = loop, expect_shape
         self._next, self._epoch = 0, 0
@@ -90,7 +92,7 @@ class ParquetGuideSource:
                 self._next, self._epoch = 0, self._epoch + 1
             path, group = self.mine[self._next]
             self._next += 1
-            pf = pq.ParquetFile(path)
+            pf = self._readers[path]
             table = pf.read_row_group(group)
             try:
                 rb = table.combine_chunks().to_batches()[0] if table.num_rows else None
@@ -112,8 +114,7 @@ class ParquetGuideSource:
         return n
 
     def stats(self) -> dict:
-        total = sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
-        return {"files": len(self.files), "row_groups": len(self.units), "records": total,
+        return {"files": len(self.files), "row_groups": len(self.units), "records": self.records,
                 "delivered": self.delivered, "acknowledged_batches": self.acknowledged,
                 "bad_row_groups": self.bad}
 

@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["main", "resolve_teachers"]
@@ -35,18 +34,6 @@ def resolve_teachers(cfg, echo=print):
         echo(f"no teacher checkpoint at {cfg.teacher_path}: training one")
         train_teacher(cfg, echo=echo)
     return cfg.model_copy(update={"teachers": pools})
-
-
-@contextmanager
-def store_url(cfg):
-    """The configured Redis URL, or a private embedded server for the run (stopped at the end)."""
-    if cfg.store.url:
-        yield cfg.store.url
-        return
-    from guide_store.embedded import EmbeddedRedis
-
-    with EmbeddedRedis(cfg.redis_path, fsync=cfg.store.fsync) as server:
-        yield server.url
 
 
 def _progress(cfg, controller, echo, show_bar: bool) -> dict:
@@ -82,6 +69,7 @@ def run_production(cfg, echo=print, show_bar: bool = True) -> dict:
     import ray
 
     from cluster.controller_actor import start_controller
+    from guide_store.open_store import run_redis_url
 
     cfg = resolve_teachers(cfg, echo)
     cfg.run_path.mkdir(parents=True, exist_ok=True)
@@ -90,7 +78,7 @@ def run_production(cfg, echo=print, show_bar: bool = True) -> dict:
         ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=cfg.namespace, log_to_driver=False)
     start = time.perf_counter()
     try:
-        with store_url(cfg) as url:
+        with run_redis_url(cfg.name, cfg.redis_path, cfg.store.url, fsync=cfg.store.fsync) as url:
             controller = start_controller(cfg, url)
             workers = ray.get(controller.start_pools.remote())
             echo(f"run {cfg.name}: {len(workers)} teacher actor(s) {workers}, store {url}")

@@ -1,0 +1,58 @@
+"""A rank's local pool of guide records it has consumed, so each record can train more than one step.
+
+Teachers spend ~130 network evaluations per record (an RK4 inversion plus the
+guides); a student step spends ~3 per record. Reading each record once would
+leave the student waiting on the teachers nearly all the time, so every rank
+keeps the records it consumed (after acknowledging them) and fills each
+micro-batch from this pool. ``max_reuse`` bounds the average number of uses
+per record: past it, the rank waits for fresh guides. Pure torch.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["ReplayPool"]
+
+
+class ReplayPool:
+    """Up to ``capacity`` records of ``n_points`` control points each, oldest overwritten first."""
+
+    def __init__(self, capacity: int, max_reuse: float):
+        if capacity < 1 or max_reuse <= 0:
+            raise ValueError(f"capacity must be >= 1 and max_reuse > 0; got {capacity}, {max_reuse}")
+        self.capacity, self.max_reuse = capacity, max_reuse
+        self._data: Tensor | None = None  # (capacity, n_points, *D)
+        self.size = self._next = 0
+        self.received = 0  # records ever added
+        self.used = 0  # record-uses drawn from the pool
+
+    def add(self, points: Sequence[Tensor]) -> None:
+        """Append a batch given as control points, each ``(B, *D)``."""
+        stacked = torch.stack([p.detach().float().cpu() for p in points], dim=1)
+        if self._data is None:
+            self._data = torch.empty((self.capacity, *stacked.shape[1:]))
+        elif stacked.shape[1:] != self._data.shape[1:]:
+            raise ValueError(f"records of layout {tuple(stacked.shape[1:])} do not fit a pool of "
+                             f"{tuple(self._data.shape[1:])}")
+        rows = stacked[-self.capacity:]
+        self._data[(self._next + torch.arange(rows.shape[0])) % self.capacity] = rows
+        self._next = (self._next + rows.shape[0]) % self.capacity
+        self.size = min(self.capacity, self.size + stacked.shape[0])
+        self.received += stacked.shape[0]
+
+    def can_draw(self, n: int) -> bool:
+        """Whether ``n`` more uses stay within ``max_reuse`` uses per record received."""
+        return self.size > 0 and self.used + n <= self.max_reuse * self.received
+
+    def draw(self, n: int, g: torch.Generator) -> list[Tensor]:
+        """``n`` records drawn uniformly with replacement, as control points ``(n, *D)`` each."""
+        if self._data is None or self.size == 0:
+            raise ValueError("the replay pool is empty")
+        idx = torch.randint(0, self.size, (n,), generator=g)
+        self.used += n
+        rows = self._data[idx]
+        return list(rows.unbind(dim=1))

@@ -1,0 +1,150 @@
+"""Student objectives, networks, samplers and the replay pool: exact values, no cluster."""
+
+import pytest
+import torch
+from torch import nn
+
+from student.bezier import bezier_point
+from student.networks import (build_student, flow_map_sampler, flow_map_step, init_from_teacher, student_sampler,
+                              velocity_sampler)
+from student.objectives import (ObjectiveSettings, flow_map_loss, objective_loss, path_degree,
+                                sample_flow_map_times, velocity_loss)
+from student.replay import ReplayPool
+from teachers.nets import build_network
+from teachers.rectified_flow import rectified_flow_loss
+
+
+class Affine(nn.Module):
+    """``v(x, t) = a x + b t`` (or ``f(x, s, t) = a x + b s + c t``): losses computable by hand."""
+
+    def __init__(self, a=0.5, b=1.0, c=0.0):
+        super().__init__()
+        self.a, self.b, self.c = nn.Parameter(torch.tensor(a)), nn.Parameter(torch.tensor(b)), c
+
+    def forward(self, x, *times):
+        t0 = times[0].view(-1, *([1] * (x.dim() - 1)))
+        out = self.a * x + self.b * t0
+        if len(times) == 2:
+            out = out + self.c * times[1].view_as(t0)
+        return out
+
+
+def test_velocity_loss_cubic_by_hand():
+    # one record, scalar data: P = (0, 1, 3, 2) at t = 1/2
+    pts = [torch.tensor([[0.0]]), torch.tensor([[1.0]]), torch.tensor([[3.0]]), torch.tensor([[2.0]])]
+    t = torch.tensor([0.5])
+    b = 0.125 * 0 + 0.375 * 1 + 0.375 * 3 + 0.125 * 2  # = 1.75
+    db = 3 * 0.25 * (1 - 0) + 6 * 0.25 * (3 - 1) + 3 * 0.25 * (2 - 3)  # = 0.75 + 3 - 0.75 = 3
+    pred = 0.5 * b + 1.0 * 0.5
+    assert velocity_loss(Affine(), pts, t).item() == pytest.approx((pred - db) ** 2)
+
+
+def test_flow_map_loss_by_hand_and_on_the_diagonal():
+    pts = [torch.tensor([[0.0]]), torch.tensor([[2.0]]), torch.tensor([[1.0]])]  # quadratic
+    model = Affine(a=0.0, b=1.0, c=2.0)
+    s, t = torch.tensor([0.25]), torch.tensor([0.75])
+    b = lambda u: 2 * u * (1 - u) * 2 + u * u * 1  # noqa: E731
+    target = (b(0.75) - b(0.25)) / 0.5
+    pred = 1.0 * 0.25 + 2.0 * 0.75
+    assert flow_map_loss(model, pts, s, t).item() == pytest.approx((pred - target) ** 2)
+    # s == t: the target is B'(s) = 2(1-s)(G - x0) + 2s(x1 - G)
+    s = t = torch.tensor([0.25])
+    deriv = 2 * 0.75 * 2 + 2 * 0.25 * (1 - 2)
+    assert flow_map_loss(model, pts, s, t).item() == pytest.approx((0.25 + 0.5 - deriv) ** 2)
+
+
+def test_linear_path_is_rectified_flow_distillation():
+    g = torch.Generator().manual_seed(0)
+    x0, x1, t = torch.randn(32, 2, generator=g), torch.randn(32, 2, generator=g), torch.rand(32, generator=g)
+    model = build_network("mlp", (2,), hidden=32, depth=1, time_embed_dim=8)
+    assert velocity_loss(model, [x0, x1], t).item() == pytest.approx(rectified_flow_loss(model, x0, x1, t).item(),
+                                                                      rel=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["velocity", "flow_map"])
+@pytest.mark.parametrize("path", ["linear", "quadratic", "cubic"])
+def test_gradients_reach_every_parameter(objective, path):
+    torch.manual_seed(0)
+    model = build_student("mlp", (2,), {"hidden": 16, "depth": 1, "time_embed_dim": 8}, objective)
+    pts = [torch.randn(16, 2) for _ in range(path_degree(path) + 1)]
+    loss = objective_loss(objective, model, pts, ObjectiveSettings(), torch.Generator().manual_seed(1))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_flow_map_times_shares():
+    s, t = sample_flow_map_times(20000, ObjectiveSettings(endpoint_share=0.3, diagonal_share=0.2),
+                                 torch.Generator().manual_seed(0))
+    assert bool((s <= t).all()) and bool(((s >= 0) & (t <= 1)).all())
+    ends = ((s == 0) & (t == 1)).float().mean().item()
+    diag = (s == t).float().mean().item()
+    assert ends == pytest.approx(0.3, abs=0.02) and diag == pytest.approx(0.2, abs=0.02)
+
+
+def test_unknown_names_are_listed():
+    with pytest.raises(ValueError, match="known: \\['flow_map', 'velocity'\\]"):
+        objective_loss("score", Affine(), [torch.zeros(1, 1)] * 2, ObjectiveSettings(), torch.Generator())
+    with pytest.raises(ValueError, match="known"):
+        path_degree("quartic")
+
+
+def test_flow_map_fitted_to_a_curve_is_exact_in_one_step():
+    # a flow map that is exact for the path (x0, g, x1) = (x0, x0 + 1, 2 x0 + 3): quadratic in t, affine in x0
+    x0 = torch.randn(64, 1)
+    pts = [x0, x0 + 1, 2 * x0 + 3]
+
+    class Exact(nn.Module):
+        def forward(self, x, s, t):
+            # invert B(s) = x0 (1 + s^2) + 2 s + s^2 ... then average velocity to t
+            s, t = s.view(-1, 1), t.view(-1, 1)
+            x0_ = (x - 2 * s * (1 - s) - 3 * s * s) / ((1 - s) ** 2 + 2 * s * (1 - s) + 2 * s * s)
+            end = bezier_point([x0_, x0_ + 1, 2 * x0_ + 3], t.view(-1))
+            return (end - x) / (t - s)
+
+    one = flow_map_sampler(Exact())(x0, 1).x
+    four = flow_map_sampler(Exact())(x0, 4).x
+    assert torch.allclose(one, 2 * x0 + 3, atol=1e-5) and torch.allclose(four, 2 * x0 + 3, atol=1e-4)
+    assert torch.allclose(flow_map_step(Exact(), x0, 0.0, 0.5), bezier_point(pts, 0.5), atol=1e-5)
+
+
+def test_velocity_sampler_is_euler_on_the_student():
+    model = Affine(a=0.0, b=2.0)  # v = 2t: x(1) = x0 + 1 exactly; Euler with k steps gives x0 + 1 - 1/k
+    x0 = torch.zeros(3, 2)
+    for k in (1, 2, 4):
+        sol = velocity_sampler(model)(x0, k)
+        assert sol.nfe == k and torch.allclose(sol.x, torch.full_like(x0, 1 - 1 / k))
+    with pytest.raises(ValueError, match="known"):
+        student_sampler("nope", model)
+
+
+@pytest.mark.parametrize("arch,shape,kwargs", [("mlp", (2,), {"hidden": 16, "depth": 2, "time_embed_dim": 8}),
+                                                ("unet", (1, 8, 8), {"channels": 8, "time_embed_dim": 16})])
+def test_flow_map_student_from_teacher_starts_as_one_euler_step(arch, shape, kwargs):
+    torch.manual_seed(0)
+    teacher = build_network(arch, shape, **kwargs)
+    for objective in ("velocity", "flow_map"):
+        student = build_student(arch, shape, kwargs, objective)
+        init_from_teacher(student, teacher)
+        x = torch.randn(5, *shape)
+        euler = x + teacher(x, torch.zeros(5))
+        one = student_sampler(objective, student)(x, 1).x
+        assert torch.allclose(one, euler, atol=1e-5)
+    with pytest.raises(ValueError, match="student"):
+        init_from_teacher(build_student(arch, shape, {**kwargs, "time_embed_dim": 32}, "velocity"), teacher)
+
+
+def test_replay_pool_bounds_reuse_and_overwrites_oldest():
+    pool = ReplayPool(capacity=10, max_reuse=2.0)
+    g = torch.Generator().manual_seed(0)
+    assert not pool.can_draw(1)
+    pool.add([torch.arange(6.0).view(6, 1), -torch.arange(6.0).view(6, 1)])
+    assert pool.size == 6 and pool.can_draw(12) and not pool.can_draw(13)
+    x0, x1 = pool.draw(12, g)
+    assert torch.equal(x1, -x0) and not pool.can_draw(1)
+    pool.add([torch.arange(6.0, 12.0).view(6, 1), -torch.arange(6.0, 12.0).view(6, 1)])
+    assert pool.size == 10 and pool.received == 12
+    x0, _ = pool.draw(200, g)
+    assert set(x0.view(-1).tolist()) == set(range(2, 12))  # records 0 and 1 were overwritten
+    with pytest.raises(ValueError, match="layout"):
+        pool.add([torch.zeros(2, 3)] * 2)

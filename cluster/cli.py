@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    p = sub.add_parser("run", help="the main job: teachers, guide store, student pool, evaluation, report")
+    from cluster.job import add_run_arguments
+
+    add_run_arguments(p)
+
     p = sub.add_parser("train-teacher", help="train a rectified-flow teacher and write its checkpoint")
     _add_config_args(p)
     p.add_argument("--out", help="checkpoint directory (default: RUN_DIR/NAME/teacher)")
@@ -297,7 +302,13 @@ def _cmd_store_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
+def _cmd_run(args: argparse.Namespace) -> int:
+    from cluster.job import run_from_args
+
+    return run_from_args(args)
+
+
+_COMMANDS = {"run": _cmd_run, "train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
              ("teachers", "bench"): _cmd_teachers_bench, ("teachers", "list"): _cmd_teachers_list,
              ("teachers", "add"): _cmd_teachers_add, ("teachers", "remove"): _cmd_teachers_remove,
              ("guides", "bench"): _cmd_guides_bench, ("store", "export"): _cmd_store_export,

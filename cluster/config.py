@@ -15,7 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig",
+__all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig", "StudentConfig",
            "load_config", "parse_config", "apply_overrides"]
 
 Solver = Literal["euler", "heun", "rk4", "adaptive"]
@@ -140,6 +140,52 @@ class TeacherPoolConfig(_Section):
     threads: int = Field(1, ge=1, le=256)
 
 
+class StudentConfig(_Section):
+    """The student pool (DESIGN.md 2.5 and 3): objective, optimisation, DeepSpeed and Ray Train settings."""
+
+    network: NetworkConfig | None = Field(None, description="default: the teacher's network")
+    init: Literal["teacher", "scratch"] = "teacher"
+    objective: Literal["velocity", "flow_map"] = Field(
+        "flow_map", description="flow_map: one- and few-step map (default, see README); velocity: the paper's")
+    time_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    endpoint_share: float = Field(0.25, ge=0.0, le=1.0, description="flow_map: share of (s, t) = (0, 1) pairs")
+    diagonal_share: float = Field(0.1, ge=0.0, le=1.0, description="flow_map: share of s = t pairs")
+    steps: int = Field(1000, ge=1, le=100_000_000)
+    batch_size: int = Field(64, ge=1, le=1_000_000, description="records per rank per step")
+    lr: float = Field(5e-4, gt=0.0, le=1.0)
+    warmup_steps: int = Field(50, ge=0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    max_reuse: float = Field(16.0, gt=0.0, description="average uses per record before a rank waits for fresh guides")
+    replay_records: int = Field(50_000, ge=1, description="records each rank keeps for reuse")
+    workers: int = Field(2, ge=1, le=4096)
+    cpus_per_worker: float = Field(1.0, ge=0.0)
+    gpus_per_worker: float = Field(0.0, ge=0.0)
+    threads: int = Field(1, ge=1, le=256, description="torch threads per worker on CPU")
+    zero_stage: int = Field(1, ge=0, le=2)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, else fp32; CPU always runs fp32")
+    checkpoint_every: int = Field(200, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0, le=1000)
+    log_every: int = Field(25, ge=1)
+    source: Literal["store", "parquet"] = "store"
+    parquet_dir: str | None = Field(None, description="an exported guide directory (source: parquet)")
+    guide_timeout_s: float = Field(600.0, gt=0.0, description="longest a rank waits for guides before failing")
+    eval_steps: list[int] = Field(default_factory=lambda: [1, 2, 4])
+    storage_path: str | None = Field(None, description="Ray Train storage (shared by all nodes); default RUN/train")
+
+    @model_validator(mode="after")
+    def _source_needs_dir(self) -> "StudentConfig":
+        if self.source == "parquet" and not self.parquet_dir:
+            raise ValueError("source 'parquet' needs parquet_dir (a directory from: bezier-distill store export)")
+        if self.endpoint_share + self.diagonal_share > 1.0:
+            raise ValueError("endpoint_share + diagonal_share must be at most 1")
+        if not self.eval_steps or any(k < 1 for k in self.eval_steps):
+            raise ValueError("eval_steps must be a non-empty list of step counts >= 1")
+        return self
+
+
 class RunConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -150,6 +196,7 @@ class RunConfig(_Section):
     store: StoreConfig = StoreConfig()
     guides: GuidesConfig = GuidesConfig()
     teachers: list[TeacherPoolConfig] = Field(default_factory=list)
+    student: StudentConfig = StudentConfig()
     namespace: str = Field("bezier-distill", pattern=r"^[A-Za-z0-9_.-]+$")
     max_restarts: int = Field(3, ge=0, le=1000)
 
@@ -162,6 +209,10 @@ class RunConfig(_Section):
             if len(pool.checkpoints) not in (1, max(k, 1)):
                 raise ValueError(f"teachers[{pool.name}].checkpoints has {len(pool.checkpoints)} entries; "
                                  f"path {self.guides.path!r} needs 1 or {max(k, 1)}")
+        blocks = -(-self.guides.num_samples // self.guides.block_size)
+        if self.student.source == "store" and blocks < self.student.workers:
+            raise ValueError(f"guides.num_samples / guides.block_size gives {blocks} block(s) for "
+                             f"{self.student.workers} student workers; every worker needs at least one")
         return self
 
     @property
@@ -171,6 +222,11 @@ class RunConfig(_Section):
     @property
     def teacher_path(self) -> Path:
         return self.run_path / "teacher"
+
+    @property
+    def student_path(self) -> Path:
+        """The exported student (``model.safetensors`` + ``model.json``), usable without DeepSpeed."""
+        return self.run_path / "student"
 
     @property
     def redis_path(self) -> Path:

@@ -1,12 +1,20 @@
-"""The job entrypoint: ``python -m cluster.job CONFIG [--set KEY=VALUE ...]``.
+"""The main job: ``bezier-distill run CONFIG`` = ``python -m cluster.job CONFIG [--set KEY=VALUE ...]``.
 
 This is what ``ray job submit --working-dir . -- python -m cluster.job configs/digits.yaml``
 runs. With ``RAY_ADDRESS`` set (as it is under ``ray job submit``) it joins
 that cluster; without, it starts a local Ray, so the same command works on a
-laptop. With no ``store.url`` it starts the run's embedded Redis in
-``runs/NAME/redis``. It then starts the run's controller and teacher actors,
-shows guide production on the console, and writes ``runs/NAME/production.json``.
-(The student pool plugs into this entrypoint next.)
+laptop. End to end it:
+
+1. trains the configured teachers whose checkpoints are missing (Ray tasks, in
+   parallel; cached in the run folder);
+2. starts the guide store (the run's embedded Redis when no ``store.url``), the
+   controller and the teacher actors;
+3. trains the student pool (Ray Train + DeepSpeed) on the guides as they come;
+4. evaluates the teachers and the student (``student.evaluation``) and writes
+   ``runs/NAME/``: ``config.yaml``, ``metrics.jsonl``, ``report.json``,
+   ``production.json``, ``samples.png``, ``student_loss.png`` and ``student/``.
+
+``--stop-after guides`` ends after step 2 (guide production only).
 """
 
 from __future__ import annotations
@@ -15,33 +23,78 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
-__all__ = ["main", "resolve_teachers"]
+__all__ = ["main", "run", "resolve_teachers", "run_production", "own_teacher_paths"]
+
+STAGES = ("guides", "student", "eval")
+
+
+def own_teacher_paths(cfg) -> dict[str, tuple[Path, int]]:
+    """The run's own teachers that its pools refer to: ``self`` (``RUN/teacher``, seed ``seed``) and
+    ``self:K`` (``RUN/teacher-K``, seed ``seed + K``: another teacher of the same recipe, for multi-teacher
+    runs). Maps each reference to its directory and training seed."""
+    refs = {c for p in cfg.teachers for c in p.checkpoints if c == "self" or c.startswith("self:")} or {"self"}
+    out = {}
+    for ref in sorted(refs):
+        if ref == "self":
+            out[ref] = (cfg.teacher_path, cfg.seed)
+            continue
+        k = ref.split(":", 1)[1]
+        if not k.isdigit() or int(k) < 1:
+            from cluster.config import ConfigError
+
+            raise ConfigError(f"teachers: checkpoint {ref!r}: expected self or self:K with K >= 1")
+        out[ref] = (cfg.run_path / f"teacher-{int(k)}", cfg.seed + int(k))
+    return out
+
+
+def _train_teacher_task(raw: dict, out_dir: str) -> str:
+    import torch
+
+    from cluster.config import parse_config
+    from teachers.train_teacher import train_teacher
+
+    torch.set_num_threads(1)
+    train_teacher(parse_config(raw), out_dir=out_dir, progress=False, echo=lambda *_: None)
+    return out_dir
 
 
 def resolve_teachers(cfg, echo=print):
-    """The run's teacher pools with ``self`` resolved to the run's own teacher (``RUN_DIR/NAME/teacher``),
-    which is trained first if its checkpoint is missing; with no pools configured, one pool on it."""
+    """The run's teacher pools with ``self``/``self:K`` resolved to checkpoint paths; missing ones are trained
+    first (as parallel Ray tasks when Ray is up, else here). With no pools configured, one pool on ``self``."""
     from cluster.config import TeacherPoolConfig
-    from teachers.train_teacher import train_teacher
 
+    own = own_teacher_paths(cfg)
+    missing = {ref: v for ref, v in own.items() if not (v[0] / "model.json").is_file()}
+    if missing:
+        echo(f"training {len(missing)} teacher(s): " + ", ".join(f"{r} -> {p}" for r, (p, _) in missing.items()))
+        start = time.perf_counter()
+        raws = {ref: {**cfg.model_dump(mode="json"), "seed": seed} for ref, (_, seed) in missing.items()}
+        import ray
+
+        if ray.is_initialized():
+            task = ray.remote(num_cpus=1)(_train_teacher_task)
+            ray.get([task.remote(raws[ref], str(path)) for ref, (path, _) in missing.items()])
+        else:
+            for ref, (path, _) in missing.items():
+                _train_teacher_task(raws[ref], str(path))
+        echo(f"teachers trained in {time.perf_counter() - start:.1f}s")
     pools = cfg.teachers or [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
-    own = str(cfg.teacher_path)
-    pools = [p.model_copy(update={"checkpoints": [own if c == "self" else c for c in p.checkpoints]}) for p in pools]
-    if any(own in p.checkpoints for p in pools) and not (cfg.teacher_path / "model.json").is_file():
-        echo(f"no teacher checkpoint at {cfg.teacher_path}: training one")
-        train_teacher(cfg, echo=echo)
+    pools = [p.model_copy(update={"checkpoints": [str(own[c][0]) if c in own else c for c in p.checkpoints]})
+             for p in pools]
     return cfg.model_copy(update={"teachers": pools})
 
 
-def _progress(cfg, controller, echo, show_bar: bool) -> dict:
+def _progress(cfg, controller, echo, show_bar: bool, stop: threading.Event | None = None) -> dict:
+    """Follow guide production until it is finished (or ``stop`` is set); returns the controller's report."""
     import ray
     from tqdm.auto import tqdm
 
     total = cfg.guides.num_samples
-    bar = tqdm(total=total, desc=f"{cfg.name}: guides", unit="rec", disable=not show_bar)
+    bar = tqdm(total=total, desc=f"{cfg.name}: guides", unit="rec", disable=not show_bar, position=0)
     last_check, report = time.monotonic(), {}
     try:
         while True:
@@ -49,7 +102,7 @@ def _progress(cfg, controller, echo, show_bar: bool) -> dict:
             bar.n = min(report["store"]["produced"], total)
             bar.set_postfix(teachers=report["live_teachers"], backlog=report["store"]["backlog"])
             bar.refresh()
-            if report["finished"]:
+            if report["finished"] or (stop is not None and stop.is_set()):
                 return report
             if time.monotonic() - last_check > 10:
                 dead = ray.get(controller.check_workers.remote())
@@ -64,55 +117,177 @@ def _progress(cfg, controller, echo, show_bar: bool) -> dict:
         bar.close()
 
 
-def run_production(cfg, echo=print, show_bar: bool = True) -> dict:
-    """Produce the run's guides with its teacher actors; returns (and writes) the production report."""
+class _Production:
+    """Guide production followed on a background thread while the student pool trains."""
+
+    def __init__(self, cfg, controller, echo, show_bar: bool):
+        self.stop, self.report, self.error = threading.Event(), {}, None
+        self.thread = threading.Thread(target=self._follow, args=(cfg, controller, echo, show_bar), daemon=True)
+
+    def _follow(self, cfg, controller, echo, show_bar) -> None:
+        try:
+            self.report = _progress(cfg, controller, echo, show_bar, self.stop)
+        except Exception as err:  # surfaced by the main thread after the student pool returns
+            self.error = err
+
+    def __enter__(self) -> "_Production":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def _stop_teachers(controller, report: dict) -> None:
+    import ray
+
+    for name in list(ray.get(controller.list_teachers.remote())):
+        if report.get("workers", {}).get(name, {}).get("state") not in ("removed", "dead"):
+            ray.get(controller.remove_teacher.remote(name, True))
+    ray.kill(controller)
+
+
+def _clear_previous_attempt(cfg, url: str, echo) -> None:
+    """A run starts from an empty stream: a student pool never resumes across jobs, and the guides of an
+    earlier attempt (same seed, so the same bits) would only be skipped as duplicates by the producers."""
+    from guide_store.redis_store import RedisGuideStore
+
+    store = RedisGuideStore(url, cfg.name)
+    try:
+        stats = store.stats()
+        if stats["produced"] or stats["stream_entries"] or stats["dead_entries"]:
+            echo(f"run {cfg.name}: clearing {stats['produced']} guide records of an earlier attempt from the store "
+                 f"({stats['acknowledged']} acknowledged, {stats['backlog']} not)")
+            store.delete_run()
+    finally:
+        store.close()
+
+
+def _produce_and_train(cfg, url: str | None, stop_after: str, echo, show_bar: bool,
+                       data_shape: tuple[int, ...]) -> tuple[dict, dict | None]:
+    """Teacher actors fill the store while the student pool consumes it; returns (production, training)."""
     import ray
 
     from cluster.controller_actor import start_controller
-    from guide_store.open_store import run_redis_url
+    from cluster.student_pool import run_student_pool
 
-    cfg = resolve_teachers(cfg, echo)
-    cfg.run_path.mkdir(parents=True, exist_ok=True)
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=cfg.namespace, log_to_driver=False)
+    init = cfg.teachers[0].checkpoints[0] if cfg.student.init == "teacher" else None
+    if cfg.student.source == "parquet":
+        return {}, run_student_pool(cfg, None, data_shape, init, echo)
     start = time.perf_counter()
+    _clear_previous_attempt(cfg, url, echo)
+    controller = start_controller(cfg, url)
+    workers = ray.get(controller.start_pools.remote())
+    echo(f"run {cfg.name}: {len(workers)} teacher actor(s) {workers}, store {url}")
+    training = None
     try:
-        with run_redis_url(cfg.name, cfg.redis_path, cfg.store.url, fsync=cfg.store.fsync) as url:
-            controller = start_controller(cfg, url)
-            workers = ray.get(controller.start_pools.remote())
-            echo(f"run {cfg.name}: {len(workers)} teacher actor(s) {workers}, store {url}")
+        if stop_after == "guides":
             report = _progress(cfg, controller, echo, show_bar)
-            for name in list(ray.get(controller.list_teachers.remote())):
-                if report["workers"][name]["state"] not in ("removed", "dead"):
-                    ray.get(controller.remove_teacher.remote(name, True))
-            ray.kill(controller)
+        else:
+            with _Production(cfg, controller, echo, show_bar) as production:
+                training = run_student_pool(cfg, url, data_shape, init, echo)
+                production.stop.set()
+            if production.error is not None:
+                raise production.error
+            report = ray.get(controller.report.remote())
     finally:
-        if started_ray:
-            ray.shutdown()
+        _stop_teachers(controller, ray.get(controller.report.remote()))
     seconds = time.perf_counter() - start
     store = report["store"]
     out = {"run": cfg.name, "seconds": round(seconds, 2), "records": store["produced"],
            "records_per_second": round(store["produced"] / seconds, 1), "store": store,
            "workers": report["workers"], "guides": cfg.guides.model_dump(mode="json")}
     (cfg.run_path / "production.json").write_text(json.dumps(out, indent=2))
-    echo(f"produced {store['produced']} guide records in {seconds:.1f}s; report in {cfg.run_path / 'production.json'}")
-    return out
+    echo(f"produced {store['produced']} guide records in {seconds:.1f}s; acknowledged {store['acknowledged']}, "
+         f"dead-lettered {store['dead_lettered']}, backlog {store['backlog']}")
+    return out, training
+
+
+def local_cpus(cfg) -> int:
+    """Logical CPUs for a local Ray: at least what the teacher actors and student workers ask for together,
+    since both run at once (each with its own few threads, so a small machine is shared, not deadlocked)."""
+    teachers = sum(p.replicas * p.num_cpus for p in cfg.teachers) if cfg.teachers else 1
+    students = cfg.student.workers * cfg.student.cpus_per_worker
+    return max(os.cpu_count() or 1, int(teachers + students + 0.999))
+
+
+def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dict:
+    """The whole pipeline (see the module docstring); returns the run report (also ``RUN/report.json``)."""
+    import ray
+
+    from cluster.config import dump_config
+    from guide_store.open_store import run_redis_url
+    from student.run_report import evaluate_run, quality_table
+    from teachers.checkpoint import read_meta
+
+    if stop_after not in STAGES:
+        raise ValueError(f"unknown stage {stop_after!r}; known: {list(STAGES)}")
+    start = time.perf_counter()
+    cfg.run_path.mkdir(parents=True, exist_ok=True)
+    (cfg.run_path / "config.yaml").write_text(dump_config(cfg))
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=cfg.namespace, log_to_driver=False,
+                 **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": local_cpus(cfg)}))
+    timings = {}
+    try:
+        t = time.perf_counter()
+        cfg = resolve_teachers(cfg, echo)
+        timings["teachers_s"] = round(time.perf_counter() - t, 2)
+        data_shape = tuple(read_meta(cfg.teachers[0].checkpoints[0]).data_shape)
+        t = time.perf_counter()
+        with run_redis_url(cfg.name, cfg.redis_path, cfg.store.url, fsync=cfg.store.fsync) as url:
+            production, training = _produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape)
+        timings["guides_and_student_s"] = round(time.perf_counter() - t, 2)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    report = {"run": cfg.name, "stop_after": stop_after, "production": production, "student_training": training}
+    if stop_after == "eval":
+        t = time.perf_counter()
+        echo("evaluating teachers and student ...")
+        report["quality"] = evaluate_run(cfg, [p.checkpoints[0] for p in cfg.teachers]
+                                         + [c for p in cfg.teachers for c in p.checkpoints[1:]], echo)
+        timings["eval_s"] = round(time.perf_counter() - t, 2)
+        echo(quality_table(report["quality"]))
+    timings["total_s"] = round(time.perf_counter() - start, 2)
+    report["timings"] = timings
+    report["config"] = cfg.model_dump(mode="json")
+    if stop_after != "guides":
+        (cfg.run_path / "report.json").write_text(json.dumps(report, indent=2))
+        echo(f"run {cfg.name} finished in {timings['total_s']:.0f}s; report in {cfg.run_path / 'report.json'}")
+    return report
+
+
+def run_production(cfg, echo=print, show_bar: bool = True) -> dict:
+    """Guide production only (``--stop-after guides``); returns the production report."""
+    return run(cfg, "guides", echo, show_bar)["production"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster.job", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_from_args(args)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--stop-after", choices=STAGES, default="eval",
+                        help="guides: production only; student: train, skip evaluation; eval: everything")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
     from cluster.config import ConfigError, load_config
     from teachers.checkpoint import CheckpointError
 
-    parser = argparse.ArgumentParser(prog="python -m cluster.job", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        run_production(cfg, show_bar=not args.no_progress)
+        run(cfg, args.stop_after, show_bar=not args.no_progress)
     except (ConfigError, CheckpointError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

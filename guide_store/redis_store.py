@@ -250,10 +250,11 @@ class RedisGuideStore:
     def get(self, consumer: str, timeout_s: float = 1.0, count: int = 1) -> list[Delivery]:
         """Up to ``count`` batches for ``consumer``: first entries reclaimed from consumers idle longer than
         ``claim_idle_s``, then new ones (waiting up to ``timeout_s``). Bad payloads are dead-lettered, never
-        returned; a read that found only bad payloads reads on until the timeout."""
+        returned; a read that found only bad payloads reads on until the timeout. ``timeout_s <= 0`` does not
+        block (a blocking read's short timeout is rounded up to Redis's timer tick, ~100 ms)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            entries = self._read(consumer, max(0.001, deadline - time.monotonic()), count)
+            entries = self._read(consumer, max(0.0, deadline - time.monotonic()), count)
             out = []
             for (entry_id, fields), reclaimed in entries:
                 entry_id = _s(entry_id)
@@ -276,8 +277,9 @@ class RedisGuideStore:
             entries = [(e, True) for e in claimed[1] if e and e[1]]  # 6.2 may list deleted entries as nil
             if entries:
                 return entries
+        block = int(timeout_s * 1000) if timeout_s > 0 else None
         reply = self.client.xreadgroup(self.group, consumer, {self.stream: ">"}, count=count,
-                                       block=max(1, int(timeout_s * 1000)))
+                                       block=max(1, block) if block is not None else None)
         return [(e, False) for _, items in (reply or []) for e in items]
 
     def _decode(self, fields: dict) -> GuideBatch:

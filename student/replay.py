@@ -44,6 +44,25 @@ class ReplayPool:
         self.size = min(self.capacity, self.size + stacked.shape[0])
         self.received += stacked.shape[0]
 
+    def state(self) -> tuple[dict[str, Tensor], dict]:
+        """Tensors and counters that rebuild the pool (``load_state``): part of a rank's checkpoint, so a
+        restarted rank trains on what it had consumed rather than on nothing."""
+        rows = self._data[: self.size] if self._data is not None else torch.empty(0)
+        return {"rows": rows.contiguous()}, {"size": self.size, "next": self._next, "received": self.received,
+                                             "used": self.used}
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
+        rows = tensors["rows"]
+        if meta["size"] == 0:
+            return
+        if rows.shape[0] != meta["size"] or meta["size"] > self.capacity:
+            raise ValueError(f"replay state holds {rows.shape[0]} rows for size {meta['size']} "
+                             f"(capacity {self.capacity})")
+        self._data = torch.empty((self.capacity, *rows.shape[1:]))
+        self._data[: rows.shape[0]] = rows
+        self.size, self._next = meta["size"], meta["next"] % self.capacity
+        self.received, self.used = meta["received"], meta["used"]
+
     def can_draw(self, n: int) -> bool:
         """Whether ``n`` more uses stay within ``max_reuse`` uses per record received."""
         return self.size > 0 and self.used + n <= self.max_reuse * self.received

@@ -13,7 +13,7 @@ from teachers.data import DataSplit
 from teachers.solvers import SOLVERS, Solution, solve
 from teachers.train_teacher import load_run_data
 
-__all__ = ["load_teacher_and_data", "evaluate_teacher", "sample_teacher"]
+__all__ = ["load_teacher_and_data", "teacher_sampler", "evaluate_teacher", "sample_teacher"]
 
 
 def load_teacher_and_data(checkpoint: str | Path) -> tuple[torch.nn.Module, DataSplit, dict]:
@@ -30,7 +30,7 @@ def load_teacher_and_data(checkpoint: str | Path) -> tuple[torch.nn.Module, Data
     return model, data, meta.training
 
 
-def _teacher_sampler(model: torch.nn.Module, solver: str):
+def teacher_sampler(model: torch.nn.Module, solver: str):
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; known: {list(SOLVERS)}")
 
@@ -45,7 +45,7 @@ def evaluate_teacher(checkpoint: str | Path, steps: list[int], solver: str, sett
     """Quality table of a teacher checkpoint for each step count (one row for ``adaptive``)."""
     model, data, _ = load_teacher_and_data(checkpoint)
     step_list: list[int | None] = [None] if solver == "adaptive" else list(steps)
-    table = evaluate_sampler(_teacher_sampler(model, solver), data, step_list, settings,
+    table = evaluate_sampler(teacher_sampler(model, solver), data, step_list, settings,
                              label=f"teacher/{solver}", progress=echo)
     table.update({"checkpoint": str(checkpoint), "solver": solver, "data": data.name,
                   "metric_kind": "image" if data.is_image else "vector"})
@@ -59,7 +59,7 @@ def sample_teacher(checkpoint: str | Path, steps: list[int], solver: str, out: s
 
     model, data, _ = load_teacher_and_data(checkpoint)
     noise = noise_for_eval(n, data.data_shape, seed)
-    sampler = _teacher_sampler(model, solver)
+    sampler = teacher_sampler(model, solver)
     panels = {}
     for k in steps:
         sol = sampler(noise, k)

@@ -48,7 +48,8 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
         run_dir = tmp_path / "runs"
         submit = [str(BIN / "ray"), "job", "submit", "--no-wait", "--address", f"http://127.0.0.1:{dash}",
                   "--working-dir", str(REPO), "--", "python", "-m", "cluster.job", "configs/toy2d.yaml",
-                  "--no-progress", "--set", f"run_dir={run_dir}", "--set", "teacher.steps=200",
+                  "--no-progress", "--stop-after", "guides", "--set", f"run_dir={run_dir}",
+                  "--set", "teacher.steps=200",
                   "--set", "guides.num_samples=12000", "--set", "guides.block_size=100",
                   "--set", "guides.coupling_steps=64",
                   "--set", "teachers=[{name: teacher, checkpoints: [self], replicas: 1}]"]

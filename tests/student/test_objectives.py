@@ -148,3 +148,18 @@ def test_replay_pool_bounds_reuse_and_overwrites_oldest():
     assert set(x0.view(-1).tolist()) == set(range(2, 12))  # records 0 and 1 were overwritten
     with pytest.raises(ValueError, match="layout"):
         pool.add([torch.zeros(2, 3)] * 2)
+
+
+def test_replay_pool_state_round_trip():
+    pool = ReplayPool(capacity=8, max_reuse=4.0)
+    pool.add([torch.arange(10.0).view(10, 1), torch.zeros(10, 1)])
+    pool.draw(5, torch.Generator().manual_seed(0))
+    tensors, meta = pool.state()
+    back = ReplayPool(capacity=8, max_reuse=4.0)
+    back.load_state(tensors, meta)
+    assert (back.size, back.received, back.used) == (8, 10, 5)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert all(torch.equal(a, b) for a, b in zip(pool.draw(20, g1), back.draw(20, g2)))
+    back.add([torch.full((1, 1), 99.0), torch.zeros(1, 1)])  # overwrites the oldest (id 2), as the original would
+    pool.add([torch.full((1, 1), 99.0), torch.zeros(1, 1)])
+    assert torch.equal(pool.state()[0]["rows"], back.state()[0]["rows"])

@@ -1,0 +1,81 @@
+"""Start the student pool: a Ray Train ``TorchTrainer`` whose workers run ``student.train_loop``.
+
+The driver-side half of student training: scaling (workers, CPUs/GPUs each),
+fault tolerance (``FailureConfig(max_failures)``; a restarted group resumes from
+the latest checkpoint), checkpoint retention, and collecting what the run
+keeps: the exported student, ``metrics.jsonl`` and the consumption audit.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+__all__ = ["run_student_pool", "consumption_audit"]
+
+
+def consumption_audit(checkpoint_dir: str | Path, world_size: int) -> dict:
+    """Which sample ids each rank trained on (from the rank files of the final checkpoint): per-rank counts,
+    ids consumed by more than one rank (or twice by one), and the covered id range."""
+    from student.engine_state import rank_file, read_rank_meta
+
+    seen: dict[int, int] = {}
+    per_rank, twice = {}, 0
+    for rank in range(world_size):
+        runs = read_rank_meta(rank_file(checkpoint_dir, rank))["extra"].get("consumed", [])
+        per_rank[str(rank)] = sum(c for _, c in runs)
+        for start, count in runs:
+            for i in range(start, start + count):
+                twice += i in seen
+                seen[i] = rank
+    return {"per_rank": per_rank, "records": len(seen), "consumed_twice": twice,
+            "min_id": min(seen) if seen else None, "max_id": max(seen) if seen else None}
+
+
+def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], init_checkpoint: str | None,
+                     echo=print) -> dict:
+    """Train the student with ``cfg.student.workers`` DeepSpeed ranks; returns a summary, and leaves the
+    exported student in ``cfg.student_path`` and the training log in ``RUN/metrics.jsonl``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from student.engine_state import rank_file, read_rank_meta
+    from student.train_loop import train_student_worker
+
+    sc = cfg.student
+    use_gpu = sc.gpus_per_worker > 0
+    resources = {"CPU": sc.cpus_per_worker, **({"GPU": sc.gpus_per_worker} if use_gpu else {})}
+    storage = sc.storage_path or str((cfg.run_path / "train").resolve())
+    payload = {"config": cfg.model_dump(mode="json"), "store_url": store_url, "data_shape": list(data_shape),
+               "init_checkpoint": init_checkpoint}
+    trainer = TorchTrainer(
+        train_student_worker, train_loop_config=payload,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=sc.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(name=f"{cfg.name}-student-{int(time.time())}", storage_path=storage,
+                             failure_config=FailureConfig(max_failures=sc.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=sc.keep_checkpoints)))
+    echo(f"student pool: {sc.workers} DeepSpeed worker(s) (ZeRO {sc.zero_stage}), objective {sc.objective}, "
+         f"{sc.steps} steps of {sc.batch_size} records per rank; checkpoints in {storage}")
+    start = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - start
+    if result.checkpoint is None:
+        raise RuntimeError(f"student training reported no checkpoint (error: {result.error})")
+    with result.checkpoint.as_directory() as d:
+        d = Path(d)
+        if cfg.student_path.exists():
+            shutil.rmtree(cfg.student_path)
+        shutil.copytree(d / "student", cfg.student_path)
+        shutil.copyfile(d / "metrics.jsonl", cfg.run_path / "metrics.jsonl")
+        audit = consumption_audit(d, sc.workers)
+        resumes = read_rank_meta(rank_file(d, 0))["extra"].get("resumes", 0)
+    history = [json.loads(line) for line in (cfg.run_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in history if "loss" in r]
+    final = history[-1]
+    return {"seconds": round(seconds, 2), "steps": final["step"], "records_consumed": final["records_consumed"],
+            "guide_wait_s_rank0": final["guide_wait_s"], "final_loss": logged[-1]["loss"] if logged else None,
+            "first_loss": logged[0]["loss"] if logged else None, "consumption": audit, "resumes": resumes,
+            "checkpoint": str(result.checkpoint.path), "storage": storage}

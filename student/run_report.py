@@ -1,0 +1,66 @@
+"""Evaluate a finished run: its teachers and its student on the same noise, beside the real-vs-real floor,
+plus the figures a person looks at first (sample grids, the student's loss curve). No Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from student.evaluation import QualitySettings, evaluate_sampler, format_row, noise_for_eval
+from student.networks import student_sampler
+from teachers.checkpoint import load_checkpoint
+
+__all__ = ["evaluate_run", "quality_table"]
+
+
+def _settings(cfg) -> QualitySettings:
+    e = cfg.eval
+    return QualitySettings(n_samples=e.n_samples, feature_extractor=e.feature_extractor,
+                           kid_subset_size=e.kid_subset_size, slices=e.slices, seed=cfg.seed)
+
+
+def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print) -> dict:
+    """Quality of each teacher (``cfg.eval.solver`` at ``cfg.eval.steps``) and of the exported student (at
+    ``cfg.student.eval_steps``); writes ``samples.png`` and ``student_loss.png`` into the run folder."""
+    from student.plots import save_loss_curve, save_sample_figure
+    from teachers.evaluate import teacher_sampler
+    from teachers.train_teacher import load_run_data
+
+    data = load_run_data(cfg)
+    settings = _settings(cfg)
+    solver = cfg.eval.solver
+    steps = [None] if solver == "adaptive" else list(cfg.eval.steps)
+    teachers, samplers = {}, {}
+    for i, path in enumerate(dict.fromkeys(teacher_checkpoints)):
+        model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
+        samplers[path] = teacher_sampler(model, solver)
+        label = f"teacher{i}/{solver}"
+        echo(f"evaluating {label} ({path}) at steps {steps}")
+        teachers[path] = evaluate_sampler(samplers[path], data, steps, settings, label=label)
+    student, _ = load_checkpoint(cfg.student_path, expect_data_shape=data.data_shape)
+    sampler = student_sampler(cfg.student.objective, student)
+    echo(f"evaluating the student at steps {cfg.student.eval_steps}")
+    table = evaluate_sampler(sampler, data, cfg.student.eval_steps, settings, label=f"student/{cfg.student.objective}")
+
+    noise = noise_for_eval(64, data.data_shape, cfg.seed)
+    first = samplers[next(iter(samplers))]
+    panels = {f"teacher {solver} 1 step": first(noise, 1).x,
+              f"teacher {solver} {max(cfg.eval.steps)} steps": first(noise, max(cfg.eval.steps)).x}
+    for k in cfg.student.eval_steps:
+        panels[f"student {k} step{'s' if k > 1 else ''}"] = sampler(noise, k).x
+    save_sample_figure(panels, cfg.run_path / "samples.png", reference=data.held_out[:64])
+    metrics_file = cfg.run_path / "metrics.jsonl"
+    if metrics_file.is_file():
+        history = [r for r in map(json.loads, metrics_file.read_text().splitlines()) if "loss" in r]
+        save_loss_curve(history, cfg.run_path / "student_loss.png", title=f"{cfg.name} student loss (per log interval)")
+    return {"metric_kind": "image" if data.is_image else "vector", "n_samples": table["n_samples"],
+            "n_reference": table["n_reference"], "floor": table["floor"],
+            "teachers": {p: t["rows"] for p, t in teachers.items()}, "student": table["rows"]}
+
+
+def quality_table(quality: dict) -> str:
+    """The report's rows as plain text, the floor last."""
+    rows = [r for rs in quality["teachers"].values() for r in rs] + quality["student"]
+    floor = "  ".join(f"{k}={v:.4g}" for k, v in quality["floor"].items())
+    return "\n".join([format_row(r) for r in rows] + [f"{'real-vs-real floor':<37} {floor}"])
+

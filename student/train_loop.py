@@ -1,0 +1,311 @@
+"""The student training loop that runs in each Ray Train worker (DeepSpeed data parallel).
+
+Each rank is one consumer of the run's guide store (or reads its share of an
+exported Parquet directory). A step:
+
+1. takes one fresh delivery if there is one (waiting for it only when the
+   rank has used its records ``max_reuse`` times on average), timing the wait;
+2. fills a micro-batch of ``batch_size`` records: the fresh ones first, the
+   rest drawn from the rank's replay pool (``student.replay``);
+3. runs the objective, ``engine.backward``, ``engine.step`` (gradients are
+   averaged over ranks by DeepSpeed), updates the EMA;
+4. acknowledges the delivery: only after the optimizer step that used it.
+
+Ranks stop together (an all-reduce of "done") once ``steps`` are done *and*
+every produced record is acknowledged, so nothing is left in the store. Every
+``checkpoint_every`` steps each rank writes its state (``student.engine_state``,
+safetensors) and rank 0 the consolidated student, reported through
+``ray.train.report``; a restarted worker group resumes from the latest one, and
+the records its dead consumers held are reclaimed by the store.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from student.ds_config import deepspeed_config, lr_at, resolve_precision
+from student.networks import build_student, init_from_teacher
+from student.objectives import ObjectiveSettings, objective_loss, time_inputs
+from student.replay import ReplayPool
+
+__all__ = ["train_student_worker", "id_runs", "merge_runs", "consumer_name"]
+
+
+def consumer_name(run: str, rank: int) -> str:
+    return f"{run}-student-{rank}"
+
+
+def id_runs(ids: list[int]) -> list[list[int]]:
+    """Sorted ids as ``[[start, count], ...]`` runs of consecutive values."""
+    runs: list[list[int]] = []
+    for i in sorted(ids):
+        if runs and i == runs[-1][0] + runs[-1][1]:
+            runs[-1][1] += 1
+        else:
+            runs.append([i, 1])
+    return runs
+
+
+def merge_runs(runs: list[list[int]]) -> list[list[int]]:
+    """Runs sorted and joined where they touch; an overlap is kept (it means an id was consumed twice)."""
+    out: list[list[int]] = []
+    for start, count in sorted(runs):
+        if out and start == out[-1][0] + out[-1][1]:
+            out[-1][1] += count
+        else:
+            out.append([start, count])
+    return out
+
+
+class _Feed:
+    """One rank's view of its guide source: fresh deliveries, acknowledgements, and whether more can come."""
+
+    def __init__(self, source, consumer: str, target: int | None, timeout_s: float):
+        self.source, self.consumer, self.target, self.timeout_s = source, consumer, target, timeout_s
+        self._files_done = False
+        self._exhausted = False
+
+    def _stats_says(self, key: str) -> bool:
+        if self.target is None:  # Parquet: done once a read came back empty
+            return self._files_done
+        stats = self.source.stats()
+        return stats["produced"] >= self.target and stats[key] == 0
+
+    def exhausted(self) -> bool:
+        """No new delivery will come (reclaims of a dead consumer's records aside). Once true, stays true."""
+        self._exhausted = self._exhausted or self._stats_says("undelivered")
+        return self._exhausted
+
+    def drained(self) -> bool:
+        """Every record the run will produce has been acknowledged."""
+        return self._stats_says("backlog")
+
+    def next(self, need: bool):
+        """``(delivery or None, seconds waited)``; waits only when ``need`` and more can come."""
+        start = time.monotonic()
+        need = need and not self._exhausted
+        while True:
+            got = self.source.get(self.consumer, timeout_s=1.0 if need else 0.0)
+            if got:
+                return got[0], time.monotonic() - start
+            if self.target is None:
+                self._files_done = True
+            if not need or self.exhausted():
+                return None, time.monotonic() - start
+            if time.monotonic() - start > self.timeout_s:
+                raise TimeoutError(f"{self.consumer}: no guides for {self.timeout_s:.0f}s (store stats "
+                                   f"{self.source.stats()}); are the teacher actors running?")
+
+
+def _open_source(payload: dict, rank: int, world: int, data_shape: tuple[int, ...]):
+    sc = payload["config"]["student"]
+    if sc["source"] == "parquet":
+        from guide_store.parquet import ParquetGuideSource
+
+        return ParquetGuideSource(sc["parquet_dir"], rank=rank, world_size=world, expect_shape=data_shape), None
+    from guide_store.redis_store import RedisGuideStore
+
+    st = payload["config"]["store"]
+    store = RedisGuideStore(payload["store_url"], payload["config"]["name"], dtype=st["dtype"],
+                            claim_idle_s=st["claim_idle_s"], expect_shape=data_shape)
+    return store, payload["config"]["guides"]["num_samples"]
+
+
+def _micro_batch(delivery, pool: ReplayPool, batch_size: int, g: torch.Generator) -> tuple[list, int]:
+    """Control points of one micro-batch: fresh records first, the rest from the pool; and the fresh count."""
+    parts, n_fresh = [], 0
+    if delivery is not None:
+        fresh = delivery.batch.control_points
+        pool.add(fresh)
+        n_fresh = min(batch_size, fresh[0].shape[0])
+        pool.used += n_fresh
+        parts.append([p[:n_fresh].float() for p in fresh])
+    if n_fresh < batch_size:
+        parts.append(pool.draw(batch_size - n_fresh, g))
+    return [torch.cat(ps) for ps in zip(*parts)], n_fresh
+
+
+def _build(payload: dict, device: torch.device):
+    from teachers.checkpoint import load_checkpoint
+
+    cfg = payload["config"]
+    sc, net = cfg["student"], cfg["student"]["network"] or cfg["teacher"]["network"]
+    from cluster.config import NetworkConfig
+
+    network = NetworkConfig.model_validate(net)
+    model = build_student(network.arch, tuple(payload["data_shape"]), network.kwargs(), sc["objective"])
+    if payload.get("init_checkpoint"):
+        teacher, _ = load_checkpoint(payload["init_checkpoint"], expect_data_shape=tuple(payload["data_shape"]))
+        init_from_teacher(model, teacher)
+    return model.to(device), network
+
+
+def _all_ranks(flag: bool, device: torch.device) -> bool:
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)
+
+
+def _mean_over_ranks(value: float, device: torch.device) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([value], device=device, dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
+
+
+def _save(payload: dict, engine, ema, network, pool: ReplayPool, rank: int, world: int, extra: dict,
+          history: list[dict], metrics: dict) -> None:
+    import ray.train
+
+    from student.engine_state import save_rank_state
+    from teachers.checkpoint import CheckpointMeta, save_checkpoint
+
+    cfg = payload["config"]
+    with tempfile.TemporaryDirectory() as d:
+        pool_tensors, pool_meta = pool.state()
+        save_rank_state(d, engine, ema, rank, world, cfg["student"]["zero_stage"], {**extra, "pool": pool_meta},
+                        {f"pool/{k}": v for k, v in pool_tensors.items()})
+        if rank == 0:
+            meta = CheckpointMeta(arch=network.arch, arch_kwargs=network.kwargs(), data_shape=list(payload["data_shape"]),
+                                  time_inputs=time_inputs(cfg["student"]["objective"]), role="student",
+                                  data_name=cfg["data"]["name"], training=cfg,
+                                  extra={"objective": cfg["student"]["objective"], "path": cfg["guides"]["path"],
+                                         "step": extra["step"], "world_size": world})
+            save_checkpoint(Path(d) / "student", ema, meta)
+            (Path(d) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def _restore(engine, ema, pool: ReplayPool, rank: int, world: int, zero_stage: int) -> tuple[dict, list[dict]]:
+    import ray.train
+
+    from student.engine_state import load_rank_state
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return {}, []
+    with ckpt.as_directory() as d:
+        extra, data = load_rank_state(d, engine, ema, rank, world, zero_stage)
+        if "pool" in extra:
+            pool.load_state({k[len("pool/"):]: v for k, v in data.items() if k.startswith("pool/")}, extra["pool"])
+        hist_file = Path(d) / "metrics.jsonl"
+        history = [json.loads(line) for line in hist_file.read_text().splitlines()] if hist_file.is_file() else []
+    return extra, history
+
+
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for pe, p in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(p.detach().float(), 1.0 - decay)
+
+
+def train_student_worker(payload: dict) -> None:
+    """Ray Train worker entry: ``payload`` holds the resolved run config (JSON), ``store_url``, ``data_shape``
+    and ``init_checkpoint`` (a teacher to start from, or ``None``)."""
+    import ray.train
+
+    from cluster.config import StudentConfig
+    from cluster.metrics import StudentMetrics
+
+    cfg, sc = payload["config"], payload["config"]["student"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    on_gpu = torch.cuda.is_available()
+    if not on_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        torch.set_num_threads(sc["threads"])
+    import deepspeed
+
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    precision = resolve_precision(sc["precision"], on_gpu, on_gpu and torch.cuda.is_bf16_supported())
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    torch.manual_seed(cfg["seed"])  # identical initial weights on every rank
+    model, network = _build(payload, device)
+    ema = copy.deepcopy(model).float().eval().requires_grad_(False)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                           config=deepspeed_config(StudentConfig.model_validate(sc), world, precision))
+    pool = ReplayPool(sc["replay_records"], sc["max_reuse"])
+    extra, history = _restore(engine, ema, pool, rank, world, sc["zero_stage"])
+    step = int(extra.get("step", 0))
+    consumed = extra.get("consumed", [])
+    totals = {k: extra.get(k, 0) for k in ("records_consumed", "guide_wait_s", "reclaimed_records", "resumes")}
+    if extra:
+        totals["resumes"] += 1
+        print(f"[student rank {rank}] resumed from the checkpoint at step {step} (resume {totals['resumes']})")
+
+    source, target = _open_source(payload, rank, world, tuple(payload["data_shape"]))
+    feed = _Feed(source, consumer_name(cfg["name"], rank), target, sc["guide_timeout_s"])
+    settings = ObjectiveSettings(sc["time_sampling"], sc["endpoint_share"], sc["diagonal_share"])
+    g = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + 7919 * rank + step)
+    metrics = StudentMetrics(cfg["name"], rank)
+    interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "fresh": 0, "start": time.monotonic()}
+    run_start = time.monotonic() - (history[-1]["elapsed_s"] if history else 0.0)
+
+    while not _all_ranks(step >= sc["steps"] and feed.drained(), device):
+        delivery, waited = feed.next(need=not pool.can_draw(sc["batch_size"]))
+        if delivery is None and pool.size == 0:
+            raise RuntimeError(f"rank {rank}: the guide source is exhausted and this rank never received a record "
+                               f"(source stats: {source.stats()})")
+        points, n_fresh = _micro_batch(delivery, pool, sc["batch_size"], g)
+        points = [p.to(device, dtype) for p in points]
+        for group in engine.optimizer.param_groups:
+            group["lr"] = lr_at(step, sc["lr"], sc["warmup_steps"], sc["steps"])
+        loss = objective_loss(sc["objective"], engine, points, settings, g)
+        engine.backward(loss)
+        engine.step()
+        _update_ema(ema, engine.module, min(sc["ema_decay"], (1 + step) / (10 + step)))
+        if delivery is not None:
+            source.ack([delivery.id])
+            consumed = merge_runs(consumed + id_runs(delivery.batch.sample_id.tolist()))
+            totals["records_consumed"] += len(delivery.batch)
+            totals["reclaimed_records"] += len(delivery.batch) if delivery.reclaimed else 0
+        step += 1
+        totals["guide_wait_s"] += waited
+        metrics.record_step(n_fresh, waited)
+        interval["loss"] += loss.item()
+        interval["steps"] += 1
+        interval["wait"] += waited
+        interval["fresh"] += n_fresh
+        log_now = step % sc["log_every"] == 0
+        ckpt_now = step % sc["checkpoint_every"] == 0
+        if log_now or ckpt_now:
+            record = _interval_record(step, interval, totals, pool, sc, run_start, device, world)
+            history.append(record)
+            metrics.record_interval(step, record["loss"], record["steps_per_second"])
+            interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "fresh": 0, "start": time.monotonic()}
+            if ckpt_now:
+                _save(payload, engine, ema, network, pool, rank, world, {"step": step, "consumed": consumed, **totals},
+                      history, record)
+            else:
+                ray.train.report(record)
+    consumed_all = round(_mean_over_ranks(totals["records_consumed"], device) * world)
+    final = {"step": step, "records_consumed": consumed_all, "final": True, "resumes": totals["resumes"],
+             "guide_wait_s": round(totals["guide_wait_s"], 3), "elapsed_s": round(time.monotonic() - run_start, 3)}
+    history.append(final)
+    _save(payload, engine, ema, network, pool, rank, world, {"step": step, "consumed": consumed, **totals},
+          history, final)
+
+
+def _interval_record(step: int, interval: dict, totals: dict, pool: ReplayPool, sc: dict, run_start: float,
+                     device: torch.device, world: int) -> dict:
+    """One metrics.jsonl line: loss averaged and records summed over ranks; speed, wait and pool of this rank."""
+    seconds = max(1e-9, time.monotonic() - interval["start"])
+    n = max(1, interval["steps"])
+    return {"step": step, "loss": _mean_over_ranks(interval["loss"] / n, device),
+            "lr": lr_at(step - 1, sc["lr"], sc["warmup_steps"], sc["steps"]),
+            "steps_per_second": round(interval["steps"] / seconds, 3),
+            "guide_wait_s": round(interval["wait"], 3), "wait_fraction": round(interval["wait"] / seconds, 3),
+            "fresh_records": round(_mean_over_ranks(interval["fresh"], device) * world),
+            "records_consumed": round(_mean_over_ranks(totals["records_consumed"], device) * world),
+            "pool_records": pool.size, "reuse": round(pool.used / max(1, pool.received), 2),
+            "elapsed_s": round(time.monotonic() - run_start, 3)}

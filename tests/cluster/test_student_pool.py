@@ -1,0 +1,126 @@
+"""The student pool on a real local Ray cluster: Ray Train + DeepSpeed (CPU, gloo) reading a real Redis store.
+
+Guides are built by the same function the teacher actors run (``build_block``) from a real, small teacher,
+and put into the store before the pool starts, so these tests isolate the consumer side.
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from cluster.config import parse_config
+from cluster.student_pool import run_student_pool
+from student.train_loop import consumer_name
+from guide_store.embedded import EmbeddedRedis
+from guide_store.redis_store import RedisGuideStore
+from teachers.teacher_actor import build_block, load_teachers
+from teachers.train_teacher import load_run_data, train_teacher
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("student-teacher")
+    cfg = parse_config({"name": "t", "run_dir": str(tmp), "data": {"name": "eight_gaussians", "n_train": 2000,
+                                                                   "n_held_out": 200},
+                        "teacher": {"network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16},
+                                    "steps": 300, "batch_size": 128, "log_every": 100}})
+    return str(train_teacher(cfg, progress=False, echo=lambda s: None))
+
+
+def pool_config(tmp_path, teacher, name, blocks=24, **student):
+    return parse_config({
+        "name": name, "seed": 3, "run_dir": str(tmp_path),
+        "data": {"name": "eight_gaussians", "n_train": 2000, "n_held_out": 200},
+        "teacher": {"network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16}},
+        "store": {"claim_idle_s": 2.0},
+        "guides": {"path": "cubic", "coupling": "inversion", "coupling_steps": 8, "block_size": 64,
+                   "num_samples": 64 * blocks},
+        "teachers": [{"name": "t", "checkpoints": [teacher]}],
+        "student": {"workers": 2, "batch_size": 64, "lr": 2e-3, "warmup_steps": 5, "log_every": 10,
+                    "max_reuse": 3.0, "zero_stage": 1, **student},
+        "namespace": "bezier-distill-tests",
+    })
+
+
+def fill_store(cfg, url):
+    data = load_run_data(cfg).train
+    teachers = load_teachers(cfg.teachers[0], cfg.guides.n_guides, (2,))
+    store = RedisGuideStore(url, cfg.name)
+    for block in range(cfg.guides.num_samples // cfg.guides.block_size):
+        store.put(build_block(cfg, data, teachers, block, "test"))
+    return store
+
+
+def test_two_deepspeed_ranks_share_the_stream_and_learn(ray_cluster, teacher, tmp_path):
+    cfg = pool_config(tmp_path, teacher, "pool-a", steps=60, checkpoint_every=30, objective="velocity")
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        store = fill_store(cfg, server.url)
+        summary = run_student_pool(cfg, server.url, (2,), teacher, echo=lambda s: None)
+        stats = store.stats()
+    assert stats["produced"] == stats["acknowledged"] == cfg.guides.num_samples and stats["backlog"] == 0
+    audit = summary["consumption"]
+    assert audit["records"] == cfg.guides.num_samples and audit["consumed_twice"] == 0
+    assert sum(audit["per_rank"].values()) == cfg.guides.num_samples and min(audit["per_rank"].values()) > 0
+    assert summary["steps"] >= 60
+    assert summary["final_loss"] < 0.7 * summary["first_loss"], summary
+    history = [json.loads(x) for x in (cfg.run_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("guide_wait_s" in r and r["guide_wait_s"] >= 0 for r in history)
+    assert (cfg.student_path / "model.safetensors").is_file()
+    meta = json.loads((cfg.student_path / "model.json").read_text())
+    assert meta["role"] == "student" and meta["extra"]["objective"] == "velocity"
+
+
+def _train_worker_pids() -> list[int]:
+    """Ray titles its worker processes ``ray::CLASS.method``; Ray Train's are ``RayTrainWorker``."""
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if any("ray::RayTrainWorker" in part for part in (proc.info["cmdline"] or [])):
+            pids.append(proc.info["pid"])
+    return sorted(pids)
+
+
+def _kill_one_worker_after_checkpoint(storage_dir, killed: list, timeout=240):
+    # a checkpoint counts once Ray Train's controller has collected every rank's report, which it polls for:
+    # kill a few seconds after the second checkpoint was written, with many steps still to go
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len([p for p in storage_dir.glob("*/*") if p.name.startswith("checkpoint_")]) >= 2:
+            break
+        time.sleep(0.1)
+    else:
+        return
+    time.sleep(4.0)
+    workers = _train_worker_pids()
+    if workers:
+        os.kill(workers[-1], signal.SIGKILL)
+        killed.append(workers[-1])
+
+
+def test_killed_worker_resumes_from_checkpoint_and_nothing_is_lost(ray_cluster, teacher, tmp_path):
+    cfg = pool_config(tmp_path, teacher, "pool-b", blocks=60, steps=300, checkpoint_every=30, max_failures=2,
+                      zero_stage=2, max_reuse=8.0)
+    killed = []
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        store = fill_store(cfg, server.url)
+        # a rank of an earlier worker group that died holding a delivery: the pool must reclaim it
+        (held,) = store.get(consumer_name(cfg.name, 1), timeout_s=5.0)
+        killer = threading.Thread(target=_kill_one_worker_after_checkpoint, args=(cfg.run_path / "train", killed))
+        killer.start()
+        summary = run_student_pool(cfg, server.url, (2,), teacher, echo=lambda s: None)
+        killer.join()
+        stats = store.stats()
+    assert killed, "no worker was killed"
+    assert summary["resumes"] >= 1, summary
+    assert summary["steps"] >= 300
+    assert stats["produced"] == stats["acknowledged"] + stats["dead_lettered"] == cfg.guides.num_samples
+    assert stats["pending"] == 0 and stats["backlog"] == 0
+    assert stats["reclaimed"] >= len(held.batch)
+    assert summary["consumption"]["consumed_twice"] == 0

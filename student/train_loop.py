@@ -33,13 +33,10 @@ import torch
 from student.ds_config import deepspeed_config, lr_at, resolve_precision
 from student.networks import build_student, init_from_teacher
 from student.objectives import ObjectiveSettings, objective_loss, time_inputs
+from student.guide_feed import GuideFeed, consumer_name, open_source
 from student.replay import ReplayPool
 
-__all__ = ["train_student_worker", "id_runs", "merge_runs", "consumer_name"]
-
-
-def consumer_name(run: str, rank: int) -> str:
-    return f"{run}-student-{rank}"
+__all__ = ["train_student_worker", "id_runs", "merge_runs"]
 
 
 def id_runs(ids: list[int]) -> list[list[int]]:
@@ -62,60 +59,6 @@ def merge_runs(runs: list[list[int]]) -> list[list[int]]:
         else:
             out.append([start, count])
     return out
-
-
-class _Feed:
-    """One rank's view of its guide source: fresh deliveries, acknowledgements, and whether more can come."""
-
-    def __init__(self, source, consumer: str, target: int | None, timeout_s: float):
-        self.source, self.consumer, self.target, self.timeout_s = source, consumer, target, timeout_s
-        self._files_done = False
-        self._exhausted = False
-
-    def _stats_says(self, key: str) -> bool:
-        if self.target is None:  # Parquet: done once a read came back empty
-            return self._files_done
-        stats = self.source.stats()
-        return stats["produced"] >= self.target and stats[key] == 0
-
-    def exhausted(self) -> bool:
-        """No new delivery will come (reclaims of a dead consumer's records aside). Once true, stays true."""
-        self._exhausted = self._exhausted or self._stats_says("undelivered")
-        return self._exhausted
-
-    def drained(self) -> bool:
-        """Every record the run will produce has been acknowledged."""
-        return self._stats_says("backlog")
-
-    def next(self, need: bool):
-        """``(delivery or None, seconds waited)``; waits only when ``need`` and more can come."""
-        start = time.monotonic()
-        need = need and not self._exhausted
-        while True:
-            got = self.source.get(self.consumer, timeout_s=1.0 if need else 0.0)
-            if got:
-                return got[0], time.monotonic() - start
-            if self.target is None:
-                self._files_done = True
-            if not need or self.exhausted():
-                return None, time.monotonic() - start
-            if time.monotonic() - start > self.timeout_s:
-                raise TimeoutError(f"{self.consumer}: no guides for {self.timeout_s:.0f}s (store stats "
-                                   f"{self.source.stats()}); are the teacher actors running?")
-
-
-def _open_source(payload: dict, rank: int, world: int, data_shape: tuple[int, ...]):
-    sc = payload["config"]["student"]
-    if sc["source"] == "parquet":
-        from guide_store.parquet import ParquetGuideSource
-
-        return ParquetGuideSource(sc["parquet_dir"], rank=rank, world_size=world, expect_shape=data_shape), None
-    from guide_store.redis_store import RedisGuideStore
-
-    st = payload["config"]["store"]
-    store = RedisGuideStore(payload["store_url"], payload["config"]["name"], dtype=st["dtype"],
-                            claim_idle_s=st["claim_idle_s"], expect_shape=data_shape)
-    return store, payload["config"]["guides"]["num_samples"]
 
 
 def _micro_batch(delivery, pool: ReplayPool, batch_size: int, g: torch.Generator) -> tuple[list, int]:
@@ -209,103 +152,131 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             pe.lerp_(p.detach().float(), 1.0 - decay)
 
 
+class _Ledger:
+    """What a rank counts: step, consumed sample ids (as runs), totals, the current log interval, the history.
+    Saved in the rank's checkpoint (``extra``) and restored from it."""
+
+    TOTALS = ("records_consumed", "guide_wait_s", "reclaimed_records", "resumes")
+
+    def __init__(self, extra: dict, history: list[dict]):
+        self.step = int(extra.get("step", 0))
+        self.consumed = extra.get("consumed", [])
+        self.totals = {k: extra.get(k, 0) for k in self.TOTALS}
+        self.totals["resumes"] += 1 if extra else 0
+        self.history = history
+        self.run_start = time.monotonic() - (history[-1]["elapsed_s"] if history else 0.0)
+        self._new_interval()
+
+    def _new_interval(self) -> None:
+        self.interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "fresh": 0, "start": time.monotonic()}
+
+    def after_step(self, delivery, n_fresh: int, waited: float, loss: float) -> None:
+        if delivery is not None:
+            self.consumed = merge_runs(self.consumed + id_runs(delivery.batch.sample_id.tolist()))
+            self.totals["records_consumed"] += len(delivery.batch)
+            self.totals["reclaimed_records"] += len(delivery.batch) if delivery.reclaimed else 0
+        self.step += 1
+        self.totals["guide_wait_s"] += waited
+        for key, value in (("loss", loss), ("steps", 1), ("wait", waited), ("fresh", n_fresh)):
+            self.interval[key] += value
+
+    def extra(self) -> dict:
+        return {"step": self.step, "consumed": self.consumed, **self.totals}
+
+    def close_interval(self, pool: ReplayPool, sc: dict, device: torch.device, world: int) -> dict:
+        """One metrics.jsonl line (collective: every rank calls it at the same step): loss averaged and records
+        summed over ranks; speed, wait and pool of this rank."""
+        iv = self.interval
+        seconds = max(1e-9, time.monotonic() - iv["start"])
+        record = {"step": self.step, "loss": _mean_over_ranks(iv["loss"] / max(1, iv["steps"]), device),
+                  "lr": lr_at(self.step - 1, sc["lr"], sc["warmup_steps"], sc["steps"]),
+                  "steps_per_second": round(iv["steps"] / seconds, 3),
+                  "guide_wait_s": round(iv["wait"], 3), "wait_fraction": round(iv["wait"] / seconds, 3),
+                  "fresh_records": round(_mean_over_ranks(iv["fresh"], device) * world),
+                  "records_consumed": round(_mean_over_ranks(self.totals["records_consumed"], device) * world),
+                  "pool_records": pool.size, "reuse": round(pool.used / max(1, pool.received), 2),
+                  "elapsed_s": round(time.monotonic() - self.run_start, 3)}
+        self.history.append(record)
+        self._new_interval()
+        return record
+
+    def final_record(self, device: torch.device, world: int) -> dict:
+        record = {"step": self.step, "final": True, "resumes": self.totals["resumes"],
+                  "records_consumed": round(_mean_over_ranks(self.totals["records_consumed"], device) * world),
+                  "guide_wait_s": round(self.totals["guide_wait_s"], 3),
+                  "elapsed_s": round(time.monotonic() - self.run_start, 3)}
+        self.history.append(record)
+        return record
+
+
+def _engine(payload: dict, world: int):
+    """The student, its EMA copy and the DeepSpeed engine on this worker's device; and the device and dtype."""
+    import deepspeed
+
+    from cluster.config import StudentConfig
+
+    sc = payload["config"]["student"]
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    precision = resolve_precision(sc["precision"], on_gpu, on_gpu and torch.cuda.is_bf16_supported())
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    torch.manual_seed(payload["config"]["seed"])  # identical initial weights on every rank
+    model, network = _build(payload, device)
+    ema = copy.deepcopy(model).float().eval().requires_grad_(False)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                           config=deepspeed_config(StudentConfig.model_validate(sc), world, precision))
+    return engine, ema, network, device, dtype
+
+
 def train_student_worker(payload: dict) -> None:
     """Ray Train worker entry: ``payload`` holds the resolved run config (JSON), ``store_url``, ``data_shape``
     and ``init_checkpoint`` (a teacher to start from, or ``None``)."""
     import ray.train
 
-    from cluster.config import StudentConfig
     from cluster.metrics import StudentMetrics
 
     cfg, sc = payload["config"], payload["config"]["student"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    on_gpu = torch.cuda.is_available()
-    if not on_gpu:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed is imported
         torch.set_num_threads(sc["threads"])
-    import deepspeed
-
-    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
-    precision = resolve_precision(sc["precision"], on_gpu, on_gpu and torch.cuda.is_bf16_supported())
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    torch.manual_seed(cfg["seed"])  # identical initial weights on every rank
-    model, network = _build(payload, device)
-    ema = copy.deepcopy(model).float().eval().requires_grad_(False)
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                           config=deepspeed_config(StudentConfig.model_validate(sc), world, precision))
+    engine, ema, network, device, dtype = _engine(payload, world)
     pool = ReplayPool(sc["replay_records"], sc["max_reuse"])
-    extra, history = _restore(engine, ema, pool, rank, world, sc["zero_stage"])
-    step = int(extra.get("step", 0))
-    consumed = extra.get("consumed", [])
-    totals = {k: extra.get(k, 0) for k in ("records_consumed", "guide_wait_s", "reclaimed_records", "resumes")}
-    if extra:
-        totals["resumes"] += 1
-        print(f"[student rank {rank}] resumed from the checkpoint at step {step} (resume {totals['resumes']})")
-
-    source, target = _open_source(payload, rank, world, tuple(payload["data_shape"]))
-    feed = _Feed(source, consumer_name(cfg["name"], rank), target, sc["guide_timeout_s"])
+    ledger = _Ledger(*_restore(engine, ema, pool, rank, world, sc["zero_stage"]))
+    if ledger.totals["resumes"]:
+        print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})")
+    source, target = open_source(payload, rank, world, tuple(payload["data_shape"]))
+    feed = GuideFeed(source, consumer_name(cfg["name"], rank), target, sc["guide_timeout_s"])
     settings = ObjectiveSettings(sc["time_sampling"], sc["endpoint_share"], sc["diagonal_share"])
-    g = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + 7919 * rank + step)
+    g = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + 7919 * rank + ledger.step)
     metrics = StudentMetrics(cfg["name"], rank)
-    interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "fresh": 0, "start": time.monotonic()}
-    run_start = time.monotonic() - (history[-1]["elapsed_s"] if history else 0.0)
 
-    while not _all_ranks(step >= sc["steps"] and feed.drained(), device):
+    def save(record: dict) -> None:
+        _save(payload, engine, ema, network, pool, rank, world, ledger.extra(), ledger.history, record)
+
+    while not _all_ranks(ledger.step >= sc["steps"] and feed.drained(), device):
         delivery, waited = feed.next(need=not pool.can_draw(sc["batch_size"]))
         if delivery is None and pool.size == 0:
             raise RuntimeError(f"rank {rank}: the guide source is exhausted and this rank never received a record "
                                f"(source stats: {source.stats()})")
         points, n_fresh = _micro_batch(delivery, pool, sc["batch_size"], g)
-        points = [p.to(device, dtype) for p in points]
         for group in engine.optimizer.param_groups:
-            group["lr"] = lr_at(step, sc["lr"], sc["warmup_steps"], sc["steps"])
-        loss = objective_loss(sc["objective"], engine, points, settings, g)
+            group["lr"] = lr_at(ledger.step, sc["lr"], sc["warmup_steps"], sc["steps"])
+        loss = objective_loss(sc["objective"], engine, [p.to(device, dtype) for p in points], settings, g)
         engine.backward(loss)
         engine.step()
-        _update_ema(ema, engine.module, min(sc["ema_decay"], (1 + step) / (10 + step)))
+        _update_ema(ema, engine.module, min(sc["ema_decay"], (1 + ledger.step) / (10 + ledger.step)))
         if delivery is not None:
-            source.ack([delivery.id])
-            consumed = merge_runs(consumed + id_runs(delivery.batch.sample_id.tolist()))
-            totals["records_consumed"] += len(delivery.batch)
-            totals["reclaimed_records"] += len(delivery.batch) if delivery.reclaimed else 0
-        step += 1
-        totals["guide_wait_s"] += waited
+            source.ack([delivery.id])  # only after the optimizer step that used it
+        ledger.after_step(delivery, n_fresh, waited, loss.item())
         metrics.record_step(n_fresh, waited)
-        interval["loss"] += loss.item()
-        interval["steps"] += 1
-        interval["wait"] += waited
-        interval["fresh"] += n_fresh
-        log_now = step % sc["log_every"] == 0
-        ckpt_now = step % sc["checkpoint_every"] == 0
-        if log_now or ckpt_now:
-            record = _interval_record(step, interval, totals, pool, sc, run_start, device, world)
-            history.append(record)
+        step = ledger.step
+        if step % sc["log_every"] == 0 or step % sc["checkpoint_every"] == 0:
+            record = ledger.close_interval(pool, sc, device, world)
             metrics.record_interval(step, record["loss"], record["steps_per_second"])
-            interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "fresh": 0, "start": time.monotonic()}
-            if ckpt_now:
-                _save(payload, engine, ema, network, pool, rank, world, {"step": step, "consumed": consumed, **totals},
-                      history, record)
+            if step % sc["checkpoint_every"] == 0:
+                save(record)
             else:
                 ray.train.report(record)
-    consumed_all = round(_mean_over_ranks(totals["records_consumed"], device) * world)
-    final = {"step": step, "records_consumed": consumed_all, "final": True, "resumes": totals["resumes"],
-             "guide_wait_s": round(totals["guide_wait_s"], 3), "elapsed_s": round(time.monotonic() - run_start, 3)}
-    history.append(final)
-    _save(payload, engine, ema, network, pool, rank, world, {"step": step, "consumed": consumed, **totals},
-          history, final)
-
-
-def _interval_record(step: int, interval: dict, totals: dict, pool: ReplayPool, sc: dict, run_start: float,
-                     device: torch.device, world: int) -> dict:
-    """One metrics.jsonl line: loss averaged and records summed over ranks; speed, wait and pool of this rank."""
-    seconds = max(1e-9, time.monotonic() - interval["start"])
-    n = max(1, interval["steps"])
-    return {"step": step, "loss": _mean_over_ranks(interval["loss"] / n, device),
-            "lr": lr_at(step - 1, sc["lr"], sc["warmup_steps"], sc["steps"]),
-            "steps_per_second": round(interval["steps"] / seconds, 3),
-            "guide_wait_s": round(interval["wait"], 3), "wait_fraction": round(interval["wait"] / seconds, 3),
-            "fresh_records": round(_mean_over_ranks(interval["fresh"], device) * world),
-            "records_consumed": round(_mean_over_ranks(totals["records_consumed"], device) * world),
-            "pool_records": pool.size, "reuse": round(pool.used / max(1, pool.received), 2),
-            "elapsed_s": round(time.monotonic() - run_start, 3)}
+    save(ledger.final_record(device, world))

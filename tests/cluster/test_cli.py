@@ -64,3 +64,12 @@ def test_bad_config_fails_before_work(tmp_path):
 def test_bad_checkpoint_is_named(tmp_path):
     out = run("eval", str(tmp_path / "nothing"))
     assert out.returncode == 2 and "checkpoint directory does not exist" in out.stderr
+
+
+def test_run_refuses_a_bad_student_config_before_any_work(tmp_path):
+    out = run("run", "configs/toy2d.yaml", "--set", "student.objective=score", "--set", "student.zero_stag=1",
+              "--set", f"run_dir={tmp_path}")
+    assert out.returncode == 2
+    assert "student.objective: Input should be 'velocity' or 'flow_map'" in out.stderr
+    assert "student.zero_stag: unknown key; allowed keys here:" in out.stderr and "zero_stage" in out.stderr
+    assert not any(tmp_path.iterdir())

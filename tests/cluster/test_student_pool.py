@@ -14,8 +14,9 @@ import pytest
 
 from cluster.config import parse_config
 from cluster.student_pool import run_student_pool
-from student.train_loop import consumer_name
+from student.guide_feed import consumer_name
 from guide_store.embedded import EmbeddedRedis
+from guide_store.parquet import ParquetGuideSink
 from guide_store.redis_store import RedisGuideStore
 from teachers.teacher_actor import build_block, load_teachers
 from teachers.train_teacher import load_run_data, train_teacher
@@ -48,10 +49,11 @@ def pool_config(tmp_path, teacher, name, blocks=24, **student):
     })
 
 
-def fill_store(cfg, url):
+def fill_store(cfg, sink):
+    """Put every block of the run into ``sink`` (a Redis URL, or a Parquet sink) and return it (or the store)."""
     data = load_run_data(cfg).train
     teachers = load_teachers(cfg.teachers[0], cfg.guides.n_guides, (2,))
-    store = RedisGuideStore(url, cfg.name)
+    store = RedisGuideStore(sink, cfg.name) if isinstance(sink, str) else sink
     for block in range(cfg.guides.num_samples // cfg.guides.block_size):
         store.put(build_block(cfg, data, teachers, block, "test"))
     return store
@@ -124,3 +126,14 @@ def test_killed_worker_resumes_from_checkpoint_and_nothing_is_lost(ray_cluster, 
     assert stats["pending"] == 0 and stats["backlog"] == 0
     assert stats["reclaimed"] >= len(held.batch)
     assert summary["consumption"]["consumed_twice"] == 0
+
+
+def test_pool_trains_from_an_exported_parquet_directory(ray_cluster, teacher, tmp_path):
+    cfg = pool_config(tmp_path, teacher, "pool-c", blocks=8, steps=20, checkpoint_every=10,
+                      source="parquet", parquet_dir=str(tmp_path / "guides"))
+    with ParquetGuideSink(tmp_path / "guides") as sink:
+        fill_store(cfg, sink)
+    summary = run_student_pool(cfg, None, (2,), teacher, echo=lambda s: None)
+    audit = summary["consumption"]
+    assert audit["records"] == cfg.guides.num_samples and audit["consumed_twice"] == 0
+    assert audit["per_rank"] == {"0": 256, "1": 256} and summary["steps"] >= 20

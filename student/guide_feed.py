@@ -1,0 +1,67 @@
+"""What a student rank reads guides through: its consumer of the run's Redis stream, or its share of an
+exported Parquet directory; with the two questions the training loop asks (can more come? is all of it
+acknowledged?)."""
+
+from __future__ import annotations
+
+import time
+
+__all__ = ["GuideFeed", "consumer_name", "open_source"]
+
+
+def consumer_name(run: str, rank: int) -> str:
+    return f"{run}-student-{rank}"
+
+
+class GuideFeed:
+    """One rank's view of its guide source: fresh deliveries, acknowledgements, and whether more can come."""
+
+    def __init__(self, source, consumer: str, target: int | None, timeout_s: float):
+        self.source, self.consumer, self.target, self.timeout_s = source, consumer, target, timeout_s
+        self._files_done = False
+        self._exhausted = False
+
+    def _stats_says(self, key: str) -> bool:
+        if self.target is None:  # Parquet: done once a read came back empty
+            return self._files_done
+        stats = self.source.stats()
+        return stats["produced"] >= self.target and stats[key] == 0
+
+    def exhausted(self) -> bool:
+        """No new delivery will come (reclaims of a dead consumer's records aside). Once true, stays true."""
+        self._exhausted = self._exhausted or self._stats_says("undelivered")
+        return self._exhausted
+
+    def drained(self) -> bool:
+        """Every record the run will produce has been acknowledged."""
+        return self._stats_says("backlog")
+
+    def next(self, need: bool):
+        """``(delivery or None, seconds waited)``; waits only when ``need`` and more can come."""
+        start = time.monotonic()
+        need = need and not self._exhausted
+        while True:
+            got = self.source.get(self.consumer, timeout_s=1.0 if need else 0.0)
+            if got:
+                return got[0], time.monotonic() - start
+            if self.target is None:
+                self._files_done = True
+            if not need or self.exhausted():
+                return None, time.monotonic() - start
+            if time.monotonic() - start > self.timeout_s:
+                raise TimeoutError(f"{self.consumer}: no guides for {self.timeout_s:.0f}s (store stats "
+                                   f"{self.source.stats()}); are the teacher actors running?")
+
+
+def open_source(payload: dict, rank: int, world: int, data_shape: tuple[int, ...]):
+    sc = payload["config"]["student"]
+    if sc["source"] == "parquet":
+        from guide_store.parquet import ParquetGuideSource
+
+        return ParquetGuideSource(sc["parquet_dir"], rank=rank, world_size=world, expect_shape=data_shape), None
+    from guide_store.redis_store import RedisGuideStore
+
+    st = payload["config"]["store"]
+    store = RedisGuideStore(payload["store_url"], payload["config"]["name"], dtype=st["dtype"],
+                            claim_idle_s=st["claim_idle_s"], expect_shape=data_shape)
+    return store, payload["config"]["guides"]["num_samples"]

@@ -138,7 +138,7 @@ def load_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, wo
     if (meta["world_size"], meta["zero_stage"]) != (world_size, zero_stage):
         raise CheckpointError(f"{path}: written by {meta['world_size']} ranks at ZeRO stage {meta['zero_stage']}; "
                               f"this run has {world_size} at stage {zero_stage} (optimizer partitions differ). "
-                              "Start from the exported student instead (student.init: a checkpoint path)")
+                              "Resume with the same student.workers and student.zero_stage")
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:

@@ -1,6 +1,6 @@
-"""`ray job submit` of the job entrypoint to a `ray start --head` cluster (token authentication on, no
-default ports); `bezier-distill teachers list/add/remove` against the running job; then the custom
-metrics read from the node's metrics endpoint."""
+"""`ray job submit` of the whole job (teachers, store, student pool, evaluation) to a `ray start --head` cluster
+(token authentication on, no default ports); `bezier-distill teachers list/add/remove` against the running job;
+then the teacher and student metrics read from the node's metrics endpoint."""
 
 import json
 import os
@@ -48,9 +48,10 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
         run_dir = tmp_path / "runs"
         submit = [str(BIN / "ray"), "job", "submit", "--no-wait", "--address", f"http://127.0.0.1:{dash}",
                   "--working-dir", str(REPO), "--", "python", "-m", "cluster.job", "configs/toy2d.yaml",
-                  "--no-progress", "--stop-after", "guides", "--set", f"run_dir={run_dir}",
-                  "--set", "teacher.steps=200",
-                  "--set", "guides.num_samples=12000", "--set", "guides.block_size=100",
+                  "--no-progress", "--set", f"run_dir={run_dir}", "--set", "teacher.steps=200",
+                  "--set", "student.steps=100", "--set", "student.checkpoint_every=50",
+                  "--set", "eval.n_samples=500", "--set", "eval.steps=[1]", "--set", "student.eval_steps=[1]",
+                  "--set", "guides.num_samples=8000", "--set", "guides.block_size=100",
                   "--set", "guides.coupling_steps=64",
                   "--set", "teachers=[{name: teacher, checkpoints: [self], replicas: 1}]"]
         deadline = time.monotonic() + 180
@@ -93,7 +94,7 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
             [str(BIN / "ray"), "job", "logs", "--address", f"http://127.0.0.1:{dash}", job_id],
             env=env, capture_output=True, text=True).stdout[-3000:]
         report = json.loads((run_dir / "toy2d" / "production.json").read_text())
-        assert report["records"] == 12000 and report["store"]["produced"] == 12000  # nothing lost or doubled
+        assert report["records"] == 8000 and report["store"]["produced"] == 8000  # nothing lost or doubled
         assert report["workers"]["extra-2"]["blocks"] > 0
         events = (run_dir / "toy2d" / "events.jsonl").read_text()
         assert '"teacher_added"' in events and '"teacher_removed"' in events
@@ -104,11 +105,18 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
                 break
             time.sleep(2)
         counts = [float(v) for v in re.findall(r'ray_bezier_guides_produced_total\{[^}]*run="toy2d"[^}]*\} (\S+)', text)]
-        assert sum(counts) >= 12000 and len(counts) >= 2, counts  # per teacher actor
+        assert sum(counts) >= 8000 and len(counts) >= 2, counts  # per teacher actor
         for name in ("ray_bezier_guide_batch_seconds_count", "ray_bezier_store_backlog_records",
                      "ray_bezier_store_pending_records", "ray_bezier_store_dead_lettered",
-                     "ray_bezier_live_teacher_actors"):
+                     "ray_bezier_live_teacher_actors", "ray_bezier_student_loss",
+                     "ray_bezier_student_guide_wait_seconds_count", "ray_bezier_student_steps_per_second"):
             assert name in text, name
+        consumed = [float(v) for v in re.findall(
+            r'ray_bezier_student_records_consumed_total\{[^}]*run="toy2d"[^}]*\} (\S+)', text)]
+        assert sum(consumed) == 8000 and len(consumed) == 2, consumed  # per student rank
+        run_report = json.loads((run_dir / "toy2d" / "report.json").read_text())
+        assert report["store"]["acknowledged"] == 8000 and report["store"]["backlog"] == 0
+        assert [r["steps"] for r in run_report["quality"]["student"]] == [1]
     finally:
         head.terminate()
         try:

@@ -52,6 +52,7 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
                   "--set", "student.steps=100", "--set", "student.checkpoint_every=50",
                   "--set", "eval.n_samples=500", "--set", "eval.steps=[1]", "--set", "student.eval_steps=[1]",
                   "--set", "guides.num_samples=8000", "--set", "guides.block_size=100",
+                  "--set", "store.max_backlog_records=1000",  # production waits for the students
                   "--set", "guides.coupling_steps=64",
                   "--set", "teachers=[{name: teacher, checkpoints: [self], replicas: 1}]"]
         deadline = time.monotonic() + 180

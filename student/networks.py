@@ -58,32 +58,28 @@ def flow_map_step(model: nn.Module, x: Tensor, s: float, t: float) -> Tensor:
     return x + (t - s) * model(x, _batch_time(x, s), _batch_time(x, t))
 
 
-def velocity_sampler(model: nn.Module) -> Callable[[Tensor, int], Solution]:
-    """Euler on the student's ODE ``dx/dt = v(x, t)`` with ``steps`` equal steps."""
+def _grid_sampler(step: Callable[[Tensor, float, float], Tensor]) -> Callable[[Tensor, int], Solution]:
+    """``steps`` applications of ``step(x, a, b)`` on an equal grid of ``[0, 1]``; one network call each."""
 
     @torch.no_grad()
     def sample(noise: Tensor, steps: int) -> Solution:
         grid = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64).tolist()
         x = noise
         for a, b in zip(grid[:-1], grid[1:]):
-            x = x + (b - a) * model(x, _batch_time(x, a))
+            x = step(x, a, b)
         return Solution(x=x, nfe=steps)
 
     return sample
+
+
+def velocity_sampler(model: nn.Module) -> Callable[[Tensor, int], Solution]:
+    """Euler on the student's ODE ``dx/dt = v(x, t)`` with ``steps`` equal steps."""
+    return _grid_sampler(lambda x, a, b: x + (b - a) * model(x, _batch_time(x, a)))
 
 
 def flow_map_sampler(model: nn.Module) -> Callable[[Tensor, int], Solution]:
     """The flow map composed on an equal grid: ``Phi(.., t_{k-1}, t_k)`` for ``k = 1..steps``."""
-
-    @torch.no_grad()
-    def sample(noise: Tensor, steps: int) -> Solution:
-        grid = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64).tolist()
-        x = noise
-        for a, b in zip(grid[:-1], grid[1:]):
-            x = flow_map_step(model, x, a, b)
-        return Solution(x=x, nfe=steps)
-
-    return sample
+    return _grid_sampler(lambda x, a, b: flow_map_step(model, x, a, b))
 
 
 _SAMPLERS = {"velocity": velocity_sampler, "flow_map": flow_map_sampler}

@@ -98,12 +98,13 @@ def _all_ranks(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0.5)
 
 
-def _mean_over_ranks(value: float, device: torch.device) -> float:
+def _mean_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Each value averaged over ranks, in one all-reduce (collective: every rank calls it)."""
     import torch.distributed as dist
 
-    t = torch.tensor([value], device=device, dtype=torch.float64)
+    t = torch.tensor(values, device=device, dtype=torch.float64)
     dist.all_reduce(t)
-    return float(t.item()) / dist.get_world_size()
+    return (t / dist.get_world_size()).tolist()
 
 
 def _save(payload: dict, engine, ema, network, pool: ReplayPool, rank: int, world: int, extra: dict,
@@ -188,12 +189,14 @@ class _Ledger:
         summed over ranks; speed, wait and pool of this rank."""
         iv = self.interval
         seconds = max(1e-9, time.monotonic() - iv["start"])
-        record = {"step": self.step, "loss": _mean_over_ranks(iv["loss"] / max(1, iv["steps"]), device),
+        # one all-reduce for the three cross-rank figures
+        loss, fresh, consumed = _mean_over_ranks([iv["loss"] / max(1, iv["steps"]), iv["fresh"],
+                                                  self.totals["records_consumed"]], device)
+        record = {"step": self.step, "loss": loss,
                   "lr": lr_at(self.step - 1, sc["lr"], sc["warmup_steps"], sc["steps"]),
                   "steps_per_second": round(iv["steps"] / seconds, 3),
                   "guide_wait_s": round(iv["wait"], 3), "wait_fraction": round(iv["wait"] / seconds, 3),
-                  "fresh_records": round(_mean_over_ranks(iv["fresh"], device) * world),
-                  "records_consumed": round(_mean_over_ranks(self.totals["records_consumed"], device) * world),
+                  "fresh_records": round(fresh * world), "records_consumed": round(consumed * world),
                   "pool_records": pool.size, "reuse": round(pool.used / max(1, pool.received), 2),
                   "elapsed_s": round(time.monotonic() - self.run_start, 3)}
         self.history.append(record)
@@ -202,7 +205,7 @@ class _Ledger:
 
     def final_record(self, device: torch.device, world: int) -> dict:
         record = {"step": self.step, "final": True, "resumes": self.totals["resumes"],
-                  "records_consumed": round(_mean_over_ranks(self.totals["records_consumed"], device) * world),
+                  "records_consumed": round(_mean_over_ranks([self.totals["records_consumed"]], device)[0] * world),
                   "guide_wait_s": round(self.totals["guide_wait_s"], 3),
                   "elapsed_s": round(time.monotonic() - self.run_start, 3)}
         self.history.append(record)

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig", "StudentConfig",
-           "load_config", "parse_config", "apply_overrides"]
+           "load_config", "parse_config", "apply_overrides", "format_errors", "Section"]
 
 Solver = Literal["euler", "heun", "rk4", "adaptive"]
 
@@ -25,11 +25,13 @@ class ConfigError(ValueError):
     """A configuration is invalid; the message names each bad key."""
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A configuration section: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     name: Literal["eight_gaussians", "two_moons", "checkerboard", "digits", "file"]
     path: str | None = None
     key: str | None = None
@@ -37,9 +39,14 @@ class DataConfig(_Section):
     n_train: int = Field(20000, ge=1, le=10_000_000)
     n_held_out: int = Field(2000, ge=1, le=1_000_000)
     held_out_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    split_seed: int | None = Field(None, ge=0, le=2**31 - 1, description="seed of the train/held-out split "
+                                   "(default: the run's seed); a second teacher of a run keeps the run's split")
+
+    def split_seed_for(self, run_seed: int) -> int:
+        return run_seed if self.split_seed is None else self.split_seed
 
 
-class NetworkConfig(_Section):
+class NetworkConfig(Section):
     arch: Literal["mlp", "unet"]
     hidden: int = Field(256, ge=8, le=8192)
     depth: int = Field(3, ge=1, le=32)
@@ -53,7 +60,7 @@ class NetworkConfig(_Section):
         return {"channels": self.channels, "time_embed_dim": self.time_embed_dim}
 
 
-class TeacherConfig(_Section):
+class TeacherConfig(Section):
     network: NetworkConfig
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     steps: int = Field(2000, ge=1, le=10_000_000)
@@ -70,7 +77,7 @@ class TeacherConfig(_Section):
     reflow_steps: int | None = Field(None, ge=1, description="training steps per reflow round (default: steps)")
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     steps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 32])
     solver: Solver = "euler"
     n_samples: int = Field(2000, ge=16, le=1_000_000)
@@ -86,7 +93,7 @@ class EvalConfig(_Section):
         return v
 
 
-class StoreConfig(_Section):
+class StoreConfig(Section):
     url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://",
                             description="redis://[user:password@]host:port/db; unset: a private embedded server")
     dtype: Literal["float16", "float32"] = "float32"
@@ -97,7 +104,7 @@ class StoreConfig(_Section):
     fsync: Literal["always", "everysec", "no"] = "always"
 
 
-class GuidesConfig(_Section):
+class GuidesConfig(Section):
     """What the teachers produce (DESIGN.md 2.2-2.4)."""
 
     path: Literal["linear", "quadratic", "cubic"] = "cubic"
@@ -128,7 +135,7 @@ class GuidesConfig(_Section):
         return v
 
 
-class TeacherPoolConfig(_Section):
+class TeacherPoolConfig(Section):
     """One kind of teacher actor: which checkpoints make which guides, how many replicas, what resources."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -140,7 +147,7 @@ class TeacherPoolConfig(_Section):
     threads: int = Field(1, ge=1, le=256)
 
 
-class StudentConfig(_Section):
+class StudentConfig(Section):
     """The student pool (DESIGN.md 2.5 and 3): objective, optimisation, DeepSpeed and Ray Train settings."""
 
     network: NetworkConfig | None = Field(None, description="default: the teacher's network")
@@ -186,7 +193,7 @@ class StudentConfig(_Section):
         return self
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     run_dir: str = "runs"
@@ -268,12 +275,13 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return sorted(model.model_fields)
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def format_errors(err: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
+    """One line per error: the dotted key, then what is allowed (an unknown key lists the known ones)."""
     lines = [f"invalid configuration {source}:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(RunConfig, tuple(e["loc"]))
+            allowed = _allowed_keys(model or RunConfig, tuple(e["loc"]))
             lines.append(f"  {key}: unknown key; allowed keys here: {', '.join(allowed or [])}")
         elif e["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
@@ -289,7 +297,7 @@ def parse_config(raw: Any, source: str = "<mapping>") -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(format_errors(err, source)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

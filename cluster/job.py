@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["main", "run", "resolve_teachers", "run_production", "own_teacher_paths"]
+__all__ = ["main", "run", "resolve_teachers", "run_production", "own_teacher_paths", "teacher_raw", "train_teachers"]
 
 STAGES = ("guides", "student", "eval")
 
@@ -51,6 +51,34 @@ def own_teacher_paths(cfg) -> dict[str, tuple[Path, int]]:
     return out
 
 
+def teacher_raw(cfg, seed: int) -> dict:
+    """The configuration a teacher of this run trains with: another training seed, the run's data split (so
+    a second teacher never trains on the images the run holds out for evaluation)."""
+    raw = cfg.model_dump(mode="json")
+    raw["data"]["split_seed"] = cfg.data.split_seed_for(cfg.seed)
+    return {**raw, "seed": seed}
+
+
+def train_teachers(jobs: dict[str, dict], echo=print) -> float:
+    """Train teachers ``{out_dir: raw config}``: Ray tasks, at most one per core at a time, when Ray is up
+    (their reported training times stay honest); in this process otherwise. Returns the wall seconds."""
+    start = time.perf_counter()
+    import ray
+
+    if not ray.is_initialized():
+        for out_dir, raw in jobs.items():
+            _train_teacher_task(raw, out_dir)
+        return time.perf_counter() - start
+    task, pending = ray.remote(num_cpus=1)(_train_teacher_task), []
+    for out_dir, raw in jobs.items():
+        if len(pending) >= (os.cpu_count() or 1):
+            _, pending = ray.wait(pending, num_returns=1)
+        pending.append(task.remote(raw, out_dir))
+        echo(f"training teacher {out_dir}")
+    ray.get(pending)
+    return time.perf_counter() - start
+
+
 def _train_teacher_task(raw: dict, out_dir: str) -> str:
     import torch
 
@@ -71,17 +99,9 @@ def resolve_teachers(cfg, echo=print):
     missing = {ref: v for ref, v in own.items() if not (v[0] / "model.json").is_file()}
     if missing:
         echo(f"training {len(missing)} teacher(s): " + ", ".join(f"{r} -> {p}" for r, (p, _) in missing.items()))
-        start = time.perf_counter()
-        raws = {ref: {**cfg.model_dump(mode="json"), "seed": seed} for ref, (_, seed) in missing.items()}
-        import ray
-
-        if ray.is_initialized():
-            task = ray.remote(num_cpus=1)(_train_teacher_task)
-            ray.get([task.remote(raws[ref], str(path)) for ref, (path, _) in missing.items()])
-        else:
-            for ref, (path, _) in missing.items():
-                _train_teacher_task(raws[ref], str(path))
-        echo(f"teachers trained in {time.perf_counter() - start:.1f}s")
+        seconds = train_teachers({str(path): teacher_raw(cfg, seed) for path, seed in missing.values()},
+                                 echo=lambda *_: None)
+        echo(f"teachers trained in {seconds:.1f}s")
     pools = cfg.teachers or [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
     pools = [p.model_copy(update={"checkpoints": [str(own[c][0]) if c in own else c for c in p.checkpoints]})
              for p in pools]

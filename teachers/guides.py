@@ -24,10 +24,10 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from teachers.solvers import solve
+from teachers.solvers import nfe_per_step, solve
 
 __all__ = ["COUPLINGS", "GUIDE_RULES", "CouplingSettings", "sample_seed", "noise_for", "data_for", "couple",
-           "make_guides"]
+           "make_guides", "teacher_nfe_per_record"]
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 COUPLINGS = ("inversion", "generated", "independent")
@@ -115,3 +115,21 @@ def make_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], rule: str,
     if k == 1:
         return [first]
     return [first, x1 - teachers[1](x1, _time(x1, 1.0)) / n]
+
+
+def teacher_nfe_per_record(coupling: CouplingSettings, rule: str, n_guides: int, solve_solver: str = "euler",
+                           solve_steps: int = 4) -> int | None:
+    """Teacher network evaluations one record costs: the coupling's solve plus its guides.
+
+    ``inversion``/``generated`` solve the whole ODE (``steps * nfe_per_step(solver)``), ``independent`` costs
+    nothing; ``euler_step`` and ``tangent`` cost one evaluation per guide, ``solve`` a solve to ``tau`` per
+    guide. ``None`` when a solve is adaptive (its cost depends on the data).
+    """
+    if rule not in GUIDE_RULES:
+        raise ValueError(f"unknown guide rule {rule!r}; known: {list(GUIDE_RULES)}")
+    if "adaptive" in (coupling.solver if coupling.coupling != "independent" else None,
+                      solve_solver if rule == "solve" and n_guides else None):
+        return None
+    pairing = 0 if coupling.coupling == "independent" else coupling.steps * nfe_per_step(coupling.solver)
+    per_guide = solve_steps * nfe_per_step(solve_solver) if rule == "solve" else 1
+    return pairing + n_guides * per_guide

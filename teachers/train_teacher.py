@@ -28,8 +28,8 @@ __all__ = ["load_run_data", "train_teacher"]
 def load_run_data(cfg: RunConfig) -> DataSplit:
     """The data a run's configuration names."""
     d = cfg.data
-    return load_data(d.name, n_train=d.n_train, n_held_out=d.n_held_out, seed=cfg.seed, path=d.path,
-                     key=d.key, data_shape=tuple(d.shape) if d.shape else None,
+    return load_data(d.name, n_train=d.n_train, n_held_out=d.n_held_out, seed=d.split_seed_for(cfg.seed),
+                     path=d.path, key=d.key, data_shape=tuple(d.shape) if d.shape else None,
                      held_out_fraction=d.held_out_fraction)
 
 

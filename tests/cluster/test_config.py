@@ -91,3 +91,18 @@ def test_file_errors(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(bad)
+
+
+def test_a_second_teacher_keeps_the_runs_data_split():
+    """``self:K`` trains with seed + K but must never see the images the run holds out for evaluation."""
+    import torch
+
+    from cluster.job import teacher_raw
+    from teachers.train_teacher import load_run_data
+
+    cfg = load_config(CONFIGS / "digits.yaml", ["seed=3"])
+    second = parse_config(teacher_raw(cfg, 4))
+    assert second.seed == 4 and second.data.split_seed == 3
+    assert torch.equal(load_run_data(second).held_out, load_run_data(cfg).held_out)
+    other = load_config(CONFIGS / "digits.yaml", ["seed=4"])
+    assert not torch.equal(load_run_data(other).held_out, load_run_data(cfg).held_out)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from student.bezier import bezier_point, bezier_velocity
-from teachers.guides import CouplingSettings, couple, data_for, make_guides, noise_for, sample_seed
+from teachers.guides import (COUPLINGS, GUIDE_RULES, CouplingSettings, couple, data_for, make_guides, noise_for,
+                             sample_seed, teacher_nfe_per_record)
 from teachers.solvers import solve
 
 
@@ -102,3 +103,29 @@ def test_solved_guides_lie_on_the_inversion_trajectory(toy_teacher):
     (e1,) = make_guides(x0, x1, [model], "euler_step", [1 / 3])
     toward_mean = x0 + (data.mean(0) - x0) / 3
     assert (e1 - toward_mean).norm(dim=1).mean() < (guides[0] - toward_mean).norm(dim=1).mean()
+
+
+@pytest.mark.parametrize("coupling", COUPLINGS)
+@pytest.mark.parametrize("rule", GUIDE_RULES)
+@pytest.mark.parametrize("n_guides", [0, 1, 2])
+def test_teacher_nfe_per_record_counts_every_teacher_call(coupling, rule, n_guides):
+    """The cost the study reports is what producing a record really calls: count the teacher's calls."""
+    calls = [0]
+
+    def counting(x, t):
+        calls[0] += 1
+        return v_lin(x, t)
+
+    settings = CouplingSettings(coupling, solver="heun", steps=5)
+    ids, data = torch.arange(8), torch.randn(40, 3)
+    x0, x1 = couple(ids, 0, data, counting, settings)
+    taus = [0.5] if n_guides == 1 else [1 / 3, 2 / 3][:n_guides]
+    if n_guides:  # a linear path has no guides, so no rule runs
+        make_guides(x0, x1, [counting] * n_guides, rule, taus, solver="rk4", steps=3)
+    assert teacher_nfe_per_record(settings, rule, n_guides, solve_solver="rk4", solve_steps=3) == calls[0]
+
+
+def test_teacher_nfe_per_record_is_unknown_for_adaptive_solves():
+    assert teacher_nfe_per_record(CouplingSettings("inversion", "adaptive"), "euler_step", 2) is None
+    assert teacher_nfe_per_record(CouplingSettings("independent", "adaptive"), "euler_step", 2) == 2
+    assert teacher_nfe_per_record(CouplingSettings("inversion", "rk4", 32), "solve", 1, "adaptive") is None

@@ -1,0 +1,176 @@
+"""The study configuration (``configs/study_*.yaml``): a base run, the teachers, the variant matrix, the claims.
+
+A study runs every variant with every objective it lists, once per seed, each
+through the main job (``cluster.job.run``) with only configuration changed:
+
+    run config = base file  +  study ``set``  +  variant ``set``  +  ``student.objective``
+                 + ``seed``, ``name``, ``run_dir`` and the teacher checkpoints the variant names
+
+Teachers are trained once per seed and recipe and shared by every variant of
+that seed, so variants of one seed are paired comparisons. ``quick`` is the
+reduced study CI runs: fewer seeds and smaller settings, the same rows.
+
+Every run configuration is built and validated when the study is loaded, so a
+bad override is an error that names the variant and the key before any work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from cluster.config import ConfigError, RunConfig, Section, apply_overrides, format_errors, parse_config
+
+__all__ = ["StudyConfig", "TeacherRecipe", "Variant", "Claim", "VariantRun", "load_study", "variant_runs",
+           "teacher_config"]
+
+Objective = Literal["velocity", "flow_map"]
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class TeacherRecipe(Section):
+    """A teacher every seed trains: the base recipe plus ``set``, with seed ``seed + seed_offset``."""
+
+    label: str
+    seed_offset: int = Field(0, ge=0, le=1000)
+    set: list[str] = Field(default_factory=list)
+
+
+class Variant(Section):
+    """One row group of the study: configuration overrides, the teachers (recipe keys; one serves every guide,
+    or one per guide) and the objectives it runs with."""
+
+    name: str = Field(pattern=_NAME)
+    label: str
+    teachers: list[str] = Field(min_length=1, max_length=2)
+    set: list[str] = Field(default_factory=list)
+    objectives: list[Objective] = Field(default_factory=lambda: ["velocity", "flow_map"], min_length=1)
+
+
+class Claim(Section):
+    """A statement the report tests: the best of ``better`` against the best of ``than`` at ``steps``.
+
+    Entries are ``variant`` (any of its objectives) or ``variant/objective``."""
+
+    text: str
+    better: list[str] = Field(min_length=1)
+    than: list[str] = Field(min_length=1)
+    steps: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+
+
+class QuickSettings(Section):
+    """The reduced study (``--quick``): its seeds and the extra overrides that make every run small."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    set: list[str] = Field(default_factory=list)
+
+
+class StudyConfig(Section):
+    name: str = Field(pattern=_NAME)
+    base: str = Field(description="the run configuration every variant starts from")
+    run_dir: str = "runs"
+    seeds: list[int] = Field(min_length=1)
+    set: list[str] = Field(default_factory=list)
+    teachers: dict[str, TeacherRecipe] = Field(min_length=1)
+    variants: list[Variant] = Field(min_length=1)
+    claims: list[Claim] = Field(default_factory=list)
+    quick: QuickSettings = QuickSettings()
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> "StudyConfig":
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique, got {names}")
+        for v in self.variants:
+            unknown = [t for t in v.teachers if t not in self.teachers]
+            if unknown:
+                raise ValueError(f"variant {v.name!r}: unknown teachers {unknown}; known: {sorted(self.teachers)}")
+        for claim in self.claims:
+            for entry in claim.better + claim.than:
+                name, _, objective = entry.partition("/")
+                if name not in names or objective not in ("", "velocity", "flow_map"):
+                    raise ValueError(f"claim {claim.text!r}: {entry!r} is not VARIANT or VARIANT/OBJECTIVE "
+                                     f"(variants: {names}; objectives: velocity, flow_map)")
+        return self
+
+
+class VariantRun:
+    """One run of the matrix: a variant, an objective, a seed, and its validated run configuration."""
+
+    def __init__(self, variant: Variant, objective: str, seed: int, cfg: RunConfig):
+        self.variant, self.objective, self.seed, self.cfg = variant, objective, seed, cfg
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant.name}-{self.objective}-s{self.seed}"
+
+
+def _base_raw(study: StudyConfig, source: Path) -> dict:
+    path = Path(study.base)
+    if not path.is_file() and (source.parent / path).is_file():
+        path = source.parent / path
+    if not path.is_file():
+        raise ConfigError(f"study {source}: base run configuration {study.base} does not exist")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def work_dir(study: StudyConfig, quick: bool) -> Path:
+    """Where the study's teachers and runs live (``RUN_DIR/study-NAME``, ``...-quick`` for the reduced one)."""
+    return Path(study.run_dir) / f"study-{study.name}{'-quick' if quick else ''}"
+
+
+def _study_overrides(study: StudyConfig, quick: bool) -> list[str]:
+    return study.set + (study.quick.set if quick else [])
+
+
+def teacher_config(study: StudyConfig, base: dict, key: str, seed: int, quick: bool) -> RunConfig:
+    """The run configuration a teacher recipe trains with for one study seed."""
+    recipe = study.teachers[key]
+    raw = apply_overrides(base, _study_overrides(study, quick) + recipe.set)
+    raw.update(seed=seed + recipe.seed_offset, name=f"{study.name}-teacher-{key}-s{seed}",
+               run_dir=str(work_dir(study, quick) / "teachers"))
+    return parse_config(raw, f"study {study.name}: teacher {key!r} (seed {seed})")
+
+
+def teacher_path(study: StudyConfig, key: str, seed: int, quick: bool) -> Path:
+    return work_dir(study, quick) / "teachers" / f"s{seed}" / key
+
+
+def variant_runs(study: StudyConfig, base: dict, quick: bool) -> list[VariantRun]:
+    """Every run of the matrix, seed by seed (so a partial study has whole seeds), validated."""
+    runs = []
+    seeds = study.quick.seeds if quick else study.seeds
+    for seed in seeds:
+        for v in study.variants:
+            for objective in v.objectives:
+                raw = apply_overrides(base, _study_overrides(study, quick) + v.set
+                                      + [f"student.objective={objective}"])
+                pool = dict((raw.get("teachers") or [{"name": "teacher"}])[0])
+                pool.update(name="teacher", checkpoints=[str(teacher_path(study, t, seed, quick).resolve())
+                                                         for t in v.teachers])
+                raw.update(seed=seed, name=f"{study.name}-{v.name}-{objective}-s{seed}", teachers=[pool],
+                           run_dir=str(work_dir(study, quick) / "runs"))
+                cfg = parse_config(raw, f"study {study.name}: variant {v.name!r} ({objective}, seed {seed})")
+                runs.append(VariantRun(v, objective, seed, cfg))
+    return runs
+
+
+def load_study(path: str | Path, quick: bool = False) -> tuple[StudyConfig, dict, list[VariantRun]]:
+    """Read and validate a study, its base configuration and every run and teacher configuration it makes."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file {path} does not exist")
+    try:
+        study = StudyConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, f"study {path}", StudyConfig)) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"study file {path} is not valid YAML: {err}") from None
+    base = _base_raw(study, path)
+    for key in study.teachers:
+        for seed in (study.quick.seeds if quick else study.seeds):
+            teacher_config(study, base, key, seed, quick)
+    return study, base, variant_runs(study, base, quick)

@@ -1,6 +1,8 @@
 """The ``bezier-distill`` command line.
 
 Subcommands:
+  run CONFIG [--set KEY=VALUE ...] [--stop-after guides|student|eval]   the main job
+  study STUDY [--quick] [--out DIR] [--report-only]   the variant matrix of a study, its tables and plots
   train-teacher CONFIG [--set KEY=VALUE ...]   train a k-rectified teacher
   eval CHECKPOINT --steps 1,2,4,8,32 [--solver euler|heun|rk4|adaptive]
   sample CHECKPOINT --steps 1,4,32 --out grid.png
@@ -49,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     from cluster.job import add_run_arguments
 
     add_run_arguments(p)
+
+    p = sub.add_parser("study", help="run (or resume) a study's variant matrix and write its results and plots")
+    p.add_argument("config", help="a study file, e.g. configs/study_toy2d.yaml")
+    p.add_argument("--quick", action="store_true", help="the reduced study (its quick seeds and settings)")
+    p.add_argument("--out", help="where results.md and results/NAME/ go (default: docs; --quick: the study's "
+                   "work folder)")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs only")
+    p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("train-teacher", help="train a rectified-flow teacher and write its checkpoint")
     _add_config_args(p)
@@ -308,7 +318,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
-_COMMANDS = {"run": _cmd_run, "train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
+def _cmd_study(args: argparse.Namespace) -> int:
+    from cluster.study import run_study
+
+    run_study(args.config, quick=args.quick, out_dir=args.out, show_bar=not args.no_progress,
+              report_only=args.report_only)
+    return 0
+
+
+_COMMANDS = {"run": _cmd_run, "study": _cmd_study, "train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
              ("teachers", "bench"): _cmd_teachers_bench, ("teachers", "list"): _cmd_teachers_list,
              ("teachers", "add"): _cmd_teachers_add, ("teachers", "remove"): _cmd_teachers_remove,
              ("guides", "bench"): _cmd_guides_bench, ("store", "export"): _cmd_store_export,

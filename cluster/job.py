@@ -36,7 +36,9 @@ def own_teacher_paths(cfg) -> dict[str, tuple[Path, int]]:
     """The run's own teachers that its pools refer to: ``self`` (``RUN/teacher``, seed ``seed``) and
     ``self:K`` (``RUN/teacher-K``, seed ``seed + K``: another teacher of the same recipe, for multi-teacher
     runs). Maps each reference to its directory and training seed."""
-    refs = {c for p in cfg.teachers for c in p.checkpoints if c == "self" or c.startswith("self:")} or {"self"}
+    refs = {c for p in cfg.teachers for c in p.checkpoints if c == "self" or c.startswith("self:")}
+    if not cfg.teachers:  # no pools configured: one pool on the run's own teacher
+        refs = {"self"}
     out = {}
     for ref in sorted(refs):
         if ref == "self":

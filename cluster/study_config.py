@@ -132,6 +132,7 @@ def teacher_config(study: StudyConfig, base: dict, key: str, seed: int, quick: b
     raw = apply_overrides(base, _study_overrides(study, quick) + recipe.set)
     raw.update(seed=seed + recipe.seed_offset, name=f"{study.name}-teacher-{key}-s{seed}",
                run_dir=str(work_dir(study, quick) / "teachers"))
+    raw.setdefault("data", {})["split_seed"] = seed  # every model of a seed holds out the same data
     return parse_config(raw, f"study {study.name}: teacher {key!r} (seed {seed})")
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["save_sample_figure", "save_loss_curve"]
+__all__ = ["pyplot", "save_figure", "save_sample_figure", "save_sample_table", "save_loss_curve"]
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,24 +25,49 @@ def save_sample_figure(panels: dict[str, Tensor], path: str | Path, reference: T
 
     ``reference`` (real data) is drawn as the first panel.
     """
-    plt = _pyplot()
+    plt = pyplot()
     items = ([("real data", reference)] if reference is not None else []) + list(panels.items())
     is_image = next(iter(panels.values())).dim() == 4
     fig, axes = plt.subplots(1, len(items), figsize=(3.2 * len(items), 3.4), squeeze=False)
     for ax, (label, x) in zip(axes[0], items):
-        x = x.detach().float().cpu()
-        if is_image:
-            ax.imshow(_grid(x[:max_images], per_row=int(max_images ** 0.5)), cmap="gray", vmin=-1, vmax=1)
-        else:
-            pts = x[:4000].flatten(1)
-            ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.5)
-            ax.set_xlim(-4, 4)
-            ax.set_ylim(-4, 4)
-            ax.set_aspect("equal")
+        _draw(ax, x, is_image, max_images)
         ax.set_title(label, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
+
+
+def save_sample_table(rows: dict[str, dict[str, Tensor]], path: str | Path, max_images: int = 64) -> Path:
+    """A table of sample panels: one row per model (``rows[label]``), one column per setting (e.g. steps);
+    a model without a setting leaves its cell empty. Images as grids, ``(N, 2)`` points as scatters."""
+    plt = pyplot()
+    columns = list(dict.fromkeys(c for cells in rows.values() for c in cells))
+    is_image = next(x for cells in rows.values() for x in cells.values()).dim() == 4
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.2 * len(columns) + 2.4, 2.2 * len(rows)),
+                             squeeze=False)
+    for r, (label, cells) in enumerate(rows.items()):
+        for c, column in enumerate(columns):
+            ax = axes[r][c]
+            if column in cells:
+                _draw(ax, cells[column], is_image, max_images)
+            else:
+                ax.axis("off")
+            if r == 0:
+                ax.set_title(column, fontsize=10)
+        axes[r][0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    return save_figure(plt, fig, path)
+
+
+def _draw(ax, x: Tensor, is_image: bool, max_images: int) -> None:
+    x = x.detach().float().cpu()
+    if is_image:
+        ax.imshow(_grid(x[:max_images], per_row=int(max_images ** 0.5)), cmap="gray", vmin=-1, vmax=1)
+    else:
+        pts = x[:4000].flatten(1)
+        ax.scatter(pts[:, 0], pts[:, 1], s=1.0, alpha=0.5)
+        ax.set_xlim(-4, 4)
+        ax.set_ylim(-4, 4)
+        ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def _grid(x: Tensor, per_row: int, pad: int = 1) -> Tensor:
@@ -58,17 +83,17 @@ def _grid(x: Tensor, per_row: int, pad: int = 1) -> Tensor:
 
 def save_loss_curve(history: list[dict], path: str | Path, title: str = "training loss") -> Path:
     """Loss against step from ``[{"step", "loss"}, ...]``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([r["step"] for r in history], [r["loss"] for r in history])
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.set_title(title)
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
-def _save(plt, fig, path: str | Path) -> Path:
+def save_figure(plt, fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

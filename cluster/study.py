@@ -1,0 +1,223 @@
+"""``bezier-distill study CONFIG``: the variant matrix of a study, through the real pipeline, then its report.
+
+For each seed the study trains its teacher recipes once (Ray tasks, cached in
+``RUN_DIR/study-NAME/teachers/sSEED/KEY``) and evaluates them (Euler at
+``eval.steps`` and adaptive, on the same noise as the students). Each variant,
+objective and seed is then one run of the main job (``cluster.job.run``:
+teacher actors, the Redis guide store, the DeepSpeed student pool in Ray Train)
+followed by the student's evaluation, all written to
+``RUN_DIR/study-NAME/runs/RUN/study_result.json``.
+
+It resumes: a run or a teacher whose result file exists is not run again, and
+an interrupted run's folder is cleared and started over. The report
+(``cluster.study_report``) is rebuilt from those files every time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from cluster.study_config import VariantRun, load_study, teacher_config, teacher_path, work_dir
+
+__all__ = ["run_study", "collect_results"]
+
+RESULT_FILE = "study_result.json"
+TEACHER_EVAL_FILE = "study_eval.json"
+SAMPLES_FILE = "study_samples.safetensors"
+GRID_SAMPLES = {"image": 64, "vector": 1000}
+
+
+def _settings(cfg):
+    from student.evaluation import QualitySettings
+
+    e = cfg.eval
+    return QualitySettings(n_samples=e.n_samples, feature_extractor=e.feature_extractor,
+                           kid_subset_size=e.kid_subset_size, slices=e.slices, seed=cfg.seed)
+
+
+def _evaluate(sampler, cfg, data, steps: list, label: str, out_dir: Path) -> dict:
+    """Quality rows of ``sampler`` at ``steps`` plus the samples the report's grid shows (saved beside)."""
+    from safetensors.torch import save_file
+
+    from student.evaluation import evaluate_sampler, noise_for_eval
+
+    table = evaluate_sampler(sampler, data, steps, _settings(cfg), label=label)
+    noise = noise_for_eval(GRID_SAMPLES["image" if data.is_image else "vector"], data.data_shape, cfg.seed)
+    grid = {f"steps-{k or 'auto'}": sampler(noise, k).x.float().contiguous() for k in steps}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(grid, str(out_dir / SAMPLES_FILE))
+    return {**table, "samples_file": str(out_dir / SAMPLES_FILE)}
+
+
+def _teacher_jobs(study, base, seeds, quick) -> dict[str, dict]:
+    from cluster.job import teacher_raw
+
+    jobs = {}
+    for seed in seeds:
+        for key in study.teachers:
+            path = teacher_path(study, key, seed, quick)
+            if not (path / "model.json").is_file():
+                cfg = teacher_config(study, base, key, seed, quick)
+                jobs[str(path)] = teacher_raw(cfg, cfg.seed)
+    return jobs
+
+
+def _evaluate_teachers(study, base, seeds, quick, echo) -> None:
+    """Each teacher of each seed at ``eval.steps`` (Euler) and adaptive, once (cached beside the checkpoint)."""
+    from teachers.checkpoint import load_checkpoint
+    from teachers.evaluate import teacher_sampler
+    from teachers.train_teacher import load_run_data
+
+    for seed in seeds:
+        for key in study.teachers:
+            path = teacher_path(study, key, seed, quick)
+            if (path / TEACHER_EVAL_FILE).is_file():
+                continue
+            cfg = teacher_config(study, base, key, seed, quick)
+            start = time.perf_counter()
+            data = load_run_data(cfg)
+            model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
+            table = _evaluate(teacher_sampler(model, "euler"), cfg, data, list(cfg.eval.steps), "euler", path)
+            adaptive = _evaluate(teacher_sampler(model, "adaptive"), cfg, data, [None], "adaptive", path / "adaptive")
+            train = json.loads((path / "train_report.json").read_text())
+            out = {"key": key, "seed": seed, "rows": table["rows"] + adaptive["rows"], "floor": table["floor"],
+                   "n_samples": table["n_samples"], "rectification": train["rectification"],
+                   "samples_files": {"euler": table["samples_file"], "adaptive": adaptive["samples_file"]},
+                   "train_seconds": train["train_seconds"], "eval_seconds": round(time.perf_counter() - start, 2)}
+            (path / TEACHER_EVAL_FILE).write_text(json.dumps(out, indent=2))
+            echo(f"teacher {key} seed {seed}: evaluated in {out['eval_seconds']:.0f}s")
+
+
+def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
+    """One run of the main job for this variant, then the student's evaluation; the result file."""
+    from cluster.job import run
+    from student.networks import student_sampler
+    from teachers.checkpoint import load_checkpoint
+    from teachers.guides import CouplingSettings, teacher_nfe_per_record
+    from teachers.train_teacher import load_run_data
+
+    cfg = vr.cfg
+    if cfg.run_path.exists():  # an interrupted attempt: start it over
+        shutil.rmtree(cfg.run_path)
+    start = time.perf_counter()
+    report = run(cfg, stop_after="student", echo=echo, show_bar=show_bar)
+    t = time.perf_counter()
+    data = load_run_data(cfg)
+    student, _ = load_checkpoint(cfg.student_path, expect_data_shape=data.data_shape)
+    table = _evaluate(student_sampler(cfg.student.objective, student), cfg, data, list(cfg.student.eval_steps),
+                      f"student/{cfg.student.objective}", cfg.run_path)
+    g = cfg.guides
+    training = report["student_training"]
+    result = {
+        "key": vr.key, "variant": vr.variant.name, "objective": vr.objective, "seed": vr.seed,
+        "path": g.path, "coupling": g.coupling, "rule": g.rule if g.n_guides else None,
+        "teachers": vr.variant.teachers,
+        "nfe_per_record": teacher_nfe_per_record(CouplingSettings(g.coupling, g.coupling_solver, g.coupling_steps),
+                                                 g.rule, g.n_guides, g.solve_solver, g.solve_steps),
+        "rows": table["rows"], "floor": table["floor"], "n_samples": table["n_samples"],
+        "samples_file": table["samples_file"], "records": report["production"]["records"],
+        "student_steps": training["steps"], "student_seconds": training["seconds"],
+        "records_consumed": training["consumption"]["records"],
+        "consumed_twice": training["consumption"]["consumed_twice"], "final_loss": training["final_loss"],
+        "guide_wait_s_rank0": training["guide_wait_s_rank0"],
+        "run_seconds": report["timings"]["total_s"], "eval_seconds": round(time.perf_counter() - t, 2),
+        "wall_seconds": round(time.perf_counter() - start, 2),
+    }
+    (cfg.run_path / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def collect_results(study, base, runs: list[VariantRun], quick: bool, config_file: str) -> dict:
+    """Everything finished so far, as the report reads it (the raw JSON the tables are made from)."""
+    seeds = sorted({r.seed for r in runs})
+    teachers = []
+    for seed in seeds:
+        for key in study.teachers:
+            f = teacher_path(study, key, seed, quick) / TEACHER_EVAL_FILE
+            if f.is_file():
+                teachers.append({**json.loads(f.read_text()), "label": study.teachers[key].label})
+    done = [json.loads((r.cfg.run_path / RESULT_FILE).read_text()) for r in runs
+            if (r.cfg.run_path / RESULT_FILE).is_file()]
+    first = runs[0].cfg
+    return {"study": study.name, "config_file": config_file, "quick": quick, "seeds": seeds, "data": first.data.name,
+            "metric_kind": "image" if first.data.name == "digits" or len(first.data.shape or []) == 3 else "vector",
+            "planned_runs": [r.key for r in runs], "runs": done, "teachers": teachers,
+            "base": study.base, "settings": {"student_steps": first.student.steps,
+                                             "student_batch_size": first.student.batch_size,
+                                             "student_workers": first.student.workers,
+                                             "guide_records": first.guides.num_samples,
+                                             "eval_samples": first.eval.n_samples},
+            "study_config": study.model_dump(mode="json"),
+            "default": _default_variant(base, runs)}
+
+
+def _default_variant(base: dict, runs: list[VariantRun]) -> str | None:
+    """The variant/objective whose guides, objective and teacher count are the base file's (the shipped
+    default), if the matrix has it."""
+    from cluster.config import parse_config
+
+    b = parse_config({**base, "name": "base"})
+    want = (b.guides.path, b.guides.rule, b.guides.coupling, b.student.objective,
+            len(b.teachers[0].checkpoints) if b.teachers else 1)
+    for r in runs:
+        g = r.cfg.guides
+        if (g.path, g.rule, g.coupling, r.objective, len(r.variant.teachers)) == want:
+            return f"{r.variant.name}/{r.objective}"
+    return None
+
+
+def _ray_up(runs: list[VariantRun]) -> bool:
+    """Start a local Ray for the whole study unless one is up (or ``RAY_ADDRESS`` names a cluster)."""
+    import ray
+
+    from cluster.job import local_cpus
+
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, namespace="bezier-distill", log_to_driver=False,
+             **({} if address else {"num_cpus": max(local_cpus(r.cfg) for r in runs)}))
+    return True
+
+
+def run_study(path: str | Path, quick: bool = False, out_dir: str | Path | None = None, echo=print,
+              show_bar: bool = True, report_only: bool = False) -> dict:
+    """Run (or resume) the study and write its report; returns the collected results."""
+    import ray
+    from tqdm.auto import tqdm
+
+    from cluster.job import train_teachers
+    from cluster.study_report import write_report
+
+    study, base, runs = load_study(path, quick)
+    out = Path(out_dir) if out_dir is not None else (work_dir(study, quick) / "report" if quick else Path("docs"))
+    seeds = sorted({r.seed for r in runs})
+    if not report_only:
+        todo = [r for r in runs if not (r.cfg.run_path / RESULT_FILE).is_file()]
+        echo(f"study {study.name}{' (quick)' if quick else ''}: {len(runs)} runs, {len(runs) - len(todo)} done, "
+             f"{len(todo)} to run; work in {work_dir(study, quick)}")
+        started = _ray_up(runs)
+        try:
+            jobs = _teacher_jobs(study, base, seeds, quick)
+            if jobs:
+                echo(f"training {len(jobs)} teacher(s)")
+                train_teachers(jobs, echo)
+            _evaluate_teachers(study, base, seeds, quick, echo)
+            bar = tqdm(todo, desc=f"study {study.name}", unit="run", disable=not show_bar)
+            for i, vr in enumerate(bar, 1):
+                result = _run_variant(vr, lambda *_: None, False)
+                first = result["rows"][0]
+                metric = next(k for k in ("fid", "sliced_w2", "non_finite") if k in first)
+                echo(f"[{i}/{len(todo)}] {vr.key}: {first['steps']}-step {metric} {first[metric]:.4g}, "
+                     f"{result['wall_seconds']:.0f}s")
+        finally:
+            if started:
+                ray.shutdown()
+    results = collect_results(study, base, runs, quick, str(path))
+    write_report(results, out)
+    echo(f"study {study.name}: {len(results['runs'])}/{len(runs)} runs in the report; {out}")
+    return results

@@ -1,0 +1,335 @@
+"""The study's report, made only from its raw results: tables, claim verdicts, plots, ``results.md``.
+
+Every number in ``OUT/results.md`` is computed here from ``OUT/results/NAME/results.json``
+(written beside it), so nothing in the document is typed by hand. Intervals are
+95% Student-t intervals over seeds; a claim compares two variants seed by seed
+(every variant of a seed shares its teachers, data split and evaluation noise),
+so its interval is that of the paired difference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+__all__ = ["interval", "aggregate", "claim_verdicts", "write_report", "METRICS"]
+
+METRICS = {"image": ("fid", "kid"), "vector": ("sliced_w2", "energy")}
+METRIC_NAMES = {"fid": "FID", "kid": "KID", "sliced_w2": "sliced W2", "energy": "energy distance (an MMD)"}
+
+
+def interval(values: list[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% Student-t interval (``None`` from one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    from scipy.stats import t
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+
+
+def _value(row: dict, metric: str) -> float:
+    return float("inf") if "non_finite" in row else row[metric]
+
+
+def aggregate(results: dict) -> dict[str, dict]:
+    """``{"variant/objective": {"runs", "seeds", "cells": {(steps, metric): (mean, half)}, ...}}``."""
+    out: dict[str, dict] = {}
+    for r in results["runs"]:
+        entry = out.setdefault(f"{r['variant']}/{r['objective']}", {"runs": [], "variant": r["variant"],
+                                                                   "objective": r["objective"]})
+        entry["runs"].append(r)
+    for entry in out.values():
+        runs = entry["runs"]
+        entry["seeds"] = sorted(r["seed"] for r in runs)
+        entry["cells"] = {(row["steps"], m): interval([_value(_row(r, row["steps"]), m) for r in runs])
+                          for row in runs[0]["rows"] for m in METRICS[results["metric_kind"]]}
+        entry["wall"] = interval([r["wall_seconds"] for r in runs])
+        entry["nfe_per_record"] = runs[0]["nfe_per_record"]
+    return out
+
+
+def _row(run: dict, steps) -> dict:
+    return next(r for r in run["rows"] if r["steps"] == steps)
+
+
+def _teacher_cells(results: dict) -> dict[str, dict]:
+    """Per teacher recipe: ``{(steps, metric): (mean, half)}`` over seeds, Euler rows and the adaptive one."""
+    out: dict[str, dict] = {}
+    for t in results["teachers"]:
+        out.setdefault(t["key"], {"label": t["label"], "evals": []})["evals"].append(t)
+    for entry in out.values():
+        ev = entry["evals"]
+        entry["cells"] = {(row["steps"], m): interval([_value(_row(e, row["steps"]), m) for e in ev])
+                          for row in ev[0]["rows"] for m in METRICS[results["metric_kind"]]}
+        entry["nfe_adaptive"] = interval([_row(e, None)["nfe"] for e in ev])[0]
+        entry["train"] = interval([e["train_seconds"] for e in ev])
+    return out
+
+
+def _members(results: dict, agg: dict, entries: list[str]) -> list[str]:
+    keys = []
+    for e in entries:
+        keys += [k for k in agg if k == e or k.split("/")[0] == e]
+    return keys
+
+
+def claim_verdicts(results: dict) -> list[dict]:
+    """Each claim of the study at each of its step counts: the best member of each side (lowest mean of the
+    primary metric), the paired difference over the seeds both have, and a verdict: ``holds`` (the interval
+    lies below zero), ``does not hold`` (above zero), ``not settled`` (it spans zero, or one seed only)."""
+    agg = aggregate(results)
+    metric = METRICS[results["metric_kind"]][0]
+    verdicts = []
+    for claim in results["study_config"]["claims"]:
+        for steps in claim["steps"]:
+            sides = []
+            for entries in (claim["better"], claim["than"]):
+                members = [k for k in _members(results, agg, entries) if (steps, metric) in agg[k]["cells"]]
+                sides.append(min(members, key=lambda k: agg[k]["cells"][(steps, metric)][0]) if members else None)
+            a, b = sides
+            v = {"claim": claim["text"], "steps": steps, "metric": metric, "better": a, "than": b}
+            if a is None or b is None:
+                verdicts.append({**v, "verdict": "not run"})
+                continue
+            by_seed = {r["seed"]: _value(_row(r, steps), metric) for r in agg[b]["runs"]}
+            pairs = [(_value(_row(r, steps), metric), by_seed[r["seed"]]) for r in agg[a]["runs"]
+                     if r["seed"] in by_seed]
+            a_bad, b_bad = (any(not math.isfinite(p[i]) for p in pairs) for i in (0, 1))
+            mean, half = interval([x - y for x, y in pairs]) if not (a_bad or b_bad) else (math.nan, None)
+            if a_bad or b_bad:  # a diverged side loses; both diverged settles nothing
+                verdict = "not settled" if a_bad == b_bad else "does not hold" if a_bad else "holds"
+            else:
+                verdict = ("not settled" if half is None or abs(mean) <= half
+                           else "holds" if mean < 0 else "does not hold")
+            verdicts.append({**v, "verdict": verdict, "difference": mean, "half_width": half,
+                             "seeds": len(pairs), "a": agg[a]["cells"][(steps, metric)],
+                             "b": agg[b]["cells"][(steps, metric)]})
+    return verdicts
+
+
+def _fmt(cell: tuple[float, float | None] | None) -> str:
+    if cell is None:
+        return "-"
+    mean, half = cell
+    if not math.isfinite(mean):
+        return "diverged"
+    text = f"{mean:.4g}"
+    return text if half is None else f"{text} ± {half:.2g}"
+
+
+def _label(results: dict, key: str) -> str:
+    variant, objective = key.split("/")
+    label = next(v["label"] for v in results["study_config"]["variants"] if v["name"] == variant)
+    return f"{label}, `{objective}`"
+
+
+def _student_table(results: dict, agg: dict, metric: str) -> list[str]:
+    steps = sorted({s for e in agg.values() for (s, m) in e["cells"] if m == metric})
+    head = ["variant", "objective", "teacher NFE / record"] + [f"{METRIC_NAMES[metric]}, {s} step{'s' * (s > 1)}"
+                                                              for s in steps] + ["seeds", "wall s / run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for key, e in agg.items():
+        cells = [e["variant"], f"`{e['objective']}`", str(e["nfe_per_record"] if e["nfe_per_record"] is not None
+                                                          else "adaptive")]
+        cells += [_fmt(e["cells"].get((s, metric))) for s in steps] + [str(len(e["seeds"])), _fmt(e["wall"])]
+        if key == results["default"]:
+            cells[0] = f"**{cells[0]}** (default)"
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _teacher_table(results: dict, teachers: dict, metric: str) -> list[str]:
+    steps = sorted({s for t in teachers.values() for (s, m) in t["cells"] if s is not None and m == metric})
+    head = ["teacher"] + [f"Euler {s}" for s in steps] + ["adaptive (mean NFE)", "training s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for t in teachers.values():
+        cells = [t["label"]] + [_fmt(t["cells"].get((s, metric))) for s in steps]
+        cells += [f"{_fmt(t['cells'].get((None, metric)))} ({t['nfe_adaptive']:.0f})", _fmt(t["train"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _floor(results: dict) -> dict[str, tuple]:
+    floors = {r["seed"]: r["floor"] for r in results["runs"]} | {t["seed"]: t["floor"] for t in results["teachers"]}
+    return {m: interval([f[m] for f in floors.values()]) for m in METRICS[results["metric_kind"]]} if floors else {}
+
+
+def _best(agg: dict, steps: int, metric: str) -> str | None:
+    keys = [k for k in agg if (steps, metric) in agg[k]["cells"]]
+    return min(keys, key=lambda k: agg[k]["cells"][(steps, metric)][0]) if keys else None
+
+
+def _conclusion(results: dict, agg: dict, teachers: dict, verdicts: list[dict]) -> list[str]:
+    """The findings in words, each sentence built from the numbers above it."""
+    metric = METRICS[results["metric_kind"]][0]
+    name = METRIC_NAMES[metric]
+    floor = _floor(results).get(metric)
+    lines = []
+    for steps in sorted({s for e in agg.values() for (s, m) in e["cells"] if m == metric}):
+        best = _best(agg, steps, metric)
+        teacher = {k: t["cells"].get((steps, metric)) for k, t in teachers.items()}
+        t_text = "; ".join(f"{teachers[k]['label']} with {steps} Euler step{'s' * (steps > 1)}: {_fmt(c)}"
+                           for k, c in teacher.items() if c is not None)
+        lines.append(f"- **{steps} step{'s' * (steps > 1)}:** the best student is {_label(results, best)} "
+                     f"({name} {_fmt(agg[best]['cells'][(steps, metric)])}). {t_text}.")
+    best_teacher = min(((t["cells"][(s, m)][0], k, s) for k, t in teachers.items() for (s, m) in t["cells"]
+                        if m == metric), default=None, key=lambda x: x[0])
+    if best_teacher is not None:
+        _, k, s = best_teacher
+        lines.append(f"- The best teacher row is {teachers[k]['label']} with "
+                     f"{'the adaptive solver' if s is None else f'{s} Euler steps'} ({name} "
+                     f"{_fmt(teachers[k]['cells'][(s, metric)])}); the real-vs-real floor is {_fmt(floor)}.")
+    for v in verdicts:
+        head = f"- {v['claim']} ({v['steps']} step{'s' * (v['steps'] > 1)}): **{v['verdict']}**"
+        if v["verdict"] == "not run":
+            lines.append(head + " (a side has no finished runs).")
+            continue
+        diff = "" if not math.isfinite(v["difference"]) else (
+            f"; paired difference {_fmt((v['difference'], v['half_width']))} over {v['seeds']} seed(s)")
+        lines.append(f"{head}. Best of one side: {_label(results, v['better'])} at {_fmt(v['a'])}; of the "
+                     f"other: {_label(results, v['than'])} at {_fmt(v['b'])}{diff}.")
+    default, best = results["default"], _best(agg, 1, metric)
+    if default in agg and best is not None:
+        if best == default:
+            lines.append(f"- **Default:** the shipped default, {_label(results, default)}, is also the best "
+                         "1-step student; it stays the default.")
+        else:
+            diffs = [_value(_row(r, 1), metric) - {x["seed"]: _value(_row(x, 1), metric)
+                                                   for x in agg[default]["runs"]}[r["seed"]]
+                     for r in agg[best]["runs"] if r["seed"] in agg[default]["seeds"]]
+            lines.append(f"- **Default:** the best 1-step student is {_label(results, best)}, not the shipped "
+                         f"default ({_label(results, default)}); paired {name} difference "
+                         f"{_fmt(interval(diffs)) if diffs else '-'}.")
+    return lines
+
+
+def _plot_quality(results: dict, agg: dict, teachers: dict, path: Path) -> None:
+    """Quality against steps: every variant (colour) and objective (line style), the teachers, the floor."""
+    from student.plots import pyplot, save_figure
+
+    plt = pyplot()
+    metrics = METRICS[results["metric_kind"]]
+    floor = _floor(results)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(7 * len(metrics), 5.2), squeeze=False)
+    variants = list(dict.fromkeys(e["variant"] for e in agg.values()))
+    colours = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20")
+    for ax, metric in zip(axes[0], metrics):
+        for key, e in agg.items():
+            steps = sorted(s for (s, m) in e["cells"] if m == metric)
+            means = [e["cells"][(s, metric)][0] for s in steps]
+            halves = [e["cells"][(s, metric)][1] or 0.0 for s in steps]
+            ax.errorbar(steps, means, yerr=halves, marker="o", ms=3, capsize=2, lw=1.2,
+                        color=colours(variants.index(e["variant"])),
+                        ls="-" if e["objective"] == "flow_map" else ":", label=key)
+        for i, (key, t) in enumerate(teachers.items()):
+            steps = sorted(s for (s, m) in t["cells"] if m == metric and s is not None)
+            ax.plot(steps, [t["cells"][(s, metric)][0] for s in steps], "--", color=str(0.15 + 0.25 * i),
+                    lw=1.5, label=f"{t['label']} (Euler)")
+        if metric in floor:
+            ax.axhline(floor[metric][0], color="red", ls="-.", lw=1, label="real-vs-real floor")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sampling steps (NFE)")
+        ax.set_ylabel(METRIC_NAMES[metric])
+        ax.set_title(f"{results['study']}: {METRIC_NAMES[metric]} (mean, 95% interval over seeds)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    save_figure(plt, fig, path)
+
+
+def _plot_samples(results: dict, agg: dict, path: Path) -> bool:
+    """One row per variant/objective of the first seed (students at their steps), teachers on top."""
+    from safetensors.torch import load_file
+
+    from student.plots import save_sample_table
+
+    seed = min(results["seeds"])
+    rows = {}
+    for t in results["teachers"]:
+        if t["seed"] == seed and Path(t["samples_files"]["euler"]).is_file():
+            cells = load_file(t["samples_files"]["euler"])
+            rows[f"{t['label']} (Euler)"] = {f"{k.split('-')[1]} step(s)": x for k, x in cells.items()}
+    for key, e in agg.items():
+        run = next((r for r in e["runs"] if r["seed"] == seed), None)
+        if run is not None and Path(run["samples_file"]).is_file():
+            rows[key] = {f"{k.split('-')[1]} step(s)": x for k, x in load_file(run["samples_file"]).items()}
+    if not rows:
+        return False
+    save_sample_table(rows, path)
+    return True
+
+
+def _section(results: dict, figures: dict[str, str]) -> list[str]:
+    agg, teachers = aggregate(results), _teacher_cells(results)
+    verdicts = claim_verdicts(results)
+    metrics = METRICS[results["metric_kind"]]
+    st, n_planned = results["settings"], len(results["planned_runs"])
+    floor = _floor(results)
+    seconds = (sum(r["wall_seconds"] for r in results["runs"])
+               + sum(t["train_seconds"] + t["eval_seconds"] for t in results["teachers"]))
+    lines = [f"## {results['study']}{' (quick, reduced)' if results['quick'] else ''}: {results['data']}", "",
+             f"Made by `bezier-distill study {results['config_file']}{' --quick' if results['quick'] else ''}` "
+             f"from `{results['raw_json']}` on {results['written']}. {len(results['runs'])} of {n_planned} "
+             f"planned runs finished; seeds {', '.join(map(str, results['seeds']))}. Every run: "
+             f"{st['guide_records']} guide records, {st['student_steps']} student steps of "
+             f"{st['student_batch_size']} records on each of {st['student_workers']} DeepSpeed ranks, "
+             f"{st['eval_samples']} evaluation samples. Intervals: 95%, Student t over seeds.", "",
+             "### Conclusion", "", *_conclusion(results, agg, teachers, verdicts), "",
+             "### Students", "", *_student_table(results, agg, metrics[0]), "", *_student_table(results, agg, metrics[1]),
+             "", "### Teachers", "", *_teacher_table(results, teachers, metrics[0]), "",
+             *_teacher_table(results, teachers, metrics[1]), "",
+             "Real-vs-real floor: " + ", ".join(f"{METRIC_NAMES[m]} {_fmt(c)}" for m, c in floor.items()) + ".",
+             "", "### Cost", "",
+             f"Compute time of everything in this section: {seconds / 3600:.2f} h on this machine "
+             f"({results['machine']}): teachers trained in "
+             f"{sum(t['train_seconds'] for t in results['teachers']) / 60:.1f} min, evaluated in "
+             f"{sum(t['eval_seconds'] for t in results['teachers']) / 60:.1f} min, variant runs "
+             f"{sum(r['wall_seconds'] for r in results['runs']) / 60:.1f} min. Teacher NFEs per guide record are "
+             "in the student tables (the coupling's solve plus the guides); a 2-rectified teacher also paid "
+             "for its reflow pairs in its training time.", ""]
+    for title, file in figures.items():
+        lines += [f"![{title}]({file})", ""]
+    return lines
+
+
+def write_report(results: dict, out: str | Path) -> Path:
+    """Write ``OUT/results/NAME/`` (``results.json`` and the figures) and rebuild ``OUT/results.md`` from
+    every study found there. Returns the path of ``results.md``."""
+    import os
+    import platform
+
+    out = Path(out)
+    folder = out / "results" / results["study"]
+    folder.mkdir(parents=True, exist_ok=True)
+    results = {**results, "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "raw_json": f"results/{results['study']}/results.json",
+               "machine": f"{os.cpu_count()} CPU cores, {platform.python_implementation()} "
+                          f"{platform.python_version()}"}
+    agg, teachers = aggregate(results), _teacher_cells(results)
+    figures = {}
+    if agg or teachers:
+        _plot_quality(results, agg, teachers, folder / "quality_vs_steps.png")
+        figures["quality against steps"] = f"results/{results['study']}/quality_vs_steps.png"
+    if _plot_samples(results, agg, folder / "samples.png"):
+        figures["samples, first seed"] = f"results/{results['study']}/samples.png"
+    results["figures"] = figures
+    (folder / "results.json").write_text(json.dumps(results, indent=2))
+    return write_index(out)
+
+
+def write_index(out: Path) -> Path:
+    """``OUT/results.md``: one section per study under ``OUT/results/`` (digits first)."""
+    studies = [json.loads(f.read_text()) for f in sorted((out / "results").glob("*/results.json"))]
+    studies.sort(key=lambda r: (r["data"] != "digits", r["study"]))
+    lines = ["# Bezier distillation against rectified-flow distillation: results", "",
+             "Generated by `bezier-distill study`; do not edit by hand. Each section's numbers come from its raw "
+             "JSON, and re-running the command (it resumes) rewrites this file.", ""]
+    for results in studies:
+        lines += _section(results, results["figures"])
+    path = out / "results.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,61 @@
+"""``bezier-distill study --quick`` on the 2-D toy: every variant, objective and teacher of the matrix goes through
+the real job (teacher actors, Redis guide store, DeepSpeed student pool in Ray Train) and lands as a row of
+``results.md``; a second call resumes and runs nothing. The numbers are not checked here (tiny runs)."""
+
+import json
+
+import pytest
+import yaml
+
+from cluster.study import RESULT_FILE, run_study
+from cluster.study_config import load_study
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, request):
+    root = request.config.rootpath
+    raw = yaml.safe_load((root / "configs" / "study_toy2d.yaml").read_text())
+    raw.update(base=str(root / "configs" / "toy2d.yaml"), run_dir=str(tmp_path / "runs"))
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump(raw))
+    study, _, planned = load_study(study_file, quick=True)
+
+    results = run_study(study_file, quick=True, out_dir=tmp_path / "docs", echo=lambda s: None, show_bar=False)
+
+    assert sorted(r["key"] for r in results["runs"]) == sorted(r.key for r in planned)
+    for r in results["runs"]:
+        cfg = next(p.cfg for p in planned if p.key == r["key"])
+        assert r["records"] == r["records_consumed"] == cfg.guides.num_samples and r["consumed_twice"] == 0
+        assert r["student_steps"] >= cfg.student.steps
+        assert [row["steps"] for row in r["rows"]] == cfg.student.eval_steps
+        assert all("sliced_w2" in row and "energy" in row for row in r["rows"])
+    nfe = {r["variant"]: r["nfe_per_record"] for r in results["runs"]}
+    coupling = 8 * 4  # quick: rk4 with 8 steps
+    assert nfe["rf-generated"] == nfe["linear-inversion"] == coupling
+    assert nfe["quadratic"] == coupling + 1 and nfe["cubic-two"] == nfe["cubic-two-tangent"] == coupling + 2
+    assert nfe["cubic-two-solve"] == coupling + 2 * 4  # two guides, each a 4-step Euler solve
+    assert sorted(t["key"] for t in results["teachers"]) == sorted(study.teachers)
+    assert {t["key"]: t["rectification"] for t in results["teachers"]}["rf2"] == 2
+
+    md = (tmp_path / "docs" / "results.md").read_text()
+    for v in study.variants:
+        for objective in v.objectives:
+            rows = [line for line in md.splitlines() if line.startswith(f"| {v.name} | `{objective}` |")
+                    or line.startswith(f"| **{v.name}** (default) | `{objective}` |")]
+            assert len(rows) == 2, (v.name, objective)  # the sliced-W2 table and the energy table
+    for t in study.teachers.values():
+        assert sum(line.startswith(f"| {t.label} |") for line in md.splitlines()) == 2
+    for claim in study.claims:
+        assert md.count(claim.text) == len(claim.steps)
+    for png in ("quality_vs_steps.png", "samples.png"):
+        assert (tmp_path / "docs" / "results" / "toy2d" / png).stat().st_size > 10_000
+    on_disk = json.loads((tmp_path / "docs" / "results" / "toy2d" / "results.json").read_text())
+    assert on_disk["runs"] == json.loads(json.dumps(results["runs"]))
+
+    stamps = {p.key: (p.cfg.run_path / RESULT_FILE).stat().st_mtime_ns for p in planned}
+    lines = []
+    again = run_study(study_file, quick=True, out_dir=tmp_path / "docs", echo=lines.append, show_bar=False)
+    assert f"{len(planned)} done, 0 to run" in lines[0]
+    assert {p.key: (p.cfg.run_path / RESULT_FILE).stat().st_mtime_ns for p in planned} == stamps
+    assert len(again["runs"]) == len(planned)

@@ -56,6 +56,8 @@ class Claim(Section):
     Entries are ``variant`` (any of its objectives) or ``variant/objective``."""
 
     text: str
+    paper: bool = Field(False, description="a claim of the paper behind the project (the report lists where "
+                        "these do not hold)")
     better: list[str] = Field(min_length=1)
     than: list[str] = Field(min_length=1)
     steps: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)

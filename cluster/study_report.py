@@ -92,7 +92,8 @@ def claim_verdicts(results: dict) -> list[dict]:
                 members = [k for k in _members(results, agg, entries) if (steps, metric) in agg[k]["cells"]]
                 sides.append(min(members, key=lambda k: agg[k]["cells"][(steps, metric)][0]) if members else None)
             a, b = sides
-            v = {"claim": claim["text"], "steps": steps, "metric": metric, "better": a, "than": b}
+            v = {"claim": claim["text"], "paper": claim.get("paper", False), "steps": steps, "metric": metric,
+                 "better": a, "than": b}
             if a is None or b is None:
                 verdicts.append({**v, "verdict": "not run"})
                 continue
@@ -193,19 +194,29 @@ def _conclusion(results: dict, agg: dict, teachers: dict, verdicts: list[dict]) 
             f"; paired difference {_fmt((v['difference'], v['half_width']))} over {v['seeds']} seed(s)")
         lines.append(f"{head}. Best of one side: {_label(results, v['better'])} at {_fmt(v['a'])}; of the "
                      f"other: {_label(results, v['than'])} at {_fmt(v['b'])}{diff}.")
-    default, best = results["default"], _best(agg, 1, metric)
-    if default in agg and best is not None:
-        if best == default:
-            lines.append(f"- **Default:** the shipped default, {_label(results, default)}, is also the best "
-                         "1-step student; it stays the default.")
-        else:
-            diffs = [_value(_row(r, 1), metric) - {x["seed"]: _value(_row(x, 1), metric)
-                                                   for x in agg[default]["runs"]}[r["seed"]]
-                     for r in agg[best]["runs"] if r["seed"] in agg[default]["seeds"]]
-            lines.append(f"- **Default:** the best 1-step student is {_label(results, best)}, not the shipped "
-                         f"default ({_label(results, default)}); paired {name} difference "
-                         f"{_fmt(interval(diffs)) if diffs else '-'}.")
+    paper = [v for v in verdicts if v["paper"]]
+    if paper:
+        failing = sorted({f"\"{v['claim']}\" at {v['steps']} step{'s' * (v['steps'] > 1)} ({v['verdict']})"
+                          for v in paper if v["verdict"] != "holds"})
+        lines.insert(0, f"- **The paper's claims:** {len(paper) - len(failing)} of {len(paper)} tests hold here"
+                     + (f"; these do not: {'; '.join(failing)}." if failing else "."))
+    lines.append(_default_line(results, agg, metric))
     return lines
+
+
+def _default_line(results: dict, agg: dict, metric: str) -> str:
+    """Whether the shipped default is the best 1-step student, and if not, whether the gap is settled."""
+    default, best = results["default"], _best(agg, 1, metric)
+    if default not in agg or best is None:
+        return "- **Default:** the shipped default's runs are not finished."
+    if best == default:
+        return f"- **Default:** the shipped default, {_label(results, default)}, is the best 1-step student; it stays."
+    ref = {r["seed"]: _value(_row(r, 1), metric) for r in agg[default]["runs"]}
+    mean, half = interval([_value(_row(r, 1), metric) - ref[r["seed"]] for r in agg[best]["runs"] if r["seed"] in ref])
+    settled = half is not None and math.isfinite(mean) and abs(mean) > half
+    return (f"- **Default:** the best 1-step student is {_label(results, best)}, not the shipped default "
+            f"({_label(results, default)}); paired {METRIC_NAMES[metric]} difference {_fmt((mean, half))}: "
+            + ("settled, so the default should change to it." if settled else "not settled, so the default stays."))
 
 
 def _plot_quality(results: dict, agg: dict, teachers: dict, path: Path) -> None:

@@ -66,7 +66,8 @@ def test_a_diverged_side_loses_and_one_seed_settles_nothing():
 
 def test_results_md_is_made_from_the_json_beside_it(tmp_path):
     runs = [_run(v, "flow_map", s, w + 0.01 * s) for v, w in (("a", 0.2), ("b", 0.3)) for s in range(3)]
-    claims = [{"text": "a beats b", "better": ["a"], "than": ["b"], "steps": [1]}]
+    claims = [{"text": "a beats b", "better": ["a"], "than": ["b"], "steps": [1]},
+              {"text": "b beats a", "paper": True, "better": ["b"], "than": ["a"], "steps": [1]}]
     md = write_report(_results(runs, claims, default="b/flow_map"), tmp_path)
     text = md.read_text()
     saved = json.loads((tmp_path / "results" / "unit" / "results.json").read_text())
@@ -76,3 +77,5 @@ def test_results_md_is_made_from_the_json_beside_it(tmp_path):
     assert f"| a | `flow_map` | 130 | {mean:.4g} ± {half:.2g} |" in text
     assert "a beats b (1 step): **holds**" in text
     assert "the best 1-step student is variant a, `flow_map`, not the shipped default (variant b, `flow_map`)" in text
+    assert "settled, so the default should change to it" in text
+    assert "**The paper's claims:** 0 of 1 tests hold here; these do not: \"b beats a\" at 1 step (does not hold)" in text

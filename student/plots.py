@@ -35,24 +35,28 @@ def save_sample_figure(panels: dict[str, Tensor], path: str | Path, reference: T
     return save_figure(plt, fig, path)
 
 
-def save_sample_table(rows: dict[str, dict[str, Tensor]], path: str | Path, max_images: int = 64) -> Path:
+def save_sample_table(rows: dict[str, dict[str, Tensor]], path: str | Path, max_images: int = 64,
+                      rows_per_block: int = 10) -> Path:
     """A table of sample panels: one row per model (``rows[label]``), one column per setting (e.g. steps);
-    a model without a setting leaves its cell empty. Images as grids, ``(N, 2)`` points as scatters."""
+    a model without a setting leaves its cell empty. Images as grids, ``(N, 2)`` points as scatters. More than
+    ``rows_per_block`` models wrap into side-by-side blocks, so the figure stays readable."""
     plt = pyplot()
     columns = list(dict.fromkeys(c for cells in rows.values() for c in cells))
     is_image = next(x for cells in rows.values() for x in cells.values()).dim() == 4
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.2 * len(columns) + 2.4, 2.2 * len(rows)),
+    blocks = -(-len(rows) // rows_per_block)
+    height = min(len(rows), rows_per_block)
+    fig, axes = plt.subplots(height, blocks * len(columns), figsize=(2.6 * blocks * len(columns), 2.2 * height),
                              squeeze=False)
-    for r, (label, cells) in enumerate(rows.items()):
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (label, cells) in enumerate(rows.items()):
+        b, r = divmod(i, rows_per_block)
         for c, column in enumerate(columns):
-            ax = axes[r][c]
+            ax = axes[r][b * len(columns) + c]
             if column in cells:
+                ax.axis("on")
                 _draw(ax, cells[column], is_image, max_images)
-            else:
-                ax.axis("off")
-            if r == 0:
-                ax.set_title(column, fontsize=10)
-        axes[r][0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+                ax.set_title(f"{label}\n{column}" if c == 0 else column, fontsize=7)
     return save_figure(plt, fig, path)
 
 

@@ -321,8 +321,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_study(args: argparse.Namespace) -> int:
     from cluster.study import run_study
 
-    run_study(args.config, quick=args.quick, out_dir=args.out, show_bar=not args.no_progress,
-              report_only=args.report_only)
+    run_study(args.config, quick=args.quick, out_dir=args.out, echo=lambda line: print(line, flush=True),
+              show_bar=not args.no_progress, report_only=args.report_only)
     return 0
 
 

@@ -73,3 +73,15 @@ def test_run_refuses_a_bad_student_config_before_any_work(tmp_path):
     assert "student.objective: Input should be 'velocity' or 'flow_map'" in out.stderr
     assert "student.zero_stag: unknown key; allowed keys here:" in out.stderr and "zero_stage" in out.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_study_refuses_a_bad_variant_before_any_work(tmp_path):
+    study = yaml.safe_load(open("configs/study_toy2d.yaml"))
+    study.update(run_dir=str(tmp_path / "runs"))
+    study["variants"][0]["set"].append("student.objective_share=0.5")
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    out = run("study", str(tmp_path / "study.yaml"), "--out", str(tmp_path / "docs"))
+    assert out.returncode == 2, out.stderr
+    assert "variant 'rf-generated'" in out.stderr and "student.objective_share: unknown key" in out.stderr
+    assert "allowed keys here:" in out.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "docs").exists()

@@ -13,6 +13,7 @@ from cluster.study_config import load_study
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(2400)  # 16 runs of the real job: ~40 s each on 2 cores, most of it Ray Train start-up
 def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, request):
     root = request.config.rootpath
     raw = yaml.safe_load((root / "configs" / "study_toy2d.yaml").read_text())

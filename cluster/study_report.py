@@ -146,7 +146,8 @@ def _student_table(results: dict, agg: dict, metric: str) -> list[str]:
 
 def _teacher_table(results: dict, teachers: dict, metric: str) -> list[str]:
     steps = sorted({s for t in teachers.values() for (s, m) in t["cells"] if s is not None and m == metric})
-    head = ["teacher"] + [f"Euler {s}" for s in steps] + ["adaptive (mean NFE)", "training s"]
+    head = [f"teacher: {METRIC_NAMES[metric]}"] + [f"Euler {s}" for s in steps] + ["adaptive (mean NFE)",
+                                                                                 "training s"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for t in teachers.values():
         cells = [t["label"]] + [_fmt(t["cells"].get((s, metric))) for s in steps]

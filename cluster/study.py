@@ -31,22 +31,20 @@ SAMPLES_FILE = "study_samples.safetensors"
 GRID_SAMPLES = {"image": 64, "vector": 1000}
 
 
-def _settings(cfg):
-    from student.evaluation import QualitySettings
+def _evaluate(sampler, cfg, seed: int, data, steps: list, label: str, out_dir: Path) -> dict:
+    """Quality rows of ``sampler`` at ``steps`` plus the samples the report's grid shows (saved beside).
 
-    e = cfg.eval
-    return QualitySettings(n_samples=e.n_samples, feature_extractor=e.feature_extractor,
-                           kid_subset_size=e.kid_subset_size, slices=e.slices, seed=cfg.seed)
-
-
-def _evaluate(sampler, cfg, data, steps: list, label: str, out_dir: Path) -> dict:
-    """Quality rows of ``sampler`` at ``steps`` plus the samples the report's grid shows (saved beside)."""
+    ``seed`` is the study seed, not the model's training seed: every model of a seed is scored on the same
+    noise against the same floor draw, so the report's comparisons are paired."""
     from safetensors.torch import save_file
 
-    from student.evaluation import evaluate_sampler, noise_for_eval
+    from student.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
 
-    table = evaluate_sampler(sampler, data, steps, _settings(cfg), label=label)
-    noise = noise_for_eval(GRID_SAMPLES["image" if data.is_image else "vector"], data.data_shape, cfg.seed)
+    e = cfg.eval
+    settings = QualitySettings(n_samples=e.n_samples, feature_extractor=e.feature_extractor,
+                               kid_subset_size=e.kid_subset_size, slices=e.slices, seed=seed)
+    table = evaluate_sampler(sampler, data, steps, settings, label=label)
+    noise = noise_for_eval(GRID_SAMPLES["image" if data.is_image else "vector"], data.data_shape, seed)
     grid = {f"steps-{k or 'auto'}": sampler(noise, k).x.float().contiguous() for k in steps}
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(grid, str(out_dir / SAMPLES_FILE))
@@ -81,8 +79,9 @@ def _evaluate_teachers(study, base, seeds, quick, echo) -> None:
             start = time.perf_counter()
             data = load_run_data(cfg)
             model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
-            table = _evaluate(teacher_sampler(model, "euler"), cfg, data, list(cfg.eval.steps), "euler", path)
-            adaptive = _evaluate(teacher_sampler(model, "adaptive"), cfg, data, [None], "adaptive", path / "adaptive")
+            table = _evaluate(teacher_sampler(model, "euler"), cfg, seed, data, list(cfg.eval.steps), "euler", path)
+            adaptive = _evaluate(teacher_sampler(model, "adaptive"), cfg, seed, data, [None], "adaptive",
+                                 path / "adaptive")
             train = json.loads((path / "train_report.json").read_text())
             out = {"key": key, "seed": seed, "rows": table["rows"] + adaptive["rows"], "floor": table["floor"],
                    "n_samples": table["n_samples"], "rectification": train["rectification"],
@@ -108,8 +107,8 @@ def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
     t = time.perf_counter()
     data = load_run_data(cfg)
     student, _ = load_checkpoint(cfg.student_path, expect_data_shape=data.data_shape)
-    table = _evaluate(student_sampler(cfg.student.objective, student), cfg, data, list(cfg.student.eval_steps),
-                      f"student/{cfg.student.objective}", cfg.run_path)
+    table = _evaluate(student_sampler(cfg.student.objective, student), cfg, vr.seed, data,
+                      list(cfg.student.eval_steps), f"student/{cfg.student.objective}", cfg.run_path)
     g = cfg.guides
     training = report["student_training"]
     result = {

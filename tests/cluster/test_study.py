@@ -38,6 +38,8 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
     assert nfe["cubic-two-solve"] == coupling + 2 * 4  # two guides, each a 4-step Euler solve
     assert sorted(t["key"] for t in results["teachers"]) == sorted(study.teachers)
     assert {t["key"]: t["rectification"] for t in results["teachers"]}["rf2"] == 2
+    # every model of a seed is scored on the same noise against the same floor draw (paired comparisons)
+    assert len({json.dumps(x["floor"]) for x in results["teachers"] + results["runs"]}) == 1
 
     md = (tmp_path / "docs" / "results.md").read_text()
     for v in study.variants:

@@ -192,7 +192,8 @@ def _conclusion(results: dict, agg: dict, teachers: dict, verdicts: list[dict]) 
             lines.append(head + " (a side has no finished runs).")
             continue
         diff = "" if not math.isfinite(v["difference"]) else (
-            f"; paired difference {_fmt((v['difference'], v['half_width']))} over {v['seeds']} seed(s)")
+            f"; paired difference {_fmt((v['difference'], v['half_width']))} "
+            f"({100 * v['difference'] / v['b'][0]:+.1f}%) over {v['seeds']} seed(s)")
         lines.append(f"{head}. Best of one side: {_label(results, v['better'])} at {_fmt(v['a'])}; of the "
                      f"other: {_label(results, v['than'])} at {_fmt(v['b'])}{diff}.")
     paper = [v for v in verdicts if v["paper"]]

@@ -38,12 +38,10 @@ def _evaluate(sampler, cfg, seed: int, data, steps: list, label: str, out_dir: P
     noise against the same floor draw, so the report's comparisons are paired."""
     from safetensors.torch import save_file
 
-    from student.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
+    from student.evaluation import evaluate_sampler, noise_for_eval
+    from student.run_report import quality_settings
 
-    e = cfg.eval
-    settings = QualitySettings(n_samples=e.n_samples, feature_extractor=e.feature_extractor,
-                               kid_subset_size=e.kid_subset_size, slices=e.slices, seed=seed)
-    table = evaluate_sampler(sampler, data, steps, settings, label=label)
+    table = evaluate_sampler(sampler, data, steps, quality_settings(cfg, seed), label=label)
     noise = noise_for_eval(GRID_SAMPLES["image" if data.is_image else "vector"], data.data_shape, seed)
     grid = {f"steps-{k or 'auto'}": sampler(noise, k).x.float().contiguous() for k in steps}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,19 @@ def _members(results: dict, agg: dict, entries: list[str]) -> list[str]:
     return keys
 
 
+def _paired(agg: dict, a: str, b: str, steps: int, metric: str) -> tuple[float, float | None, int, str]:
+    """``a`` against ``b`` seed by seed: the mean paired difference, its interval's half-width, the number of
+    seeds both have, and the verdict on "``a`` is better" (lower)."""
+    by_seed = {r["seed"]: _value(_row(r, steps), metric) for r in agg[b]["runs"]}
+    pairs = [(_value(_row(r, steps), metric), by_seed[r["seed"]]) for r in agg[a]["runs"] if r["seed"] in by_seed]
+    a_bad, b_bad = (any(not math.isfinite(p[i]) for p in pairs) for i in (0, 1))
+    if a_bad or b_bad:  # a diverged side loses; both diverged settles nothing
+        return math.nan, None, len(pairs), "not settled" if a_bad == b_bad else "does not hold" if a_bad else "holds"
+    mean, half = interval([x - y for x, y in pairs])
+    verdict = "not settled" if half is None or abs(mean) <= half else "holds" if mean < 0 else "does not hold"
+    return mean, half, len(pairs), verdict
+
+
 def claim_verdicts(results: dict) -> list[dict]:
     """Each claim of the study at each of its step counts: the best member of each side (lowest mean of the
     primary metric), the paired difference over the seeds both have, and a verdict: ``holds`` (the interval
@@ -97,18 +110,9 @@ def claim_verdicts(results: dict) -> list[dict]:
             if a is None or b is None:
                 verdicts.append({**v, "verdict": "not run"})
                 continue
-            by_seed = {r["seed"]: _value(_row(r, steps), metric) for r in agg[b]["runs"]}
-            pairs = [(_value(_row(r, steps), metric), by_seed[r["seed"]]) for r in agg[a]["runs"]
-                     if r["seed"] in by_seed]
-            a_bad, b_bad = (any(not math.isfinite(p[i]) for p in pairs) for i in (0, 1))
-            mean, half = interval([x - y for x, y in pairs]) if not (a_bad or b_bad) else (math.nan, None)
-            if a_bad or b_bad:  # a diverged side loses; both diverged settles nothing
-                verdict = "not settled" if a_bad == b_bad else "does not hold" if a_bad else "holds"
-            else:
-                verdict = ("not settled" if half is None or abs(mean) <= half
-                           else "holds" if mean < 0 else "does not hold")
+            mean, half, n, verdict = _paired(agg, a, b, steps, metric)
             verdicts.append({**v, "verdict": verdict, "difference": mean, "half_width": half,
-                             "seeds": len(pairs), "a": agg[a]["cells"][(steps, metric)],
+                             "seeds": n, "a": agg[a]["cells"][(steps, metric)],
                              "b": agg[b]["cells"][(steps, metric)]})
     return verdicts
 
@@ -213,9 +217,8 @@ def _default_line(results: dict, agg: dict, metric: str) -> str:
         return "- **Default:** the shipped default's runs are not finished."
     if best == default:
         return f"- **Default:** the shipped default, {_label(results, default)}, is the best 1-step student; it stays."
-    ref = {r["seed"]: _value(_row(r, 1), metric) for r in agg[default]["runs"]}
-    mean, half = interval([_value(_row(r, 1), metric) - ref[r["seed"]] for r in agg[best]["runs"] if r["seed"] in ref])
-    settled = half is not None and math.isfinite(mean) and abs(mean) > half
+    mean, half, _, verdict = _paired(agg, best, default, 1, metric)
+    settled = verdict != "not settled"
     return (f"- **Default:** the best 1-step student is {_label(results, best)}, not the shipped default "
             f"({_label(results, default)}); paired {METRIC_NAMES[metric]} difference {_fmt((mean, half))}: "
             + ("settled, so the default should change to it." if settled else "not settled, so the default stays."))

@@ -10,13 +10,15 @@ from student.evaluation import QualitySettings, evaluate_sampler, format_row, no
 from student.networks import student_sampler
 from teachers.checkpoint import load_checkpoint
 
-__all__ = ["evaluate_run", "quality_table"]
+__all__ = ["evaluate_run", "quality_table", "quality_settings"]
 
 
-def _settings(cfg) -> QualitySettings:
+def quality_settings(cfg, seed: int | None = None) -> QualitySettings:
+    """The run's evaluation settings; ``seed`` (noise and floor draw) defaults to the run's seed."""
     e = cfg.eval
     return QualitySettings(n_samples=e.n_samples, feature_extractor=e.feature_extractor,
-                           kid_subset_size=e.kid_subset_size, slices=e.slices, seed=cfg.seed)
+                           kid_subset_size=e.kid_subset_size, slices=e.slices,
+                           seed=cfg.seed if seed is None else seed)
 
 
 def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print) -> dict:
@@ -27,7 +29,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print) -> dict:
     from teachers.train_teacher import load_run_data
 
     data = load_run_data(cfg)
-    settings = _settings(cfg)
+    settings = quality_settings(cfg)
     solver = cfg.eval.solver
     steps = [None] if solver == "adaptive" else list(cfg.eval.steps)
     teachers, samplers = {}, {}

@@ -21,6 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
+from cluster.config import parse_config
 from cluster.study_config import VariantRun, load_study, teacher_config, teacher_path, work_dir
 
 __all__ = ["run_study", "collect_results"]
@@ -149,22 +150,33 @@ def collect_results(study, base, runs: list[VariantRun], quick: bool, config_fil
                                              "guide_records": first.guides.num_samples,
                                              "eval_samples": first.eval.n_samples},
             "study_config": study.model_dump(mode="json"),
-            "default": _default_variant(base, runs)}
+            "default": _default_variant(study, base, runs, quick),
+            "default_peers": _default_peers(study, base, runs, quick)}
 
 
-def _default_variant(base: dict, runs: list[VariantRun]) -> str | None:
-    """The variant/objective whose guides, objective and teacher count are the base file's (the shipped
-    default), if the matrix has it."""
-    from cluster.config import parse_config
+def _teacher_rounds(study, base: dict, r: VariantRun, quick: bool) -> int:
+    return teacher_config(study, base, r.variant.teachers[0], r.seed, quick).teacher.reflow_rounds
 
+
+def _default_variant(study, base: dict, runs: list[VariantRun], quick: bool) -> str | None:
+    """The variant/objective whose guides, objective, teacher count and teacher reflow rounds are the base
+    file's (the shipped default), if the matrix has it."""
     b = parse_config({**base, "name": "base"})
     want = (b.guides.path, b.guides.rule, b.guides.coupling, b.student.objective,
-            len(b.teachers[0].checkpoints) if b.teachers else 1)
+            len(b.teachers[0].checkpoints) if b.teachers else 1, b.teacher.reflow_rounds)
     for r in runs:
         g = r.cfg.guides
-        if (g.path, g.rule, g.coupling, r.objective, len(r.variant.teachers)) == want:
+        if (g.path, g.rule, g.coupling, r.objective, len(r.variant.teachers),
+                _teacher_rounds(study, base, r, quick)) == want:
             return f"{r.variant.name}/{r.objective}"
     return None
+
+
+def _default_peers(study, base: dict, runs: list[VariantRun], quick: bool) -> list[str]:
+    """The variant/objectives whose teachers have the base file's reflow rounds: the rows a default can switch
+    to without a costlier teacher (another reflow round retrains it on generated pairs)."""
+    rounds = parse_config({**base, "name": "base"}).teacher.reflow_rounds
+    return sorted({f"{r.variant.name}/{r.objective}" for r in runs if _teacher_rounds(study, base, r, quick) == rounds})
 
 
 def _ray_up(runs: list[VariantRun]) -> bool:

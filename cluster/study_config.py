@@ -80,6 +80,8 @@ class StudyConfig(Section):
     variants: list[Variant] = Field(min_length=1)
     claims: list[Claim] = Field(default_factory=list)
     quick: QuickSettings = QuickSettings()
+    notes: list[str] = Field(default_factory=list, description="decisions taken because of the study, in plain "
+                             "words; the report prints them under its conclusion (no numbers: those are generated)")
 
     @model_validator(mode="after")
     def _names_resolve(self) -> "StudyConfig":

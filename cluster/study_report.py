@@ -207,21 +207,35 @@ def _conclusion(results: dict, agg: dict, teachers: dict, verdicts: list[dict]) 
         lines.insert(0, f"- **The paper's claims:** {len(paper) - len(failing)} of {len(paper)} tests hold here"
                      + (f"; these do not: {'; '.join(failing)}." if failing else "."))
     lines.append(_default_line(results, agg, metric))
+    lines += [f"- **Decision:** {note}" for note in results.get("study_config", {}).get("notes", [])]
     return lines
 
 
 def _default_line(results: dict, agg: dict, metric: str) -> str:
-    """Whether the shipped default is the best 1-step student, and if not, whether the gap is settled."""
-    default, best = results["default"], _best(agg, 1, metric)
+    """Whether the shipped default is the best 1-step student among the rows made with teachers like its own
+    (the same reflow rounds), whether a gap is settled, and which row is best over all if another."""
+    default = results["default"]
+    peers = results.get("default_peers") or list(agg)
+    best, overall = _best({k: v for k, v in agg.items() if k in peers}, 1, metric), _best(agg, 1, metric)
     if default not in agg or best is None:
         return "- **Default:** the shipped default's runs are not finished."
+    line = "- **Default:** "
     if best == default:
-        return f"- **Default:** the shipped default, {_label(results, default)}, is the best 1-step student; it stays."
-    mean, half, _, verdict = _paired(agg, best, default, 1, metric)
-    settled = verdict != "not settled"
-    return (f"- **Default:** the best 1-step student is {_label(results, best)}, not the shipped default "
-            f"({_label(results, default)}); paired {METRIC_NAMES[metric]} difference {_fmt((mean, half))}: "
-            + ("settled, so the default should change to it." if settled else "not settled, so the default stays."))
+        line += (f"the shipped default, {_label(results, default)}, is the best 1-step student from teachers "
+                 "like its own; it stays.")
+    else:
+        mean, half, _, verdict = _paired(agg, best, default, 1, metric)
+        line += (f"the best 1-step student from teachers like the shipped default's is {_label(results, best)}, "
+                 f"not the default ({_label(results, default)}); paired {METRIC_NAMES[metric]} difference "
+                 f"{_fmt((mean, half))}: " + ("settled, so the default should change to it." if verdict != "not settled"
+                                             else "not settled, so the default stays."))
+    if overall != best:
+        mean, half, _, verdict = _paired(agg, overall, best, 1, metric)
+        line += (f" Over every row the best is {_label(results, overall)}, whose teacher had a different number "
+                 f"of reflow rounds (a costlier teacher, see the teacher table); paired difference against "
+                 f"{_label(results, best)} {_fmt((mean, half))}, "
+                 + ("settled." if verdict != "not settled" else "not settled."))
+    return line
 
 
 def _section(results: dict, figures: dict[str, str]) -> list[str]:

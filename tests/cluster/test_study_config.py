@@ -64,3 +64,22 @@ def test_claim_must_name_variants(tmp_path):
 def test_missing_base_is_named(tmp_path):
     with pytest.raises(ConfigError, match="base run configuration nowhere.yaml does not exist"):
         load_study(_study(tmp_path, base="nowhere.yaml"))
+
+
+@pytest.mark.parametrize(("method", "expected"), [
+    (dict(path="cubic", coupling="inversion", checkpoints=["self", "self:1"], rounds=0), "cubic-two/flow_map"),
+    (dict(path="cubic", coupling="inversion", checkpoints=["self"], rounds=0), "cubic-same/flow_map"),
+    (dict(path="linear", coupling="generated", checkpoints=["self"], rounds=0), "rf-generated/flow_map"),
+    (dict(path="linear", coupling="generated", checkpoints=["self"], rounds=1), "rf2-generated/flow_map"),
+    (dict(path="cubic", coupling="inversion", checkpoints=["self"], rounds=1), None),  # not in the matrix
+])
+def test_default_row_is_the_base_method_with_its_teacher_rounds(method, expected):
+    from cluster.study import _default_variant
+
+    study, base, runs = load_study(CONFIGS / "study_digits.yaml")
+    base = {**base, "teacher": {**base["teacher"], "reflow_rounds": method["rounds"]},
+            "guides": {**base["guides"], "path": method["path"], "coupling": method["coupling"],
+                       "rule": "euler_step"},
+            "student": {**base["student"], "objective": "flow_map"},
+            "teachers": [{**base["teachers"][0], "checkpoints": method["checkpoints"]}]}
+    assert _default_variant(study, base, runs, False) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from cluster.study_report import METRIC_NAMES, METRICS
@@ -51,13 +52,21 @@ def plot_samples(results: dict, agg: dict, path: Path) -> bool:
     rows = {}
     for t in results["teachers"]:
         if t["seed"] == seed and Path(t["samples_files"]["euler"]).is_file():
-            cells = load_file(t["samples_files"]["euler"])
-            rows[f"{t['label']} (Euler)"] = {f"{k.split('-')[1]} step(s)": x for k, x in cells.items()}
+            rows[f"{t['label']} (Euler)"] = _by_steps(load_file(t["samples_files"]["euler"]))
     for key, e in agg.items():
         run = next((r for r in e["runs"] if r["seed"] == seed), None)
         if run is not None and Path(run["samples_file"]).is_file():
-            rows[key] = {f"{k.split('-')[1]} step(s)": x for k, x in load_file(run["samples_file"]).items()}
+            rows[key] = _by_steps(load_file(run["samples_file"]))
     if not rows:
         return False
     save_sample_table(rows, path)
     return True
+
+
+def _by_steps(cells: dict) -> dict:
+    """``steps-K`` panels (a file's keys come back sorted as text: 1, 2, 32, 4) as columns in step order."""
+    def steps(key: str) -> float:
+        k = key.split("-")[1]
+        return float(k) if k.isdigit() else math.inf
+
+    return {f"{k.split('-')[1]} step(s)": cells[k] for k in sorted(cells, key=steps)}

@@ -150,33 +150,27 @@ def collect_results(study, base, runs: list[VariantRun], quick: bool, config_fil
                                              "guide_records": first.guides.num_samples,
                                              "eval_samples": first.eval.n_samples},
             "study_config": study.model_dump(mode="json"),
-            "default": _default_variant(study, base, runs, quick),
-            "default_peers": _default_peers(study, base, runs, quick)}
+            **dict(zip(("default", "default_peers"), _default_rows(study, base, runs, quick)))}
 
 
-def _teacher_rounds(study, base: dict, r: VariantRun, quick: bool) -> int:
-    return teacher_config(study, base, r.variant.teachers[0], r.seed, quick).teacher.reflow_rounds
-
-
-def _default_variant(study, base: dict, runs: list[VariantRun], quick: bool) -> str | None:
-    """The variant/objective whose guides, objective, teacher count and teacher reflow rounds are the base
-    file's (the shipped default), if the matrix has it."""
+def _default_rows(study, base: dict, runs: list[VariantRun], quick: bool) -> tuple[str | None, list[str]]:
+    """The shipped default's variant/objective (the base file's guides, objective, teacher count and teacher
+    reflow rounds), if the matrix has it, and its peers: the rows whose teachers have the same reflow rounds,
+    which a default can switch to without a costlier teacher (another reflow round retrains it)."""
     b = parse_config({**base, "name": "base"})
     want = (b.guides.path, b.guides.rule, b.guides.coupling, b.student.objective,
-            len(b.teachers[0].checkpoints) if b.teachers else 1, b.teacher.reflow_rounds)
+            len(b.teachers[0].checkpoints) if b.teachers else 1)
+    rounds = {(v.name, seed): teacher_config(study, base, v.teachers[0], seed, quick).teacher.reflow_rounds
+              for v in study.variants for seed in {r.seed for r in runs}}
+    default, peers = None, set()
     for r in runs:
+        if rounds[(r.variant.name, r.seed)] != b.teacher.reflow_rounds:
+            continue
+        peers.add(f"{r.variant.name}/{r.objective}")
         g = r.cfg.guides
-        if (g.path, g.rule, g.coupling, r.objective, len(r.variant.teachers),
-                _teacher_rounds(study, base, r, quick)) == want:
-            return f"{r.variant.name}/{r.objective}"
-    return None
-
-
-def _default_peers(study, base: dict, runs: list[VariantRun], quick: bool) -> list[str]:
-    """The variant/objectives whose teachers have the base file's reflow rounds: the rows a default can switch
-    to without a costlier teacher (another reflow round retrains it on generated pairs)."""
-    rounds = parse_config({**base, "name": "base"}).teacher.reflow_rounds
-    return sorted({f"{r.variant.name}/{r.objective}" for r in runs if _teacher_rounds(study, base, r, quick) == rounds})
+        if default is None and (g.path, g.rule, g.coupling, r.objective, len(r.variant.teachers)) == want:
+            default = f"{r.variant.name}/{r.objective}"
+    return default, sorted(peers)
 
 
 def _ray_up(runs: list[VariantRun]) -> bool:

@@ -65,8 +65,5 @@ def plot_samples(results: dict, agg: dict, path: Path) -> bool:
 
 def _by_steps(cells: dict) -> dict:
     """``steps-K`` panels (a file's keys come back sorted as text: 1, 2, 32, 4) as columns in step order."""
-    def steps(key: str) -> float:
-        k = key.split("-")[1]
-        return float(k) if k.isdigit() else math.inf
-
-    return {f"{k.split('-')[1]} step(s)": cells[k] for k in sorted(cells, key=steps)}
+    by_steps = {key.split("-")[1]: x for key, x in cells.items()}
+    return {f"{k} step(s)": by_steps[k] for k in sorted(by_steps, key=lambda k: int(k) if k.isdigit() else math.inf)}

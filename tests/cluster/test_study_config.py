@@ -74,7 +74,7 @@ def test_missing_base_is_named(tmp_path):
     (dict(path="cubic", coupling="inversion", checkpoints=["self"], rounds=1), None),  # not in the matrix
 ])
 def test_default_row_is_the_base_method_with_its_teacher_rounds(method, expected):
-    from cluster.study import _default_variant
+    from cluster.study import _default_rows
 
     study, base, runs = load_study(CONFIGS / "study_digits.yaml")
     base = {**base, "teacher": {**base["teacher"], "reflow_rounds": method["rounds"]},
@@ -82,4 +82,4 @@ def test_default_row_is_the_base_method_with_its_teacher_rounds(method, expected
                        "rule": "euler_step"},
             "student": {**base["student"], "objective": "flow_map"},
             "teachers": [{**base["teachers"][0], "checkpoints": method["checkpoints"]}]}
-    assert _default_variant(study, base, runs, False) == expected
+    assert _default_rows(study, base, runs, False)[0] == expected

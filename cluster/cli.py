@@ -4,8 +4,8 @@ Subcommands:
   run CONFIG [--set KEY=VALUE ...] [--stop-after guides|student|eval]   the main job
   study STUDY [--quick] [--out DIR] [--report-only]   the variant matrix of a study, its tables and plots
   train-teacher CONFIG [--set KEY=VALUE ...]   train a k-rectified teacher
-  eval CHECKPOINT --steps 1,2,4,8,32 [--solver euler|heun|rk4|adaptive]
-  sample CHECKPOINT --steps 1,4,32 --out grid.png
+  eval CHECKPOINT --steps 1,2,4,8,32 [--solver euler|heun|rk4|adaptive] [--config CONFIG] [--convention NAME]
+  sample CHECKPOINT --steps 1,4,32 --out grid.png [--config CONFIG]   (CHECKPOINT: teacher, student or diffusers)
   teachers bench [--config configs/digits.yaml] [--json]
   teachers list --run RUN | add --run RUN --checkpoint PATH [--replicas N] [--role g1|g2] | remove NAME --run RUN [--drain]
   store export RUN --to DIR [--url URL] [--run-dir runs]
@@ -41,6 +41,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
     from teachers.solvers import SOLVERS
 
     parser = argparse.ArgumentParser(prog="bezier-distill", description=__doc__,
@@ -65,20 +66,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="checkpoint directory (default: RUN_DIR/NAME/teacher)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("eval", help="quality against NFE for a checkpoint, with the real-vs-real floor")
-    p.add_argument("checkpoint")
-    p.add_argument("--steps", type=_step_list, default=[1, 2, 4, 8, 32])
-    p.add_argument("--solver", choices=SOLVERS, default="euler")
-    p.add_argument("--n-samples", type=int, default=None, help="samples per row (default: the config's eval.n_samples)")
-    p.add_argument("--feature-extractor", default=None, help="images: digits-classifier (default) or inception-v3-compat")
-    p.add_argument("--out", help="JSON file for the table (default: CHECKPOINT/eval_SOLVER.json)")
-
-    p = sub.add_parser("sample", help="write a PNG of samples at several step counts")
-    p.add_argument("checkpoint")
-    p.add_argument("--steps", type=_step_list, default=[1, 4, 32])
-    p.add_argument("--solver", choices=SOLVERS, default="euler")
-    p.add_argument("--n", type=int, default=64, help="samples per panel (images) ; use more for 2-D")
-    p.add_argument("--out", required=True, help="PNG path")
+    for name, text in (("eval", "quality against steps for any model folder (teacher, student, diffusers), "
+                                "with the real-vs-real floor"),
+                       ("sample", "write a PNG of samples of any model folder at several step counts")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("checkpoint", help="a teacher or student checkpoint (model.json) or a diffusers "
+                       "save_pretrained folder (config.json)")
+        p.add_argument("--steps", type=_step_list, default=[1, 2, 4, 8, 32] if name == "eval" else [1, 4, 32],
+                       help="teachers: solver steps; students: student steps")
+        p.add_argument("--solver", choices=SOLVERS, default="euler", help="teachers only (a student samples with "
+                       "its own steps)")
+        p.add_argument("--config", help="run configuration whose data and eval sections to use (required for a "
+                       "diffusers folder, which records none; replaces what a checkpoint records)")
+        p.add_argument("--convention", choices=sorted(CONVENTIONS), default=DEFAULT_CONVENTION,
+                       help="how a diffusers model's time and output read as v(x, t) (default: %(default)s)")
+        if name == "eval":
+            p.add_argument("--n-samples", type=int, default=None,
+                           help="samples per row (default: the config's eval.n_samples)")
+            p.add_argument("--feature-extractor", default=None,
+                           help="images: digits-classifier (default) or inception-v3-compat")
+            p.add_argument("--out", help="JSON file for the table (default: CHECKPOINT/eval_SOLVER.json, "
+                           "students CHECKPOINT/eval_student.json)")
+        else:
+            p.add_argument("--n", type=int, default=64, help="samples per panel (images) ; use more for 2-D")
+            p.add_argument("--out", required=True, help="PNG path")
 
     teachers = sub.add_parser("teachers", help="teacher utilities").add_subparsers(dest="teachers_command", required=True)
     p = teachers.add_parser("bench", help="time a digits teacher's training and compare its quality with the floor")
@@ -135,25 +146,26 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quality_settings(training: dict, n_samples: int | None, extractor: str | None):
-    from cluster.config import EvalConfig
+def _quality_settings(cfg, n_samples: int | None, extractor: str | None):
     from student.evaluation import QualitySettings
 
-    ev = EvalConfig.model_validate(training.get("eval", {}))
+    ev = cfg.eval
     return QualitySettings(n_samples=n_samples or ev.n_samples, feature_extractor=extractor or ev.feature_extractor,
-                           kid_subset_size=ev.kid_subset_size, slices=ev.slices, seed=training.get("seed", 0))
+                           kid_subset_size=ev.kid_subset_size, slices=ev.slices, seed=cfg.seed)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from cluster.config import load_config
     from student.evaluation import format_table
-    from teachers.checkpoint import read_meta
-    from teachers.evaluate import evaluate_teacher
+    from teachers.evaluate import evaluate_loaded, load_model_and_data
 
-    meta = read_meta(args.checkpoint)
-    settings = _quality_settings(meta.training, args.n_samples, args.feature_extractor)
-    table = evaluate_teacher(args.checkpoint, args.steps, args.solver, settings, echo=lambda s: None)
+    config = load_config(args.config) if args.config else None
+    loaded, data, cfg = load_model_and_data(args.checkpoint, args.convention, config)
+    settings = _quality_settings(cfg, args.n_samples, args.feature_extractor)
+    table = evaluate_loaded(loaded, data, args.steps, args.solver, settings, echo=lambda s: None)
     print(format_table(table))
-    out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{args.solver}.json"
+    default = "eval_student.json" if loaded.kind == "student" else f"eval_{args.solver}.json"
+    out = Path(args.out) if args.out else Path(args.checkpoint) / default
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(table, indent=2))
     print(f"wrote {out}")
@@ -161,9 +173,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from teachers.evaluate import sample_teacher
+    from cluster.config import load_config
+    from teachers.evaluate import sample_model
 
-    path = sample_teacher(args.checkpoint, args.steps, args.solver, args.out, n=args.n)
+    config = load_config(args.config) if args.config else None
+    path = sample_model(args.checkpoint, args.steps, args.solver, args.out, n=args.n, convention=args.convention,
+                        config=config)
     print(f"wrote {path}")
     return 0
 

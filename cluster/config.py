@@ -15,6 +15,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from teachers.conventions import DEFAULT_CONVENTION, check_convention
+
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig", "StudentConfig",
            "load_config", "parse_config", "apply_overrides", "format_errors", "Section"]
 
@@ -145,6 +147,13 @@ class TeacherPoolConfig(Section):
     num_cpus: float = Field(1.0, ge=0.0)
     num_gpus: float = Field(0.0, ge=0.0)
     threads: int = Field(1, ge=1, le=256)
+    convention: str = Field(DEFAULT_CONVENTION, description="how a diffusers checkpoint's time and output read as "
+                            "v(x, t) (teachers.conventions); native checkpoints ignore it")
+
+    @field_validator("convention")
+    @classmethod
+    def _known_convention(cls, v: str) -> str:
+        return check_convention(v)
 
 
 class StudentConfig(Section):

@@ -63,15 +63,17 @@ class Controller:
         checkpoints are missing or do not fit the data."""
         import ray
 
-        from teachers.teacher_actor import TeacherWorker, teacher_data_shape
+        from teachers.models import check_model, model_data_shape
+        from teachers.teacher_actor import TeacherWorker
 
         spec = TeacherPoolConfig.model_validate(pool)
         for path in spec.checkpoints:
-            shape = teacher_data_shape(path)  # raises CheckpointError naming the file
+            shape = model_data_shape(path)  # any model folder; raises CheckpointError naming the file
             data_shape = self._data_shape()
             if shape != data_shape:
                 raise ValueError(f"teacher {path}: data_shape {list(shape)} does not match the run's data "
                                  f"{list(data_shape)}; nothing was started")
+            check_model(path, data_shape, spec.convention)  # a diffusers model must fit its convention too
         names = []
         for _ in range(replicas):
             with self.lock:

@@ -186,6 +186,22 @@ def _clear_previous_attempt(cfg, url: str, echo) -> None:
         store.close()
 
 
+def _student_init(cfg, echo) -> str | None:
+    """The checkpoint the student starts from: the first teacher with ``student.init: teacher``, unless that
+    is a diffusers model (a student is a ``teachers.nets`` network), which starts from scratch."""
+    from teachers.models import model_kind
+
+    if cfg.student.init != "teacher":
+        return None
+    first = cfg.teachers[0].checkpoints[0]
+    if model_kind(first) == "diffusers":
+        net = cfg.student.network or cfg.teacher.network
+        echo(f"student.init is teacher, but the first teacher {first} is a diffusers model: the student starts from "
+             f"scratch as a {net.arch} network (student.network, else teacher.network)")
+        return None
+    return first
+
+
 def _produce_and_train(cfg, url: str | None, stop_after: str, echo, show_bar: bool,
                        data_shape: tuple[int, ...]) -> tuple[dict, dict | None]:
     """Teacher actors fill the store while the student pool consumes it; returns (production, training)."""
@@ -194,7 +210,7 @@ def _produce_and_train(cfg, url: str | None, stop_after: str, echo, show_bar: bo
     from cluster.controller_actor import start_controller
     from cluster.student_pool import run_student_pool
 
-    init = cfg.teachers[0].checkpoints[0] if cfg.student.init == "teacher" else None
+    init = _student_init(cfg, echo)
     if cfg.student.source == "parquet":
         return {}, run_student_pool(cfg, None, data_shape, init, echo)
     start = time.perf_counter()
@@ -241,7 +257,7 @@ def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dic
     from cluster.config import dump_config
     from guide_store.open_store import run_redis_url
     from student.run_report import evaluate_run, quality_table
-    from teachers.checkpoint import read_meta
+    from teachers.models import model_data_shape
 
     if stop_after not in STAGES:
         raise ValueError(f"unknown stage {stop_after!r}; known: {list(STAGES)}")
@@ -257,7 +273,7 @@ def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dic
         t = time.perf_counter()
         cfg = resolve_teachers(cfg, echo)
         timings["teachers_s"] = round(time.perf_counter() - t, 2)
-        data_shape = tuple(read_meta(cfg.teachers[0].checkpoints[0]).data_shape)
+        data_shape = model_data_shape(cfg.teachers[0].checkpoints[0])
         t = time.perf_counter()
         with run_redis_url(cfg.name, cfg.redis_path, cfg.store.url, fsync=cfg.store.fsync) as url:
             production, training = _produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape)

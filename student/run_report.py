@@ -9,6 +9,7 @@ from pathlib import Path
 from student.evaluation import QualitySettings, evaluate_sampler, format_row, noise_for_eval
 from student.networks import student_sampler
 from teachers.checkpoint import load_checkpoint
+from teachers.conventions import DEFAULT_CONVENTION
 
 __all__ = ["evaluate_run", "quality_table", "quality_settings"]
 
@@ -25,7 +26,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print) -> dict:
     """Quality of each teacher (``cfg.eval.solver`` at ``cfg.eval.steps``) and of the exported student (at
     ``cfg.student.eval_steps``); writes ``samples.png`` and ``student_loss.png`` into the run folder."""
     from student.plots import save_loss_curve, save_sample_figure
-    from teachers.evaluate import teacher_sampler
+    from teachers.models import load_velocity, teacher_sampler
     from teachers.train_teacher import load_run_data
 
     data = load_run_data(cfg)
@@ -33,8 +34,9 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print) -> dict:
     solver = cfg.eval.solver
     steps = [None] if solver == "adaptive" else list(cfg.eval.steps)
     teachers, samplers = {}, {}
+    conventions = {c: p.convention for p in cfg.teachers for c in p.checkpoints}
     for i, path in enumerate(dict.fromkeys(teacher_checkpoints)):
-        model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
+        model = load_velocity(path, data.data_shape, conventions.get(path, DEFAULT_CONVENTION))
         samplers[path] = teacher_sampler(model, solver)
         label = f"teacher{i}/{solver}"
         echo(f"evaluating {label} ({path}) at steps {steps}")

@@ -1,11 +1,8 @@
-"""Teachers from ``diffusers``: rectified-flow (flow-matching) models saved with ``save_pretrained``.
+"""Teachers from ``diffusers``: models saved with ``save_pretrained`` (``config.json`` + safetensors weights).
 
-diffusers' flow-matching convention (``FlowMatchEulerDiscreteScheduler``): a noise level ``sigma``
-runs from 1 (noise) to 0 (data), ``x_sigma = sigma * noise + (1 - sigma) * data``, the timestep passed
-to the model is ``sigma * num_train_timesteps`` and the model predicts ``dx/dsigma = noise - data``.
-This project's time is ``t = 1 - sigma`` (noise at 0, data at 1), so its velocity is
-
-    v(x, t) = dx/dt = -model(x, timestep = (1 - t) * num_train_timesteps)
+How the model's time input and output read as this project's ``v(x, t)`` is a named *convention*
+(``teachers.conventions``; the default ``flow_match`` is diffusers' flow matching). Loading checks the
+model's shape against the data and the convention before it reads any weights.
 
 Weights load from safetensors (``use_safetensors=True``): no pickle. ``diffusers`` is an optional
 extra (``pip install -e '.[diffusers]'``).
@@ -15,64 +12,75 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-import torch
 from torch import nn
 
 from teachers.checkpoint import CheckpointError
+from teachers.conventions import DEFAULT_CONVENTION, convention_for
 
-__all__ = ["DiffusersVelocity", "is_diffusers_dir", "diffusers_data_shape", "load_diffusers_teacher"]
+__all__ = ["is_diffusers_dir", "diffusers_config", "diffusers_data_shape", "check_diffusers_teacher",
+           "load_diffusers_teacher"]
+
+CONFIG_FILE = "config.json"
 
 
 def is_diffusers_dir(path: str | Path) -> bool:
     """A ``save_pretrained`` model directory: ``config.json`` naming a diffusers class."""
-    cfg = Path(path) / "config.json"
+    cfg = Path(path) / CONFIG_FILE
     if not cfg.is_file():
         return False
     try:
-        return "_class_name" in json.loads(cfg.read_text())
-    except json.JSONDecodeError:
+        doc = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return False
+    return isinstance(doc, dict) and "_class_name" in doc
+
+
+def diffusers_config(path: str | Path) -> dict[str, Any]:
+    """The model's ``config.json`` (``CheckpointError`` naming the file when it is not a diffusers config)."""
+    cfg = Path(path) / CONFIG_FILE
+    if not is_diffusers_dir(path):
+        raise CheckpointError(f"{cfg}: missing or not a diffusers model config (no _class_name)")
+    return json.loads(cfg.read_text())
 
 
 def diffusers_data_shape(path: str | Path) -> tuple[int, ...]:
     """``(C, H, W)`` from the model's config (``in_channels``, ``sample_size``)."""
-    cfg = json.loads((Path(path) / "config.json").read_text())
+    cfg = diffusers_config(path)
     size = cfg.get("sample_size")
     h, w = (size, size) if isinstance(size, int) else tuple(size or (None, None))
     if cfg.get("in_channels") is None or h is None:
-        raise CheckpointError(f"{Path(path) / 'config.json'}: needs in_channels and sample_size to know the data shape")
+        raise CheckpointError(f"{Path(path) / CONFIG_FILE}: needs in_channels and sample_size to know the data shape")
     return (int(cfg["in_channels"]), int(h), int(w))
 
 
-class DiffusersVelocity(nn.Module):
-    """Wraps a diffusers model as ``v(x, t)`` in this project's convention (see the module docstring)."""
-
-    def __init__(self, model: nn.Module, num_train_timesteps: int = 1000):
-        super().__init__()
-        self.model = model
-        self.num_train_timesteps = num_train_timesteps
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        timestep = (1.0 - t) * self.num_train_timesteps
-        out = self.model(x, timestep)
-        out = out.sample if hasattr(out, "sample") else out[0]
-        return -out
+def check_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...], convention: str = DEFAULT_CONVENTION) -> None:
+    """Refuse (``CheckpointError`` naming ``config.json``) a model that does not fit the data or the convention."""
+    config_path = Path(path) / CONFIG_FILE
+    shape = diffusers_data_shape(path)
+    if shape != tuple(data_shape):
+        raise CheckpointError(f"{config_path}: data shape {list(shape)} does not match the data {list(data_shape)} "
+                              "(the model's in_channels and sample_size)")
+    convention_for(convention).check(diffusers_config(path), config_path, tuple(data_shape))
 
 
-def load_diffusers_teacher(path: str | Path, num_train_timesteps: int = 1000) -> DiffusersVelocity:
-    """Load a diffusers model class named in ``config.json`` (e.g. ``UNet2DModel``) from safetensors."""
-    try:
+def load_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...],
+                           convention: str = DEFAULT_CONVENTION) -> nn.Module:
+    """``v(x, t)`` from the diffusers model class named in ``config.json`` (e.g. ``UNet2DModel``), read in
+    ``convention``; the weights come from safetensors."""
+    try:  # deferred: diffusers is an optional extra and slow to import
         import diffusers
     except ImportError:
         raise CheckpointError(f"{path}: a diffusers model; install the extra: pip install -e '.[diffusers]'") from None
     path = Path(path)
-    name = json.loads((path / "config.json").read_text())["_class_name"]
+    check_diffusers_teacher(path, data_shape, convention)
+    name = diffusers_config(path)["_class_name"]
     cls = getattr(diffusers, name, None)
     if cls is None or not hasattr(cls, "from_pretrained"):
-        raise CheckpointError(f"{path / 'config.json'}: diffusers has no model class {name!r}")
+        raise CheckpointError(f"{path / CONFIG_FILE}: diffusers has no model class {name!r}")
     try:
         model = cls.from_pretrained(str(path), use_safetensors=True)
     except (OSError, ValueError, EnvironmentError) as err:
         raise CheckpointError(f"{path}: cannot load {name} from safetensors ({err})") from None
-    return DiffusersVelocity(model.eval(), num_train_timesteps).eval()
+    return convention_for(convention).from_directory(model.eval(), path).eval()

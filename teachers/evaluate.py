@@ -1,67 +1,89 @@
-"""Evaluate and sample a teacher checkpoint: quality against NFE, and sample figures."""
+"""Evaluate and sample any model folder (native teacher, native student, diffusers): quality against steps,
+and sample figures. The data and evaluation settings come from the run configuration the folder records,
+or from one given explicitly (a diffusers folder records none)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from cluster.config import parse_config
+from cluster.config import RunConfig, parse_config
 from student.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
-from teachers.checkpoint import CheckpointError, load_checkpoint
+from teachers.checkpoint import META_FILE, CheckpointError
+from teachers.conventions import DEFAULT_CONVENTION
 from teachers.data import DataSplit
-from teachers.solvers import SOLVERS, Solution, solve
+from teachers.models import LoadedModel, load_model, teacher_sampler
 from teachers.train_teacher import load_run_data
 
-__all__ = ["load_teacher_and_data", "teacher_sampler", "evaluate_teacher", "sample_teacher"]
+__all__ = ["load_model_and_data", "run_config_of", "teacher_sampler", "evaluate_loaded", "evaluate_model", "sample_model",
+           "evaluate_teacher", "sample_teacher"]
 
 
-def load_teacher_and_data(checkpoint: str | Path) -> tuple[torch.nn.Module, DataSplit, dict]:
-    """The network, the data it was trained on (from the configuration it records) and that configuration."""
-    model, meta = load_checkpoint(checkpoint)
-    if not meta.training:
-        raise CheckpointError(f"{Path(checkpoint) / 'model.json'}: records no training configuration; "
-                              "cannot tell which data to evaluate against")
-    cfg = parse_config(meta.training, source=f"{checkpoint}/model.json:training")
+def run_config_of(loaded: LoadedModel, config: RunConfig | None = None) -> RunConfig:
+    """``config`` when given, else the run configuration the folder records; ``CheckpointError`` if neither."""
+    if config is not None:
+        return config
+    if not loaded.training:
+        where = loaded.path / ("config.json" if loaded.kind == "diffusers" else META_FILE)
+        raise CheckpointError(f"{where}: records no run configuration, so the data to evaluate against is unknown; "
+                              "pass one with --config CONFIG (a run configuration whose data section names the data, "
+                              "e.g. configs/digits.yaml)")
+    return parse_config(loaded.training, source=f"{loaded.path / META_FILE}:training")
+
+
+def load_model_and_data(checkpoint: str | Path, convention: str = DEFAULT_CONVENTION,
+                        config: RunConfig | None = None) -> tuple[LoadedModel, DataSplit, RunConfig]:
+    """The model, the data it is measured against and the run configuration that names that data."""
+    loaded = load_model(checkpoint, convention)
+    cfg = run_config_of(loaded, config)
     data = load_run_data(cfg)
-    if data.data_shape != tuple(meta.data_shape):
-        raise CheckpointError(f"{Path(checkpoint) / 'model.json'}: data_shape {meta.data_shape} does not match "
-                              f"its data {list(data.data_shape)}")
-    return model, data, meta.training
+    if data.data_shape != loaded.data_shape:
+        where = loaded.path / ("config.json" if loaded.kind == "diffusers" else META_FILE)
+        raise CheckpointError(f"{where}: data shape {list(loaded.data_shape)} does not match the data "
+                              f"{cfg.data.name!r} {list(data.data_shape)}")
+    return loaded, data, cfg
 
 
-def teacher_sampler(model: torch.nn.Module, solver: str):
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; known: {list(SOLVERS)}")
-
-    def sample(noise: torch.Tensor, steps: int | None) -> Solution:
-        return solve(model, noise, 0.0, 1.0, steps or 1, solver)
-
-    return sample
+def _label(loaded: LoadedModel, solver: str) -> str:
+    return f"student/{loaded.objective}" if loaded.kind == "student" else f"{loaded.kind}/{solver}"
 
 
-def evaluate_teacher(checkpoint: str | Path, steps: list[int], solver: str, settings: QualitySettings,
-                     echo=print) -> dict:
-    """Quality table of a teacher checkpoint for each step count (one row for ``adaptive``)."""
-    model, data, _ = load_teacher_and_data(checkpoint)
-    step_list: list[int | None] = [None] if solver == "adaptive" else list(steps)
-    table = evaluate_sampler(teacher_sampler(model, solver), data, step_list, settings,
-                             label=f"teacher/{solver}", progress=echo)
-    table.update({"checkpoint": str(checkpoint), "solver": solver, "data": data.name,
+def evaluate_loaded(loaded: LoadedModel, data: DataSplit, steps: list[int], solver: str, settings: QualitySettings,
+                    echo=print) -> dict:
+    """Quality table of a loaded model for each step count. Teachers: ``solver`` (one row for ``adaptive``);
+    students: student steps (``solver`` does not apply)."""
+    adaptive = solver == "adaptive" and loaded.kind != "student"
+    step_list: list[int | None] = [None] if adaptive else list(steps)
+    table = evaluate_sampler(loaded.sampler(solver), data, step_list, settings, label=_label(loaded, solver),
+                             progress=echo)
+    table.update({"checkpoint": str(loaded.path), "kind": loaded.kind, "data": data.name,
+                  "solver": solver if loaded.kind != "student" else None, "objective": loaded.objective,
                   "metric_kind": "image" if data.is_image else "vector"})
     return table
 
 
-def sample_teacher(checkpoint: str | Path, steps: list[int], solver: str, out: str | Path, n: int = 64,
-                   seed: int = 0) -> Path:
+def evaluate_model(checkpoint: str | Path, steps: list[int], solver: str, settings: QualitySettings,
+                   echo=print, convention: str = DEFAULT_CONVENTION, config: RunConfig | None = None) -> dict:
+    """``evaluate_loaded`` of a model folder against the data its run configuration (or ``config``) names."""
+    loaded, data, _ = load_model_and_data(checkpoint, convention, config)
+    return evaluate_loaded(loaded, data, steps, solver, settings, echo)
+
+
+def sample_model(checkpoint: str | Path, steps: list[int], solver: str, out: str | Path, n: int = 64, seed: int = 0,
+                 convention: str = DEFAULT_CONVENTION, config: RunConfig | None = None) -> Path:
     """A figure with one panel per step count (image grid or 2-D scatter) beside real data."""
     from student.plots import save_sample_figure
 
-    model, data, _ = load_teacher_and_data(checkpoint)
+    loaded, data, _ = load_model_and_data(checkpoint, convention, config)
     noise = noise_for_eval(n, data.data_shape, seed)
-    sampler = teacher_sampler(model, solver)
+    sampler = loaded.sampler(solver)
+    name = f"student {loaded.objective}" if loaded.kind == "student" else solver
     panels = {}
     for k in steps:
         sol = sampler(noise, k)
-        panels[f"{solver}, {k} step{'s' if k > 1 else ''} (NFE {sol.nfe})"] = sol.x
+        panels[f"{name}, {k} step{'s' if k > 1 else ''} (NFE {sol.nfe})"] = sol.x
     return save_sample_figure(panels, out, reference=data.held_out[:n])
+
+
+# the names before students and diffusers folders were accepted; callers elsewhere still use them
+evaluate_teacher = evaluate_model
+sample_teacher = sample_model

@@ -21,8 +21,9 @@ from torch import nn
 
 from cluster.config import RunConfig, TeacherPoolConfig, parse_config
 from guide_store.schema import GuideBatch
-from teachers.checkpoint import load_checkpoint
+from teachers.conventions import DEFAULT_CONVENTION
 from teachers.guides import CouplingSettings, couple, make_guides
+from teachers.models import load_velocity, model_data_shape
 
 __all__ = ["LoadedTeachers", "teacher_data_shape", "load_teacher", "load_teachers", "block_ids", "build_block",
            "TeacherWorker"]
@@ -60,29 +61,19 @@ def _version(checkpoint: Path) -> str:
 
 def teacher_data_shape(path: str | Path) -> tuple[int, ...]:
     """The per-sample shape a teacher checkpoint (native or diffusers) was made for."""
-    from teachers.checkpoint import read_meta
-    from teachers.diffusers_adapter import diffusers_data_shape, is_diffusers_dir
-
-    return diffusers_data_shape(path) if is_diffusers_dir(path) else tuple(read_meta(path).data_shape)
+    return model_data_shape(path)
 
 
-def load_teacher(path: str | Path, data_shape: tuple[int, ...]) -> nn.Module:
-    """A velocity ``v(x, t)`` from a native checkpoint or a diffusers ``save_pretrained`` directory."""
-    from teachers.checkpoint import CheckpointError
-    from teachers.diffusers_adapter import is_diffusers_dir, load_diffusers_teacher
-
-    if is_diffusers_dir(path):
-        if teacher_data_shape(path) != tuple(data_shape):
-            raise CheckpointError(f"{path}: data shape {list(teacher_data_shape(path))} does not match the data "
-                                  f"{list(data_shape)}")
-        return load_diffusers_teacher(path)
-    return load_checkpoint(path, expect_data_shape=data_shape)[0]
+def load_teacher(path: str | Path, data_shape: tuple[int, ...], convention: str = DEFAULT_CONVENTION) -> nn.Module:
+    """A velocity ``v(x, t)`` from a native checkpoint or a diffusers ``save_pretrained`` directory (read in
+    ``convention``), refusing a data-shape mismatch."""
+    return load_velocity(path, data_shape, convention)
 
 
 def load_teachers(pool: TeacherPoolConfig, n_guides: int, data_shape: tuple[int, ...]) -> LoadedTeachers:
     """Load a pool's checkpoints (refusing a data-shape mismatch); one checkpoint serves every guide."""
     paths = [Path(p) for p in pool.checkpoints]
-    models = {p: load_teacher(p, data_shape) for p in dict.fromkeys(paths)}
+    models = {p: load_teacher(p, data_shape, pool.convention) for p in dict.fromkeys(paths)}
     per_guide = paths if len(paths) > 1 else paths * max(n_guides, 1)
     per_guide = per_guide[:n_guides]
     return LoadedTeachers(coupling=models[paths[0]], guides=[models[p] for p in per_guide],

@@ -42,6 +42,16 @@ def test_bad_choice_names_allowed_values():
         parse_config(raw)
 
 
+def test_bad_teacher_convention_names_the_key_and_the_known_ones():
+    raw = _raw()
+    raw["teachers"] = [{"name": "hf", "checkpoints": ["models/unet"], "convention": "epsilon"}]
+    with pytest.raises(ConfigError, match=r"teachers.0.convention: Value error, unknown convention 'epsilon'; "
+                                          r"known: flow_match \(got 'epsilon'\)"):
+        parse_config(raw)
+    raw["teachers"][0]["convention"] = "flow_match"
+    assert parse_config(raw).teachers[0].convention == "flow_match"
+
+
 def test_wrong_type():
     raw = _raw()
     raw["teacher"]["steps"] = "many"

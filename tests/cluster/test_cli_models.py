@@ -53,5 +53,9 @@ def test_eval_and_sample_of_a_native_student(tmp_path, capsys):
     assert [(r["steps"], r["nfe"]) for r in table["rows"]] == [(1, 1), (2, 2)]
     assert table["kind"] == "student" and table["objective"] == "flow_map" and table["solver"] is None
     assert "student/flow_map" in capsys.readouterr().out
+    (tmp_path / "other.yaml").write_text(dump_config(cfg.model_copy(update={"eval": cfg.eval.model_copy(
+        update={"n_samples": 100})})))
+    assert main(["eval", str(student), "--steps", "1", "--config", str(tmp_path / "other.yaml")]) == 0
+    assert json.loads((student / "eval_student.json").read_text())["n_samples"] == 100  # --config replaces
     assert main(["sample", str(student), "--steps", "1,2", "--n", "200", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

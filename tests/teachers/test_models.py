@@ -46,6 +46,15 @@ def test_flow_match_reads_num_train_timesteps_from_the_scheduler_config(pipeline
         assert torch.allclose(v(x, t), -model(x, (1 - t) * 500).sample, atol=1e-6)
 
 
+@pytest.mark.parametrize("where", ["", "scheduler", "../scheduler"])
+def test_the_scheduler_config_is_found_beside_or_above_the_model(tmp_path, where):
+    tiny_unet().save_pretrained(tmp_path / "unet", safe_serialization=True)
+    diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=250).save_config(tmp_path / "unet" / where)
+    assert load_velocity(tmp_path / "unet", (1, 8, 8)).num_train_timesteps == 250
+    (tmp_path / "unet" / where / "scheduler_config.json").unlink()
+    assert load_velocity(tmp_path / "unet", (1, 8, 8)).num_train_timesteps == 1000  # none: the default
+
+
 def test_a_scheduler_of_another_family_is_refused_naming_its_file(tmp_path):
     tiny_unet().save_pretrained(tmp_path / "unet", safe_serialization=True)
     diffusers.DDPMScheduler().save_config(tmp_path / "scheduler")

@@ -2,8 +2,8 @@
 
 This project's time runs ``t in [0, 1]`` with ``x_0`` noise and ``x_1`` data (``teachers.rectified_flow``).
 A pretrained model was trained in its own convention; a *convention* names one and converts it. The
-registry ``CONVENTIONS`` (name -> class) is the one list of accepted names: the run configuration
-(``teachers[].convention``) and the CLI (``--convention``) validate against it.
+registry ``CONVENTIONS`` (name -> a ``PretrainedVelocity`` class) is the one list of accepted names: the
+run configuration (``teachers[].convention``) and the CLI (``--convention``) validate against it.
 
 ``flow_match``: diffusers' flow matching (``FlowMatchEulerDiscreteScheduler``, SD3, Flux): a noise level
 ``sigma = 1 - t`` runs from 1 (noise) to 0 (data), ``x_sigma = sigma * noise + (1 - sigma) * data``, the
@@ -27,8 +27,8 @@ from torch import nn
 
 from teachers.checkpoint import CheckpointError
 
-__all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "FlowMatchVelocity", "check_convention", "convention_for",
-           "scheduler_config"]
+__all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "PretrainedVelocity", "FlowMatchVelocity", "check_convention",
+           "convention_for",           "scheduler_config"]
 
 DEFAULT_CONVENTION = "flow_match"
 
@@ -49,7 +49,26 @@ def scheduler_config(model_dir: str | Path) -> tuple[Path | None, dict[str, Any]
     return None, {}
 
 
-class FlowMatchVelocity(nn.Module):
+class PretrainedVelocity(nn.Module):
+    """The interface of a convention: wraps a pretrained model as ``v(x, t)``.
+
+    ``check`` refuses, from the model's ``config.json`` alone, a model the convention cannot describe;
+    ``from_directory`` builds the wrapper, reading whatever else the convention needs beside the model.
+    ``forward(x (B, *D), t (B,)) -> (B, *D)`` is the velocity in this project's time.
+    """
+
+    name: ClassVar[str]
+
+    @classmethod
+    def check(cls, model_config: dict[str, Any], config_path: Path, data_shape: tuple[int, ...]) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_directory(cls, model: nn.Module, model_dir: Path) -> "PretrainedVelocity":
+        raise NotImplementedError
+
+
+class FlowMatchVelocity(PretrainedVelocity):
     """``v(x, t) = -model(x, (1 - t) * num_train_timesteps)`` (the ``flow_match`` convention).
 
     ``x``: ``(B, C, H, W)``; ``t``: ``(B,)`` in ``[0, 1]``; returns ``(B, C, H, W)``.
@@ -89,10 +108,10 @@ class FlowMatchVelocity(nn.Module):
         return -out
 
 
-CONVENTIONS: dict[str, type[FlowMatchVelocity]] = {FlowMatchVelocity.name: FlowMatchVelocity}
+CONVENTIONS: dict[str, type[PretrainedVelocity]] = {FlowMatchVelocity.name: FlowMatchVelocity}
 
 
-def convention_for(name: str) -> type[FlowMatchVelocity]:
+def convention_for(name: str) -> type[PretrainedVelocity]:
     """The convention class of a name; ``ValueError`` listing the known names otherwise."""
     if name not in CONVENTIONS:
         raise ValueError(f"unknown convention {name!r}; known: {', '.join(sorted(CONVENTIONS))}")

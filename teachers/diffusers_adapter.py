@@ -55,7 +55,8 @@ def diffusers_data_shape(path: str | Path) -> tuple[int, ...]:
     return (int(cfg["in_channels"]), int(h), int(w))
 
 
-def check_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...], convention: str = DEFAULT_CONVENTION) -> None:
+def check_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...],
+                            convention: str = DEFAULT_CONVENTION) -> None:
     """Refuse (``CheckpointError`` naming ``config.json``) a model that does not fit the data or the convention."""
     config_path = Path(path) / CONFIG_FILE
     shape = diffusers_data_shape(path)

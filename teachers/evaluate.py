@@ -14,8 +14,8 @@ from teachers.data import DataSplit
 from teachers.models import LoadedModel, load_model, teacher_sampler
 from teachers.train_teacher import load_run_data
 
-__all__ = ["load_model_and_data", "run_config_of", "teacher_sampler", "evaluate_loaded", "evaluate_model", "sample_model",
-           "evaluate_teacher", "sample_teacher"]
+__all__ = ["load_model_and_data", "run_config_of", "teacher_sampler", "evaluate_loaded", "evaluate_model",
+           "sample_model",           "evaluate_teacher", "sample_teacher"]
 
 
 def run_config_of(loaded: LoadedModel, config: RunConfig | None = None) -> RunConfig:

@@ -32,7 +32,7 @@ __all__ = ["MODEL_KINDS", "LoadedModel", "model_kind", "model_data_shape", "chec
 
 MODEL_KINDS = ("teacher", "student", "diffusers")
 
-Sampler = Callable[[torch.Tensor, "int | None"], Solution]
+Sampler = Callable[[torch.Tensor, int | None], Solution]
 
 
 def teacher_sampler(model: nn.Module, solver: str) -> Sampler:

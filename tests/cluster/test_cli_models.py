@@ -38,7 +38,8 @@ def test_eval_of_a_diffusers_folder_without_config_says_to_pass_one(diffusers_di
 
 def test_eval_of_a_diffusers_folder_whose_data_does_not_fit_the_config(diffusers_dir, tmp_path, capsys):
     (tmp_path / "toy.yaml").write_text(dump_config(toy_cfg(tmp_path)))
-    assert main(["sample", str(diffusers_dir), "--config", str(tmp_path / "toy.yaml"), "--out", str(tmp_path / "s.png")]) == 2
+    assert main(["sample", str(diffusers_dir), "--config", str(tmp_path / "toy.yaml"),
+                 "--out", str(tmp_path / "s.png")]) == 2
     assert "config.json: data shape [1, 8, 8] does not match the data 'eight_gaussians' [2]" in capsys.readouterr().err
 
 

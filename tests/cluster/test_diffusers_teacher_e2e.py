@@ -38,7 +38,8 @@ def train_flow_match_unet(out, steps: int = 400, num_train_timesteps: int = 1000
         loss.backward()
         opt.step()
     model.eval().save_pretrained(out, safe_serialization=True)
-    diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps).save_config(out.parent / "scheduler")
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps)
+    scheduler.save_config(out.parent / "scheduler")  # a pipeline's layout: MODEL/../scheduler
     return out, loss.item()
 
 
@@ -86,7 +87,8 @@ def test_a_diffusers_teacher_is_distilled_and_both_models_evaluate_from_the_cli(
     rows = {r["steps"]: r for r in table["rows"]}
     assert table["kind"] == "diffusers" and rows[8]["nfe"] == 8
     assert rows[8]["fid"] < rows[1]["fid"], rows  # the teacher's ODE, read in its convention, improves with steps
-    assert main(["sample", str(unet), "--config", str(config), "--steps", "1,8", "--out", str(tmp_path / "hf.png")]) == 0
+    assert main(["sample", str(unet), "--config", str(config), "--steps", "1,8",
+                 "--out", str(tmp_path / "hf.png")]) == 0
     for png in ("student.png", "hf.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert "Traceback" not in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 Subcommands:
   run CONFIG [--set KEY=VALUE ...] [--stop-after guides|student|eval]   the main job
+  doctor [CONFIG] [--set KEY=VALUE ...]   pre-flight: versions, devices, Ray, the store, one student step
   study STUDY [--quick] [--out DIR] [--report-only]   the variant matrix of a study, its tables and plots
   train-teacher CONFIG [--set KEY=VALUE ...]   train a k-rectified teacher
   eval CHECKPOINT --steps 1,2,4,8,32 [--solver euler|heun|rk4|adaptive] [--config CONFIG] [--convention NAME]
@@ -52,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     from cluster.job import add_run_arguments
 
     add_run_arguments(p)
+
+    p = sub.add_parser("doctor", help="what a run will use and whether it can work: versions, devices, Ray, the "
+                       "store, one student step per device")
+    p.add_argument("config", nargs="?", help="a run configuration (without: the environment checks only)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     p = sub.add_parser("study", help="run (or resume) a study's variant matrix and write its results and plots")
     p.add_argument("config", help="a study file, e.g. configs/study_toy2d.yaml")
@@ -259,7 +265,10 @@ def _ask_controller(args: argparse.Namespace, method: str, *call_args, refused: 
 
 
 def _cmd_teachers_add(args: argparse.Namespace) -> int:
-    names = _ask_controller(args, "add_checkpoint", args.checkpoint, args.replicas, args.role, args.name,
+    from cluster.paths import resolve_input
+
+    # the controller runs elsewhere: it gets the path as this shell's directory means it
+    names = _ask_controller(args, "add_checkpoint", str(resolve_input(args.checkpoint)), args.replicas, args.role, args.name,
                             refused="refused, nothing changed: ")
     if names is None:
         return 2
@@ -333,6 +342,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from cluster.config import load_config
+    from cluster.preflight import config_checks, data_shape_of, environment_checks, format_checks, student_step_check
+
+    checks = environment_checks()
+    print(format_checks(checks), flush=True)
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+        more = config_checks(cfg)
+        more.append(student_step_check(cfg, data_shape_of(cfg)))
+        print(format_checks(more))
+        checks += more
+    failed = [c for c in checks if c.ok is False]
+    print(f"{len(failed)} problem(s) found" if failed else "no problems found")
+    return 2 if failed else 0
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     from cluster.study import run_study
 
@@ -341,7 +367,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "study": _cmd_study, "train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
+_COMMANDS = {"run": _cmd_run, "doctor": _cmd_doctor, "study": _cmd_study, "train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
              ("teachers", "bench"): _cmd_teachers_bench, ("teachers", "list"): _cmd_teachers_list,
              ("teachers", "add"): _cmd_teachers_add, ("teachers", "remove"): _cmd_teachers_remove,
              ("guides", "bench"): _cmd_guides_bench, ("store", "export"): _cmd_store_export,

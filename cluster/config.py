@@ -15,6 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cluster.paths import resolve_run_paths
 from teachers.conventions import DEFAULT_CONVENTION, check_convention
 
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig", "StudentConfig",
@@ -310,7 +311,8 @@ def parse_config(raw: Any, source: str = "<mapping>") -> RunConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML file, apply dotted overrides and validate."""
+    """Read a YAML file, apply dotted overrides, validate, and make every path in it absolute
+    (``cluster.paths``: relative to the directory the command was started in)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -322,7 +324,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid configuration {path}: the top level must be a mapping")
-    return parse_config(apply_overrides(raw, overrides or []), str(path))
+    return resolve_run_paths(parse_config(apply_overrides(raw, overrides or []), str(path)))
 
 
 def dump_config(cfg: RunConfig) -> str:

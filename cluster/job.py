@@ -22,10 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 import threading
 import time
 from pathlib import Path
+
+from cluster.paths import resolve_run_paths
+from cluster.preflight import PreflightError, preflight
 
 __all__ = ["main", "run", "resolve_teachers", "run_production", "own_teacher_paths", "teacher_raw", "train_teachers"]
 
@@ -250,6 +254,46 @@ def local_cpus(cfg) -> int:
     return max(os.cpu_count() or 1, int(teachers + students + 0.999))
 
 
+def check_shared_run_dir(run_path: Path, echo=print, timeout_s: float = 60.0) -> list[str]:
+    """On a cluster of several nodes, warn for each node that cannot see the run directory (it must be
+    shared storage: student workers and teacher actors there read checkpoints from it). Returns the IPs of
+    the nodes that cannot; an empty list on one node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    others = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != here and n.get("Resources", {}).get("CPU")]
+    if not others:
+        return []
+    token = secrets.token_hex(8)
+    marker = run_path / ".shared-check"
+    marker.write_text(token)
+    probe = ray.remote(num_cpus=0)(_sees_marker)
+    refs = {n["NodeManagerAddress"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        n["NodeID"], soft=False)).remote(str(marker), token) for n in others}
+    blind = []
+    for ip, ref in refs.items():
+        try:
+            ok = ray.get(ref, timeout=timeout_s)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
+            ok = False
+        if not ok:
+            blind.append(ip)
+    marker.unlink(missing_ok=True)
+    if blind:
+        echo(f"warning: the run directory {run_path} is not visible from node(s) {', '.join(blind)}; on several "
+             "nodes run_dir must be shared storage (NFS, a mounted bucket), or workers there will not find the "
+             "teachers and checkpoints")
+    return blind
+
+
+def _sees_marker(path: str, token: str) -> bool:
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
 def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dict:
     """The whole pipeline (see the module docstring); returns the run report (also ``RUN/report.json``)."""
     import ray
@@ -262,14 +306,18 @@ def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dic
     if stop_after not in STAGES:
         raise ValueError(f"unknown stage {stop_after!r}; known: {list(STAGES)}")
     start = time.perf_counter()
+    cfg = resolve_run_paths(cfg)  # a no-op for configs from load_config; API callers may pass relative ones
     cfg.run_path.mkdir(parents=True, exist_ok=True)
     (cfg.run_path / "config.yaml").write_text(dump_config(cfg))
+    echo(f"run {cfg.name}: writing to {cfg.run_path}")
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=cfg.namespace, log_to_driver=False,
                  **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": local_cpus(cfg)}))
     timings = {}
     try:
+        check_shared_run_dir(cfg.run_path, echo)
+        preflight(cfg, echo)
         t = time.perf_counter()
         cfg = resolve_teachers(cfg, echo)
         timings["teachers_s"] = round(time.perf_counter() - t, 2)
@@ -294,7 +342,8 @@ def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dic
     report["config"] = cfg.model_dump(mode="json")
     if stop_after != "guides":
         (cfg.run_path / "report.json").write_text(json.dumps(report, indent=2))
-        echo(f"run {cfg.name} finished in {timings['total_s']:.0f}s; report in {cfg.run_path / 'report.json'}")
+        echo(f"run {cfg.name} finished in {timings['total_s']:.0f}s; results in {cfg.run_path} "
+             f"(report: {cfg.run_path / 'report.json'})")
     return report
 
 
@@ -322,11 +371,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace) -> int:
     from cluster.config import ConfigError, load_config
     from teachers.checkpoint import CheckpointError
+    from teachers.data import DataError
 
     try:
         cfg = load_config(args.config, args.overrides)
         run(cfg, args.stop_after, show_bar=not args.no_progress)
-    except (ConfigError, CheckpointError, FileNotFoundError) as err:
+    except (ConfigError, CheckpointError, DataError, PreflightError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

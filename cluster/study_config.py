@@ -23,6 +23,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from cluster.config import ConfigError, RunConfig, Section, apply_overrides, format_errors, parse_config
+from cluster.paths import resolve_output, resolve_run_paths
 
 __all__ = ["StudyConfig", "TeacherRecipe", "Variant", "Claim", "VariantRun", "load_study", "variant_runs",
            "teacher_config"]
@@ -137,7 +138,7 @@ def teacher_config(study: StudyConfig, base: dict, key: str, seed: int, quick: b
     raw.update(seed=seed + recipe.seed_offset, name=f"{study.name}-teacher-{key}-s{seed}",
                run_dir=str(work_dir(study, quick) / "teachers"))
     raw.setdefault("data", {})["split_seed"] = seed  # every model of a seed holds out the same data
-    return parse_config(raw, f"study {study.name}: teacher {key!r} (seed {seed})")
+    return resolve_run_paths(parse_config(raw, f"study {study.name}: teacher {key!r} (seed {seed})"))
 
 
 def teacher_path(study: StudyConfig, key: str, seed: int, quick: bool) -> Path:
@@ -158,7 +159,8 @@ def variant_runs(study: StudyConfig, base: dict, quick: bool) -> list[VariantRun
                                                          for t in v.teachers])
                 raw.update(seed=seed, name=f"{study.name}-{v.name}-{objective}-s{seed}", teachers=[pool],
                            run_dir=str(work_dir(study, quick) / "runs"))
-                cfg = parse_config(raw, f"study {study.name}: variant {v.name!r} ({objective}, seed {seed})")
+                cfg = resolve_run_paths(parse_config(raw, f"study {study.name}: variant {v.name!r} ({objective}, "
+                                                          f"seed {seed})"))
                 runs.append(VariantRun(v, objective, seed, cfg))
     return runs
 
@@ -174,6 +176,7 @@ def load_study(path: str | Path, quick: bool = False) -> tuple[StudyConfig, dict
         raise ConfigError(format_errors(err, f"study {path}", StudyConfig)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"study file {path} is not valid YAML: {err}") from None
+    study = study.model_copy(update={"run_dir": str(resolve_output(study.run_dir))})
     base = _base_raw(study, path)
     for key in study.teachers:
         for seed in (study.quick.seeds if quick else study.seeds):

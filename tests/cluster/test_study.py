@@ -1,6 +1,7 @@
-"""``bezier-distill study --quick`` on the 2-D toy: every variant, objective and teacher of the matrix goes through
-the real job (teacher actors, Redis guide store, DeepSpeed student pool in Ray Train) and lands as a row of
-``results.md``; a second call resumes and runs nothing. The numbers are not checked here (tiny runs)."""
+"""``bezier-distill study --quick`` on a two-run cut of the 2-D study: each run goes through the real job (teacher
+actors, Redis guide store, DeepSpeed student pool in Ray Train) and lands as a row of ``results.md`` with its
+claim verdicts; a second call resumes and runs nothing. The numbers are not checked here (tiny runs); every row
+of the shipped matrix is validated without running in ``test_study_config.py``."""
 
 import json
 
@@ -13,14 +14,25 @@ from cluster.study_config import load_study
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(2400)  # 16 runs of the real job: ~40 s each on 2 cores, most of it Ray Train start-up
-def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, request):
-    root = request.config.rootpath
+def two_run_study(root, tmp_path):
+    """The shipped toy study cut to two variants (a one-teacher and a two-teacher one), one objective each."""
     raw = yaml.safe_load((root / "configs" / "study_toy2d.yaml").read_text())
+    keep = {"rf-generated", "cubic-two-solve"}
+    raw["variants"] = [dict(v, objectives=["flow_map"]) for v in raw["variants"] if v["name"] in keep]
+    raw["teachers"] = {k: v for k, v in raw["teachers"].items() if k in ("rf1", "rf1b")}
+    raw["claims"] = [{"text": "Solve guides beat rectified-flow distillation", "better": ["cubic-two-solve"],
+                      "than": ["rf-generated"], "steps": [1, 2]}]
     raw.update(base=str(root / "configs" / "toy2d.yaml"), run_dir=str(tmp_path / "runs"))
     study_file = tmp_path / "study.yaml"
     study_file.write_text(yaml.safe_dump(raw))
+    return study_file
+
+
+@pytest.mark.timeout(900)  # 2 runs of the real job and 2 teachers: ~40 s each on 2 cores
+def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, request):
+    study_file = two_run_study(request.config.rootpath, tmp_path)
     study, _, planned = load_study(study_file, quick=True)
+    assert len(planned) == 2
 
     results = run_study(study_file, quick=True, out_dir=tmp_path / "docs", echo=lambda s: None, show_bar=False)
 
@@ -33,11 +45,10 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
         assert all("sliced_w2" in row and "energy" in row for row in r["rows"])
     nfe = {r["variant"]: r["nfe_per_record"] for r in results["runs"]}
     coupling = 8 * 4  # quick: rk4 with 8 steps
-    assert nfe["rf-generated"] == nfe["linear-inversion"] == coupling
-    assert nfe["quadratic"] == coupling + 1 and nfe["cubic-two"] == nfe["cubic-two-tangent"] == coupling + 2
+    assert nfe["rf-generated"] == coupling
     assert nfe["cubic-two-solve"] == coupling + 2 * 4  # two guides, each a 4-step Euler solve
     assert sorted(t["key"] for t in results["teachers"]) == sorted(study.teachers)
-    assert {t["key"]: t["rectification"] for t in results["teachers"]}["rf2"] == 2
+    assert all(t["rectification"] == 1 for t in results["teachers"])
     # every model of a seed is scored on the same noise against the same floor draw (paired comparisons)
     assert len({json.dumps(x["floor"]) for x in results["teachers"] + results["runs"]}) == 1
 

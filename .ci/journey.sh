@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The user's journey, as the README tells it, run by CI after the install-and-test block (same venv):
+#   1. the quick start block, verbatim, from the clone root (relative paths: runs/smoke/...);
+#   2. the same config from another directory with a relative run_dir and an external redis-server as store.url;
+#   3. the `ray job submit --working-dir .` block, verbatim, from the clone root against a `ray start --head`
+#      cluster with token auth (outputs land under $BEZIER_DISTILL_HOME, as the README says).
+# Each step checks that the files the README promises are there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLONE=$PWD
+WORK=$(mktemp -d /tmp/journey.XXXXXX)
+block() { awk -v m="<!-- ci: $1 -->" '$0 == m {f=1; next} f && /^```/ {n++; if (n==2) exit; next} f && n==1' README.md; }
+need() { for f in "$@"; do [ -s "$f" ] || { echo "journey: missing $f" >&2; exit 1; }; done; }
+elapsed() { echo "journey: $1 took $(( $(date +%s) - $2 ))s"; }
+cleanup() {
+  [ -n "${REDIS_PID:-}" ] && kill "$REDIS_PID" 2>/dev/null || true
+  [ -n "${RAY_STARTED:-}" ] && RAY_ADDRESS= ray stop --force >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+quick=$(block quick-start); [ -n "$quick" ] || { echo "README has no quick-start block" >&2; exit 1; }
+echo "== 1. quick start, from $CLONE:"; echo "$quick"
+t=$(date +%s); bash -euxo pipefail -c "$quick"; elapsed "quick start" "$t"
+need runs/smoke/report.json runs/smoke/samples.png runs/smoke/student/model.safetensors runs/smoke/student_eval.json \
+     runs/smoke/student_grid.png
+python - <<'PY'
+import json
+r = json.load(open("runs/smoke/report.json"))
+assert [row["steps"] for row in r["quality"]["student"]] == [1, 2], r["quality"]["student"]
+assert r["production"]["store"]["produced"] == r["production"]["store"]["acknowledged"] == 512
+PY
+
+echo "== 2. from another directory ($WORK/elsewhere), relative run_dir, external redis-server with a password"
+PORT=$(python -c "from guide_store.embedded import free_port; print(free_port())")
+mkdir -p "$WORK/elsewhere" "$WORK/redis"
+"$(python -c 'from guide_store.embedded import find_redis_server; print(find_redis_server())')" --port "$PORT" \
+  --bind 127.0.0.1 --requirepass journey-pw --dir "$WORK/redis" --appendonly yes --save "" --daemonize no \
+  > "$WORK/redis/log" 2>&1 & REDIS_PID=$!
+t=$(date +%s)
+(cd "$WORK/elsewhere" && bezier-distill run "$CLONE/configs/smoke.yaml" --no-progress \
+   --set "store.url=redis://:journey-pw@127.0.0.1:$PORT/0")
+elapsed "external store run" "$t"
+need "$WORK/elsewhere/runs/smoke/report.json" "$WORK/elsewhere/runs/smoke/student/model.safetensors"
+kill "$REDIS_PID"; REDIS_PID=
+
+echo "== 3. ray job submit --working-dir . to a token-auth cluster"
+export RAY_AUTH_MODE=token BEZIER_DISTILL_HOME="$WORK/home"
+ports=$(python -c "from guide_store.embedded import free_port; print(*[free_port() for _ in range(8)])")
+read -r GCS DASH P1 P2 P3 P4 P5 P6 <<< "$ports"
+ray start --head --port="$GCS" --dashboard-port="$DASH" --include-dashboard=true --num-cpus=4 \
+  --disable-usage-stats --temp-dir=/tmp/rj-ci --node-manager-port="$P1" --object-manager-port="$P2" \
+  --runtime-env-agent-port="$P3" --dashboard-agent-grpc-port="$P4" --dashboard-agent-listen-port="$P5" \
+  --ray-client-server-port="$P6" > "$WORK/ray-start.log" 2>&1 || { cat "$WORK/ray-start.log"; exit 1; }
+RAY_STARTED=1
+export RAY_ADDRESS="http://127.0.0.1:$DASH"
+for _ in $(seq 60); do ray job list >/dev/null 2>&1 && break; sleep 2; done  # the job API comes up after the head
+submit=$(block ray-job); [ -n "$submit" ] || { echo "README has no ray-job block" >&2; exit 1; }
+echo "$submit"
+t=$(date +%s); bash -euxo pipefail -c "$submit"; elapsed "ray job submit" "$t"
+need "$BEZIER_DISTILL_HOME/runs/smoke/report.json" "$BEZIER_DISTILL_HOME/runs/smoke/student/model.safetensors"
+echo "journey: all steps passed"

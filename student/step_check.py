@@ -1,0 +1,72 @@
+"""One real student step, as a rank of the pool would take it, on random control points: the pre-flight check
+that the student's network, objective, precision and DeepSpeed engine work on a device before a run spends
+minutes training teachers. Run it in a fresh process (it sets up a one-rank process group and
+``DS_ACCELERATOR``): ``python -m student.step_check SETTINGS_JSON`` prints one JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import torch
+
+__all__ = ["student_step", "main"]
+
+
+def student_step(payload: dict) -> dict:
+    """Build the engine exactly as ``student.train_loop`` does, for a world of one rank, and take one step of
+    ``student.batch_size`` records. ``payload`` is the worker payload (``config``, ``data_shape``,
+    ``init_checkpoint`` None, ``store_url`` None). Returns the device, precision, parameter dtype, loss and
+    seconds."""
+    start = time.perf_counter()
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed is imported
+        torch.set_num_threads(1)
+    from student.objectives import ObjectiveSettings, objective_loss, path_degree
+    from student.train_loop import _engine
+
+    sc = payload["config"]["student"]
+    engine, _, _, device, dtype = _engine(payload, 1)
+    degree = path_degree(payload["config"]["guides"]["path"])
+    g = torch.Generator().manual_seed(0)
+    shape = (sc["batch_size"], *payload["data_shape"])
+    points = [torch.randn(shape, generator=g).to(device, dtype) for _ in range(degree + 1)]
+    settings = ObjectiveSettings(sc["time_sampling"], sc["endpoint_share"], sc["diagonal_share"])
+    loss = objective_loss(sc["objective"], engine, points, settings, g)
+    engine.backward(loss)
+    engine.step()
+    value = float(loss.detach().float())
+    if not torch.isfinite(torch.tensor(value)):
+        raise RuntimeError(f"the student's first loss is {value}")
+    param = next(engine.module.parameters())
+    return {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "param_dtype":
+            str(param.dtype).replace("torch.", ""), "loss": value, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    payload = json.loads(argv[0])
+    try:
+        result = {"ok": True, **student_step(payload)}
+    except Exception as err:  # reported to the parent as the check's finding, with its type
+        result = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+    print("STEP_CHECK " + json.dumps(result), flush=True)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

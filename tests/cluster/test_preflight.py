@@ -1,0 +1,69 @@
+"""Pre-flight checks against real parts: a real redis-server with a password, a closed port, one real
+DeepSpeed student step in a fresh process, and ``bezier-distill doctor`` / ``run`` as a user calls them."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from cluster.cli import main
+from cluster.config import load_config
+from cluster.preflight import PreflightError, preflight, store_check
+from guide_store.embedded import EmbeddedRedis, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def locked_redis(tmp_path_factory):
+    with EmbeddedRedis(tmp_path_factory.mktemp("locked"), password="s3cret", fsync="no") as server:
+        yield server
+
+
+def _cfg(tmp_path, *overrides):
+    return load_config(REPO / "configs" / "smoke.yaml", [f"run_dir={tmp_path}", *overrides])
+
+
+def test_store_check_names_store_url_and_hides_the_password(tmp_path, locked_redis):
+    good = store_check(_cfg(tmp_path, f"store.url={locked_redis.url}"))
+    assert good.ok and "answers" in good.detail and "s3cret" not in good.detail
+    wrong = locked_redis.url.replace("s3cret", "wrong")
+    start = time.monotonic()
+    bad = store_check(_cfg(tmp_path, f"store.url={wrong}"))
+    assert bad.ok is False and "store.url" in bad.detail and "wrong" not in bad.detail and "password" in bad.fix
+    none = store_check(_cfg(tmp_path, f"store.url=redis://127.0.0.1:{locked_redis.port}/0"))
+    assert none.ok is False and "store.url" in none.detail
+    closed = store_check(_cfg(tmp_path, f"store.url=redis://127.0.0.1:{free_port()}/0"))
+    assert closed.ok is False and "no Redis answers" in closed.detail
+    assert time.monotonic() - start < 15
+
+
+def test_preflight_runs_a_real_student_step(tmp_path):
+    checks = preflight(_cfg(tmp_path), echo=lambda s: None)
+    step = checks[-1]
+    assert step.name == "student step" and step.ok, step
+    assert "on cpu in float32" in step.detail
+
+
+def test_run_stops_before_any_teacher_trains_on_a_bad_store(tmp_path, capsys):
+    start = time.monotonic()
+    code = main(["run", str(REPO / "configs" / "smoke.yaml"), "--no-progress", "--set", f"run_dir={tmp_path}",
+                 "--set", f"store.url=redis://127.0.0.1:{free_port()}/0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pre-flight check failed" in err and "store.url" in err and "fix:" in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "smoke" / "teacher").exists()
+    assert time.monotonic() - start < 60
+
+
+def test_doctor_prints_every_check(capsys):
+    assert main(["doctor", str(REPO / "configs" / "toy2d.yaml")]) == 0
+    out = capsys.readouterr().out
+    for name in ("versions", "devices", "ray", "store", "student step"):
+        assert f"] {name}:" in out, out
+    assert "no problems found" in out
+
+
+def test_doctor_with_a_bad_config_names_the_key(capsys):
+    assert main(["doctor", str(REPO / "configs" / "toy2d.yaml"), "--set", "student.objective=nope"]) == 2
+    assert "student.objective" in capsys.readouterr().err

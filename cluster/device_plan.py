@@ -13,18 +13,16 @@ share the rest of every GPU.
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from cluster.config import PRECISIONS, ConfigError, RunConfig
 
 __all__ = ["StagePlan", "DevicePlan", "resolve_device", "resolve_precision", "student_precision_setting",
-           "precision_dtype", "autocast", "pool_gpus", "STUDENT_GPU_SHARE"]
+           "pool_gpus", "STUDENT_GPU_SHARE"]
 
 STUDENT_GPU_SHARE = 0.75
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_precision(requested: str, key: str, on_gpu: bool, bf16_supported: bool = True) -> str:
@@ -54,17 +52,6 @@ def student_precision_setting(cfg: RunConfig) -> tuple[str, str]:
     return cfg.precision, "precision"
 
 
-def precision_dtype(precision: str) -> torch.dtype:
-    return _DTYPES[precision]
-
-
-def autocast(device: torch.device, precision: str):
-    """``torch.autocast`` to bf16/fp16 on ``device`` (weights stay fp32); a no-op context for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
-
-
 @dataclass(frozen=True)
 class StagePlan:
     """One stage: its device (``cpu``/``cuda``), its precision (``fp32``/``bf16``/``fp16``), the GPUs each of
@@ -74,9 +61,23 @@ class StagePlan:
     precision: str
     gpus: float = 0.0
     precision_key: str = "precision"
+    requested: str = "auto"
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StagePlan":
+        return cls(**d)
+
+    def place(self) -> tuple[torch.device, str]:
+        """The device and precision this process actually uses for the stage: the planned GPU when one is
+        visible here (else the CPU), and the requested precision resolved again on it (a GPU without bf16
+        turns ``auto`` into fp32)."""
+        on_gpu = self.device == "cuda" and torch.cuda.is_available()
+        precision = resolve_precision(self.requested, self.precision_key, on_gpu,
+                                      on_gpu and torch.cuda.is_bf16_supported())
+        return torch.device("cuda" if on_gpu else "cpu"), precision
 
 
 @dataclass(frozen=True)
@@ -106,14 +107,16 @@ def _own_teacher_count(cfg: RunConfig) -> int:
     return max(1, len(refs))
 
 
-def _check_cpu_only(cfg: RunConfig) -> None:
+def _check_cpu_only(cfg: RunConfig, cluster_gpus: float) -> None:
+    """GPUs asked for explicitly while the run computes on the CPU: an error, not a silent hang in Ray."""
+    why = f"the run computes on the CPU (device: {cfg.device}, the cluster has {cluster_gpus:g} GPUs)"
     if cfg.student.gpus_per_worker > 0:
-        raise ConfigError(f"student.gpus_per_worker: {cfg.student.gpus_per_worker} with device: cpu; "
-                          "set device: auto or cuda, or gpus_per_worker: 0")
+        raise ConfigError(f"student.gpus_per_worker: {cfg.student.gpus_per_worker:g} but {why}; "
+                          "set it to 0, or device: auto/cuda on a cluster with GPUs")
     for pool in cfg.teachers:
         if pool.num_gpus > 0:
-            raise ConfigError(f"teachers[{pool.name}].num_gpus: {pool.num_gpus} with device: cpu; "
-                              "set device: auto or cuda, or num_gpus: 0")
+            raise ConfigError(f"teachers[{pool.name}].num_gpus: {pool.num_gpus:g} but {why}; "
+                              "set it to 0, or device: auto/cuda on a cluster with GPUs")
 
 
 def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
@@ -132,10 +135,10 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
     dev = "cuda" if on_gpu else "cpu"
     run_precision = resolve_precision(cfg.precision, "precision", on_gpu)
     requested, key = student_precision_setting(cfg)
-    student = StagePlan(dev, resolve_precision(requested, key, on_gpu), precision_key=key)
-    shared = StagePlan(dev, run_precision)
+    student = StagePlan(dev, resolve_precision(requested, key, on_gpu), precision_key=key, requested=requested)
+    shared = StagePlan(dev, run_precision, requested=cfg.precision)
     if not on_gpu:
-        _check_cpu_only(cfg)
+        _check_cpu_only(cfg, cluster_gpus)
         return DevicePlan(cluster_gpus, shared, shared, student, shared, cfg.student.workers)
     notes = []
     workers = cfg.student.workers
@@ -147,8 +150,8 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
     actor_gpus = min(1 - STUDENT_GPU_SHARE, (1 - STUDENT_GPU_SHARE) * cluster_gpus / replicas)
     return DevicePlan(
         cluster_gpus,
-        teacher_training=StagePlan(dev, run_precision, min(1.0, cluster_gpus / _own_teacher_count(cfg))),
-        guides=StagePlan(dev, run_precision, round(actor_gpus, 4)),
-        student=StagePlan(dev, student.precision, cfg.student.gpus_per_worker or STUDENT_GPU_SHARE, key),
-        evaluation=StagePlan(dev, run_precision, 0.0),
+        teacher_training=replace(shared, gpus=min(1.0, cluster_gpus / _own_teacher_count(cfg))),
+        guides=replace(shared, gpus=round(actor_gpus, 4)),
+        student=replace(student, gpus=cfg.student.gpus_per_worker or STUDENT_GPU_SHARE),
+        evaluation=shared,
         student_workers=workers, notes=tuple(notes))

@@ -124,9 +124,10 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
 
     ``device: cuda`` with no GPU is a ``ConfigError`` (raised before any work). With GPUs (``cuda``, or
     ``auto`` and at least one): teacher training tasks take one GPU each (a share when there are more
-    teachers than GPUs), each teacher actor a share of ``1 - STUDENT_GPU_SHARE`` of the GPUs (a pool with
-    an explicit ``teachers[].num_gpus`` keeps it: ``pool_gpus``), each student rank ``STUDENT_GPU_SHARE`` (or ``student.gpus_per_worker``)
-    and the student's workers are capped at the GPU count. Evaluation runs in the driver on a GPU.
+    teachers than GPUs); each teacher actor a share of ``1 - STUDENT_GPU_SHARE`` of the GPUs (a pool with
+    an explicit ``teachers[].num_gpus`` keeps it: ``pool_gpus``); each student rank ``STUDENT_GPU_SHARE``
+    (or ``student.gpus_per_worker``), and the student's workers are capped at the GPU count. Evaluation
+    runs in the driver, on its GPU.
     """
     if cfg.device == "cuda" and cluster_gpus < 1:
         raise ConfigError(f"device: cuda was asked for but the Ray cluster has {cluster_gpus:g} GPUs; "

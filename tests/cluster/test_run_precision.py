@@ -52,3 +52,12 @@ def test_bf16_run_on_cpu_records_bf16_for_every_stage(ray_cluster, tmp_path):
     plan = on_disk["device_plan"]
     assert plan["cluster_gpus"] == 0 and plan["student"]["precision"] == "bf16" and plan["student_workers"] == 1
     assert all(r["sliced_w2"] == r["sliced_w2"] for r in on_disk["quality"]["student"])  # finite numbers
+
+
+def test_device_cuda_without_a_gpu_is_a_config_error_before_any_work(ray_cluster, tmp_path):
+    from cluster.config import ConfigError
+
+    cfg = tiny_bf16_run(tmp_path).model_copy(update={"device": "cuda"})
+    with pytest.raises(ConfigError, match="device: cuda .* 0 GPUs"):
+        run(cfg, echo=lambda s: None, show_bar=False)
+    assert not cfg.teacher_path.exists()

@@ -39,7 +39,7 @@ from student.guide_feed import GuideFeed, consumer_name, open_source
 from student.replay import ReplayPool
 from teachers.precision import precision_dtype
 
-__all__ = ["train_student_worker", "id_runs", "merge_runs"]
+__all__ = ["train_student_worker", "build_engine", "student_precision", "id_runs", "merge_runs"]
 
 
 def id_runs(ids: list[int]) -> list[list[int]]:

@@ -343,15 +343,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
+    import torch
+
     from cluster.config import load_config
-    from cluster.preflight import config_checks, data_shape_of, environment_checks, format_checks, student_step_check
+    from cluster.device_plan import resolve_device
+    from cluster.preflight import (config_checks, data_shape_of, environment_checks, format_checks, plan_check,
+                                   student_step_check)
 
     checks = environment_checks()
     print(format_checks(checks), flush=True)
     if args.config:
         cfg = load_config(args.config, args.overrides)
-        more = config_checks(cfg)
-        more.append(student_step_check(cfg, data_shape_of(cfg)))
+        plan = resolve_device(cfg, torch.cuda.device_count())  # this machine's GPUs
+        more = [plan_check(plan), *config_checks(cfg)]
+        more.append(student_step_check(cfg, data_shape_of(cfg), plan))
         print(format_checks(more))
         checks += more
     failed = [c for c in checks if c.ok is False]

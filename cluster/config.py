@@ -19,9 +19,15 @@ from cluster.paths import resolve_run_paths
 from teachers.conventions import DEFAULT_CONVENTION, check_convention
 
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig", "StudentConfig",
-           "load_config", "parse_config", "apply_overrides", "format_errors", "Section"]
+           "load_config", "parse_config", "apply_overrides", "format_errors", "Section", "Precision", "Device",
+           "PRECISIONS", "DEVICES"]
 
 Solver = Literal["euler", "heun", "rk4", "adaptive"]
+# the allowed values of the run's ``precision``/``student.precision`` and ``device`` settings, declared once
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+DEVICES: tuple[str, ...] = get_args(Device)
 
 
 class ConfigError(ValueError):
@@ -180,8 +186,8 @@ class StudentConfig(Section):
     gpus_per_worker: float = Field(0.0, ge=0.0)
     threads: int = Field(1, ge=1, le=256, description="torch threads per worker on CPU")
     zero_stage: int = Field(1, ge=0, le=2)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on GPUs that support it, else fp32; CPU always runs fp32")
+    precision: Precision = Field(
+        "auto", description="auto: the run's precision; fp32, bf16 or fp16 overrides it for the student only")
     checkpoint_every: int = Field(200, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0, le=1000)
@@ -216,6 +222,10 @@ class RunConfig(Section):
     student: StudentConfig = StudentConfig()
     namespace: str = Field("bezier-distill", pattern=r"^[A-Za-z0-9_.-]+$")
     max_restarts: int = Field(3, ge=0, le=1000)
+    device: Device = Field("auto", description="auto: the cluster's GPUs when it has any, else the CPU; "
+                           "applies to teacher training, guide production, the student and evaluation")
+    precision: Precision = Field("auto", description="auto: bf16 on GPUs that support it, fp32 on the CPU; "
+                                 "bf16 also trains on the CPU; fp16 needs a GPU")
 
     @model_validator(mode="after")
     def _guides_match_teachers(self) -> "RunConfig":

@@ -171,6 +171,8 @@ class Controller:
                 del self.assigned[block]
             self.done.setdefault(block, name)
             self.workers[name]["blocks"] += 1
+            # what the actor computed with, for the run report
+            self.workers[name].update({k: info[k] for k in ("device", "precision") if k in info})
             self.done_times.append(time.time())
 
     def worker_idle(self, name: str) -> None:

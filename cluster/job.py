@@ -31,7 +31,8 @@ from pathlib import Path
 from cluster.paths import resolve_run_paths
 from cluster.preflight import PreflightError, preflight
 
-__all__ = ["main", "run", "resolve_teachers", "run_production", "own_teacher_paths", "teacher_raw", "train_teachers"]
+__all__ = ["main", "run", "resolve_teachers", "run_production", "own_teacher_paths", "teacher_raw", "train_teachers",
+           "stages_used"]
 
 STAGES = ("guides", "student", "eval")
 
@@ -65,51 +66,61 @@ def teacher_raw(cfg, seed: int) -> dict:
     return {**raw, "seed": seed}
 
 
-def train_teachers(jobs: dict[str, dict], echo=print) -> float:
+def train_teachers(jobs: dict[str, dict], echo=print, stage=None) -> float:
     """Train teachers ``{out_dir: raw config}``: Ray tasks, at most one per core at a time, when Ray is up
-    (their reported training times stay honest); in this process otherwise. Returns the wall seconds."""
+    (their reported training times stay honest); in this process otherwise. ``stage``: the run plan's
+    teacher-training ``StagePlan`` (its GPUs per task; default: each teacher resolves its own plan).
+    Returns the wall seconds."""
     start = time.perf_counter()
     import ray
 
+    stage_dict = stage.as_dict() if stage is not None else None
     if not ray.is_initialized():
         for out_dir, raw in jobs.items():
-            _train_teacher_task(raw, out_dir)
+            _train_teacher_task(raw, out_dir, stage_dict)
         return time.perf_counter() - start
-    task, pending = ray.remote(num_cpus=1)(_train_teacher_task), []
+    gpus = stage.gpus if stage is not None else 0
+    task, pending = ray.remote(num_cpus=1, num_gpus=gpus)(_train_teacher_task), []
     for out_dir, raw in jobs.items():
         if len(pending) >= (os.cpu_count() or 1):
             _, pending = ray.wait(pending, num_returns=1)
-        pending.append(task.remote(raw, out_dir))
+        pending.append(task.remote(raw, out_dir, stage_dict))
         echo(f"training teacher {out_dir}")
     ray.get(pending)
     return time.perf_counter() - start
 
 
-def _train_teacher_task(raw: dict, out_dir: str) -> str:
+def _train_teacher_task(raw: dict, out_dir: str, stage: dict | None = None) -> str:
     import torch
 
     from cluster.config import parse_config
+    from cluster.device_plan import StagePlan
     from teachers.train_teacher import train_teacher
 
     torch.set_num_threads(1)
-    train_teacher(parse_config(raw), out_dir=out_dir, progress=False, echo=lambda *_: None)
+    train_teacher(parse_config(raw), out_dir=out_dir, progress=False, echo=lambda *_: None,
+                  stage=StagePlan.from_dict(stage) if stage is not None else None)
     return out_dir
 
 
-def resolve_teachers(cfg, echo=print):
+def resolve_teachers(cfg, echo=print, plan=None):
     """The run's teacher pools with ``self``/``self:K`` resolved to checkpoint paths; missing ones are trained
-    first (as parallel Ray tasks when Ray is up, else here). With no pools configured, one pool on ``self``."""
+    first (as parallel Ray tasks when Ray is up, else here). With no pools configured, one pool on ``self``.
+    With a ``plan`` (``cluster.device_plan.DevicePlan``), teachers train on its devices and each pool's
+    actors ask for its GPUs (an explicit ``teachers[].num_gpus`` kept)."""
     from cluster.config import TeacherPoolConfig
+    from cluster.device_plan import pool_gpus
 
     own = own_teacher_paths(cfg)
     missing = {ref: v for ref, v in own.items() if not (v[0] / "model.json").is_file()}
     if missing:
         echo(f"training {len(missing)} teacher(s): " + ", ".join(f"{r} -> {p}" for r, (p, _) in missing.items()))
         seconds = train_teachers({str(path): teacher_raw(cfg, seed) for path, seed in missing.values()},
-                                 echo=lambda *_: None)
+                                 echo=lambda *_: None, stage=plan.teacher_training if plan else None)
         echo(f"teachers trained in {seconds:.1f}s")
     pools = cfg.teachers or [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
-    pools = [p.model_copy(update={"checkpoints": [str(own[c][0]) if c in own else c for c in p.checkpoints]})
+    pools = [p.model_copy(update={"checkpoints": [str(own[c][0]) if c in own else c for c in p.checkpoints],
+                                  **({"num_gpus": pool_gpus(plan, p.num_gpus)} if plan else {})})
              for p in pools]
     return cfg.model_copy(update={"teachers": pools})
 
@@ -207,7 +218,7 @@ def _student_init(cfg, echo) -> str | None:
 
 
 def _produce_and_train(cfg, url: str | None, stop_after: str, echo, show_bar: bool,
-                       data_shape: tuple[int, ...]) -> tuple[dict, dict | None]:
+                       data_shape: tuple[int, ...], plan=None) -> tuple[dict, dict | None]:
     """Teacher actors fill the store while the student pool consumes it; returns (production, training)."""
     import ray
 
@@ -216,7 +227,7 @@ def _produce_and_train(cfg, url: str | None, stop_after: str, echo, show_bar: bo
 
     init = _student_init(cfg, echo)
     if cfg.student.source == "parquet":
-        return {}, run_student_pool(cfg, None, data_shape, init, echo)
+        return {}, run_student_pool(cfg, None, data_shape, init, echo, plan)
     start = time.perf_counter()
     _clear_previous_attempt(cfg, url, echo)
     controller = start_controller(cfg, url)
@@ -228,7 +239,7 @@ def _produce_and_train(cfg, url: str | None, stop_after: str, echo, show_bar: bo
             report = _progress(cfg, controller, echo, show_bar)
         else:
             with _Production(cfg, controller, echo, show_bar) as production:
-                training = run_student_pool(cfg, url, data_shape, init, echo)
+                training = run_student_pool(cfg, url, data_shape, init, echo, plan)
                 production.stop.set()
             if production.error is not None:
                 raise production.error
@@ -299,6 +310,8 @@ def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dic
     import ray
 
     from cluster.config import dump_config
+    from cluster.device_plan import resolve_device
+    from cluster.provenance import provenance
     from guide_store.open_store import run_redis_url
     from student.run_report import evaluate_run, quality_table
     from teachers.models import model_data_shape
@@ -315,16 +328,18 @@ def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dic
         ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=cfg.namespace, log_to_driver=False,
                  **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": local_cpus(cfg)}))
     timings = {}
+    teacher_seeds = {str(path): seed for path, seed in own_teacher_paths(cfg).values()}
     try:
+        plan = resolve_device(cfg, ray.cluster_resources().get("GPU", 0))  # a ConfigError before any work
         check_shared_run_dir(cfg.run_path, echo)
-        preflight(cfg, echo)
+        preflight(cfg, plan, echo)
         t = time.perf_counter()
-        cfg = resolve_teachers(cfg, echo)
+        cfg = resolve_teachers(cfg, echo, plan)
         timings["teachers_s"] = round(time.perf_counter() - t, 2)
         data_shape = model_data_shape(cfg.teachers[0].checkpoints[0])
         t = time.perf_counter()
         with run_redis_url(cfg.name, cfg.redis_path, cfg.store.url, fsync=cfg.store.fsync) as url:
-            production, training = _produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape)
+            production, training = _produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape, plan)
         timings["guides_and_student_s"] = round(time.perf_counter() - t, 2)
     finally:
         if started_ray:
@@ -334,17 +349,39 @@ def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dic
         t = time.perf_counter()
         echo("evaluating teachers and student ...")
         report["quality"] = evaluate_run(cfg, [p.checkpoints[0] for p in cfg.teachers]
-                                         + [c for p in cfg.teachers for c in p.checkpoints[1:]], echo)
+                                         + [c for p in cfg.teachers for c in p.checkpoints[1:]], echo,
+                                         plan.evaluation)
         timings["eval_s"] = round(time.perf_counter() - t, 2)
         echo(quality_table(report["quality"]))
     timings["total_s"] = round(time.perf_counter() - start, 2)
     report["timings"] = timings
+    report["device_plan"] = plan.as_dict()
+    report["stages"] = stages_used(cfg, report)
+    report["provenance"] = provenance(cfg, teacher_seeds)
     report["config"] = cfg.model_dump(mode="json")
     if stop_after != "guides":
         (cfg.run_path / "report.json").write_text(json.dumps(report, indent=2))
         echo(f"run {cfg.name} finished in {timings['total_s']:.0f}s; results in {cfg.run_path} "
              f"(report: {cfg.run_path / 'report.json'})")
     return report
+
+
+def stages_used(cfg, report: dict) -> dict:
+    """The device and precision each stage actually used: teacher training (from each teacher's
+    ``train_report.json``; ``None`` for a teacher trained elsewhere), guide production (per teacher actor),
+    the student (its ranks' parameter dtype too) and evaluation. Takes evaluation's ``used`` out of the
+    quality table."""
+    teachers = {}
+    for path in dict.fromkeys(c for p in cfg.teachers for c in p.checkpoints):
+        train_report = Path(path) / "train_report.json"
+        used = json.loads(train_report.read_text()) if train_report.is_file() else {}
+        teachers[path] = {k: used[k] for k in ("device", "precision") if k in used} or None
+    workers = (report.get("production") or {}).get("workers", {})
+    training = report.get("student_training") or {}
+    return {"teacher_training": teachers,
+            "guides": {name: {k: w.get(k) for k in ("device", "precision")} for name, w in workers.items()},
+            "student": {k: training.get(k) for k in ("device", "precision", "parameter_dtype", "workers")},
+            "evaluation": report.get("quality", {}).pop("used", None)}
 
 
 def run_production(cfg, echo=print, show_bar: bool = True) -> dict:

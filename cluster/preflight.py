@@ -20,10 +20,11 @@ from typing import Callable
 import torch
 
 from cluster.config import RunConfig
+from cluster.device_plan import DevicePlan
 from guide_store.embedded import find_redis_server
 from teachers.train_teacher import load_run_data
 
-__all__ = ["Check", "PreflightError", "environment_checks", "config_checks", "student_step_check",
+__all__ = ["Check", "PreflightError", "environment_checks", "config_checks", "plan_check", "student_step_check",
            "format_checks", "preflight", "step_payload"]
 
 
@@ -144,10 +145,19 @@ def _redact(url: str) -> str:
     return f"{scheme}://{user + ':' if user else ':'}***@{host}"
 
 
-def step_payload(cfg: RunConfig, data_shape: tuple[int, ...]) -> dict:
-    """What a student worker receives, without a store or an initial checkpoint."""
+def step_payload(cfg: RunConfig, data_shape: tuple[int, ...], device: str) -> dict:
+    """What a student worker receives, without a store or an initial checkpoint; and its device."""
     return {"config": cfg.model_dump(mode="json"), "store_url": None, "data_shape": list(data_shape),
-            "init_checkpoint": None}
+            "init_checkpoint": None, "device": device}
+
+
+def plan_check(plan: DevicePlan) -> Check:
+    """The device and precision each stage will use (``auto`` resolved)."""
+    stages = {"teacher training": plan.teacher_training, "guides": plan.guides, "student": plan.student,
+              "evaluation": plan.evaluation}
+    detail = "; ".join(f"{name} {s.device}/{s.precision}" for name, s in stages.items())
+    notes = f" ({'; '.join(plan.notes)})" if plan.notes else ""
+    return Check("plan", None, f"{detail}; {plan.student_workers} student worker(s){notes}")
 
 
 def data_shape_of(cfg: RunConfig) -> tuple[int, ...]:
@@ -155,12 +165,17 @@ def data_shape_of(cfg: RunConfig) -> tuple[int, ...]:
     return load_run_data(cfg).data_shape
 
 
-def student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], timeout_s: float = 120.0) -> Check:
-    """One real student step in a fresh process (``student.step_check``), on this machine's device."""
+def student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], plan: DevicePlan,
+                       timeout_s: float = 120.0) -> Check:
+    """One real student step in a fresh process (``student.step_check``), on the student's device of the
+    plan, in its precision."""
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "student.step_check", json.dumps(step_payload(cfg, data_shape))]
+    device = plan.student.device
+    cmd = [sys.executable, "-m", "student.step_check", json.dumps(step_payload(cfg, data_shape, device))]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                                      os.environ.get("PYTHONPATH")]))}
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # the step on the CPU even where a GPU is visible
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
@@ -177,7 +192,7 @@ def _step_result(stdout: str, stderr: str, seconds: float) -> Check:
     result = json.loads(line[len("STEP_CHECK "):])
     if not result["ok"]:
         return Check("student step", False, result["error"], _step_fix(result["error"]))
-    return Check("student step", True, f"one step of the student on {result['device']} in {result['dtype']} "
+    return Check("student step", True, f"one step of the student on {result['device']} in {result['precision']} "
                  f"(parameters {result['param_dtype']}), loss {result['loss']:.3g}, {seconds:.1f} s")
 
 
@@ -210,14 +225,13 @@ def format_checks(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-def preflight(cfg: RunConfig, echo: Callable[[str], None] = print,
-              step: Callable[[RunConfig], Check] | None = None) -> list[Check]:
-    """What ``run`` checks before any teacher trains: the store, then one student step (``step``, by default
-    in a fresh local process). Raises ``PreflightError`` with every failure and its fix."""
+def preflight(cfg: RunConfig, plan: DevicePlan, echo: Callable[[str], None] = print) -> list[Check]:
+    """What ``run`` checks before any teacher trains: the store, then one student step on the plan's
+    student device (in a fresh local process). Raises ``PreflightError`` with every failure and its fix."""
     start = time.perf_counter()
     checks = config_checks(cfg)
     if all(c.ok is not False for c in checks):
-        checks.append(step(cfg) if step else student_step_check(cfg, data_shape_of(cfg)))
+        checks.append(student_step_check(cfg, data_shape_of(cfg), plan))
     failed = [c for c in checks if c.ok is False]
     if failed:
         raise PreflightError("pre-flight check failed, nothing was run:\n" + format_checks(failed))

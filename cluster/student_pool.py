@@ -13,6 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
+from cluster.device_plan import DevicePlan, resolve_device
+
 __all__ = ["run_student_pool", "consumption_audit"]
 
 
@@ -35,9 +37,12 @@ def consumption_audit(checkpoint_dir: str | Path, world_size: int) -> dict:
 
 
 def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], init_checkpoint: str | None,
-                     echo=print) -> dict:
-    """Train the student with ``cfg.student.workers`` DeepSpeed ranks; returns a summary, and leaves the
-    exported student in ``cfg.student_path`` and the training log in ``RUN/metrics.jsonl``."""
+                     echo=print, plan: DevicePlan | None = None) -> dict:
+    """Train the student with ``plan.student_workers`` DeepSpeed ranks (``plan``: the run's device plan,
+    by default resolved for the Ray cluster's GPUs); returns a summary, with the device, precision and
+    parameter dtype the ranks trained with, and leaves the exported student in ``cfg.student_path`` and the
+    training log in ``RUN/metrics.jsonl``."""
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -45,19 +50,24 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
     from student.train_loop import train_student_worker
 
     sc = cfg.student
-    use_gpu = sc.gpus_per_worker > 0
-    resources = {"CPU": sc.cpus_per_worker, **({"GPU": sc.gpus_per_worker} if use_gpu else {})}
+    plan = plan or resolve_device(cfg, ray.cluster_resources().get("GPU", 0))
+    for note in plan.notes:
+        echo(note)
+    workers, gpus = plan.student_workers, plan.student.gpus
+    use_gpu = plan.student.device == "cuda"
+    resources = {"CPU": sc.cpus_per_worker, **({"GPU": gpus} if use_gpu else {})}
     storage = sc.storage_path or str((cfg.run_path / "train").resolve())
     payload = {"config": cfg.model_dump(mode="json"), "store_url": store_url, "data_shape": list(data_shape),
                "init_checkpoint": init_checkpoint}
     trainer = TorchTrainer(
         train_student_worker, train_loop_config=payload,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=sc.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name=f"{cfg.name}-student-{int(time.time())}", storage_path=storage,
                              failure_config=FailureConfig(max_failures=sc.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=sc.keep_checkpoints)))
-    echo(f"student pool: {sc.workers} DeepSpeed worker(s) (ZeRO {sc.zero_stage}), objective {sc.objective}, "
+    echo(f"student pool: {workers} DeepSpeed worker(s) (ZeRO {sc.zero_stage}, {plan.student.device}, "
+         f"{plan.student.precision}), objective {sc.objective}, "
          f"{sc.steps} steps of {sc.batch_size} records per rank; checkpoints in {storage}")
     start = time.perf_counter()
     result = trainer.fit()
@@ -70,7 +80,7 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
             shutil.rmtree(cfg.student_path)
         shutil.copytree(d / "student", cfg.student_path)
         shutil.copyfile(d / "metrics.jsonl", cfg.run_path / "metrics.jsonl")
-        audit = consumption_audit(d, sc.workers)
+        audit = consumption_audit(d, workers)
         resumes = read_rank_meta(rank_file(d, 0))["extra"].get("resumes", 0)
     history = [json.loads(line) for line in (cfg.run_path / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in history if "loss" in r]
@@ -78,4 +88,5 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
     return {"seconds": round(seconds, 2), "steps": final["step"], "records_consumed": final["records_consumed"],
             "guide_wait_s_rank0": final["guide_wait_s"], "final_loss": logged[-1]["loss"] if logged else None,
             "first_loss": logged[0]["loss"] if logged else None, "consumption": audit, "resumes": resumes,
-            "checkpoint": str(result.checkpoint.path), "storage": storage}
+            "checkpoint": str(result.checkpoint.path), "storage": storage, "workers": workers,
+            **{k: final.get(k) for k in ("device", "precision", "parameter_dtype")}}

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["EXTRACTOR_NAME", "DigitsClassifier", "DigitsFeatureExtractor", "ensure_registered",
-           "classifier_path", "load_or_train_classifier", "to_uint8"]
+           "classifier_path", "load_or_train_classifier", "prepare_extractor", "to_uint8"]
 
 EXTRACTOR_NAME = "digits-classifier"
 _VERSION = 1
@@ -74,20 +74,22 @@ def _train_classifier(epochs: int = 30, seed: int = 0) -> tuple[DigitsClassifier
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # fixed reduction order: the same weights on every machine
     try:
-        torch.manual_seed(seed)
-        g = torch.Generator().manual_seed(seed)
-        model = DigitsClassifier()
-        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-        for _ in range(epochs):
-            perm = torch.randperm(split.train.shape[0], generator=g)
-            for i in range(0, perm.numel(), 64):
-                idx = perm[i:i + 64]
-                x = split.train[idx]
-                x = x + 0.05 * torch.randn(x.shape, generator=g)  # light noise: features robust to sampler noise
-                loss = nn.functional.cross_entropy(model(x)[1], y_train[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        # gradients on even when the first use comes from inside an evaluation's torch.no_grad()
+        with torch.enable_grad():
+            torch.manual_seed(seed)
+            g = torch.Generator().manual_seed(seed)
+            model = DigitsClassifier()
+            opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+            for _ in range(epochs):
+                perm = torch.randperm(split.train.shape[0], generator=g)
+                for i in range(0, perm.numel(), 64):
+                    idx = perm[i:i + 64]
+                    x = split.train[idx]
+                    x = x + 0.05 * torch.randn(x.shape, generator=g)  # light noise: features robust to sampler noise
+                    loss = nn.functional.cross_entropy(model(x)[1], y_train[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
         model.eval()
         with torch.no_grad():
             accuracy = (model(split.held_out)[1].argmax(1) == y_test).float().mean().item()
@@ -152,6 +154,13 @@ def _extractor_class():
             return tuple(found[name] for name in self.features_list)
 
     return DigitsFeatureExtractor
+
+
+def prepare_extractor(name: str) -> None:
+    """Train and cache the digits classifier now if ``name`` is it and it is not cached, so that the first
+    FID does not train it in the middle of sampling."""
+    if name == EXTRACTOR_NAME:
+        load_or_train_classifier()
 
 
 def ensure_registered() -> type:

@@ -9,17 +9,19 @@ with the same reference, so it is what a perfect sampler would score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from student.digits_features import prepare_extractor
 from student.distances import energy_distance, sliced_wasserstein
 from teachers.data import DataSplit
+from teachers.precision import autocast
 from teachers.solvers import Solution
 
-__all__ = ["Sampler", "QualitySettings", "quality", "evaluate_sampler", "noise_for_eval"]
+__all__ = ["Sampler", "QualitySettings", "quality", "evaluate_sampler", "noise_for_eval", "sampler_on"]
 
 Sampler = Callable[[Tensor, int], Solution]  # (noise (N, *D), steps) -> samples and NFE
 
@@ -31,6 +33,7 @@ class QualitySettings:
     kid_subset_size: int = 200
     slices: int = 256
     seed: int = 0
+    device: str = "cpu"  # where torch-fidelity computes image features (cpu or cuda)
 
 
 class _TensorDataset(torch.utils.data.Dataset):
@@ -62,7 +65,7 @@ def _image_quality(x: Tensor, ref: Tensor, settings: QualitySettings) -> dict[st
     metrics = torch_fidelity.calculate_metrics(
         input1=_TensorDataset(x, channels), input2=_TensorDataset(ref, channels),
         fid=True, kid=True, feature_extractor=settings.feature_extractor,
-        kid_subset_size=subset, kid_subsets=50, cuda=torch.cuda.is_available(),
+        kid_subset_size=subset, kid_subsets=50, cuda=settings.device == "cuda",
         cache=False, save_cpu_ram=True, verbose=False, rng_seed=settings.seed,
     )
     return {"fid": float(metrics["frechet_inception_distance"]),
@@ -73,6 +76,18 @@ def _image_quality(x: Tensor, ref: Tensor, settings: QualitySettings) -> dict[st
 def _vector_quality(x: Tensor, ref: Tensor, settings: QualitySettings) -> dict[str, float]:
     return {"sliced_w2": sliced_wasserstein(x, ref, settings.slices, settings.seed),
             "energy": energy_distance(x, ref, seed=settings.seed)}
+
+
+def sampler_on(sampler: Sampler, device: torch.device, precision: str) -> Sampler:
+    """``sampler`` (whose model lives on ``device``) fed CPU noise and run under ``precision`` autocast; its
+    samples come back as fp32 on the CPU, so distances never depend on where they were drawn."""
+
+    def sample(noise: Tensor, steps: int) -> Solution:
+        with torch.no_grad(), autocast(device, precision):
+            sol = sampler(noise.to(device), steps)
+        return replace(sol, x=sol.x.float().cpu())
+
+    return sample
 
 
 def quality(x: Tensor, data: DataSplit, settings: QualitySettings) -> dict[str, float]:
@@ -102,6 +117,8 @@ def evaluate_sampler(sampler: Sampler, data: DataSplit, steps: list[int | None],
     measured with the same sample size as the rows. A step count of ``None``
     means the sampler chooses (an adaptive solver).
     """
+    if data.is_image:
+        prepare_extractor(settings.feature_extractor)  # a first use trains it: not inside the sampling
     n = min(settings.n_samples, data.train.shape[0])
     noise = noise_for_eval(n, data.data_shape, settings.seed)
     rows = []

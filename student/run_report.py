@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from student.evaluation import QualitySettings, evaluate_sampler, format_row, noise_for_eval
+import torch
+
+from cluster.device_plan import StagePlan, resolve_device
+from student.evaluation import QualitySettings, evaluate_sampler, format_row, noise_for_eval, sampler_on
 from student.networks import student_sampler
 from teachers.checkpoint import load_checkpoint
 from teachers.conventions import DEFAULT_CONVENTION
@@ -14,35 +17,41 @@ from teachers.conventions import DEFAULT_CONVENTION
 __all__ = ["evaluate_run", "quality_table", "quality_settings"]
 
 
-def quality_settings(cfg, seed: int | None = None) -> QualitySettings:
-    """The run's evaluation settings; ``seed`` (noise and floor draw) defaults to the run's seed."""
+def quality_settings(cfg, seed: int | None = None, device: str = "cpu") -> QualitySettings:
+    """The run's evaluation settings; ``seed`` (noise and floor draw) defaults to the run's seed; ``device``
+    is where image features are computed."""
     e = cfg.eval
     return QualitySettings(n_samples=e.n_samples, feature_extractor=e.feature_extractor,
                            kid_subset_size=e.kid_subset_size, slices=e.slices,
-                           seed=cfg.seed if seed is None else seed)
+                           seed=cfg.seed if seed is None else seed, device=device)
 
 
-def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print) -> dict:
+def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePlan | None = None) -> dict:
     """Quality of each teacher (``cfg.eval.solver`` at ``cfg.eval.steps``) and of the exported student (at
-    ``cfg.student.eval_steps``); writes ``samples.png`` and ``student_loss.png`` into the run folder."""
+    ``cfg.student.eval_steps``); writes ``samples.png`` and ``student_loss.png`` into the run folder.
+
+    ``stage``: the run plan's evaluation stage (default: the plan for this machine's GPUs); sampling runs
+    there under its precision, and the result's ``used`` says which device and precision that was."""
     from student.plots import save_loss_curve, save_sample_figure
     from teachers.models import load_velocity, teacher_sampler
     from teachers.train_teacher import load_run_data
 
+    stage = stage or resolve_device(cfg, torch.cuda.device_count()).evaluation
+    device, precision = stage.place()
     data = load_run_data(cfg)
-    settings = quality_settings(cfg)
+    settings = quality_settings(cfg, device=device.type)
     solver = cfg.eval.solver
     steps = [None] if solver == "adaptive" else list(cfg.eval.steps)
     teachers, samplers = {}, {}
     conventions = {c: p.convention for p in cfg.teachers for c in p.checkpoints}
     for i, path in enumerate(dict.fromkeys(teacher_checkpoints)):
-        model = load_velocity(path, data.data_shape, conventions.get(path, DEFAULT_CONVENTION))
-        samplers[path] = teacher_sampler(model, solver)
+        model = load_velocity(path, data.data_shape, conventions.get(path, DEFAULT_CONVENTION)).to(device)
+        samplers[path] = sampler_on(teacher_sampler(model, solver), device, precision)
         label = f"teacher{i}/{solver}"
         echo(f"evaluating {label} ({path}) at steps {steps}")
         teachers[path] = evaluate_sampler(samplers[path], data, steps, settings, label=label)
     student, _ = load_checkpoint(cfg.student_path, expect_data_shape=data.data_shape)
-    sampler = student_sampler(cfg.student.objective, student)
+    sampler = sampler_on(student_sampler(cfg.student.objective, student.to(device)), device, precision)
     echo(f"evaluating the student at steps {cfg.student.eval_steps}")
     table = evaluate_sampler(sampler, data, cfg.student.eval_steps, settings, label=f"student/{cfg.student.objective}")
 
@@ -59,7 +68,8 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print) -> dict:
         save_loss_curve(history, cfg.run_path / "student_loss.png", title=f"{cfg.name} student loss (per log interval)")
     return {"metric_kind": "image" if data.is_image else "vector", "n_samples": table["n_samples"],
             "n_reference": table["n_reference"], "floor": table["floor"],
-            "teachers": {p: t["rows"] for p, t in teachers.items()}, "student": table["rows"]}
+            "teachers": {p: t["rows"] for p, t in teachers.items()}, "student": table["rows"],
+            "used": {"device": device.type, "precision": precision}}
 
 
 def quality_table(quality: dict) -> str:

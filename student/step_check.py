@@ -18,21 +18,29 @@ __all__ = ["student_step", "main"]
 def student_step(payload: dict) -> dict:
     """Build the engine exactly as ``student.train_loop`` does, for a world of one rank, and take one step of
     ``student.batch_size`` records. ``payload`` is the worker payload (``config``, ``data_shape``,
-    ``init_checkpoint`` None, ``store_url`` None). Returns the device, precision, parameter dtype, loss and
+    ``init_checkpoint`` None, ``store_url`` None) and ``device`` (``cpu`` or ``cuda``). Returns the device, precision, parameter dtype, loss and
     seconds."""
     start = time.perf_counter()
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
         os.environ.setdefault(key, value)
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed is imported
+    on_gpu = payload.get("device", "cpu") == "cuda"
+    if on_gpu and not torch.cuda.is_available():
+        raise RuntimeError("the run's student computes on a GPU, but none is visible to this process")
+    if not on_gpu:
+        os.environ["DS_ACCELERATOR"] = "cpu"  # before DeepSpeed is imported
         torch.set_num_threads(1)
+    from cluster.config import parse_config
     from student.objectives import ObjectiveSettings, objective_loss, path_degree
-    from student.train_loop import _engine
+    from student.train_loop import build_engine, student_precision
+    from teachers.precision import precision_dtype
 
     sc = payload["config"]["student"]
-    engine, _, _, device, dtype = _engine(payload, 1)
+    device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
+    precision = student_precision(parse_config(payload["config"]), device)
+    dtype = precision_dtype(precision)
+    engine, _, _ = build_engine(payload, 1, device, precision)
     degree = path_degree(payload["config"]["guides"]["path"])
     g = torch.Generator().manual_seed(0)
     shape = (sc["batch_size"], *payload["data_shape"])
@@ -45,7 +53,7 @@ def student_step(payload: dict) -> dict:
     if not torch.isfinite(torch.tensor(value)):
         raise RuntimeError(f"the student's first loss is {value}")
     param = next(engine.module.parameters())
-    return {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "param_dtype":
+    return {"device": str(device), "precision": precision, "dtype": str(dtype).replace("torch.", ""), "param_dtype":
             str(param.dtype).replace("torch.", ""), "loss": value, "seconds": round(time.perf_counter() - start, 2)}
 
 

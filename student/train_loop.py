@@ -30,13 +30,16 @@ from pathlib import Path
 
 import torch
 
-from student.ds_config import deepspeed_config, lr_at, resolve_precision
+from cluster.config import NetworkConfig, RunConfig, StudentConfig, parse_config
+from cluster.device_plan import resolve_precision, student_precision_setting
+from student.ds_config import deepspeed_config, lr_at, student_optimizer, without_op_builds
 from student.networks import build_student, init_from_teacher
 from student.objectives import ObjectiveSettings, objective_loss, time_inputs
 from student.guide_feed import GuideFeed, consumer_name, open_source
 from student.replay import ReplayPool
+from teachers.precision import precision_dtype
 
-__all__ = ["train_student_worker", "id_runs", "merge_runs"]
+__all__ = ["train_student_worker", "build_engine", "student_precision", "id_runs", "merge_runs"]
 
 
 def id_runs(ids: list[int]) -> list[list[int]]:
@@ -80,8 +83,6 @@ def _build(payload: dict, device: torch.device):
 
     cfg = payload["config"]
     sc, net = cfg["student"], cfg["student"]["network"] or cfg["teacher"]["network"]
-    from cluster.config import NetworkConfig
-
     network = NetworkConfig.model_validate(net)
     model = build_student(network.arch, tuple(payload["data_shape"]), network.kwargs(), sc["objective"])
     if payload.get("init_checkpoint"):
@@ -203,8 +204,9 @@ class _Ledger:
         self._new_interval()
         return record
 
-    def final_record(self, device: torch.device, world: int) -> dict:
-        record = {"step": self.step, "final": True, "resumes": self.totals["resumes"],
+    def final_record(self, device: torch.device, world: int, used: dict) -> dict:
+        """The last metrics line; ``used``: the device, precision and parameter dtype the rank trained with."""
+        record = {"step": self.step, "final": True, "resumes": self.totals["resumes"], **used,
                   "records_consumed": round(_mean_over_ranks([self.totals["records_consumed"]], device)[0] * world),
                   "guide_wait_s": round(self.totals["guide_wait_s"], 3),
                   "elapsed_s": round(time.monotonic() - self.run_start, 3)}
@@ -212,23 +214,27 @@ class _Ledger:
         return record
 
 
-def _engine(payload: dict, world: int):
-    """The student, its EMA copy and the DeepSpeed engine on this worker's device; and the device and dtype."""
-    import deepspeed
+def student_precision(cfg: RunConfig, device: torch.device) -> str:
+    """The precision this worker trains in: the plan's rule applied on the device Ray Train gave it."""
+    on_gpu = device.type == "cuda"
+    requested, key = student_precision_setting(cfg)
+    return resolve_precision(requested, key, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
 
-    from cluster.config import StudentConfig
 
-    sc = payload["config"]["student"]
-    on_gpu = torch.cuda.is_available()
-    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
-    precision = resolve_precision(sc["precision"], on_gpu, on_gpu and torch.cuda.is_bf16_supported())
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+def build_engine(payload: dict, world: int, device: torch.device, precision: str):
+    """The student, its fp32 EMA copy and the DeepSpeed engine (a torch Adam handed over, so DeepSpeed
+    compiles nothing); torch.distributed must be initialised. Returns ``(engine, ema, network)``."""
+    import deepspeed  # imported after DS_ACCELERATOR is set (train_student_worker)
+    import deepspeed.ops
+
+    without_op_builds(deepspeed.ops)
+    sc = StudentConfig.model_validate(payload["config"]["student"])
     torch.manual_seed(payload["config"]["seed"])  # identical initial weights on every rank
     model, network = _build(payload, device)
     ema = copy.deepcopy(model).float().eval().requires_grad_(False)
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                           config=deepspeed_config(StudentConfig.model_validate(sc), world, precision))
-    return engine, ema, network, device, dtype
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=student_optimizer(sc, model.parameters()),
+                                           config=deepspeed_config(sc, world, precision))
+    return engine, ema, network
 
 
 def train_student_worker(payload: dict) -> None:
@@ -244,7 +250,13 @@ def train_student_worker(payload: dict) -> None:
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed is imported
         torch.set_num_threads(sc["threads"])
-    engine, ema, network, device, dtype = _engine(payload, world)
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    precision = student_precision(parse_config(cfg), device)
+    dtype = precision_dtype(precision)
+    engine, ema, network = build_engine(payload, world, device, precision)
+    used = {"device": device.type, "precision": precision,
+            "parameter_dtype": str(next(engine.module.parameters()).dtype).removeprefix("torch.")}
     pool = ReplayPool(sc["replay_records"], sc["max_reuse"])
     ledger = _Ledger(*_restore(engine, ema, pool, rank, world, sc["zero_stage"]))
     if ledger.totals["resumes"]:
@@ -282,4 +294,4 @@ def train_student_worker(payload: dict) -> None:
                 save(record)
             else:
                 ray.train.report(record)
-    save(ledger.final_record(device, world))
+    save(ledger.final_record(device, world, used))

@@ -36,7 +36,9 @@ class TimeEmbedding(nn.Module):
         for t in times:
             arg = (t.float() * 1000.0)[:, None] * self.freqs[None]
             feats += [torch.sin(arg), torch.cos(arg)]
-        return self.mlp(torch.cat(feats, dim=-1))
+        # the features are computed in fp32 for accuracy, then meet the weights in their dtype (bf16/fp16
+        # under DeepSpeed); under autocast the weights stay fp32 and autocast casts both
+        return self.mlp(torch.cat(feats, dim=-1).to(self.mlp[0].weight.dtype))
 
 
 class MLPVelocity(nn.Module):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from teachers.precision import autocast
 from teachers.solvers import solve
 
 __all__ = ["TIME_SAMPLERS", "sample_times", "rectified_flow_loss", "TrainSettings", "TrainResult",
@@ -78,11 +79,15 @@ def fixed_pairs(x0: Tensor, x1: Tensor) -> PairSampler:
 
 @torch.no_grad()
 def teacher_pairs(model: nn.Module, n: int, data_shape: tuple[int, ...], solver: str, steps: int,
-                  seed: int, chunk: int = 4096) -> tuple[Tensor, Tensor]:
-    """``(x0, Phi_{0->1}(x0))`` for ``n`` noise draws: the coupling a reflow round trains on."""
+                  seed: int, chunk: int = 4096, device: str = "cpu", precision: str = "fp32") -> tuple[Tensor, Tensor]:
+    """``(x0, Phi_{0->1}(x0))`` for ``n`` noise draws: the coupling a reflow round trains on. The noise is
+    drawn on the CPU, the ODE solved on ``device`` (``model`` lives there) under ``precision`` autocast;
+    both come back as fp32 on the CPU."""
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn((n, *data_shape), generator=g)
-    x1 = torch.cat([solve(model, x0[i:i + chunk], 0.0, 1.0, steps, solver).x for i in range(0, n, chunk)])
+    with autocast(torch.device(device), precision):
+        x1 = torch.cat([solve(model, x0[i:i + chunk].to(device), 0.0, 1.0, steps, solver).x.float().cpu()
+                        for i in range(0, n, chunk)])
     return x0, x1
 
 
@@ -99,6 +104,8 @@ class TrainSettings:
     warmup_steps: int = 100
     log_every: int = 100
     seed: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"  # fp32, or bf16/fp16 autocast (the weights stay fp32)
 
 
 @dataclass
@@ -125,8 +132,11 @@ def train_velocity(model: nn.Module, pairs: PairSampler, settings: TrainSettings
     whose decay ramps up as ``min(decay, (1 + k) / (10 + k))``.
     """
     g = torch.Generator().manual_seed(settings.seed)
+    device = torch.device(settings.device)
+    model.to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")  # fp16 needs loss scaling
 
     def lr_at(k: int) -> float:
         if k < settings.warmup_steps:
@@ -139,15 +149,18 @@ def train_velocity(model: nn.Module, pairs: PairSampler, settings: TrainSettings
     model.train()
     bar = tqdm(range(settings.steps), desc=desc, disable=not progress, mininterval=1.0)
     for k in bar:
-        x0, x1 = pairs(settings.batch_size, g)
+        x0, x1 = pairs(settings.batch_size, g)  # drawn on the CPU: the same pairs on every device
         t = sample_times(x0.shape[0], settings.time_sampling, g)
-        loss = rectified_flow_loss(model, x0, x1, t)
+        with autocast(device, settings.precision):
+            loss = rectified_flow_loss(model, x0.to(device), x1.to(device), t.to(device))
         for group in opt.param_groups:
             group["lr"] = lr_at(k)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         _update_ema(ema, model, min(settings.ema_decay, (1 + k) / (10 + k)))
         running += loss.item()
         if (k + 1) % settings.log_every == 0 or k + 1 == settings.steps:

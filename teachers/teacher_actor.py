@@ -20,10 +20,12 @@ import torch
 from torch import nn
 
 from cluster.config import RunConfig, TeacherPoolConfig, parse_config
+from cluster.device_plan import resolve_precision
 from guide_store.schema import GuideBatch
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.guides import CouplingSettings, couple, make_guides
 from teachers.models import load_velocity, model_data_shape
+from teachers.precision import autocast
 
 __all__ = ["LoadedTeachers", "teacher_data_shape", "load_teacher", "load_teachers", "block_ids", "build_block",
            "TeacherWorker"]
@@ -38,9 +40,10 @@ class LoadedTeachers:
     ids: list[str]
     versions: list[str]
     device: torch.device = torch.device("cpu")
+    precision: str = "fp32"  # resolved: fp32, or bf16/fp16 autocast of the teachers' forward passes
 
-    def to(self, device: str | torch.device) -> "LoadedTeachers":
-        self.device = torch.device(device)
+    def to(self, device: str | torch.device, precision: str = "fp32") -> "LoadedTeachers":
+        self.device, self.precision = torch.device(device), precision
         for m in {id(m): m for m in (self.coupling, *self.guides)}.values():
             m.to(self.device)
         return self
@@ -93,11 +96,13 @@ def build_block(cfg: RunConfig, data: torch.Tensor, teachers: LoadedTeachers, bl
     """The guide records of one block (DESIGN.md 2.3, 2.4); the same inputs give the same bits."""
     g = cfg.guides
     ids = block_ids(cfg, block)
-    x0, x1 = couple(ids, cfg.seed, data, teachers.coupling,
-                    CouplingSettings(g.coupling, g.coupling_solver, g.coupling_steps), teachers.device)
     taus = g.guide_times()
-    guides = make_guides(x0, x1, teachers.guides, g.rule, taus, g.solve_solver, g.solve_steps) if taus else []
-    x0, x1, guides = x0.cpu(), x1.cpu(), [t.cpu() for t in guides]  # records are encoded from host memory
+    with autocast(teachers.device, teachers.precision):
+        x0, x1 = couple(ids, cfg.seed, data, teachers.coupling,
+                        CouplingSettings(g.coupling, g.coupling_solver, g.coupling_steps), teachers.device)
+        guides = make_guides(x0, x1, teachers.guides, g.rule, taus, g.solve_solver, g.solve_steps) if taus else []
+    # records are encoded from host memory, in fp32 (the store's dtype setting decides what is kept)
+    x0, x1, guides = x0.float().cpu(), x1.float().cpu(), [t.float().cpu() for t in guides]
     return GuideBatch(sample_id=ids, x0=x0, x1=x1, guides=guides, taus=taus, teachers=teachers.ids,
                       teacher_versions=teachers.versions, guide_rule=g.rule, coupling=g.coupling,
                       run=cfg.name, run_seed=cfg.seed, producer=producer)
@@ -120,7 +125,10 @@ class TeacherWorker:
         self.name = name
         self.data = load_run_data(self.cfg)
         self.teachers = load_teachers(self.pool, self.cfg.guides.n_guides, self.data.data_shape)
-        self.teachers.to(pick_device(self.pool.num_gpus))
+        device = pick_device(self.pool.num_gpus)
+        on_gpu = device.type == "cuda"
+        self.teachers.to(device, resolve_precision(self.cfg.precision, "precision", on_gpu,
+                                                   on_gpu and torch.cuda.is_bf16_supported()))
         st = self.cfg.store
         self.store = RedisGuideStore(store_url, self.cfg.name, dtype=st.dtype,
                                      max_backlog_records=st.max_backlog_records,
@@ -149,7 +157,8 @@ class TeacherWorker:
         seconds = time.perf_counter() - start
         if self.metrics is not None and entry is not None:
             self.metrics.record(len(batch), seconds)
-        return {"block": block, "records": len(batch), "entry": entry, "seconds": seconds}
+        return {"block": block, "records": len(batch), "entry": entry, "seconds": seconds,
+                "device": self.teachers.device.type, "precision": self.teachers.precision}
 
     def _loop(self) -> None:
         import ray

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from cluster.config import RunConfig, dump_config
+from cluster.device_plan import StagePlan, resolve_device
 from teachers.checkpoint import CheckpointMeta, save_checkpoint
 from teachers.data import DataSplit, load_data
 from teachers.nets import build_network
@@ -34,10 +35,15 @@ def load_run_data(cfg: RunConfig) -> DataSplit:
 
 
 def train_teacher(cfg: RunConfig, out_dir: str | Path | None = None, data: DataSplit | None = None,
-                  progress: bool = True, echo: Callable[[str], None] = print) -> Path:
-    """Train a ``1 + reflow_rounds``-rectified teacher; write checkpoint, metrics.jsonl, report and loss plot."""
+                  progress: bool = True, echo: Callable[[str], None] = print, stage: StagePlan | None = None) -> Path:
+    """Train a ``1 + reflow_rounds``-rectified teacher; write checkpoint, metrics.jsonl, report and loss plot.
+
+    ``stage`` is the run plan's teacher-training stage (default: the plan for this machine's GPUs); the
+    device and precision actually used are recorded in ``train_report.json`` and ``model.json``."""
     from student.plots import save_loss_curve
 
+    stage = stage or resolve_device(cfg, torch.cuda.device_count()).teacher_training
+    device, precision = stage.place()
     out = Path(out_dir) if out_dir is not None else cfg.teacher_path
     out.mkdir(parents=True, exist_ok=True)
     data = data if data is not None else load_run_data(cfg)
@@ -46,7 +52,7 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path | None = None, data: DataS
     model = build_network(tc.network.arch, data.data_shape, **tc.network.kwargs())
     settings = TrainSettings(steps=tc.steps, batch_size=tc.batch_size, lr=tc.lr, time_sampling=tc.time_sampling,
                              ema_decay=tc.ema_decay, grad_clip=tc.grad_clip, warmup_steps=tc.warmup_steps,
-                             log_every=tc.log_every, seed=cfg.seed)
+                             log_every=tc.log_every, seed=cfg.seed, device=device.type, precision=precision)
     (out / "config.yaml").write_text(dump_config(cfg))
     metrics_file = (out / "metrics.jsonl").open("w")
     history, rounds, start = [], [], time.perf_counter()
@@ -56,7 +62,8 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path | None = None, data: DataS
             if k > 1:
                 t0 = time.perf_counter()
                 x0, x1 = teacher_pairs(ema, tc.reflow_pairs, data.data_shape, tc.reflow_solver,
-                                       tc.reflow_solver_steps, seed=cfg.seed + 7919 * k)
+                                       tc.reflow_solver_steps, seed=cfg.seed + 7919 * k, device=device.type,
+                                       precision=precision)
                 echo(f"reflow round {k}: {tc.reflow_pairs} pairs from the {k - 1}-rectified teacher "
                      f"({tc.reflow_solver}, {tc.reflow_solver_steps} steps) in {time.perf_counter() - t0:.1f}s")
                 pairs = fixed_pairs(x0, x1)
@@ -74,17 +81,19 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path | None = None, data: DataS
             rounds.append({"rectification": k, "seconds": round(result.seconds, 2), "final_loss": history[-1]["loss"]})
     finally:
         metrics_file.close()
+    ema.cpu()
+    used = {"device": device.type, "precision": precision}
     meta = CheckpointMeta(arch=tc.network.arch, arch_kwargs=tc.network.kwargs(), data_shape=list(data.data_shape),
                           role="teacher", data_name=data.name, rectification=tc.reflow_rounds + 1,
-                          training=cfg.model_dump(mode="json"))
+                          training=cfg.model_dump(mode="json"), extra={"trained_with": used})
     save_checkpoint(out, ema, meta)
     seconds = time.perf_counter() - start
     params = sum(p.numel() for p in ema.parameters())
     report = {"checkpoint": str(out), "rectification": tc.reflow_rounds + 1, "parameters": params,
               "train_seconds": round(seconds, 2), "rounds": rounds, "data": data.name,
-              "data_shape": list(data.data_shape), "n_train": int(data.train.shape[0])}
+              "data_shape": list(data.data_shape), "n_train": int(data.train.shape[0]), **used}
     (out / "train_report.json").write_text(json.dumps(report, indent=2))
     save_loss_curve([{"step": i + 1, "loss": r["loss"]} for i, r in enumerate(history)], out / "loss.png",
                     title=f"{data.name} teacher loss (per log interval)")
-    echo(f"teacher written to {out} ({params} parameters, {seconds:.1f}s)")
+    echo(f"teacher written to {out} ({params} parameters, {seconds:.1f}s, {device.type}, {precision})")
     return out

@@ -8,6 +8,7 @@ import pytest
 
 from cluster.cli import main
 from cluster.config import load_config
+from cluster.device_plan import resolve_device
 from cluster.preflight import PreflightError, preflight, store_check
 from guide_store.embedded import EmbeddedRedis, free_port
 
@@ -38,11 +39,16 @@ def test_store_check_names_store_url_and_hides_the_password(tmp_path, locked_red
     assert time.monotonic() - start < 15
 
 
-def test_preflight_runs_a_real_student_step(tmp_path):
-    checks = preflight(_cfg(tmp_path), echo=lambda s: None)
+@pytest.mark.parametrize("precision,dtype", [("auto", "fp32 (parameters float32)"),
+                                             ("bf16", "bf16 (parameters bfloat16)")])
+def test_preflight_runs_a_real_student_step(tmp_path, precision, dtype):
+    cfg = _cfg(tmp_path, f"precision={precision}")
+    start = time.monotonic()
+    checks = preflight(cfg, resolve_device(cfg, 0), echo=lambda s: None)
     step = checks[-1]
     assert step.name == "student step" and step.ok, step
-    assert "on cpu in float32" in step.detail
+    assert f"on cpu in {dtype}" in step.detail, step.detail
+    assert time.monotonic() - start < 60  # about 8 s on an idle 2-core machine
 
 
 def test_run_stops_before_any_teacher_trains_on_a_bad_store(tmp_path, capsys):
@@ -59,7 +65,7 @@ def test_run_stops_before_any_teacher_trains_on_a_bad_store(tmp_path, capsys):
 def test_doctor_prints_every_check(capsys):
     assert main(["doctor", str(REPO / "configs" / "toy2d.yaml")]) == 0
     out = capsys.readouterr().out
-    for name in ("versions", "devices", "ray", "store", "student step"):
+    for name in ("versions", "devices", "ray", "plan", "store", "student step"):
         assert f"] {name}:" in out, out
     assert "no problems found" in out
 

@@ -34,3 +34,18 @@ def test_fid_separates_real_from_damaged():
     noise = quality(torch.randn(450, 1, 8, 8, generator=g).clamp(-1, 1), data, s)
     assert real["fid"] < noisy["fid"] < noise["fid"]
     assert real["kid"] < noisy["kid"] < noise["kid"]
+
+
+def test_first_evaluation_inside_no_grad_trains_the_extractor_on_a_fresh_cache(tmp_path, monkeypatch):
+    from student.digits_features import classifier_path
+    from student.evaluation import evaluate_sampler
+    from teachers.solvers import Solution
+
+    monkeypatch.setenv("BEZIER_DISTILL_CACHE", str(tmp_path / "empty-cache"))
+    assert not classifier_path().exists()
+    data = digits()
+    sampler = lambda noise, steps: Solution(x=data.train[:noise.shape[0]], nfe=steps)  # noqa: E731
+    with torch.no_grad():
+        table = evaluate_sampler(sampler, data, [1], QualitySettings(n_samples=200, kid_subset_size=50))
+    assert (classifier_path() / "model.safetensors").is_file()
+    assert table["rows"][0]["fid"] >= 0 and table["floor"]["fid"] >= 0

@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from student.ds_config import deepspeed_config, lr_at, resolve_precision
+from cluster.device_plan import resolve_precision
+from student.ds_config import deepspeed_config, lr_at
 from student.engine_state import pack_tree, rank_file, read_rank_meta, unpack_tree
 from student.train_loop import id_runs, merge_runs
 from cluster.config import StudentConfig
@@ -45,11 +46,13 @@ def test_deepspeed_config_and_precision():
     ds = deepspeed_config(sc, world_size=4, precision="fp32")
     assert ds["train_batch_size"] == 128 and ds["zero_optimization"]["stage"] == 2
     assert ds["gradient_clipping"] == 0.5 and "bf16" not in ds
+    assert "optimizer" not in ds  # a torch optimizer is handed over: DeepSpeed builds no fused Adam
     assert deepspeed_config(sc, 1, "bf16")["bf16"] == {"enabled": True}
-    assert resolve_precision("bf16", on_gpu=False, bf16_supported=False) == "fp32"
-    assert resolve_precision("auto", on_gpu=True, bf16_supported=True) == "bf16"
+    assert resolve_precision("bf16", "student.precision", on_gpu=False) == "bf16"  # honoured on the CPU
+    assert resolve_precision("auto", "precision", on_gpu=False) == "fp32"
+    assert resolve_precision("auto", "precision", on_gpu=True, bf16_supported=True) == "bf16"
     with pytest.raises(ValueError, match="allowed here"):
-        resolve_precision("bf16", on_gpu=True, bf16_supported=False)
+        resolve_precision("bf16", "student.precision", on_gpu=True, bf16_supported=False)
     assert lr_at(0, 1.0, 10, 100) == pytest.approx(0.1) and lr_at(100, 1.0, 10, 100) == pytest.approx(0.1)
     assert lr_at(10, 1.0, 10, 100) == pytest.approx(1.0)
 

@@ -1,0 +1,158 @@
+"""Where each stage of a run computes, and in which precision: one function decides, from the run's
+``device``/``precision`` settings and the GPUs the Ray cluster has.
+
+Stages: teacher training (Ray tasks), guide production (teacher actors), the student pool (Ray Train +
+DeepSpeed) and evaluation (the driver). ``resolve_device`` is pure logic, so it is tested with made-up GPU
+counts; each stage then confirms the plan on the device it was given (``resolve_precision`` again, with
+the GPU's real bf16 support) and records what it actually used.
+
+GPU sharing while guides and the student run at the same time: a student rank takes ``STUDENT_GPU_SHARE``
+of a GPU (more than half, so Ray never puts two ranks on one GPU: NCCL refuses that), the teacher actors
+share the rest of every GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from cluster.config import PRECISIONS, ConfigError, RunConfig
+
+__all__ = ["StagePlan", "DevicePlan", "resolve_device", "resolve_precision", "student_precision_setting",
+           "pool_gpus", "STUDENT_GPU_SHARE"]
+
+STUDENT_GPU_SHARE = 0.75
+
+
+def resolve_precision(requested: str, key: str, on_gpu: bool, bf16_supported: bool = True) -> str:
+    """``fp32``, ``bf16`` or ``fp16`` for a setting ``key`` asking for ``requested`` (one of ``PRECISIONS``).
+
+    ``auto`` is bf16 on a GPU that supports it and fp32 otherwise (the CPU included: bf16 matmuls are
+    slower than fp32 on most CPUs). An explicit ``bf16`` is honoured on the CPU; on a GPU without bf16 it
+    is an error. ``fp16`` needs a GPU: DeepSpeed's CPU accelerator refuses it.
+    """
+    if requested not in PRECISIONS:
+        raise ConfigError(f"{key}: unknown precision {requested!r}; allowed: {', '.join(PRECISIONS)}")
+    if requested == "auto":
+        return "bf16" if on_gpu and bf16_supported else "fp32"
+    if requested == "fp16" and not on_gpu:
+        raise ConfigError(f"{key}: fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); "
+                          f"allowed on the CPU: auto, fp32, bf16")
+    if requested == "bf16" and on_gpu and not bf16_supported:
+        raise ConfigError(f"{key}: bf16 was asked for but this GPU does not support it; allowed here: auto, fp32, fp16")
+    return requested
+
+
+def student_precision_setting(cfg: RunConfig) -> tuple[str, str]:
+    """The student's requested precision and the key it came from: ``student.precision`` unless that is
+    ``auto``, which follows the run's ``precision``."""
+    if cfg.student.precision != "auto":
+        return cfg.student.precision, "student.precision"
+    return cfg.precision, "precision"
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage: its device (``cpu``/``cuda``), its precision (``fp32``/``bf16``/``fp16``), the GPUs each of
+    its Ray tasks/actors/workers asks for, and the setting its precision came from (named in errors)."""
+
+    device: str
+    precision: str
+    gpus: float = 0.0
+    precision_key: str = "precision"
+    requested: str = "auto"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StagePlan":
+        return cls(**d)
+
+    def place(self) -> tuple[torch.device, str]:
+        """The device and precision this process actually uses for the stage: the planned GPU when one is
+        visible here (else the CPU), and the requested precision resolved again on it (a GPU without bf16
+        turns ``auto`` into fp32)."""
+        on_gpu = self.device == "cuda" and torch.cuda.is_available()
+        precision = resolve_precision(self.requested, self.precision_key, on_gpu,
+                                      on_gpu and torch.cuda.is_bf16_supported())
+        return torch.device("cuda" if on_gpu else "cpu"), precision
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """Per stage: device, precision and GPUs; the student's worker count (capped at the GPU count);
+    ``notes`` say what was changed from the configuration and why (to be logged)."""
+
+    cluster_gpus: float
+    teacher_training: StagePlan
+    guides: StagePlan
+    student: StagePlan
+    evaluation: StagePlan
+    student_workers: int
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def pool_gpus(plan: DevicePlan, configured: float) -> float:
+    """GPUs one teacher actor of a pool asks for: its ``teachers[].num_gpus`` when set, else the plan's share."""
+    return configured if configured > 0 else plan.guides.gpus
+
+
+def _own_teacher_count(cfg: RunConfig) -> int:
+    refs = {c for p in cfg.teachers for c in p.checkpoints if c == "self" or c.startswith("self:")}
+    return max(1, len(refs))
+
+
+def _check_cpu_only(cfg: RunConfig, cluster_gpus: float) -> None:
+    """GPUs asked for explicitly while the run computes on the CPU: an error, not a silent hang in Ray."""
+    why = f"the run computes on the CPU (device: {cfg.device}, the cluster has {cluster_gpus:g} GPUs)"
+    if cfg.student.gpus_per_worker > 0:
+        raise ConfigError(f"student.gpus_per_worker: {cfg.student.gpus_per_worker:g} but {why}; "
+                          "set it to 0, or device: auto/cuda on a cluster with GPUs")
+    for pool in cfg.teachers:
+        if pool.num_gpus > 0:
+            raise ConfigError(f"teachers[{pool.name}].num_gpus: {pool.num_gpus:g} but {why}; "
+                              "set it to 0, or device: auto/cuda on a cluster with GPUs")
+
+
+def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
+    """The run's plan on a cluster with ``cluster_gpus`` GPUs (``ray.cluster_resources().get('GPU', 0)``).
+
+    ``device: cuda`` with no GPU is a ``ConfigError`` (raised before any work). With GPUs (``cuda``, or
+    ``auto`` and at least one): teacher training tasks take one GPU each (a share when there are more
+    teachers than GPUs); each teacher actor a share of ``1 - STUDENT_GPU_SHARE`` of the GPUs (a pool with
+    an explicit ``teachers[].num_gpus`` keeps it: ``pool_gpus``); each student rank ``STUDENT_GPU_SHARE``
+    (or ``student.gpus_per_worker``), and the student's workers are capped at the GPU count. Evaluation
+    runs in the driver, on its GPU.
+    """
+    if cfg.device == "cuda" and cluster_gpus < 1:
+        raise ConfigError(f"device: cuda was asked for but the Ray cluster has {cluster_gpus:g} GPUs; "
+                          "use device: auto or cpu (allowed: auto, cpu, cuda)")
+    on_gpu = cfg.device == "cuda" or (cfg.device == "auto" and cluster_gpus >= 1)
+    dev = "cuda" if on_gpu else "cpu"
+    run_precision = resolve_precision(cfg.precision, "precision", on_gpu)
+    requested, key = student_precision_setting(cfg)
+    student = StagePlan(dev, resolve_precision(requested, key, on_gpu), precision_key=key, requested=requested)
+    shared = StagePlan(dev, run_precision, requested=cfg.precision)
+    if not on_gpu:
+        _check_cpu_only(cfg, cluster_gpus)
+        return DevicePlan(cluster_gpus, shared, shared, student, shared, cfg.student.workers)
+    notes = []
+    workers = cfg.student.workers
+    if workers > int(cluster_gpus):
+        workers = int(cluster_gpus)
+        notes.append(f"student.workers: {cfg.student.workers} capped at {workers}, the cluster's GPU count "
+                     "(NCCL allows one rank per GPU)")
+    replicas = sum(p.replicas for p in cfg.teachers) or 1
+    actor_gpus = min(1 - STUDENT_GPU_SHARE, (1 - STUDENT_GPU_SHARE) * cluster_gpus / replicas)
+    return DevicePlan(
+        cluster_gpus,
+        teacher_training=replace(shared, gpus=min(1.0, cluster_gpus / _own_teacher_count(cfg))),
+        guides=replace(shared, gpus=round(actor_gpus, 4)),
+        student=replace(student, gpus=cfg.student.gpus_per_worker or STUDENT_GPU_SHARE),
+        evaluation=shared,
+        student_workers=workers, notes=tuple(notes))

@@ -1,0 +1,56 @@
+"""A few real DeepSpeed student steps on the CPU in a process of their own (one gloo rank), run as a script
+by ``test_ds_step.py`` so that torch.distributed and DeepSpeed's global state stay out of the test process.
+
+    ds_step_worker.py CONFIG_JSON PORT    -> prints one JSON line: dtypes seen, learning rates, losses
+"""
+
+import json
+import os
+import sys
+
+os.environ["DS_ACCELERATOR"] = "cpu"  # before DeepSpeed is imported (build_engine imports it)
+
+import torch
+import torch.distributed as dist
+
+from cluster.config import parse_config
+from student.ds_config import lr_at
+from student.objectives import ObjectiveSettings, objective_loss
+from student.train_loop import build_engine, student_precision
+
+
+def main(config_file: str, port: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    raw = json.loads(open(config_file).read())
+    cfg, sc = parse_config(raw), raw["student"]
+    device = torch.device("cpu")
+    precision = student_precision(cfg, device)
+    payload = {"config": raw, "data_shape": [2], "init_checkpoint": None, "store_url": None}
+    engine, ema, _ = build_engine(payload, 1, device, precision)
+    outputs = []
+    engine.module.register_forward_hook(lambda m, args, out: outputs.append(str(out.dtype)))
+    g = torch.Generator().manual_seed(0)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    lrs, losses, loss_dtypes = [], [], []
+    for step in range(4):
+        for group in engine.optimizer.param_groups:
+            group["lr"] = lr_at(step, sc["lr"], sc["warmup_steps"], sc["steps"])
+        points = [torch.randn(sc["batch_size"], 2, generator=g).to(device, dtype) for _ in range(4)]
+        loss = objective_loss(sc["objective"], engine, points, ObjectiveSettings(sc["time_sampling"]), g)
+        engine.backward(loss)
+        engine.step()
+        lrs.append(engine.optimizer.param_groups[0]["lr"])
+        losses.append(loss.item())
+        loss_dtypes.append(str(loss.dtype))
+    print(json.dumps({"precision": precision, "optimizer": type(engine.optimizer).__name__,
+                      "parameter_dtypes": sorted({str(p.dtype) for p in engine.module.parameters()}),
+                      "ema_dtypes": sorted({str(p.dtype) for p in ema.parameters()}),
+                      "forward_dtypes": sorted(set(outputs)), "loss_dtypes": sorted(set(loss_dtypes)),
+                      "lrs": lrs, "losses": losses}))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -41,19 +41,25 @@ t=$(date +%s)
    --set "store.url=redis://:journey-pw@127.0.0.1:$PORT/0")
 elapsed "external store run" "$t"
 need "$WORK/elsewhere/runs/smoke/report.json" "$WORK/elsewhere/runs/smoke/student/model.safetensors"
+if grep -rl journey-pw "$WORK/elsewhere/runs/smoke" --include='*.json' --include='*.yaml'; then
+  echo "journey: the store password was written to the files above" >&2; exit 1
+fi
 kill "$REDIS_PID"; REDIS_PID=
 
 echo "== 3. ray job submit --working-dir . to a token-auth cluster"
-export RAY_AUTH_MODE=token BEZIER_DISTILL_HOME="$WORK/home"
+export RAY_AUTH_MODE=token BEZIER_DISTILL_HOME="$WORK/home"  # the head's environment: the job inherits it
+ray get-auth-token --generate >/dev/null  # a token for this head, whether or not an earlier local Ray made one
 ports=$(python -c "from guide_store.embedded import free_port; print(*[free_port() for _ in range(8)])")
 read -r GCS DASH P1 P2 P3 P4 P5 P6 <<< "$ports"
 ray start --head --port="$GCS" --dashboard-port="$DASH" --include-dashboard=true --num-cpus=4 \
   --disable-usage-stats --temp-dir=/tmp/rj-ci --node-manager-port="$P1" --object-manager-port="$P2" \
   --runtime-env-agent-port="$P3" --dashboard-agent-grpc-port="$P4" --dashboard-agent-listen-port="$P5" \
-  --ray-client-server-port="$P6" > "$WORK/ray-start.log" 2>&1 || { cat "$WORK/ray-start.log"; exit 1; }
-RAY_STARTED=1
+  --ray-client-server-port="$P6" > "$WORK/ray-start.log" 2>&1 || { RAY_STARTED=1; cat "$WORK/ray-start.log"; exit 1; }
+RAY_STARTED=1  # cleanup runs `ray stop --force`: CI runs alone on its machine
 export RAY_ADDRESS="http://127.0.0.1:$DASH"
-for _ in $(seq 60); do ray job list >/dev/null 2>&1 && break; sleep 2; done  # the job API comes up after the head
+up=
+for _ in $(seq 60); do ray job list >/dev/null 2>&1 && { up=1; break; }; sleep 2; done  # the job API comes up after the head
+[ -n "$up" ] || { echo "journey: the job API of the head did not come up" >&2; tail -50 "$WORK/ray-start.log"; exit 1; }
 submit=$(block ray-job); [ -n "$submit" ] || { echo "README has no ray-job block" >&2; exit 1; }
 echo "$submit"
 t=$(date +%s); bash -euxo pipefail -c "$submit"; elapsed "ray job submit" "$t"

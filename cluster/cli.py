@@ -343,6 +343,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
+    import os
+
+    import ray
     import torch
 
     from cluster.config import load_config
@@ -354,7 +357,11 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     print(format_checks(checks), flush=True)
     if args.config:
         cfg = load_config(args.config, args.overrides)
-        plan = resolve_device(cfg, torch.cuda.device_count())  # this machine's GPUs
+        gpus = torch.cuda.device_count()  # this machine's GPUs, or the cluster's when the run would join one
+        if os.environ.get("RAY_ADDRESS") and next(c for c in checks if c.name == "ray").ok:
+            ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR", log_to_driver=False)
+            gpus = ray.cluster_resources().get("GPU", 0)
+        plan = resolve_device(cfg, gpus)
         more = [plan_check(plan), *config_checks(cfg)]
         more.append(student_step_check(cfg, data_shape_of(cfg), plan))
         print(format_checks(more))

@@ -19,7 +19,7 @@ from cluster.paths import resolve_run_paths
 from teachers.conventions import DEFAULT_CONVENTION, check_convention
 
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig", "StudentConfig",
-           "load_config", "parse_config", "apply_overrides", "format_errors", "Section", "Precision", "Device",
+           "load_config", "parse_config", "apply_overrides", "format_errors", "Section", "redact_url", "public_config", "dump_config", "Precision", "Device",
            "PRECISIONS", "DEVICES"]
 
 Solver = Literal["euler", "heun", "rk4", "adaptive"]
@@ -337,6 +337,22 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     return resolve_run_paths(parse_config(apply_overrides(raw, overrides or []), str(path)))
 
 
+def redact_url(url: str | None) -> str | None:
+    """A store URL without its password (``redis://user:***@host:port/db``), for logs and files."""
+    if not url or "@" not in url.split("://", 1)[-1]:
+        return url
+    scheme, rest = url.split("://", 1)
+    cred, host = rest.rsplit("@", 1)
+    user = cred.split(":", 1)[0] if ":" in cred else ""
+    return f"{scheme}://{user}:***@{host}"
+
+
+def public_config(cfg: RunConfig) -> RunConfig:
+    """The configuration with ``store.url``'s password masked: what goes into files, reports and the
+    settings handed to actors (the URL itself travels separately, to what opens the store)."""
+    return cfg.model_copy(update={"store": cfg.store.model_copy(update={"url": redact_url(cfg.store.url)})})
+
+
 def dump_config(cfg: RunConfig) -> str:
-    """The resolved configuration as YAML (what a run records in its folder)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved configuration as YAML (what a run records in its folder), password masked."""
+    return yaml.safe_dump(public_config(cfg).model_dump(mode="json"), sort_keys=False)

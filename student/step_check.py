@@ -1,7 +1,8 @@
 """One real student step, as a rank of the pool would take it, on random control points: the pre-flight check
 that the student's network, objective, precision and DeepSpeed engine work on a device before a run spends
 minutes training teachers. Run it in a fresh process (it sets up a one-rank process group and
-``DS_ACCELERATOR``): ``python -m student.step_check SETTINGS_JSON`` prints one JSON line."""
+``DS_ACCELERATOR``): ``python -m student.step_check < SETTINGS_JSON`` prints one JSON line (the settings
+come on standard input, so a password in them never shows in the process list)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 
 import torch
 
-__all__ = ["student_step", "main"]
+__all__ = ["student_step", "checked_step", "main"]
 
 
 def student_step(payload: dict) -> dict:
@@ -21,10 +22,9 @@ def student_step(payload: dict) -> dict:
     ``init_checkpoint`` None, ``store_url`` None) and ``device`` (``cpu`` or ``cuda``). Returns the device, precision, parameter dtype, loss and
     seconds."""
     start = time.perf_counter()
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
-        os.environ.setdefault(key, value)
+    # a world of one rank, whatever a launcher (torchrun, SLURM) left in the environment
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0",
+                      WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
     on_gpu = payload.get("device", "cpu") == "cuda"
     if on_gpu and not torch.cuda.is_available():
         raise RuntimeError("the run's student computes on a GPU, but none is visible to this process")
@@ -65,13 +65,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    payload = json.loads(argv[0])
+def checked_step(payload: dict) -> dict:
+    """``student_step`` with any failure turned into ``{"ok": False, "error": ...}`` (the check's finding)."""
     try:
-        result = {"ok": True, **student_step(payload)}
-    except Exception as err:  # reported to the parent as the check's finding, with its type
-        result = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        return {"ok": True, **student_step(payload)}
+    except Exception as err:  # reported to the caller as the check's finding, with its type
+        return {"ok": False, "error": f"{type(err).__name__}: {err}"}
+
+
+def main() -> int:
+    result = checked_step(json.loads(sys.stdin.read()))
     print("STEP_CHECK " + json.dumps(result), flush=True)
     return 0 if result["ok"] else 1
 

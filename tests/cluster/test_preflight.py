@@ -73,3 +73,21 @@ def test_doctor_prints_every_check(capsys):
 def test_doctor_with_a_bad_config_names_the_key(capsys):
     assert main(["doctor", str(REPO / "configs" / "toy2d.yaml"), "--set", "student.objective=nope"]) == 2
     assert "student.objective" in capsys.readouterr().err
+
+
+def test_the_store_password_never_reaches_files_or_the_step_process(tmp_path):
+    from cluster.config import dump_config, public_config, redact_url
+    from cluster.preflight import step_payload
+
+    cfg = _cfg(tmp_path, "store.url=redis://alice:s3cret@db.example:6390/2")
+    assert redact_url(cfg.store.url) == "redis://alice:***@db.example:6390/2"
+    assert redact_url("redis://:s3cret@h:1/0") == "redis://:***@h:1/0" and redact_url("redis://h:1/0") == "redis://h:1/0"
+    assert "s3cret" not in dump_config(cfg) and "s3cret" not in public_config(cfg).model_dump_json()
+    assert "s3cret" not in str(step_payload(cfg, (1, 8, 8), "cpu"))
+
+
+def test_a_dashboard_address_in_ray_address_is_explained(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    code = main(["run", str(REPO / "configs" / "smoke.yaml"), "--no-progress", "--set", f"run_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "dashboard's address" in err and "Traceback" not in err, err

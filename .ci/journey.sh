@@ -46,15 +46,15 @@ if grep -rl journey-pw "$WORK/elsewhere/runs/smoke" --include='*.json' --include
 fi
 kill "$REDIS_PID"; REDIS_PID=
 
-echo "== 3. ray job submit --working-dir . to a token-auth cluster"
+echo "== 3. ray job submit --working-dir . to a token-auth cluster (its head started in $WORK, not the clone)"
 export RAY_AUTH_MODE=token BEZIER_DISTILL_HOME="$WORK/home"  # the head's environment: the job inherits it
 ray get-auth-token --generate >/dev/null  # a token for this head, whether or not an earlier local Ray made one
 ports=$(python -c "from guide_store.embedded import free_port; print(*[free_port() for _ in range(8)])")
 read -r GCS DASH P1 P2 P3 P4 P5 P6 <<< "$ports"
-ray start --head --port="$GCS" --dashboard-port="$DASH" --include-dashboard=true --num-cpus=4 \
+(cd "$WORK" && ray start --head --port="$GCS" --dashboard-port="$DASH" --include-dashboard=true --num-cpus=4 \
   --disable-usage-stats --temp-dir=/tmp/rj-ci --node-manager-port="$P1" --object-manager-port="$P2" \
   --runtime-env-agent-port="$P3" --dashboard-agent-grpc-port="$P4" --dashboard-agent-listen-port="$P5" \
-  --ray-client-server-port="$P6" > "$WORK/ray-start.log" 2>&1 || { RAY_STARTED=1; cat "$WORK/ray-start.log"; exit 1; }
+  --ray-client-server-port="$P6") > "$WORK/ray-start.log" 2>&1 || { RAY_STARTED=1; cat "$WORK/ray-start.log"; exit 1; }
 RAY_STARTED=1  # cleanup runs `ray stop --force`: CI runs alone on its machine
 export RAY_ADDRESS="http://127.0.0.1:$DASH"
 up=

@@ -18,10 +18,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # the config module calls this one: no import cycle at run time
-    from cluster.config import RunConfig
 
 __all__ = ["HOME_ENV", "home", "in_temporary_job_dir", "output_base", "resolve_input", "resolve_output",
            "resolve_run_paths", "is_own_teacher_ref"]
@@ -76,8 +72,9 @@ def is_own_teacher_ref(ref: str) -> bool:
     return ref == "self" or ref.startswith("self:")
 
 
-def resolve_run_paths(cfg: "RunConfig") -> "RunConfig":
-    """The configuration with every path absolute (see the module docstring); idempotent."""
+def resolve_run_paths(cfg):
+    """A ``cluster.config.RunConfig`` with every path absolute (see the module docstring); idempotent. (The
+    config module calls this one, so it is not imported here.)"""
     update: dict = {"run_dir": str(resolve_output(cfg.run_dir))}
     if cfg.data.path:
         update["data"] = cfg.data.model_copy(update={"path": str(resolve_input(cfg.data.path))})

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from cluster.config import PRECISIONS, ConfigError, RunConfig
+from teachers.config import PRECISIONS, ConfigError, RunConfig
 
 __all__ = ["StagePlan", "DevicePlan", "resolve_device", "resolve_precision", "student_precision_setting",
            "pool_gpus", "STUDENT_GPU_SHARE"]

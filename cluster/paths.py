@@ -19,6 +19,8 @@ import json
 import os
 from pathlib import Path
 
+from teachers.config import RunConfig
+
 __all__ = ["HOME_ENV", "home", "in_temporary_job_dir", "output_base", "resolve_input", "resolve_output",
            "resolve_run_paths", "is_own_teacher_ref"]
 
@@ -72,9 +74,8 @@ def is_own_teacher_ref(ref: str) -> bool:
     return ref == "self" or ref.startswith("self:")
 
 
-def resolve_run_paths(cfg):
-    """A ``cluster.config.RunConfig`` with every path absolute (see the module docstring); idempotent. (The
-    config module calls this one, so it is not imported here.)"""
+def resolve_run_paths(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with every path absolute (see the module docstring); idempotent."""
     update: dict = {"run_dir": str(resolve_output(cfg.run_dir))}
     if cfg.data.path:
         update["data"] = cfg.data.model_copy(update={"path": str(resolve_input(cfg.data.path))})

@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from teachers.config import parse_config
+
 __all__ = ["student_step", "checked_step", "main"]
 
 
@@ -31,7 +33,6 @@ def student_step(payload: dict) -> dict:
     if not on_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"  # before DeepSpeed is imported
         torch.set_num_threads(1)
-    from cluster.config import parse_config
     from student.objectives import ObjectiveSettings, objective_loss, path_degree
     from student.train_loop import build_engine, student_precision
     from teachers.precision import precision_dtype

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.config import RunConfig, parse_config
+from teachers.config import RunConfig, parse_config
 from student.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
 from teachers.checkpoint import META_FILE, CheckpointError
 from teachers.conventions import DEFAULT_CONVENTION

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cluster.config import RunConfig, TeacherPoolConfig, parse_config
+from teachers.config import RunConfig, TeacherPoolConfig, parse_config
 from cluster.device_plan import resolve_precision
 from guide_store.schema import GuideBatch
 from teachers.conventions import DEFAULT_CONVENTION

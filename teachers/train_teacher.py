@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from cluster.config import RunConfig, dump_config
+from teachers.config import RunConfig, dump_config
 from cluster.device_plan import StagePlan, resolve_device
 from teachers.checkpoint import CheckpointMeta, save_checkpoint
 from teachers.data import DataSplit, load_data

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import parse_config
+from teachers.config import parse_config
 from student.ds_config import lr_at
 
 WORKER = str(Path(__file__).with_name("ds_step_worker.py"))

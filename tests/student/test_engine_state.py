@@ -10,7 +10,7 @@ from cluster.device_plan import resolve_precision
 from student.ds_config import deepspeed_config, lr_at
 from student.engine_state import pack_tree, rank_file, read_rank_meta, unpack_tree
 from student.train_loop import id_runs, merge_runs
-from cluster.config import StudentConfig
+from teachers.config import StudentConfig
 from teachers.checkpoint import CheckpointError
 
 

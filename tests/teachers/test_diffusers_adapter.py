@@ -5,7 +5,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from cluster.config import TeacherPoolConfig
+from teachers.config import TeacherPoolConfig
 from teachers.checkpoint import CheckpointError
 from teachers.diffusers_adapter import is_diffusers_dir
 from teachers.guides import make_guides

@@ -349,7 +349,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     import torch
 
     from cluster.config import load_config
-    from cluster.device_plan import resolve_device
+    from teachers.device_plan import resolve_device
     from cluster.preflight import (config_checks, data_shape_of, environment_checks, format_checks, plan_check,
                                    student_step_check)
 

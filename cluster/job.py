@@ -95,7 +95,7 @@ def _train_teacher_task(raw: dict, out_dir: str, stage: dict | None = None) -> s
     import torch
 
     from cluster.config import parse_config
-    from cluster.device_plan import StagePlan
+    from teachers.device_plan import StagePlan
     from teachers.train_teacher import train_teacher
 
     torch.set_num_threads(1)
@@ -107,10 +107,10 @@ def _train_teacher_task(raw: dict, out_dir: str, stage: dict | None = None) -> s
 def resolve_teachers(cfg, echo=print, plan=None):
     """The run's teacher pools with ``self``/``self:K`` resolved to checkpoint paths; missing ones are trained
     first (as parallel Ray tasks when Ray is up, else here). With no pools configured, one pool on ``self``.
-    With a ``plan`` (``cluster.device_plan.DevicePlan``), teachers train on its devices and each pool's
+    With a ``plan`` (``teachers.device_plan.DevicePlan``), teachers train on its devices and each pool's
     actors ask for its GPUs (an explicit ``teachers[].num_gpus`` kept)."""
     from cluster.config import TeacherPoolConfig
-    from cluster.device_plan import pool_gpus
+    from teachers.device_plan import pool_gpus
 
     own = own_teacher_paths(cfg)
     missing = {ref: v for ref, v in own.items() if not (v[0] / "model.json").is_file()}
@@ -316,7 +316,7 @@ def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dic
     import ray
 
     from cluster.config import dump_config
-    from cluster.device_plan import resolve_device
+    from teachers.device_plan import resolve_device
     from cluster.provenance import provenance
     from guide_store.open_store import run_redis_url
     from student.run_report import evaluate_run, quality_table

@@ -20,9 +20,9 @@ from typing import Callable
 import torch
 
 from cluster.config import RunConfig, redact_url
-from cluster.device_plan import DevicePlan
 from guide_store.embedded import find_redis_server
 from student.step_check import checked_step
+from teachers.device_plan import DevicePlan
 from teachers.train_teacher import load_run_data
 
 __all__ = ["Check", "PreflightError", "dashboard_address_error", "environment_checks", "config_checks", "plan_check", "student_step_check",

@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from cluster.device_plan import DevicePlan, resolve_device
+from teachers.device_plan import DevicePlan, resolve_device
 
 __all__ = ["run_student_pool", "consumption_audit"]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from cluster.device_plan import StagePlan, resolve_device
 from student.evaluation import QualitySettings, evaluate_sampler, format_row, noise_for_eval, sampler_on
 from student.networks import student_sampler
 from teachers.checkpoint import load_checkpoint
 from teachers.conventions import DEFAULT_CONVENTION
+from teachers.device_plan import StagePlan, resolve_device
 
 __all__ = ["evaluate_run", "quality_table", "quality_settings"]
 

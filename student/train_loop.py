@@ -30,13 +30,13 @@ from pathlib import Path
 
 import torch
 
-from cluster.device_plan import resolve_precision, student_precision_setting
 from student.ds_config import deepspeed_config, lr_at, student_optimizer, without_op_builds
+from student.guide_feed import GuideFeed, consumer_name, open_source
 from student.networks import build_student, init_from_teacher
 from student.objectives import ObjectiveSettings, objective_loss, time_inputs
-from student.guide_feed import GuideFeed, consumer_name, open_source
 from student.replay import ReplayPool
 from teachers.config import NetworkConfig, RunConfig, StudentConfig, parse_config
+from teachers.device_plan import resolve_precision, student_precision_setting
 from teachers.precision import precision_dtype
 
 __all__ = ["train_student_worker", "build_engine", "student_precision", "id_runs", "merge_runs"]

@@ -1,6 +1,6 @@
 """Resolved precisions (``fp32``, ``bf16``, ``fp16``) as torch dtypes and autocast contexts (torch only).
 
-Which precision a stage uses is decided in ``cluster.device_plan``; training and sampling code takes the
+Which precision a stage uses is decided in ``teachers.device_plan``; training and sampling code takes the
 resolved name and runs its forward passes under ``autocast``, keeping its weights in fp32.
 """
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from teachers.config import RunConfig, TeacherPoolConfig, parse_config
-from cluster.device_plan import resolve_precision
 from guide_store.schema import GuideBatch
+from teachers.config import RunConfig, TeacherPoolConfig, parse_config
 from teachers.conventions import DEFAULT_CONVENTION
+from teachers.device_plan import resolve_precision
 from teachers.guides import CouplingSettings, couple, make_guides
 from teachers.models import load_velocity, model_data_shape
 from teachers.precision import autocast

@@ -16,10 +16,10 @@ from typing import Callable
 
 import torch
 
-from teachers.config import RunConfig, dump_config
-from cluster.device_plan import StagePlan, resolve_device
 from teachers.checkpoint import CheckpointMeta, save_checkpoint
+from teachers.config import RunConfig, dump_config
 from teachers.data import DataSplit, load_data
+from teachers.device_plan import StagePlan, resolve_device
 from teachers.nets import build_network
 from teachers.rectified_flow import TrainSettings, fixed_pairs, independent_pairs, teacher_pairs, train_velocity
 

@@ -11,7 +11,7 @@ import pytest
 SCRIPT = textwrap.dedent("""
     import sys, ray
     from cluster.config import parse_config
-    from cluster.device_plan import resolve_device
+    from teachers.device_plan import resolve_device
     gpus, replicas, workers = map(int, sys.argv[1:4])
     cfg = parse_config({"name": "p", "data": {"name": "eight_gaussians"}, "teacher": {"network": {"arch": "mlp"}},
                         "teachers": [{"name": "t", "checkpoints": ["self"], "replicas": replicas, "num_cpus": 0}],

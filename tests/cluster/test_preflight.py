@@ -11,9 +11,9 @@ import pytest
 
 from cluster.cli import main
 from cluster.config import load_config
-from cluster.device_plan import resolve_device
 from cluster.preflight import PreflightError, preflight, store_check
 from guide_store.embedded import EmbeddedRedis, free_port
+from teachers.device_plan import resolve_device
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,10 +13,10 @@ os.environ["DS_ACCELERATOR"] = "cpu"  # before DeepSpeed is imported (build_engi
 import torch
 import torch.distributed as dist
 
-from teachers.config import parse_config
 from student.ds_config import lr_at
 from student.objectives import ObjectiveSettings, objective_loss
 from student.train_loop import build_engine, student_precision
+from teachers.config import parse_config
 
 
 def main(config_file: str, port: str) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from teachers.config import parse_config
 from student.ds_config import lr_at
+from teachers.config import parse_config
 
 WORKER = str(Path(__file__).with_name("ds_step_worker.py"))
 ROOT = str(Path(__file__).resolve().parents[2])

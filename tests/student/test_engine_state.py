@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cluster.device_plan import resolve_precision
 from student.ds_config import deepspeed_config, lr_at
 from student.engine_state import pack_tree, rank_file, read_rank_meta, unpack_tree
 from student.train_loop import id_runs, merge_runs
-from teachers.config import StudentConfig
 from teachers.checkpoint import CheckpointError
+from teachers.config import StudentConfig
+from teachers.device_plan import resolve_precision
 
 
 def test_tree_round_trip_keeps_int_keys_and_tensors():

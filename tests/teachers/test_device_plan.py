@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from cluster.config import ConfigError, parse_config
-from cluster.device_plan import STUDENT_GPU_SHARE, pool_gpus, resolve_device, resolve_precision
+from teachers.config import ConfigError, parse_config
+from teachers.device_plan import STUDENT_GPU_SHARE, pool_gpus, resolve_device, resolve_precision
 from teachers.precision import autocast
 
 

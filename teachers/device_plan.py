@@ -4,7 +4,8 @@
 Stages: teacher training (Ray tasks), guide production (teacher actors), the student pool (Ray Train +
 DeepSpeed) and evaluation (the driver). ``resolve_device`` is pure logic, so it is tested with made-up GPU
 counts; each stage then confirms the plan on the device it was given (``resolve_precision`` again, with
-the GPU's real bf16 support) and records what it actually used.
+the GPU's real bf16 support) and records what it actually used. It needs the configuration and torch
+only, so it lives in the lowest package whose stages read it (teacher training and the teacher actor).
 
 GPU sharing while guides and the student run at the same time: Ray places a fractional GPU request on
 one GPU that has the share free, filling GPUs in no order we control (the teacher actors start first and

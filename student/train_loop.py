@@ -32,6 +32,7 @@ import torch
 
 from student.ds_config import deepspeed_config, lr_at, student_optimizer, without_op_builds
 from student.guide_feed import GuideFeed, consumer_name, open_source
+from student.metrics import StudentMetrics
 from student.networks import build_student, init_from_teacher
 from student.objectives import ObjectiveSettings, objective_loss, time_inputs
 from student.replay import ReplayPool
@@ -241,8 +242,6 @@ def train_student_worker(payload: dict) -> None:
     """Ray Train worker entry: ``payload`` holds the resolved run config (JSON), ``store_url``, ``data_shape``
     and ``init_checkpoint`` (a teacher to start from, or ``None``)."""
     import ray.train
-
-    from cluster.metrics import StudentMetrics
 
     cfg, sc = payload["config"], payload["config"]["student"]
     ctx = ray.train.get_context()

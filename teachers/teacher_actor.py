@@ -24,6 +24,7 @@ from teachers.config import RunConfig, TeacherPoolConfig, parse_config
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.device_plan import resolve_precision
 from teachers.guides import CouplingSettings, couple, make_guides
+from teachers.metrics import TeacherMetrics
 from teachers.models import load_velocity, model_data_shape
 from teachers.precision import autocast
 
@@ -139,8 +140,6 @@ class TeacherWorker:
         self.metrics = None
         if controller is not None:
             import ray
-
-            from cluster.metrics import TeacherMetrics
 
             self.metrics = TeacherMetrics(self.cfg.name, name)
 

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def exported_metric_names():
-    text = (ROOT / "cluster" / "metrics.py").read_text()
+    text = "".join((ROOT / pkg / "metrics.py").read_text() for pkg in ("teachers", "student", "cluster"))
     names = set()
     for kind, name in re.findall(r'(Counter|Histogram|Gauge)\("(\w+)"', text):
         base = f"ray_{name}"

@@ -153,7 +153,7 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
 
 
 def _quality_settings(cfg, n_samples: int | None, extractor: str | None):
-    from student.evaluation import QualitySettings
+    from teachers.evaluation import QualitySettings
 
     ev = cfg.eval
     return QualitySettings(n_samples=n_samples or ev.n_samples, feature_extractor=extractor or ev.feature_extractor,
@@ -162,7 +162,7 @@ def _quality_settings(cfg, n_samples: int | None, extractor: str | None):
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from cluster.config import load_config
-    from student.evaluation import format_table
+    from teachers.evaluation import format_table
     from teachers.evaluate import evaluate_loaded, load_model_and_data
 
     config = load_config(args.config) if args.config else None
@@ -195,7 +195,7 @@ def _cmd_teachers_bench(args: argparse.Namespace) -> int:
     import torch
 
     from cluster.config import load_config
-    from student.evaluation import QualitySettings
+    from teachers.evaluation import QualitySettings
     from teachers.evaluate import evaluate_teacher
     from teachers.train_teacher import train_teacher
 

@@ -10,7 +10,7 @@ laptop. End to end it:
 2. starts the guide store (the run's embedded Redis when no ``store.url``), the
    controller and the teacher actors;
 3. trains the student pool (Ray Train + DeepSpeed) on the guides as they come;
-4. evaluates the teachers and the student (``student.evaluation``) and writes
+4. evaluates the teachers and the student (``teachers.evaluation``) and writes
    ``runs/NAME/``: ``config.yaml``, ``metrics.jsonl``, ``report.json``,
    ``production.json``, ``samples.png``, ``student_loss.png`` and ``student/``.
 

@@ -39,7 +39,7 @@ def _evaluate(sampler, cfg, seed: int, data, steps: list, label: str, out_dir: P
     noise against the same floor draw, so the report's comparisons are paired."""
     from safetensors.torch import save_file
 
-    from student.evaluation import evaluate_sampler, noise_for_eval
+    from teachers.evaluation import evaluate_sampler, noise_for_eval
     from student.run_report import quality_settings
 
     table = evaluate_sampler(sampler, data, steps, quality_settings(cfg, seed), label=label)

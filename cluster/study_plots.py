@@ -12,7 +12,7 @@ __all__ = ["plot_quality", "plot_samples"]
 
 def plot_quality(results: dict, agg: dict, teachers: dict, floor: dict, path: Path) -> None:
     """Quality against steps: every variant (colour) and objective (line style), the teachers, the floor."""
-    from student.plots import pyplot, save_figure
+    from teachers.plots import pyplot, save_figure
 
     plt = pyplot()
     metrics = METRICS[results["metric_kind"]]
@@ -46,7 +46,7 @@ def plot_samples(results: dict, agg: dict, path: Path) -> bool:
     """One row per variant/objective of the first seed (students at their steps), teachers on top."""
     from safetensors.torch import load_file
 
-    from student.plots import save_sample_table
+    from teachers.plots import save_sample_table
 
     seed = min(results["seeds"])
     rows = {}

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from student.evaluation import QualitySettings, evaluate_sampler, format_row, noise_for_eval, sampler_on
 from student.networks import student_sampler
 from teachers.checkpoint import load_checkpoint
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.device_plan import StagePlan, resolve_device
+from teachers.evaluation import QualitySettings, evaluate_sampler, format_row, noise_for_eval, sampler_on
 
 __all__ = ["evaluate_run", "quality_table", "quality_settings"]
 
@@ -32,7 +32,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
 
     ``stage``: the run plan's evaluation stage (default: the plan for this machine's GPUs); sampling runs
     there under its precision, and the result's ``used`` says which device and precision that was."""
-    from student.plots import save_loss_curve, save_sample_figure
+    from teachers.plots import save_loss_curve, save_sample_figure
     from teachers.models import load_velocity, teacher_sampler
     from teachers.train_teacher import load_run_data
 

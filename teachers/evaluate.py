@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from teachers.config import RunConfig, parse_config
-from student.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
 from teachers.checkpoint import META_FILE, CheckpointError
+from teachers.config import RunConfig, parse_config
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.data import DataSplit
+from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
 from teachers.models import LoadedModel, load_model, teacher_sampler
+from teachers.plots import save_sample_figure
 from teachers.train_teacher import load_run_data
 
 __all__ = ["load_model_and_data", "run_config_of", "teacher_sampler", "evaluate_loaded", "evaluate_model",
@@ -71,8 +72,6 @@ def evaluate_model(checkpoint: str | Path, steps: list[int], solver: str, settin
 def sample_model(checkpoint: str | Path, steps: list[int], solver: str, out: str | Path, n: int = 64, seed: int = 0,
                  convention: str = DEFAULT_CONVENTION, config: RunConfig | None = None) -> Path:
     """A figure with one panel per step count (image grid or 2-D scatter) beside real data."""
-    from student.plots import save_sample_figure
-
     loaded, data, _ = load_model_and_data(checkpoint, convention, config)
     noise = noise_for_eval(n, data.data_shape, seed)
     sampler = loaded.sampler(solver)

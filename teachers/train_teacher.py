@@ -21,6 +21,7 @@ from teachers.config import RunConfig, dump_config
 from teachers.data import DataSplit, load_data
 from teachers.device_plan import StagePlan, resolve_device
 from teachers.nets import build_network
+from teachers.plots import save_loss_curve
 from teachers.rectified_flow import TrainSettings, fixed_pairs, independent_pairs, teacher_pairs, train_velocity
 
 __all__ = ["load_run_data", "train_teacher"]
@@ -40,8 +41,6 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path | None = None, data: DataS
 
     ``stage`` is the run plan's teacher-training stage (default: the plan for this machine's GPUs); the
     device and precision actually used are recorded in ``train_report.json`` and ``model.json``."""
-    from student.plots import save_loss_curve
-
     stage = stage or resolve_device(cfg, torch.cuda.device_count()).teacher_training
     device, precision = stage.place()
     out = Path(out_dir) if out_dir is not None else cfg.teacher_path

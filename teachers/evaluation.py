@@ -15,9 +15,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from student.digits_features import prepare_extractor
-from student.distances import energy_distance, sliced_wasserstein
 from teachers.data import DataSplit
+from teachers.digits_features import ensure_registered, prepare_extractor, to_uint8
+from teachers.distances import energy_distance, sliced_wasserstein
 from teachers.precision import autocast
 from teachers.solvers import Solution
 
@@ -40,8 +40,6 @@ class _TensorDataset(torch.utils.data.Dataset):
     """uint8 images for torch-fidelity, 3 channels for Inception, as stored otherwise."""
 
     def __init__(self, images: Tensor, channels: int | None):
-        from student.digits_features import to_uint8
-
         x = to_uint8(images)
         if channels is not None and x.shape[1] != channels:
             x = x.expand(-1, channels, -1, -1)
@@ -55,9 +53,7 @@ class _TensorDataset(torch.utils.data.Dataset):
 
 
 def _image_quality(x: Tensor, ref: Tensor, settings: QualitySettings) -> dict[str, float]:
-    import torch_fidelity
-
-    from student.digits_features import ensure_registered
+    import torch_fidelity  # heavy and only for images: imported when first needed
 
     ensure_registered()
     channels = 3 if settings.feature_extractor.startswith("inception") else None

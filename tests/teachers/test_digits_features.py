@@ -2,9 +2,9 @@
 
 import torch
 
-from student.digits_features import EXTRACTOR_NAME, _train_classifier, ensure_registered, load_or_train_classifier
-from student.evaluation import QualitySettings, floor, quality
 from teachers.data import digits
+from teachers.digits_features import EXTRACTOR_NAME, _train_classifier, ensure_registered, load_or_train_classifier
+from teachers.evaluation import QualitySettings, floor, quality
 
 
 def test_classifier_is_accurate_cached_and_deterministic(tmp_path):
@@ -37,8 +37,8 @@ def test_fid_separates_real_from_damaged():
 
 
 def test_first_evaluation_inside_no_grad_trains_the_extractor_on_a_fresh_cache(tmp_path, monkeypatch):
-    from student.digits_features import classifier_path
-    from student.evaluation import evaluate_sampler
+    from teachers.digits_features import classifier_path
+    from teachers.evaluation import evaluate_sampler
     from teachers.solvers import Solution
 
     monkeypatch.setenv("BEZIER_DISTILL_CACHE", str(tmp_path / "empty-cache"))

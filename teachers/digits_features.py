@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from teachers.data import digit_labels, digits
+
 __all__ = ["EXTRACTOR_NAME", "DigitsClassifier", "DigitsFeatureExtractor", "ensure_registered",
            "classifier_path", "load_or_train_classifier", "prepare_extractor", "to_uint8"]
 
@@ -65,8 +67,6 @@ def classifier_path() -> Path:
 
 
 def _train_classifier(epochs: int = 30, seed: int = 0) -> tuple[DigitsClassifier, float]:
-    from teachers.data import digit_labels, digits
-
     split = digits(seed=0)
     labels = digit_labels(seed=0)
     n_out = split.held_out.shape[0]

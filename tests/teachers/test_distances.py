@@ -2,7 +2,7 @@
 
 import torch
 
-from student.distances import energy_distance, sliced_wasserstein
+from teachers.distances import energy_distance, sliced_wasserstein
 
 
 def test_sliced_wasserstein_known_values():

@@ -162,8 +162,8 @@ def _quality_settings(cfg, n_samples: int | None, extractor: str | None):
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from cluster.config import load_config
+    from student.evaluate import evaluate_loaded, load_model_and_data
     from teachers.evaluation import format_table
-    from teachers.evaluate import evaluate_loaded, load_model_and_data
 
     config = load_config(args.config) if args.config else None
     loaded, data, cfg = load_model_and_data(args.checkpoint, args.convention, config)
@@ -180,7 +180,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from cluster.config import load_config
-    from teachers.evaluate import sample_model
+    from student.evaluate import sample_model
 
     config = load_config(args.config) if args.config else None
     path = sample_model(args.checkpoint, args.steps, args.solver, args.out, n=args.n, convention=args.convention,
@@ -195,8 +195,8 @@ def _cmd_teachers_bench(args: argparse.Namespace) -> int:
     import torch
 
     from cluster.config import load_config
+    from student.evaluate import evaluate_teacher
     from teachers.evaluation import QualitySettings
-    from teachers.evaluate import evaluate_teacher
     from teachers.train_teacher import train_teacher
 
     cfg = load_config(args.config, args.overrides)
@@ -349,9 +349,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     import torch
 
     from cluster.config import load_config
-    from teachers.device_plan import resolve_device
     from cluster.preflight import (config_checks, data_shape_of, environment_checks, format_checks, plan_check,
                                    student_step_check)
+    from teachers.device_plan import resolve_device
 
     checks = environment_checks()
     print(format_checks(checks), flush=True)

@@ -39,8 +39,8 @@ def _evaluate(sampler, cfg, seed: int, data, steps: list, label: str, out_dir: P
     noise against the same floor draw, so the report's comparisons are paired."""
     from safetensors.torch import save_file
 
-    from teachers.evaluation import evaluate_sampler, noise_for_eval
     from student.run_report import quality_settings
+    from teachers.evaluation import evaluate_sampler, noise_for_eval
 
     table = evaluate_sampler(sampler, data, steps, quality_settings(cfg, seed), label=label)
     noise = noise_for_eval(GRID_SAMPLES["image" if data.is_image else "vector"], data.data_shape, seed)
@@ -66,7 +66,7 @@ def _teacher_jobs(study, base, seeds, quick) -> dict[str, dict]:
 def _evaluate_teachers(study, base, seeds, quick, echo) -> None:
     """Each teacher of each seed at ``eval.steps`` (Euler) and adaptive, once (cached beside the checkpoint)."""
     from teachers.checkpoint import load_checkpoint
-    from teachers.evaluate import teacher_sampler
+    from teachers.models import teacher_sampler
     from teachers.train_teacher import load_run_data
 
     for seed in seeds:

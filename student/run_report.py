@@ -32,8 +32,8 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
 
     ``stage``: the run plan's evaluation stage (default: the plan for this machine's GPUs); sampling runs
     there under its precision, and the result's ``used`` says which device and precision that was."""
-    from teachers.plots import save_loss_curve, save_sample_figure
     from teachers.models import load_velocity, teacher_sampler
+    from teachers.plots import save_loss_curve, save_sample_figure
     from teachers.train_teacher import load_run_data
 
     stage = stage or resolve_device(cfg, torch.cuda.device_count()).evaluation

@@ -1,34 +1,30 @@
-"""One loader for any model folder: a native teacher, a native student, or a diffusers ``save_pretrained`` folder.
+"""Teacher model folders: a native teacher or a diffusers ``save_pretrained`` folder, read as a velocity
+``v(x, t)``; and what any model folder (students too) says about itself without loading weights.
 
 - native teacher: ``model.json`` (role ``teacher``) + ``model.safetensors``, a velocity ``v(x, t)``;
-- native student: ``model.json`` (role ``student``, ``extra.objective``) written by the student pool, a
-  velocity ``v(x, t)`` or a flow map ``f(x, s, t)`` (``time_inputs: 2``);
 - diffusers: ``config.json`` naming a diffusers class + safetensors weights, read in a named convention
   (``teachers.conventions``).
 
-Every sampler has the signature ``sample(noise (N, *D), steps) -> Solution``. A teacher's solves its ODE
-with the chosen solver; a student's uses ``steps`` student steps (``student.networks.student_sampler``).
+A teacher's sampler has the signature ``sample(noise (N, *D), steps) -> Solution`` and solves its ODE with
+the chosen solver. Loading any folder, students included, is ``student.models.load_model``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
-from student.networks import student_sampler
-from student.objectives import time_inputs
-from teachers.checkpoint import META_FILE, CheckpointError, load_checkpoint, read_meta
+from teachers.checkpoint import META_FILE, CheckpointError, CheckpointMeta, load_checkpoint, read_meta
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.diffusers_adapter import (check_diffusers_teacher, diffusers_data_shape, is_diffusers_dir,
                                         load_diffusers_teacher)
 from teachers.solvers import SOLVERS, Solution, solve
 
-__all__ = ["MODEL_KINDS", "LoadedModel", "model_kind", "model_data_shape", "check_model", "load_model",
-           "load_velocity", "teacher_sampler"]
+__all__ = ["MODEL_KINDS", "Sampler", "model_kind", "model_data_shape", "check_model", "load_diffusers_model",
+           "check_teacher_meta", "load_velocity", "teacher_sampler"]
 
 MODEL_KINDS = ("teacher", "student", "diffusers")
 
@@ -44,25 +40,6 @@ def teacher_sampler(model: nn.Module, solver: str) -> Sampler:
         return solve(model, noise, 0.0, 1.0, steps or 1, solver)
 
     return sample
-
-
-@dataclass
-class LoadedModel:
-    """A loaded network and what is known about it. ``training`` is the run configuration the folder records
-    (``{}`` for a diffusers folder); ``objective`` is the student's (``None`` for teachers)."""
-
-    path: Path
-    kind: str
-    network: nn.Module
-    data_shape: tuple[int, ...]
-    training: dict[str, Any] = field(default_factory=dict)
-    objective: str | None = None
-
-    def sampler(self, solver: str = "euler") -> Sampler:
-        """Teachers: ``solver`` on their ODE. Students: their own sampler (``solver`` does not apply)."""
-        if self.kind == "student":
-            return student_sampler(self.objective, self.network)
-        return teacher_sampler(self.network, solver)
 
 
 def model_kind(path: str | Path) -> str:
@@ -90,38 +67,31 @@ def check_model(path: str | Path, data_shape: tuple[int, ...], convention: str =
                               f"the data {list(data_shape)}")
 
 
-def load_model(path: str | Path, convention: str = DEFAULT_CONVENTION,
-               expect_data_shape: tuple[int, ...] | None = None, map_location: str = "cpu") -> LoadedModel:
-    """Load any model folder (see the module docstring); ``convention`` applies to diffusers folders only."""
-    path = Path(path)
-    if model_kind(path) == "diffusers":
-        shape = diffusers_data_shape(path)
-        if expect_data_shape is not None:
-            check_diffusers_teacher(path, expect_data_shape, convention)
-        net = load_diffusers_teacher(path, shape, convention).to(map_location)
-        return LoadedModel(path, "diffusers", net, shape)
-    net, meta = load_checkpoint(path, expect_data_shape=expect_data_shape, map_location=map_location)
-    objective = None
-    if meta.role == "student":
-        objective = meta.extra.get("objective")
-        if objective is None:
-            raise CheckpointError(f"{path / META_FILE}: a student checkpoint needs extra.objective")
-        try:
-            needed = time_inputs(objective)
-        except ValueError as err:
-            raise CheckpointError(f"{path / META_FILE}: extra.objective: {err}") from None
-        if needed != meta.time_inputs:
-            raise CheckpointError(f"{path / META_FILE}: objective {objective!r} needs time_inputs {needed}, "
-                                  f"the file says {meta.time_inputs}")
-    elif meta.time_inputs != 1:
+def load_diffusers_model(path: Path, convention: str = DEFAULT_CONVENTION,
+                         expect_data_shape: tuple[int, ...] | None = None,
+                         map_location: str = "cpu") -> tuple[nn.Module, tuple[int, ...]]:
+    """A diffusers folder as a velocity ``v(x, t)`` in ``convention``, and its per-sample shape; checked
+    against ``expect_data_shape`` (and the convention) before the weights are loaded."""
+    shape = diffusers_data_shape(path)
+    if expect_data_shape is not None:
+        check_diffusers_teacher(path, expect_data_shape, convention)
+    return load_diffusers_teacher(path, shape, convention).to(map_location), shape
+
+
+def check_teacher_meta(path: Path, meta: CheckpointMeta) -> None:
+    """A native teacher is ``v(x, t)``: one time input, or ``CheckpointError`` naming the file."""
+    if meta.time_inputs != 1:
         raise CheckpointError(f"{path / META_FILE}: a teacher is v(x, t) (time_inputs 1), the file says "
                               f"{meta.time_inputs}")
-    return LoadedModel(path, meta.role, net, tuple(meta.data_shape), meta.training, objective)
 
 
 def load_velocity(path: str | Path, data_shape: tuple[int, ...], convention: str = DEFAULT_CONVENTION) -> nn.Module:
     """A teacher velocity ``v(x, t)`` from a native teacher or a diffusers folder, checked against the data."""
-    loaded = load_model(path, convention, expect_data_shape=data_shape)
-    if loaded.kind == "student":
-        raise CheckpointError(f"{Path(path) / META_FILE}: a student checkpoint, not a teacher v(x, t)")
-    return loaded.network
+    path = Path(path)
+    if model_kind(path) == "diffusers":
+        return load_diffusers_model(path, convention, expect_data_shape=data_shape)[0]
+    net, meta = load_checkpoint(path, expect_data_shape=data_shape)
+    if meta.role == "student":
+        raise CheckpointError(f"{path / META_FILE}: a student checkpoint, not a teacher v(x, t)")
+    check_teacher_meta(path, meta)
+    return net

@@ -8,10 +8,11 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
+from student.models import load_model
 from student.networks import build_student
 from teachers.checkpoint import CheckpointError, CheckpointMeta, save_checkpoint
 from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION, convention_for
-from teachers.models import check_model, load_model, load_velocity, model_data_shape, model_kind
+from teachers.models import check_model, load_velocity, model_data_shape, model_kind
 
 
 def tiny_unet(out_channels=1):

@@ -7,7 +7,7 @@ Stated factors (measured on 2 CPU cores; see README): toy 2-D sliced W2 at 32 RK
 import pytest
 
 from cluster.config import load_config
-from teachers.evaluate import evaluate_teacher
+from student.evaluate import evaluate_teacher
 from teachers.evaluation import QualitySettings
 from teachers.train_teacher import train_teacher
 

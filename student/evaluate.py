@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from student.models import LoadedModel, load_model
 from teachers.checkpoint import META_FILE, CheckpointError
 from teachers.config import RunConfig, parse_config
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.data import DataSplit
 from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
-from teachers.models import LoadedModel, load_model, teacher_sampler
+from teachers.models import teacher_sampler
 from teachers.plots import save_sample_figure
 from teachers.train_teacher import load_run_data
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from cluster.study_report import METRIC_NAMES, METRICS
+from cluster.study_metrics import METRIC_NAMES, METRICS
 
 __all__ = ["plot_quality", "plot_samples"]
 

@@ -14,10 +14,10 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["interval", "aggregate", "claim_verdicts", "write_report", "METRICS"]
+from cluster.study_metrics import METRIC_NAMES, METRICS
+from cluster.study_plots import plot_quality, plot_samples
 
-METRICS = {"image": ("fid", "kid"), "vector": ("sliced_w2", "energy")}
-METRIC_NAMES = {"fid": "FID", "kid": "KID", "sliced_w2": "sliced W2", "energy": "energy distance (an MMD)"}
+__all__ = ["interval", "aggregate", "claim_verdicts", "write_report", "METRICS"]
 
 
 def interval(values: list[float]) -> tuple[float, float | None]:
@@ -276,8 +276,6 @@ def write_report(results: dict, out: str | Path) -> Path:
     every study found there. Returns the path of ``results.md``."""
     import os
     import platform
-
-    from cluster.study_plots import plot_quality, plot_samples
 
     out = Path(out)
     folder = out / "results" / results["study"]

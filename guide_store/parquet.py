@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from guide_store.codec import decode_record_batch
 from guide_store.schema import GuideBatch, RecordError, from_record_batch, to_record_batch
 from guide_store.source import Delivery
 
@@ -124,8 +125,6 @@ def export_store(store, directory: str | Path, dtype: str | None = None) -> dict
 
     Returns ``{"records", "batches", "skipped": [{"entry", "reason"}], "directory"}``.
     """
-    from guide_store.codec import decode_record_batch
-
     skipped, batches = [], 0
     with ParquetGuideSink(directory, dtype=dtype or store.dtype) as sink:
         for entry_id, fields in store.entries():

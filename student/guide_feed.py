@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import time
 
+from guide_store.parquet import ParquetGuideSource
+from guide_store.redis_store import RedisGuideStore
+
 __all__ = ["GuideFeed", "consumer_name", "open_source"]
 
 
@@ -56,11 +59,7 @@ class GuideFeed:
 def open_source(payload: dict, rank: int, world: int, data_shape: tuple[int, ...]):
     sc = payload["config"]["student"]
     if sc["source"] == "parquet":
-        from guide_store.parquet import ParquetGuideSource
-
         return ParquetGuideSource(sc["parquet_dir"], rank=rank, world_size=world, expect_shape=data_shape), None
-    from guide_store.redis_store import RedisGuideStore
-
     st = payload["config"]["store"]
     store = RedisGuideStore(payload["store_url"], payload["config"]["name"], dtype=st["dtype"],
                             claim_idle_s=st["claim_idle_s"], expect_shape=data_shape)

@@ -13,6 +13,9 @@ from teachers.checkpoint import load_checkpoint
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.device_plan import StagePlan, resolve_device
 from teachers.evaluation import QualitySettings, evaluate_sampler, format_row, noise_for_eval, sampler_on
+from teachers.models import load_velocity, teacher_sampler
+from teachers.plots import save_loss_curve, save_sample_figure
+from teachers.train_teacher import load_run_data
 
 __all__ = ["evaluate_run", "quality_table", "quality_settings"]
 
@@ -32,10 +35,6 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
 
     ``stage``: the run plan's evaluation stage (default: the plan for this machine's GPUs); sampling runs
     there under its precision, and the result's ``used`` says which device and precision that was."""
-    from teachers.models import load_velocity, teacher_sampler
-    from teachers.plots import save_loss_curve, save_sample_figure
-    from teachers.train_teacher import load_run_data
-
     stage = stage or resolve_device(cfg, torch.cuda.device_count()).evaluation
     device, precision = stage.place()
     data = load_run_data(cfg)

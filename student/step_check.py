@@ -13,7 +13,10 @@ import time
 
 import torch
 
+from student.objectives import ObjectiveSettings, objective_loss, path_degree
+from student.train_loop import build_engine, student_precision
 from teachers.config import parse_config
+from teachers.precision import precision_dtype
 
 __all__ = ["student_step", "checked_step", "main"]
 
@@ -33,9 +36,6 @@ def student_step(payload: dict) -> dict:
     if not on_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"  # before DeepSpeed is imported
         torch.set_num_threads(1)
-    from student.objectives import ObjectiveSettings, objective_loss, path_degree
-    from student.train_loop import build_engine, student_precision
-    from teachers.precision import precision_dtype
 
     sc = payload["config"]["student"]
     device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")

@@ -31,11 +31,13 @@ from pathlib import Path
 import torch
 
 from student.ds_config import deepspeed_config, lr_at, student_optimizer, without_op_builds
+from student.engine_state import load_rank_state, save_rank_state
 from student.guide_feed import GuideFeed, consumer_name, open_source
 from student.metrics import StudentMetrics
 from student.networks import build_student, init_from_teacher
 from student.objectives import ObjectiveSettings, objective_loss, time_inputs
 from student.replay import ReplayPool
+from teachers.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from teachers.config import NetworkConfig, RunConfig, StudentConfig, parse_config
 from teachers.device_plan import resolve_precision, student_precision_setting
 from teachers.precision import precision_dtype
@@ -80,8 +82,6 @@ def _micro_batch(delivery, pool: ReplayPool, batch_size: int, g: torch.Generator
 
 
 def _build(payload: dict, device: torch.device):
-    from teachers.checkpoint import load_checkpoint
-
     cfg = payload["config"]
     sc, net = cfg["student"], cfg["student"]["network"] or cfg["teacher"]["network"]
     network = NetworkConfig.model_validate(net)
@@ -113,9 +113,6 @@ def _save(payload: dict, engine, ema, network, pool: ReplayPool, rank: int, worl
           history: list[dict], metrics: dict) -> None:
     import ray.train
 
-    from student.engine_state import save_rank_state
-    from teachers.checkpoint import CheckpointMeta, save_checkpoint
-
     cfg = payload["config"]
     with tempfile.TemporaryDirectory() as d:
         pool_tensors, pool_meta = pool.state()
@@ -134,8 +131,6 @@ def _save(payload: dict, engine, ema, network, pool: ReplayPool, rank: int, worl
 
 def _restore(engine, ema, pool: ReplayPool, rank: int, world: int, zero_stage: int) -> tuple[dict, list[dict]]:
     import ray.train
-
-    from student.engine_state import load_rank_state
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:

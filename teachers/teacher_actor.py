@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from guide_store.redis_store import RedisGuideStore
 from guide_store.schema import GuideBatch
 from teachers.config import RunConfig, TeacherPoolConfig, parse_config
 from teachers.conventions import DEFAULT_CONVENTION
@@ -27,6 +28,7 @@ from teachers.guides import CouplingSettings, couple, make_guides
 from teachers.metrics import TeacherMetrics
 from teachers.models import load_velocity, model_data_shape
 from teachers.precision import autocast
+from teachers.train_teacher import load_run_data
 
 __all__ = ["LoadedTeachers", "teacher_data_shape", "load_teacher", "load_teachers", "block_ids", "build_block",
            "TeacherWorker"]
@@ -117,9 +119,6 @@ class TeacherWorker:
     """
 
     def __init__(self, name: str, run_config: dict, pool: dict, store_url: str, controller=None):
-        from guide_store.redis_store import RedisGuideStore
-        from teachers.train_teacher import load_run_data
-
         self.cfg = parse_config(run_config)
         self.pool = TeacherPoolConfig.model_validate(pool)
         torch.set_num_threads(self.pool.threads)

@@ -9,11 +9,9 @@ all-reduce); gloo does that all-reduce.
 
 from __future__ import annotations
 
-__all__ = ["deepspeed_config", "student_optimizer", "without_op_builds", "lr_at"]
-
-import math
-
 import torch
+
+__all__ = ["deepspeed_config", "student_optimizer", "without_op_builds"]
 
 # DeepSpeed's C++ communication op its CPU accelerator compiles when it creates its backend
 _SHM_COMM_OP = "deepspeed_shm_comm"
@@ -50,11 +48,3 @@ def deepspeed_config(student, world_size: int, precision: str) -> dict:
     elif precision == "fp16":
         cfg["fp16"] = {"enabled": True, "initial_scale_power": 12}
     return cfg
-
-
-def lr_at(step: int, lr: float, warmup_steps: int, steps: int) -> float:
-    """Linear warm-up, then cosine decay to a tenth of ``lr`` at ``steps`` (held there after)."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    frac = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from student.ds_config import deepspeed_config, lr_at, student_optimizer, without_op_builds
+from student.ds_config import deepspeed_config, student_optimizer, without_op_builds
 from student.engine_state import load_rank_state, save_rank_state
 from student.guide_feed import GuideFeed, consumer_name, open_source
 from student.metrics import StudentMetrics
@@ -41,6 +41,7 @@ from teachers.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from teachers.config import NetworkConfig, RunConfig, StudentConfig, parse_config
 from teachers.device_plan import resolve_precision, student_precision_setting
 from teachers.precision import precision_dtype
+from teachers.schedule import ema_decay_at, lr_at, update_ema
 
 __all__ = ["train_student_worker", "build_engine", "student_precision", "id_runs", "merge_runs"]
 
@@ -142,12 +143,6 @@ def _restore(engine, ema, pool: ReplayPool, rank: int, world: int, zero_stage: i
         hist_file = Path(d) / "metrics.jsonl"
         history = [json.loads(line) for line in hist_file.read_text().splitlines()] if hist_file.is_file() else []
     return extra, history
-
-
-def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for pe, p in zip(ema.parameters(), model.parameters()):
-            pe.lerp_(p.detach().float(), 1.0 - decay)
 
 
 class _Ledger:
@@ -275,7 +270,7 @@ def train_student_worker(payload: dict) -> None:
         loss = objective_loss(sc["objective"], engine, [p.to(device, dtype) for p in points], settings, g)
         engine.backward(loss)
         engine.step()
-        _update_ema(ema, engine.module, min(sc["ema_decay"], (1 + ledger.step) / (10 + ledger.step)))
+        update_ema(ema, engine.module, ema_decay_at(ledger.step, sc["ema_decay"]))
         if delivery is not None:
             source.ack([delivery.id])  # only after the optimizer step that used it
         ledger.after_step(delivery, n_fresh, waited, loss.item())

@@ -17,7 +17,7 @@ from torch import nn
 
 from teachers.nets import ARCHITECTURES, build_network
 
-__all__ = ["CheckpointError", "CheckpointMeta", "save_checkpoint", "load_checkpoint", "read_meta",
+__all__ = ["CheckpointError", "CheckpointMeta", "save_checkpoint", "load_checkpoint", "read_meta", "read_json_object",
            "WEIGHTS_FILE", "META_FILE", "FORMAT", "FORMAT_VERSION"]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -63,6 +63,17 @@ def save_checkpoint(directory: str | Path, model: nn.Module, meta: CheckpointMet
     return directory
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; ``CheckpointError`` naming the file otherwise."""
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return doc
+
+
 def read_meta(directory: str | Path) -> CheckpointMeta:
     """Read and check ``model.json`` without touching the weights."""
     directory = Path(directory)
@@ -71,12 +82,7 @@ def read_meta(directory: str | Path) -> CheckpointMeta:
     path = directory / META_FILE
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (a checkpoint needs {META_FILE} and {WEIGHTS_FILE})")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(doc, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
+    doc = read_json_object(path)
     if doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format is {doc.get('format')!r}, expected {FORMAT!r}")
     if doc.get("format_version") != FORMAT_VERSION:

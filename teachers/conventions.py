@@ -18,14 +18,13 @@ moves where a sampler puts its steps, not this map, so any shift reads the same.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from teachers.checkpoint import CheckpointError
+from teachers.checkpoint import CheckpointError, read_json_object
 
 __all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "PretrainedVelocity", "FlowMatchVelocity", "check_convention",
            "convention_for",           "scheduler_config"]
@@ -39,13 +38,7 @@ def scheduler_config(model_dir: str | Path) -> tuple[Path | None, dict[str, Any]
     for path in (model_dir / "scheduler_config.json", model_dir / "scheduler" / "scheduler_config.json",
                  model_dir.parent / "scheduler" / "scheduler_config.json"):
         if path.is_file():
-            try:
-                doc = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise CheckpointError(f"{path}: not valid JSON ({err})") from None
-            if not isinstance(doc, dict):
-                raise CheckpointError(f"{path}: expected a JSON object")
-            return path, doc
+            return path, read_json_object(path)
     return None, {}
 
 

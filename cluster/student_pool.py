@@ -13,6 +13,14 @@ import shutil
 import time
 from pathlib import Path
 
+import ray
+from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+from ray.train import RunConfig as TrainRunConfig  # not the run configuration (teachers.config.RunConfig)
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from student.engine_state import rank_file, read_rank_meta
+from student.settings import TRAIN_LOOP_KEY, StudentJob
+from student.train_loop import train_student_worker
 from teachers.device_plan import DevicePlan, resolve_device
 
 __all__ = ["run_student_pool", "consumption_audit"]
@@ -21,8 +29,6 @@ __all__ = ["run_student_pool", "consumption_audit"]
 def consumption_audit(checkpoint_dir: str | Path, world_size: int) -> dict:
     """Which sample ids each rank trained on (from the rank files of the final checkpoint): per-rank counts,
     ids consumed by more than one rank (or twice by one), and the covered id range."""
-    from student.engine_state import rank_file, read_rank_meta
-
     seen: dict[int, int] = {}
     per_rank, twice = {}, 0
     for rank in range(world_size):
@@ -42,13 +48,6 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
     by default resolved for the Ray cluster's GPUs); returns a summary, with the device, precision and
     parameter dtype the ranks trained with, and leaves the exported student in ``cfg.student_path`` and the
     training log in ``RUN/metrics.jsonl``."""
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from student.engine_state import rank_file, read_rank_meta
-    from student.train_loop import train_student_worker
-
     sc = cfg.student
     plan = plan or resolve_device(cfg, ray.cluster_resources().get("GPU", 0))
     for note in plan.notes:
@@ -57,13 +56,12 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
     use_gpu = plan.student.device == "cuda"
     resources = {"CPU": sc.cpus_per_worker, **({"GPU": gpus} if use_gpu else {})}
     storage = sc.storage_path or str((cfg.run_path / "train").resolve())
-    payload = {"config": cfg.model_dump(mode="json"), "store_url": store_url, "data_shape": list(data_shape),
-               "init_checkpoint": init_checkpoint}
+    job = StudentJob.of(cfg, store_url, data_shape, init_checkpoint)
     trainer = TorchTrainer(
-        train_student_worker, train_loop_config=payload,
+        train_student_worker, train_loop_config={TRAIN_LOOP_KEY: job},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=f"{cfg.name}-student-{int(time.time())}", storage_path=storage,
+        run_config=TrainRunConfig(name=f"{cfg.name}-student-{int(time.time())}", storage_path=storage,
                              failure_config=FailureConfig(max_failures=sc.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=sc.keep_checkpoints)))
     echo(f"student pool: {workers} DeepSpeed worker(s) (ZeRO {sc.zero_stage}, {plan.student.device}, "

@@ -21,8 +21,22 @@ import shutil
 import time
 from pathlib import Path
 
-from cluster.config import parse_config
+import ray
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from cluster.config import RunConfig, parse_config
+from cluster.job import run
+from cluster.nodes import local_cpus
 from cluster.study_config import VariantRun, load_study, teacher_config, teacher_path, work_dir
+from cluster.study_report import write_report
+from cluster.teacher_stage import teacher_training_config, train_teachers
+from student.objectives import student_sampler
+from teachers.checkpoint import load_checkpoint
+from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
+from teachers.guides import CouplingSettings, teacher_nfe_per_record
+from teachers.models import teacher_sampler
+from teachers.train_teacher import load_run_data
 
 __all__ = ["run_study", "collect_results"]
 
@@ -37,12 +51,8 @@ def _evaluate(sampler, cfg, seed: int, data, steps: list, label: str, out_dir: P
 
     ``seed`` is the study seed, not the model's training seed: every model of a seed is scored on the same
     noise against the same floor draw, so the report's comparisons are paired."""
-    from safetensors.torch import save_file
 
-    from student.run_report import quality_settings
-    from teachers.evaluation import evaluate_sampler, noise_for_eval
-
-    table = evaluate_sampler(sampler, data, steps, quality_settings(cfg, seed), label=label)
+    table = evaluate_sampler(sampler, data, steps, QualitySettings.of(cfg, seed), label=label)
     noise = noise_for_eval(GRID_SAMPLES["image" if data.is_image else "vector"], data.data_shape, seed)
     grid = {f"steps-{k or 'auto'}": sampler(noise, k).x.float().contiguous() for k in steps}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -50,25 +60,19 @@ def _evaluate(sampler, cfg, seed: int, data, steps: list, label: str, out_dir: P
     return {**table, "samples_file": str(out_dir / SAMPLES_FILE)}
 
 
-def _teacher_jobs(study, base, seeds, quick) -> dict[str, dict]:
-    from cluster.job import teacher_raw
-
+def _teacher_jobs(study, base, seeds, quick) -> dict[str, RunConfig]:
     jobs = {}
     for seed in seeds:
         for key in study.teachers:
             path = teacher_path(study, key, seed, quick)
             if not (path / "model.json").is_file():
                 cfg = teacher_config(study, base, key, seed, quick)
-                jobs[str(path)] = teacher_raw(cfg, cfg.seed)
+                jobs[str(path)] = teacher_training_config(cfg, cfg.seed)
     return jobs
 
 
 def _evaluate_teachers(study, base, seeds, quick, echo) -> None:
     """Each teacher of each seed at ``eval.steps`` (Euler) and adaptive, once (cached beside the checkpoint)."""
-    from teachers.checkpoint import load_checkpoint
-    from teachers.models import teacher_sampler
-    from teachers.train_teacher import load_run_data
-
     for seed in seeds:
         for key in study.teachers:
             path = teacher_path(study, key, seed, quick)
@@ -92,12 +96,6 @@ def _evaluate_teachers(study, base, seeds, quick, echo) -> None:
 
 def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
     """One run of the main job for this variant, then the student's evaluation; the result file."""
-    from cluster.job import run
-    from student.networks import student_sampler
-    from teachers.checkpoint import load_checkpoint
-    from teachers.guides import CouplingSettings, teacher_nfe_per_record
-    from teachers.train_teacher import load_run_data
-
     cfg = vr.cfg
     if cfg.run_path.exists():  # an interrupted attempt: start it over
         shutil.rmtree(cfg.run_path)
@@ -175,9 +173,6 @@ def _default_rows(study, base: dict, runs: list[VariantRun], quick: bool) -> tup
 
 def _ray_up(runs: list[VariantRun]) -> bool:
     """Start a local Ray for the whole study unless one is up (or ``RAY_ADDRESS`` names a cluster)."""
-    import ray
-
-    from cluster.job import local_cpus
 
     if ray.is_initialized():
         return False
@@ -190,11 +185,6 @@ def _ray_up(runs: list[VariantRun]) -> bool:
 def run_study(path: str | Path, quick: bool = False, out_dir: str | Path | None = None, echo=print,
               show_bar: bool = True, report_only: bool = False) -> dict:
     """Run (or resume) the study and write its report; returns the collected results."""
-    import ray
-    from tqdm.auto import tqdm
-
-    from cluster.job import train_teachers
-    from cluster.study_report import write_report
 
     study, base, runs = load_study(path, quick)
     out = Path(out_dir) if out_dir is not None else (work_dir(study, quick) / "report" if quick else Path("docs"))

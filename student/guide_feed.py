@@ -8,6 +8,7 @@ import time
 
 from guide_store.parquet import ParquetGuideSource
 from guide_store.redis_store import RedisGuideStore
+from student.settings import FeedSettings
 
 __all__ = ["GuideFeed", "consumer_name", "open_source"]
 
@@ -56,11 +57,11 @@ class GuideFeed:
                                    f"{self.source.stats()}); are the teacher actors running?")
 
 
-def open_source(payload: dict, rank: int, world: int, data_shape: tuple[int, ...]):
-    sc = payload["config"]["student"]
-    if sc["source"] == "parquet":
-        return ParquetGuideSource(sc["parquet_dir"], rank=rank, world_size=world, expect_shape=data_shape), None
-    st = payload["config"]["store"]
-    store = RedisGuideStore(payload["store_url"], payload["config"]["name"], dtype=st["dtype"],
-                            claim_idle_s=st["claim_idle_s"], expect_shape=data_shape)
-    return store, payload["config"]["guides"]["num_samples"]
+def open_source(feed: FeedSettings, run: str, rank: int, world: int, data_shape: tuple[int, ...]):
+    """This rank's guide source and how many records the run produces in all (``None`` for Parquet files,
+    read to their end)."""
+    if feed.source == "parquet":
+        return ParquetGuideSource(feed.parquet_dir, rank=rank, world_size=world, expect_shape=data_shape), None
+    store = RedisGuideStore(feed.store_url, run, dtype=feed.store.dtype, claim_idle_s=feed.store.claim_idle_s,
+                            expect_shape=data_shape)
+    return store, feed.num_samples

@@ -6,6 +6,8 @@ Made inside the process that records them (the Ray Train worker), never at impor
 
 from __future__ import annotations
 
+from ray.util.metrics import Counter, Gauge, Histogram
+
 __all__ = ["StudentMetrics"]
 
 WAIT_BOUNDARIES = [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
@@ -16,8 +18,6 @@ class StudentMetrics:
     and the current step (gauges)."""
 
     def __init__(self, run: str, rank: int):
-        from ray.util.metrics import Counter, Gauge, Histogram
-
         self.tags = {"run": run, "rank": str(rank)}
         keys = ("run", "rank")
         self.consumed = Counter("bezier_student_records_consumed", "fresh guide records a student rank trained on",

@@ -19,8 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from student.networks import student_sampler
-from student.objectives import time_inputs
+from student.objectives import student_sampler, time_inputs
 from teachers.checkpoint import META_FILE, CheckpointError, load_checkpoint
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.models import Sampler, check_teacher_meta, load_diffusers_model, model_kind, teacher_sampler

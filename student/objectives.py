@@ -1,4 +1,8 @@
-"""The student's losses on a Bezier path (DESIGN.md 2.5). Pure torch: no Ray, Redis or DeepSpeed.
+"""The student's objectives on a Bezier path (DESIGN.md 2.5). Pure torch: no Ray, Redis or DeepSpeed.
+
+An objective is one entry of ``OBJECTIVES``: its loss, how many times its network takes, and the sampler
+that matches how it was trained (every sampler: ``(noise (N, *D), steps) -> Solution``, ``steps`` network
+evaluations). A new objective is one loss, one sampler and its line there.
 
 Control points ``P_0 .. P_n`` are ``(B, *D)`` tensors with ``P_0 = x_0`` (noise)
 and ``P_n = x_1`` (data); ``n`` = 1, 2, 3 for the linear, quadratic and cubic
@@ -25,29 +29,17 @@ import torch
 from torch import Tensor, nn
 
 from student.bezier import bezier_point, bezier_velocity, flow_map_velocity
+from student.settings import ObjectiveSettings
 from teachers.rectified_flow import sample_times
+from teachers.registry import Registry
+from teachers.solvers import Solution
 
-__all__ = ["PATH_DEGREES", "OBJECTIVES", "ObjectiveSettings", "path_degree", "velocity_loss", "flow_map_loss",
-           "sample_flow_map_times", "objective_loss", "time_inputs"]
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveSettings", "velocity_loss", "flow_map_loss",
+           "sample_flow_map_times", "objective_loss", "time_inputs", "flow_map_step", "velocity_sampler",
+           "flow_map_sampler", "student_sampler"]
 
-PATH_DEGREES = {"linear": 1, "quadratic": 2, "cubic": 3}
-
-
-def path_degree(path: str) -> int:
-    """Degree ``n`` of a named path (``linear`` 1, ``quadratic`` 2, ``cubic`` 3)."""
-    if path not in PATH_DEGREES:
-        raise ValueError(f"unknown path {path!r}; known: {sorted(PATH_DEGREES)}")
-    return PATH_DEGREES[path]
-
-
-@dataclass(frozen=True)
-class ObjectiveSettings:
-    """How times are drawn: ``time_sampling`` names the density of ``t`` (and of ``s, t`` before sorting);
-    ``endpoint_share`` of flow-map pairs are ``(0, 1)``, ``diagonal_share`` have ``s = t``."""
-
-    time_sampling: str = "uniform"
-    endpoint_share: float = 0.25
-    diagonal_share: float = 0.1
+Loss = Callable[[nn.Module, Sequence[Tensor], ObjectiveSettings, torch.Generator], Tensor]
+StudentSampler = Callable[[Tensor, int], Solution]
 
 
 def velocity_loss(model: nn.Module, points: Sequence[Tensor], t: Tensor) -> Tensor:
@@ -84,24 +76,66 @@ def _flow_map(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSet
     return flow_map_loss(model, points, s.to(ref.device, ref.dtype), t.to(ref.device, ref.dtype))
 
 
-OBJECTIVES: dict[str, Callable[[nn.Module, Sequence[Tensor], ObjectiveSettings, torch.Generator], Tensor]] = {
-    "velocity": _velocity,
-    "flow_map": _flow_map,
-}
+def _batch_time(x: Tensor, t: float) -> Tensor:
+    return torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
 
-_TIME_INPUTS = {"velocity": 1, "flow_map": 2}
+
+def flow_map_step(model: nn.Module, x: Tensor, s: float, t: float) -> Tensor:
+    """``Phi(x, s, t) = x + (t - s) f(x, s, t)``."""
+    return x + (t - s) * model(x, _batch_time(x, s), _batch_time(x, t))
+
+
+def _grid_sampler(step: Callable[[Tensor, float, float], Tensor]) -> StudentSampler:
+    """``steps`` applications of ``step(x, a, b)`` on an equal grid of ``[0, 1]``; one network call each."""
+
+    @torch.no_grad()
+    def sample(noise: Tensor, steps: int) -> Solution:
+        grid = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64).tolist()
+        x = noise
+        for a, b in zip(grid[:-1], grid[1:]):
+            x = step(x, a, b)
+        return Solution(x=x, nfe=steps)
+
+    return sample
+
+
+def velocity_sampler(model: nn.Module) -> StudentSampler:
+    """Euler on the student's ODE ``dx/dt = v(x, t)`` with ``steps`` equal steps."""
+    return _grid_sampler(lambda x, a, b: x + (b - a) * model(x, _batch_time(x, a)))
+
+
+def flow_map_sampler(model: nn.Module) -> StudentSampler:
+    """The flow map composed on an equal grid: ``Phi(.., t_{k-1}, t_k)`` for ``k = 1..steps``."""
+    return _grid_sampler(lambda x, a, b: flow_map_step(model, x, a, b))
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective: its loss, the time inputs of its network (1: ``v(x, t)``, 2: ``f(x, s, t)``), and
+    its sampler."""
+
+    loss: Loss
+    time_inputs: int
+    sampler: Callable[[nn.Module], StudentSampler]
+
+
+OBJECTIVES: Registry[Objective] = Registry("objective", {
+    "velocity": Objective(_velocity, 1, velocity_sampler),
+    "flow_map": Objective(_flow_map, 2, flow_map_sampler),
+})
 
 
 def time_inputs(objective: str) -> int:
     """How many times the student network takes: 1 (``v(x, t)``) or 2 (``f(x, s, t)``)."""
-    if objective not in _TIME_INPUTS:
-        raise ValueError(f"unknown objective {objective!r}; known: {sorted(_TIME_INPUTS)}")
-    return _TIME_INPUTS[objective]
+    return OBJECTIVES[objective].time_inputs
 
 
-def objective_loss(objective: str, model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSettings,
+def student_sampler(objective: str, model: nn.Module) -> StudentSampler:
+    """The sampler that matches how the student was trained."""
+    return OBJECTIVES[objective].sampler(model)
+
+
+def objective_loss(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSettings,
                    g: torch.Generator) -> Tensor:
-    """The named objective's loss on a batch of control points, with times drawn from ``g`` (on CPU)."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; known: {sorted(OBJECTIVES)}")
-    return OBJECTIVES[objective](model, points, settings, g)
+    """``settings.objective``'s loss on a batch of control points, with times drawn from ``g`` (on CPU)."""
+    return OBJECTIVES[settings.objective].loss(model, points, settings, g)

@@ -4,11 +4,10 @@ plus the figures a person looks at first (sample grids, the student's loss curve
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 
-from student.networks import student_sampler
+from student.objectives import student_sampler
 from teachers.checkpoint import load_checkpoint
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.device_plan import StagePlan, resolve_device
@@ -17,16 +16,7 @@ from teachers.models import load_velocity, teacher_sampler
 from teachers.plots import save_loss_curve, save_sample_figure
 from teachers.train_teacher import load_run_data
 
-__all__ = ["evaluate_run", "quality_table", "quality_settings"]
-
-
-def quality_settings(cfg, seed: int | None = None, device: str = "cpu") -> QualitySettings:
-    """The run's evaluation settings; ``seed`` (noise and floor draw) defaults to the run's seed; ``device``
-    is where image features are computed."""
-    e = cfg.eval
-    return QualitySettings(n_samples=e.n_samples, feature_extractor=e.feature_extractor,
-                           kid_subset_size=e.kid_subset_size, slices=e.slices,
-                           seed=cfg.seed if seed is None else seed, device=device)
+__all__ = ["evaluate_run", "quality_table"]
 
 
 def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePlan | None = None) -> dict:
@@ -38,7 +28,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
     stage = stage or resolve_device(cfg, torch.cuda.device_count()).evaluation
     device, precision = stage.place()
     data = load_run_data(cfg)
-    settings = quality_settings(cfg, device=device.type)
+    settings = QualitySettings.of(cfg, device=device.type)
     solver = cfg.eval.solver
     steps = [None] if solver == "adaptive" else list(cfg.eval.steps)
     teachers, samplers = {}, {}

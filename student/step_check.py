@@ -14,42 +14,38 @@ import time
 import torch
 
 from guide_store.embedded import free_port
-
-from student.objectives import ObjectiveSettings, objective_loss, path_degree
+from student.objectives import objective_loss
+from student.settings import StudentJob
 from student.train_loop import build_engine, student_precision
-from teachers.config import parse_config
+from teachers.guides import path_degree
 from teachers.precision import precision_dtype
 
 __all__ = ["student_step", "checked_step", "main"]
 
 
-def student_step(payload: dict) -> dict:
+def student_step(job: StudentJob) -> dict:
     """Build the engine exactly as ``student.train_loop`` does, for a world of one rank, and take one step of
-    ``student.batch_size`` records. ``payload`` is the worker payload (``config``, ``data_shape``,
-    ``init_checkpoint`` None, ``store_url`` None) and ``device`` (``cpu`` or ``cuda``). Returns the device, precision, parameter dtype, loss and
-    seconds."""
+    ``student.batch_size`` records on ``job.device`` (``cpu`` or ``cuda``); the job has no store and no
+    initial checkpoint. Returns the device, precision, parameter dtype, loss and seconds."""
     start = time.perf_counter()
     # a world of one rank, whatever a launcher (torchrun, SLURM) left in the environment
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0",
                       WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
-    on_gpu = payload.get("device", "cpu") == "cuda"
+    on_gpu = job.device == "cuda"
     if on_gpu and not torch.cuda.is_available():
         raise RuntimeError("the run's student computes on a GPU, but none is visible to this process")
     if not on_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"  # before DeepSpeed is imported
         torch.set_num_threads(1)
 
-    sc = payload["config"]["student"]
     device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
-    precision = student_precision(parse_config(payload["config"]), device)
+    precision = student_precision(job.config, device)
     dtype = precision_dtype(precision)
-    engine, _, _ = build_engine(payload, 1, device, precision)
-    degree = path_degree(payload["config"]["guides"]["path"])
+    engine, _ = build_engine(job, 1, device, precision)
     g = torch.Generator().manual_seed(0)
-    shape = (sc["batch_size"], *payload["data_shape"])
-    points = [torch.randn(shape, generator=g).to(device, dtype) for _ in range(degree + 1)]
-    settings = ObjectiveSettings(sc["time_sampling"], sc["endpoint_share"], sc["diagonal_share"])
-    loss = objective_loss(sc["objective"], engine, points, settings, g)
+    shape = (job.optim.batch_size, *job.data_shape)
+    points = [torch.randn(shape, generator=g).to(device, dtype) for _ in range(path_degree(job.path) + 1)]
+    loss = objective_loss(engine, points, job.objective, g)
     engine.backward(loss)
     engine.step()
     value = float(loss.detach().float())
@@ -60,16 +56,16 @@ def student_step(payload: dict) -> dict:
             str(param.dtype).replace("torch.", ""), "loss": value, "seconds": round(time.perf_counter() - start, 2)}
 
 
-def checked_step(payload: dict) -> dict:
+def checked_step(job: StudentJob) -> dict:
     """``student_step`` with any failure turned into ``{"ok": False, "error": ...}`` (the check's finding)."""
     try:
-        return {"ok": True, **student_step(payload)}
+        return {"ok": True, **student_step(job)}
     except Exception as err:  # reported to the caller as the check's finding, with its type
         return {"ok": False, "error": f"{type(err).__name__}: {err}"}
 
 
 def main() -> int:
-    result = checked_step(json.loads(sys.stdin.read()))
+    result = checked_step(StudentJob.from_json(sys.stdin.read()))
     print("STEP_CHECK " + json.dumps(result), flush=True)
     return 0 if result["ok"] else 1
 

@@ -28,20 +28,23 @@ import tempfile
 import time
 from pathlib import Path
 
+import ray.train
 import torch
+import torch.distributed as dist
 
 from student.ds_config import deepspeed_config, student_optimizer, without_op_builds
 from student.engine_state import load_rank_state, save_rank_state
 from student.guide_feed import GuideFeed, consumer_name, open_source
 from student.metrics import StudentMetrics
 from student.networks import build_student, init_from_teacher
-from student.objectives import ObjectiveSettings, objective_loss, time_inputs
+from student.objectives import objective_loss, time_inputs
 from student.replay import ReplayPool
+from student.settings import TRAIN_LOOP_KEY, StudentJob
 from teachers.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from teachers.config import NetworkConfig, RunConfig, StudentConfig, parse_config
+from teachers.config import RunConfig
 from teachers.device_plan import resolve_precision, student_precision_setting
 from teachers.precision import precision_dtype
-from teachers.schedule import ema_decay_at, lr_at, update_ema
+from teachers.schedule import ema_decay_at, update_ema
 
 __all__ = ["train_student_worker", "build_engine", "student_precision", "id_runs", "merge_runs"]
 
@@ -82,20 +85,15 @@ def _micro_batch(delivery, pool: ReplayPool, batch_size: int, g: torch.Generator
     return [torch.cat(ps) for ps in zip(*parts)], n_fresh
 
 
-def _build(payload: dict, device: torch.device):
-    cfg = payload["config"]
-    sc, net = cfg["student"], cfg["student"]["network"] or cfg["teacher"]["network"]
-    network = NetworkConfig.model_validate(net)
-    model = build_student(network.arch, tuple(payload["data_shape"]), network.kwargs(), sc["objective"])
-    if payload.get("init_checkpoint"):
-        teacher, _ = load_checkpoint(payload["init_checkpoint"], expect_data_shape=tuple(payload["data_shape"]))
+def _build(job: StudentJob, device: torch.device) -> torch.nn.Module:
+    model = build_student(job.network.arch, job.data_shape, job.network.kwargs(), job.objective.objective)
+    if job.init_checkpoint:
+        teacher, _ = load_checkpoint(job.init_checkpoint, expect_data_shape=job.data_shape)
         init_from_teacher(model, teacher)
-    return model.to(device), network
+    return model.to(device)
 
 
 def _all_ranks(flag: bool, device: torch.device) -> bool:
-    import torch.distributed as dist
-
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item() > 0.5)
@@ -103,36 +101,30 @@ def _all_ranks(flag: bool, device: torch.device) -> bool:
 
 def _mean_over_ranks(values: list[float], device: torch.device) -> list[float]:
     """Each value averaged over ranks, in one all-reduce (collective: every rank calls it)."""
-    import torch.distributed as dist
-
     t = torch.tensor(values, device=device, dtype=torch.float64)
     dist.all_reduce(t)
     return (t / dist.get_world_size()).tolist()
 
 
-def _save(payload: dict, engine, ema, network, pool: ReplayPool, rank: int, world: int, extra: dict,
+def _save(job: StudentJob, engine, ema, pool: ReplayPool, rank: int, world: int, extra: dict,
           history: list[dict], metrics: dict) -> None:
-    import ray.train
-
-    cfg = payload["config"]
     with tempfile.TemporaryDirectory() as d:
         pool_tensors, pool_meta = pool.state()
-        save_rank_state(d, engine, ema, rank, world, cfg["student"]["zero_stage"], {**extra, "pool": pool_meta},
+        save_rank_state(d, engine, ema, rank, world, job.optim.zero_stage, {**extra, "pool": pool_meta},
                         {f"pool/{k}": v for k, v in pool_tensors.items()})
         if rank == 0:
-            meta = CheckpointMeta(arch=network.arch, arch_kwargs=network.kwargs(), data_shape=list(payload["data_shape"]),
-                                  time_inputs=time_inputs(cfg["student"]["objective"]), role="student",
-                                  data_name=cfg["data"]["name"], training=cfg,
-                                  extra={"objective": cfg["student"]["objective"], "path": cfg["guides"]["path"],
-                                         "step": extra["step"], "world_size": world})
+            objective = job.objective.objective
+            meta = CheckpointMeta(arch=job.network.arch, arch_kwargs=job.network.kwargs(),
+                                  data_shape=list(job.data_shape), time_inputs=time_inputs(objective), role="student",
+                                  data_name=job.config.data.name, training=job.config.model_dump(mode="json"),
+                                  extra={"objective": objective, "path": job.path, "step": extra["step"],
+                                         "world_size": world})
             save_checkpoint(Path(d) / "student", ema, meta)
             (Path(d) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
 def _restore(engine, ema, pool: ReplayPool, rank: int, world: int, zero_stage: int) -> tuple[dict, list[dict]]:
-    import ray.train
-
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return {}, []
@@ -176,7 +168,7 @@ class _Ledger:
     def extra(self) -> dict:
         return {"step": self.step, "consumed": self.consumed, **self.totals}
 
-    def close_interval(self, pool: ReplayPool, sc: dict, device: torch.device, world: int) -> dict:
+    def close_interval(self, pool: ReplayPool, job: StudentJob, device: torch.device, world: int) -> dict:
         """One metrics.jsonl line (collective: every rank calls it at the same step): loss averaged and records
         summed over ranks; speed, wait and pool of this rank."""
         iv = self.interval
@@ -185,7 +177,7 @@ class _Ledger:
         loss, fresh, consumed = _mean_over_ranks([iv["loss"] / max(1, iv["steps"]), iv["fresh"],
                                                   self.totals["records_consumed"]], device)
         record = {"step": self.step, "loss": loss,
-                  "lr": lr_at(self.step - 1, sc["lr"], sc["warmup_steps"], sc["steps"]),
+                  "lr": job.optim.lr_at(self.step - 1),
                   "steps_per_second": round(iv["steps"] / seconds, 3),
                   "guide_wait_s": round(iv["wait"], 3), "wait_fraction": round(iv["wait"] / seconds, 3),
                   "fresh_records": round(fresh * world), "records_consumed": round(consumed * world),
@@ -212,74 +204,70 @@ def student_precision(cfg: RunConfig, device: torch.device) -> str:
     return resolve_precision(requested, key, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
 
 
-def build_engine(payload: dict, world: int, device: torch.device, precision: str):
+def build_engine(job: StudentJob, world: int, device: torch.device, precision: str):
     """The student, its fp32 EMA copy and the DeepSpeed engine (a torch Adam handed over, so DeepSpeed
-    compiles nothing); torch.distributed must be initialised. Returns ``(engine, ema, network)``."""
-    import deepspeed  # imported after DS_ACCELERATOR is set (train_student_worker)
+    compiles nothing); torch.distributed must be initialised. Returns ``(engine, ema)``."""
+    import deepspeed  # only after DS_ACCELERATOR is set (train_student_worker, student.step_check)
     import deepspeed.ops
 
     without_op_builds(deepspeed.ops)
-    sc = StudentConfig.model_validate(payload["config"]["student"])
-    torch.manual_seed(payload["config"]["seed"])  # identical initial weights on every rank
-    model, network = _build(payload, device)
+    torch.manual_seed(job.seed)  # identical initial weights on every rank
+    model = _build(job, device)
     ema = copy.deepcopy(model).float().eval().requires_grad_(False)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=student_optimizer(sc, model.parameters()),
-                                           config=deepspeed_config(sc, world, precision))
-    return engine, ema, network
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=student_optimizer(job.optim, model.parameters()),
+                                           config=deepspeed_config(job.optim, world, precision))
+    return engine, ema
 
 
-def train_student_worker(payload: dict) -> None:
-    """Ray Train worker entry: ``payload`` holds the resolved run config (JSON), ``store_url``, ``data_shape``
-    and ``init_checkpoint`` (a teacher to start from, or ``None``)."""
-    import ray.train
-
-    cfg, sc = payload["config"], payload["config"]["student"]
+def train_student_worker(train_loop_config: dict) -> None:
+    """Ray Train worker entry: ``train_loop_config`` is ``{"job": StudentJob}`` (``StudentJob.of``)."""
+    job: StudentJob = train_loop_config[TRAIN_LOOP_KEY]
+    objective, optim, feed, saving = job.objective, job.optim, job.feed, job.saving
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed is imported
-        torch.set_num_threads(sc["threads"])
+        torch.set_num_threads(job.threads)
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
-    precision = student_precision(parse_config(cfg), device)
+    precision = student_precision(job.config, device)
     dtype = precision_dtype(precision)
-    engine, ema, network = build_engine(payload, world, device, precision)
+    engine, ema = build_engine(job, world, device, precision)
     used = {"device": device.type, "precision": precision,
             "parameter_dtype": str(next(engine.module.parameters()).dtype).removeprefix("torch.")}
-    pool = ReplayPool(sc["replay_records"], sc["max_reuse"])
-    ledger = _Ledger(*_restore(engine, ema, pool, rank, world, sc["zero_stage"]))
+    pool = ReplayPool(feed.replay_records, feed.max_reuse)
+    ledger = _Ledger(*_restore(engine, ema, pool, rank, world, optim.zero_stage))
     if ledger.totals["resumes"]:
         print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})")
-    source, target = open_source(payload, rank, world, tuple(payload["data_shape"]))
-    feed = GuideFeed(source, consumer_name(cfg["name"], rank), target, sc["guide_timeout_s"])
-    settings = ObjectiveSettings(sc["time_sampling"], sc["endpoint_share"], sc["diagonal_share"])
-    g = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + 7919 * rank + ledger.step)
-    metrics = StudentMetrics(cfg["name"], rank)
+    source, target = open_source(feed, job.run, rank, world, job.data_shape)
+    guide_feed = GuideFeed(source, consumer_name(job.run, rank), target, feed.guide_timeout_s)
+    g = torch.Generator().manual_seed(job.seed * 1_000_003 + 7919 * rank + ledger.step)
+    metrics = StudentMetrics(job.run, rank)
 
     def save(record: dict) -> None:
-        _save(payload, engine, ema, network, pool, rank, world, ledger.extra(), ledger.history, record)
+        _save(job, engine, ema, pool, rank, world, ledger.extra(), ledger.history, record)
 
-    while not _all_ranks(ledger.step >= sc["steps"] and feed.drained(), device):
-        delivery, waited = feed.next(need=not pool.can_draw(sc["batch_size"]))
+    while not _all_ranks(ledger.step >= optim.steps and guide_feed.drained(), device):
+        delivery, waited = guide_feed.next(need=not pool.can_draw(optim.batch_size))
         if delivery is None and pool.size == 0:
             raise RuntimeError(f"rank {rank}: the guide source is exhausted and this rank never received a record "
                                f"(source stats: {source.stats()})")
-        points, n_fresh = _micro_batch(delivery, pool, sc["batch_size"], g)
+        points, n_fresh = _micro_batch(delivery, pool, optim.batch_size, g)
         for group in engine.optimizer.param_groups:
-            group["lr"] = lr_at(ledger.step, sc["lr"], sc["warmup_steps"], sc["steps"])
-        loss = objective_loss(sc["objective"], engine, [p.to(device, dtype) for p in points], settings, g)
+            group["lr"] = optim.lr_at(ledger.step)
+        loss = objective_loss(engine, [p.to(device, dtype) for p in points], objective, g)
         engine.backward(loss)
         engine.step()
-        update_ema(ema, engine.module, ema_decay_at(ledger.step, sc["ema_decay"]))
+        update_ema(ema, engine.module, ema_decay_at(ledger.step, optim.ema_decay))
         if delivery is not None:
             source.ack([delivery.id])  # only after the optimizer step that used it
         ledger.after_step(delivery, n_fresh, waited, loss.item())
         metrics.record_step(n_fresh, waited)
         step = ledger.step
-        if step % sc["log_every"] == 0 or step % sc["checkpoint_every"] == 0:
-            record = ledger.close_interval(pool, sc, device, world)
+        if step % saving.log_every == 0 or step % saving.checkpoint_every == 0:
+            record = ledger.close_interval(pool, job, device, world)
             metrics.record_interval(step, record["loss"], record["steps_per_second"])
-            if step % sc["checkpoint_every"] == 0:
+            if step % saving.checkpoint_every == 0:
                 save(record)
             else:
                 ray.train.report(record)

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from teachers.nets import ARCHITECTURES, build_network
@@ -50,8 +52,6 @@ class CheckpointMeta:
 
 def save_checkpoint(directory: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
     """Write weights and description; the JSON is written last so a partial save is detectable."""
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -101,9 +101,6 @@ def read_meta(directory: str | Path) -> CheckpointMeta:
 def load_checkpoint(directory: str | Path, expect_data_shape: tuple[int, ...] | None = None,
                     map_location: str = "cpu") -> tuple[nn.Module, CheckpointMeta]:
     """Rebuild the network from ``model.json`` and load ``model.safetensors`` strictly."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     meta = read_meta(directory)
     if expect_data_shape is not None and tuple(meta.data_shape) != tuple(expect_data_shape):

@@ -15,18 +15,42 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from teachers.conventions import DEFAULT_CONVENTION, check_convention
+from guide_store.embedded import FSYNC_POLICIES
+from guide_store.schema import TENSOR_DTYPES
+from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
+from teachers.data import DATA_SOURCES
+from teachers.digits_features import FEATURE_EXTRACTORS
+from teachers.guides import COUPLINGS, GUIDE_RULES, PATHS
+from teachers.nets import ARCHITECTURES
+from teachers.precision import PRECISIONS
+from teachers.rectified_flow import TIME_SAMPLERS
+from teachers.solvers import SOLVERS
 
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig",
            "GuidesConfig", "TeacherPoolConfig", "StudentConfig", "Section", "parse_config", "apply_overrides",
-           "format_errors", "redact_url", "public_config", "dump_config", "Precision", "Device", "PRECISIONS", "DEVICES"]
+           "format_errors", "redact_url", "public_config", "dump_config", "Precision", "Device", "PRECISIONS", "DEVICES",
+           "Objective", "OBJECTIVE_NAMES", "Solver"]
 
-Solver = Literal["euler", "heun", "rk4", "adaptive"]
+# each choice's allowed values come from the registry that implements it (teachers.registry); the student's
+# objectives are implemented a layer up (student.objectives.OBJECTIVES), so their names are declared here and
+# tests/test_registries.py ties the two
+Solver = SOLVERS.literal()
+TimeSampling = TIME_SAMPLERS.literal()
+DataName = DATA_SOURCES.literal()
+Architecture = ARCHITECTURES.literal()
+FeatureExtractor = FEATURE_EXTRACTORS.literal()
+PathName = PATHS.literal()
+GuideRule = GUIDE_RULES.literal()
+Coupling = COUPLINGS.literal()
+Convention = CONVENTIONS.literal()
+OBJECTIVE_NAMES: tuple[str, ...] = ("velocity", "flow_map")
+Objective = Literal[OBJECTIVE_NAMES]
 # the allowed values of the run's ``precision``/``student.precision`` and ``device`` settings, declared once
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-Device = Literal["auto", "cpu", "cuda"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
-DEVICES: tuple[str, ...] = get_args(Device)
+Precision = Literal[PRECISIONS]
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+Device = Literal[DEVICES]
+StoreDtype = Literal[tuple(TENSOR_DTYPES)]
+Fsync = Literal[FSYNC_POLICIES]
 
 
 class ConfigError(ValueError):
@@ -40,7 +64,7 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    name: Literal["eight_gaussians", "two_moons", "checkerboard", "digits", "file"]
+    name: DataName
     path: str | None = None
     key: str | None = None
     shape: list[int] | None = Field(None, description="per-sample shape of file data, e.g. [1, 8, 8]")
@@ -55,7 +79,7 @@ class DataConfig(Section):
 
 
 class NetworkConfig(Section):
-    arch: Literal["mlp", "unet"]
+    arch: Architecture
     hidden: int = Field(256, ge=8, le=8192)
     depth: int = Field(3, ge=1, le=32)
     channels: int = Field(32, ge=8, le=1024)
@@ -73,7 +97,7 @@ class TeacherConfig(Section):
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     steps: int = Field(2000, ge=1, le=10_000_000)
     batch_size: int = Field(256, ge=1, le=65536)
-    time_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    time_sampling: TimeSampling = "uniform"
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     grad_clip: float = Field(1.0, gt=0.0)
     warmup_steps: int = Field(100, ge=0)
@@ -89,7 +113,7 @@ class EvalConfig(Section):
     steps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 32])
     solver: Solver = "euler"
     n_samples: int = Field(2000, ge=16, le=1_000_000)
-    feature_extractor: Literal["digits-classifier", "inception-v3-compat"] = "digits-classifier"
+    feature_extractor: FeatureExtractor = "digits-classifier"
     kid_subset_size: int = Field(200, ge=2)
     slices: int = Field(256, ge=1, le=100_000)
 
@@ -104,23 +128,23 @@ class EvalConfig(Section):
 class StoreConfig(Section):
     url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://",
                             description="redis://[user:password@]host:port/db; unset: a private embedded server")
-    dtype: Literal["float16", "float32"] = "float32"
+    dtype: StoreDtype = "float32"
     max_backlog_records: int = Field(200_000, ge=1)
     max_backlog_bytes: int = Field(2 << 30, ge=1 << 20)
     claim_idle_s: float = Field(30.0, gt=0.0)
     put_timeout_s: float = Field(600.0, gt=0.0)
-    fsync: Literal["always", "everysec", "no"] = "always"
+    fsync: Fsync = "always"
 
 
 class GuidesConfig(Section):
     """What the teachers produce (DESIGN.md 2.2-2.4)."""
 
-    path: Literal["linear", "quadratic", "cubic"] = "cubic"
-    rule: Literal["euler_step", "solve", "tangent"] = "euler_step"
+    path: PathName = "cubic"
+    rule: GuideRule = "euler_step"
     taus: list[float] | None = Field(None, description="guide times; default 1/3, 2/3 (cubic) or 1/2 (quadratic)")
     solve_solver: Solver = "euler"
     solve_steps: int = Field(4, ge=1, le=10000)
-    coupling: Literal["inversion", "generated", "independent"] = "inversion"
+    coupling: Coupling = "inversion"
     coupling_solver: Solver = "rk4"
     coupling_steps: int = Field(32, ge=1, le=10000)
     block_size: int = Field(64, ge=1, le=1_000_000)
@@ -128,7 +152,7 @@ class GuidesConfig(Section):
 
     @property
     def n_guides(self) -> int:
-        return {"linear": 0, "quadratic": 1, "cubic": 2}[self.path]
+        return PATHS[self.path]
 
     def guide_times(self) -> list[float]:
         if self.taus is not None:
@@ -153,13 +177,8 @@ class TeacherPoolConfig(Section):
     num_cpus: float = Field(1.0, ge=0.0)
     num_gpus: float = Field(0.0, ge=0.0)
     threads: int = Field(1, ge=1, le=256)
-    convention: str = Field(DEFAULT_CONVENTION, description="how a diffusers checkpoint's time and output read as "
-                            "v(x, t) (teachers.conventions); native checkpoints ignore it")
-
-    @field_validator("convention")
-    @classmethod
-    def _known_convention(cls, v: str) -> str:
-        return check_convention(v)
+    convention: Convention = Field(DEFAULT_CONVENTION, description="how a diffusers checkpoint's time and output "
+                                   "read as v(x, t) (teachers.conventions); native checkpoints ignore it")
 
 
 class StudentConfig(Section):
@@ -167,9 +186,9 @@ class StudentConfig(Section):
 
     network: NetworkConfig | None = Field(None, description="default: the teacher's network")
     init: Literal["teacher", "scratch"] = "teacher"
-    objective: Literal["velocity", "flow_map"] = Field(
+    objective: Objective = Field(
         "flow_map", description="flow_map: one- and few-step map (default, see README); velocity: the paper's")
-    time_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    time_sampling: TimeSampling = "uniform"
     endpoint_share: float = Field(0.25, ge=0.0, le=1.0, description="flow_map: share of (s, t) = (0, 1) pairs")
     diagonal_share: float = Field(0.1, ge=0.0, le=1.0, description="flow_map: share of s = t pairs")
     steps: int = Field(1000, ge=1, le=100_000_000)

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from teachers.checkpoint import CheckpointError, read_json_object
+from teachers.registry import Registry
 
-__all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "PretrainedVelocity", "FlowMatchVelocity", "check_convention",
-           "convention_for",           "scheduler_config"]
+__all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "PretrainedVelocity", "FlowMatchVelocity", "scheduler_config"]
 
 DEFAULT_CONVENTION = "flow_match"
 
@@ -101,17 +101,4 @@ class FlowMatchVelocity(PretrainedVelocity):
         return -out
 
 
-CONVENTIONS: dict[str, type[PretrainedVelocity]] = {FlowMatchVelocity.name: FlowMatchVelocity}
-
-
-def convention_for(name: str) -> type[PretrainedVelocity]:
-    """The convention class of a name; ``ValueError`` listing the known names otherwise."""
-    if name not in CONVENTIONS:
-        raise ValueError(f"unknown convention {name!r}; known: {', '.join(sorted(CONVENTIONS))}")
-    return CONVENTIONS[name]
-
-
-def check_convention(name: str) -> str:
-    """``name`` if it is a known convention (for validators)."""
-    convention_for(name)
-    return name
+CONVENTIONS: Registry[type[PretrainedVelocity]] = Registry("convention", {FlowMatchVelocity.name: FlowMatchVelocity})

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-__all__ = ["DataError", "DataSplit", "TOY_2D", "BUILTIN", "toy_2d", "digits", "load_array_file", "load_data"]
+from teachers.registry import Registry
+
+__all__ = ["DataError", "DataSplit", "TOY_2D", "DATA_SOURCES", "toy_2d", "digits", "load_array_file", "load_data"]
 
 
 class DataError(ValueError):
@@ -63,7 +69,6 @@ def _checkerboard(n: int, g: torch.Generator) -> Tensor:
 
 
 TOY_2D = {"eight_gaussians": _eight_gaussians, "two_moons": _two_moons, "checkerboard": _checkerboard}
-BUILTIN = (*TOY_2D, "digits")
 
 
 def toy_2d(name: str, n_train: int, n_held_out: int, seed: int = 0) -> DataSplit:
@@ -77,7 +82,7 @@ def toy_2d(name: str, n_train: int, n_held_out: int, seed: int = 0) -> DataSplit
 
 def digits(n_held_out: int = 450, seed: int = 0) -> DataSplit:
     """scikit-learn's bundled 8x8 digits (1797 images), scaled to ``[-1, 1]``, shape ``(N, 1, 8, 8)``."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn takes a second to import; only digits need it
 
     images = torch.from_numpy(load_digits().images.astype(np.float32)) / 8.0 - 1.0
     perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))
@@ -89,7 +94,7 @@ def digits(n_held_out: int = 450, seed: int = 0) -> DataSplit:
 
 def digit_labels(seed: int = 0) -> Tensor:
     """Labels of ``digits(seed=seed)`` in the same (shuffled) order, train and held-out concatenated."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn takes a second to import; only digits need it
 
     target = torch.from_numpy(load_digits().target.astype(np.int64))
     perm = torch.randperm(target.shape[0], generator=torch.Generator().manual_seed(seed))
@@ -136,9 +141,6 @@ def _read_npz(path: Path, key: str | None) -> np.ndarray:
 
 
 def _read_parquet(path: Path, column: str | None, data_shape: tuple[int, ...] | None) -> np.ndarray:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as err:
@@ -181,22 +183,37 @@ def _validate_array(arr: np.ndarray, path: Path, data_shape: tuple[int, ...] | N
     return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
 
 
+def _toy_source(name: str, n_train: int, n_held_out: int, seed: int, *_) -> DataSplit:
+    return toy_2d(name, n_train, n_held_out, seed)
+
+
+def _digits_source(n_train: int, n_held_out: int, seed: int, *_) -> DataSplit:
+    return digits(n_held_out=n_held_out, seed=seed)
+
+
+def _file_source(n_train: int, n_held_out: int, seed: int, path: str | None, key: str | None,
+                 data_shape: tuple[int, ...] | None, held_out_fraction: float) -> DataSplit:
+    if path is None:
+        raise DataError("data.path is required when data.name is 'file'")
+    arr = load_array_file(path, key, data_shape)
+    perm = torch.randperm(arr.shape[0], generator=torch.Generator().manual_seed(seed))
+    n_out = max(1, int(round(arr.shape[0] * held_out_fraction)))
+    if n_out >= arr.shape[0]:
+        raise DataError(f"{path}: {arr.shape[0]} samples are too few to hold {n_out} out for evaluation")
+    arr = arr[perm]
+    return DataSplit(train=arr[n_out:], held_out=arr[:n_out], name=Path(path).stem)
+
+
+# every value ``data.name`` may take: name -> loader(n_train, n_held_out, seed, path, key, data_shape,
+# held_out_fraction)
+DATA_SOURCES: Registry[Callable[..., DataSplit]] = Registry("data source", {
+    **{name: partial(_toy_source, name) for name in TOY_2D}, "digits": _digits_source, "file": _file_source})
+
+
 def load_data(name: str, *, n_train: int = 20000, n_held_out: int = 2000, seed: int = 0,
               path: str | None = None, key: str | None = None,
               data_shape: tuple[int, ...] | None = None, held_out_fraction: float = 0.25) -> DataSplit:
-    """Pick a data source by name: a 2-D toy, ``digits`` or ``file`` (with ``path``)."""
-    if name in TOY_2D:
-        return toy_2d(name, n_train, n_held_out, seed)
-    if name == "digits":
-        return digits(n_held_out=n_held_out, seed=seed)
-    if name == "file":
-        if path is None:
-            raise DataError("data.path is required when data.name is 'file'")
-        arr = load_array_file(path, key, data_shape)
-        perm = torch.randperm(arr.shape[0], generator=torch.Generator().manual_seed(seed))
-        n_out = max(1, int(round(arr.shape[0] * held_out_fraction)))
-        if n_out >= arr.shape[0]:
-            raise DataError(f"{path}: {arr.shape[0]} samples are too few to hold {n_out} out for evaluation")
-        arr = arr[perm]
-        return DataSplit(train=arr[n_out:], held_out=arr[:n_out], name=Path(path).stem)
-    raise DataError(f"unknown data source {name!r}; known: {[*BUILTIN, 'file']}")
+    """Pick a data source by name (``DATA_SOURCES``): a 2-D toy, ``digits`` or ``file`` (with ``path``)."""
+    if name not in DATA_SOURCES:
+        raise DataError(f"unknown data source {name!r}; known: {', '.join(DATA_SOURCES)}")
+    return DATA_SOURCES[name](n_train, n_held_out, seed, path, key, data_shape, held_out_fraction)

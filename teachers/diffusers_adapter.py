@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from teachers.checkpoint import CheckpointError
-from teachers.conventions import DEFAULT_CONVENTION, convention_for
+from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
 
 __all__ = ["is_diffusers_dir", "diffusers_config", "diffusers_data_shape", "check_diffusers_teacher",
            "load_diffusers_teacher"]
@@ -63,7 +63,7 @@ def check_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...],
     if shape != tuple(data_shape):
         raise CheckpointError(f"{config_path}: data shape {list(shape)} does not match the data {list(data_shape)} "
                               "(the model's in_channels and sample_size)")
-    convention_for(convention).check(diffusers_config(path), config_path, tuple(data_shape))
+    CONVENTIONS[convention].check(diffusers_config(path), config_path, tuple(data_shape))
 
 
 def load_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...],
@@ -71,7 +71,7 @@ def load_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...],
     """``v(x, t)`` from the diffusers model class named in ``config.json`` (e.g. ``UNet2DModel``), read in
     ``convention``; the weights come from safetensors."""
     try:  # deferred: diffusers is an optional extra and slow to import
-        import diffusers
+        import diffusers  # optional and heavy: only diffusers teachers need it
     except ImportError:
         raise CheckpointError(f"{path}: a diffusers model; install the extra: pip install -e '.[diffusers]'") from None
     path = Path(path)
@@ -84,4 +84,4 @@ def load_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...],
         model = cls.from_pretrained(str(path), use_safetensors=True)
     except (OSError, ValueError, EnvironmentError) as err:
         raise CheckpointError(f"{path}: cannot load {name} from safetensors ({err})") from None
-    return convention_for(convention).from_directory(model.eval(), path).eval()
+    return CONVENTIONS[convention].from_directory(model.eval(), path).eval()

@@ -18,11 +18,13 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from teachers.data import digit_labels, digits
+from teachers.registry import Registry
 
-__all__ = ["EXTRACTOR_NAME", "DigitsClassifier", "DigitsFeatureExtractor", "ensure_registered",
+__all__ = ["EXTRACTOR_NAME", "FEATURE_EXTRACTORS", "DigitsClassifier", "DigitsFeatureExtractor", "ensure_registered",
            "classifier_path", "load_or_train_classifier", "prepare_extractor", "to_uint8"]
 
 EXTRACTOR_NAME = "digits-classifier"
@@ -100,8 +102,6 @@ def _train_classifier(epochs: int = 30, seed: int = 0) -> tuple[DigitsClassifier
 
 def load_or_train_classifier(path: Path | None = None) -> tuple[DigitsClassifier, dict]:
     """The cached classifier and its report (``{"test_accuracy": ...}``); trains and caches it if absent."""
-    from safetensors.torch import load_file, save_file
-
     path = Path(path) if path is not None else classifier_path()
     weights, report_file = path / "model.safetensors", path / "report.json"
     model = DigitsClassifier()
@@ -120,7 +120,7 @@ def load_or_train_classifier(path: Path | None = None) -> tuple[DigitsClassifier
 
 
 def _extractor_class():
-    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase  # heavy: only image metrics need it
 
     class DigitsFeatureExtractor(FeatureExtractorBase):
         """torch-fidelity adapter: ``uint8 (N, 1 or 3, 8, 8)`` -> ``(features (N, 128), logits (N, 10))``."""
@@ -156,6 +156,12 @@ def _extractor_class():
     return DigitsFeatureExtractor
 
 
+# the feature extractors ``eval.feature_extractor`` may name -> the channels its images must have (``None``: as
+# stored); ``inception-v3-compat`` is torch-fidelity's own (its weights are downloaded on first use)
+FEATURE_EXTRACTORS: Registry[int | None] = Registry("feature extractor", {EXTRACTOR_NAME: None,
+                                                                          "inception-v3-compat": 3})
+
+
 def prepare_extractor(name: str) -> None:
     """Train and cache the digits classifier now if ``name`` is it and it is not cached, so that the first
     FID does not train it in the middle of sampling."""
@@ -165,7 +171,7 @@ def prepare_extractor(name: str) -> None:
 
 def ensure_registered() -> type:
     """Register the extractor with torch-fidelity under ``digits-classifier`` (idempotent)."""
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor  # heavy, as above
 
     if EXTRACTOR_NAME not in FEATURE_EXTRACTORS_REGISTRY:
         register_feature_extractor(EXTRACTOR_NAME, _extractor_class())

@@ -15,8 +15,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from teachers.config import RunConfig
 from teachers.data import DataSplit
-from teachers.digits_features import ensure_registered, prepare_extractor, to_uint8
+from teachers.digits_features import FEATURE_EXTRACTORS, ensure_registered, prepare_extractor, to_uint8
 from teachers.distances import energy_distance, sliced_wasserstein
 from teachers.precision import autocast
 from teachers.solvers import Solution
@@ -34,6 +35,16 @@ class QualitySettings:
     slices: int = 256
     seed: int = 0
     device: str = "cpu"  # where torch-fidelity computes image features (cpu or cuda)
+
+    @classmethod
+    def of(cls, cfg: RunConfig, seed: int | None = None, device: str = "cpu", n_samples: int | None = None,
+           feature_extractor: str | None = None) -> "QualitySettings":
+        """A run's ``eval`` settings; ``seed`` (noise and floor draw) defaults to the run's seed, and
+        ``n_samples``/``feature_extractor`` replace the config's when given (the ``eval`` command's options)."""
+        e = cfg.eval
+        return cls(n_samples=n_samples or e.n_samples, feature_extractor=feature_extractor or e.feature_extractor,
+                   kid_subset_size=e.kid_subset_size, slices=e.slices, seed=cfg.seed if seed is None else seed,
+                   device=device)
 
 
 class _TensorDataset(torch.utils.data.Dataset):
@@ -56,7 +67,7 @@ def _image_quality(x: Tensor, ref: Tensor, settings: QualitySettings) -> dict[st
     import torch_fidelity  # heavy and only for images: imported when first needed
 
     ensure_registered()
-    channels = 3 if settings.feature_extractor.startswith("inception") else None
+    channels = FEATURE_EXTRACTORS[settings.feature_extractor]
     subset = min(settings.kid_subset_size, x.shape[0], ref.shape[0])
     metrics = torch_fidelity.calculate_metrics(
         input1=_TensorDataset(x, channels), input2=_TensorDataset(ref, channels),

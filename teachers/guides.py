@@ -24,15 +24,21 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from teachers.solvers import nfe_per_step, solve
+from teachers.registry import Registry
+from teachers.solvers import SOLVERS, nfe_per_step, solve
 
-__all__ = ["COUPLINGS", "GUIDE_RULES", "CouplingSettings", "sample_seed", "noise_for", "data_for", "couple",
-           "make_guides", "teacher_nfe_per_record"]
+__all__ = ["PATHS", "COUPLINGS", "GUIDE_RULES", "CouplingSettings", "sample_seed", "noise_for", "data_for", "couple",
+           "make_guides", "teacher_nfe_per_record", "path_degree"]
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
-COUPLINGS = ("inversion", "generated", "independent")
-GUIDE_RULES = ("euler_step", "solve", "tangent")
+# a Bezier path of degree n has n - 1 guide points between x0 and x1
+PATHS: Registry[int] = Registry("path", {"linear": 0, "quadratic": 1, "cubic": 2})
 _MASK = (1 << 63) - 1
+
+
+def path_degree(path: str) -> int:
+    """Degree ``n`` of a named path (``linear`` 1, ``quadratic`` 2, ``cubic`` 3): its guides plus one."""
+    return PATHS[path] + 1
 
 
 def sample_seed(run_seed: int, sample_id: int, stream: int) -> int:
@@ -69,8 +75,28 @@ class CouplingSettings:
     steps: int = 32
 
     def __post_init__(self) -> None:
-        if self.coupling not in COUPLINGS:
-            raise ValueError(f"unknown coupling {self.coupling!r}; known: {list(COUPLINGS)}")
+        COUPLINGS.check(self.coupling)
+
+
+def _inversion(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
+               device) -> tuple[Tensor, Tensor]:
+    x1 = data_for(ids, run_seed, data).to(device)
+    return solve(teacher, x1, 1.0, 0.0, settings.steps, settings.solver).x, x1
+
+
+def _generated(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
+               device) -> tuple[Tensor, Tensor]:
+    x0 = noise_for(ids, run_seed, tuple(data.shape[1:])).to(device)
+    return x0, solve(teacher, x0, 0.0, 1.0, settings.steps, settings.solver).x
+
+
+def _independent(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
+                 device) -> tuple[Tensor, Tensor]:
+    return noise_for(ids, run_seed, tuple(data.shape[1:])).to(device), data_for(ids, run_seed, data).to(device)
+
+
+COUPLINGS: Registry[Callable[..., tuple[Tensor, Tensor]]] = Registry(
+    "coupling", {"inversion": _inversion, "generated": _generated, "independent": _independent})
 
 
 def couple(sample_ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity,
@@ -78,18 +104,37 @@ def couple(sample_ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity,
     """``(x0, x1)`` for each sample id under the configured coupling; ``teacher`` solves the ODE on ``device``.
 
     Noise and data rows are drawn on the CPU, so the inputs are the same bits on every device."""
-    shape = tuple(data.shape[1:])
-    if settings.coupling == "inversion":
-        x1 = data_for(sample_ids, run_seed, data).to(device)
-        return solve(teacher, x1, 1.0, 0.0, settings.steps, settings.solver).x, x1
-    x0 = noise_for(sample_ids, run_seed, shape).to(device)
-    if settings.coupling == "generated":
-        return x0, solve(teacher, x0, 0.0, 1.0, settings.steps, settings.solver).x
-    return x0, data_for(sample_ids, run_seed, data).to(device)
+    return COUPLINGS[settings.coupling](sample_ids, run_seed, data, teacher, settings, device)
 
 
 def _time(x: Tensor, t: float) -> Tensor:
     return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+
+
+def _euler_step_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
+                       steps: int) -> list[Tensor]:
+    return [x0 + tau * v(x0, _time(x0, 0.0)) for v, tau in zip(teachers, taus)]
+
+
+def _solve_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
+                  steps: int) -> list[Tensor]:
+    return [solve(v, x0, 0.0, tau, steps, solver).x for v, tau in zip(teachers, taus)]
+
+
+def _tangent_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
+                    steps: int) -> list[Tensor]:
+    k = len(teachers)
+    if k not in (1, 2):
+        raise ValueError(f"the tangent rule makes 1 or 2 guides, got {k} teachers")
+    n = k + 1
+    first = x0 + teachers[0](x0, _time(x0, 0.0)) / n
+    if k == 1:
+        return [first]
+    return [first, x1 - teachers[1](x1, _time(x1, 1.0)) / n]
+
+
+GUIDE_RULES: Registry[Callable[..., list[Tensor]]] = Registry(
+    "guide rule", {"euler_step": _euler_step_guides, "solve": _solve_guides, "tangent": _tangent_guides})
 
 
 @torch.no_grad()
@@ -99,22 +144,10 @@ def make_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], rule: str,
 
     ``solver``/``steps`` are used by the ``solve`` rule only.
     """
-    if rule not in GUIDE_RULES:
-        raise ValueError(f"unknown guide rule {rule!r}; known: {list(GUIDE_RULES)}")
+    make = GUIDE_RULES[rule]
     if len(teachers) != len(taus):
         raise ValueError(f"{len(teachers)} teachers but {len(taus)} guide times")
-    k = len(teachers)
-    if rule == "euler_step":
-        return [x0 + tau * v(x0, _time(x0, 0.0)) for v, tau in zip(teachers, taus)]
-    if rule == "solve":
-        return [solve(v, x0, 0.0, tau, steps, solver).x for v, tau in zip(teachers, taus)]
-    if k not in (1, 2):
-        raise ValueError(f"the tangent rule makes 1 or 2 guides, got {k} teachers")
-    n = k + 1
-    first = x0 + teachers[0](x0, _time(x0, 0.0)) / n
-    if k == 1:
-        return [first]
-    return [first, x1 - teachers[1](x1, _time(x1, 1.0)) / n]
+    return make(x0, x1, teachers, taus, solver, steps)
 
 
 def teacher_nfe_per_record(coupling: CouplingSettings, rule: str, n_guides: int, solve_solver: str = "euler",
@@ -125,10 +158,10 @@ def teacher_nfe_per_record(coupling: CouplingSettings, rule: str, n_guides: int,
     nothing; ``euler_step`` and ``tangent`` cost one evaluation per guide, ``solve`` a solve to ``tau`` per
     guide. ``None`` when a solve is adaptive (its cost depends on the data).
     """
-    if rule not in GUIDE_RULES:
-        raise ValueError(f"unknown guide rule {rule!r}; known: {list(GUIDE_RULES)}")
-    if "adaptive" in (coupling.solver if coupling.coupling != "independent" else None,
-                      solve_solver if rule == "solve" and n_guides else None):
+    GUIDE_RULES.check(rule)
+    solves = ([coupling.solver] if coupling.coupling != "independent" else []) + (
+        [solve_solver] if rule == "solve" and n_guides else [])
+    if any(SOLVERS[s] is None for s in solves):  # adaptive: its cost depends on the data
         return None
     pairing = 0 if coupling.coupling == "independent" else coupling.steps * nfe_per_step(coupling.solver)
     per_guide = solve_steps * nfe_per_step(solve_solver) if rule == "solve" else 1

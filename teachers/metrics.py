@@ -6,6 +6,8 @@ Made inside the process that records them (the actor), never at import time.
 
 from __future__ import annotations
 
+from ray.util.metrics import Counter, Histogram
+
 __all__ = ["TeacherMetrics"]
 
 LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
@@ -15,8 +17,6 @@ class TeacherMetrics:
     """Per teacher actor: records produced (counter) and seconds per guide batch (histogram)."""
 
     def __init__(self, run: str, worker: str):
-        from ray.util.metrics import Counter, Histogram
-
         self.tags = {"run": run, "teacher": worker}
         self.produced = Counter("bezier_guides_produced", "guide records put into the store",
                                 tag_keys=("run", "teacher"))

@@ -33,8 +33,7 @@ Sampler = Callable[[torch.Tensor, int | None], Solution]
 
 def teacher_sampler(model: nn.Module, solver: str) -> Sampler:
     """Solve ``dx/dt = model(x, t)`` from ``t = 0`` to 1 in ``steps`` steps of ``solver`` (``None``: adaptive)."""
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; known: {list(SOLVERS)}")
+    SOLVERS.check(solver)
 
     def sample(noise: torch.Tensor, steps: int | None) -> Solution:
         return solve(model, noise, 0.0, 1.0, steps or 1, solver)

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from teachers.registry import Registry
+
 __all__ = ["ARCHITECTURES", "MLPVelocity", "UNetVelocity", "build_network", "TimeEmbedding"]
 
 
@@ -115,11 +117,9 @@ class UNetVelocity(nn.Module):
         return self.out(h)
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp": MLPVelocity, "unet": UNetVelocity}
+ARCHITECTURES: Registry[type[nn.Module]] = Registry("architecture", {"mlp": MLPVelocity, "unet": UNetVelocity})
 
 
 def build_network(arch: str, data_shape: tuple[int, ...], **kwargs: Any) -> nn.Module:
     """Instantiate a network family by name (``mlp`` or ``unet``)."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[arch](tuple(data_shape), **kwargs)

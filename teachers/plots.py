@@ -11,6 +11,8 @@ __all__ = ["pyplot", "save_figure", "save_sample_figure", "save_sample_table", "
 
 
 def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (set before pyplot is imported, so no display is needed;
+    imported on first use: matplotlib is slow to import and only plots need it)."""
     import matplotlib
 
     matplotlib.use("Agg")

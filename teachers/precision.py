@@ -10,9 +10,11 @@ import contextlib
 
 import torch
 
-__all__ = ["DTYPES", "precision_dtype", "autocast"]
+__all__ = ["DTYPES", "PRECISIONS", "precision_dtype", "autocast"]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# what a ``precision`` setting may say: a resolved precision, or ``auto`` (teachers.device_plan resolves it)
+PRECISIONS: tuple[str, ...] = ("auto", *DTYPES)
 
 
 def precision_dtype(precision: str) -> torch.dtype:

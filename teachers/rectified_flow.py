@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from teachers.precision import autocast
+from teachers.registry import Registry
 from teachers.schedule import ema_decay_at, lr_at, update_ema
 from teachers.solvers import solve
 
@@ -36,16 +37,12 @@ def _logit_normal(n: int, g: torch.Generator) -> Tensor:
     return torch.sigmoid(torch.randn(n, generator=g))
 
 
-TIME_SAMPLERS: dict[str, Callable[[int, torch.Generator], Tensor]] = {
-    "uniform": _uniform,
-    "logit_normal": _logit_normal,
-}
+TIME_SAMPLERS: Registry[Callable[[int, torch.Generator], Tensor]] = Registry(
+    "time sampling", {"uniform": _uniform, "logit_normal": _logit_normal})
 
 
 def sample_times(n: int, kind: str, generator: torch.Generator) -> Tensor:
     """``n`` times in ``(0, 1)`` from the named density (``uniform`` or ``logit_normal``)."""
-    if kind not in TIME_SAMPLERS:
-        raise ValueError(f"unknown time sampling {kind!r}; known: {sorted(TIME_SAMPLERS)}")
     return TIME_SAMPLERS[kind](n, generator)
 
 

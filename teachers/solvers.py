@@ -2,7 +2,7 @@
 
 Every fixed-step method is one function with the signature
 ``step(v, x, t0, t1) -> x`` (a single step from ``t0`` to ``t1``), so adding a
-method is adding one function to ``STEPPERS``. ``v`` maps ``(x, t)`` with ``x``
+method is adding one function and its line in ``SOLVERS``. ``v`` maps ``(x, t)`` with ``x``
 of shape ``(B, *D)`` and ``t`` of shape ``(B,)`` to a velocity of shape
 ``(B, *D)``. Time runs from noise (``t = 0``) to data (``t = 1``).
 
@@ -18,10 +18,12 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from teachers.registry import Registry
+
 Velocity = Callable[[Tensor, Tensor], Tensor]
 Stepper = Callable[[Velocity, Tensor, float, float], Tensor]
 
-__all__ = ["STEPPERS", "SOLVERS", "Solution", "solve", "nfe_per_step"]
+__all__ = ["SOLVERS", "FixedStep", "Solution", "solve", "nfe_per_step"]
 
 
 def _time(x: Tensor, t: float) -> Tensor:
@@ -52,16 +54,33 @@ def rk4_step(v: Velocity, x: Tensor, t0: float, t1: float) -> Tensor:
     return x + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
-STEPPERS: dict[str, Stepper] = {"euler": euler_step, "heun": heun_step, "rk4": rk4_step}
-SOLVERS = (*STEPPERS, "adaptive")
-_NFE_PER_STEP = {"euler": 1, "heun": 2, "rk4": 4}
+@dataclass(frozen=True)
+class FixedStep:
+    """A fixed-step method: one step, and the velocity evaluations it costs."""
+
+    step: Stepper
+    nfe: int
+
+
+# every solver a setting may name (``eval.solver``, ``guides.solve_solver``, ``--solver``, ...);
+# ``adaptive`` (``None``) is torchdiffeq's dopri5, whose cost is counted as it runs
+SOLVERS: Registry[FixedStep | None] = Registry("solver", {
+    "euler": FixedStep(euler_step, 1), "heun": FixedStep(heun_step, 2), "rk4": FixedStep(rk4_step, 4),
+    "adaptive": None,
+})
+
+
+def _fixed(method: str) -> FixedStep:
+    fixed = SOLVERS[method]
+    if fixed is None:
+        raise ValueError(f"solver {method!r} has no fixed step; fixed-step solvers: "
+                         f"{', '.join(n for n, f in SOLVERS.items() if f is not None)}")
+    return fixed
 
 
 def nfe_per_step(method: str) -> int:
     """Velocity evaluations one step of a fixed-step method costs."""
-    if method not in _NFE_PER_STEP:
-        raise ValueError(f"unknown fixed-step solver {method!r}; known: {sorted(_NFE_PER_STEP)}")
-    return _NFE_PER_STEP[method]
+    return _fixed(method).nfe
 
 
 @dataclass(frozen=True)
@@ -89,21 +108,19 @@ def solve(
     steps, ``adaptive`` uses torchdiffeq's dopri5 with ``rtol``/``atol`` and
     ignores ``steps``. ``t0 > t1`` integrates backwards (inversion).
     """
-    if method == "adaptive":
+    if SOLVERS[method] is None:
         return _solve_adaptive(v, x, t0, t1, rtol, atol)
-    if method not in STEPPERS:
-        raise ValueError(f"unknown solver {method!r}; known: {list(SOLVERS)}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    step = STEPPERS[method]
+    fixed = _fixed(method)
     grid = torch.linspace(t0, t1, steps + 1, dtype=torch.float64).tolist()
     for a, b in zip(grid[:-1], grid[1:]):
-        x = step(v, x, a, b)
-    return Solution(x=x, nfe=steps * _NFE_PER_STEP[method])
+        x = fixed.step(v, x, a, b)
+    return Solution(x=x, nfe=steps * fixed.nfe)
 
 
 def _solve_adaptive(v: Velocity, x: Tensor, t0: float, t1: float, rtol: float, atol: float) -> Solution:
-    from torchdiffeq import odeint
+    from torchdiffeq import odeint  # only the adaptive solver needs it
 
     calls = [0]
 

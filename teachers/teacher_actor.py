@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import ray
 import torch
 from torch import nn
 
 from guide_store.redis_store import RedisGuideStore
 from guide_store.schema import GuideBatch
-from teachers.config import RunConfig, TeacherPoolConfig, parse_config
+from teachers.config import RunConfig, TeacherPoolConfig
 from teachers.device_plan import resolve_precision
 from teachers.guides import CouplingSettings, couple, make_guides
 from teachers.metrics import TeacherMetrics
@@ -106,9 +107,9 @@ class TeacherWorker:
     died, and starts its loop in a thread, so a restarted actor resumes by itself.
     """
 
-    def __init__(self, name: str, run_config: dict, pool: dict, store_url: str, controller=None):
-        self.cfg = parse_config(run_config)
-        self.pool = TeacherPoolConfig.model_validate(pool)
+    def __init__(self, name: str, cfg: RunConfig, pool: TeacherPoolConfig, store_url: str, controller=None):
+        self.cfg = cfg
+        self.pool = pool
         torch.set_num_threads(self.pool.threads)
         self.name = name
         self.data = load_run_data(self.cfg)
@@ -126,8 +127,6 @@ class TeacherWorker:
         self.blocks_done = 0
         self.metrics = None
         if controller is not None:
-            import ray
-
             self.metrics = TeacherMetrics(self.cfg.name, name)
 
             ray.get(controller.register.remote(name))
@@ -147,8 +146,6 @@ class TeacherWorker:
                 "device": self.teachers.device.type, "precision": self.teachers.precision}
 
     def _loop(self) -> None:
-        import ray
-
         while not self._drain.is_set():
             block = ray.get(self.controller.next_block.remote(self.name))
             if block is None:

@@ -11,7 +11,7 @@ import pytest
 
 from cluster.cli import main
 from cluster.config import load_config
-from cluster.preflight import PreflightError, preflight, store_check
+from cluster.preflight import preflight, store_check
 from guide_store.embedded import EmbeddedRedis, free_port
 from teachers.device_plan import resolve_device
 
@@ -80,13 +80,14 @@ def test_doctor_with_a_bad_config_names_the_key(capsys):
 
 def test_the_store_password_never_reaches_files_or_the_step_process(tmp_path):
     from cluster.config import dump_config, public_config, redact_url
-    from cluster.preflight import step_payload
+    from cluster.preflight import step_job
 
     cfg = _cfg(tmp_path, "store.url=redis://alice:s3cret@db.example:6390/2")
     assert redact_url(cfg.store.url) == "redis://alice:***@db.example:6390/2"
     assert redact_url("redis://:s3cret@h:1/0") == "redis://:***@h:1/0" and redact_url("redis://h:1/0") == "redis://h:1/0"
     assert "s3cret" not in dump_config(cfg) and "s3cret" not in public_config(cfg).model_dump_json()
-    assert "s3cret" not in str(step_payload(cfg, (1, 8, 8), "cpu"))
+    job = step_job(cfg, (1, 8, 8), "cpu")
+    assert "s3cret" not in job.to_json() and "s3cret" not in repr(job)
 
 
 def test_a_dashboard_address_in_ray_address_is_explained(tmp_path):

@@ -13,8 +13,8 @@ os.environ["DS_ACCELERATOR"] = "cpu"  # before DeepSpeed is imported (build_engi
 import torch
 import torch.distributed as dist
 
-from teachers.schedule import lr_at
-from student.objectives import ObjectiveSettings, objective_loss
+from student.objectives import objective_loss
+from student.settings import StudentJob
 from student.train_loop import build_engine, student_precision
 from teachers.config import parse_config
 
@@ -23,12 +23,11 @@ def main(config_file: str, port: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     dist.init_process_group("gloo", rank=0, world_size=1)
-    raw = json.loads(open(config_file).read())
-    cfg, sc = parse_config(raw), raw["student"]
+    cfg = parse_config(json.loads(open(config_file).read()))
+    job = StudentJob.of(cfg, None, (2,), None)
     device = torch.device("cpu")
     precision = student_precision(cfg, device)
-    payload = {"config": raw, "data_shape": [2], "init_checkpoint": None, "store_url": None}
-    engine, ema, _ = build_engine(payload, 1, device, precision)
+    engine, ema = build_engine(job, 1, device, precision)
     outputs = []
     engine.module.register_forward_hook(lambda m, args, out: outputs.append(str(out.dtype)))
     g = torch.Generator().manual_seed(0)
@@ -36,9 +35,9 @@ def main(config_file: str, port: str) -> None:
     lrs, losses, loss_dtypes = [], [], []
     for step in range(4):
         for group in engine.optimizer.param_groups:
-            group["lr"] = lr_at(step, sc["lr"], sc["warmup_steps"], sc["steps"])
-        points = [torch.randn(sc["batch_size"], 2, generator=g).to(device, dtype) for _ in range(4)]
-        loss = objective_loss(sc["objective"], engine, points, ObjectiveSettings(sc["time_sampling"]), g)
+            group["lr"] = job.optim.lr_at(step)
+        points = [torch.randn(job.optim.batch_size, 2, generator=g).to(device, dtype) for _ in range(4)]
+        loss = objective_loss(engine, points, job.objective, g)
         engine.backward(loss)
         engine.step()
         lrs.append(engine.optimizer.param_groups[0]["lr"])

@@ -11,7 +11,7 @@ diffusers = pytest.importorskip("diffusers")
 from student.models import load_model
 from student.networks import build_student
 from teachers.checkpoint import CheckpointError, CheckpointMeta, save_checkpoint
-from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION, convention_for
+from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from teachers.models import check_model, load_velocity, model_data_shape, model_kind
 
 
@@ -35,7 +35,7 @@ def pipeline_dir(tmp_path_factory):
 def test_registry_names_the_conventions_and_refuses_unknown_ones():
     assert DEFAULT_CONVENTION in CONVENTIONS and sorted(CONVENTIONS) == ["flow_match"]
     with pytest.raises(ValueError, match=r"unknown convention 'epsilon'; known: flow_match"):
-        convention_for("epsilon")
+        CONVENTIONS["epsilon"]
 
 
 def test_flow_match_reads_num_train_timesteps_from_the_scheduler_config(pipeline_dir):

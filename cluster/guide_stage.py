@@ -1,0 +1,144 @@
+"""The run's middle stage: teacher actors produce guides into the store while the student pool trains on them.
+
+The controller (``cluster.controller_actor``) starts the configured teacher pools and hands out blocks of
+sample ids; this module follows production on a background thread (progress bar, dead actors noticed and
+their blocks handed out again) while ``cluster.student_pool`` runs the DeepSpeed ranks, then stops the
+teachers and writes ``RUN/production.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import ray
+from tqdm.auto import tqdm
+
+from cluster.config import RunConfig, redact_url
+from cluster.controller_actor import start_controller
+from cluster.student_pool import run_student_pool
+from guide_store.redis_store import RedisGuideStore
+from teachers.device_plan import DevicePlan
+from teachers.models import model_kind
+
+__all__ = ["produce_and_train"]
+
+
+def _progress(cfg: RunConfig, controller, echo, show_bar: bool, stop: threading.Event | None = None) -> dict:
+    """Follow guide production until it is finished (or ``stop`` is set); returns the controller's report."""
+    total = cfg.guides.num_samples
+    bar = tqdm(total=total, desc=f"{cfg.name}: guides", unit="rec", disable=not show_bar, position=0)
+    last_check, report = time.monotonic(), {}
+    try:
+        while True:
+            report = ray.get(controller.report.remote())
+            bar.n = min(report["store"]["produced"], total)
+            bar.set_postfix(teachers=report["live_teachers"], backlog=report["store"]["backlog"])
+            bar.refresh()
+            if report["finished"] or (stop is not None and stop.is_set()):
+                return report
+            if time.monotonic() - last_check > 10:
+                dead = ray.get(controller.check_workers.remote())
+                if dead:
+                    echo(f"teacher actors gone for good: {dead}; their blocks are handed out again")
+                last_check = time.monotonic()
+                if not any(w["state"] in ("running", "starting") for w in report["workers"].values()):
+                    raise RuntimeError(f"no teacher actor is running and {report['queued']} blocks remain; "
+                                       "add one with: bezier-distill teachers add --checkpoint PATH")
+            time.sleep(1.0)
+    finally:
+        bar.close()
+
+
+class _Production:
+    """Guide production followed on a background thread while the student pool trains."""
+
+    def __init__(self, cfg: RunConfig, controller, echo, show_bar: bool):
+        self.stop, self.report, self.error = threading.Event(), {}, None
+        self.thread = threading.Thread(target=self._follow, args=(cfg, controller, echo, show_bar), daemon=True)
+
+    def _follow(self, cfg, controller, echo, show_bar) -> None:
+        try:
+            self.report = _progress(cfg, controller, echo, show_bar, self.stop)
+        except Exception as err:  # surfaced by the main thread after the student pool returns
+            self.error = err
+
+    def __enter__(self) -> "_Production":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def _stop_teachers(controller, report: dict) -> None:
+    for name in list(ray.get(controller.list_teachers.remote())):
+        if report.get("workers", {}).get(name, {}).get("state") not in ("removed", "dead"):
+            ray.get(controller.remove_teacher.remote(name, True))
+    ray.kill(controller)
+
+
+def _clear_previous_attempt(cfg: RunConfig, url: str, echo) -> None:
+    """A run starts from an empty stream: a student pool never resumes across jobs, and the guides of an
+    earlier attempt (same seed, so the same bits) would only be skipped as duplicates by the producers."""
+    store = RedisGuideStore(url, cfg.name)
+    try:
+        stats = store.stats()
+        if stats["produced"] or stats["stream_entries"] or stats["dead_entries"]:
+            echo(f"run {cfg.name}: clearing {stats['produced']} guide records of an earlier attempt from the store "
+                 f"({stats['acknowledged']} acknowledged, {stats['backlog']} not)")
+            store.delete_run()
+    finally:
+        store.close()
+
+
+def _student_init(cfg: RunConfig, echo) -> str | None:
+    """The checkpoint the student starts from: the first teacher with ``student.init: teacher``, unless that
+    is a diffusers model (a student is a ``teachers.nets`` network), which starts from scratch."""
+    if cfg.student.init != "teacher":
+        return None
+    first = cfg.teachers[0].checkpoints[0]
+    if model_kind(first) == "diffusers":
+        net = cfg.student.network or cfg.teacher.network
+        echo(f"student.init is teacher, but the first teacher {first} is a diffusers model: the student starts from "
+             f"scratch as a {net.arch} network (student.network, else teacher.network)")
+        return None
+    return first
+
+
+def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, show_bar: bool,
+                      data_shape: tuple[int, ...], plan: DevicePlan | None = None) -> tuple[dict, dict | None]:
+    """Teacher actors fill the store while the student pool consumes it (``stop_after="guides"``: no
+    student); returns (production, training) and writes ``RUN/production.json``."""
+    init = _student_init(cfg, echo)
+    if cfg.student.source == "parquet":
+        return {}, run_student_pool(cfg, None, data_shape, init, echo, plan)
+    start = time.perf_counter()
+    _clear_previous_attempt(cfg, url, echo)
+    controller = start_controller(cfg, url)
+    workers = ray.get(controller.start_pools.remote())
+    echo(f"run {cfg.name}: {len(workers)} teacher actor(s) {workers}, store {redact_url(url)}")
+    training = None
+    try:
+        if stop_after == "guides":
+            report = _progress(cfg, controller, echo, show_bar)
+        else:
+            with _Production(cfg, controller, echo, show_bar) as production:
+                training = run_student_pool(cfg, url, data_shape, init, echo, plan)
+                production.stop.set()
+            if production.error is not None:
+                raise production.error
+            report = ray.get(controller.report.remote())
+    finally:
+        _stop_teachers(controller, ray.get(controller.report.remote()))
+    seconds = time.perf_counter() - start
+    store = report["store"]
+    out = {"run": cfg.name, "seconds": round(seconds, 2), "records": store["produced"],
+           "records_per_second": round(store["produced"] / seconds, 1), "store": store,
+           "workers": report["workers"], "guides": cfg.guides.model_dump(mode="json")}
+    (cfg.run_path / "production.json").write_text(json.dumps(out, indent=2))
+    echo(f"produced {store['produced']} guide records in {seconds:.1f}s; acknowledged {store['acknowledged']}, "
+         f"dead-lettered {store['dead_lettered']}, backlog {store['backlog']}")
+    return out, training

@@ -1,0 +1,91 @@
+"""The run's first stage: its teachers. ``self`` and ``self:K`` in the teacher pools name teachers the run
+trains itself (cached in the run folder); the missing ones are trained here, as parallel Ray tasks when Ray
+is up, and the pools are rewritten with their checkpoint paths.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from cluster.config import ConfigError, RunConfig, TeacherPoolConfig
+from teachers.device_plan import DevicePlan, StagePlan, pool_gpus
+from teachers.train_teacher import train_teacher
+
+__all__ = ["own_teacher_paths", "teacher_training_config", "train_teachers", "resolve_teachers"]
+
+
+def own_teacher_paths(cfg: RunConfig) -> dict[str, tuple[Path, int]]:
+    """The run's own teachers that its pools refer to: ``self`` (``RUN/teacher``, seed ``seed``) and
+    ``self:K`` (``RUN/teacher-K``, seed ``seed + K``: another teacher of the same recipe, for multi-teacher
+    runs). Maps each reference to its directory and training seed."""
+    refs = {c for p in cfg.teachers for c in p.checkpoints if c == "self" or c.startswith("self:")}
+    if not cfg.teachers:  # no pools configured: one pool on the run's own teacher
+        refs = {"self"}
+    out = {}
+    for ref in sorted(refs):
+        if ref == "self":
+            out[ref] = (cfg.teacher_path, cfg.seed)
+            continue
+        k = ref.split(":", 1)[1]
+        if not k.isdigit() or int(k) < 1:
+            raise ConfigError(f"teachers: checkpoint {ref!r}: expected self or self:K with K >= 1")
+        out[ref] = (cfg.run_path / f"teacher-{int(k)}", cfg.seed + int(k))
+    return out
+
+
+def teacher_training_config(cfg: RunConfig, seed: int) -> RunConfig:
+    """The configuration a teacher of this run trains with: another training seed, the run's data split (so
+    a second teacher never trains on the images the run holds out for evaluation)."""
+    data = cfg.data.model_copy(update={"split_seed": cfg.data.split_seed_for(cfg.seed)})
+    return cfg.model_copy(update={"seed": seed, "data": data})
+
+
+def _train_teacher_task(cfg: RunConfig, out_dir: str, stage: StagePlan | None = None) -> str:
+    torch.set_num_threads(1)
+    train_teacher(cfg, out_dir=out_dir, progress=False, echo=lambda *_: None, stage=stage)
+    return out_dir
+
+
+def train_teachers(jobs: dict[str, RunConfig], echo=print, stage: StagePlan | None = None) -> float:
+    """Train teachers ``{out_dir: config}``: Ray tasks, at most one per core at a time, when Ray is up
+    (their reported training times stay honest); in this process otherwise. ``stage``: the run plan's
+    teacher-training ``StagePlan`` (its GPUs per task; default: each teacher resolves its own plan).
+    Returns the wall seconds."""
+    start = time.perf_counter()
+    if not ray.is_initialized():
+        for out_dir, cfg in jobs.items():
+            _train_teacher_task(cfg, out_dir, stage)
+        return time.perf_counter() - start
+    gpus = stage.gpus if stage is not None else 0
+    task, pending = ray.remote(num_cpus=1, num_gpus=gpus)(_train_teacher_task), []
+    for out_dir, cfg in jobs.items():
+        if len(pending) >= (os.cpu_count() or 1):
+            _, pending = ray.wait(pending, num_returns=1)
+        pending.append(task.remote(cfg, out_dir, stage))
+        echo(f"training teacher {out_dir}")
+    ray.get(pending)
+    return time.perf_counter() - start
+
+
+def resolve_teachers(cfg: RunConfig, echo=print, plan: DevicePlan | None = None) -> RunConfig:
+    """The run's teacher pools with ``self``/``self:K`` resolved to checkpoint paths; missing ones are trained
+    first (as parallel Ray tasks when Ray is up, else here). With no pools configured, one pool on ``self``.
+    With a ``plan``, teachers train on its devices and each pool's actors ask for its GPUs (an explicit
+    ``teachers[].num_gpus`` kept)."""
+    own = own_teacher_paths(cfg)
+    missing = {ref: v for ref, v in own.items() if not (v[0] / "model.json").is_file()}
+    if missing:
+        echo(f"training {len(missing)} teacher(s): " + ", ".join(f"{r} -> {p}" for r, (p, _) in missing.items()))
+        seconds = train_teachers({str(path): teacher_training_config(cfg, seed) for path, seed in missing.values()},
+                                 echo=lambda *_: None, stage=plan.teacher_training if plan else None)
+        echo(f"teachers trained in {seconds:.1f}s")
+    pools = cfg.teachers or [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
+    pools = [p.model_copy(update={"checkpoints": [str(own[c][0]) if c in own else c for c in p.checkpoints],
+                                  **({"num_gpus": pool_gpus(plan, p.num_gpus)} if plan else {})})
+             for p in pools]
+    return cfg.model_copy(update={"teachers": pools})

@@ -1,0 +1,29 @@
+"""What a student worker is handed: the flat ``student`` section grouped once, typed, and the same after the
+JSON trip the one-step check takes."""
+
+from pathlib import Path
+
+from cluster.config import load_config
+from student.settings import StudentJob
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_the_student_section_is_grouped_as_the_worker_reads_it():
+    cfg = load_config(CONFIGS / "toy2d.yaml", ["student.lr=3e-4", "student.objective=velocity",
+                                                "student.endpoint_share=0.3", "student.replay_records=123",
+                                                "student.checkpoint_every=7", "guides.num_samples=640"])
+    job = StudentJob.of(cfg, "redis://:pw@h:1/0", [2], "/ckpt/teacher")
+    assert job.data_shape == (2,) and job.run == cfg.name and job.seed == cfg.seed
+    assert (job.objective.objective, job.objective.endpoint_share) == ("velocity", 0.3)
+    assert job.optim.lr == 3e-4 and job.optim.batch_size == cfg.student.batch_size
+    assert job.optim.lr_at(cfg.student.warmup_steps) == 3e-4  # the peak, right after warm-up
+    assert (job.feed.replay_records, job.feed.num_samples, job.feed.store_url) == (123, 640, "redis://:pw@h:1/0")
+    assert job.saving.checkpoint_every == 7
+    assert job.network == (cfg.student.network or cfg.teacher.network)
+
+
+def test_the_job_survives_the_json_trip_of_the_step_check():
+    cfg = load_config(CONFIGS / "digits.yaml", ["student.objective=velocity"])
+    job = StudentJob.of(cfg, None, (1, 8, 8), None, device="cuda")
+    assert StudentJob.from_json(job.to_json()) == job

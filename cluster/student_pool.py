@@ -14,9 +14,6 @@ import time
 from pathlib import Path
 
 import ray
-from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
-from ray.train import RunConfig as TrainRunConfig  # not the run configuration (teachers.config.RunConfig)
-from ray.train.torch import TorchConfig, TorchTrainer
 
 from student.engine_state import rank_file, read_rank_meta
 from student.settings import TRAIN_LOOP_KEY, StudentJob
@@ -48,6 +45,11 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
     by default resolved for the Ray cluster's GPUs); returns a summary, with the device, precision and
     parameter dtype the ranks trained with, and leaves the exported student in ``cfg.student_path`` and the
     training log in ``RUN/metrics.jsonl``."""
+    # Ray Train pulls in Ray Data and pandas (half a second): imported when a pool starts, not with the CLI
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train import RunConfig as TrainRunConfig  # not the run configuration (teachers.config.RunConfig)
+    from ray.train.torch import TorchConfig, TorchTrainer
+
     sc = cfg.student
     plan = plan or resolve_device(cfg, ray.cluster_resources().get("GPU", 0))
     for note in plan.notes:

@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray.train
 import torch
 import torch.distributed as dist
 
@@ -108,6 +107,8 @@ def _mean_over_ranks(values: list[float], device: torch.device) -> list[float]:
 
 def _save(job: StudentJob, engine, ema, pool: ReplayPool, rank: int, world: int, extra: dict,
           history: list[dict], metrics: dict) -> None:
+    import ray.train  # see train_student_worker
+
     with tempfile.TemporaryDirectory() as d:
         pool_tensors, pool_meta = pool.state()
         save_rank_state(d, engine, ema, rank, world, job.optim.zero_stage, {**extra, "pool": pool_meta},
@@ -125,6 +126,8 @@ def _save(job: StudentJob, engine, ema, pool: ReplayPool, rank: int, world: int,
 
 
 def _restore(engine, ema, pool: ReplayPool, rank: int, world: int, zero_stage: int) -> tuple[dict, list[dict]]:
+    import ray.train  # see train_student_worker
+
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return {}, []
@@ -221,6 +224,8 @@ def build_engine(job: StudentJob, world: int, device: torch.device, precision: s
 
 def train_student_worker(train_loop_config: dict) -> None:
     """Ray Train worker entry: ``train_loop_config`` is ``{"job": StudentJob}`` (``StudentJob.of``)."""
+    import ray.train  # Ray Train pulls in Ray Data and pandas (half a second): its workers need it, the CLI not
+
     job: StudentJob = train_loop_config[TRAIN_LOOP_KEY]
     objective, optim, feed, saving = job.objective, job.optim, job.feed, job.saving
     ctx = ray.train.get_context()

@@ -71,10 +71,6 @@ class StagePlan:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "StagePlan":
-        return cls(**d)
-
     def place(self) -> tuple[torch.device, str]:
         """The device and precision this process actually uses for the stage: the planned GPU when one is
         visible here (else the CPU), and the requested precision resolved again on it (a GPU without bf16

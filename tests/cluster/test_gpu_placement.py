@@ -34,6 +34,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two Ray clusters with fake GPUs, ~9 s each
 @pytest.mark.parametrize("gpus,replicas,workers", [(2, 2, 2), (2, 3, 2)])
 def test_ray_places_every_actor_and_rank(gpus, replicas, workers):
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(gpus), str(replicas), str(workers)],

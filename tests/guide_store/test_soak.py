@@ -1,4 +1,4 @@
-"""Soak: several producer and consumer processes for a minute, consumers SIGKILLed at random.
+"""Soak: several producer and consumer processes for half a minute, consumers SIGKILLed at random.
 
 At the end every produced record is acknowledged or dead-lettered, nothing is pending, and no entry was
 acknowledged (counted) by two consumers.
@@ -16,7 +16,7 @@ import pytest
 from guide_store.redis_store import RedisGuideStore
 
 WORKER = str(Path(__file__).with_name("soak_worker.py"))
-SOAK_SECONDS = 60
+SOAK_SECONDS = 30
 
 
 @pytest.mark.slow
@@ -51,7 +51,7 @@ def test_soak_with_random_consumer_deaths(redis_server, run_name, tmp_path):
 
     store = RedisGuideStore(url, run_name, claim_idle_s=0.1)
     s = store.stats()
-    assert kills >= 8
+    assert kills >= 4
     assert s["produced"] == 2 * 400 * 8
     assert s["pending"] == 0 and s["undelivered"] == 0
     assert s["produced"] == s["acknowledged"] + s["dead_lettered"], s

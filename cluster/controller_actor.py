@@ -51,6 +51,7 @@ class Controller:
         self.done_times: list[float] = []  # when each block finished: steady-state rates for benchmarks
         self.events = self.cfg.run_path / "events.jsonl"
         self.events.parent.mkdir(parents=True, exist_ok=True)
+        self.events.write_text("")  # this attempt's events only (the run report counts its faults from them)
         self._serial = 0
 
     # -- pool ----------------------------------------------------------------------------
@@ -116,16 +117,23 @@ class Controller:
             self._shape = load_run_data(self.cfg).data_shape
         return self._shape
 
-    def remove_teacher(self, name: str, drain: bool = True) -> dict:
-        """Stop a worker: with ``drain`` it finishes its current block first (no partial batch is ever put:
-        a batch is one atomic put); without, it is killed and its block is handed out again."""
+    def remove_teacher(self, name: str, drain: bool = True, drain_timeout_s: float = 600.0) -> dict:
+        """Stop a worker, whatever its state: with ``drain`` it finishes its current block first (no partial
+        batch is ever put: a batch is one atomic put); without, or when it cannot drain (restarting, gone),
+        it is killed and its block is handed out again. An actor already removed or dead is left as it is."""
         with self.lock:
+            if name not in self.workers:
+                known = ", ".join(f"{n} ({w['state']})" for n, w in sorted(self.workers.items())) or "none"
+                raise ValueError(f"no teacher actor {name!r}; the run's teacher actors: {known}")
             if name not in self.handles:
-                raise KeyError(f"no teacher actor {name!r}; running: {sorted(self.handles)}")
+                return dict(self.workers[name])
             handle = self.handles[name]
             self.workers[name]["state"] = "draining" if drain else "removing"
         if drain:
-            ray.get(handle.drain.remote())
+            try:
+                ray.get(handle.drain.remote(), timeout=drain_timeout_s)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                drain = False  # it could not finish its block: the block is handed out again below
         ray.kill(handle, no_restart=True)
         with self.lock:
             self.handles.pop(name)
@@ -177,20 +185,29 @@ class Controller:
                 self.workers[name]["state"] = "idle"
 
     def check_workers(self) -> list[str]:
-        """Find workers that are gone for good (restarts exhausted) and hand their blocks out again."""
+        """Find workers that are gone for good (Ray gave up restarting them) and hand their blocks out again.
+        One that Ray is restarting (or that does not answer yet) is ``restarting``: its blocks are handed out
+        again now, and it takes part again once its new incarnation registers."""
         with self.lock:
-            live = {n: h for n, h in self.handles.items() if self.workers[n]["state"] in ("running", "starting")}
-        dead = []
+            live = {n: h for n, h in self.handles.items()
+                    if self.workers[n]["state"] in ("running", "starting", "restarting")}
+        dead, restarting = [], []
         for name, handle in live.items():
             try:
                 ray.get(handle.ping.remote(), timeout=30)
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            except ray.exceptions.ActorDiedError:
                 dead.append(name)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                restarting.append(name)  # ActorUnavailableError: Ray is bringing it back
         with self.lock:
             for name in dead:
                 self.workers[name]["state"] = "dead"
                 self.handles.pop(name, None)
                 self._requeue(name)
+            for name in restarting:
+                if self.workers[name]["state"] != "restarting":
+                    self.workers[name]["state"] = "restarting"
+                    self._requeue(name)
         for name in dead:
             self._record("teacher_dead", worker=name)
         return dead

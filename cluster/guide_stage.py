@@ -43,7 +43,7 @@ def _progress(cfg: RunConfig, controller, echo, show_bar: bool, stop: threading.
                 if dead:
                     echo(f"teacher actors gone for good: {dead}; their blocks are handed out again")
                 last_check = time.monotonic()
-                if not any(w["state"] in ("running", "starting") for w in report["workers"].values()):
+                if not any(w["state"] in ("running", "starting", "restarting") for w in report["workers"].values()):
                     raise RuntimeError(f"no teacher actor is running and {report['queued']} blocks remain; "
                                        "add one with: bezier-distill teachers add --checkpoint PATH")
             time.sleep(1.0)
@@ -73,10 +73,19 @@ class _Production:
         self.thread.join(timeout=30)
 
 
-def _stop_teachers(controller, report: dict) -> None:
-    for name in list(ray.get(controller.list_teachers.remote())):
-        if report.get("workers", {}).get(name, {}).get("state") not in ("removed", "dead"):
-            ray.get(controller.remove_teacher.remote(name, True))
+def _stop_teachers(controller, echo) -> None:
+    """Stop every teacher actor, whatever its state, then the controller. Production is over (or failed), so
+    nothing is drained; a failure to stop one actor is reported and the others are still stopped."""
+    try:
+        names = list(ray.get(controller.list_teachers.remote(), timeout=60))
+    except ray.exceptions.RayError as err:
+        echo(f"warning: the controller did not answer ({err}); its teacher actors end with the job")
+        names = []
+    for name in names:
+        try:
+            ray.get(controller.remove_teacher.remote(name, False), timeout=60)
+        except ray.exceptions.RayError as err:
+            echo(f"warning: teacher actor {name} could not be stopped: {err}")
     ray.kill(controller)
 
 
@@ -132,7 +141,7 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
                 raise production.error
             report = ray.get(controller.report.remote())
     finally:
-        _stop_teachers(controller, ray.get(controller.report.remote()))
+        _stop_teachers(controller, echo)
     seconds = time.perf_counter() - start
     store = report["store"]
     out = {"run": cfg.name, "seconds": round(seconds, 2), "records": store["produced"],
@@ -141,4 +150,9 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
     (cfg.run_path / "production.json").write_text(json.dumps(out, indent=2))
     echo(f"produced {store['produced']} guide records in {seconds:.1f}s; acknowledged {store['acknowledged']}, "
          f"dead-lettered {store['dead_lettered']}, backlog {store['backlog']}")
+    if training is not None:  # coverage: the share of the produced records some rank trained on
+        consumption = training["consumption"]
+        consumption["trained_ids_fraction"] = round(consumption["records"] / max(1, store["produced"]), 4)
+        echo(f"the student trained on {consumption['records']} distinct records of {store['produced']} produced "
+             f"({consumption['trained_ids_fraction']:.2%}); {consumption['consumed_twice']} twice")
     return out, training

@@ -46,7 +46,8 @@ from teachers.data import DataError
 from teachers.device_plan import resolve_device
 from teachers.models import model_data_shape
 
-__all__ = ["main", "run", "run_production", "stages_used", "add_run_arguments", "run_from_args", "STAGES"]
+__all__ = ["main", "run", "run_production", "stages_used", "faults_seen", "add_run_arguments", "run_from_args",
+           "STAGES"]
 
 STAGES = ("guides", "student", "eval")
 
@@ -74,18 +75,30 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
         check_shared_run_dir(cfg.run_path, echo)
         preflight(cfg, plan, echo)
         store_url, cfg = cfg.store.url, public_config(cfg)  # the password goes to the store only, never to files
-        t = time.perf_counter()
-        cfg = resolve_teachers(cfg, echo, plan)
-        timings["teachers_s"] = round(time.perf_counter() - t, 2)
-        data_shape = model_data_shape(cfg.teachers[0].checkpoints[0])
-        t = time.perf_counter()
-        with run_redis_url(cfg.name, cfg.redis_path, store_url, fsync=cfg.store.fsync) as url:
-            production, training = produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape, plan)
-        timings["guides_and_student_s"] = round(time.perf_counter() - t, 2)
+        try:  # from here on work is done: a failure still leaves a report saying where and why
+            t = time.perf_counter()
+            cfg = resolve_teachers(cfg, echo, plan)
+            timings["teachers_s"] = round(time.perf_counter() - t, 2)
+            data_shape = model_data_shape(cfg.teachers[0].checkpoints[0])
+            t = time.perf_counter()
+            with run_redis_url(cfg.name, cfg.redis_path, store_url, fsync=cfg.store.fsync) as url:
+                production, training = produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape, plan)
+            timings["guides_and_student_s"] = round(time.perf_counter() - t, 2)
+        except BaseException as err:
+            timings["total_s"] = round(time.perf_counter() - start, 2)
+            failed = {"run": cfg.name, "status": "interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+                      "error": f"{type(err).__name__}: {err}", "timings": timings, "faults": faults_seen(cfg, {}),
+                      "config": cfg.model_dump(mode="json")}
+            (cfg.run_path / "report.json").write_text(json.dumps(failed, indent=2))
+            echo(f"run {cfg.name} {failed['status']} after {timings['total_s']:.0f}s; what it saw is in "
+                 f"{cfg.run_path / 'report.json'}")
+            raise
     finally:
         if started_ray:
             ray.shutdown()
-    report = {"run": cfg.name, "stop_after": stop_after, "production": production, "student_training": training}
+    report = {"run": cfg.name, "status": "finished", "stop_after": stop_after, "production": production,
+              "student_training": training}
+    report["faults"] = faults_seen(cfg, report)
     if stop_after == "eval":
         t = time.perf_counter()
         echo("evaluating teachers and student ...")
@@ -105,6 +118,19 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
         echo(f"run {cfg.name} finished in {timings['total_s']:.0f}s; results in {cfg.run_path} "
              f"(report: {cfg.run_path / 'report.json'})")
     return report
+
+
+def faults_seen(cfg: RunConfig, report: dict) -> dict:
+    """What went wrong along the way and was recovered from: teacher actors Ray restarted, or lost for good
+    (from ``RUN/events.jsonl``), student worker groups resumed from a checkpoint, guide records
+    dead-lettered."""
+    events = cfg.run_path / "events.jsonl"
+    rows = [json.loads(line) for line in events.read_text().splitlines()] if events.is_file() else []
+    training = report.get("student_training") or {}
+    store = (report.get("production") or {}).get("store", {})
+    return {"teacher_restarts": sum(r["event"] == "teacher_restarted" for r in rows),
+            "teachers_lost": [r["worker"] for r in rows if r["event"] == "teacher_dead"],
+            "student_resumes": training.get("resumes", 0), "dead_lettered": store.get("dead_lettered", 0)}
 
 
 def stages_used(cfg: RunConfig, report: dict) -> dict:

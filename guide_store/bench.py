@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 
 import torch
 
@@ -23,7 +24,7 @@ __all__ = ["make_batch", "run_bench"]
 RECORD_SHAPE = (3, 32, 32)  # 12 KiB per float32 tensor, 4 tensors (x0, x1, g1, g2) per record
 
 
-def make_batch(megabytes: float, first_id: int = 0, seed: int = 0) -> GuideBatch:
+def make_batch(megabytes: float, first_id: int = 0, seed: int = 0, run: str = "bench") -> GuideBatch:
     """A cubic-path guide batch of about ``megabytes`` MB (float32)."""
     per_record = 4 * 4 * torch.Size(RECORD_SHAPE).numel()
     n = max(1, int(megabytes * 1e6 / per_record))
@@ -31,7 +32,7 @@ def make_batch(megabytes: float, first_id: int = 0, seed: int = 0) -> GuideBatch
     t = lambda: torch.randn((n, *RECORD_SHAPE), generator=g)
     return GuideBatch(sample_id=torch.arange(first_id, first_id + n), x0=t(), x1=t(), guides=[t(), t()],
                       taus=[1 / 3, 2 / 3], teachers=["bench-a", "bench-b"], teacher_versions=["1", "1"],
-                      run="bench", producer="bench")
+                      run=run, producer="bench")
 
 
 def _raw_round(client, stream: str, payload: bytes) -> None:
@@ -43,7 +44,7 @@ def _raw_round(client, stream: str, payload: bytes) -> None:
 
 
 def _store_round(store: RedisGuideStore, batch: GuideBatch, key: str) -> int:
-    store.put(batch, key=key)
+    store.put(batch, key=key)  # fresh sample ids each round (a store dead-letters repeated ones)
     (delivery,) = store.get("c", timeout_s=5.0)
     checksum = delivery.batch.x0.shape[0] + delivery.batch.guides[1].shape[0]  # tensors are materialised
     store.ack([delivery.id])
@@ -57,19 +58,22 @@ def run_bench(sizes_mb: list[float], seconds_per_size: float = 3.0, fsync: str =
         client = connect(server.url)
         client.xgroup_create("raw-stream", "raw", id="0", mkstream=True)
         for mb in sizes_mb:
-            batch = make_batch(mb)
+            batch = make_batch(mb, run=f"bench-{mb}")
             store = RedisGuideStore(server.url, f"bench-{mb}", max_backlog_bytes=1 << 34)
+            n = len(batch)
+            renumbered = lambda k: replace(batch, sample_id=batch.sample_id + (k + 1) * n)  # tensors shared
             payload_size = encode_batch(batch).size
             raw_payload = torch.randint(0, 255, (payload_size,), dtype=torch.uint8).numpy().tobytes()
             raw_times, store_times, k = [], [], 0
             deadline = time.monotonic() + seconds_per_size
             _raw_round(client, "raw-stream", raw_payload)
-            _store_round(store, batch, "warmup")
+            _store_round(store, renumbered(-1), "warmup")
             while time.monotonic() < deadline or len(raw_times) < 5:
+                fresh = renumbered(k)
                 t0 = time.perf_counter()
                 _raw_round(client, "raw-stream", raw_payload)
                 t1 = time.perf_counter()
-                _store_round(store, batch, f"k{k}")
+                _store_round(store, fresh, f"k{k}")
                 t2 = time.perf_counter()
                 raw_times.append(t1 - t0)
                 store_times.append(t2 - t1)

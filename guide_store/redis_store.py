@@ -8,16 +8,27 @@ Keys (hash-tagged by run, so a cluster keeps them on one slot)::
     bd:{RUN}:stats      hash  produced, acknowledged, dead_lettered, reclaimed (records), backlog_bytes
     bd:{RUN}:dead       stream of dead letters {entry, reason, producer, n, payload}
 
+    bd:{RUN}:ids        hash  sample id -> the entry that first delivered it (a repeat is dead-lettered)
+
 Delivery semantics (DESIGN.md 3.1): an entry is read by one consumer
-(``XREADGROUP``), acknowledged after use (``ack``: ``XACK`` + ``XDEL``, so
-memory is freed), reclaimed by another consumer when it stays pending longer
-than ``claim_idle_s`` (``XAUTOCLAIM``), or, when it fails decoding or
-validation, moved to the dead-letter stream with the reason. Every state
-change is atomic (a MULTI/EXEC transaction for puts, whose payload must not be
-copied through Lua; a Lua script for acks and dead letters), so counters never
-drift from the stream, and a retried call after a dropped connection does no
-harm (a put is guarded by its batch key, an ack by XACK's own answer). ``stats()`` lets
-anyone check ``produced = acknowledged + pending + dead_lettered + undelivered``.
+(``XREADGROUP``) and acknowledged when the consumer can no longer lose it
+(``ack``: ``XACK`` + ``XDEL``, so memory is freed). Until then it stays pending
+under that consumer's name: a consumer that comes back under the same name (a
+restarted student rank) is handed its own pending entries first; with
+``claim_idle_s`` set, entries pending longer than that are also reclaimed by
+other consumers (``XAUTOCLAIM``, for consumers that never come back). An entry
+that fails decoding or validation, belongs to another run, or repeats sample
+ids already delivered is moved to the dead-letter stream with the reason (and
+at most ``DEAD_PAYLOAD_BYTES`` of its payload), so poison never blocks a reader.
+
+Counters come from the store's own accounting, never from fields inside an
+entry: ``put`` records each entry's records and bytes in ``sizes``, and acks,
+dead letters and deliveries read them from there. Every state change is atomic
+(a MULTI/EXEC transaction for puts, whose payload must not be copied through
+Lua; a Lua script for acks, deliveries and dead letters), and a retried call
+after a dropped connection does no harm (a put is guarded by its batch key, an
+ack by XACK's own answer). ``stats()`` lets anyone check ``produced =
+acknowledged + pending + dead_lettered + undelivered``.
 """
 
 from __future__ import annotations
@@ -34,16 +45,31 @@ from guide_store.codec import decode_batch, encode_batch
 from guide_store.schema import SCHEMA_VERSION, GuideBatch, RecordError
 from guide_store.source import Delivery
 
-__all__ = ["RedisGuideStore", "Delivery", "BackpressureTimeout", "connect"]
+__all__ = ["RedisGuideStore", "Delivery", "BackpressureTimeout", "connect", "DEAD_PAYLOAD_BYTES"]
 
-# KEYS: stream, sizes, stats ; ARGV: group, then (id, n, bytes) triples read from the entries' own fields
-_ACK = """
+# a dead letter keeps this much of its entry's payload (enough to see what it was), so the dead-letter
+# stream's size is bounded: at most dead_letter_maxlen entries of this many bytes plus their reasons
+DEAD_PAYLOAD_BYTES = 4096
+
+# the records and bytes ``put`` recorded for an entry (0, 0 for one it never wrote)
+_SIZE = """
+local function size(sizes, id)
+  local s = redis.call('HGET', sizes, id)
+  if not s then return 0, 0 end
+  local sep = string.find(s, ':')
+  return tonumber(string.sub(s, 1, sep - 1)), tonumber(string.sub(s, sep + 1))
+end
+"""
+
+# KEYS: stream, sizes, stats ; ARGV: group, then entry ids
+_ACK = _SIZE + """
 local records, entries, freed = 0, 0, 0
-for i = 2, #ARGV, 3 do
+for i = 2, #ARGV do
   local id = ARGV[i]
   if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
-    records = records + tonumber(ARGV[i + 1])
-    freed = freed + tonumber(ARGV[i + 2])
+    local n, b = size(KEYS[2], id)
+    records = records + n
+    freed = freed + b
     redis.call('HDEL', KEYS[2], id)
     redis.call('XDEL', KEYS[1], id)
     entries = entries + 1
@@ -54,18 +80,34 @@ redis.call('HINCRBY', KEYS[3], 'backlog_bytes', 0 - freed)
 return {entries, records}
 """
 
-# KEYS: stream, sizes, stats, dead ; ARGV: group, id, reason, producer, payload, maxlen, n, bytes
-_DEAD = """
+# KEYS: stream, sizes, stats, dead ; ARGV: group, id, reason, producer, payload prefix, maxlen, payload bytes
+_DEAD = _SIZE + """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-local n, b = tonumber(ARGV[7]), tonumber(ARGV[8])
+local n, b = size(KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'entry', ARGV[2], 'reason', ARGV[3],
-           'producer', ARGV[4], 'n', n, 'payload', ARGV[5])
+           'producer', ARGV[4], 'n', n, 'payload_bytes', ARGV[7], 'payload_prefix', ARGV[5])
 redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'dead_lettered', n)
 redis.call('HINCRBY', KEYS[3], 'dead_entries', 1)
 redis.call('HINCRBY', KEYS[3], 'backlog_bytes', 0 - b)
 return 1
+"""
+
+# KEYS: ids, stats, sizes ; ARGV: entry id, first delivery (1/0), then the entry's sample ids.
+# Claims each sample id for this entry; returns the entry that already owns one of them, or "" when none
+# does (then the claims stand, and a first delivery is counted as handed out).
+_DELIVER = _SIZE + """
+for i = 3, #ARGV do
+  local owner = redis.call('HGET', KEYS[1], ARGV[i])
+  if owner and owner ~= ARGV[1] then return owner end
+end
+for i = 3, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]) end
+if ARGV[2] == '1' then
+  local n = size(KEYS[3], ARGV[1])
+  redis.call('HINCRBY', KEYS[2], 'handed_out', n)
+end
+return ''
 """
 
 # KEYS: stream, sizes, stats, dead ; ARGV: group
@@ -120,11 +162,11 @@ def connect(url: str, retries: int = 40, socket_timeout_s: float = 60.0) -> redi
     return redis.Redis(connection_pool=pool)
 
 
-def _int_or_zero(value) -> int:
+def _int_or_none(value) -> int | None:
     try:
         return int(value)
     except (TypeError, ValueError):
-        return 0
+        return None
 
 
 def _s(value) -> str:
@@ -136,22 +178,28 @@ class RedisGuideStore:
 
     def __init__(self, url: str, run: str, group: str = "students", *, dtype: str = "float32",
                  max_backlog_records: int = 100_000, max_backlog_bytes: int = 1 << 30,
-                 claim_idle_s: float = 30.0, put_timeout_s: float = 300.0,
-                 expect_shape: tuple[int, ...] | None = None, dead_letter_maxlen: int = 10_000):
+                 claim_idle_s: float | None = None, put_timeout_s: float = 300.0,
+                 expect_shape: tuple[int, ...] | None = None, dead_letter_maxlen: int = 10_000,
+                 expect_guides: int | None = None):
+        """``claim_idle_s``: also reclaim entries another consumer has held that long (``None``: entries wait
+        for their own consumer to come back under its name). ``expect_shape``/``expect_guides``: a reader's
+        record shape and guide count; batches of another layout are dead-lettered."""
         self.run, self.group, self.dtype = run, group, dtype
         self.max_backlog_records, self.max_backlog_bytes = max_backlog_records, max_backlog_bytes
-        self.claim_idle_ms = int(claim_idle_s * 1000)
-        self.put_timeout_s, self.expect_shape = put_timeout_s, expect_shape
+        self.claim_idle_ms = int(claim_idle_s * 1000) if claim_idle_s else None
+        self.put_timeout_s, self.expect_shape, self.expect_guides = put_timeout_s, expect_shape, expect_guides
         self.dead_letter_maxlen = dead_letter_maxlen
         self.client = connect(url)
         prefix = f"bd:{{{run}}}"
         self.prefix, self.stream, self.sizes = prefix, f"{prefix}:stream", f"{prefix}:sizes"
-        self.stats_key, self.dead = f"{prefix}:stats", f"{prefix}:dead"
+        self.stats_key, self.dead, self.ids = f"{prefix}:stats", f"{prefix}:dead", f"{prefix}:ids"
         self._backlog: tuple[int, int] | None = None  # (records, bytes) as of this producer's last put
-        self._inflight: dict[str, tuple[int, int]] = {}  # entry id -> (records, bytes) handed out, not acked
+        self._recovering: dict[str, str] = {}  # consumer -> last own pending entry handed back to it
+        self._recovered: set[str] = set()  # consumers whose own pending entries were all handed back
         self._last_claim = float("-inf")
         self._ack = self.client.register_script(_ACK)
         self._dead = self.client.register_script(_DEAD)
+        self._deliver = self.client.register_script(_DELIVER)
         self._stats = self.client.register_script(_STATS)
         self._ensure_group()
 
@@ -183,7 +231,7 @@ class RedisGuideStore:
         self.wait_for_room(n, nbytes)
         guard = f"{self.prefix}:put:{key}"
         fields = {"n": n, "bytes": nbytes, "v": SCHEMA_VERSION, "producer": producer, "key": key, "payload": payload}
-        deadline, pause = time.monotonic() + self.put_timeout_s, 0.05
+        deadline, pause, retried = time.monotonic() + self.put_timeout_s, 0.05, False
         while True:
             try:
                 result = self._transaction(guard, fields, n, nbytes)
@@ -196,16 +244,35 @@ class RedisGuideStore:
                 # A WatchError is also what redis-py raises when the connection drops while watching.
                 if time.monotonic() > deadline:
                     raise
+                retried = True
                 time.sleep(pause)
                 pause = min(2.0, pause * 2)
         if result is None:
+            if retried:  # our own earlier attempt may have landed with its reply lost: record its size
+                self._repair_size(key, n, nbytes)
             return None
-        entry, produced, backlog_bytes, acked, dead = result
+        entry, produced, backlog_bytes, handed_out, dead = result
         entry = _s(entry)
-        self._backlog = (produced - int(acked or 0) - int(dead or 0), backlog_bytes)
-        # after the transaction: a lost HSET only makes stats() undercount pending records until the ack
+        self._backlog = (produced - int(handed_out or 0) - int(dead or 0), backlog_bytes)
+        # right after the transaction (the entry id is known only then): acks and dead letters count from it
         self.client.hset(self.sizes, entry, f"{n}:{nbytes}")
         return entry
+
+    def _repair_size(self, key: str, n: int, nbytes: int, scan: int = 1000, page: int = 10) -> None:
+        """Record the size of the entry put under ``key`` if nobody has (its put's reply was lost): looked for
+        among the newest ``scan`` entries, newest first (a put that just landed is among the first few; the
+        rows carry their payloads, so pages are small). Only after a put was retried."""
+        cursor = "+"
+        for _ in range(0, scan, page):
+            rows = self.client.xrevrange(self.stream, max=cursor, min="-", count=page + 1)
+            rows = [r for r in rows if _s(r[0]) != cursor] if cursor != "+" else rows
+            if not rows:
+                return
+            for entry_id, fields in rows:
+                if _s(fields.get(b"key", b"")) == key:
+                    self.client.hsetnx(self.sizes, _s(entry_id), f"{n}:{nbytes}")
+                    return
+            cursor = _s(rows[-1][0])
 
     def _transaction(self, guard: str, fields: dict, n: int, nbytes: int):
         """WATCH the guard; if unset, atomically set it, append the entry and count it. ``None``: already in."""
@@ -218,12 +285,15 @@ class RedisGuideStore:
             pipe.xadd(self.stream, fields)
             pipe.hincrby(self.stats_key, "produced", n)
             pipe.hincrby(self.stats_key, "backlog_bytes", nbytes)
-            pipe.hmget(self.stats_key, "acknowledged", "dead_lettered")
-            _, entry, produced, backlog_bytes, (acked, dead) = pipe.execute()
-            return entry, produced, backlog_bytes, acked, dead
+            pipe.hmget(self.stats_key, "handed_out", "dead_lettered")
+            _, entry, produced, backlog_bytes, (handed_out, dead) = pipe.execute()
+            return entry, produced, backlog_bytes, handed_out, dead
 
     def wait_for_room(self, n: int, nbytes: int) -> None:
-        """Block until ``n`` more records and ``nbytes`` more bytes fit under the backlog bounds."""
+        """Block until ``n`` more records and ``nbytes`` more bytes fit under the backlog bounds. The record
+        bound counts what no consumer has been handed yet: records a consumer holds until its next
+        checkpoint are its own to bound, and counting them here could stall a consumer that must read
+        more before it can checkpoint."""
         if self._backlog is not None:
             records, backlog_bytes = self._backlog
             if (records + 2 * n <= self.max_backlog_records
@@ -231,16 +301,16 @@ class RedisGuideStore:
                 return  # clearly under the bound as of the last put: no round trip
         deadline, sleep = time.monotonic() + self.put_timeout_s, 0.005
         while True:
-            produced, acked, dead, backlog_bytes = (int(v or 0) for v in self.client.hmget(
-                self.stats_key, "produced", "acknowledged", "dead_lettered", "backlog_bytes"))
-            records = produced - acked - dead
+            produced, handed_out, dead, backlog_bytes = (int(v or 0) for v in self.client.hmget(
+                self.stats_key, "produced", "handed_out", "dead_lettered", "backlog_bytes"))
+            records = produced - handed_out - dead  # a dead-lettered entry is never handed out
             # an empty backlog always admits one batch, however large, so a big batch cannot deadlock
             if records == 0 or (records + n <= self.max_backlog_records
                                 and backlog_bytes + nbytes <= self.max_backlog_bytes):
                 return
             if time.monotonic() > deadline:
                 raise BackpressureTimeout(
-                    f"guide store for run {self.run!r}: backlog of {records} records / {backlog_bytes} bytes stayed "
+                    f"guide store for run {self.run!r}: {records} undelivered records / {backlog_bytes} bytes stayed "
                     f"above the bound ({self.max_backlog_records} records / {self.max_backlog_bytes} bytes) for "
                     f"{self.put_timeout_s:.0f}s; are the students consuming?")
             time.sleep(sleep)
@@ -248,82 +318,106 @@ class RedisGuideStore:
 
     # -- consumers -------------------------------------------------------------------------
     def get(self, consumer: str, timeout_s: float = 1.0, count: int = 1) -> list[Delivery]:
-        """Up to ``count`` batches for ``consumer``: first entries reclaimed from consumers idle longer than
-        ``claim_idle_s``, then new ones (waiting up to ``timeout_s``). Bad payloads are dead-lettered, never
-        returned; a read that found only bad payloads reads on until the timeout. ``timeout_s <= 0`` does not
-        block (a blocking read's short timeout is rounded up to Redis's timer tick, ~100 ms)."""
+        """Up to ``count`` batches for ``consumer``: first its own entries still pending from an earlier life
+        (a restarted rank under the same name), then, with ``claim_idle_s``, entries other consumers have
+        held that long, then new ones (waiting up to ``timeout_s``). Poison (see the module docstring) is
+        dead-lettered, never returned; a read that found only poison reads on until the timeout.
+        ``timeout_s <= 0`` does not block (a blocking read's short timeout is rounded up to Redis's timer
+        tick, ~100 ms)."""
         deadline = time.monotonic() + timeout_s
         while True:
             entries = self._read(consumer, max(0.0, deadline - time.monotonic()), count)
             out = []
-            for (entry_id, fields), reclaimed in entries:
+            for (entry_id, fields), reclaimed, first in entries:
                 entry_id = _s(entry_id)
                 try:
-                    out.append(Delivery(entry_id, self._decode(fields), reclaimed))
-                    self._inflight[entry_id] = (int(fields[b"n"]), int(fields[b"bytes"]))
+                    batch = self._decode(fields)
+                    owner = _s(self._deliver(keys=[self.ids, self.stats_key, self.sizes],
+                                             args=[entry_id, int(first), *batch.sample_id.tolist()]))
+                    if owner:
+                        raise RecordError(f"sample ids already delivered in entry {owner}")
                 except RecordError as err:
                     self._dead_letter(entry_id, fields, str(err))
+                    continue
+                out.append(Delivery(entry_id, batch, reclaimed))
             if any(d.reclaimed for d in out):
                 self.client.hincrby(self.stats_key, "reclaimed", sum(len(d.batch) for d in out if d.reclaimed))
             if out or not entries or time.monotonic() >= deadline:
                 return out
 
-    def _read(self, consumer: str, timeout_s: float, count: int) -> list[tuple[tuple, bool]]:
+    def _read(self, consumer: str, timeout_s: float, count: int) -> list[tuple[tuple, bool, bool]]:
+        """``((id, fields), reclaimed, first delivery)`` rows for ``consumer``."""
+        while consumer not in self._recovered:  # its own pending entries, from before it (re)started
+            cursor = self._recovering.get(consumer, "0")
+            reply = self.client.xreadgroup(self.group, consumer, {self.stream: cursor}, count=count)
+            own = [e for _, items in (reply or []) for e in items]
+            if not own:
+                self._recovered.add(consumer)
+                break
+            self._recovering[consumer] = _s(own[-1][0])
+            for entry_id, fields in own:
+                if not fields:  # deleted while pending (6.2 lists it without fields): nothing left to hand out
+                    self.client.xack(self.stream, self.group, entry_id)
+            own = [e for e in own if e[1]]
+            if own:
+                return [(e, True, False) for e in own]
         # nothing can become claimable faster than claim_idle_s, so look a few times per idle period only
-        if time.monotonic() - self._last_claim >= self.claim_idle_ms / 4000:
+        if self.claim_idle_ms is not None and time.monotonic() - self._last_claim >= self.claim_idle_ms / 4000:
             self._last_claim = time.monotonic()
             claimed = self.client.xautoclaim(self.stream, self.group, consumer, self.claim_idle_ms, "0-0",
                                              count=count)
-            entries = [(e, True) for e in claimed[1] if e and e[1]]  # 6.2 may list deleted entries as nil
+            entries = [(e, True, False) for e in claimed[1] if e and e[1]]  # 6.2 may list deleted ones as nil
             if entries:
                 return entries
         block = int(timeout_s * 1000) if timeout_s > 0 else None
         reply = self.client.xreadgroup(self.group, consumer, {self.stream: ">"}, count=count,
                                        block=max(1, block) if block is not None else None)
-        return [(e, False) for _, items in (reply or []) for e in items]
+        return [(e, False, True) for _, items in (reply or []) for e in items]
 
     def _decode(self, fields: dict) -> GuideBatch:
-        fields = {_s(k): v for k, v in fields.items()}
-        if "payload" not in fields:
-            raise RecordError("entry has no payload field")
-        if not {"n", "bytes"} <= fields.keys():
-            raise RecordError("entry has no n/bytes fields (not written by a guide store)")
-        version = _s(fields.get("v", b"?"))
-        if version != str(SCHEMA_VERSION):
-            raise RecordError(f"schema version {version} is not supported (this reader knows {SCHEMA_VERSION})")
-        batch = decode_batch(fields["payload"], self.expect_shape)
-        if "n" in fields and int(fields["n"]) != len(batch):
-            raise RecordError(f"entry says {int(fields['n'])} records, payload holds {len(batch)}")
-        return batch
+        """The entry's batch, or ``RecordError`` with the reason for anything that is not a guide batch of this
+        run (whatever the fields hold: this never raises anything else)."""
+        try:
+            fields = {_s(k): v for k, v in fields.items()}
+            if "payload" not in fields:
+                raise RecordError("entry has no payload field")
+            if not {"n", "bytes"} <= fields.keys():
+                raise RecordError("entry has no n/bytes fields (not written by a guide store)")
+            version = _s(fields.get("v", b"?"))
+            if version != str(SCHEMA_VERSION):
+                raise RecordError(f"schema version {version} is not supported (this reader knows {SCHEMA_VERSION})")
+            n = _int_or_none(fields["n"])
+            if n is None:
+                raise RecordError(f"entry's n field {fields['n'][:40]!r} is not a record count")
+            batch = decode_batch(fields["payload"], self.expect_shape)
+            if n != len(batch):
+                raise RecordError(f"entry says {n} records, payload holds {len(batch)}")
+            if self.expect_guides is not None and len(batch.guides) != self.expect_guides:
+                raise RecordError(f"the batch has {len(batch.guides)} guides; this run's path has {self.expect_guides}")
+            if batch.run != self.run:
+                raise RecordError(f"the batch belongs to run {batch.run!r}, not {self.run!r}")
+            return batch
+        except RecordError:
+            raise
+        except Exception as err:  # a malformed entry must be dead-lettered, whatever broke reading it
+            raise RecordError(f"malformed entry: {type(err).__name__}: {err}"[:500]) from None
 
     def _dead_letter(self, entry_id: str, fields: dict, reason: str) -> None:
         fields = {_s(k): v for k, v in fields.items()}
-        n, nbytes = (_int_or_zero(fields.get(f)) for f in ("n", "bytes"))
-        if not (n and nbytes):  # not written by put(): it was never counted as produced
-            n = nbytes = 0
+        payload = fields.get("payload", b"")
+        payload = payload if isinstance(payload, bytes) else str(payload).encode()
         self._dead(keys=[self.stream, self.sizes, self.stats_key, self.dead],
-                   args=[self.group, entry_id, reason, fields.get("producer", b""), fields.get("payload", b""),
-                         self.dead_letter_maxlen, n, nbytes])
+                   args=[self.group, entry_id, reason, fields.get("producer", b""), payload[:DEAD_PAYLOAD_BYTES],
+                         self.dead_letter_maxlen, len(payload)])
 
     def ack(self, ids: Iterable[str]) -> int:
         """Acknowledge and delete entries; returns how many records this call acknowledged (an id already
         acknowledged, by this or another consumer, counts zero)."""
-        args: list = [self.group]
-        for entry_id in ids:
-            n, nbytes = self._inflight.pop(entry_id, None) or self._entry_size(entry_id)
-            args += [entry_id, n, nbytes]
-        if len(args) == 1:
+        ids = list(ids)
+        if not ids:
             return 0
-        _, records = self._ack(keys=[self.stream, self.sizes, self.stats_key], args=args)
+        _, records = self._ack(keys=[self.stream, self.sizes, self.stats_key], args=[self.group, *ids])
         return int(records)
-
-    def _entry_size(self, entry_id: str) -> tuple[int, int]:
-        """(records, bytes) of an entry this client did not hand out (rare: reads the entry)."""
-        rows = self.client.xrange(self.stream, min=entry_id, max=entry_id)
-        if not rows:
-            return 0, 0
-        fields = {_s(k): v for k, v in rows[0][1].items()}
-        return _int_or_zero(fields.get("n")), _int_or_zero(fields.get("bytes"))
 
     # -- inspection ------------------------------------------------------------------------
     def stats(self) -> dict[str, int]:
@@ -332,16 +426,18 @@ class RedisGuideStore:
         flat = self._stats(keys=[self.stream, self.sizes, self.stats_key, self.dead], args=[self.group])
         raw = {_s(k): int(v) for k, v in zip(flat[::2], flat[1::2])}
         out = {k: raw.get(k, 0) for k in ("produced", "acknowledged", "dead_lettered", "reclaimed", "pending",
-                                           "pending_entries", "stream_entries", "dead_entries", "backlog_bytes")}
+                                           "pending_entries", "stream_entries", "dead_entries", "backlog_bytes",
+                                           "handed_out")}
         out["backlog"] = out["produced"] - out["acknowledged"] - out["dead_lettered"]
         out["undelivered"] = out["backlog"] - out["pending"]
         out["delivered"] = out["acknowledged"] + out["dead_lettered"] + out["pending"]
         return out
 
     def dead_letters(self, count: int = 100) -> list[dict]:
-        """The newest dead letters: ``{"entry", "reason", "producer", "n"}`` (payload left out)."""
+        """The newest dead letters: ``{"entry", "reason", "producer", "n", "payload_bytes"}`` (the payload's
+        kept prefix left out)."""
         rows = self.client.xrevrange(self.dead, count=count)
-        return [{"id": _s(i), **{_s(k): _s(v) for k, v in f.items() if _s(k) != "payload"}} for i, f in rows]
+        return [{"id": _s(i), **{_s(k): _s(v) for k, v in f.items() if _s(k) != "payload_prefix"}} for i, f in rows]
 
     def entries(self, start: str = "-", count: int = 64):
         """Iterate ``(entry_id, fields)`` over the stream without consuming (for export)."""
@@ -359,7 +455,7 @@ class RedisGuideStore:
     def delete_run(self) -> None:
         """Remove every key of this run."""
         guards = list(self.client.scan_iter(match=f"{self.prefix}:put:*", count=1000))
-        self.client.delete(self.stream, self.sizes, self.stats_key, self.dead, *guards)
+        self.client.delete(self.stream, self.sizes, self.stats_key, self.dead, self.ids, *guards)
 
     def close(self) -> None:
         self.client.close()

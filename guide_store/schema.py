@@ -253,5 +253,5 @@ def from_record_batch(rb: pa.RecordBatch, expect_shape: tuple[int, ...] | None =
             run_seed=int(_single(rb, RUN_SEED)), producer=_single(rb, PRODUCER),
             created_at=created.timestamp() if created is not None else math.nan,
         )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as err:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:
         raise RecordError(f"malformed batch: {err}") from None

@@ -1,6 +1,5 @@
 """What a student rank reads guides through: its consumer of the run's Redis stream, or its share of an
-exported Parquet directory; with the two questions the training loop asks (can more come? is all of it
-acknowledged?)."""
+exported Parquet directory; with the question the training loop asks before it stops (can more come?)."""
 
 from __future__ import annotations
 
@@ -32,13 +31,10 @@ class GuideFeed:
         return stats["produced"] >= self.target and stats[key] == 0
 
     def exhausted(self) -> bool:
-        """No new delivery will come (reclaims of a dead consumer's records aside). Once true, stays true."""
+        """Every record the run will produce has been handed to some rank: no new delivery will come (this
+        rank's own pending ones aside, handed back on its first read). Once true, stays true."""
         self._exhausted = self._exhausted or self._stats_says("undelivered")
         return self._exhausted
-
-    def drained(self) -> bool:
-        """Every record the run will produce has been acknowledged."""
-        return self._stats_says("backlog")
 
     def next(self, need: bool):
         """``(delivery or None, seconds waited)``; waits only when ``need`` and more can come."""
@@ -57,11 +53,13 @@ class GuideFeed:
                                    f"{self.source.stats()}); are the teacher actors running?")
 
 
-def open_source(feed: FeedSettings, run: str, rank: int, world: int, data_shape: tuple[int, ...]):
+def open_source(feed: FeedSettings, run: str, rank: int, world: int, data_shape: tuple[int, ...], n_guides: int):
     """This rank's guide source and how many records the run produces in all (``None`` for Parquet files,
-    read to their end)."""
+    read to their end). Records of another shape or guide count than the run's are dead-lettered."""
     if feed.source == "parquet":
         return ParquetGuideSource(feed.parquet_dir, rank=rank, world_size=world, expect_shape=data_shape), None
-    store = RedisGuideStore(feed.store_url, run, dtype=feed.store.dtype, claim_idle_s=feed.store.claim_idle_s,
-                            expect_shape=data_shape)
+    # no claim_idle_s: a rank holds its records until a checkpoint does, however long that takes; a restarted
+    # rank gets its own pending records back under its consumer name
+    store = RedisGuideStore(feed.store_url, run, dtype=feed.store.dtype, expect_shape=data_shape,
+                            expect_guides=n_guides)
     return store, feed.num_samples

@@ -9,14 +9,18 @@ exported Parquet directory). A step:
    rest drawn from the rank's replay pool (``student.replay``);
 3. runs the objective, ``engine.backward``, ``engine.step`` (gradients are
    averaged over ranks by DeepSpeed), updates the EMA;
-4. acknowledges the delivery: only after the optimizer step that used it.
+4. keeps the delivery unacknowledged until a checkpoint holds it (``_Acks``).
 
-Ranks stop together (an all-reduce of "done") once ``steps`` are done *and*
-every produced record is acknowledged, so nothing is left in the store. Every
-``checkpoint_every`` steps each rank writes its state (``student.engine_state``,
-safetensors) and rank 0 the consolidated student, reported through
-``ray.train.report``; a restarted worker group resumes from the latest one, and
-the records its dead consumers held are reclaimed by the store.
+Every ``checkpoint_every`` steps each rank writes its state (``student.engine_state``,
+safetensors: the replay pool and the ids it trained on included) and rank 0 the
+consolidated student, reported through ``ray.train.report``. Only then are the
+deliveries the *previous* checkpoint holds acknowledged: whichever of the two
+checkpoints a restarted worker group resumes from, every record it had not
+acknowledged is either in that checkpoint or still pending under the rank's
+consumer name, and the store hands those back to the rank first when it
+returns. Losing a worker loses no record. Ranks stop together (an all-reduce of
+"done") once ``steps`` are done and every produced record has been delivered;
+the final checkpoint then acknowledges everything.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from student.settings import TRAIN_LOOP_KEY, StudentJob
 from teachers.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from teachers.config import RunConfig
 from teachers.device_plan import resolve_precision, student_precision_setting
+from teachers.guides import PATHS
 from teachers.precision import precision_dtype
 from teachers.schedule import ema_decay_at, update_ema
 
@@ -140,6 +145,27 @@ def _restore(engine, ema, pool: ReplayPool, rank: int, world: int, zero_stage: i
     return extra, history
 
 
+class _Acks:
+    """The deliveries a rank holds unacknowledged, let go one checkpoint behind (see the module docstring).
+    ``restored``: what the checkpoint the rank resumed from held unacknowledged (it holds them: let go)."""
+
+    def __init__(self, source, restored: list[str]):
+        self.source, self.previous, self.since = source, [], []
+        source.ack(restored)
+
+    def delivered(self, entry_id: str) -> None:
+        self.since.append(entry_id)
+
+    def held(self) -> list[str]:
+        """Everything unacknowledged, as a checkpoint records it."""
+        return self.previous + self.since
+
+    def after_checkpoint(self, final: bool) -> None:
+        """The checkpoint before this one holds ``previous``: acknowledge them; after the final one, all."""
+        self.source.ack(self.held() if final else self.previous)
+        self.previous, self.since = ([], []) if final else (self.since, [])
+
+
 class _Ledger:
     """What a rank counts: step, consumed sample ids (as runs), totals, the current log interval, the history.
     Saved in the rank's checkpoint (``extra``) and restored from it."""
@@ -151,6 +177,7 @@ class _Ledger:
         self.consumed = extra.get("consumed", [])
         self.totals = {k: extra.get(k, 0) for k in self.TOTALS}
         self.totals["resumes"] += 1 if extra else 0
+        self.unacked_at_save: list[str] = extra.get("unacked", [])
         self.history = history
         self.run_start = time.monotonic() - (history[-1]["elapsed_s"] if history else 0.0)
         self._new_interval()
@@ -244,15 +271,19 @@ def train_student_worker(train_loop_config: dict) -> None:
     ledger = _Ledger(*_restore(engine, ema, pool, rank, world, optim.zero_stage))
     if ledger.totals["resumes"]:
         print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})")
-    source, target = open_source(feed, job.run, rank, world, job.data_shape)
+    source, target = open_source(feed, job.run, rank, world, job.data_shape, PATHS[job.path])
     guide_feed = GuideFeed(source, consumer_name(job.run, rank), target, feed.guide_timeout_s)
     g = torch.Generator().manual_seed(job.seed * 1_000_003 + 7919 * rank + ledger.step)
     metrics = StudentMetrics(job.run, rank)
 
-    def save(record: dict) -> None:
-        _save(job, engine, ema, pool, rank, world, ledger.extra(), ledger.history, record)
+    acks = _Acks(source, ledger.unacked_at_save)
 
-    while not _all_ranks(ledger.step >= optim.steps and guide_feed.drained(), device):
+    def save(record: dict, final: bool = False) -> None:
+        _save(job, engine, ema, pool, rank, world, {**ledger.extra(), "unacked": acks.held()}, ledger.history,
+              record)
+        acks.after_checkpoint(final)
+
+    while not _all_ranks(ledger.step >= optim.steps and guide_feed.exhausted(), device):
         delivery, waited = guide_feed.next(need=not pool.can_draw(optim.batch_size))
         if delivery is None and pool.size == 0:
             raise RuntimeError(f"rank {rank}: the guide source is exhausted and this rank never received a record "
@@ -265,7 +296,7 @@ def train_student_worker(train_loop_config: dict) -> None:
         engine.step()
         update_ema(ema, engine.module, ema_decay_at(ledger.step, optim.ema_decay))
         if delivery is not None:
-            source.ack([delivery.id])  # only after the optimizer step that used it
+            acks.delivered(delivery.id)
         ledger.after_step(delivery, n_fresh, waited, loss.item())
         metrics.record_step(n_fresh, waited)
         step = ledger.step
@@ -276,4 +307,4 @@ def train_student_worker(train_loop_config: dict) -> None:
                 save(record)
             else:
                 ray.train.report(record)
-    save(ledger.final_record(device, world, used))
+    save(ledger.final_record(device, world, used), final=True)

@@ -131,7 +131,8 @@ class StoreConfig(Section):
     dtype: StoreDtype = "float32"
     max_backlog_records: int = Field(200_000, ge=1)
     max_backlog_bytes: int = Field(2 << 30, ge=1 << 20)
-    claim_idle_s: float = Field(30.0, gt=0.0)
+    claim_idle_s: float = Field(30.0, gt=0.0, description="ignored since ranks get their own pending records "
+                                "back when they restart; kept so older configs and checkpoints still load")
     put_timeout_s: float = Field(600.0, gt=0.0)
     fsync: Fsync = "always"
 

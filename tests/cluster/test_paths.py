@@ -5,7 +5,6 @@ vanishes). The real ``ray job submit`` journey runs in CI (.ci/run); these pin t
 import json
 from pathlib import Path
 
-import pytest
 
 from cluster.config import load_config
 from cluster.paths import in_temporary_job_dir, resolve_run_paths

@@ -96,8 +96,14 @@ def test_killed_actor_is_restarted_and_its_block_lands_once(ray_cluster, two_tea
     while ray_cluster.get(controller.state.remote())["done"] < 3:
         time.sleep(0.1)
     ray_cluster.kill(worker, no_restart=False)  # a crash: Ray restarts it
+    assert ray_cluster.get(controller.check_workers.remote()) == []  # restarting is not dead
+    assert ray_cluster.get(controller.state.remote())["workers"]["solo-1"]["state"] in ("restarting", "running")
     state = wait_finished(controller)
     assert state["workers"]["solo-1"]["restarts"] == 1
+    with pytest.raises(Exception, match=r"no teacher actor 'nope'; the run's teacher actors: solo-1 \(idle\)"):
+        ray_cluster.get(controller.remove_teacher.remote("nope", True))
+    for _ in range(2):  # stopping works in any state, and again once stopped
+        assert ray_cluster.get(controller.remove_teacher.remote("solo-1", True))["state"] == "removed"
     store = RedisGuideStore(redis_url, cfg.name)
     s = store.stats()
     assert s["produced"] == 2048  # the interrupted block was produced again, and landed once

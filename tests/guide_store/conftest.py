@@ -5,6 +5,8 @@ import itertools
 import pytest
 from guide_store.embedded import EmbeddedRedis
 
+from guide_factory import RUN
+
 _runs = itertools.count()
 
 
@@ -16,5 +18,9 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture
 def run_name(request):
-    """A fresh run (its own stream and counters) per test."""
-    return f"{request.node.name[:40]}-{next(_runs)}"
+    """A fresh run (its own stream and counters) per test; ``make_batch`` makes batches of it (a store
+    dead-letters a batch of another run)."""
+    name = f"{request.node.name[:40]}-{next(_runs)}"
+    RUN["name"] = name
+    yield name
+    RUN["name"] = "r"

@@ -1,8 +1,6 @@
 """Contract every guide backend passes unchanged: the live Redis stream and a Parquet directory."""
 
-import pyarrow as pa
 import pytest
-import torch
 
 from guide_store.codec import encode_record_batch
 from guide_store.parquet import ParquetGuideSink, ParquetGuideSource, export_store

@@ -9,11 +9,10 @@ import time
 import pyarrow as pa
 import pytest
 import redis
-import torch
 
 from guide_store.codec import encode_batch, encode_record_batch
 from guide_store.embedded import EmbeddedRedis
-from guide_store.redis_store import BackpressureTimeout, RedisGuideStore
+from guide_store.redis_store import DEAD_PAYLOAD_BYTES, BackpressureTimeout, RedisGuideStore
 from guide_store.schema import META_VERSION, to_record_batch
 
 from guide_factory import make_batch
@@ -57,7 +56,7 @@ def test_server_crash_and_restart_loses_nothing(tmp_path):
     with EmbeddedRedis(tmp_path / "r", fsync="always") as server:
         store = RedisGuideStore(server.url, "crash", claim_idle_s=0.5)
         for k in range(6):
-            store.put(make_batch(4 * k))
+            store.put(make_batch(4 * k, run="crash"))
         got = store.get("c1", count=3)
         store.ack([got[0].id, got[1].id])
         acked = {int(i) for d in got[:2] for i in d.batch.sample_id}
@@ -83,7 +82,7 @@ def test_producer_survives_restarts_without_loss_or_duplicates(tmp_path):
         def produce():
             try:
                 for k in range(60):
-                    store.put(make_batch(4 * k))
+                    store.put(make_batch(4 * k, run="restart"))
                 done.append(True)
             except Exception as err:  # noqa: BLE001 - reported by the assertion below
                 errors.append(err)
@@ -125,7 +124,7 @@ def test_producer_blocks_at_backlog_bound_and_resumes(redis_server, run_name):
 def test_backpressure_timeout_is_clear(redis_server, run_name):
     store = RedisGuideStore(redis_server.url, run_name, max_backlog_bytes=1 << 20, put_timeout_s=0.3)
     store.put(make_batch(0, n=300, shape=(3, 32, 32), guides=0))  # ~2.4 MB: admitted, the backlog was empty
-    with pytest.raises(BackpressureTimeout, match=r"backlog of 300 records .* above the bound .* are the students consuming"):
+    with pytest.raises(BackpressureTimeout, match=r"300 undelivered records .* above the bound .* are the students consuming"):
         store.put(make_batch(300))
 
 
@@ -177,7 +176,7 @@ def test_every_bad_payload_is_dead_lettered_with_reason(redis_server, run_name):
 def test_password_and_acl_user(tmp_path):
     with EmbeddedRedis(tmp_path / "auth", password="s3cret") as server:
         store = RedisGuideStore(server.url, "auth")
-        store.put(make_batch(0))
+        store.put(make_batch(0, run="auth"))
         admin = redis.Redis.from_url(server.url)
         admin.acl_setuser("student", enabled=True, passwords=["+pw2"], keys=["bd:*"], commands=["+@all"])
         as_user = RedisGuideStore(f"redis://student:pw2@127.0.0.1:{server.port}/0", "auth")
@@ -188,3 +187,100 @@ def test_password_and_acl_user(tmp_path):
 
 def test_default_port_is_never_assumed(redis_server):
     assert redis_server.port != 6379
+
+
+def test_a_consumer_that_comes_back_gets_its_own_pending_records_first(redis_server, run_name):
+    """A student rank holds its records unacknowledged until a checkpoint; when it dies and its worker group
+    restarts, the rank (same consumer name) is handed them back, and nobody else takes them meanwhile."""
+    store = RedisGuideStore(redis_server.url, run_name)
+    for k in range(4):
+        store.put(make_batch(4 * k))
+    held = store.get("rank-1", timeout_s=1, count=2)  # then rank 1 dies without acknowledging
+    other = RedisGuideStore(redis_server.url, run_name)
+    rank0 = other.get("rank-0", timeout_s=0.2, count=10)
+    assert {d.id for d in rank0}.isdisjoint(d.id for d in held) and len(rank0) == 2  # no idle-time stealing
+    reborn = RedisGuideStore(redis_server.url, run_name)  # the restarted rank, a new process
+    back = reborn.get("rank-1", timeout_s=0.2, count=5)
+    assert [d.id for d in back] == [d.id for d in held] and all(d.reclaimed for d in back)
+    assert reborn.get("rank-1", timeout_s=0.2, count=5) == []  # handed back once, then only new ones
+    assert reborn.ack([d.id for d in back]) + other.ack([d.id for d in rank0]) == 16
+    s = store.stats()
+    assert s["produced"] == s["acknowledged"] == 16 and s["pending"] == 0 and balanced(s)
+
+
+def _column(rb: pa.RecordBatch, name: str, values) -> pa.RecordBatch:
+    return rb.set_column(rb.schema.get_field_index(name), name, pa.array(values))
+
+
+def test_poison_never_blocks_and_never_skews_the_counters(redis_server, run_name):
+    """Entries of the kinds seen in a fault-injection run: each is dead-lettered with its reason, the reader
+    goes on, and the counters come from the store's accounting, not from the entries' own fields."""
+    store = RedisGuideStore(redis_server.url, run_name, expect_shape=(1, 8, 8))
+    good = to_record_batch(make_batch(100))
+    meta = good.schema.metadata
+    payload = lambda rb: encode_record_batch(rb.replace_schema_metadata(meta)).to_pybytes()
+    raw = {  # written past the store, as a stray client could: never counted as produced
+        "n not a number": {"n": "four", "bytes": 10, "v": 1, "payload": payload(good)},
+        "bytes where numbers go": {"n": b"\xff\xfe", "bytes": b"\x00", "v": 1, "payload": payload(good)},
+        "n says 40000": {"n": 40000, "bytes": 10, "v": 1, "payload": encode_batch(make_batch(200)).to_pybytes()},
+    }
+    put = {  # through put_raw: counted as produced, so they must be counted as dead-lettered too
+        "string tau1": payload(_column(good, "tau1", ["a"] * 4)),
+        "string run_seed": payload(_column(good, "run_seed", ["seven"] * 4)),
+        "string sample_id": payload(_column(good, "sample_id", ["x", "y", "z", "w"])),
+        "another run": encode_batch(make_batch(300, run="someone-else")).to_pybytes(),
+    }
+    store.put(make_batch(0))
+    for name, fields in raw.items():
+        store.client.xadd(store.stream, {**fields, "producer": name})
+    for name, data in put.items():
+        store.put_raw(data, 4, producer=name, key=name)
+    store.put(make_batch(4))
+    store.put(make_batch(2, producer="repeats ids 2..5"))  # its ids were delivered in the first two entries
+    store.put(make_batch(8))
+    good_ids = []
+    while got := store.get("c", timeout_s=0.2, count=3):
+        store.ack([d.id for d in got])
+        good_ids += [int(i) for d in got for i in d.batch.sample_id]
+    assert good_ids == list(range(12))
+    letters = {d["producer"]: d["reason"] for d in store.dead_letters()}
+    assert set(letters) == {*raw, *put, "repeats ids 2..5"}, letters
+    assert "already delivered" in letters["repeats ids 2..5"] and "someone-else" in letters["another run"]
+    assert "says 40000 records" in letters["n says 40000"] and "not a record count" in letters["n not a number"]
+    s = store.stats()
+    assert s["produced"] == 16 + 4 * len(put) and s["acknowledged"] == 12
+    assert s["dead_lettered"] == 4 * len(put) + 4 and balanced(s) and s["backlog"] == 0
+    assert s["stream_entries"] == 0 and s["backlog_bytes"] == 0
+
+
+def test_dead_letters_keep_a_bounded_prefix_of_the_payload(redis_server, run_name):
+    store = RedisGuideStore(redis_server.url, run_name)
+    store.put_raw(b"\x01" * 3_000_000, 4, producer="big", key="big")
+    assert store.get("c", timeout_s=0.2) == []
+    (letter,) = store.dead_letters()
+    assert letter["payload_bytes"] == "3000000"
+    (_, fields), = store.client.xrange(store.dead)
+    assert len(fields[b"payload_prefix"]) == DEAD_PAYLOAD_BYTES
+
+
+def test_records_a_consumer_holds_do_not_stall_the_producers(redis_server, run_name):
+    """The record bound counts what no consumer was handed: a rank that holds its records until its next
+    checkpoint must be able to read more before it can checkpoint."""
+    store = RedisGuideStore(redis_server.url, run_name, max_backlog_records=8, put_timeout_s=5)
+    store.put(make_batch(0))
+    store.put(make_batch(4))
+    held = store.get("c", timeout_s=0.2, count=2)  # handed out, not acknowledged
+    store.put(make_batch(8))  # does not block
+    store.put(make_batch(12))
+    with pytest.raises(BackpressureTimeout):
+        RedisGuideStore(redis_server.url, run_name, max_backlog_records=8, put_timeout_s=0.3).put(make_batch(16))
+    assert len(held) == 2 and store.stats()["pending"] == 8
+
+
+def test_a_batch_of_another_guide_count_is_dead_lettered_for_a_reader_that_expects_two(redis_server, run_name):
+    store = RedisGuideStore(redis_server.url, run_name, expect_guides=2)
+    store.put(make_batch(0, guides=1, producer="one guide"))
+    store.put(make_batch(4))
+    (got,) = store.get("c", timeout_s=0.2, count=5)
+    assert int(got.batch.sample_id[0]) == 4
+    assert "1 guides; this run's path has 2" in store.dead_letters()[0]["reason"]

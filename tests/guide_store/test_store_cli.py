@@ -17,7 +17,7 @@ SCRIPT = str(Path(sys.executable).parent / "bezier-distill")
 def test_export_and_stats_from_a_runs_embedded_store(tmp_path):
     with open_run_store("demo", tmp_path / "demo" / "redis") as store:
         for k in range(3):
-            store.put(make_batch(4 * k, guides=2))
+            store.put(make_batch(4 * k, guides=2, run="demo"))
         got = store.get("c", count=1)
         store.ack([d.id for d in got])
     out = subprocess.run([SCRIPT, "store", "stats", "demo", "--run-dir", str(tmp_path)], capture_output=True, text=True)

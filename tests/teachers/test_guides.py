@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from student.bezier import bezier_point, bezier_velocity
+from student.bezier import bezier_velocity
 from teachers.guides import (COUPLINGS, GUIDE_RULES, CouplingSettings, couple, data_for, make_guides, noise_for,
                              sample_seed, teacher_nfe_per_record)
 from teachers.solvers import solve

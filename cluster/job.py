@@ -26,7 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -47,17 +50,44 @@ from teachers.device_plan import resolve_device
 from teachers.models import model_data_shape
 
 __all__ = ["main", "run", "run_production", "stages_used", "faults_seen", "add_run_arguments", "run_from_args",
-           "STAGES"]
+           "RunExistsError", "STAGES"]
 
 STAGES = ("guides", "student", "eval")
 
 
-def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = True) -> dict:
-    """The whole pipeline (see the module docstring); returns the run report (also ``RUN/report.json``)."""
+class RunExistsError(ValueError):
+    """The run already finished in its folder; it is not overwritten unless asked."""
+
+
+def _start_afresh(cfg: RunConfig, overwrite: bool) -> None:
+    """Refuse to write over a finished run (its ``report.json`` says so) unless ``overwrite``; with it, clear the
+    run's outputs, keeping the teachers it trained (``teacher``, ``teacher-K``: reused as a cache)."""
+    report = cfg.run_path / "report.json"
+    if not report.is_file():
+        return
+    try:
+        status = json.loads(report.read_text()).get("status", "finished")
+    except (json.JSONDecodeError, AttributeError):
+        status = "unreadable"
+    if status == "finished" and not overwrite:
+        raise RunExistsError(f"run {cfg.name!r} already finished in {cfg.run_path} (see its report.json); start it "
+                             "again with --overwrite (its trained teachers are kept), or name another run with "
+                             "--set name=NEW")
+    for item in cfg.run_path.iterdir():
+        if item.name == "teacher" or item.name.startswith("teacher-"):
+            continue
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
+def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = True, overwrite: bool = False) -> dict:
+    """The whole pipeline (see the module docstring); returns the run report (also ``RUN/report.json``).
+    A run that finished before in the same folder is refused unless ``overwrite`` (``RunExistsError``)."""
     if stop_after not in STAGES:
         raise ValueError(f"unknown stage {stop_after!r}; known: {list(STAGES)}")
     start = time.perf_counter()
     cfg = resolve_run_paths(cfg)  # a no-op for configs from load_config; API callers may pass relative ones
+    if cfg.run_path.is_dir():
+        _start_afresh(cfg, overwrite)
     cfg.run_path.mkdir(parents=True, exist_ok=True)
     (cfg.run_path / "config.yaml").write_text(dump_config(cfg))
     echo(f"run {cfg.name}: writing to {cfg.run_path}")
@@ -68,6 +98,11 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     if started_ray:
         ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=cfg.namespace, log_to_driver=False,
                  **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": local_cpus(cfg)}))
+    # SIGTERM (``ray job stop``, a scheduler) unwinds like Ctrl-C, so actors, workers and the embedded Redis
+    # are stopped on the way out and the report says the run was interrupted (after ray.init, which sets its
+    # own handler; the one before is put back at the end)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     timings = {}
     teacher_seeds = {str(path): seed for path, seed in own_teacher_paths(cfg).values()}
     try:
@@ -96,6 +131,8 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     finally:
         if started_ray:
             ray.shutdown()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     report = {"run": cfg.name, "status": "finished", "stop_after": stop_after, "production": production,
               "student_training": training}
     report["faults"] = faults_seen(cfg, report)
@@ -170,15 +207,24 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after", choices=STAGES, default="eval",
                         help="guides: production only; student: train, skip evaluation; eval: everything")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a run that already finished again (its outputs cleared, its teachers kept)")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
-        run(cfg, args.stop_after, show_bar=not args.no_progress)
-    except (ConfigError, CheckpointError, DataError, PreflightError, FileNotFoundError) as err:
+        run(cfg, args.stop_after, show_bar=not args.no_progress, overwrite=args.overwrite)
+    except (ConfigError, CheckpointError, DataError, PreflightError, RunExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        print(f"interrupted ({err or 'Ctrl-C'})", file=sys.stderr)
+        return 130
     return 0
 
 

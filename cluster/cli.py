@@ -32,7 +32,7 @@ from cluster.controller_actor import controller_name
 from cluster.job import add_run_arguments, run_from_args
 from cluster.paths import resolve_input
 from cluster.preflight import (config_checks, data_shape_of, environment_checks, format_checks, plan_check,
-                               student_step_check)
+                               student_step_check, teachers_check)
 from cluster.production_bench import run_production_bench
 from cluster.study import run_study
 from guide_store.bench import run_bench
@@ -325,8 +325,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
             ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR", log_to_driver=False)
             gpus = ray.cluster_resources().get("GPU", 0)
         plan = resolve_device(cfg, gpus)
-        more = [plan_check(plan), *config_checks(cfg)]
-        more.append(student_step_check(cfg, data_shape_of(cfg), plan))
+        data_shape = data_shape_of(cfg)
+        more = [plan_check(plan), *config_checks(cfg), teachers_check(cfg, data_shape)]
+        more.append(student_step_check(cfg, data_shape, plan))
         print(format_checks(more))
         checks += more
     failed = [c for c in checks if c.ok is False]

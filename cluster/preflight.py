@@ -20,12 +20,15 @@ import ray
 import redis
 import torch
 
-from cluster.config import RunConfig, redact_url
+from cluster.config import RunConfig, TeacherPoolConfig, redact_url
 from cluster.provenance import package_versions
+from cluster.teacher_stage import own_teacher_paths
 from guide_store.embedded import find_redis_server, redis_server_version
 from student.settings import StudentJob
 from student.step_check import checked_step
+from teachers.checkpoint import CheckpointError, load_checkpoint
 from teachers.device_plan import DevicePlan
+from teachers.models import check_model, model_kind
 from teachers.train_teacher import load_run_data
 
 __all__ = ["Check", "PreflightError", "dashboard_address_error", "environment_checks", "config_checks", "plan_check", "student_step_check",
@@ -234,13 +237,40 @@ def format_checks(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
+def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
+    """Every teacher folder the run will load, read whole now (a truncated or foreign file is named within
+    seconds, not found by an actor minutes later): the pools' checkpoints, and the run's own cached teachers
+    (``self``, ``self:K``) when they exist."""
+    own = {ref: path for ref, (path, _) in own_teacher_paths(cfg).items()}
+    pools = cfg.teachers or [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
+    folders = {}
+    for pool in pools:
+        for ref in pool.checkpoints:
+            path = own.get(ref, ref)
+            if ref in own and not (Path(path) / "model.json").is_file():
+                continue  # trained by the run itself
+            folders.setdefault(str(path), pool.convention)
+    try:
+        for path, convention in folders.items():
+            if model_kind(path) == "diffusers":
+                check_model(path, data_shape, convention)
+            else:
+                load_checkpoint(path, expect_data_shape=data_shape)
+    except CheckpointError as err:
+        return Check("teachers", False, str(err), "point teachers[].checkpoints at a complete teacher folder, or "
+                     "delete a damaged cached one (RUN/teacher) so the run trains it again")
+    return Check("teachers", True, f"{len(folders)} teacher folder(s) read" if folders else "trained by the run")
+
+
 def preflight(cfg: RunConfig, plan: DevicePlan, echo: Callable[[str], None] = print) -> list[Check]:
-    """What ``run`` checks before any teacher trains: the store, then one student step on the plan's
-    student device (in a fresh local process). Raises ``PreflightError`` with every failure and its fix."""
+    """What ``run`` checks before any teacher trains: the store, the data, the teacher folders it will load,
+    then one student step on the plan's student device (in a fresh local process). Raises ``PreflightError``
+    with every failure and its fix (and ``DataError`` naming a data file that cannot be read)."""
     start = time.perf_counter()
-    checks = config_checks(cfg)
+    data_shape = data_shape_of(cfg)
+    checks = [*config_checks(cfg), teachers_check(cfg, data_shape)]
     if all(c.ok is not False for c in checks):
-        checks.append(student_step_check(cfg, data_shape_of(cfg), plan))
+        checks.append(student_step_check(cfg, data_shape, plan))
     failed = [c for c in checks if c.ok is False]
     if failed:
         raise PreflightError("pre-flight check failed, nothing was run:\n" + format_checks(failed))

@@ -65,10 +65,27 @@ def test_run_stops_before_any_teacher_trains_on_a_bad_store(tmp_path, capsys):
     assert time.monotonic() - start < 60
 
 
+def test_a_truncated_teacher_is_named_before_any_work(tmp_path, capsys):
+    """A pool's teacher whose weights were cut short: the run names the file within seconds and trains nothing
+    (it used to surface minutes later as a deep traceback from an actor, or as a hang)."""
+    teacher = tmp_path / "teacher"
+    assert main(["train-teacher", str(REPO / "configs" / "toy2d.yaml"), "--out", str(teacher), "--no-progress",
+                 "--set", "teacher.steps=5", "--set", f"run_dir={tmp_path}"]) == 0
+    weights = teacher / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    start = time.monotonic()
+    code = main(["run", str(REPO / "configs" / "toy2d.yaml"), "--no-progress", "--set", f"run_dir={tmp_path}",
+                 "--set", f"teachers=[{{name: t, checkpoints: [{teacher}]}}]", "--set", "student.init=scratch"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{weights}: unreadable, truncated or corrupt" in err and "fix:" in err, err
+    assert "Traceback" not in err and time.monotonic() - start < 60
+    assert not (tmp_path / "toy2d" / "teacher").exists()
+
+
 def test_doctor_prints_every_check(capsys):
     assert main(["doctor", str(REPO / "configs" / "toy2d.yaml")]) == 0
     out = capsys.readouterr().out
-    for name in ("versions", "devices", "ray", "plan", "store", "student step"):
+    for name in ("versions", "devices", "ray", "plan", "store", "teachers", "student step"):
         assert f"] {name}:" in out, out
     assert "no problems found" in out
 

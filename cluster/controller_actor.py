@@ -179,6 +179,20 @@ class Controller:
             self.workers[name].update({k: info[k] for k in ("device", "precision") if k in info})
             self.done_times.append(time.time())
 
+    def worker_failed(self, name: str, error: str) -> None:
+        """A worker's production loop raised: its block is handed out again and the actor is stopped (a
+        restart would fail the same way); the job sees ``failed`` and the error in the report."""
+        with self.lock:
+            worker = self.workers.get(name)
+            if worker is None or worker["state"] in ("removed", "dead", "failed"):
+                return
+            worker.update(state="failed", error=error)
+            handle = self.handles.pop(name, None)
+            self._requeue(name)
+        self._record("teacher_failed", worker=name, error=error)
+        if handle is not None:
+            ray.kill(handle, no_restart=True)
+
     def worker_idle(self, name: str) -> None:
         with self.lock:
             if self.workers.get(name, {}).get("state") == "running":

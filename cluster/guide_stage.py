@@ -29,7 +29,7 @@ def _progress(cfg: RunConfig, controller, echo, show_bar: bool, stop: threading.
     """Follow guide production until it is finished (or ``stop`` is set); returns the controller's report."""
     total = cfg.guides.num_samples
     bar = tqdm(total=total, desc=f"{cfg.name}: guides", unit="rec", disable=not show_bar, position=0)
-    last_check, report = time.monotonic(), {}
+    last_check, report, told = time.monotonic(), {}, set()
     try:
         while True:
             report = ray.get(controller.report.remote())
@@ -38,14 +38,22 @@ def _progress(cfg: RunConfig, controller, echo, show_bar: bool, stop: threading.
             bar.refresh()
             if report["finished"] or (stop is not None and stop.is_set()):
                 return report
-            if time.monotonic() - last_check > 10:
+            failed = {n: w["error"] for n, w in report["workers"].items() if w["state"] == "failed"}
+            for name in failed.keys() - told:
+                echo(f"teacher actor {name} stopped on an error (its block is handed out again): {failed[name]}")
+            told |= failed.keys()
+            checked = time.monotonic() - last_check > 10
+            if checked:  # actors that stopped answering: restarting, or gone for good
                 dead = ray.get(controller.check_workers.remote())
                 if dead:
                     echo(f"teacher actors gone for good: {dead}; their blocks are handed out again")
                 last_check = time.monotonic()
-                if not any(w["state"] in ("running", "starting", "restarting") for w in report["workers"].values()):
-                    raise RuntimeError(f"no teacher actor is running and {report['queued']} blocks remain; "
-                                       "add one with: bezier-distill teachers add --checkpoint PATH")
+            working = ("running", "starting", "restarting")
+            stuck = report["workers"] and not any(w["state"] in working for w in report["workers"].values())
+            if stuck and (failed or checked):  # an error says so at once; anything else after a check
+                errors = "".join(f"\n  {n}: {e}" for n, e in failed.items())
+                raise RuntimeError(f"no teacher actor is running and {report['queued']} blocks remain; add one with: "
+                                   f"bezier-distill teachers add --checkpoint PATH{errors}")
             time.sleep(1.0)
     finally:
         bar.close()

@@ -146,11 +146,15 @@ class TeacherWorker:
                 "device": self.teachers.device.type, "precision": self.teachers.precision}
 
     def _loop(self) -> None:
-        while not self._drain.is_set():
-            block = ray.get(self.controller.next_block.remote(self.name))
-            if block is None:
-                break
-            ray.get(self.controller.block_done.remote(self.name, self.produce(block)))
+        try:
+            while not self._drain.is_set():
+                block = ray.get(self.controller.next_block.remote(self.name))
+                if block is None:
+                    break
+                ray.get(self.controller.block_done.remote(self.name, self.produce(block)))
+        except Exception as err:  # the controller hands the block out again and tells the job, with the error
+            self.controller.worker_failed.remote(self.name, f"{type(err).__name__}: {err}")
+            return
         self.controller.worker_idle.remote(self.name)
 
     def drain(self) -> int:

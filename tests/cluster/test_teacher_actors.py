@@ -148,3 +148,24 @@ def test_adding_an_incompatible_teacher_is_refused(ray_cluster, redis_url, tmp_p
     with pytest.raises(Exception, match="checkpoint directory does not exist"):
         ray_cluster.get(controller.add_teacher.remote(TeacherPoolConfig(name="gone", checkpoints=[str(tmp_path / "nope")]), 1))
     assert ray_cluster.get(controller.state.remote())["workers"] == {}
+
+
+def test_a_production_loop_that_raises_fails_the_job_within_seconds_with_its_error(ray_cluster, two_teachers,
+                                                                                   redis_url, tmp_path):
+    """Nobody reads the store and it admits one record: the actor's second put times out in its production
+    thread. The controller stops that actor, hands its block out again, and the job stops with the error."""
+    from cluster.guide_stage import _progress
+
+    cfg = run_config(tmp_path, "stuck", [{"name": "s", "checkpoints": [two_teachers[0]], "replicas": 1}])
+    cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"max_backlog_records": 1,
+                                                                        "put_timeout_s": 0.5})})
+    controller = start_controller(cfg, redis_url)
+    ray_cluster.get(controller.start_pools.remote())
+    start, lines = time.monotonic(), []
+    with pytest.raises(RuntimeError, match=r"no teacher actor is running .*\n  s-1: BackpressureTimeout"):
+        _progress(cfg, controller, lines.append, show_bar=False)
+    assert time.monotonic() - start < 60
+    assert any("s-1 stopped on an error" in line for line in lines), lines
+    state = ray_cluster.get(controller.state.remote())
+    assert state["workers"]["s-1"]["state"] == "failed" and state["queued"] + state["done"] == state["blocks"]
+    assert "teacher_failed" in (cfg.run_path / "events.jsonl").read_text()

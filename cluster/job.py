@@ -116,7 +116,8 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
             timings["teachers_s"] = round(time.perf_counter() - t, 2)
             data_shape = model_data_shape(cfg.teachers[0].checkpoints[0])
             t = time.perf_counter()
-            with run_redis_url(cfg.name, cfg.redis_path, store_url, fsync=cfg.store.fsync) as url:
+            with run_redis_url(cfg.name, cfg.redis_path, store_url, fsync=cfg.store.fsync,
+                               max_memory_bytes=cfg.store.max_memory_bytes) as url:
                 production, training = produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape, plan)
             timings["guides_and_student_s"] = round(time.perf_counter() - t, 2)
         except BaseException as err:

@@ -259,7 +259,8 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
     except CheckpointError as err:
         return Check("teachers", False, str(err), "point teachers[].checkpoints at a complete teacher folder, or "
                      "delete a damaged cached one (RUN/teacher) so the run trains it again")
-    return Check("teachers", True, f"{len(folders)} teacher folder(s) read" if folders else "trained by the run")
+    return Check("teachers", True, f"{len(folders)} teacher folder(s) read whole" if folders
+                 else "the run trains its own teacher(s)")
 
 
 def preflight(cfg: RunConfig, plan: DevicePlan, echo: Callable[[str], None] = print) -> list[Check]:

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -67,11 +68,14 @@ class EmbeddedRedis:
     """A ``redis-server`` child process; use as a context manager or call ``start``/``stop``.
 
     ``fsync`` is Redis's ``appendfsync``: ``always`` (default: an acknowledged
-    ``put`` survives a crash of the server) or ``everysec``.
+    ``put`` survives a crash of the server) or ``everysec``. ``max_memory_bytes``
+    caps the server's memory with ``noeviction`` (writes past it fail; nothing is
+    dropped). ``supervise()`` restarts the server on its port and append-only
+    file whenever it dies, until ``stop``.
     """
 
     def __init__(self, data_dir: str | Path, port: int | None = None, fsync: str = "always",
-                 password: str | None = None, binary: str | None = None):
+                 password: str | None = None, binary: str | None = None, max_memory_bytes: int | None = None):
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"unknown fsync policy {fsync!r}; known: {', '.join(FSYNC_POLICIES)}")
         self.data_dir = Path(data_dir)
@@ -79,7 +83,12 @@ class EmbeddedRedis:
         self.fsync = fsync
         self.password = password
         self.binary = binary or find_redis_server()
+        self.max_memory_bytes = max_memory_bytes
         self.proc: subprocess.Popen | None = None
+        self.restarts = 0  # by the supervisor
+        self._supervisor: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -99,6 +108,8 @@ class EmbeddedRedis:
                     "--proto-max-bulk-len", "1gb"]
             if self.password:
                 args += ["--requirepass", self.password]
+            if self.max_memory_bytes:
+                args += ["--maxmemory", str(self.max_memory_bytes), "--maxmemory-policy", "noeviction"]
             with open(self.data_dir / "redis.stdout", "ab") as out:
                 self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
             if self._wait_ready(port, timeout_s):
@@ -146,11 +157,37 @@ class EmbeddedRedis:
 
     def restart(self) -> "EmbeddedRedis":
         """Start again on the same port and data directory (reloads the append-only file)."""
-        self.kill()
-        return self.start()
+        with self._lock:
+            self.kill()
+            return self.start()
+
+    def supervise(self, interval_s: float = 0.2) -> "EmbeddedRedis":
+        """Restart the server whenever it dies (clients reconnect with back-off), until ``stop``."""
+        def watch() -> None:
+            while not self._stopping.wait(interval_s):
+                proc = self.proc
+                if proc is not None and proc.poll() is not None and not self._stopping.is_set():
+                    with self._lock:
+                        if self._stopping.is_set() or self.proc is not proc:
+                            continue
+                        self._reap()
+                        try:
+                            self.start()
+                        except RuntimeError as err:  # clients then fail with the connection error, this first
+                            print(f"guide store: redis-server died and did not restart: {err}", file=sys.stderr)
+                            return
+                        self.restarts += 1
+
+        self._supervisor = threading.Thread(target=watch, name="redis-supervisor", daemon=True)
+        self._supervisor.start()
+        return self
 
     def stop(self) -> None:
         """Graceful stop: SIGTERM lets the server flush its append-only file."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=30)
+            self._supervisor = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -9,14 +11,31 @@ from typing import Iterator
 from guide_store.embedded import EmbeddedRedis
 from guide_store.redis_store import RedisGuideStore
 
-__all__ = ["run_redis_url", "open_run_store"]
+__all__ = ["run_redis_url", "open_run_store", "embedded_password", "PASSWORD_FILE"]
+
+
+PASSWORD_FILE = "password"  # in the embedded server's folder, mode 0600: the store commands read it
+
+
+def embedded_password(redis_dir: Path) -> str:
+    """The run's embedded server password: made once (random) and kept beside its data, readable by its
+    owner only; never printed or put in a report."""
+    path = redis_dir / PASSWORD_FILE
+    if not path.is_file():
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(24))
+    return path.read_text().strip()
 
 
 @contextmanager
 def run_redis_url(run: str, redis_dir: str | Path, url: str | None = None, *, must_exist: bool = False,
-                  fsync: str = "always") -> Iterator[str]:
-    """Yield ``url``, or with none the URL of an embedded server (started here, stopped at the end) whose data
-    lives in ``redis_dir``. ``must_exist`` refuses to create an empty embedded store (for export/stats)."""
+                  fsync: str = "always", max_memory_bytes: int | None = None) -> Iterator[str]:
+    """Yield ``url``, or with none the URL of an embedded server (started here, supervised: restarted on its
+    append-only file if it dies, stopped at the end) whose data lives in ``redis_dir``, with the run's
+    password and ``max_memory_bytes`` (noeviction). ``must_exist`` refuses to create an empty embedded store
+    (for export/stats)."""
     if url is not None:
         yield url
         return
@@ -24,7 +43,9 @@ def run_redis_url(run: str, redis_dir: str | Path, url: str | None = None, *, mu
     if must_exist and not redis_dir.is_dir():
         raise FileNotFoundError(f"no guide store for run {run!r}: {redis_dir} does not exist "
                                 "(pass --url for a store on a Redis server)")
-    with EmbeddedRedis(redis_dir, fsync=fsync) as server:
+    with EmbeddedRedis(redis_dir, fsync=fsync, password=embedded_password(redis_dir),
+                       max_memory_bytes=max_memory_bytes) as server:
+        server.supervise()
         yield server.url
 
 

@@ -135,6 +135,15 @@ class StoreConfig(Section):
                                 "back when they restart; kept so older configs and checkpoints still load")
     put_timeout_s: float = Field(600.0, gt=0.0)
     fsync: Fsync = "always"
+    max_memory_bytes: int = Field(4 << 30, ge=16 << 20, description="the embedded server's memory cap (noeviction: "
+                                  "a write past it fails, nothing is dropped); at least twice max_backlog_bytes")
+
+    @model_validator(mode="after")
+    def _backlog_well_below_memory(self) -> "StoreConfig":
+        if self.url is None and 2 * self.max_backlog_bytes > self.max_memory_bytes:
+            raise ValueError(f"max_backlog_bytes ({self.max_backlog_bytes}) must be at most half of max_memory_bytes "
+                             f"({self.max_memory_bytes}), so acknowledgements and dead letters always have room")
+        return self
 
 
 class GuidesConfig(Section):

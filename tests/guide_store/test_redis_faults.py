@@ -1,5 +1,7 @@
 """Fault tests against a real redis-server: dead consumers, server crashes, backpressure, bad payloads."""
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -12,6 +14,7 @@ import redis
 
 from guide_store.codec import encode_batch, encode_record_batch
 from guide_store.embedded import EmbeddedRedis
+from guide_store.open_store import PASSWORD_FILE, open_run_store, run_redis_url
 from guide_store.redis_store import DEAD_PAYLOAD_BYTES, BackpressureTimeout, RedisGuideStore
 from guide_store.schema import META_VERSION, to_record_batch
 
@@ -284,3 +287,48 @@ def test_a_batch_of_another_guide_count_is_dead_lettered_for_a_reader_that_expec
     (got,) = store.get("c", timeout_s=0.2, count=5)
     assert int(got.batch.sample_id[0]) == 4
     assert "1 guides; this run's path has 2" in store.dead_letters()[0]["reason"]
+
+
+def test_a_supervised_server_that_dies_comes_back_on_its_file_and_nothing_is_lost(tmp_path):
+    with EmbeddedRedis(tmp_path / "r", password="pw") as server:
+        server.supervise()
+        store = RedisGuideStore(server.url, "sup")
+        for k in range(3):
+            store.put(make_batch(4 * k, run="sup"))
+        os.kill(server.proc.pid, signal.SIGKILL)
+        for k in range(3, 6):  # the client waits (with back-off) while the supervisor restarts the server
+            store.put(make_batch(4 * k, run="sup"))
+        seen = []
+        while got := store.get("c", timeout_s=0.3, count=16):
+            store.ack([d.id for d in got])
+            seen += [int(i) for d in got for i in d.batch.sample_id]
+        assert sorted(seen) == list(range(24)) and server.restarts == 1
+
+
+def test_the_runs_embedded_server_has_a_private_password(tmp_path):
+    with run_redis_url("pw", tmp_path / "redis") as url:
+        password = (tmp_path / "redis" / PASSWORD_FILE).read_text()
+        assert f":{password}@" in url and len(password) >= 32
+        assert (tmp_path / "redis" / PASSWORD_FILE).stat().st_mode & 0o777 == 0o600
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+    with open_run_store("pw", tmp_path / "redis", must_exist=True) as store:  # what `store stats` opens
+        assert store.stats()["produced"] == 0
+
+
+def test_the_store_at_its_memory_limit_still_acknowledges_and_dead_letters(tmp_path):
+    """Producers stop at max_backlog_bytes, well below the server's cap, so the writes that free memory
+    (acknowledgements, dead letters) always have room."""
+    with EmbeddedRedis(tmp_path / "r", max_memory_bytes=32 << 20) as server:
+        store = RedisGuideStore(server.url, "full", max_backlog_bytes=12 << 20, put_timeout_s=0.3)
+        store.put_raw(b"\x00" * 1000, 4, producer="junk", key="junk")
+        with pytest.raises(BackpressureTimeout):
+            for k in range(100):  # ~1.5 MB each: the bound is reached long before the cap
+                store.put(make_batch(100 * k, n=100, shape=(3, 32, 32), run="full"))
+        used = int(redis.Redis.from_url(server.url).info("memory")["used_memory"])
+        assert used < 32 << 20
+        got = store.get("c", timeout_s=0.3, count=100)
+        assert got and store.ack([d.id for d in got]) == sum(len(d.batch) for d in got)
+        assert store.dead_letters()[0]["producer"] == "junk"
+        store.put(make_batch(10_000, n=100, shape=(3, 32, 32), run="full"))  # room again

@@ -4,6 +4,7 @@ Subcommands:
   run CONFIG [--set KEY=VALUE ...] [--stop-after guides|student|eval]   the main job
   doctor [CONFIG] [--set KEY=VALUE ...]   pre-flight: versions, devices, Ray, the store, one student step
   study STUDY [--quick] [--out DIR] [--report-only]   the variant matrix of a study, its tables and plots
+  chaos CONFIG [--set KEY=VALUE ...] [--malformed N]   the job under injected faults: chaos_report.json
   train-teacher CONFIG [--set KEY=VALUE ...]   train a k-rectified teacher
   eval CHECKPOINT --steps 1,2,4,8,32 [--solver euler|heun|rk4|adaptive] [--config CONFIG] [--convention NAME]
   sample CHECKPOINT --steps 1,4,32 --out grid.png [--config CONFIG]   (CHECKPOINT: teacher, student or diffusers)
@@ -27,6 +28,7 @@ from pathlib import Path
 import ray
 import torch
 
+from cluster.chaos import run_chaos
 from cluster.config import ConfigError, load_config
 from cluster.controller_actor import controller_name
 from cluster.job import add_run_arguments, run_from_args
@@ -88,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "work folder)")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs only")
     p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("chaos", help="the job under injected faults (teacher actors, a student worker and the "
+                       "store killed; malformed entries written) against two undisturbed runs: chaos_report.json")
+    _add_config_args(p)
+    p.add_argument("--malformed", type=int, default=1000, help="malformed entries to write into the stream")
+    p.add_argument("--undisturbed", type=int, default=2, help="undisturbed runs (other seeds) to compare with")
 
     p = sub.add_parser("train-teacher", help="train a rectified-flow teacher and write its checkpoint")
     _add_config_args(p)
@@ -335,13 +343,19 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _cmd_chaos(args: argparse.Namespace) -> int:
+    report = run_chaos(load_config(args.config, args.overrides), malformed=args.malformed,
+                       undisturbed=args.undisturbed, echo=lambda line: print(line, flush=True))
+    return 0 if report["lost"] == 0 and report["injector_error"] is None else 1
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     run_study(args.config, quick=args.quick, out_dir=args.out, echo=lambda line: print(line, flush=True),
               show_bar=not args.no_progress, report_only=args.report_only)
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "doctor": _cmd_doctor, "study": _cmd_study, "train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
+_COMMANDS = {"run": _cmd_run, "doctor": _cmd_doctor, "study": _cmd_study, "chaos": _cmd_chaos, "train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
              ("teachers", "bench"): _cmd_teachers_bench, ("teachers", "list"): _cmd_teachers_list,
              ("teachers", "add"): _cmd_teachers_add, ("teachers", "remove"): _cmd_teachers_remove,
              ("guides", "bench"): _cmd_guides_bench, ("store", "export"): _cmd_store_export,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.chaos import redis_process
 from cluster.config import load_config
 from cluster.job import RunExistsError, _start_afresh, run
 
@@ -58,5 +59,6 @@ def test_sigterm_stops_every_process_and_the_report_says_interrupted(tmp_path):
     report = json.loads((runs / "smoke" / "report.json").read_text())
     assert report["status"] == "interrupted" and report["error"].startswith("KeyboardInterrupt")
     time.sleep(2.0)
+    assert redis_process(runs / "smoke") is None, "the run's redis-server was left behind"
     left = subprocess.run(["pgrep", "-af", str(runs)], capture_output=True, text=True).stdout
-    assert not left.strip(), f"processes left behind: {left}"  # the embedded redis-server runs in RUN/redis
+    assert not left.strip(), f"processes left behind: {left}"

@@ -1,0 +1,255 @@
+"""``bezier-distill chaos CONFIG``: the main job under injected faults, against two undisturbed runs.
+
+While the run produces guides and trains its student, a thread kills a teacher actor at 20%, 50% and 80% of
+production (Ray restarts it), one student worker once before its first checkpoint (Ray Train restarts the
+group), and the embedded Redis server once (its supervisor restarts it on its append-only file), and writes
+malformed entries of many kinds straight into the run's stream. Then ``RUN/chaos_report.json`` says, in
+records, what was produced, acknowledged, dead-lettered and lost, the share of produced records the student
+trained on and how many it trained on twice; in entries, the malformed ones injected and dead-lettered; the
+faults with their times; and the student's quality against the worse of two undisturbed runs (other seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import ray
+import torch
+
+from cluster.config import RunConfig
+from cluster.controller_actor import controller_name
+from cluster.job import run
+from cluster.nodes import local_cpus
+from guide_store.codec import decode_batch, encode_batch, encode_record_batch
+from guide_store.open_store import embedded_password, open_run_store
+from guide_store.redis_store import RedisGuideStore
+from guide_store.schema import META_VERSION, GuideBatch, to_record_batch
+from teachers.guides import PATHS
+
+__all__ = ["run_chaos", "malformed_entries", "redis_process"]
+
+PRODUCTION_KILLS = (0.2, 0.5, 0.8)
+
+
+def _batch(cfg: RunConfig, ids: list[int], data_shape: tuple[int, ...], guides: int | None = None,
+           run_name: str | None = None) -> GuideBatch:
+    k = PATHS[cfg.guides.path] if guides is None else guides
+    g = torch.Generator().manual_seed(ids[0] if ids else 0)
+    t = lambda: torch.randn((len(ids), *data_shape), generator=g)
+    return GuideBatch(sample_id=torch.tensor(ids), x0=t(), x1=t(), guides=[t() for _ in range(k)],
+                      taus=[(i + 1) / (k + 1) for i in range(k)], teachers=["chaos"] * k, teacher_versions=["0"] * k,
+                      guide_rule=cfg.guides.rule, coupling=cfg.guides.coupling, run=run_name or cfg.name,
+                      run_seed=cfg.seed, producer="chaos")
+
+
+def _column(rb: pa.RecordBatch, name: str, values) -> pa.RecordBatch:
+    return rb.set_column(rb.schema.get_field_index(name), name, pa.array(values))
+
+
+def malformed_entries(cfg: RunConfig, data_shape: tuple[int, ...], delivered_ids: list[int]) -> dict[str, dict]:
+    """Stream entries (their raw fields) of every malformed kind the store must dead-letter, by kind.
+    ``delivered_ids``: sample ids the run already handed to a rank (a repeat of them is poison)."""
+    fresh = [10**9 + i for i in range(4)]  # ids no producer makes
+    good = to_record_batch(_batch(cfg, fresh, data_shape))
+    meta = good.schema.metadata
+    ipc = lambda rb: encode_record_batch(rb.replace_schema_metadata(meta)).to_pybytes()
+    full = encode_batch(_batch(cfg, fresh, data_shape)).to_pybytes()
+    nan, inf = _batch(cfg, fresh, data_shape), _batch(cfg, fresh, data_shape)
+    nan.x1.view(-1)[0] = math.nan
+    inf.x0.view(-1)[0] = math.inf
+    wrong_shape = tuple(d + 1 for d in data_shape)
+    f64 = pa.FixedShapeTensorArray.from_numpy_ndarray(_batch(cfg, fresh, data_shape).x0.double().numpy())
+    version = dict(meta)
+    version[META_VERSION] = b"99"
+    entry = lambda payload, n=4, **extra: {"n": n, "bytes": len(payload), "v": 1, "payload": payload, **extra}
+    kinds = {
+        "truncated payload": entry(full[: len(full) // 3]),
+        "garbage bytes": entry(os.urandom(200)),
+        "empty payload": entry(b""),
+        "no payload field": {"n": 4, "bytes": 10, "v": 1},
+        "no n/bytes fields": {"v": 1, "payload": full},
+        "n not a number": entry(full, n="four"),
+        "binary n and bytes": {"n": b"\xff\xfe", "bytes": b"\x00", "v": 1, "payload": full},
+        "wrong n": entry(full, n=40_000),
+        "unknown schema version": entry(encode_record_batch(good.replace_schema_metadata(version)).to_pybytes()),
+        "entry version field": {**entry(full), "v": 7},
+        "wrong record shape": entry(encode_batch(_batch(cfg, fresh, wrong_shape)).to_pybytes()),
+        "float64 tensors": entry(ipc(good.set_column(good.schema.get_field_index("x0"), pa.field("x0", f64.type), f64))),
+        "NaN": entry(encode_batch(nan).to_pybytes()),
+        "Inf": entry(encode_batch(inf).to_pybytes()),
+        "string tau": entry(ipc(_column(good, "tau1", ["a"] * 4))) if "tau1" in good.schema.names else None,
+        "string run_seed": entry(ipc(_column(good, "run_seed", ["seven"] * 4))),
+        "string sample_id": entry(ipc(_column(good, "sample_id", ["a", "b", "c", "d"]))),
+        "another run": entry(encode_batch(_batch(cfg, fresh, data_shape, run_name=f"{cfg.name}-other")).to_pybytes()),
+        "another guide count": entry(encode_batch(_batch(cfg, fresh, data_shape,
+                                                         guides=PATHS[cfg.guides.path] + 1)).to_pybytes()),
+        "repeated ids": entry(encode_batch(_batch(cfg, delivered_ids[:4], data_shape)).to_pybytes())
+        if delivered_ids else None,
+    }
+    return {kind: {**fields, "producer": f"chaos-{kind}"} for kind, fields in kinds.items() if fields is not None}
+
+
+def redis_process(run_path: Path) -> psutil.Process | None:
+    """The run's embedded ``redis-server``: it works in the run's ``redis`` folder (redis-server rewrites its
+    command line to ``redis-server HOST:PORT``, so the folder is found as its working directory)."""
+    folder = str((run_path / "redis").resolve())
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if proc.info["name"] == "redis-server" and proc.cwd() == folder:
+                return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
+def _port(proc: psutil.Process) -> int:
+    return int(proc.cmdline()[0].split()[-1].rsplit(":", 1)[1])
+
+
+def _train_workers() -> list[int]:
+    """This run's Ray Train workers: processes of the local Ray this command started (its descendants), so
+    nothing else on the machine is touched."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if any("ray::RayTrainWorker" in part for part in proc.cmdline()):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return sorted(found)
+
+
+class _Chaos(threading.Thread):
+    """Injects the faults while the run goes on; ``faults`` lists what was done and when."""
+
+    def __init__(self, cfg: RunConfig, malformed: int, echo):
+        super().__init__(name="chaos", daemon=True)
+        self.cfg, self.malformed, self.echo = cfg, malformed, echo
+        self.stop, self.faults, self.injected, self.error = threading.Event(), [], 0, None
+        self.start_time = time.monotonic()
+
+    def _fault(self, kind: str, **detail) -> None:
+        self.faults.append({"fault": kind, "at_s": round(time.monotonic() - self.start_time, 1), **detail})
+        self.echo(f"chaos: {kind} {detail}")
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as err:  # reported in the chaos report; the run itself goes on
+            self.error = f"{type(err).__name__}: {err}"
+
+    def _run(self) -> None:
+        cfg = self.cfg
+        controller = None
+        while controller is None and not self.stop.wait(0.5):
+            try:
+                controller = ray.get_actor(controller_name(cfg.name), namespace=cfg.namespace)
+            except ValueError:
+                pass
+        proc = redis_process(cfg.run_path)
+        url = f"redis://:{embedded_password(cfg.run_path / 'redis')}@127.0.0.1:{_port(proc)}/0"
+        store = RedisGuideStore(url, cfg.name)
+        storage = Path(cfg.student.storage_path or cfg.run_path / "train")
+        kills, student_killed, redis_killed = list(PRODUCTION_KILLS), False, False
+        while not self.stop.wait(0.2):
+            stats = store.stats()
+            done = stats["produced"] / cfg.guides.num_samples
+            if kills and done >= kills[0]:
+                kills.pop(0)
+                workers = ray.get(controller.list_teachers.remote())
+                running = sorted(n for n, w in workers.items() if w["state"] == "running")
+                if running:
+                    ray.kill(ray.get_actor(f"{cfg.name}-{running[0]}", namespace=cfg.namespace), no_restart=False)
+                    self._fault("teacher actor killed", actor=running[0], production=round(done, 2))
+            checkpoints = list(storage.glob("*/checkpoint_*"))
+            if not student_killed and stats["pending"] and not checkpoints and _train_workers():
+                pid = _train_workers()[-1]
+                os.kill(pid, signal.SIGKILL)
+                student_killed = True
+                self._fault("student worker killed", pid=pid, before_first_checkpoint=True)
+            if not redis_killed and done >= 0.35:
+                proc = redis_process(cfg.run_path)
+                if proc is not None:
+                    proc.send_signal(signal.SIGKILL)
+                    redis_killed = True
+                    self._fault("redis-server killed", pid=proc.pid, production=round(done, 2))
+            if not self.injected and done >= 0.6:
+                delivered = [int(i) for i, _ in store.client.hscan(store.ids, count=16)[1].items()][:4]
+                kinds = malformed_entries(cfg, self._data_shape(store), delivered)
+                for i in range(self.malformed):
+                    store.client.xadd(store.stream, list(kinds.values())[i % len(kinds)])
+                self.injected = self.malformed
+                self._fault("malformed entries written", entries=self.malformed, kinds=len(kinds))
+            if not kills and student_killed and redis_killed and self.injected:
+                return
+
+    def _data_shape(self, store: RedisGuideStore) -> tuple[int, ...]:
+        for _, fields in store.entries(count=1):
+            return tuple(decode_batch(fields["payload"]).x0.shape[1:])
+        raise RuntimeError("no guide entry to read the data shape from")
+
+
+def _local_ray(cfg: RunConfig) -> None:
+    """A local Ray of this command's own (RAY_ADDRESS is not used): the processes chaos kills are its own
+    descendants, and the runs it compares share one kind of cluster."""
+    ray.init(address="local", namespace=cfg.namespace, log_to_driver=False, num_cpus=local_cpus(cfg))
+
+
+def _quality(report: dict) -> tuple[str, float]:
+    first = report["quality"]["student"][0]
+    metric = next(k for k in ("fid", "sliced_w2") if k in first)
+    return metric, float(first[metric])
+
+
+def run_chaos(cfg: RunConfig, malformed: int = 1000, undisturbed: int = 2, echo=print) -> dict:
+    """``undisturbed`` runs (seeds + 1, + 2, ...), then the run under faults; writes and returns the chaos
+    report."""
+    calm = []
+    for k in range(1, undisturbed + 1):
+        c = cfg.model_copy(update={"name": f"{cfg.name}-calm-{k}", "seed": cfg.seed + k})
+        echo(f"chaos: undisturbed run {c.name} (seed {c.seed})")
+        _local_ray(c)
+        try:
+            calm.append(run(c, echo=lambda *_: None, show_bar=False, overwrite=True))
+        finally:
+            ray.shutdown()
+    chaos_cfg = cfg.model_copy(update={"name": f"{cfg.name}-chaos"})
+    _local_ray(chaos_cfg)
+    injector = _Chaos(chaos_cfg, malformed, echo)
+    injector.start()
+    try:
+        report = run(chaos_cfg, echo=echo, show_bar=False, overwrite=True)
+    finally:
+        injector.stop.set()
+        injector.join(timeout=30)
+        ray.shutdown()
+    with open_run_store(chaos_cfg.name, chaos_cfg.redis_path, must_exist=True) as store:
+        stats = store.stats()
+        letters = store.dead_letters(count=2 * malformed + 1000)
+    consumption = report["student_training"]["consumption"]
+    metric, value = _quality(report)
+    calm_values = [_quality(r)[1] for r in calm] or [math.nan]
+    out = {
+        "run": chaos_cfg.name, "produced": stats["produced"], "acknowledged": stats["acknowledged"],
+        "dead_lettered": stats["dead_lettered"], "pending": stats["pending"], "undelivered": stats["undelivered"],
+        "lost": stats["produced"] - stats["acknowledged"] - stats["dead_lettered"] - stats["pending"]
+        - stats["undelivered"],
+        "trained_ids_fraction": consumption["trained_ids_fraction"], "duplicates": consumption["consumed_twice"],
+        "malformed_injected": injector.injected,
+        "malformed_dead_lettered": sum(str(d.get("producer", "")).startswith("chaos-") for d in letters),
+        "faults": injector.faults, "injector_error": injector.error, "run_faults": report["faults"],
+        "quality": {"metric": metric, "steps": report["quality"]["student"][0]["steps"], "chaos": value,
+                    "undisturbed": calm_values, "ratio": round(value / max(calm_values), 4)},
+    }
+    (chaos_cfg.run_path / "chaos_report.json").write_text(json.dumps(out, indent=2))
+    echo(json.dumps({k: v for k, v in out.items() if k != "faults"}, indent=2))
+    echo(f"chaos report: {chaos_cfg.run_path / 'chaos_report.json'}")
+    return out

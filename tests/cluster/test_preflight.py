@@ -115,3 +115,12 @@ def test_a_dashboard_address_in_ray_address_is_explained(tmp_path):
                          timeout=120)
     assert out.returncode == 2 and "dashboard's address" in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+
+
+def test_a_missing_data_file_is_named_without_a_traceback(tmp_path, capsys):
+    start = time.monotonic()
+    code = main(["run", str(REPO / "configs" / "toy2d.yaml"), "--no-progress", "--set", f"run_dir={tmp_path}",
+                 "--set", "data.name=file", "--set", f"data.path={tmp_path / 'nowhere.npy'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "nowhere.npy" in err and "Traceback" not in err, err
+    assert not (tmp_path / "toy2d" / "teacher").exists() and time.monotonic() - start < 60

@@ -51,23 +51,26 @@ __all__ = ["RedisGuideStore", "Delivery", "BackpressureTimeout", "connect", "DEA
 # stream's size is bounded: at most dead_letter_maxlen entries of this many bytes plus their reasons
 DEAD_PAYLOAD_BYTES = 4096
 
-# the records and bytes ``put`` recorded for an entry (0, 0 for one it never wrote)
+# the records and bytes ``put`` recorded for an entry; ``put`` writes them right after the entry lands, so a
+# consumer fast enough to read the entry first passes the counts it verified by decoding it (``verified``):
+# those stand in until the recorded ones exist (0, 0 for an entry no put wrote and nobody verified)
 _SIZE = """
-local function size(sizes, id)
+local function size(sizes, id, verified)
   local s = redis.call('HGET', sizes, id)
-  if not s then return 0, 0 end
+  if not s then s = verified end
+  if not s or s == '' then return 0, 0 end
   local sep = string.find(s, ':')
   return tonumber(string.sub(s, 1, sep - 1)), tonumber(string.sub(s, sep + 1))
 end
 """
 
-# KEYS: stream, sizes, stats ; ARGV: group, then entry ids
+# KEYS: stream, sizes, stats ; ARGV: group, then (entry id, verified "n:bytes" or "") pairs
 _ACK = _SIZE + """
 local records, entries, freed = 0, 0, 0
-for i = 2, #ARGV do
+for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
-    local n, b = size(KEYS[2], id)
+    local n, b = size(KEYS[2], id, ARGV[i + 1])
     records = records + n
     freed = freed + b
     redis.call('HDEL', KEYS[2], id)
@@ -80,10 +83,14 @@ redis.call('HINCRBY', KEYS[3], 'backlog_bytes', 0 - freed)
 return {entries, records}
 """
 
-# KEYS: stream, sizes, stats, dead ; ARGV: group, id, reason, producer, payload prefix, maxlen, payload bytes
+# KEYS: stream, sizes, stats, dead, the put guard its key field names ; ARGV: group, id, reason, producer,
+# payload prefix, maxlen, payload bytes, its fields' "n:bytes". Those fields count only for an entry a put
+# wrote (its guard exists) and only while put has not recorded the size yet.
 _DEAD = _SIZE + """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-local n, b = size(KEYS[2], ARGV[2])
+local claimed = nil
+if redis.call('EXISTS', KEYS[5]) == 1 then claimed = ARGV[8] end
+local n, b = size(KEYS[2], ARGV[2], claimed)
 redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'entry', ARGV[2], 'reason', ARGV[3],
            'producer', ARGV[4], 'n', n, 'payload_bytes', ARGV[7], 'payload_prefix', ARGV[5])
@@ -94,17 +101,17 @@ redis.call('HINCRBY', KEYS[3], 'backlog_bytes', 0 - b)
 return 1
 """
 
-# KEYS: ids, stats, sizes ; ARGV: entry id, first delivery (1/0), then the entry's sample ids.
+# KEYS: ids, stats, sizes ; ARGV: entry id, first delivery (1/0), verified "n:bytes", then the sample ids.
 # Claims each sample id for this entry; returns the entry that already owns one of them, or "" when none
 # does (then the claims stand, and a first delivery is counted as handed out).
 _DELIVER = _SIZE + """
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local owner = redis.call('HGET', KEYS[1], ARGV[i])
   if owner and owner ~= ARGV[1] then return owner end
 end
-for i = 3, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]) end
+for i = 4, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]) end
 if ARGV[2] == '1' then
-  local n = size(KEYS[3], ARGV[1])
+  local n = size(KEYS[3], ARGV[1], ARGV[3])
   redis.call('HINCRBY', KEYS[2], 'handed_out', n)
 end
 return ''
@@ -196,6 +203,7 @@ class RedisGuideStore:
         self._backlog: tuple[int, int] | None = None  # (records, bytes) as of this producer's last put
         self._recovering: dict[str, str] = {}  # consumer -> last own pending entry handed back to it
         self._recovered: set[str] = set()  # consumers whose own pending entries were all handed back
+        self._verified: dict[str, str] = {}  # entry id -> "n:bytes" from decoding it, until it is acknowledged
         self._last_claim = float("-inf")
         self._ack = self.client.register_script(_ACK)
         self._dead = self.client.register_script(_DEAD)
@@ -332,13 +340,15 @@ class RedisGuideStore:
                 entry_id = _s(entry_id)
                 try:
                     batch = self._decode(fields)
+                    verified = f"{len(batch)}:{len(fields[b'payload'])}"  # the payload's own count, checked
                     owner = _s(self._deliver(keys=[self.ids, self.stats_key, self.sizes],
-                                             args=[entry_id, int(first), *batch.sample_id.tolist()]))
+                                             args=[entry_id, int(first), verified, *batch.sample_id.tolist()]))
                     if owner:
                         raise RecordError(f"sample ids already delivered in entry {owner}")
                 except RecordError as err:
                     self._dead_letter(entry_id, fields, str(err))
                     continue
+                self._verified[entry_id] = verified
                 out.append(Delivery(entry_id, batch, reclaimed))
             if any(d.reclaimed for d in out):
                 self.client.hincrby(self.stats_key, "reclaimed", sum(len(d.batch) for d in out if d.reclaimed))
@@ -406,9 +416,12 @@ class RedisGuideStore:
         fields = {_s(k): v for k, v in fields.items()}
         payload = fields.get("payload", b"")
         payload = payload if isinstance(payload, bytes) else str(payload).encode()
-        self._dead(keys=[self.stream, self.sizes, self.stats_key, self.dead],
+        n, nbytes = (_int_or_none(fields.get(f)) for f in ("n", "bytes"))
+        claimed = f"{n}:{nbytes}" if n is not None and nbytes is not None else ""
+        guard = f"{self.prefix}:put:{_s(fields.get('key', b''))}" if fields.get("key") else f"{self.prefix}:put:-"
+        self._dead(keys=[self.stream, self.sizes, self.stats_key, self.dead, guard],
                    args=[self.group, entry_id, reason, fields.get("producer", b""), payload[:DEAD_PAYLOAD_BYTES],
-                         self.dead_letter_maxlen, len(payload)])
+                         self.dead_letter_maxlen, len(payload), claimed])
 
     def ack(self, ids: Iterable[str]) -> int:
         """Acknowledge and delete entries; returns how many records this call acknowledged (an id already
@@ -416,7 +429,10 @@ class RedisGuideStore:
         ids = list(ids)
         if not ids:
             return 0
-        _, records = self._ack(keys=[self.stream, self.sizes, self.stats_key], args=[self.group, *ids])
+        args = [self.group]
+        for entry_id in ids:
+            args += [entry_id, self._verified.pop(entry_id, "")]
+        _, records = self._ack(keys=[self.stream, self.sizes, self.stats_key], args=args)
         return int(records)
 
     # -- inspection ------------------------------------------------------------------------

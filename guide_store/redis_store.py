@@ -239,7 +239,7 @@ class RedisGuideStore:
         self.wait_for_room(n, nbytes)
         guard = f"{self.prefix}:put:{key}"
         fields = {"n": n, "bytes": nbytes, "v": SCHEMA_VERSION, "producer": producer, "key": key, "payload": payload}
-        deadline, pause, retried = time.monotonic() + self.put_timeout_s, 0.05, False
+        deadline, pause = time.monotonic() + self.put_timeout_s, 0.05
         while True:
             try:
                 result = self._transaction(guard, fields, n, nbytes)
@@ -252,12 +252,11 @@ class RedisGuideStore:
                 # A WatchError is also what redis-py raises when the connection drops while watching.
                 if time.monotonic() > deadline:
                     raise
-                retried = True
                 time.sleep(pause)
                 pause = min(2.0, pause * 2)
+        # None: in already (an earlier attempt whose reply was lost, or another producer); a size never recorded
+        # is made up for by the counts its consumer verifies
         if result is None:
-            if retried:  # our own earlier attempt may have landed with its reply lost: record its size
-                self._repair_size(key, n, nbytes)
             return None
         entry, produced, backlog_bytes, handed_out, dead = result
         entry = _s(entry)
@@ -265,22 +264,6 @@ class RedisGuideStore:
         # right after the transaction (the entry id is known only then): acks and dead letters count from it
         self.client.hset(self.sizes, entry, f"{n}:{nbytes}")
         return entry
-
-    def _repair_size(self, key: str, n: int, nbytes: int, scan: int = 1000, page: int = 10) -> None:
-        """Record the size of the entry put under ``key`` if nobody has (its put's reply was lost): looked for
-        among the newest ``scan`` entries, newest first (a put that just landed is among the first few; the
-        rows carry their payloads, so pages are small). Only after a put was retried."""
-        cursor = "+"
-        for _ in range(0, scan, page):
-            rows = self.client.xrevrange(self.stream, max=cursor, min="-", count=page + 1)
-            rows = [r for r in rows if _s(r[0]) != cursor] if cursor != "+" else rows
-            if not rows:
-                return
-            for entry_id, fields in rows:
-                if _s(fields.get(b"key", b"")) == key:
-                    self.client.hsetnx(self.sizes, _s(entry_id), f"{n}:{nbytes}")
-                    return
-            cursor = _s(rows[-1][0])
 
     def _transaction(self, guard: str, fields: dict, n: int, nbytes: int):
         """WATCH the guard; if unset, atomically set it, append the entry and count it. ``None``: already in."""

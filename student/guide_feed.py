@@ -24,16 +24,16 @@ class GuideFeed:
         self._files_done = False
         self._exhausted = False
 
-    def _stats_says(self, key: str) -> bool:
+    def _all_handed_out(self) -> bool:
         if self.target is None:  # Parquet: done once a read came back empty
             return self._files_done
         stats = self.source.stats()
-        return stats["produced"] >= self.target and stats[key] == 0
+        return stats["produced"] >= self.target and stats["undelivered"] == 0
 
     def exhausted(self) -> bool:
         """Every record the run will produce has been handed to some rank: no new delivery will come (this
         rank's own pending ones aside, handed back on its first read). Once true, stays true."""
-        self._exhausted = self._exhausted or self._stats_says("undelivered")
+        self._exhausted = self._exhausted or self._all_handed_out()
         return self._exhausted
 
     def next(self, need: bool):

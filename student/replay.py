@@ -5,7 +5,9 @@ guides); a student step spends ~3 per record. Reading each record once would
 leave the student waiting on the teachers nearly all the time, so every rank
 keeps the records it consumed (after acknowledging them) and fills each
 micro-batch from this pool. ``max_reuse`` bounds the average number of uses
-per record: past it, the rank waits for fresh guides. Pure torch.
+per record: past it, the rank waits for fresh guides. Pure torch; the pool lives
+on the training device (``device``), so a draw copies nothing from the host but
+its indices.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ __all__ = ["ReplayPool"]
 class ReplayPool:
     """Up to ``capacity`` records of ``n_points`` control points each, oldest overwritten first."""
 
-    def __init__(self, capacity: int, max_reuse: float):
+    def __init__(self, capacity: int, max_reuse: float, device: torch.device | str = "cpu"):
         if capacity < 1 or max_reuse <= 0:
             raise ValueError(f"capacity must be >= 1 and max_reuse > 0; got {capacity}, {max_reuse}")
-        self.capacity, self.max_reuse = capacity, max_reuse
+        self.capacity, self.max_reuse, self.device = capacity, max_reuse, torch.device(device)
         self._data: Tensor | None = None  # (capacity, n_points, *D)
         self.size = self._next = 0
         self.received = 0  # records ever added
@@ -32,14 +34,14 @@ class ReplayPool:
 
     def add(self, points: Sequence[Tensor]) -> None:
         """Append a batch given as control points, each ``(B, *D)``."""
-        stacked = torch.stack([p.detach().float().cpu() for p in points], dim=1)
+        stacked = torch.stack([p.detach().to(self.device, torch.float32) for p in points], dim=1)
         if self._data is None:
-            self._data = torch.empty((self.capacity, *stacked.shape[1:]))
+            self._data = torch.empty((self.capacity, *stacked.shape[1:]), device=self.device)
         elif stacked.shape[1:] != self._data.shape[1:]:
             raise ValueError(f"records of layout {tuple(stacked.shape[1:])} do not fit a pool of "
                              f"{tuple(self._data.shape[1:])}")
         rows = stacked[-self.capacity:]
-        self._data[(self._next + torch.arange(rows.shape[0])) % self.capacity] = rows
+        self._data[(self._next + torch.arange(rows.shape[0], device=self.device)) % self.capacity] = rows
         self._next = (self._next + rows.shape[0]) % self.capacity
         self.size = min(self.capacity, self.size + stacked.shape[0])
         self.received += stacked.shape[0]
@@ -47,7 +49,7 @@ class ReplayPool:
     def state(self) -> tuple[dict[str, Tensor], dict]:
         """Tensors and counters that rebuild the pool (``load_state``): part of a rank's checkpoint, so a
         restarted rank trains on what it had consumed rather than on nothing."""
-        rows = self._data[: self.size] if self._data is not None else torch.empty(0)
+        rows = self._data[: self.size].cpu() if self._data is not None else torch.empty(0)
         return {"rows": rows.contiguous()}, {"size": self.size, "next": self._next, "received": self.received,
                                              "used": self.used}
 
@@ -58,8 +60,8 @@ class ReplayPool:
         if rows.shape[0] != meta["size"] or meta["size"] > self.capacity:
             raise ValueError(f"replay state holds {rows.shape[0]} rows for size {meta['size']} "
                              f"(capacity {self.capacity})")
-        self._data = torch.empty((self.capacity, *rows.shape[1:]))
-        self._data[: rows.shape[0]] = rows
+        self._data = torch.empty((self.capacity, *rows.shape[1:]), device=self.device)
+        self._data[: rows.shape[0]] = rows.to(self.device)
         self.size, self._next = meta["size"], meta["next"] % self.capacity
         self.received, self.used = meta["received"], meta["used"]
 
@@ -71,7 +73,7 @@ class ReplayPool:
         """``n`` records drawn uniformly with replacement, as control points ``(n, *D)`` each."""
         if self._data is None or self.size == 0:
             raise ValueError("the replay pool is empty")
-        idx = torch.randint(0, self.size, (n,), generator=g)
+        idx = torch.randint(0, self.size, (n,), generator=g).to(self.device, non_blocking=True)
         self.used += n
         rows = self._data[idx]
         return list(rows.unbind(dim=1))

@@ -19,8 +19,12 @@ checkpoints a restarted worker group resumes from, every record it had not
 acknowledged is either in that checkpoint or still pending under the rank's
 consumer name, and the store hands those back to the rank first when it
 returns. Losing a worker loses no record. Ranks stop together (an all-reduce of
-"done") once ``steps`` are done and every produced record has been delivered;
-the final checkpoint then acknowledges everything.
+"done", asked each step only once ``steps`` are done) when every produced record
+has been delivered; the final checkpoint then acknowledges everything.
+
+Nothing in a step waits on the host: the loss stays a tensor until a log line
+(every ``log_every`` steps) reads it, and the replay pool lives on the training
+device.
 """
 
 from __future__ import annotations
@@ -76,14 +80,17 @@ def merge_runs(runs: list[list[int]]) -> list[list[int]]:
 
 
 def _micro_batch(delivery, pool: ReplayPool, batch_size: int, g: torch.Generator) -> tuple[list, int]:
-    """Control points of one micro-batch: fresh records first, the rest from the pool; and the fresh count."""
+    """Control points of one micro-batch on the pool's device: fresh records first, the rest from the pool;
+    and the fresh count."""
     parts, n_fresh = [], 0
     if delivery is not None:
-        fresh = delivery.batch.control_points
+        pinned = pool.device.type == "cuda"
+        fresh = [(p.pin_memory() if pinned else p).to(pool.device, torch.float32, non_blocking=True)
+                 for p in delivery.batch.control_points]
         pool.add(fresh)
         n_fresh = min(batch_size, fresh[0].shape[0])
         pool.used += n_fresh
-        parts.append([p[:n_fresh].float() for p in fresh])
+        parts.append([p[:n_fresh] for p in fresh])
     if n_fresh < batch_size:
         parts.append(pool.draw(batch_size - n_fresh, g))
     return [torch.cat(ps) for ps in zip(*parts)], n_fresh
@@ -185,7 +192,8 @@ class _Ledger:
     def _new_interval(self) -> None:
         self.interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "fresh": 0, "start": time.monotonic()}
 
-    def after_step(self, delivery, n_fresh: int, waited: float, loss: float) -> None:
+    def after_step(self, delivery, n_fresh: int, waited: float, loss: torch.Tensor) -> None:
+        """``loss``: the step's loss, still a tensor (read once per log interval, not per step)."""
         if delivery is not None:
             self.consumed = merge_runs(self.consumed + id_runs(delivery.batch.sample_id.tolist()))
             self.totals["records_consumed"] += len(delivery.batch)
@@ -204,7 +212,7 @@ class _Ledger:
         iv = self.interval
         seconds = max(1e-9, time.monotonic() - iv["start"])
         # one all-reduce for the three cross-rank figures
-        loss, fresh, consumed = _mean_over_ranks([iv["loss"] / max(1, iv["steps"]), iv["fresh"],
+        loss, fresh, consumed = _mean_over_ranks([float(iv["loss"]) / max(1, iv["steps"]), iv["fresh"],
                                                   self.totals["records_consumed"]], device)
         record = {"step": self.step, "loss": loss,
                   "lr": job.optim.lr_at(self.step - 1),
@@ -267,7 +275,7 @@ def train_student_worker(train_loop_config: dict) -> None:
     engine, ema = build_engine(job, world, device, precision)
     used = {"device": device.type, "precision": precision,
             "parameter_dtype": str(next(engine.module.parameters()).dtype).removeprefix("torch.")}
-    pool = ReplayPool(feed.replay_records, feed.max_reuse)
+    pool = ReplayPool(feed.replay_records, feed.max_reuse, device)
     ledger = _Ledger(*_restore(engine, ema, pool, rank, world, optim.zero_stage))
     if ledger.totals["resumes"]:
         print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})")
@@ -283,7 +291,9 @@ def train_student_worker(train_loop_config: dict) -> None:
               record)
         acks.after_checkpoint(final)
 
-    while not _all_ranks(ledger.step >= optim.steps and guide_feed.exhausted(), device):
+    # Ranks step in lockstep (same step count, restored from the same checkpoint), so the stop question,
+    # a collective, is asked only once the steps are done: no all-reduce and no store stats per step before.
+    while not (ledger.step >= optim.steps and _all_ranks(guide_feed.exhausted(), device)):
         delivery, waited = guide_feed.next(need=not pool.can_draw(optim.batch_size))
         if delivery is None and pool.size == 0:
             raise RuntimeError(f"rank {rank}: the guide source is exhausted and this rank never received a record "
@@ -291,13 +301,13 @@ def train_student_worker(train_loop_config: dict) -> None:
         points, n_fresh = _micro_batch(delivery, pool, optim.batch_size, g)
         for group in engine.optimizer.param_groups:
             group["lr"] = optim.lr_at(ledger.step)
-        loss = objective_loss(engine, [p.to(device, dtype) for p in points], objective, g)
+        loss = objective_loss(engine, [p.to(dtype) for p in points], objective, g)
         engine.backward(loss)
         engine.step()
         update_ema(ema, engine.module, ema_decay_at(ledger.step, optim.ema_decay))
         if delivery is not None:
             acks.delivered(delivery.id)
-        ledger.after_step(delivery, n_fresh, waited, loss.item())
+        ledger.after_step(delivery, n_fresh, waited, loss.detach().float())
         metrics.record_step(n_fresh, waited)
         step = ledger.step
         if step % saving.log_every == 0 or step % saving.checkpoint_every == 0:

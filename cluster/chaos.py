@@ -241,7 +241,7 @@ def run_chaos(cfg: RunConfig, malformed: int = 1000, undisturbed: int = 2, echo=
         letters = store.dead_letters(count=2 * malformed + 1000)
     consumption = report["student_training"]["consumption"]
     metric, value = _quality(report)
-    calm_values = [_quality(r)[1] for r in calm] or [math.nan]
+    calm_values = [_quality(r)[1] for r in calm]
     out = {
         "run": chaos_cfg.name, "produced": stats["produced"], "acknowledged": stats["acknowledged"],
         "dead_lettered": stats["dead_lettered"], "pending": stats["pending"], "undelivered": stats["undelivered"],
@@ -252,7 +252,8 @@ def run_chaos(cfg: RunConfig, malformed: int = 1000, undisturbed: int = 2, echo=
         "malformed_dead_lettered": sum(str(d.get("producer", "")).startswith("chaos-") for d in letters),
         "faults": injector.faults, "injector_error": injector.error, "run_faults": report["faults"],
         "quality": {"metric": metric, "steps": report["quality"]["student"][0]["steps"], "chaos": value,
-                    "undisturbed": calm_values, "ratio": round(value / max(calm_values), 4)},
+                    "undisturbed": calm_values,
+                    "ratio": round(value / max(calm_values), 4) if calm_values else None},
     }
     (chaos_cfg.run_path / "chaos_report.json").write_text(json.dumps(out, indent=2))
     echo(json.dumps({k: v for k, v in out.items() if k != "faults"}, indent=2))

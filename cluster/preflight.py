@@ -7,12 +7,14 @@ files, checkpoints, store authentication ...) is one more function in ``CHECKS``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,11 +30,12 @@ from student.settings import StudentJob
 from student.step_check import checked_step
 from teachers.checkpoint import CheckpointError, load_checkpoint
 from teachers.device_plan import DevicePlan
+from teachers.digits_features import cache_dir
 from teachers.models import check_model, model_kind
 from teachers.train_teacher import load_run_data
 
 __all__ = ["Check", "PreflightError", "dashboard_address_error", "environment_checks", "config_checks", "plan_check", "student_step_check",
-           "format_checks", "preflight", "step_job"]
+           "remembered_student_step_check", "format_checks", "preflight", "step_job"]
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,40 @@ def student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], plan: Device
     return _step_result(json.loads(line[len("STEP_CHECK "):]), time.perf_counter() - start)
 
 
+def _step_key(cfg: RunConfig, job: StudentJob) -> str:
+    """What decides whether a student step works: the network, data shape, guide path, objective, batch, ZeRO
+    stage, clipping, precision settings, device and threads, the package versions and this machine; not the
+    run's name, seed, step counts, paths or store."""
+    facts = {"network": job.network.model_dump(mode="json"), "data_shape": list(job.data_shape),
+             "path": job.path, "threads": job.threads, "objective": asdict(job.objective),
+             "optim": {k: v for k, v in asdict(job.optim).items() if k in ("batch_size", "grad_clip", "zero_stage")},
+             "precision": [cfg.precision, cfg.student.precision], "device": job.device,
+             "versions": package_versions(), "host": platform.node()}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def remembered_student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], plan: DevicePlan) -> Check:
+    """``student_step_check``, done once per set of settings that decide it (``_step_key``) on this machine: a
+    pass is remembered under ``$BEZIER_DISTILL_CACHE/step-checks`` (delete the folder to check again), so a
+    rerun or a run that differs only in seed, steps or paths does not spend ~10 s on it again. A failure is
+    never remembered; ``doctor`` always takes the step."""
+    job = step_job(cfg, data_shape, plan.student.device)
+    record = cache_dir() / "step-checks" / f"{_step_key(cfg, job)}.json"
+    try:
+        passed = json.loads(record.read_text())
+        return Check("student step", True, f"{passed['detail']} (passed on {passed['when']} with these settings; "
+                     "remembered)")
+    except (OSError, ValueError, KeyError):
+        pass
+    check = student_step_check(cfg, data_shape, plan)
+    if check.ok:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"detail": check.detail, "when": time.strftime("%Y-%m-%d %H:%M")}))
+        tmp.replace(record)
+    return check
+
+
 def _step_result(result: dict, seconds: float) -> Check:
     if not result["ok"]:
         return Check("student step", False, result["error"], _step_fix(result["error"]))
@@ -265,13 +302,14 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
 
 def preflight(cfg: RunConfig, plan: DevicePlan, echo: Callable[[str], None] = print) -> list[Check]:
     """What ``run`` checks before any teacher trains: the store, the data, the teacher folders it will load,
-    then one student step on the plan's student device (in a fresh local process). Raises ``PreflightError``
-    with every failure and its fix (and ``DataError`` naming a data file that cannot be read)."""
+    then one student step on the plan's student device (in a fresh local process; remembered once passed).
+    Raises ``PreflightError`` with every failure and its fix (and ``DataError`` naming a data file that cannot
+    be read)."""
     start = time.perf_counter()
     data_shape = data_shape_of(cfg)
     checks = [*config_checks(cfg), teachers_check(cfg, data_shape)]
     if all(c.ok is not False for c in checks):
-        checks.append(student_step_check(cfg, data_shape, plan))
+        checks.append(remembered_student_step_check(cfg, data_shape, plan))
     failed = [c for c in checks if c.ok is False]
     if failed:
         raise PreflightError("pre-flight check failed, nothing was run:\n" + format_checks(failed))

@@ -15,7 +15,7 @@ SCRIPT = Path(sys.executable).parent / "bezier-distill"
 @pytest.mark.slow
 def test_chaos_loses_nothing_and_dead_letters_every_malformed_entry(tmp_path):
     out = subprocess.run(
-        [str(SCRIPT), "chaos", str(REPO / "configs" / "toy2d.yaml"), "--malformed", "100", "--undisturbed", "1",
+        [str(SCRIPT), "chaos", str(REPO / "configs" / "toy2d.yaml"), "--malformed", "100", "--undisturbed", "0",
          "--set", f"run_dir={tmp_path}", "--set", "teacher.steps=300", "--set", "guides.num_samples=2048",
          "--set", "guides.coupling_steps=16", "--set", "student.steps=150", "--set", "student.checkpoint_every=50",
          "--set", "eval.n_samples=500", "--set", "eval.steps=[1]", "--set", "student.eval_steps=[1]"],
@@ -28,4 +28,6 @@ def test_chaos_loses_nothing_and_dead_letters_every_malformed_entry(tmp_path):
     assert report["lost"] == 0 and report["produced"] == 2048 and report["pending"] == 0
     assert report["trained_ids_fraction"] >= 0.99 and report["duplicates"] <= 64 * len(kinds)
     assert report["malformed_injected"] == 100 and report["malformed_dead_lettered"] == 100
-    assert math.isfinite(report["quality"]["chaos"]) and report["quality"]["ratio"] > 0
+    # the comparison with undisturbed runs is the full command's (README); here only the run under faults
+    assert math.isfinite(report["quality"]["chaos"]) and report["quality"]["undisturbed"] == []
+    assert report["quality"]["ratio"] is None

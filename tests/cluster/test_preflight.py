@@ -11,7 +11,7 @@ import pytest
 
 from cluster.cli import main
 from cluster.config import load_config
-from cluster.preflight import preflight, store_check
+from cluster.preflight import _step_key, preflight, step_job, store_check
 from guide_store.embedded import EmbeddedRedis, free_port
 from teachers.device_plan import resolve_device
 
@@ -44,14 +44,27 @@ def test_store_check_names_store_url_and_hides_the_password(tmp_path, locked_red
 
 @pytest.mark.parametrize("precision,dtype", [("auto", "fp32 (parameters float32)"),
                                              ("bf16", "bf16 (parameters bfloat16)")])
-def test_preflight_runs_a_real_student_step(tmp_path, precision, dtype):
+def test_preflight_runs_a_real_student_step(tmp_path, precision, dtype, monkeypatch):
+    monkeypatch.setenv("BEZIER_DISTILL_CACHE", str(tmp_path / "cache"))
     cfg = _cfg(tmp_path, f"precision={precision}")
     start = time.monotonic()
     checks = preflight(cfg, resolve_device(cfg, 0), echo=lambda s: None)
     step = checks[-1]
     assert step.name == "student step" and step.ok, step
-    assert f"on cpu in {dtype}" in step.detail, step.detail
+    assert f"on cpu in {dtype}" in step.detail and "remembered" not in step.detail, step.detail
     assert time.monotonic() - start < 60  # about 8 s on an idle 2-core machine
+
+    # the pass is remembered for settings that decide it; another seed, step count or folder takes no step
+    again = _cfg(tmp_path / "other", f"precision={precision}", "seed=5", "student.steps=7")
+    start = time.monotonic()
+    step = preflight(again, resolve_device(again, 0), echo=lambda s: None)[-1]
+    assert step.ok and "remembered" in step.detail and f"on cpu in {dtype}" in step.detail, step.detail
+    assert time.monotonic() - start < 5
+    job = lambda c: step_job(c, (1, 8, 8), "cpu")
+    for change in ("student.batch_size=3", "student.objective=velocity", "student.zero_stage=2", "precision=fp32",
+                   "student.threads=2"):
+        changed = _cfg(tmp_path, f"precision={precision}", change)
+        assert _step_key(changed, job(changed)) != _step_key(cfg, job(cfg)), change
 
 
 def test_run_stops_before_any_teacher_trains_on_a_bad_store(tmp_path, capsys):

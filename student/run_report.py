@@ -16,12 +16,13 @@ from teachers.models import load_velocity, teacher_sampler
 from teachers.plots import save_loss_curve, save_sample_figure
 from teachers.train_teacher import load_run_data
 
-__all__ = ["evaluate_run", "quality_table"]
+__all__ = ["evaluate_run", "quality_table", "teacher_best"]
 
 
 def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePlan | None = None) -> dict:
-    """Quality of each teacher (``cfg.eval.solver`` at ``cfg.eval.steps``) and of the exported student (at
-    ``cfg.student.eval_steps``); writes ``samples.png`` and ``student_loss.png`` into the run folder.
+    """Quality of each teacher (``cfg.eval.solver`` at ``cfg.eval.steps``, and ``eval.reference_solver`` at
+    ``eval.reference_steps``) and of the exported student (at ``cfg.student.eval_steps``, each row with its
+    metric over the teachers' best: ``fid_to_teacher_best`` or ``sliced_w2_to_teacher_best``); writes ``samples.png`` and ``student_loss.png`` into the run folder.
 
     ``stage``: the run plan's evaluation stage (default: the plan for this machine's GPUs); sampling runs
     there under its precision, and the result's ``used`` says which device and precision that was."""
@@ -39,6 +40,13 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
         label = f"teacher{i}/{solver}"
         echo(f"evaluating {label} ({path}) at steps {steps}")
         teachers[path] = evaluate_sampler(samplers[path], data, steps, settings, label=label)
+        reference = _reference(cfg)
+        if reference is not None:
+            ref_solver, ref_steps = reference
+            echo(f"evaluating teacher{i}/{ref_solver} (reference) at steps {ref_steps}")
+            ref_sampler = sampler_on(teacher_sampler(model, ref_solver), device, precision)
+            teachers[path]["rows"] += evaluate_sampler(ref_sampler, data, ref_steps, settings,
+                                                       label=f"teacher{i}/{ref_solver}")["rows"]
     student, _ = load_checkpoint(cfg.student_path, expect_data_shape=data.data_shape)
     sampler = sampler_on(student_sampler(cfg.student.objective, student.to(device)), device, precision)
     echo(f"evaluating the student at steps {cfg.student.eval_steps}")
@@ -55,15 +63,43 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
     if metrics_file.is_file():
         history = [r for r in map(json.loads, metrics_file.read_text().splitlines()) if "loss" in r]
         save_loss_curve(history, cfg.run_path / "student_loss.png", title=f"{cfg.name} student loss (per log interval)")
+    teacher_rows = {p: t["rows"] for p, t in teachers.items()}
+    best = teacher_best(teacher_rows, "fid" if data.is_image else "sliced_w2")
+    for row in table["rows"]:
+        row[f"{best['metric']}_to_teacher_best"] = round(row[best["metric"]] / best["value"], 4)
     return {"metric_kind": "image" if data.is_image else "vector", "n_samples": table["n_samples"],
-            "n_reference": table["n_reference"], "floor": table["floor"],
-            "teachers": {p: t["rows"] for p, t in teachers.items()}, "student": table["rows"],
-            "used": {"device": device.type, "precision": precision}}
+            "n_reference": table["n_reference"], "floor": table["floor"], "teachers": teacher_rows,
+            "teacher_best": best, "student": table["rows"], "used": {"device": device.type, "precision": precision}}
+
+
+def _reference(cfg) -> tuple[str, list[int | None]] | None:
+    """The reference solver and its steps, unless ``eval.solver`` at ``eval.steps`` already covers it."""
+    solver = cfg.eval.reference_solver
+    if solver is None:
+        return None
+    steps = [None] if solver == "adaptive" else [cfg.eval.reference_steps]
+    if solver == cfg.eval.solver and (solver == "adaptive" or cfg.eval.reference_steps in cfg.eval.steps):
+        return None
+    return solver, steps
+
+
+def teacher_best(teacher_rows: dict[str, list[dict]], metric: str) -> dict:
+    """The teachers' best (lowest) ``metric`` over every row, any teacher, any solver: what a student is
+    measured against (a student row's ``METRIC_to_teacher_best`` is its value over this one)."""
+    rows = [(path, r) for path, rs in teacher_rows.items() for r in rs]
+    path, row = min(rows, key=lambda pr: pr[1][metric])
+    return {"metric": metric, "value": row[metric], "label": row["label"], "steps": row["steps"], "nfe": row["nfe"],
+            "teacher": path}
 
 
 def quality_table(quality: dict) -> str:
     """The report's rows as plain text, the floor last."""
     rows = [r for rs in quality["teachers"].values() for r in rs] + quality["student"]
     floor = "  ".join(f"{k}={v:.4g}" for k, v in quality["floor"].items())
-    return "\n".join([format_row(r) for r in rows] + [f"{'real-vs-real floor':<37} {floor}"])
+    lines = [format_row(r) for r in rows] + [f"{'real-vs-real floor':<37} {floor}"]
+    best = quality.get("teacher_best")
+    if best:
+        lines.append(f"teachers' best {best['metric']}: {best['value']:.4g} ({best['label']}, {best['nfe']} NFE); "
+                     "the student rows' *_to_teacher_best divide by it")
+    return "\n".join(lines)
 

@@ -112,6 +112,10 @@ class TeacherConfig(Section):
 class EvalConfig(Section):
     steps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 32])
     solver: Solver = "euler"
+    reference_solver: Solver | None = Field("rk4", description="the teacher also evaluated with this solver at "
+                                            "reference_steps (adaptive: its own steps), so the report can say how "
+                                            "close the student came to the teacher's best; null: not")
+    reference_steps: int = Field(32, ge=1)
     n_samples: int = Field(2000, ge=16, le=1_000_000)
     feature_extractor: FeatureExtractor = "digits-classifier"
     kid_subset_size: int = Field(200, ge=2)

@@ -35,7 +35,7 @@ TIED = {
     "teacher.time_sampling": TIME_SAMPLERS,
     "student.time_sampling": TIME_SAMPLERS,
     "teacher.reflow_solver": SOLVERS,
-    "eval.solver": SOLVERS,
+    "eval.solver": SOLVERS, "eval.reference_solver": SOLVERS,
     "guides.solve_solver": SOLVERS,
     "guides.coupling_solver": SOLVERS,
     "eval.feature_extractor": FEATURE_EXTRACTORS,

@@ -45,6 +45,13 @@ def test_run_end_to_end_one_step_student_beats_one_euler_step(ray_cluster, tmp_p
     assert sorted(student) == [1, 2, 4] and all(r["nfe"] == r["steps"] for r in student.values())
     teacher = {r["steps"]: r for r in quality["teachers"][str(folder / "teacher")]}
     assert sorted(teacher) == [1, 2, 4, 8, 32]
+    labels = [r["label"] for r in quality["teachers"][str(folder / "teacher")]]
+    assert labels == ["teacher0/euler"] * 5 + ["teacher0/rk4"]  # eval.reference_solver at reference_steps
+    every = [r["sliced_w2"] for rs in quality["teachers"].values() for r in rs]
+    best = quality["teacher_best"]
+    assert best["metric"] == "sliced_w2" and best["value"] == min(every)
+    for row in quality["student"]:
+        assert row["sliced_w2_to_teacher_best"] == round(row["sliced_w2"] / best["value"], 4)
     assert student[1]["sliced_w2"] < 0.5 * teacher[1]["sliced_w2"], (student[1], teacher[1])
     assert "sliced_w2" in quality["floor"]
 

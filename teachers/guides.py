@@ -14,11 +14,16 @@ Guide rules (control points between ``x0`` and ``x1`` for a path of degree ``n =
     ``solve``       ``g_i = Phi^{(i)}_{0->tau_i}(x0)``              (teacher i's ODE to tau_i)
     ``tangent``     ``g_1 = x0 + v_1(x0, 0) / n``, ``g_k = x1 - v_k(x1, 1) / n``: the curve leaves ``x0``
                     along teacher 1 and arrives at ``x1`` along teacher k (k = 1 or 2)
+    ``trajectory``  the control points that make the curve pass through ``Phi^{(i)}_{0->tau_i}(x0)`` at
+                    ``tau_i``: it interpolates the teachers' own trajectories (``solve`` uses those points as
+                    control points, which the curve does not pass through); with two teachers each
+                    supplies one interior point. Same cost as ``solve``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import comb
 from typing import Callable, Sequence
 
 import torch
@@ -28,7 +33,7 @@ from teachers.registry import Registry
 from teachers.solvers import SOLVERS, nfe_per_step, solve
 
 __all__ = ["PATHS", "COUPLINGS", "GUIDE_RULES", "CouplingSettings", "sample_seed", "noise_for", "data_for", "couple",
-           "make_guides", "teacher_nfe_per_record", "path_degree"]
+           "make_guides", "teacher_nfe_per_record", "path_degree", "through_points", "SOLVING_RULES"]
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 # a Bezier path of degree n has n - 1 guide points between x0 and x1
@@ -121,6 +126,27 @@ def _solve_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Se
     return [solve(v, x0, 0.0, tau, steps, solver).x for v, tau in zip(teachers, taus)]
 
 
+def through_points(x0: Tensor, x1: Tensor, points: Sequence[Tensor], taus: Sequence[float]) -> list[Tensor]:
+    """The interior control points of the degree ``k + 1`` Bezier curve from ``x0`` to ``x1`` that passes
+    through ``points[i]`` at ``taus[i]`` (``k = len(points)``, distinct taus in (0, 1)): the k x k Bernstein
+    system solved once, in float64, and applied to every record."""
+    n, k = len(points) + 1, len(points)
+    tau = torch.tensor(list(taus), dtype=torch.float64)
+    j = torch.arange(1, n, dtype=torch.float64)
+    basis = torch.tensor([comb(n, int(i)) for i in j], dtype=torch.float64) * tau[:, None] ** j \
+        * (1 - tau[:, None]) ** (n - j)  # (k, k): row i = interior Bernstein weights at tau_i
+    inverse = torch.linalg.inv(basis).to(x0.dtype)
+    rhs = [p - (1 - t) ** n * x0 - t**n * x1 for p, t in zip(points, taus)]
+    return [sum(inverse[a, i] * rhs[i] for i in range(k)) for a in range(k)]
+
+
+def _trajectory_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
+                       steps: int) -> list[Tensor]:
+    if len(set(taus)) != len(taus):
+        raise ValueError(f"the trajectory rule needs distinct guide times, got {list(taus)}")
+    return through_points(x0, x1, _solve_guides(x0, x1, teachers, taus, solver, steps), taus)
+
+
 def _tangent_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
                     steps: int) -> list[Tensor]:
     k = len(teachers)
@@ -134,7 +160,11 @@ def _tangent_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: 
 
 
 GUIDE_RULES: Registry[Callable[..., list[Tensor]]] = Registry(
-    "guide rule", {"euler_step": _euler_step_guides, "solve": _solve_guides, "tangent": _tangent_guides})
+    "guide rule", {"euler_step": _euler_step_guides, "solve": _solve_guides, "tangent": _tangent_guides,
+                   "trajectory": _trajectory_guides})
+
+
+SOLVING_RULES = ("solve", "trajectory")  # rules that solve each teacher's ODE to tau (solve_solver x solve_steps)
 
 
 @torch.no_grad()
@@ -142,7 +172,7 @@ def make_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], rule: str,
                 solver: str = "euler", steps: int = 4) -> list[Tensor]:
     """One guide per teacher (``teachers[i]`` makes guide ``i + 1`` at ``taus[i]``); shapes ``(B, *D)``.
 
-    ``solver``/``steps`` are used by the ``solve`` rule only.
+    ``solver``/``steps`` are used by the ``solve`` and ``trajectory`` rules only.
     """
     make = GUIDE_RULES[rule]
     if len(teachers) != len(taus):
@@ -155,14 +185,14 @@ def teacher_nfe_per_record(coupling: CouplingSettings, rule: str, n_guides: int,
     """Teacher network evaluations one record costs: the coupling's solve plus its guides.
 
     ``inversion``/``generated`` solve the whole ODE (``steps * nfe_per_step(solver)``), ``independent`` costs
-    nothing; ``euler_step`` and ``tangent`` cost one evaluation per guide, ``solve`` a solve to ``tau`` per
-    guide. ``None`` when a solve is adaptive (its cost depends on the data).
+    nothing; ``euler_step`` and ``tangent`` cost one evaluation per guide, ``solve`` and ``trajectory`` a solve to
+    ``tau`` per guide. ``None`` when a solve is adaptive (its cost depends on the data).
     """
     GUIDE_RULES.check(rule)
     solves = ([coupling.solver] if coupling.coupling != "independent" else []) + (
-        [solve_solver] if rule == "solve" and n_guides else [])
+        [solve_solver] if rule in SOLVING_RULES and n_guides else [])
     if any(SOLVERS[s] is None for s in solves):  # adaptive: its cost depends on the data
         return None
     pairing = 0 if coupling.coupling == "independent" else coupling.steps * nfe_per_step(coupling.solver)
-    per_guide = solve_steps * nfe_per_step(solve_solver) if rule == "solve" else 1
+    per_guide = solve_steps * nfe_per_step(solve_solver) if rule in SOLVING_RULES else 1
     return pairing + n_guides * per_guide

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from student.bezier import bezier_velocity
+from student.bezier import bezier_point, bezier_velocity
 from teachers.guides import (COUPLINGS, GUIDE_RULES, CouplingSettings, couple, data_for, make_guides, noise_for,
                              sample_seed, teacher_nfe_per_record)
 from teachers.solvers import solve
@@ -54,6 +54,28 @@ def test_tangent_rule_matches_teacher_velocities_at_both_ends():
     assert torch.allclose(bezier_velocity(pts, 1.0), v_const(x1, torch.ones(6)))
     (q,) = make_guides(x0, x1, [v_lin], "tangent", [0.5])
     assert torch.allclose(bezier_velocity([x0, q, x1], 0.0), x0)
+
+
+@pytest.mark.parametrize("taus", [[1 / 3, 2 / 3], [0.5], [0.2, 0.7]])
+def test_trajectory_rule_passes_through_the_teachers_trajectory(taus):
+    x0 = torch.randn(5, 3, dtype=torch.float64)
+    x1 = solve(v_lin, x0, 0.0, 1.0, 64, "rk4").x  # the generated coupling's end point
+    teachers = [v_lin] * len(taus)
+    guides = make_guides(x0, x1, teachers, "trajectory", taus, solver="rk4", steps=32)
+    on_path = make_guides(x0, x1, teachers, "solve", taus, solver="rk4", steps=32)
+    points = [x0, *guides, x1]
+    for tau, point in zip(taus, on_path):
+        assert torch.allclose(bezier_point(points, tau), point, atol=1e-10)
+        assert torch.allclose(point, x0 * math.exp(math.sin(tau)), atol=1e-8)
+
+
+def test_trajectory_rule_on_a_straight_flow_gives_the_evenly_spaced_control_points():
+    x0, x1 = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    straight = lambda x, t: x1 - x0  # noqa: E731 - the chord's constant velocity
+    g1, g2 = make_guides(x0, x1, [straight, straight], "trajectory", [1 / 3, 2 / 3], solver="euler", steps=3)
+    assert torch.allclose(g1, x0 + (x1 - x0) / 3) and torch.allclose(g2, x0 + 2 * (x1 - x0) / 3)
+    with pytest.raises(ValueError, match="distinct guide times"):
+        make_guides(x0, x1, [straight, straight], "trajectory", [0.5, 0.5])
 
 
 def test_couplings():

@@ -11,7 +11,8 @@ from student.objectives import student_sampler
 from teachers.checkpoint import load_checkpoint
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.device_plan import StagePlan, resolve_device
-from teachers.evaluation import QualitySettings, evaluate_sampler, format_row, noise_for_eval, sampler_on
+from teachers.evaluation import (QualitySettings, evaluate_sampler, format_row, noise_for_eval, sampler_on,
+                                 straightness)
 from teachers.models import load_velocity, teacher_sampler
 from teachers.plots import save_loss_curve, save_sample_figure
 from teachers.train_teacher import load_run_data
@@ -22,7 +23,8 @@ __all__ = ["evaluate_run", "quality_table", "teacher_best"]
 def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePlan | None = None) -> dict:
     """Quality of each teacher (``cfg.eval.solver`` at ``cfg.eval.steps``, and ``eval.reference_solver`` at
     ``eval.reference_steps``) and of the exported student (at ``cfg.student.eval_steps``, each row with its
-    metric over the teachers' best: ``fid_to_teacher_best`` or ``sliced_w2_to_teacher_best``); writes ``samples.png`` and ``student_loss.png`` into the run folder.
+    metric over the teachers' best: ``fid_to_teacher_best`` or ``sliced_w2_to_teacher_best``), and each
+    teacher's straightness (``teachers.evaluation.straightness``, 256 noise draws, Euler x 32); writes ``samples.png`` and ``student_loss.png`` into the run folder.
 
     ``stage``: the run plan's evaluation stage (default: the plan for this machine's GPUs); sampling runs
     there under its precision, and the result's ``used`` says which device and precision that was."""
@@ -32,7 +34,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
     settings = QualitySettings.of(cfg, device=device.type)
     solver = cfg.eval.solver
     steps = [None] if solver == "adaptive" else list(cfg.eval.steps)
-    teachers, samplers = {}, {}
+    teachers, samplers, straight = {}, {}, {}
     conventions = {c: p.convention for p in cfg.teachers for c in p.checkpoints}
     for i, path in enumerate(dict.fromkeys(teacher_checkpoints)):
         model = load_velocity(path, data.data_shape, conventions.get(path, DEFAULT_CONVENTION)).to(device)
@@ -40,6 +42,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
         label = f"teacher{i}/{solver}"
         echo(f"evaluating {label} ({path}) at steps {steps}")
         teachers[path] = evaluate_sampler(samplers[path], data, steps, settings, label=label)
+        straight[path] = round(straightness(model, noise_for_eval(256, data.data_shape, cfg.seed).to(device)), 6)
         reference = _reference(cfg)
         if reference is not None:
             ref_solver, ref_steps = reference
@@ -69,7 +72,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
         row[f"{best['metric']}_to_teacher_best"] = round(row[best["metric"]] / best["value"], 4)
     return {"metric_kind": "image" if data.is_image else "vector", "n_samples": table["n_samples"],
             "n_reference": table["n_reference"], "floor": table["floor"], "teachers": teacher_rows,
-            "teacher_best": best, "student": table["rows"], "used": {"device": device.type, "precision": precision}}
+            "teacher_best": best, "teacher_straightness": straight, "student": table["rows"], "used": {"device": device.type, "precision": precision}}
 
 
 def _reference(cfg) -> tuple[str, list[int | None]] | None:
@@ -101,5 +104,7 @@ def quality_table(quality: dict) -> str:
     if best:
         lines.append(f"teachers' best {best['metric']}: {best['value']:.4g} ({best['label']}, {best['nfe']} NFE); "
                      "the student rows' *_to_teacher_best divide by it")
+    for i, (path, gap) in enumerate(quality.get("teacher_straightness", {}).items()):
+        lines.append(f"teacher{i} straightness (mean squared gap, trajectory to chord; 0 = straight): {gap:.4g}")
     return "\n".join(lines)
 

@@ -20,9 +20,9 @@ from teachers.data import DataSplit
 from teachers.digits_features import FEATURE_EXTRACTORS, ensure_registered, prepare_extractor, to_uint8
 from teachers.distances import energy_distance, sliced_wasserstein
 from teachers.precision import autocast
-from teachers.solvers import Solution
+from teachers.solvers import Solution, euler_step
 
-__all__ = ["Sampler", "QualitySettings", "quality", "evaluate_sampler", "noise_for_eval", "sampler_on"]
+__all__ = ["Sampler", "QualitySettings", "quality", "evaluate_sampler", "noise_for_eval", "sampler_on", "straightness"]
 
 Sampler = Callable[[Tensor, int], Solution]  # (noise (N, *D), steps) -> samples and NFE
 
@@ -151,3 +151,18 @@ def format_row(row: dict) -> str:
     metrics = "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("label", "steps", "nfe"))
     steps = "auto" if row["steps"] is None else row["steps"]
     return f"{row['label']:<18} steps={steps:<5} nfe={row['nfe']:<5} {metrics}"
+
+
+@torch.no_grad()
+def straightness(velocity: Callable[[Tensor, Tensor], Tensor], noise: Tensor, steps: int = 32) -> float:
+    """How far a flow is from straight: the mean squared gap between its Euler trajectory from ``noise``
+    (``steps`` steps) and that trajectory's chord ``(1 - t) x0 + t x1``, over the grid's times, the samples and
+    the dimensions. 0 for a straight flow, where one Euler step is exact."""
+    x0 = x = noise
+    states = [x]
+    grid = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64).tolist()
+    for a, b in zip(grid[:-1], grid[1:]):
+        x = euler_step(velocity, x, a, b)
+        states.append(x)
+    gaps = [((state - ((1 - t) * x0 + t * x)) ** 2).mean() for t, state in zip(grid, states)]
+    return float(torch.stack(gaps).mean())

@@ -52,6 +52,8 @@ def test_run_end_to_end_one_step_student_beats_one_euler_step(ray_cluster, tmp_p
     assert best["metric"] == "sliced_w2" and best["value"] == min(every)
     for row in quality["student"]:
         assert row["sliced_w2_to_teacher_best"] == round(row["sliced_w2"] / best["value"], 4)
+    assert sorted(quality["teacher_straightness"]) == sorted(quality["teachers"])
+    assert all(0 < gap < 1 for gap in quality["teacher_straightness"].values()), quality["teacher_straightness"]
     assert student[1]["sliced_w2"] < 0.5 * teacher[1]["sliced_w2"], (student[1], teacher[1])
     assert "sliced_w2" in quality["floor"]
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from teachers.checkpoint import load_checkpoint
+from teachers.evaluation import straightness
 from teachers.solvers import SOLVERS, nfe_per_step, solve
 
 
@@ -70,3 +71,11 @@ def test_inverse_then_forward_on_trained_teacher(toy_teacher, method):
     assert x0.std() > 0.5  # it did move: data became noise-like
     again = solve(model, x0, 0.0, 1.0, 64, method, rtol=1e-7, atol=1e-7).x
     assert (again - x1).abs().max().item() < 1e-3
+
+
+def test_straightness_is_zero_for_a_straight_flow_and_grows_with_curvature():
+    x0 = torch.randn(64, 3, dtype=torch.float64)
+    target = torch.randn(64, 3, dtype=torch.float64)
+    assert straightness(lambda x, t: target - x0, x0) < 1e-20  # constant velocity: the trajectory is its chord
+    bent = [straightness(lambda x, t, a=a: a * x * torch.cos(4 * t).view(-1, 1), x0) for a in (0.5, 1.0, 2.0)]
+    assert 0 < bent[0] < bent[1] < bent[2], bent

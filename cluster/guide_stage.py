@@ -13,6 +13,7 @@ import threading
 import time
 
 import ray
+import torch
 from tqdm.auto import tqdm
 
 from cluster.config import RunConfig, redact_url
@@ -20,7 +21,9 @@ from cluster.controller_actor import start_controller
 from cluster.student_pool import run_student_pool
 from guide_store.redis_store import RedisGuideStore
 from teachers.device_plan import DevicePlan
+from teachers.guides import distinct_pairs
 from teachers.models import model_kind
+from teachers.train_teacher import load_run_data
 
 __all__ = ["produce_and_train"]
 
@@ -154,10 +157,13 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
     store = report["store"]
     out = {"run": cfg.name, "seconds": round(seconds, 2), "records": store["produced"],
            "records_per_second": round(store["produced"] / seconds, 1), "store": store,
-           "workers": report["workers"], "guides": cfg.guides.model_dump(mode="json")}
+           "workers": report["workers"], "guides": cfg.guides.model_dump(mode="json"),
+           "distinct_pairs": distinct_pairs(cfg.guides.coupling_settings(), cfg.seed,
+                                            torch.arange(cfg.guides.num_samples), len(load_run_data(cfg).train))}
     (cfg.run_path / "production.json").write_text(json.dumps(out, indent=2))
-    echo(f"produced {store['produced']} guide records in {seconds:.1f}s; acknowledged {store['acknowledged']}, "
-         f"dead-lettered {store['dead_lettered']}, backlog {store['backlog']}")
+    echo(f"produced {store['produced']} guide records in {seconds:.1f}s ({out['distinct_pairs']} distinct noise-data "
+         f"pairs); acknowledged {store['acknowledged']}, dead-lettered {store['dead_lettered']}, "
+         f"backlog {store['backlog']}")
     if training is not None:  # coverage: the share of the produced records some rank trained on
         consumption = training["consumption"]
         consumption["trained_ids_fraction"] = round(consumption["records"] / max(1, store["produced"]), 4)

@@ -34,7 +34,7 @@ from cluster.teacher_stage import teacher_training_config, train_teachers
 from student.objectives import student_sampler
 from teachers.checkpoint import load_checkpoint
 from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
-from teachers.guides import CouplingSettings, teacher_nfe_per_record
+from teachers.guides import teacher_nfe_per_record
 from teachers.models import teacher_sampler
 from teachers.train_teacher import load_run_data
 
@@ -112,7 +112,7 @@ def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
         "key": vr.key, "variant": vr.variant.name, "objective": vr.objective, "seed": vr.seed,
         "path": g.path, "coupling": g.coupling, "rule": g.rule if g.n_guides else None,
         "teachers": vr.variant.teachers,
-        "nfe_per_record": teacher_nfe_per_record(CouplingSettings(g.coupling, g.coupling_solver, g.coupling_steps),
+        "nfe_per_record": teacher_nfe_per_record(g.coupling_settings(),
                                                  g.rule, g.n_guides, g.solve_solver, g.solve_steps),
         "rows": table["rows"], "floor": table["floor"], "n_samples": table["n_samples"],
         "samples_file": table["samples_file"], "records": report["production"]["records"],

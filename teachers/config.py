@@ -20,7 +20,7 @@ from guide_store.schema import TENSOR_DTYPES
 from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from teachers.data import DATA_SOURCES
 from teachers.digits_features import FEATURE_EXTRACTORS
-from teachers.guides import COUPLINGS, GUIDE_RULES, PATHS
+from teachers.guides import COUPLINGS, GUIDE_RULES, PATHS, CouplingSettings
 from teachers.nets import ARCHITECTURES
 from teachers.precision import PRECISIONS
 from teachers.rectified_flow import TIME_SAMPLERS
@@ -161,12 +161,17 @@ class GuidesConfig(Section):
     coupling: Coupling = "inversion"
     coupling_solver: Solver = "rk4"
     coupling_steps: int = Field(32, ge=1, le=10000)
+    inversion_share: float = Field(0.5, ge=0.0, le=1.0, description="coupling mixed: the share of records "
+                                   "paired by inversion (real end points), the rest generated")
     block_size: int = Field(64, ge=1, le=1_000_000)
     num_samples: int = Field(20000, ge=1)
 
     @property
     def n_guides(self) -> int:
         return PATHS[self.path]
+
+    def coupling_settings(self) -> CouplingSettings:
+        return CouplingSettings(self.coupling, self.coupling_solver, self.coupling_steps, self.inversion_share)
 
     def guide_times(self) -> list[float]:
         if self.taus is not None:

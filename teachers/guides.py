@@ -8,6 +8,9 @@ Couplings (which ``x1`` goes with which ``x0``):
     ``inversion``   draw real ``x1``; ``x0 = Phi_{1->0}(x1)`` with an accurate solver
     ``generated``   draw ``x0``; ``x1 = Phi_{0->1}(x0)`` (classic reflow pairs)
     ``independent`` draw ``x0`` and ``x1`` independently
+    ``mixed``       a fixed share of the sample ids (``inversion_share``, by hash) paired by inversion, the rest
+                    generated: inversion alone gives at most as many distinct pairs as there are training
+                    rows, so its students memorise (``distinct_pairs`` counts them)
 
 Guide rules (control points between ``x0`` and ``x1`` for a path of degree ``n = k + 1``):
     ``euler_step``  ``g_i = x0 + tau_i v_i(x0, 0)``                 (one Euler step to tau_i)
@@ -33,7 +36,8 @@ from teachers.registry import Registry
 from teachers.solvers import SOLVERS, nfe_per_step, solve
 
 __all__ = ["PATHS", "COUPLINGS", "GUIDE_RULES", "CouplingSettings", "sample_seed", "noise_for", "data_for", "couple",
-           "make_guides", "teacher_nfe_per_record", "path_degree", "through_points", "SOLVING_RULES"]
+           "make_guides", "teacher_nfe_per_record", "path_degree", "through_points", "SOLVING_RULES", "inverted",
+           "distinct_pairs"]
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 # a Bezier path of degree n has n - 1 guide points between x0 and x1
@@ -78,6 +82,7 @@ class CouplingSettings:
     coupling: str = "inversion"
     solver: str = "rk4"
     steps: int = 32
+    inversion_share: float = 0.5  # ``mixed`` only
 
     def __post_init__(self) -> None:
         COUPLINGS.check(self.coupling)
@@ -100,8 +105,42 @@ def _independent(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, se
     return noise_for(ids, run_seed, tuple(data.shape[1:])).to(device), data_for(ids, run_seed, data).to(device)
 
 
+def inverted(sample_ids: Tensor, run_seed: int, share: float) -> Tensor:
+    """Which sample ids the ``mixed`` coupling pairs by inversion: a pure function of the run seed and id."""
+    return torch.tensor([sample_seed(run_seed, sid, 2) % 1_000_000 < share * 1_000_000
+                         for sid in sample_ids.tolist()], dtype=torch.bool)
+
+
+def _mixed(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
+           device) -> tuple[Tensor, Tensor]:
+    mask = inverted(ids, run_seed, settings.inversion_share)
+    x0 = x1 = None
+    for chosen, make in ((mask, _inversion), (~mask, _generated)):
+        if not chosen.any():
+            continue
+        a, b = make(ids[chosen], run_seed, data, teacher, settings, device)
+        if x0 is None:
+            # at least fp32: under bf16 autocast a solve's output is bf16 while drawn noise or data is fp32
+            x0 = a.new_empty((len(ids), *a.shape[1:]), dtype=torch.promote_types(a.dtype, torch.float32))
+            x1 = b.new_empty((len(ids), *b.shape[1:]), dtype=torch.promote_types(b.dtype, torch.float32))
+        x0[chosen.to(a.device)], x1[chosen.to(b.device)] = a.to(x0.dtype), b.to(x1.dtype)
+    return x0, x1
+
+
 COUPLINGS: Registry[Callable[..., tuple[Tensor, Tensor]]] = Registry(
-    "coupling", {"inversion": _inversion, "generated": _generated, "independent": _independent})
+    "coupling", {"inversion": _inversion, "generated": _generated, "independent": _independent, "mixed": _mixed})
+
+
+def distinct_pairs(settings: CouplingSettings, run_seed: int, sample_ids: Tensor, n_data: int) -> int:
+    """How many distinct ``(x0, x1)`` pairs these sample ids make: a generated pair is its own; an inverted
+    one is fixed by its data row, so inverted ids share ``n_data`` rows (``independent`` pairs are all
+    distinct draws)."""
+    if settings.coupling in ("generated", "independent"):
+        return len(sample_ids)
+    mask = inverted(sample_ids, run_seed, settings.inversion_share) if settings.coupling == "mixed" \
+        else torch.ones(len(sample_ids), dtype=torch.bool)
+    rows = {sample_seed(run_seed, sid, 1) % n_data for sid in sample_ids[mask].tolist()}
+    return len(rows) + int((~mask).sum())
 
 
 def couple(sample_ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity,

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from student.bezier import bezier_point, bezier_velocity
-from teachers.guides import (COUPLINGS, GUIDE_RULES, CouplingSettings, couple, data_for, make_guides, noise_for,
+from teachers.guides import (COUPLINGS, GUIDE_RULES, CouplingSettings, couple, data_for, distinct_pairs, inverted,
+                             make_guides, noise_for,
                              sample_seed, teacher_nfe_per_record)
 from teachers.solvers import solve
 
@@ -131,11 +132,12 @@ def test_solved_guides_lie_on_the_inversion_trajectory(toy_teacher):
 @pytest.mark.parametrize("rule", GUIDE_RULES)
 @pytest.mark.parametrize("n_guides", [0, 1, 2])
 def test_teacher_nfe_per_record_counts_every_teacher_call(coupling, rule, n_guides):
-    """The cost the study reports is what producing a record really calls: count the teacher's calls."""
-    calls = [0]
+    """The cost the study reports is what producing a record really calls: count the teacher's evaluations per
+    record (a call on a part of the batch, as the mixed coupling makes, counts for that part)."""
+    calls = [0.0]
 
     def counting(x, t):
-        calls[0] += 1
+        calls[0] += x.shape[0] / 8
         return v_lin(x, t)
 
     settings = CouplingSettings(coupling, solver="heun", steps=5)
@@ -144,10 +146,28 @@ def test_teacher_nfe_per_record_counts_every_teacher_call(coupling, rule, n_guid
     taus = [0.5] if n_guides == 1 else [1 / 3, 2 / 3][:n_guides]
     if n_guides:  # a linear path has no guides, so no rule runs
         make_guides(x0, x1, [counting] * n_guides, rule, taus, solver="rk4", steps=3)
-    assert teacher_nfe_per_record(settings, rule, n_guides, solve_solver="rk4", solve_steps=3) == calls[0]
+    assert teacher_nfe_per_record(settings, rule, n_guides, solve_solver="rk4", solve_steps=3) == pytest.approx(calls[0])
 
 
 def test_teacher_nfe_per_record_is_unknown_for_adaptive_solves():
     assert teacher_nfe_per_record(CouplingSettings("inversion", "adaptive"), "euler_step", 2) is None
     assert teacher_nfe_per_record(CouplingSettings("independent", "adaptive"), "euler_step", 2) == 2
     assert teacher_nfe_per_record(CouplingSettings("inversion", "rk4", 32), "solve", 1, "adaptive") is None
+
+
+def test_mixed_coupling_pairs_its_share_by_inversion_and_counts_distinct_pairs():
+    data = torch.randn(50, 2, dtype=torch.float64)
+    ids = torch.arange(400)
+    mixed = CouplingSettings("mixed", solver="rk4", steps=8, inversion_share=0.25)
+    x0, x1 = couple(ids, 3, data, v_lin, mixed)
+    mask = inverted(ids, 3, 0.25)
+    assert 70 < int(mask.sum()) < 130  # about a quarter, by hash
+    inv_x0, inv_x1 = couple(ids[mask], 3, data, v_lin, CouplingSettings("inversion", "rk4", 8))
+    gen_x0, gen_x1 = couple(ids[~mask], 3, data, v_lin, CouplingSettings("generated", "rk4", 8))
+    assert torch.equal(x0[mask].double(), inv_x0) and torch.equal(x1[mask].double(), inv_x1)
+    assert torch.allclose(x0[~mask].double(), gen_x0.double()) and torch.allclose(x1[~mask].double(), gen_x1.double())
+    # inverted pairs are bounded by the data's 50 rows; generated ones are each their own
+    inversion = CouplingSettings("inversion", "rk4", 8)
+    assert distinct_pairs(inversion, 3, ids, len(data)) <= 50
+    assert distinct_pairs(CouplingSettings("generated"), 3, ids, len(data)) == 400
+    assert distinct_pairs(mixed, 3, ids, len(data)) == int((~mask).sum()) + distinct_pairs(inversion, 3, ids[mask], 50)

@@ -32,12 +32,14 @@ TRAIN_LOOP_KEY = "job"  # the one key of the dict ``TorchTrainer`` hands each wo
 class ObjectiveSettings:
     """The student's objective (``student.objectives.OBJECTIVES``) and how its times are drawn:
     ``time_sampling`` names the density of ``t`` (and of ``s, t`` before sorting); ``endpoint_share`` of
-    flow-map pairs are ``(0, 1)``, ``diagonal_share`` have ``s = t``."""
+    flow-map pairs are ``(0, 1)``, ``diagonal_share`` have ``s = t``; ``consistency_weight`` weighs the
+    shortcut objective's self-consistency term."""
 
     objective: str = "flow_map"
     time_sampling: str = "uniform"
     endpoint_share: float = 0.25
     diagonal_share: float = 0.1
+    consistency_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ class StudentJob:
             run=cfg.name, seed=cfg.seed, network=sc.network or cfg.teacher.network,
             data_shape=tuple(int(d) for d in data_shape), init_checkpoint=init_checkpoint, path=cfg.guides.path,
             threads=sc.threads,
-            objective=ObjectiveSettings(sc.objective, sc.time_sampling, sc.endpoint_share, sc.diagonal_share),
+            objective=ObjectiveSettings(sc.objective, sc.time_sampling, sc.endpoint_share, sc.diagonal_share,
+                                        sc.consistency_weight),
             optim=OptimSettings(sc.steps, sc.batch_size, sc.lr, sc.warmup_steps, sc.grad_clip, sc.ema_decay,
                                 sc.zero_stage),
             feed=FeedSettings(sc.source, sc.parquet_dir, store_url, cfg.store, cfg.guides.num_samples, sc.max_reuse,

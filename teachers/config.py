@@ -43,7 +43,7 @@ PathName = PATHS.literal()
 GuideRule = GUIDE_RULES.literal()
 Coupling = COUPLINGS.literal()
 Convention = CONVENTIONS.literal()
-OBJECTIVE_NAMES: tuple[str, ...] = ("velocity", "flow_map")
+OBJECTIVE_NAMES: tuple[str, ...] = ("velocity", "flow_map", "flow_map_shortcut")
 Objective = Literal[OBJECTIVE_NAMES]
 # the allowed values of the run's ``precision``/``student.precision`` and ``device`` settings, declared once
 Precision = Literal[PRECISIONS]
@@ -210,6 +210,8 @@ class StudentConfig(Section):
     time_sampling: TimeSampling = "uniform"
     endpoint_share: float = Field(0.25, ge=0.0, le=1.0, description="flow_map: share of (s, t) = (0, 1) pairs")
     diagonal_share: float = Field(0.1, ge=0.0, le=1.0, description="flow_map: share of s = t pairs")
+    consistency_weight: float = Field(1.0, ge=0.0, description="flow_map_shortcut: weight of the self-consistency "
+                                      "term (one jump s->t against two half jumps, student.objectives)")
     steps: int = Field(1000, ge=1, le=100_000_000)
     batch_size: int = Field(64, ge=1, le=1_000_000, description="records per rank per step")
     lr: float = Field(5e-4, gt=0.0, le=1.0)

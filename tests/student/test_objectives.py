@@ -6,7 +6,7 @@ from torch import nn
 
 from student.bezier import bezier_point
 from student.networks import build_student, init_from_teacher
-from student.objectives import (ObjectiveSettings, flow_map_loss, flow_map_sampler, flow_map_step, objective_loss,
+from student.objectives import (OBJECTIVES, ObjectiveSettings, flow_map_loss, flow_map_sampler, flow_map_step, objective_loss,
                                 sample_flow_map_times, student_sampler, velocity_loss, velocity_sampler)
 from student.replay import ReplayPool
 from teachers.guides import path_degree
@@ -61,7 +61,7 @@ def test_linear_path_is_rectified_flow_distillation():
                                                                       rel=1e-6)
 
 
-@pytest.mark.parametrize("objective", ["velocity", "flow_map"])
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
 @pytest.mark.parametrize("path", ["linear", "quadratic", "cubic"])
 def test_gradients_reach_every_parameter(objective, path):
     torch.manual_seed(0)
@@ -71,6 +71,30 @@ def test_gradients_reach_every_parameter(objective, path):
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+class _ConstantMap(nn.Module):
+    """``f(x, s, t) = c``: a flow map that composes exactly (two half jumps equal one jump)."""
+
+    def __init__(self, c: torch.Tensor, bend: float = 0.0):
+        super().__init__()
+        self.c, self.bend = nn.Parameter(c), bend
+
+    def forward(self, x, s, t):
+        return self.c + self.bend * x * (t - s).view(-1, 1)  # bend != 0: half jumps disagree with one jump
+
+
+def test_shortcut_adds_nothing_for_a_consistent_map_and_penalises_an_inconsistent_one():
+    pts = [torch.randn(64, 2, dtype=torch.float64) for _ in range(4)]
+    for bend, consistent in ((0.0, True), (1.5, False)):
+        model = _ConstantMap(torch.randn(2, dtype=torch.float64), bend)
+        plain = objective_loss(model, pts, ObjectiveSettings("flow_map"), torch.Generator().manual_seed(3))
+        shortcut = objective_loss(model, pts, ObjectiveSettings("flow_map_shortcut", consistency_weight=2.0),
+                                  torch.Generator().manual_seed(3))
+        unweighted = objective_loss(model, pts, ObjectiveSettings("flow_map_shortcut", consistency_weight=0.0),
+                                    torch.Generator().manual_seed(3))
+        assert torch.allclose(unweighted, plain)
+        assert torch.allclose(shortcut, plain) if consistent else shortcut > plain + 1e-3, (bend, shortcut, plain)
 
 
 def test_flow_map_times_shares():

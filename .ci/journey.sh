@@ -2,7 +2,8 @@
 # The user's journey, as the README tells it, run by CI after the install-and-test block (same venv):
 #   1. the quick start block, verbatim, from the clone root (relative paths: runs/smoke/...);
 #   2. the same config from another directory with a relative run_dir and an external redis-server as store.url;
-#   3. the `ray job submit --working-dir .` block, verbatim, from the clone root against a `ray start --head`
+#   3. the quick pipeline bench block, verbatim, from the clone root (its JSON checked by .ci/check_bench.py);
+#   4. the `ray job submit --working-dir .` block, verbatim, from the clone root against a `ray start --head`
 #      cluster with token auth (outputs land under $BEZIER_DISTILL_HOME, as the README says).
 # Each step checks that the files the README promises are there.
 set -euo pipefail
@@ -46,7 +47,12 @@ if grep -rl journey-pw "$WORK/elsewhere/runs/smoke" --include='*.json' --include
 fi
 kill "$REDIS_PID"; REDIS_PID=
 
-echo "== 3. ray job submit --working-dir . to a token-auth cluster (its head started in $WORK, not the clone)"
+bench=$(block bench); [ -n "$bench" ] || { echo "README has no bench block" >&2; exit 1; }
+echo "== 3. the quick pipeline bench, from $CLONE:"; echo "$bench"
+t=$(date +%s); bash -euxo pipefail -c "$bench"; elapsed "quick pipeline bench" "$t"
+python .ci/check_bench.py runs/bench-quick.json
+
+echo "== 4. ray job submit --working-dir . to a token-auth cluster (its head started in $WORK, not the clone)"
 export RAY_AUTH_MODE=token BEZIER_DISTILL_HOME="$WORK/home"  # the head's environment: the job inherits it
 ray get-auth-token --generate >/dev/null  # a token for this head, whether or not an earlier local Ray made one
 ports=$(python -c "from guide_store.embedded import free_port; print(*[free_port() for _ in range(8)])")

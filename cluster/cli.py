@@ -8,6 +8,8 @@ Subcommands:
   train-teacher CONFIG [--set KEY=VALUE ...]   train a k-rectified teacher
   eval CHECKPOINT --steps 1,2,4,8,32 [--solver euler|heun|rk4|adaptive] [--config CONFIG] [--convention NAME]
   sample CHECKPOINT --steps 1,4,32 --out grid.png [--config CONFIG]   (CHECKPOINT: teacher, student or diffusers)
+  bench pipeline (--config CONFIG | --size digits|32) [--steps N] [--workers 1,2] [--replicas 1,2,4] [--json PATH] [--quick]
+  bench store | teachers | guides   (= store bench, teachers bench, guides bench)
   teachers bench [--config configs/digits.yaml] [--json]
   teachers list --run RUN | add --run RUN --checkpoint PATH [--replicas N] [--role g1|g2] | remove NAME --run RUN [--drain]
   store export RUN --to DIR [--url URL] [--run-dir runs]
@@ -33,6 +35,7 @@ from cluster.config import ConfigError, load_config
 from cluster.controller_actor import controller_name
 from cluster.job import add_run_arguments, run_from_args
 from cluster.paths import resolve_input
+from cluster.pipeline_bench import BENCH_SIZES, BenchError, format_bench_table, run_pipeline_bench, size_config
 from cluster.preflight import (config_checks, data_shape_of, environment_checks, format_checks, plan_check,
                                student_step_check, teachers_check)
 from cluster.production_bench import run_production_bench
@@ -54,14 +57,22 @@ from teachers.train_teacher import train_teacher
 __all__ = ["main", "build_parser"]
 
 
-def _step_list(text: str) -> list[int]:
-    try:
-        steps = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--steps takes comma-separated integers, got {text!r}") from None
-    if not steps or any(s < 1 for s in steps):
-        raise argparse.ArgumentTypeError(f"--steps needs step counts >= 1, got {text!r}")
-    return steps
+def _int_list(option: str):
+    """An argparse type for ``option``: comma-separated integers >= 1."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(s) for s in text.split(",") if s.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} takes comma-separated integers, got {text!r}") from None
+        if not values or any(v < 1 for v in values):
+            raise argparse.ArgumentTypeError(f"{option} needs counts >= 1, got {text!r}")
+        return values
+
+    return parse
+
+
+_step_list = _int_list("--steps")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -127,12 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--n", type=int, default=64, help="samples per panel (images) ; use more for 2-D")
             p.add_argument("--out", required=True, help="PNG path")
 
+    bench = sub.add_parser("bench", help="benchmarks: the pipeline against a plain loop, the store, teachers, "
+                           "guide production").add_subparsers(dest="bench_command", required=True)
+    p = bench.add_parser("pipeline", help="the student pool and the teacher actors against a plain PyTorch loop and "
+                         "raw teacher inference, same run, same device; records/s and their ratios")
+    _add_pipeline_bench_args(p)
+    _add_teachers_bench_args(bench.add_parser("teachers", help=_TEACHERS_BENCH))
+    _add_guides_bench_args(bench.add_parser("guides", help=_GUIDES_BENCH))
+    _add_store_bench_args(bench.add_parser("store", help=_STORE_BENCH))
+
     teachers = sub.add_parser("teachers", help="teacher utilities").add_subparsers(dest="teachers_command", required=True)
-    p = teachers.add_parser("bench", help="time a digits teacher's training and compare its quality with the floor")
-    p.add_argument("--config", default="configs/digits.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--budget-s", type=float, default=120.0, help="the time a usable teacher may take")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_teachers_bench_args(teachers.add_parser("bench", help=_TEACHERS_BENCH + " (= bench teachers)"))
     for name, text in (("list", "the teacher actors of a running job"),
                        ("add", "start teacher actors in a running job"),
                        ("remove", "stop a teacher actor of a running job")):
@@ -150,11 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="finish the current block first (default); --no-drain kills it and re-issues the block")
 
     guides = sub.add_parser("guides", help="guide production").add_subparsers(dest="guides_command", required=True)
-    p = guides.add_parser("bench", help="records/s from 1 and 2 teacher actors vs in-process building, same run")
-    p.add_argument("--config", default="configs/digits.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--blocks", type=int, default=24)
-    p.add_argument("--json", action="store_true")
+    _add_guides_bench_args(guides.add_parser("bench", help=_GUIDES_BENCH + " (= bench guides)"))
 
     store = sub.add_parser("store", help="the guide store").add_subparsers(dest="store_command", required=True)
     for name, text in (("export", "write a run's guide records to Parquet files"),
@@ -165,12 +177,49 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run-dir", default="runs")
         if name == "export":
             p.add_argument("--to", required=True, help="output directory")
-    p = store.add_parser("bench", help="the store's full path against raw Redis streams, same server and sizes")
+    _add_store_bench_args(store.add_parser("bench", help=_STORE_BENCH + " (= bench store)"))
+    return parser
+
+
+_TEACHERS_BENCH = "time a digits teacher's training and compare its quality with the floor"
+_GUIDES_BENCH = "records/s from 1 and 2 teacher actors vs in-process building, same run"
+_STORE_BENCH = "the store's full path against raw Redis streams, same server and sizes"
+
+
+def _add_pipeline_bench_args(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--config", help="a run configuration, e.g. configs/digits.yaml")
+    which.add_argument("--size", choices=list(BENCH_SIZES), help="a preset: digits (configs/digits.yaml) or 32 "
+                       "(configs/bench32.yaml: 3x32x32 synthetic images, UNet 128 channels, batch 256)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--steps", type=int, help="student steps per measurement (default: 8 log intervals; --quick 2)")
+    p.add_argument("--workers", type=_int_list("--workers"), help="student worker counts to measure (default 1,2; "
+                   "--quick: the config's); the config's own count is always measured")
+    p.add_argument("--replicas", type=_int_list("--replicas"), help="teacher actor counts to measure (default "
+                   "1,2,4; --quick: the config's first pool's); the config's own count is always measured")
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
+    p.add_argument("--quick", action="store_true", help="few steps and blocks: about a minute on a CPU")
+
+
+def _add_teachers_bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/digits.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--budget-s", type=float, default=120.0, help="the time a usable teacher may take")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _add_guides_bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/digits.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--blocks", type=int, default=24)
+    p.add_argument("--json", action="store_true")
+
+
+def _add_store_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-mb", type=lambda t: [float(x) for x in t.split(",")], default=[1.0, 4.0, 16.0])
     p.add_argument("--seconds", type=float, default=5.0, help="measuring time per batch size")
     p.add_argument("--fsync", choices=FSYNC_POLICIES, default="everysec")
     p.add_argument("--json", action="store_true")
-    return parser
 
 
 def _cmd_train_teacher(args: argparse.Namespace) -> int:
@@ -317,6 +366,23 @@ def _cmd_store_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config or size_config(args.size), args.overrides)
+    try:
+        result = run_pipeline_bench(cfg, steps=args.steps, workers=args.workers, replicas=args.replicas,
+                                    quick=args.quick, echo=lambda line: print(line, flush=True))
+    except BenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result = {"config": str(args.config or size_config(args.size)), "quick": args.quick, **result}
+    print(format_bench_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
@@ -359,12 +425,15 @@ _COMMANDS = {"run": _cmd_run, "doctor": _cmd_doctor, "study": _cmd_study, "chaos
              ("teachers", "bench"): _cmd_teachers_bench, ("teachers", "list"): _cmd_teachers_list,
              ("teachers", "add"): _cmd_teachers_add, ("teachers", "remove"): _cmd_teachers_remove,
              ("guides", "bench"): _cmd_guides_bench, ("store", "export"): _cmd_store_export,
-             ("store", "stats"): _cmd_store_stats, ("store", "bench"): _cmd_store_bench}
+             ("store", "stats"): _cmd_store_stats, ("store", "bench"): _cmd_store_bench,
+             ("bench", "pipeline"): _cmd_bench_pipeline, ("bench", "store"): _cmd_store_bench,
+             ("bench", "teachers"): _cmd_teachers_bench, ("bench", "guides"): _cmd_guides_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    group = {"teachers": "teachers_command", "store": "store_command", "guides": "guides_command"}.get(args.command)
+    group = {"teachers": "teachers_command", "store": "store_command", "guides": "guides_command",
+             "bench": "bench_command"}.get(args.command)
     key = (args.command, getattr(args, group)) if group else args.command
     try:
         return _COMMANDS[key](args)

@@ -1,14 +1,19 @@
-"""``bezier-distill guides bench``: guide records per second from 1 and 2 teacher actors, against the
-same record-building work done in-process with no actors and no store (the raw baseline), same run.
+"""Guide production rates: teacher actors putting records into the store, against the same record-building
+work done in-process with no actors and no store (the raw baseline), same run.
+
+``bezier-distill bench guides`` (alias ``guides bench``) measures 1 and 2 actors with ``run_production_bench``;
+``bench pipeline`` (``cluster.pipeline_bench``) takes the same two measurements, ``timed_blocks`` and
+``actor_rate``, for its production rows (and the records its student reads are the raw blocks).
 
 Rates are steady-state: from the first finished block to the last (actor start-up is left out, it is
-reported separately). Each actor uses one torch thread, as configured for CPU actors.
+reported separately). Each actor, and the raw baseline, uses one torch thread, as configured for CPU actors.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import contextmanager
 
 import ray
 import torch
@@ -16,28 +21,53 @@ import torch
 from cluster.config import RunConfig, TeacherPoolConfig
 from cluster.controller_actor import start_controller
 from guide_store.embedded import EmbeddedRedis
-from teachers.teacher_actor import build_block, load_teachers
+from guide_store.schema import GuideBatch
+from teachers.teacher_actor import build_block, load_placed_teachers
 from teachers.train_teacher import load_run_data
 
-__all__ = ["run_production_bench"]
+__all__ = ["run_production_bench", "bench_pool_config", "local_ray", "timed_blocks", "actor_rate"]
 
 
-def _raw_rate(cfg: RunConfig, blocks: int) -> float:
+def bench_pool_config(cfg: RunConfig, checkpoint: str, blocks: int, num_gpus: float = 0.0) -> RunConfig:
+    """``cfg`` with one teacher pool ``bench`` on ``checkpoint`` (one thread and one CPU per actor, ``num_gpus``
+    of a GPU each) and ``blocks`` blocks to produce."""
+    pool = TeacherPoolConfig(name="bench", checkpoints=[checkpoint], threads=1, num_cpus=1, num_gpus=num_gpus)
+    guides = cfg.guides.model_copy(update={"num_samples": blocks * cfg.guides.block_size})
+    return cfg.model_copy(update={"teachers": [pool], "guides": guides})
+
+
+@contextmanager
+def local_ray(namespace: str, num_cpus: int):
+    """A private local Ray for a benchmark (never one a user started), shut down on the way out."""
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, namespace=namespace)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def timed_blocks(cfg: RunConfig, blocks: int) -> tuple[list[GuideBatch], float]:
+    """Blocks ``0 .. blocks - 1`` of ``cfg``'s run built in this process on one torch thread, with the first
+    pool's teachers placed as its actors place them (``load_placed_teachers``); and the raw rate, records
+    per second over all blocks but the first (its warm-up)."""
+    if blocks < 2:
+        raise ValueError(f"the raw rate needs a warm-up block and at least one timed block, got {blocks}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         data = load_run_data(cfg)
-        teachers = load_teachers(cfg.teachers[0], cfg.guides.n_guides, data.data_shape)
-        build_block(cfg, data.train, teachers, 0, "warmup")
+        teachers = load_placed_teachers(cfg, cfg.teachers[0], data.data_shape)
+        built = [build_block(cfg, data.train, teachers, 0, "raw")]
         start = time.perf_counter()
-        records = sum(len(build_block(cfg, data.train, teachers, b, "raw")) for b in range(1, blocks + 1))
-        return records / (time.perf_counter() - start)
+        built += [build_block(cfg, data.train, teachers, b, "raw") for b in range(1, blocks)]
+        return built, sum(len(b) for b in built[1:]) / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
 
 
-def _actor_rate(cfg: RunConfig, replicas: int, url: str) -> dict:
-
+def actor_rate(cfg: RunConfig, replicas: int, url: str) -> dict:
+    """``replicas`` actors of the first pool produce every block of ``cfg`` into the store at ``url`` (run
+    ``NAME-benchREPLICAS``); the steady rate counts the blocks after each actor's first."""
     pool = cfg.teachers[0].model_copy(update={"replicas": replicas})
     run = cfg.model_copy(update={"name": f"{cfg.name}-bench{replicas}", "teachers": [pool]})
     start = time.perf_counter()
@@ -56,24 +86,18 @@ def _actor_rate(cfg: RunConfig, replicas: int, url: str) -> dict:
 
 
 def run_production_bench(cfg: RunConfig, checkpoint: str, blocks: int = 24, progress=print) -> dict:
-
-    pool = TeacherPoolConfig(name="bench", checkpoints=[checkpoint], threads=1, num_cpus=1)
-    guides = cfg.guides.model_copy(update={"num_samples": blocks * cfg.guides.block_size})
-    cfg = cfg.model_copy(update={"teachers": [pool], "guides": guides})
-    raw = _raw_rate(cfg, max(4, blocks // 4))
+    cfg = bench_pool_config(cfg, checkpoint, blocks)
+    raw = timed_blocks(cfg, max(4, blocks // 4) + 1)[1]
     progress(f"raw (in-process, 1 thread, no store): {raw:.1f} records/s")
     rows = []
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, namespace=cfg.namespace)
-    try:
+    with local_ray(cfg.namespace, num_cpus=4):
         with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp, fsync=cfg.store.fsync) as server:
             for replicas in (1, 2):
-                row = _actor_rate(cfg, replicas, server.url)
+                row = actor_rate(cfg, replicas, server.url)
                 row["ratio_to_raw"] = round(row["records_per_s"] / raw, 3)
                 rows.append(row)
                 progress(f"{replicas} actor(s): {row['records_per_s']:.1f} records/s, ratio to raw "
                          f"{row['ratio_to_raw']:.2f} (wall {row['wall_s']}s incl. start-up)")
-    finally:
-        ray.shutdown()
     return {"raw_records_per_s": round(raw, 1), "block_size": cfg.guides.block_size, "blocks": blocks,
             "path": cfg.guides.path, "rule": cfg.guides.rule, "coupling": cfg.guides.coupling,
             "coupling_solver": f"{cfg.guides.coupling_solver}x{cfg.guides.coupling_steps}", "rows": rows}

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from teachers.registry import Registry
 
-__all__ = ["DataError", "DataSplit", "TOY_2D", "DATA_SOURCES", "toy_2d", "digits", "load_array_file", "load_data"]
+__all__ = ["DataError", "DataSplit", "TOY_2D", "DATA_SOURCES", "toy_2d", "digits", "synthetic_images",
+           "load_array_file", "load_data"]
 
 
 class DataError(ValueError):
@@ -90,6 +91,25 @@ def digits(n_held_out: int = 450, seed: int = 0) -> DataSplit:
     if not 0 < n_held_out < images.shape[0]:
         raise DataError(f"digits has {images.shape[0]} images; n_held_out must be in 1..{images.shape[0] - 1}")
     return DataSplit(train=images[n_held_out:], held_out=images[:n_held_out], name="digits")
+
+
+def synthetic_images(n: int, shape: tuple[int, int, int] = (3, 32, 32), blobs: int = 4, seed: int = 0) -> Tensor:
+    """``n`` smooth colour images ``(n, C, H, W)`` in ``[-1, 1]``, a pure function of ``seed``: each is
+    ``tanh`` of a sum of ``blobs`` Gaussian blobs, ``sum_k c_k exp(-|p - m_k|^2 / (2 r_k^2))``, with centres
+    ``m_k`` uniform in the unit square, radii ``r_k`` in ``[0.08, 0.3]`` and colours ``c_k`` (``(C,)``) in
+    ``[-2, 2]``. Made for benchmarks: a data set of a real image size that needs no download."""
+    c, h, w = shape
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(n, blobs, 2, generator=g)
+    radii = 0.08 + 0.22 * torch.rand(n, blobs, generator=g)
+    colours = 4.0 * torch.rand(n, blobs, c, generator=g) - 2.0
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    images = torch.zeros(n, c, h, w)
+    for k in range(blobs):  # one blob at a time keeps memory at one (n, H, W) map
+        d2 = (ys - centres[:, k, 0, None, None]) ** 2 + (xs - centres[:, k, 1, None, None]) ** 2
+        bump = torch.exp(-d2 / (2 * radii[:, k, None, None] ** 2))
+        images += colours[:, k, :, None, None] * bump[:, None]
+    return torch.tanh(images)
 
 
 def digit_labels(seed: int = 0) -> Tensor:
@@ -191,6 +211,11 @@ def _digits_source(n_train: int, n_held_out: int, seed: int, *_) -> DataSplit:
     return digits(n_held_out=n_held_out, seed=seed)
 
 
+def _synthetic_32_source(n_train: int, n_held_out: int, seed: int, *_) -> DataSplit:
+    images = synthetic_images(n_train + n_held_out, (3, 32, 32), seed=seed)
+    return DataSplit(train=images[:n_train], held_out=images[n_train:], name="synthetic-32")
+
+
 def _file_source(n_train: int, n_held_out: int, seed: int, path: str | None, key: str | None,
                  data_shape: tuple[int, ...] | None, held_out_fraction: float) -> DataSplit:
     if path is None:
@@ -207,13 +232,15 @@ def _file_source(n_train: int, n_held_out: int, seed: int, path: str | None, key
 # every value ``data.name`` may take: name -> loader(n_train, n_held_out, seed, path, key, data_shape,
 # held_out_fraction)
 DATA_SOURCES: Registry[Callable[..., DataSplit]] = Registry("data source", {
-    **{name: partial(_toy_source, name) for name in TOY_2D}, "digits": _digits_source, "file": _file_source})
+    **{name: partial(_toy_source, name) for name in TOY_2D}, "digits": _digits_source,
+    "synthetic-32": _synthetic_32_source, "file": _file_source})
 
 
 def load_data(name: str, *, n_train: int = 20000, n_held_out: int = 2000, seed: int = 0,
               path: str | None = None, key: str | None = None,
               data_shape: tuple[int, ...] | None = None, held_out_fraction: float = 0.25) -> DataSplit:
-    """Pick a data source by name (``DATA_SOURCES``): a 2-D toy, ``digits`` or ``file`` (with ``path``)."""
+    """Pick a data source by name (``DATA_SOURCES``): a 2-D toy, ``digits``, ``synthetic-32`` (3x32x32 blobs)
+    or ``file`` (with ``path``)."""
     if name not in DATA_SOURCES:
         raise DataError(f"unknown data source {name!r}; known: {', '.join(DATA_SOURCES)}")
     return DATA_SOURCES[name](n_train, n_held_out, seed, path, key, data_shape, held_out_fraction)

@@ -24,13 +24,13 @@ from guide_store.redis_store import RedisGuideStore
 from guide_store.schema import GuideBatch
 from teachers.config import RunConfig, TeacherPoolConfig
 from teachers.device_plan import resolve_precision
-from teachers.guides import CouplingSettings, couple, make_guides
+from teachers.guides import couple, make_guides
 from teachers.metrics import TeacherMetrics
 from teachers.models import load_velocity
 from teachers.precision import autocast
 from teachers.train_teacher import load_run_data
 
-__all__ = ["LoadedTeachers", "load_teachers", "block_ids", "build_block",
+__all__ = ["LoadedTeachers", "load_teachers", "load_placed_teachers", "block_ids", "build_block",
            "TeacherWorker"]
 
 
@@ -76,6 +76,16 @@ def load_teachers(pool: TeacherPoolConfig, n_guides: int, data_shape: tuple[int,
                           versions=[_version(p) for p in per_guide])
 
 
+def load_placed_teachers(cfg: RunConfig, pool: TeacherPoolConfig, data_shape: tuple[int, ...]) -> LoadedTeachers:
+    """A pool's teachers as its actors run them: on the GPU when the pool asks for a share and one is
+    visible (``pick_device``), in the run's precision resolved on that device."""
+    teachers = load_teachers(pool, cfg.guides.n_guides, data_shape)
+    device = pick_device(pool.num_gpus)
+    on_gpu = device.type == "cuda"
+    return teachers.to(device, resolve_precision(cfg.precision, "precision", on_gpu,
+                                                 on_gpu and torch.cuda.is_bf16_supported()))
+
+
 def block_ids(cfg: RunConfig, block: int) -> torch.Tensor:
     """Sample ids of a block: ``[block * size, min((block + 1) * size, num_samples))``."""
     g = cfg.guides
@@ -90,8 +100,7 @@ def build_block(cfg: RunConfig, data: torch.Tensor, teachers: LoadedTeachers, bl
     ids = block_ids(cfg, block)
     taus = g.guide_times()
     with autocast(teachers.device, teachers.precision):
-        x0, x1 = couple(ids, cfg.seed, data, teachers.coupling,
-                        CouplingSettings(g.coupling, g.coupling_solver, g.coupling_steps), teachers.device)
+        x0, x1 = couple(ids, cfg.seed, data, teachers.coupling, g.coupling_settings(), teachers.device)
         guides = make_guides(x0, x1, teachers.guides, g.rule, taus, g.solve_solver, g.solve_steps) if taus else []
     # records are encoded from host memory, in fp32 (the store's dtype setting decides what is kept)
     x0, x1, guides = x0.float().cpu(), x1.float().cpu(), [t.float().cpu() for t in guides]
@@ -113,11 +122,7 @@ class TeacherWorker:
         torch.set_num_threads(self.pool.threads)
         self.name = name
         self.data = load_run_data(self.cfg)
-        self.teachers = load_teachers(self.pool, self.cfg.guides.n_guides, self.data.data_shape)
-        device = pick_device(self.pool.num_gpus)
-        on_gpu = device.type == "cuda"
-        self.teachers.to(device, resolve_precision(self.cfg.precision, "precision", on_gpu,
-                                                   on_gpu and torch.cuda.is_bf16_supported()))
+        self.teachers = load_placed_teachers(self.cfg, self.pool, self.data.data_shape)
         st = self.cfg.store
         self.store = RedisGuideStore(store_url, self.cfg.name, dtype=st.dtype,
                                      max_backlog_records=st.max_backlog_records,

@@ -12,6 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from cluster.cli import build_parser
+from cluster.pipeline_bench import BENCH_SIZES
 from cluster.study_config import Variant
 from guide_store.embedded import FSYNC_POLICIES
 from guide_store.schema import TENSOR_DTYPES
@@ -102,6 +103,7 @@ def _choices(parser: argparse.ArgumentParser, path: list[str], option: str) -> t
     (["eval"], "--solver", SOLVERS), (["sample"], "--solver", SOLVERS),
     (["eval"], "--convention", CONVENTIONS), (["sample"], "--convention", CONVENTIONS),
     (["eval"], "--feature-extractor", FEATURE_EXTRACTORS), (["store", "bench"], "--fsync", FSYNC_POLICIES),
+    (["bench", "store"], "--fsync", FSYNC_POLICIES), (["bench", "pipeline"], "--size", BENCH_SIZES),
 ])
 def test_the_command_line_offers_the_registry_names(command, option, registry):
     assert set(_choices(build_parser(), command, option)) == set(registry)

@@ -72,3 +72,16 @@ def test_file_errors(tmp_path):
         load_array_file(tmp_path / "ragged.parquet", key="x")
     with pytest.raises(DataError, match="unknown data source"):
         load_data("imagenet")
+
+
+def test_synthetic_32_images():
+    split = load_data("synthetic-32", n_train=64, n_held_out=16, seed=3)
+    assert split.train.shape == (64, 3, 32, 32) and split.held_out.shape == (16, 3, 32, 32)
+    assert split.is_image and split.name == "synthetic-32" and split.train.dtype == torch.float32
+    both = torch.cat([split.train, split.held_out])
+    assert both.min() >= -1.0 and both.max() <= 1.0 and both.std() > 0.2
+    assert torch.equal(split.train, load_data("synthetic-32", n_train=64, n_held_out=16, seed=3).train)  # seeded
+    assert not torch.equal(split.train, load_data("synthetic-32", n_train=64, n_held_out=16, seed=4).train)
+    # smooth: neighbouring pixels differ far less than random pixels do
+    step = (both[..., 1:] - both[..., :-1]).abs().mean()
+    assert step < 0.25 * (both - both[torch.randperm(80)]).abs().mean()

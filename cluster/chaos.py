@@ -159,16 +159,21 @@ class _Chaos(threading.Thread):
         store = RedisGuideStore(url, cfg.name)
         storage = Path(cfg.student.storage_path or cfg.run_path / "train")
         kills, student_killed, redis_killed = list(PRODUCTION_KILLS), False, False
+        killed: dict[str, int] = {}  # teacher -> kills so far
         while not self.stop.wait(0.2):
             stats = store.stats()
             done = stats["produced"] / cfg.guides.num_samples
             if kills and done >= kills[0] and done < 1.0:
                 # The kill waits for a running teacher: at 80% both may still be restarting from an earlier
                 # fault (CI saw the third kill skipped that way).
+                # ... and for one that came back from this thread's last kill of it (its restart registered):
+                # the controller calls an actor "running" until it notices the restart
                 workers = ray.get(controller.list_teachers.remote())
-                running = sorted(n for n, w in workers.items() if w["state"] == "running")
+                running = sorted(n for n, w in workers.items()
+                                 if w["state"] == "running" and w["restarts"] >= killed.get(n, 0))
                 if running:
                     kills.pop(0)
+                    killed[running[0]] = killed.get(running[0], 0) + 1
                     ray.kill(ray.get_actor(f"{cfg.name}-{running[0]}", namespace=cfg.namespace), no_restart=False)
                     self._fault("teacher actor killed", actor=running[0], production=round(done, 2))
             elif kills and done >= 1.0:

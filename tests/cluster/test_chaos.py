@@ -24,6 +24,7 @@ def test_chaos_loses_nothing_and_dead_letters_every_malformed_entry(tmp_path):
     report = json.loads((tmp_path / "toy2d-chaos" / "chaos_report.json").read_text())
     kinds = [f["fault"] for f in report["faults"]]
     assert kinds.count("teacher actor killed") == 3 and "student worker killed" in kinds, kinds
+    assert report["run_faults"]["teacher_restarts"] == 3, report["run_faults"]  # each kill hit a live actor
     assert "redis-server killed" in kinds and "malformed entries written" in kinds, kinds
     assert report["lost"] == 0 and report["produced"] == 2048 and report["pending"] == 0
     assert report["trained_ids_fraction"] >= 0.99 and report["duplicates"] <= 64 * len(kinds)

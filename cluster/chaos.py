@@ -34,7 +34,7 @@ from guide_store.redis_store import RedisGuideStore
 from guide_store.schema import META_VERSION, GuideBatch, to_record_batch
 from teachers.guides import PATHS
 
-__all__ = ["run_chaos", "malformed_entries", "redis_process"]
+__all__ = ["run_chaos", "malformed_entries", "redis_process", "train_workers"]
 
 PRODUCTION_KILLS = (0.2, 0.5, 0.8)
 
@@ -114,9 +114,9 @@ def _port(proc: psutil.Process) -> int:
     return int(proc.cmdline()[0].split()[-1].rsplit(":", 1)[1])
 
 
-def _train_workers() -> list[int]:
-    """This run's Ray Train workers: processes of the local Ray this command started (its descendants), so
-    nothing else on the machine is touched."""
+def train_workers() -> list[int]:
+    """This process's Ray Train workers: processes of the local Ray it started (its descendants), so nothing
+    else on the machine is touched."""
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
@@ -180,8 +180,8 @@ class _Chaos(threading.Thread):
                 self._fault("teacher actor kills not made", planned=kills, reason="production finished first")
                 kills.clear()
             checkpoints = list(storage.glob("*/checkpoint_*"))
-            if not student_killed and stats["pending"] and not checkpoints and _train_workers():
-                pid = _train_workers()[-1]
+            if not student_killed and stats["pending"] and not checkpoints and train_workers():
+                pid = train_workers()[-1]
                 os.kill(pid, signal.SIGKILL)
                 student_killed = True
                 self._fault("student worker killed", pid=pid, before_first_checkpoint=True)

@@ -19,9 +19,8 @@ means over the whole timed span are in the JSON rows as well.
 
 Production (guide records per second, ``cluster.production_bench``):
 
-- plain: ``build_block`` in this process, no actors, no store, one torch thread. Each actor also gets one
-  thread, so on the CPU the baseline for ``replicas`` actors is ``replicas x`` that rate (each actor has a
-  core's worth of work to do); on a GPU the actors share the device, so the baseline is the rate itself;
+- plain: ``build_block`` in this process, no actors, no store, with what the actors get between them: on
+  the CPU ``replicas x threads`` torch threads (each actor has ``threads``), on a GPU the same device;
 - pipeline: ``replicas`` teacher actors producing into the store (steady rate, start-up left out).
 
 ``ratio`` = pipeline / plain. The headline is the config's ``student.workers`` and its first teacher pool's
@@ -60,6 +59,8 @@ from teachers.train_teacher import load_run_data
 
 __all__ = ["BENCH_SIZES", "BenchError", "size_config", "BenchSteps", "steady_steps_per_second",
            "run_pipeline_bench", "format_bench_table"]
+
+RAW_BLOCKS = 5  # blocks the raw baseline builds per actor count: one warm-up, four timed
 
 # ``--size``: the shipped config each preset runs
 BENCH_SIZES: Registry[str] = Registry("bench size", {"digits": "digits.yaml", "32": "bench32.yaml"})
@@ -197,15 +198,24 @@ def _student_row(workers: int, batch_size: int, plain: dict, pipe: dict, records
             "parameters": plain["parameters"], "records_filled": records}
 
 
+def _raw_rate(cfg: RunConfig, replicas: int, on_gpu: bool) -> float:
+    """The raw baseline for ``replicas`` actors: blocks built in this process, no actors, no store, with the
+    threads the actors have between them (``replicas x threads``) on the CPU; on a GPU, which the actors
+    share, the process's own thread count."""
+    threads = torch.get_num_threads() if on_gpu else replicas * cfg.teachers[0].threads
+    return timed_blocks(cfg.model_copy(update={"guides": cfg.guides.model_copy(
+        update={"num_samples": RAW_BLOCKS * cfg.guides.block_size})}), RAW_BLOCKS, threads)[1]
+
+
 def _production_row(cfg: RunConfig, replicas: int, url: str, checkpoint: str, raw: float, on_gpu: bool,
                     sizing: BenchSteps, echo) -> dict:
     share = math.floor(10_000 / replicas) / 10_000 if on_gpu else 0.0  # the actors share the GPU
     got = actor_rate(bench_pool_config(cfg, checkpoint, sizing.blocks_per_actor * replicas, share), replicas, url)
-    baseline = raw if on_gpu else replicas * raw
     echo(f"production, {replicas} actor(s): {got['records_per_s']:.1f} records/s")
-    return {"what": "production", "replicas": replicas, "plain_records_per_s": round(baseline, 1),
-            "raw_one_thread_records_per_s": round(raw, 1), "pipeline_records_per_s": got["records_per_s"],
-            "ratio": round(got["records_per_s"] / baseline, 3), "startup_s": got["startup_s"]}
+    return {"what": "production", "replicas": replicas, "plain_records_per_s": round(raw, 1),
+            "plain_threads": None if on_gpu else replicas * cfg.teachers[0].threads,
+            "pipeline_records_per_s": got["records_per_s"], "ratio": round(got["records_per_s"] / raw, 3),
+            "startup_s": got["startup_s"]}
 
 
 def _counts(own: int, asked: list[int] | None, default: list[int]) -> list[int]:
@@ -233,12 +243,16 @@ def run_pipeline_bench(cfg: RunConfig, *, steps: int | None = None, workers: lis
         cfg = cfg.model_copy(update={"teachers": bench_pool_config(cfg, checkpoint, 1, float(on_gpu)).teachers})
         n_blocks = _blocks_needed(cfg, max(workers), sizing.steps)
         blocks, raw = timed_blocks(_student_run(cfg, max(workers), sizing.steps, n_blocks), n_blocks)
-        echo(f"built {n_blocks} guide blocks in-process: raw {raw:.1f} records/s (one thread)")
+        echo(f"built {n_blocks} guide blocks in-process for the store ({raw:.1f} records/s, one thread)")
         init = checkpoint if cfg.student.init == "teacher" else None
-        plain = {}
+        plain, raws = {}, {}
         for w in workers:  # before Ray starts, so its daemons' start-up does not slow the plain loop
             plain[w] = _plain(cfg, w, blocks, data_shape, init, sizing)
             echo(f"student, {w} worker(s): plain loop {plain[w]['records_per_second']:.1f} records/s")
+        for r in replicas:
+            raws[r] = _raw_rate(cfg, r, on_gpu)
+            echo(f"production, {r} actor(s): raw in-process {raws[r]:.1f} records/s"
+                 + ("" if on_gpu else f" ({r * cfg.teachers[0].threads} thread(s))"))
         student, production = [], []
         with local_ray(cfg.namespace, cpus), EmbeddedRedis(Path(tmp) / "redis", fsync=cfg.store.fsync) as server:
             for w in workers:
@@ -247,7 +261,7 @@ def run_pipeline_bench(cfg: RunConfig, *, steps: int | None = None, workers: lis
                 student.append(_student_row(w, cfg.student.batch_size, plain[w], pipe,
                                             n_blocks * cfg.guides.block_size))
             for r in replicas:
-                production.append(_production_row(cfg, r, server.url, checkpoint, raw, on_gpu, sizing, echo))
+                production.append(_production_row(cfg, r, server.url, checkpoint, raws[r], on_gpu, sizing, echo))
     return _result(cfg, _headline(student, "workers", own_workers), _headline(production, "replicas", own_replicas),
                    student + production, sizing, data_shape, time.perf_counter() - start)
 
@@ -277,8 +291,8 @@ def _result(cfg: RunConfig, s: dict, p: dict, scale: list[dict], sizing: BenchSt
         "steps": sizing.steps, "timed_steps": sizing.timed_steps, "seconds": round(seconds, 1),
         "definitions": {"student": "records/s = steps/s x workers x batch_size; plain: one process, "
                                    "workers x threads torch threads, records in memory",
-                        "production": "plain = replicas x the in-process one-thread rate on the CPU (each actor "
-                                      "has one thread), the in-process rate on a GPU (the actors share it)"},
+                        "production": "plain: the same blocks built in one process, no actors, no store, with "
+                                      "replicas x threads torch threads on the CPU, on the same GPU otherwise"},
         "scale": scale,
     }
 
@@ -295,8 +309,8 @@ def format_bench_table(result: dict) -> str:
                     f"plain: 1 process, {r['workers'] * sizes['threads_per_worker']} thread(s))")
         else:
             mark = "*" if r["replicas"] == sizes["replicas"] else ""
-            what = (f"guide records/s, {r['replicas']} actor(s){mark} (plain: "
-                    f"{r['plain_records_per_s'] / r['raw_one_thread_records_per_s']:.0f} x in-process 1 thread)")
+            threads = "the GPU" if r["plain_threads"] is None else f"{r['plain_threads']} thread(s)"
+            what = f"guide records/s, {r['replicas']} actor(s){mark} (plain: 1 process, {threads})"
         rows.append((what, f"{r['plain_records_per_s']:.1f}", f"{r['pipeline_records_per_s']:.1f}",
                      f"{r['ratio']:.2f}"))
     busy = (lambda v: "n/a" if v is None else f"{v:.2f}")
@@ -305,7 +319,7 @@ def format_bench_table(result: dict) -> str:
     head = (f"{result['device']}, {result['precision']}; {sizes['parameters']} parameters, data "
             f"{'x'.join(map(str, sizes['data_shape']))}; {result['steps']} student steps "
             f"({result['timed_steps']} timed); {result['date']}")
-    notes = ("* the headline (the config's own counts). ratio = pipeline / plain. Guide records: plain is "
-             "replicas x the raw in-process one-thread rate on the CPU (each actor has one thread), the raw "
-             "rate itself on a GPU (the actors share it).")
+    notes = ("* the headline (the config's own counts). ratio = pipeline / plain. Guide records: plain builds "
+             "the same blocks in one process, no actors and no store, with the threads the actors have between "
+             "them on the CPU (replicas x teacher threads), on the same GPU otherwise.")
     return "\n".join([head, *("| " + " | ".join(r) + " |" for r in rows), notes])

@@ -46,14 +46,14 @@ def local_ray(namespace: str, num_cpus: int):
         ray.shutdown()
 
 
-def timed_blocks(cfg: RunConfig, blocks: int) -> tuple[list[GuideBatch], float]:
-    """Blocks ``0 .. blocks - 1`` of ``cfg``'s run built in this process on one torch thread, with the first
-    pool's teachers placed as its actors place them (``load_placed_teachers``); and the raw rate, records
-    per second over all blocks but the first (its warm-up)."""
+def timed_blocks(cfg: RunConfig, blocks: int, threads: int = 1) -> tuple[list[GuideBatch], float]:
+    """Blocks ``0 .. blocks - 1`` of ``cfg``'s run built in this process on ``threads`` torch threads, with the
+    first pool's teachers placed as its actors place them (``load_placed_teachers``); and the raw rate,
+    records per second over all blocks but the first (its warm-up)."""
     if blocks < 2:
         raise ValueError(f"the raw rate needs a warm-up block and at least one timed block, got {blocks}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         data = load_run_data(cfg)
         teachers = load_placed_teachers(cfg, cfg.teachers[0], data.data_shape)
@@ -62,7 +62,7 @@ def timed_blocks(cfg: RunConfig, blocks: int) -> tuple[list[GuideBatch], float]:
         built += [build_block(cfg, data.train, teachers, b, "raw") for b in range(1, blocks)]
         return built, sum(len(b) for b in built[1:]) / (time.perf_counter() - start)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def actor_rate(cfg: RunConfig, replicas: int, url: str) -> dict:

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from cluster.chaos import train_workers  # the shared local Ray's (this process's descendants) only
 from cluster.config import parse_config
 from cluster.student_pool import run_student_pool
 from student.guide_feed import consumer_name
@@ -77,23 +78,12 @@ def test_two_deepspeed_ranks_share_the_stream_and_learn(ray_cluster, teacher, tm
     assert meta["role"] == "student" and meta["extra"]["objective"] == "velocity"
 
 
-def _train_worker_pids() -> list[int]:
-    """Ray titles its worker processes ``ray::CLASS.method``; Ray Train's are ``RayTrainWorker``."""
-    import psutil
-
-    pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        if any("ray::RayTrainWorker" in part for part in (proc.info["cmdline"] or [])):
-            pids.append(proc.info["pid"])
-    return sorted(pids)
-
-
 def _checkpoints(storage_dir) -> int:
     return len([p for p in storage_dir.glob("*/*") if p.name.startswith("checkpoint_")])
 
 
 def _kill_a_worker(killed: list) -> None:
-    workers = _train_worker_pids()
+    workers = train_workers()
     if workers:
         os.kill(workers[-1], signal.SIGKILL)
         killed.append(workers[-1])
@@ -105,7 +95,7 @@ def _kill_twice(storage_dir, url: str, run: str, killed: list, timeout=240):
     controller has every rank's report)."""
     store = RedisGuideStore(url, run)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not (store.stats()["pending"] and _train_worker_pids()):
+    while time.monotonic() < deadline and not (store.stats()["pending"] and train_workers()):
         time.sleep(0.05)
     if _checkpoints(storage_dir) == 0:
         _kill_a_worker(killed)

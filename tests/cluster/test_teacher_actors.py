@@ -100,7 +100,8 @@ def test_killed_actor_is_restarted_and_its_block_lands_once(ray_cluster, two_tea
     assert ray_cluster.get(controller.state.remote())["workers"]["solo-1"]["state"] in ("restarting", "running")
     state = wait_finished(controller)
     assert state["workers"]["solo-1"]["restarts"] == 1
-    with pytest.raises(Exception, match=r"no teacher actor 'nope'; the run's teacher actors: solo-1 \(idle\)"):
+    # the actor is idle once it asked for a block after the last one; it may not have asked yet (CI saw that)
+    with pytest.raises(Exception, match=r"no teacher actor 'nope'; the run's teacher actors: solo-1 \((idle|running)\)"):
         ray_cluster.get(controller.remove_teacher.remote("nope", True))
     for _ in range(2):  # stopping works in any state, and again once stopped
         assert ray_cluster.get(controller.remove_teacher.remote("solo-1", True))["state"] == "removed"

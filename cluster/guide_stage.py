@@ -159,7 +159,7 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
            "records_per_second": round(store["produced"] / seconds, 1), "store": store,
            "workers": report["workers"], "guides": cfg.guides.model_dump(mode="json"),
            "distinct_pairs": distinct_pairs(cfg.guides.coupling_settings(), cfg.seed,
-                                            torch.arange(cfg.guides.num_samples), len(load_run_data(cfg).train))}
+                                            torch.arange(cfg.guides.num_samples), lambda: len(load_run_data(cfg).train))}
     (cfg.run_path / "production.json").write_text(json.dumps(out, indent=2))
     echo(f"produced {store['produced']} guide records in {seconds:.1f}s ({out['distinct_pairs']} distinct noise-data "
          f"pairs); acknowledged {store['acknowledged']}, dead-lettered {store['dead_lettered']}, "

@@ -6,7 +6,8 @@ work done in-process with no actors and no store (the raw baseline), same run.
 ``actor_rate``, for its production rows (and the records its student reads are the raw blocks).
 
 Rates are steady-state: from the first finished block to the last (actor start-up is left out, it is
-reported separately). Each actor, and the raw baseline, uses one torch thread, as configured for CPU actors.
+reported separately). Each actor uses one torch thread, as configured for CPU actors; ``timed_blocks`` takes the
+thread count its baseline should have (one here; the actors' threads between them in ``bench pipeline``).
 """
 
 from __future__ import annotations

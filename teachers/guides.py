@@ -131,12 +131,14 @@ COUPLINGS: Registry[Callable[..., tuple[Tensor, Tensor]]] = Registry(
     "coupling", {"inversion": _inversion, "generated": _generated, "independent": _independent, "mixed": _mixed})
 
 
-def distinct_pairs(settings: CouplingSettings, run_seed: int, sample_ids: Tensor, n_data: int) -> int:
+def distinct_pairs(settings: CouplingSettings, run_seed: int, sample_ids: Tensor,
+                   n_data: Callable[[], int]) -> int:
     """How many distinct ``(x0, x1)`` pairs these sample ids make: a generated pair is its own; an inverted
-    one is fixed by its data row, so inverted ids share ``n_data`` rows (``independent`` pairs are all
-    distinct draws)."""
+    one is fixed by its data row, so inverted ids share the ``n_data()`` training rows (asked only then;
+    ``independent`` pairs are all distinct draws)."""
     if settings.coupling in ("generated", "independent"):
         return len(sample_ids)
+    n_data = n_data()
     mask = inverted(sample_ids, run_seed, settings.inversion_share) if settings.coupling == "mixed" \
         else torch.ones(len(sample_ids), dtype=torch.bool)
     rows = {sample_seed(run_seed, sid, 1) % n_data for sid in sample_ids[mask].tolist()}

@@ -58,7 +58,7 @@ python .ci/check_bench.py runs/bench-quick.json
 echo "== 4. ray job submit --working-dir . to a token-auth cluster (its head started in $WORK, not the clone)"
 export RAY_AUTH_MODE=token BEZIER_DISTILL_HOME="$WORK/home"  # the head's environment: the job inherits it
 ray get-auth-token --generate >/dev/null  # a token for this head, whether or not an earlier local Ray made one
-ports=$(python -c "from guide_store.embedded import free_port; print(*[free_port() for _ in range(8)])")
+ports=$(python -c "from guide_store.embedded import free_ports; print(*free_ports(8))")
 read -r GCS DASH P1 P2 P3 P4 P5 P6 <<< "$ports"
 (cd "$WORK" && ray start --head --port="$GCS" --dashboard-port="$DASH" --include-dashboard=true --num-cpus=4 \
   --disable-usage-stats --temp-dir=/tmp/rj-ci --node-manager-port="$P1" --object-manager-port="$P2" \

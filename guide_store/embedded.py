@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["EmbeddedRedis", "FSYNC_POLICIES", "find_redis_server", "free_port", "redis_server_version"]
+__all__ = ["EmbeddedRedis", "FSYNC_POLICIES", "find_redis_server", "free_port", "free_ports", "redis_server_version"]
 
 # Redis's appendfsync policies (``store.fsync``, ``store bench --fsync``)
 FSYNC_POLICIES = ("always", "everysec", "no")
@@ -59,9 +59,20 @@ def redis_server_version(binary: str) -> str:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports on 127.0.0.1 that were free a moment ago (held open together while they are
+    chosen: ports taken one at a time may repeat, and Ray refuses two components on one port)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 class EmbeddedRedis:

@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-from guide_store.embedded import free_port
+from guide_store.embedded import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -29,13 +29,13 @@ def _metrics(port: int) -> str:
 
 @pytest.mark.slow
 def test_ray_job_submit_and_dashboard_metrics(tmp_path):
-    gcs, dash, metrics = free_port(), free_port(), free_port()
+    gcs, dash, metrics, *others = free_ports(9)
     assert 6379 not in (gcs, dash, metrics)
     # every port of this head is a free one: Ray's defaults (agents, client server) may be taken by another
     # cluster on the machine, and the job agent then never comes up ("No available agent to submit job")
-    pinned = [f"--{opt}={free_port()}" for opt in (
+    pinned = [f"--{opt}={port}" for opt, port in zip((
         "node-manager-port", "object-manager-port", "runtime-env-agent-port", "dashboard-agent-grpc-port",
-        "dashboard-agent-listen-port", "ray-client-server-port")]
+        "dashboard-agent-listen-port", "ray-client-server-port"), others)]
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     short = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's unix sockets need a short path (< 108 bytes)
     head_log = open(tmp_path / "head.log", "w")
@@ -58,8 +58,8 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
         deadline = time.monotonic() + 180
         while True:  # the dashboard's job API and its agent come up a little after the head
             out = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
-            if out.returncode == 0 or time.monotonic() > deadline:
-                break
+            if out.returncode == 0 or time.monotonic() > deadline or head.poll() is not None:
+                break  # submitted, out of time, or the head is gone (its log says why)
             time.sleep(2)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:] + (tmp_path / "head.log").read_text()[-3000:]
         job_id = re.search(r"raysubmit_\w+", out.stdout).group(0)

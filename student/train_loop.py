@@ -25,7 +25,8 @@ has been delivered; the final checkpoint then acknowledges everything.
 Nothing in a step waits on the host: the loss stays a tensor until a log line
 (every ``log_every`` steps) reads it, and the replay pool lives on the training
 device. Only checkpoints go through ``ray.train.report`` (a report waits for Ray
-Train's controller to poll, every 2 s).
+Train's controller to poll: every 2 s by default, 0.5 s as ``run_student_pool``
+sets it).
 """
 
 from __future__ import annotations
@@ -317,7 +318,7 @@ def train_student_worker(train_loop_config: dict) -> None:
             if step % saving.checkpoint_every == 0:
                 save(record)
             # a log line without a checkpoint is not reported to Ray Train: its controller takes one report per
-            # worker per poll (2 s) and `report` blocks until then, which capped a 50 steps/s rank logging
+            # worker per poll (2 s by default) and `report` blocks until then, which capped a 50 steps/s rank logging
             # every 25 steps at 12; the line is kept in the history the next checkpoint writes, and the
             # dashboard has it at once through `metrics`
     save(ledger.final_record(device, world, used), final=True)

@@ -4,24 +4,18 @@ with a ``TORCH_CUDA_ARCH_LIST`` that DeepSpeed's op builder cannot parse."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from guide_store.embedded import free_port
 from teachers.schedule import lr_at
 from teachers.config import parse_config
 
 WORKER = str(Path(__file__).with_name("ds_step_worker.py"))
 ROOT = str(Path(__file__).resolve().parents[2])
-
-
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 def run_steps(tmp_path, arch_list: str, **top) -> dict:
@@ -33,7 +27,7 @@ def run_steps(tmp_path, arch_list: str, **top) -> dict:
     extensions = tmp_path / "torch_extensions"
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions), "TORCH_CUDA_ARCH_LIST": arch_list,
            "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, WORKER, str(tmp_path / "config.json"), _free_port()], env=env,
+    out = subprocess.run([sys.executable, WORKER, str(tmp_path / "config.json"), str(free_port())], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     # nothing compiled: DeepSpeed's JIT builds land in TORCH_EXTENSIONS_DIR

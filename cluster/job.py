@@ -39,7 +39,7 @@ from cluster.config import ConfigError, RunConfig, dump_config, load_config, pub
 from cluster.guide_stage import produce_and_train
 from cluster.nodes import check_shared_run_dir, local_cpus
 from cluster.paths import resolve_run_paths
-from cluster.preflight import PreflightError, dashboard_address_error, preflight
+from cluster.preflight import PreflightError, dashboard_address_error, input_checks, preflight
 from cluster.provenance import provenance
 from cluster.teacher_stage import own_teacher_paths, resolve_teachers
 from guide_store.open_store import run_redis_url
@@ -95,6 +95,8 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     wrong_address = dashboard_address_error(os.environ.get("RAY_ADDRESS")) if started_ray else None
     if wrong_address:
         raise PreflightError(wrong_address)
+    checked_from = time.perf_counter()
+    inputs = input_checks(cfg)  # before Ray starts: a wrong store, data file or teacher folder in seconds
     if started_ray:
         ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=cfg.namespace, log_to_driver=False,
                  **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": local_cpus(cfg)}))
@@ -108,7 +110,7 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     try:
         plan = resolve_device(cfg, ray.cluster_resources().get("GPU", 0))  # a ConfigError before any work
         check_shared_run_dir(cfg.run_path, echo)
-        preflight(cfg, plan, echo)
+        preflight(cfg, plan, echo, inputs, checked_from)
         store_url, cfg = cfg.store.url, public_config(cfg)  # the password goes to the store only, never to files
         try:  # from here on work is done: a failure still leaves a report saying where and why
             t = time.perf_counter()

@@ -62,15 +62,24 @@ def flow_map_loss(model: nn.Module, points: Sequence[Tensor], s: Tensor, t: Tens
 
 def sample_flow_map_times(n: int, settings: ObjectiveSettings, g: torch.Generator) -> tuple[Tensor, Tensor]:
     """``(s, t)`` with ``s <= t``: two draws from the density, sorted; then ``endpoint_share`` of the rows
-    set to ``(0, 1)`` and ``diagonal_share`` to ``t = s``."""
+    set to ``(0, 1)``, ``diagonal_share`` to ``t = s`` and ``grid_share`` to a jump ``(k/n, (k+1)/n)`` of
+    an equal grid (``n`` drawn from ``grid_steps``, ``k`` from ``0 .. n-1``)."""
     a, b = sample_times(n, settings.time_sampling, g), sample_times(n, settings.time_sampling, g)
     s, t = torch.minimum(a, b), torch.maximum(a, b)
     u = torch.rand(n, generator=g)
-    ends = u < settings.endpoint_share
-    diag = (u >= settings.endpoint_share) & (u < settings.endpoint_share + settings.diagonal_share)
+    diag_from = settings.endpoint_share
+    grid_from = diag_from + settings.diagonal_share
+    ends = u < diag_from
+    diag = (u >= diag_from) & (u < grid_from)
     s = torch.where(ends, torch.zeros_like(s), s)
     t = torch.where(ends, torch.ones_like(t), torch.where(diag, s, t))
-    return s, t
+    if settings.grid_share == 0:
+        return s, t  # no draws for the grid: the generator's stream stays what it was without it
+    on_grid = (u >= grid_from) & (u < grid_from + settings.grid_share)
+    sizes = torch.tensor(settings.grid_steps, dtype=s.dtype)
+    size = sizes[torch.randint(len(sizes), (n,), generator=g)]
+    k = torch.floor(torch.rand(n, generator=g) * size)
+    return torch.where(on_grid, k / size, s), torch.where(on_grid, (k + 1) / size, t)
 
 
 def _velocity(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSettings, g: torch.Generator) -> Tensor:

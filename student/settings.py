@@ -32,14 +32,17 @@ TRAIN_LOOP_KEY = "job"  # the one key of the dict ``TorchTrainer`` hands each wo
 class ObjectiveSettings:
     """The student's objective (``student.objectives.OBJECTIVES``) and how its times are drawn:
     ``time_sampling`` names the density of ``t`` (and of ``s, t`` before sorting); ``endpoint_share`` of
-    flow-map pairs are ``(0, 1)``, ``diagonal_share`` have ``s = t``; ``consistency_weight`` weighs the
-    shortcut objective's self-consistency term."""
+    flow-map pairs are ``(0, 1)``, ``diagonal_share`` have ``s = t``, ``grid_share`` are one jump
+    ``(k/n, (k+1)/n)`` of an equal grid of ``n`` in ``grid_steps`` steps (what the few-step samplers take);
+    ``consistency_weight`` weighs the shortcut objective's self-consistency term."""
 
     objective: str = "flow_map"
     time_sampling: str = "uniform"
     endpoint_share: float = 0.25
     diagonal_share: float = 0.1
     consistency_weight: float = 1.0
+    grid_share: float = 0.0
+    grid_steps: tuple[int, ...] = (2, 4)
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ class StudentJob:
             data_shape=tuple(int(d) for d in data_shape), init_checkpoint=init_checkpoint, path=cfg.guides.path,
             threads=sc.threads,
             objective=ObjectiveSettings(sc.objective, sc.time_sampling, sc.endpoint_share, sc.diagonal_share,
-                                        sc.consistency_weight),
+                                        sc.consistency_weight, sc.grid_share, tuple(sc.grid_steps)),
             optim=OptimSettings(sc.steps, sc.batch_size, sc.lr, sc.warmup_steps, sc.grad_clip, sc.ema_decay,
                                 sc.zero_stage),
             feed=FeedSettings(sc.source, sc.parquet_dir, store_url, cfg.store, cfg.guides.num_samples, sc.max_reuse,

@@ -210,6 +210,10 @@ class StudentConfig(Section):
     time_sampling: TimeSampling = "uniform"
     endpoint_share: float = Field(0.25, ge=0.0, le=1.0, description="flow_map: share of (s, t) = (0, 1) pairs")
     diagonal_share: float = Field(0.1, ge=0.0, le=1.0, description="flow_map: share of s = t pairs")
+    grid_share: float = Field(0.0, ge=0.0, le=1.0, description="flow_map: share of (s, t) pairs that are one jump "
+                              "of the samplers' own equal grids (grid_steps)")
+    grid_steps: list[int] = Field(default_factory=lambda: [2, 4], description="flow_map: the grids of grid_share "
+                                  "(n steps: a pair (k/n, (k+1)/n))")
     consistency_weight: float = Field(1.0, ge=0.0, description="flow_map_shortcut: weight of the self-consistency "
                                       "term (one jump s->t against two half jumps, student.objectives)")
     steps: int = Field(1000, ge=1, le=100_000_000)
@@ -241,8 +245,10 @@ class StudentConfig(Section):
     def _source_needs_dir(self) -> "StudentConfig":
         if self.source == "parquet" and not self.parquet_dir:
             raise ValueError("source 'parquet' needs parquet_dir (a directory from: bezier-distill store export)")
-        if self.endpoint_share + self.diagonal_share > 1.0:
-            raise ValueError("endpoint_share + diagonal_share must be at most 1")
+        if self.endpoint_share + self.diagonal_share + self.grid_share > 1.0:
+            raise ValueError("endpoint_share + diagonal_share + grid_share must be at most 1")
+        if not self.grid_steps or any(k < 1 for k in self.grid_steps):
+            raise ValueError("grid_steps must be a non-empty list of step counts >= 1")
         if not self.eval_steps or any(k < 1 for k in self.eval_steps):
             raise ValueError("eval_steps must be a non-empty list of step counts >= 1")
         return self

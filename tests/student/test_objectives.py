@@ -106,6 +106,21 @@ def test_flow_map_times_shares():
     assert ends == pytest.approx(0.3, abs=0.02) and diag == pytest.approx(0.2, abs=0.02)
 
 
+def test_grid_share_draws_the_samplers_own_jumps():
+    settings = ObjectiveSettings(endpoint_share=0.2, diagonal_share=0.1, grid_share=0.4, grid_steps=(2, 4))
+    s, t = sample_flow_map_times(40000, settings, torch.Generator().manual_seed(1))
+    jumps = {(0.0, 0.5), (0.5, 1.0), (0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)}
+    pairs = list(zip(s.tolist(), t.tolist()))
+    share = {jump: sum(p == jump for p in pairs) / len(pairs) for jump in jumps}
+    # half the grid rows on each grid, spread evenly over its jumps (random pairs almost never hit one exactly)
+    for (a, b), got in share.items():
+        assert got == pytest.approx(0.4 / 2 / (2 if b - a == 0.5 else 4), abs=0.012), (a, b, got)
+    assert ((s == 0) & (t == 1)).float().mean().item() == pytest.approx(0.2, abs=0.01)
+    assert (s == t).float().mean().item() == pytest.approx(0.1, abs=0.01)
+    unchanged = sample_flow_map_times(1000, ObjectiveSettings(), torch.Generator().manual_seed(2))
+    assert not any(p in jumps for p in zip(*(x.tolist() for x in unchanged)))  # grid_share 0: no grid rows
+
+
 def test_unknown_names_are_listed():
     with pytest.raises(ValueError, match="unknown objective 'score'; known: velocity, flow_map"):
         objective_loss(Affine(), [torch.zeros(1, 1)] * 2, ObjectiveSettings("score"), torch.Generator())

@@ -1,7 +1,8 @@
 """A few real DeepSpeed student steps on the CPU in a process of their own (one gloo rank), run as a script
 by ``test_ds_step.py`` so that torch.distributed and DeepSpeed's global state stay out of the test process.
 
-    ds_step_worker.py CONFIG_JSON PORT    -> prints one JSON line: dtypes seen, learning rates, losses
+    ds_step_worker.py PORT CONFIG_JSON [CONFIG_JSON ...]   -> one JSON line per config: dtypes seen, learning
+                                                             rates, losses (one process group, an engine each)
 """
 
 import json
@@ -19,11 +20,16 @@ from student.train_loop import build_engine, student_precision
 from teachers.config import parse_config
 
 
-def main(config_file: str, port: str) -> None:
+def main(port: str, *config_files: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     dist.init_process_group("gloo", rank=0, world_size=1)
-    cfg = parse_config(json.loads(open(config_file).read()))
+    for config_file in config_files:
+        print(json.dumps(steps(parse_config(json.loads(open(config_file).read())))), flush=True)
+    dist.destroy_process_group()
+
+
+def steps(cfg) -> dict:
     job = StudentJob.of(cfg, None, (2,), None)
     device = torch.device("cpu")
     precision = student_precision(cfg, device)
@@ -43,12 +49,11 @@ def main(config_file: str, port: str) -> None:
         lrs.append(engine.optimizer.param_groups[0]["lr"])
         losses.append(loss.item())
         loss_dtypes.append(str(loss.dtype))
-    print(json.dumps({"precision": precision, "optimizer": type(engine.optimizer).__name__,
-                      "parameter_dtypes": sorted({str(p.dtype) for p in engine.module.parameters()}),
-                      "ema_dtypes": sorted({str(p.dtype) for p in ema.parameters()}),
-                      "forward_dtypes": sorted(set(outputs)), "loss_dtypes": sorted(set(loss_dtypes)),
-                      "lrs": lrs, "losses": losses}))
-    dist.destroy_process_group()
+    return {"precision": precision, "optimizer": type(engine.optimizer).__name__,
+            "parameter_dtypes": sorted({str(p.dtype) for p in engine.module.parameters()}),
+            "ema_dtypes": sorted({str(p.dtype) for p in ema.parameters()}),
+            "forward_dtypes": sorted(set(outputs)), "loss_dtypes": sorted(set(loss_dtypes)),
+            "lrs": lrs, "losses": losses}
 
 
 if __name__ == "__main__":

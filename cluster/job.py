@@ -95,7 +95,6 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     wrong_address = dashboard_address_error(os.environ.get("RAY_ADDRESS")) if started_ray else None
     if wrong_address:
         raise PreflightError(wrong_address)
-    checked_from = time.perf_counter()
     inputs = input_checks(cfg)  # before Ray starts: a wrong store, data file or teacher folder in seconds
     if started_ray:
         ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=cfg.namespace, log_to_driver=False,
@@ -110,7 +109,7 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     try:
         plan = resolve_device(cfg, ray.cluster_resources().get("GPU", 0))  # a ConfigError before any work
         check_shared_run_dir(cfg.run_path, echo)
-        preflight(cfg, plan, echo, inputs, checked_from)
+        preflight(cfg, plan, echo, inputs)
         store_url, cfg = cfg.store.url, public_config(cfg)  # the password goes to the store only, never to files
         try:  # from here on work is done: a failure still leaves a report saying where and why
             t = time.perf_counter()

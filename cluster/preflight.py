@@ -35,7 +35,7 @@ from teachers.models import check_model, model_kind
 from teachers.train_teacher import load_run_data
 
 __all__ = ["Check", "PreflightError", "dashboard_address_error", "environment_checks", "config_checks", "plan_check", "student_step_check",
-           "remembered_student_step_check", "format_checks", "input_checks", "preflight", "step_job"]
+           "remembered_student_step_check", "format_checks", "InputChecks", "input_checks", "preflight", "step_job"]
 
 
 @dataclass(frozen=True)
@@ -300,26 +300,36 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
                  else "the run trains its own teacher(s)")
 
 
-def input_checks(cfg: RunConfig) -> tuple[list[Check], tuple[int, ...]]:
+@dataclass(frozen=True)
+class InputChecks:
+    """What ``input_checks`` found: its checks (all passed), the data's per-sample shape, its seconds."""
+
+    checks: list[Check]
+    data_shape: tuple[int, ...]
+    seconds: float
+
+
+def input_checks(cfg: RunConfig) -> InputChecks:
     """The checks that need no Ray, run before it starts so a user's mistake is named in seconds: the store,
     the data (its shape, returned too), the teacher folders the run will load. Raises ``PreflightError`` with
     every failure and its fix (and ``DataError`` naming a data file that cannot be read)."""
+    start = time.perf_counter()
     data_shape = data_shape_of(cfg)
     checks = [*config_checks(cfg), teachers_check(cfg, data_shape)]
     _raise_failed(checks)
-    return checks, data_shape
+    return InputChecks(checks, data_shape, time.perf_counter() - start)
 
 
 def preflight(cfg: RunConfig, plan: DevicePlan, echo: Callable[[str], None] = print,
-              inputs: tuple[list[Check], tuple[int, ...]] | None = None, started: float | None = None) -> list[Check]:
-    """What ``run`` checks before any teacher trains: ``input_checks`` (or their result, ``inputs``, taken
-    before Ray started at ``started``), then one student step on the plan's student device (in a fresh local
+              inputs: InputChecks | None = None) -> list[Check]:
+    """What ``run`` checks before any teacher trains: ``input_checks`` (or their result, ``inputs``, when
+    they ran before Ray started), then one student step on the plan's student device (in a fresh local
     process; remembered once passed). Raises ``PreflightError`` with every failure and its fix."""
-    start = time.perf_counter() if started is None else started
-    checks, data_shape = inputs or input_checks(cfg)
-    checks = [*checks, remembered_student_step_check(cfg, data_shape, plan)]
+    inputs = inputs or input_checks(cfg)
+    start = time.perf_counter()
+    checks = [*inputs.checks, remembered_student_step_check(cfg, inputs.data_shape, plan)]
     _raise_failed(checks)
-    echo(f"pre-flight checks passed in {time.perf_counter() - start:.1f}s: "
+    echo(f"pre-flight checks passed in {inputs.seconds + time.perf_counter() - start:.1f}s: "
          + "; ".join(c.detail for c in checks))
     return checks
 

@@ -247,10 +247,9 @@ class StudentConfig(Section):
             raise ValueError("source 'parquet' needs parquet_dir (a directory from: bezier-distill store export)")
         if self.endpoint_share + self.diagonal_share + self.grid_share > 1.0:
             raise ValueError("endpoint_share + diagonal_share + grid_share must be at most 1")
-        if not self.grid_steps or any(k < 1 for k in self.grid_steps):
-            raise ValueError("grid_steps must be a non-empty list of step counts >= 1")
-        if not self.eval_steps or any(k < 1 for k in self.eval_steps):
-            raise ValueError("eval_steps must be a non-empty list of step counts >= 1")
+        for key in ("grid_steps", "eval_steps"):
+            if not getattr(self, key) or any(k < 1 for k in getattr(self, key)):
+                raise ValueError(f"{key} must be a non-empty list of step counts >= 1")
         return self
 
 

@@ -20,7 +20,7 @@ from guide_store.schema import TENSOR_DTYPES
 from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from teachers.data import DATA_SOURCES
 from teachers.digits_features import FEATURE_EXTRACTORS
-from teachers.guides import COUPLINGS, GUIDE_RULES, PATHS, CouplingSettings
+from teachers.guides import COUPLINGS, GUIDE_RULES, PATHS, CouplingSettings, from_coupling
 from teachers.nets import ARCHITECTURES
 from teachers.precision import PRECISIONS
 from teachers.rectified_flow import TIME_SAMPLERS
@@ -198,6 +198,15 @@ class TeacherPoolConfig(Section):
     threads: int = Field(1, ge=1, le=256)
     convention: Convention = Field(DEFAULT_CONVENTION, description="how a diffusers checkpoint's time and output "
                                    "read as v(x, t) (teachers.conventions); native checkpoints ignore it")
+
+    def guide_checkpoints(self, n_guides: int) -> list[str]:
+        """The checkpoint that makes each guide: one per guide, or the single entry for all of them."""
+        return (self.checkpoints if len(self.checkpoints) > 1 else self.checkpoints * n_guides)[:n_guides]
+
+    def guides_from_coupling(self, guides: GuidesConfig) -> list[bool]:
+        """Which guides this pool takes from its coupling solve for free (``teachers.guides.from_coupling``)."""
+        own = [c == self.checkpoints[0] for c in self.guide_checkpoints(guides.n_guides)]
+        return from_coupling(guides.coupling_settings(), guides.rule, guides.guide_times(), own)
 
 
 class StudentConfig(Section):

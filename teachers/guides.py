@@ -20,7 +20,9 @@ Guide rules (control points between ``x0`` and ``x1`` for a path of degree ``n =
     ``trajectory``  the control points that make the curve pass through ``Phi^{(i)}_{0->tau_i}(x0)`` at
                     ``tau_i``: it interpolates the teachers' own trajectories (``solve`` uses those points as
                     control points, which the curve does not pass through); with two teachers each
-                    supplies one interior point. Same cost as ``solve``.
+                    supplies one interior point. A point the coupling's solve passes through (the
+                    coupling's teacher, ``tau`` on its grid: rk4 x 9 for 1/3, 2/3) is taken from that
+                    solve for free; any other costs a solve to ``tau``, as ``solve``.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ import torch
 from torch import Tensor
 
 from teachers.registry import Registry
-from teachers.solvers import SOLVERS, nfe_per_step, solve
+from teachers.solvers import SOLVERS, nfe_per_step, on_grid, solve
 
 __all__ = ["PATHS", "COUPLINGS", "GUIDE_RULES", "CouplingSettings", "sample_seed", "noise_for", "data_for", "couple",
            "make_guides", "teacher_nfe_per_record", "path_degree", "through_points", "SOLVING_RULES", "inverted",
-           "distinct_pairs"]
+           "distinct_pairs", "couple_on_path", "coupling_passes", "from_coupling"]
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 # a Bezier path of degree n has n - 1 guide points between x0 and x1
@@ -88,21 +90,28 @@ class CouplingSettings:
         COUPLINGS.check(self.coupling)
 
 
+Pair = tuple[Tensor, Tensor, tuple[Tensor, ...]]  # x0, x1 and the coupling solve's states at the times asked
+
+
 def _inversion(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
-               device) -> tuple[Tensor, Tensor]:
+               device, at: Sequence[float] = ()) -> Pair:
     x1 = data_for(ids, run_seed, data).to(device)
-    return solve(teacher, x1, 1.0, 0.0, settings.steps, settings.solver).x, x1
+    path = solve(teacher, x1, 1.0, 0.0, settings.steps, settings.solver, at=at)
+    return path.x, x1, path.points
 
 
 def _generated(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
-               device) -> tuple[Tensor, Tensor]:
+               device, at: Sequence[float] = ()) -> Pair:
     x0 = noise_for(ids, run_seed, tuple(data.shape[1:])).to(device)
-    return x0, solve(teacher, x0, 0.0, 1.0, settings.steps, settings.solver).x
+    path = solve(teacher, x0, 0.0, 1.0, settings.steps, settings.solver, at=at)
+    return x0, path.x, path.points
 
 
 def _independent(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
-                 device) -> tuple[Tensor, Tensor]:
-    return noise_for(ids, run_seed, tuple(data.shape[1:])).to(device), data_for(ids, run_seed, data).to(device)
+                 device, at: Sequence[float] = ()) -> Pair:
+    if at:
+        raise ValueError("the independent coupling solves nothing, so it has no trajectory points")
+    return noise_for(ids, run_seed, tuple(data.shape[1:])).to(device), data_for(ids, run_seed, data).to(device), ()
 
 
 def inverted(sample_ids: Tensor, run_seed: int, share: float) -> Tensor:
@@ -112,19 +121,20 @@ def inverted(sample_ids: Tensor, run_seed: int, share: float) -> Tensor:
 
 
 def _mixed(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
-           device) -> tuple[Tensor, Tensor]:
+           device, at: Sequence[float] = ()) -> Pair:
     mask = inverted(ids, run_seed, settings.inversion_share)
-    x0 = x1 = None
+    out: list[Tensor] = []
     for chosen, make in ((mask, _inversion), (~mask, _generated)):
         if not chosen.any():
             continue
-        a, b = make(ids[chosen], run_seed, data, teacher, settings, device)
-        if x0 is None:
+        a, b, points = make(ids[chosen], run_seed, data, teacher, settings, device, at)
+        if not out:
             # at least fp32: under bf16 autocast a solve's output is bf16 while drawn noise or data is fp32
-            x0 = a.new_empty((len(ids), *a.shape[1:]), dtype=torch.promote_types(a.dtype, torch.float32))
-            x1 = b.new_empty((len(ids), *b.shape[1:]), dtype=torch.promote_types(b.dtype, torch.float32))
-        x0[chosen.to(a.device)], x1[chosen.to(b.device)] = a.to(x0.dtype), b.to(x1.dtype)
-    return x0, x1
+            out = [t.new_empty((len(ids), *t.shape[1:]), dtype=torch.promote_types(t.dtype, torch.float32))
+                   for t in (a, b, *points)]
+        for whole, part in zip(out, (a, b, *points)):
+            whole[chosen.to(part.device)] = part.to(whole.dtype)
+    return out[0], out[1], tuple(out[2:])
 
 
 COUPLINGS: Registry[Callable[..., tuple[Tensor, Tensor]]] = Registry(
@@ -150,20 +160,38 @@ def couple(sample_ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity,
     """``(x0, x1)`` for each sample id under the configured coupling; ``teacher`` solves the ODE on ``device``.
 
     Noise and data rows are drawn on the CPU, so the inputs are the same bits on every device."""
-    return COUPLINGS[settings.coupling](sample_ids, run_seed, data, teacher, settings, device)
+    x0, x1, _ = couple_on_path(sample_ids, run_seed, data, teacher, settings, device)
+    return x0, x1
+
+
+def couple_on_path(sample_ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
+                   device: torch.device | str = "cpu", at: Sequence[float] = ()) -> Pair:
+    """``couple`` that also keeps the coupling solve's states at the times ``at`` (each on its grid:
+    ``coupling_passes``), in forward time: the teacher's own trajectory points, at no extra cost."""
+    return COUPLINGS[settings.coupling](sample_ids, run_seed, data, teacher, settings, device, at)
+
+
+def coupling_passes(settings: CouplingSettings, t: float) -> bool:
+    """Whether the coupling's own solve has a state at time ``t``: it solves (not ``independent``) with a
+    fixed-step solver whose grid holds ``t`` (rk4 x 9 holds 1/3 and 2/3; rk4 x 8 does not)."""
+    return settings.coupling != "independent" and SOLVERS[settings.solver] is not None \
+        and on_grid(t, 0.0, 1.0, settings.steps)
 
 
 def _time(x: Tensor, t: float) -> Tensor:
     return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
 
 
+Known = Sequence[Tensor | None]  # per guide: the teacher's trajectory point at tau when the coupling made it
+
+
 def _euler_step_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
-                       steps: int) -> list[Tensor]:
+                       steps: int, known: Known) -> list[Tensor]:
     return [x0 + tau * v(x0, _time(x0, 0.0)) for v, tau in zip(teachers, taus)]
 
 
 def _solve_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
-                  steps: int) -> list[Tensor]:
+                  steps: int, known: Known) -> list[Tensor]:
     return [solve(v, x0, 0.0, tau, steps, solver).x for v, tau in zip(teachers, taus)]
 
 
@@ -182,14 +210,16 @@ def through_points(x0: Tensor, x1: Tensor, points: Sequence[Tensor], taus: Seque
 
 
 def _trajectory_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
-                       steps: int) -> list[Tensor]:
+                       steps: int, known: Known) -> list[Tensor]:
     if len(set(taus)) != len(taus):
         raise ValueError(f"the trajectory rule needs distinct guide times, got {list(taus)}")
-    return through_points(x0, x1, _solve_guides(x0, x1, teachers, taus, solver, steps), taus)
+    points = [p if p is not None else solve(v, x0, 0.0, tau, steps, solver).x
+              for v, tau, p in zip(teachers, taus, known)]
+    return through_points(x0, x1, points, taus)
 
 
 def _tangent_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
-                    steps: int) -> list[Tensor]:
+                    steps: int, known: Known) -> list[Tensor]:
     k = len(teachers)
     if k not in (1, 2):
         raise ValueError(f"the tangent rule makes 1 or 2 guides, got {k} teachers")
@@ -208,32 +238,44 @@ GUIDE_RULES: Registry[Callable[..., list[Tensor]]] = Registry(
 SOLVING_RULES = ("solve", "trajectory")  # rules that solve each teacher's ODE to tau (solve_solver x solve_steps)
 
 
+def from_coupling(coupling: CouplingSettings, rule: str, taus: Sequence[float],
+                  coupling_teacher: Sequence[bool]) -> list[bool]:
+    """Which guides take their point from the coupling's own solve: under the ``trajectory`` rule, a guide
+    whose teacher is the coupling's (``coupling_teacher[i]``) at a ``tau`` the coupling's grid holds
+    (``coupling_passes``). Its point is then at the coupling's solver and steps, and costs nothing."""
+    return [rule == "trajectory" and same and coupling_passes(coupling, tau)
+            for tau, same in zip(taus, coupling_teacher)]
+
+
 @torch.no_grad()
 def make_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], rule: str, taus: Sequence[float],
-                solver: str = "euler", steps: int = 4) -> list[Tensor]:
+                solver: str = "euler", steps: int = 4, known: Known | None = None) -> list[Tensor]:
     """One guide per teacher (``teachers[i]`` makes guide ``i + 1`` at ``taus[i]``); shapes ``(B, *D)``.
 
-    ``solver``/``steps`` are used by the ``solve`` and ``trajectory`` rules only.
+    ``solver``/``steps`` are used by the ``solve`` and ``trajectory`` rules only; ``known[i]``, where not
+    None, is teacher i's trajectory point at ``taus[i]`` already solved (``couple_on_path``), which the
+    ``trajectory`` rule uses instead of solving again.
     """
     make = GUIDE_RULES[rule]
     if len(teachers) != len(taus):
         raise ValueError(f"{len(teachers)} teachers but {len(taus)} guide times")
-    return make(x0, x1, teachers, taus, solver, steps)
+    return make(x0, x1, teachers, taus, solver, steps, known if known is not None else [None] * len(taus))
 
 
 def teacher_nfe_per_record(coupling: CouplingSettings, rule: str, n_guides: int, solve_solver: str = "euler",
-                           solve_steps: int = 4) -> int | None:
+                           solve_steps: int = 4, shared: int = 0) -> int | None:
     """Teacher network evaluations one record costs: the coupling's solve plus its guides.
 
     ``inversion``/``generated`` solve the whole ODE (``steps * nfe_per_step(solver)``), ``independent`` costs
     nothing; ``euler_step`` and ``tangent`` cost one evaluation per guide, ``solve`` and ``trajectory`` a solve to
-    ``tau`` per guide. ``None`` when a solve is adaptive (its cost depends on the data).
+    ``tau`` per guide, except the ``shared`` guides whose points the coupling's solve made (``from_coupling``).
+    ``None`` when a solve is adaptive (its cost depends on the data).
     """
     GUIDE_RULES.check(rule)
     solves = ([coupling.solver] if coupling.coupling != "independent" else []) + (
-        [solve_solver] if rule in SOLVING_RULES and n_guides else [])
+        [solve_solver] if rule in SOLVING_RULES and n_guides > shared else [])
     if any(SOLVERS[s] is None for s in solves):  # adaptive: its cost depends on the data
         return None
     pairing = 0 if coupling.coupling == "independent" else coupling.steps * nfe_per_step(coupling.solver)
     per_guide = solve_steps * nfe_per_step(solve_solver) if rule in SOLVING_RULES else 1
-    return pairing + n_guides * per_guide
+    return pairing + (n_guides - shared) * per_guide

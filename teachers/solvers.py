@@ -13,7 +13,7 @@ Solving from ``t0 > t1`` integrates backwards in time: that is inversion,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ from teachers.registry import Registry
 Velocity = Callable[[Tensor, Tensor], Tensor]
 Stepper = Callable[[Velocity, Tensor, float, float], Tensor]
 
-__all__ = ["SOLVERS", "FixedStep", "Solution", "solve", "nfe_per_step"]
+__all__ = ["SOLVERS", "FixedStep", "Solution", "solve", "nfe_per_step", "on_grid"]
 
 
 def _time(x: Tensor, t: float) -> Tensor:
@@ -85,10 +85,12 @@ def nfe_per_step(method: str) -> int:
 
 @dataclass(frozen=True)
 class Solution:
-    """The end state of a solve and the number of velocity evaluations it cost."""
+    """The end state of a solve, the number of velocity evaluations it cost, and the states at the times
+    asked for (``solve(..., at=...)``), in that order."""
 
     x: Tensor
     nfe: int
+    points: tuple[Tensor, ...] = ()
 
 
 @torch.no_grad()
@@ -101,22 +103,40 @@ def solve(
     method: str = "euler",
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    at: Sequence[float] = (),
 ) -> Solution:
     """Integrate ``dx/dt = v(x, t)`` from ``t0`` to ``t1``.
 
     ``method`` is one of ``SOLVERS``; fixed-step methods use ``steps`` equal
     steps, ``adaptive`` uses torchdiffeq's dopri5 with ``rtol``/``atol`` and
-    ignores ``steps``. ``t0 > t1`` integrates backwards (inversion).
+    ignores ``steps``. ``t0 > t1`` integrates backwards (inversion). ``at``: times on the fixed-step
+    grid (``on_grid``) whose states the solution keeps in ``points``, at no extra cost.
     """
     if SOLVERS[method] is None:
+        if at:
+            raise ValueError("an adaptive solve keeps no states on a grid; ask a fixed-step solver")
         return _solve_adaptive(v, x, t0, t1, rtol, atol)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     fixed = _fixed(method)
+    keep = {}
+    for t in at:
+        if not on_grid(t, t0, t1, steps):
+            raise ValueError(f"time {t} is not on the {steps}-step grid from {t0} to {t1}")
+        keep[t] = round((t - t0) / (t1 - t0) * steps)
     grid = torch.linspace(t0, t1, steps + 1, dtype=torch.float64).tolist()
-    for a, b in zip(grid[:-1], grid[1:]):
+    states = {0: x} if 0 in keep.values() else {}
+    for i, (a, b) in enumerate(zip(grid[:-1], grid[1:]), start=1):
         x = fixed.step(v, x, a, b)
-    return Solution(x=x, nfe=steps * fixed.nfe)
+        if i in keep.values():
+            states[i] = x
+    return Solution(x=x, nfe=steps * fixed.nfe, points=tuple(states[keep[t]] for t in at))
+
+
+def on_grid(t: float, t0: float, t1: float, steps: int) -> bool:
+    """Whether ``t`` is one of the ``steps + 1`` times of the equal grid from ``t0`` to ``t1``."""
+    k = (t - t0) / (t1 - t0) * steps
+    return -1e-9 <= k <= steps + 1e-9 and abs(k - round(k)) < 1e-6
 
 
 def _solve_adaptive(v: Velocity, x: Tensor, t0: float, t1: float, rtol: float, atol: float) -> Solution:

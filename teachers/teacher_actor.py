@@ -24,7 +24,7 @@ from guide_store.redis_store import RedisGuideStore
 from guide_store.schema import GuideBatch
 from teachers.config import RunConfig, TeacherPoolConfig
 from teachers.device_plan import resolve_precision
-from teachers.guides import couple, make_guides
+from teachers.guides import couple_on_path, from_coupling, make_guides
 from teachers.metrics import TeacherMetrics
 from teachers.models import load_velocity
 from teachers.precision import autocast
@@ -69,8 +69,7 @@ def load_teachers(pool: TeacherPoolConfig, n_guides: int, data_shape: tuple[int,
     """Load a pool's checkpoints (refusing a data-shape mismatch); one checkpoint serves every guide."""
     paths = [Path(p) for p in pool.checkpoints]
     models = {p: load_velocity(p, data_shape, pool.convention) for p in dict.fromkeys(paths)}
-    per_guide = paths if len(paths) > 1 else paths * max(n_guides, 1)
-    per_guide = per_guide[:n_guides]
+    per_guide = [Path(p) for p in pool.guide_checkpoints(n_guides)]
     return LoadedTeachers(coupling=models[paths[0]], guides=[models[p] for p in per_guide],
                           ids=[f"{pool.name}:{p.name}" for p in per_guide],
                           versions=[_version(p) for p in per_guide])
@@ -99,9 +98,14 @@ def build_block(cfg: RunConfig, data: torch.Tensor, teachers: LoadedTeachers, bl
     g = cfg.guides
     ids = block_ids(cfg, block)
     taus = g.guide_times()
+    shared = from_coupling(g.coupling_settings(), g.rule, taus, [m is teachers.coupling for m in teachers.guides])
     with autocast(teachers.device, teachers.precision):
-        x0, x1 = couple(ids, cfg.seed, data, teachers.coupling, g.coupling_settings(), teachers.device)
-        guides = make_guides(x0, x1, teachers.guides, g.rule, taus, g.solve_solver, g.solve_steps) if taus else []
+        x0, x1, points = couple_on_path(ids, cfg.seed, data, teachers.coupling, g.coupling_settings(),
+                                        teachers.device, at=[tau for tau, s in zip(taus, shared) if s])
+        known = iter(points)
+        known = [next(known) if s else None for s in shared]
+        guides = make_guides(x0, x1, teachers.guides, g.rule, taus, g.solve_solver, g.solve_steps,
+                             known) if taus else []
     # records are encoded from host memory, in fp32 (the store's dtype setting decides what is kept)
     x0, x1, guides = x0.float().cpu(), x1.float().cpu(), [t.float().cpu() for t in guides]
     return GuideBatch(sample_id=ids, x0=x0, x1=x1, guides=guides, taus=taus, teachers=teachers.ids,

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from student.bezier import bezier_point, bezier_velocity
-from teachers.guides import (COUPLINGS, GUIDE_RULES, CouplingSettings, couple, data_for, distinct_pairs, inverted,
-                             make_guides, noise_for,
-                             sample_seed, teacher_nfe_per_record)
+from teachers.guides import (COUPLINGS, GUIDE_RULES, CouplingSettings, couple, couple_on_path, data_for,
+                             distinct_pairs, from_coupling, inverted, make_guides, noise_for, sample_seed,
+                             teacher_nfe_per_record, through_points)
 from teachers.solvers import solve
 
 
@@ -172,3 +172,97 @@ def test_mixed_coupling_pairs_its_share_by_inversion_and_counts_distinct_pairs()
     assert distinct_pairs(inversion, 3, ids, rows) <= 50
     assert distinct_pairs(CouplingSettings("generated"), 3, ids, rows) == 400
     assert distinct_pairs(mixed, 3, ids, rows) == int((~mask).sum()) + distinct_pairs(inversion, 3, ids[mask], rows)
+
+
+def test_a_solve_keeps_its_states_on_the_grid_and_refuses_a_time_off_it():
+    x = torch.randn(4, 3, dtype=torch.float64)
+    whole = solve(v_lin, x, 0.0, 1.0, 9, "rk4", at=[2 / 3, 1 / 3, 0.0])
+    assert torch.equal(whole.x, solve(v_lin, x, 0.0, 1.0, 9, "rk4").x) and whole.nfe == 36  # nothing extra
+    assert torch.allclose(whole.points[0], solve(v_lin, x, 0.0, 2 / 3, 6, "rk4").x, atol=1e-12)
+    assert torch.allclose(whole.points[1], solve(v_lin, x, 0.0, 1 / 3, 3, "rk4").x, atol=1e-12)
+    assert torch.equal(whole.points[2], x)
+    back = solve(v_lin, x, 1.0, 0.0, 9, "rk4", at=[1 / 3])  # inversion: the grid runs from 1 down to 0
+    assert torch.allclose(back.points[0], solve(v_lin, x, 1.0, 1 / 3, 6, "rk4").x, atol=1e-12)
+    with pytest.raises(ValueError, match="not on the 8-step grid"):
+        solve(v_lin, x, 0.0, 1.0, 8, "rk4", at=[1 / 3])
+    with pytest.raises(ValueError, match="adaptive"):
+        solve(v_lin, x, 0.0, 1.0, method="adaptive", at=[0.5])
+
+
+@pytest.mark.parametrize("coupling", ["generated", "inversion", "mixed"])
+def test_trajectory_points_from_the_coupling_equal_a_separate_solve_and_cost_nothing(coupling):
+    """The coupling's rk4 x 9 solve passes through 1/3 and 2/3: its states there are the trajectory rule's
+    points (up to rounding), and the guides made from them cost no teacher call beyond the coupling's."""
+    calls = [0]
+
+    def counting(x, t):
+        calls[0] += 1
+        return v_lin(x, t)
+
+    settings = CouplingSettings(coupling, "rk4", 9, inversion_share=0.5)
+    ids, data, taus = torch.arange(16), torch.randn(30, 3, dtype=torch.float64), [1 / 3, 2 / 3]
+    shared = from_coupling(settings, "trajectory", taus, [True, True])
+    assert shared == [True, True]
+    x0, x1, points = couple_on_path(ids, 2, data, counting, settings, at=taus)
+    before = calls[0]
+    free = make_guides(x0, x1, [counting, counting], "trajectory", taus, "rk4", 3, known=list(points))
+    assert calls[0] == before  # no solve for a known point
+    # the same step size as the coupling's: rk4 x 3 to 1/3, x 6 to 2/3
+    solved = through_points(x0, x1, [solve(v_lin, x0, 0.0, 1 / 3, 3, "rk4").x,
+                                     solve(v_lin, x0, 0.0, 2 / 3, 6, "rk4").x], taus)
+    # inverted rows' points lie on the backward solve's path, which the forward one matches to rk4's error
+    tol = 1e-6 if coupling == "generated" else 1e-4
+    for a, b in zip(free, solved):
+        assert torch.allclose(a, b, atol=tol)
+    assert teacher_nfe_per_record(settings, "trajectory", 2, "rk4", 3, shared=sum(shared)) == 36
+
+
+def test_only_the_coupling_teacher_at_a_grid_time_is_taken_from_the_coupling():
+    taus = [1 / 3, 2 / 3]
+    rk4x9 = CouplingSettings("generated", "rk4", 9)
+    assert from_coupling(rk4x9, "trajectory", taus, [True, False]) == [True, False]  # a second teacher solves
+    assert from_coupling(rk4x9, "solve", taus, [True, True]) == [False, False]  # solve keeps its own solver
+    assert from_coupling(CouplingSettings("generated", "rk4", 8), "trajectory", taus, [True, True]) == [False, False]
+    assert from_coupling(CouplingSettings("independent"), "trajectory", taus, [True, True]) == [False, False]
+    assert from_coupling(CouplingSettings("generated", "adaptive"), "trajectory", taus, [True, True]) == [False] * 2
+    # with one free guide, the record costs the coupling plus one solve to tau
+    assert teacher_nfe_per_record(rk4x9, "trajectory", 2, "rk4", 3, shared=1) == 36 + 12
+
+
+@pytest.mark.parametrize("coupling_steps,solves", [(9, 0), (8, 2)])
+def test_an_actors_trajectory_block_passes_through_the_teachers_path(toy_teacher, tmp_path, coupling_steps, solves):
+    """What a teacher actor builds (``build_block``) under ``guides.rule: trajectory``: each record's cubic
+    passes through the teacher's own trajectory at 1/3 and 2/3, taken from the rk4 x 9 coupling solve (no
+    guide solve), or solved separately (rk4 x 3 to each tau) when the coupling's grid misses them."""
+    from student.bezier import bezier_point
+    from teachers.checkpoint import load_checkpoint
+    from teachers.config import parse_config
+    from teachers.teacher_actor import build_block, load_teachers
+    from teachers.train_teacher import load_run_data
+
+    cfg = parse_config({
+        "name": "traj", "seed": 4, "run_dir": str(tmp_path),
+        "data": {"name": "eight_gaussians", "n_train": 4000, "n_held_out": 1000},
+        "teacher": {"network": {"arch": "mlp", "hidden": 64, "depth": 2, "time_embed_dim": 32}},
+        "guides": {"path": "cubic", "rule": "trajectory", "coupling": "generated", "coupling_solver": "rk4",
+                   "coupling_steps": coupling_steps, "solve_solver": "rk4", "solve_steps": 3,
+                   "block_size": 32, "num_samples": 64},
+        "teachers": [{"name": "t", "checkpoints": [str(toy_teacher)]}]})
+    assert cfg.teachers[0].guides_from_coupling(cfg.guides) == [solves == 0] * 2
+    teachers = load_teachers(cfg.teachers[0], 2, (2,))
+    calls = [0]
+    net = teachers.coupling
+
+    def counting(x, t):
+        calls[0] += 1
+        return net(x, t)
+
+    teachers.coupling, teachers.guides = counting, [counting, counting]  # one teacher, as loaded
+    batch = build_block(cfg, load_run_data(cfg).train, teachers, 1, "test")
+    assert calls[0] == coupling_steps * 4 + solves * 3 * 4  # rk4: 4 calls a step
+    model, _ = load_checkpoint(toy_teacher)
+    points = [batch.x0, *batch.guides, batch.x1]
+    for tau in (1 / 3, 2 / 3):
+        steps = 3 if solves else round(tau * 9)  # the guide solve's steps, or the coupling's grid up to tau
+        on_path = solve(model, batch.x0, 0.0, tau, steps, "rk4").x
+        assert torch.allclose(bezier_point(points, torch.full((32,), tau)), on_path, atol=1e-5)

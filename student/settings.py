@@ -34,7 +34,8 @@ class ObjectiveSettings:
     ``time_sampling`` names the density of ``t`` (and of ``s, t`` before sorting); ``endpoint_share`` of
     flow-map pairs are ``(0, 1)``, ``diagonal_share`` have ``s = t``, ``grid_share`` are one jump
     ``(k/n, (k+1)/n)`` of an equal grid of ``n`` in ``grid_steps`` steps (what the few-step samplers take);
-    ``consistency_weight`` weighs the shortcut objective's self-consistency term."""
+    ``consistency_weight`` weighs the shortcut and meanflow objectives' consistency terms, ``consistency_h`` is
+    the meanflow term's small step."""
 
     objective: str = "flow_map"
     time_sampling: str = "uniform"
@@ -43,6 +44,7 @@ class ObjectiveSettings:
     consistency_weight: float = 1.0
     grid_share: float = 0.0
     grid_steps: tuple[int, ...] = (2, 4)
+    consistency_h: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ class StudentJob:
             data_shape=tuple(int(d) for d in data_shape), init_checkpoint=init_checkpoint, path=cfg.guides.path,
             threads=sc.threads,
             objective=ObjectiveSettings(sc.objective, sc.time_sampling, sc.endpoint_share, sc.diagonal_share,
-                                        sc.consistency_weight, sc.grid_share, tuple(sc.grid_steps)),
+                                        sc.consistency_weight, sc.grid_share, tuple(sc.grid_steps),
+                                        sc.consistency_h),
             optim=OptimSettings(sc.steps, sc.batch_size, sc.lr, sc.warmup_steps, sc.grad_clip, sc.ema_decay,
                                 sc.zero_stage),
             feed=FeedSettings(sc.source, sc.parquet_dir, store_url, cfg.store, cfg.guides.num_samples, sc.max_reuse,

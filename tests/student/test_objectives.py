@@ -202,3 +202,30 @@ def test_replay_pool_state_round_trip():
     back.add([torch.full((1, 1), 99.0), torch.zeros(1, 1)])  # overwrites the oldest (id 2), as the original would
     pool.add([torch.full((1, 1), 99.0), torch.zeros(1, 1)])
     assert torch.equal(pool.state()[0]["rows"], back.state()[0]["rows"])
+
+
+def test_meanflow_term_vanishes_on_the_flow_map_of_the_field_and_penalises_another():
+    """On parallel straight paths ``x1 = x0 + c`` the field is ``c`` everywhere and its flow map's average
+    velocity is ``c`` for every ``(x, s, t)``: the constant map ``c`` has zero loss, and the term adds
+    nothing. A map that bends (half jumps disagree with one jump) is penalised beyond the regression, by
+    exactly the term written out by hand: one small step ``h`` along the path, then the map itself."""
+    c = torch.tensor([0.7, -1.2], dtype=torch.float64)
+    x0 = torch.randn(64, 2, dtype=torch.float64)
+    pts = [x0, x0 + c]
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731 - the same times for each loss
+    settings = ObjectiveSettings("flow_map_meanflow", consistency_weight=0.5, consistency_h=0.05)
+    exact = objective_loss(_ConstantMap(c.clone()), pts, settings, g())
+    assert exact.item() == pytest.approx(0.0, abs=1e-12)  # the target is formed in fp32
+    bent = _ConstantMap(c.clone(), bend=1.5)
+    plain = objective_loss(bent, pts, ObjectiveSettings("flow_map"), g())
+    off = objective_loss(bent, pts, ObjectiveSettings("flow_map_meanflow", consistency_weight=0.0), g())
+    on = objective_loss(bent, pts, settings, g())
+    assert torch.allclose(off, plain) and on > plain + 1e-3
+    s, t = sample_flow_map_times(64, settings, g())
+    h = torch.clamp(t - s, max=0.05)
+    x = x0 + s[:, None] * c
+    with torch.no_grad():
+        later = bent(x + h[:, None] * c, s + h, t)
+        ratio = torch.where(t > s, h / (t - s).clamp(min=1e-12), torch.ones_like(s))[:, None]
+        term = (bent(x, s, t) - (ratio * c + (1 - ratio) * later)).pow(2).mean()
+    assert on.item() == pytest.approx(plain.item() + 0.5 * term.item(), rel=1e-5)

@@ -165,6 +165,8 @@ class GuidesConfig(Section):
                                    "paired by inversion (real end points), the rest generated")
     block_size: int = Field(64, ge=1, le=1_000_000)
     num_samples: int = Field(20000, ge=1)
+    precision: Precision = Field("auto", description="auto: the run's precision; fp32, bf16 or fp16 overrides it "
+                                 "for the teacher actors' guide production only")
 
     @property
     def n_guides(self) -> int:

@@ -25,6 +25,7 @@ import torch
 from teachers.config import PRECISIONS, ConfigError, RunConfig
 
 __all__ = ["StagePlan", "DevicePlan", "resolve_device", "resolve_precision", "student_precision_setting",
+           "guides_precision_setting",
            "pool_gpus", "STUDENT_GPU_SHARE"]
 
 STUDENT_GPU_SHARE = 0.51
@@ -52,9 +53,16 @@ def resolve_precision(requested: str, key: str, on_gpu: bool, bf16_supported: bo
 def student_precision_setting(cfg: RunConfig) -> tuple[str, str]:
     """The student's requested precision and the key it came from: ``student.precision`` unless that is
     ``auto``, which follows the run's ``precision``."""
-    if cfg.student.precision != "auto":
-        return cfg.student.precision, "student.precision"
-    return cfg.precision, "precision"
+    return _stage_precision(cfg, cfg.student.precision, "student.precision")
+
+
+def guides_precision_setting(cfg: RunConfig) -> tuple[str, str]:
+    """The teacher actors' requested precision and its key: ``guides.precision`` unless ``auto`` (the run's)."""
+    return _stage_precision(cfg, cfg.guides.precision, "guides.precision")
+
+
+def _stage_precision(cfg: RunConfig, own: str, key: str) -> tuple[str, str]:
+    return (own, key) if own != "auto" else (cfg.precision, "precision")
 
 
 @dataclass(frozen=True)
@@ -141,12 +149,13 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
     on_gpu = cfg.device == "cuda" or (cfg.device == "auto" and cluster_gpus >= 1)
     dev = "cuda" if on_gpu else "cpu"
     run_precision = resolve_precision(cfg.precision, "precision", on_gpu)
-    requested, key = student_precision_setting(cfg)
-    student = StagePlan(dev, resolve_precision(requested, key, on_gpu), precision_key=key, requested=requested)
+    student, guides = (StagePlan(dev, resolve_precision(requested, key, on_gpu), precision_key=key,
+                                 requested=requested)
+                       for requested, key in (student_precision_setting(cfg), guides_precision_setting(cfg)))
     shared = StagePlan(dev, run_precision, requested=cfg.precision)
     if not on_gpu:
         _check_cpu_only(cfg, cluster_gpus)
-        return DevicePlan(cluster_gpus, shared, shared, student, shared, cfg.student.workers)
+        return DevicePlan(cluster_gpus, shared, guides, student, shared, cfg.student.workers)
     notes = []
     workers = cfg.student.workers
     if workers > int(cluster_gpus):
@@ -167,7 +176,7 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
     return DevicePlan(
         cluster_gpus,
         teacher_training=replace(shared, gpus=_floor(min(1.0, cluster_gpus / _own_teacher_count(cfg)))),
-        guides=replace(shared, gpus=actor_gpus),
+        guides=replace(guides, gpus=actor_gpus),
         student=replace(student, gpus=rank_gpus),
         evaluation=shared,
         student_workers=workers, notes=tuple(notes))

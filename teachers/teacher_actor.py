@@ -23,7 +23,7 @@ from torch import nn
 from guide_store.redis_store import RedisGuideStore
 from guide_store.schema import GuideBatch
 from teachers.config import RunConfig, TeacherPoolConfig
-from teachers.device_plan import resolve_precision
+from teachers.device_plan import guides_precision_setting, resolve_precision
 from teachers.guides import couple_on_path, from_coupling, make_guides
 from teachers.metrics import TeacherMetrics
 from teachers.models import load_velocity
@@ -81,8 +81,8 @@ def load_placed_teachers(cfg: RunConfig, pool: TeacherPoolConfig, data_shape: tu
     teachers = load_teachers(pool, cfg.guides.n_guides, data_shape)
     device = pick_device(pool.num_gpus)
     on_gpu = device.type == "cuda"
-    return teachers.to(device, resolve_precision(cfg.precision, "precision", on_gpu,
-                                                 on_gpu and torch.cuda.is_bf16_supported()))
+    requested, key = guides_precision_setting(cfg)
+    return teachers.to(device, resolve_precision(requested, key, on_gpu, on_gpu and torch.cuda.is_bf16_supported()))
 
 
 def block_ids(cfg: RunConfig, block: int) -> torch.Tensor:

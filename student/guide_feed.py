@@ -1,8 +1,16 @@
 """What a student rank reads guides through: its consumer of the run's Redis stream, or its share of an
-exported Parquet directory; with the question the training loop asks before it stops (can more come?)."""
+exported Parquet directory; with the question the training loop asks before it stops (can more come?).
+
+With ``prefetch > 0`` a background thread reads (and decodes) up to that many deliveries ahead, so store
+reads overlap the rank's steps; the rank then takes them from memory. A delivery read ahead is pending in
+the store under this rank's consumer name exactly like one being trained on: if the rank dies, its restart
+gets it back on its first read, and the rank never calls itself exhausted while one is still in its hands.
+"""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 
 from guide_store.parquet import ParquetGuideSource
@@ -10,6 +18,8 @@ from guide_store.redis_store import RedisGuideStore
 from student.settings import FeedSettings
 
 __all__ = ["GuideFeed", "consumer_name", "open_source"]
+
+_READ_S = 0.5  # how long one read of the background reader blocks in the store (its stop is seen this often)
 
 
 def consumer_name(run: str, rank: int) -> str:
@@ -19,11 +29,59 @@ def consumer_name(run: str, rank: int) -> str:
 class GuideFeed:
     """One rank's view of its guide source: fresh deliveries, acknowledgements, and whether more can come."""
 
-    def __init__(self, source, consumer: str, target: int | None, timeout_s: float):
+    def __init__(self, source, consumer: str, target: int | None, timeout_s: float, prefetch: int = 0):
         self.source, self.consumer, self.target, self.timeout_s = source, consumer, target, timeout_s
         self._files_done = False
         self._exhausted = False
+        self._ahead: queue.Queue | None = None
+        self._error: Exception | None = None
+        if prefetch > 0:
+            self._ahead = queue.Queue()
+            self._room = threading.Semaphore(prefetch)  # deliveries the reader may hold ahead of the loop
+            self._lock = threading.Lock()  # "a read is in flight" and the queue, seen together
+            self._in_flight = False
+            self._stop = threading.Event()
+            self._reader = threading.Thread(target=self._read_ahead, name=f"{consumer}-prefetch", daemon=True)
+            self._reader.start()
 
+    # -- the background reader -------------------------------------------------------------------------------
+    def _read_ahead(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self._room.acquire(timeout=_READ_S):
+                    continue
+                got = []
+                with self._lock:
+                    self._in_flight = True
+                try:
+                    got = self.source.get(self.consumer, timeout_s=_READ_S)
+                finally:
+                    with self._lock:
+                        for delivery in got:
+                            self._ahead.put(delivery)
+                        self._in_flight = False
+                if got:
+                    continue
+                self._room.release()
+                if self.target is None or self._all_handed_out():
+                    self._files_done = self.target is None
+                    return  # nothing more can come to this rank
+        except Exception as err:  # raised in the training loop, as the read would have been
+            self._error = err
+
+    def _holding(self) -> bool:
+        if self._ahead is None:
+            return False
+        with self._lock:
+            return self._in_flight or not self._ahead.empty()
+
+    def close(self) -> None:
+        """Stop the background reader (a delivery it still holds stays pending in the store)."""
+        if self._ahead is not None:
+            self._stop.set()
+            self._reader.join(timeout=2 * _READ_S + 1)
+
+    # -- what the training loop asks ---------------------------------------------------------------------------
     def _all_handed_out(self) -> bool:
         if self.target is None:  # Parquet: done once a read came back empty
             return self._files_done
@@ -31,9 +89,10 @@ class GuideFeed:
         return stats["produced"] >= self.target and stats["undelivered"] == 0
 
     def exhausted(self) -> bool:
-        """Every record the run will produce has been handed to some rank: no new delivery will come (this
-        rank's own pending ones aside, handed back on its first read). Once true, stays true."""
-        self._exhausted = self._exhausted or self._all_handed_out()
+        """Every record the run will produce has been handed to some rank and none is waiting in this rank's
+        read-ahead: no new delivery will come (this rank's own pending ones aside, handed back on its first
+        read). Once true, stays true."""
+        self._exhausted = self._exhausted or (self._all_handed_out() and not self._holding())
         return self._exhausted
 
     def next(self, need: bool):
@@ -41,16 +100,30 @@ class GuideFeed:
         start = time.monotonic()
         need = need and not self._exhausted
         while True:
-            got = self.source.get(self.consumer, timeout_s=1.0 if need else 0.0)
-            if got:
-                return got[0], time.monotonic() - start
-            if self.target is None:
+            got = self._take(need)
+            if got is not None:
+                return got, time.monotonic() - start
+            if self._ahead is None and self.target is None:
                 self._files_done = True
             if not need or self.exhausted():
                 return None, time.monotonic() - start
             if time.monotonic() - start > self.timeout_s:
                 raise TimeoutError(f"{self.consumer}: no guides for {self.timeout_s:.0f}s (store stats "
                                    f"{self.source.stats()}); are the teacher actors running?")
+
+    def _take(self, need: bool):
+        """One delivery or None: from the read-ahead (waiting up to a second when ``need``), else the store."""
+        if self._ahead is None:
+            got = self.source.get(self.consumer, timeout_s=1.0 if need else 0.0)
+            return got[0] if got else None
+        try:
+            delivery = self._ahead.get(timeout=1.0) if need else self._ahead.get_nowait()
+        except queue.Empty:
+            if self._error is not None:
+                raise self._error
+            return None
+        self._room.release()
+        return delivery
 
 
 def open_source(feed: FeedSettings, run: str, rank: int, world: int, data_shape: tuple[int, ...], n_guides: int):

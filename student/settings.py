@@ -68,7 +68,8 @@ class OptimSettings:
 class FeedSettings:
     """Where a rank's guides come from: the run's store (``store_url``; ``num_samples`` records in all) or
     an exported Parquet directory; a rank waits for fresh records once it has used its pool of
-    ``replay_records`` ``max_reuse`` times on average, and fails after ``guide_timeout_s`` without any."""
+    ``replay_records`` ``max_reuse`` times on average, and fails after ``guide_timeout_s`` without any;
+    ``prefetch`` deliveries are read ahead in a background thread (0: read in the step)."""
 
     source: str
     parquet_dir: str | None
@@ -78,6 +79,7 @@ class FeedSettings:
     max_reuse: float
     replay_records: int
     guide_timeout_s: float
+    prefetch: int = 2
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ class StudentJob:
             optim=OptimSettings(sc.steps, sc.batch_size, sc.lr, sc.warmup_steps, sc.grad_clip, sc.ema_decay,
                                 sc.zero_stage),
             feed=FeedSettings(sc.source, sc.parquet_dir, store_url, cfg.store, cfg.guides.num_samples, sc.max_reuse,
-                              sc.replay_records, sc.guide_timeout_s),
+                              sc.replay_records, sc.guide_timeout_s, sc.prefetch),
             saving=SavingSettings(sc.log_every, sc.checkpoint_every),
             config=cfg, device=device)
 

@@ -282,11 +282,12 @@ def train_student_worker(train_loop_config: dict) -> None:
     if ledger.totals["resumes"]:
         print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})")
     source, target = open_source(feed, job.run, rank, world, job.data_shape, PATHS[job.path])
-    guide_feed = GuideFeed(source, consumer_name(job.run, rank), target, feed.guide_timeout_s)
+    # what the checkpoint trained on but held unacknowledged is let go before any read (the read-ahead
+    # starts at once, and would hand it back to be trained on twice)
+    acks = _Acks(source, ledger.unacked_at_save)
+    guide_feed = GuideFeed(source, consumer_name(job.run, rank), target, feed.guide_timeout_s, feed.prefetch)
     g = torch.Generator().manual_seed(job.seed * 1_000_003 + 7919 * rank + ledger.step)
     metrics = StudentMetrics(job.run, rank)
-
-    acks = _Acks(source, ledger.unacked_at_save)
 
     def save(record: dict, final: bool = False) -> None:
         _save(job, engine, ema, pool, rank, world, {**ledger.extra(), "unacked": acks.held()}, ledger.history,
@@ -321,4 +322,5 @@ def train_student_worker(train_loop_config: dict) -> None:
             # worker per poll (2 s by default) and `report` blocks until then, which capped a 50 steps/s rank logging
             # every 25 steps at 12; the line is kept in the history the next checkpoint writes, and the
             # dashboard has it at once through `metrics`
+    guide_feed.close()
     save(ledger.final_record(device, world, used), final=True)

@@ -32,6 +32,7 @@ from teachers.checkpoint import CheckpointError, load_checkpoint
 from teachers.device_plan import DevicePlan
 from teachers.digits_features import cache_dir
 from teachers.models import check_model, model_kind
+from teachers.precision import cpu_has_native_bf16
 from teachers.train_teacher import load_run_data
 
 __all__ = ["Check", "PreflightError", "dashboard_address_error", "environment_checks", "config_checks", "plan_check", "student_step_check",
@@ -156,12 +157,18 @@ def step_job(cfg: RunConfig, data_shape: tuple[int, ...], device: str) -> Studen
     return StudentJob.of(config, None, data_shape, None, device)
 
 
-def plan_check(plan: DevicePlan) -> Check:
-    """The device and precision each stage will use (``auto`` resolved)."""
+def plan_check(plan: DevicePlan, cpuinfo: str | None = None) -> Check:
+    """The device and precision each stage will use (``auto`` resolved); a note where bf16 on the CPU would be
+    emulated (``cpuinfo``: this machine's ``/proc/cpuinfo`` unless given)."""
     stages = {"teacher training": plan.teacher_training, "guides": plan.guides, "student": plan.student,
               "evaluation": plan.evaluation}
     detail = "; ".join(f"{name} {s.device}/{s.precision}" for name, s in stages.items())
-    notes = f" ({'; '.join(plan.notes)})" if plan.notes else ""
+    notes = list(plan.notes)
+    emulated = [s.precision_key for s in stages.values() if s.device == "cpu" and s.precision == "bf16"]
+    if emulated and cpu_has_native_bf16(cpuinfo) is False:
+        notes.append(f"this CPU has no bf16 units (avx512_bf16, amx_bf16): bf16 is emulated and slower than fp32 "
+                     f"here; set {', '.join(sorted(set(emulated)))} to fp32")
+    notes = f" ({'; '.join(notes)})" if notes else ""
     return Check("plan", None, f"{detail}; {plan.student_workers} student worker(s){notes}")
 
 

@@ -137,3 +137,19 @@ def test_a_missing_data_file_is_named_without_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "nowhere.npy" in err and "Traceback" not in err, err
     assert not (tmp_path / "toy2d" / "teacher").exists() and time.monotonic() - start < 60
+
+
+def test_the_plan_says_when_bf16_on_this_cpu_would_be_emulated(tmp_path):
+    from cluster.preflight import plan_check
+    from teachers.precision import cpu_has_native_bf16
+
+    old = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n"
+    new = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16\n"
+    assert cpu_has_native_bf16(old) is False and cpu_has_native_bf16(new) is True
+    assert cpu_has_native_bf16("no flags here\n") is None
+    cfg = _cfg(tmp_path, "guides.precision=bf16", "student.precision=bf16")
+    plan = resolve_device(cfg, 0)
+    slow = plan_check(plan, old).detail
+    assert "bf16 is emulated" in slow and "set guides.precision, student.precision to fp32" in slow, slow
+    assert "emulated" not in plan_check(plan, new).detail
+    assert "emulated" not in plan_check(resolve_device(_cfg(tmp_path), 0), old).detail  # fp32: nothing to say

@@ -107,42 +107,45 @@ def _flow_map(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSet
     return flow_map_loss(model, points, s.to(ref.device, ref.dtype), t.to(ref.device, ref.dtype))
 
 
-def _flow_map_shortcut(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSettings,
-                       g: torch.Generator) -> Tensor:
-    s, t = sample_flow_map_times(points[0].shape[0], settings, g)
-    ref = points[0]
-    s, t = s.to(ref.device, ref.dtype), t.to(ref.device, ref.dtype)
-    x = bezier_point(points, s)
-    pred = model(x, s, t)
-    loss = (pred - flow_map_velocity(points, s, t)).pow(2).mean()
-    if settings.consistency_weight == 0:
-        return loss
+def _with_consistency(target: Callable[[nn.Module, Sequence[Tensor], Tensor, Tensor, Tensor, ObjectiveSettings],
+                                       Tensor]) -> Loss:
+    """The flow-map regression plus ``consistency_weight`` x ``|| f(x, s, t) - target ||^2``, the target
+    (``target(model, points, x, s, t, settings)``) computed without gradient and compared in at least fp32."""
+
+    def loss(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSettings, g: torch.Generator) -> Tensor:
+        s, t = sample_flow_map_times(points[0].shape[0], settings, g)
+        ref = points[0]
+        s, t = s.to(ref.device, ref.dtype), t.to(ref.device, ref.dtype)
+        x = bezier_point(points, s)
+        pred = model(x, s, t)
+        regression = (pred - flow_map_velocity(points, s, t)).pow(2).mean()
+        if settings.consistency_weight == 0:
+            return regression
+        with torch.no_grad():
+            goal = target(model, points, x, s, t, settings)
+        wide = torch.promote_types(pred.dtype, torch.float32)
+        return regression + settings.consistency_weight * (pred.to(wide) - goal.to(wide)).pow(2).mean()
+
+    return loss
+
+
+def _shortcut_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
+                     settings: ObjectiveSettings) -> Tensor:
+    """The average of the two half jumps through the midpoint ``u``."""
     u = (s + t) / 2
-    with torch.no_grad():
-        first = model(x, s, u)
-        x_u = x + _per_row(u - s, x) * first
-        target = (first + model(x_u, u, t)) / 2
-    return loss + settings.consistency_weight * (pred - target).pow(2).mean()
+    first = model(x, s, u)
+    return (first + model(x + _per_row(u - s, x) * first, u, t)) / 2
 
 
-def _flow_map_meanflow(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSettings,
-                       g: torch.Generator) -> Tensor:
-    s, t = sample_flow_map_times(points[0].shape[0], settings, g)
-    ref = points[0]
-    s, t = s.to(ref.device, ref.dtype), t.to(ref.device, ref.dtype)
-    x = bezier_point(points, s)
-    pred = model(x, s, t)
-    loss = (pred - flow_map_velocity(points, s, t)).pow(2).mean()
-    if settings.consistency_weight == 0:
-        return loss
+def _meanflow_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
+                     settings: ObjectiveSettings) -> Tensor:
+    """One small step ``h`` along the path's velocity, then the map: in fp32, never dividing by ``h``."""
     gap = (t - s).float()
     h = torch.clamp(gap, max=settings.consistency_h)  # the small first step, never past t
-    with torch.no_grad():
-        v = bezier_velocity(points, s).float()  # the path's velocity: in expectation the marginal one
-        later = model((x.float() + _per_row(h, x) * v).to(x.dtype), (s.float() + h).to(s.dtype), t).float()
-        first = _per_row(torch.where(gap > 0, h / gap.clamp(min=1e-12), 1.0), v)  # s = t: the velocity itself
-        target = first * v + (1 - first) * later
-    return loss + settings.consistency_weight * (pred.float() - target).pow(2).mean()
+    v = bezier_velocity(points, s).float()  # the path's velocity: in expectation the marginal one
+    later = model((x.float() + _per_row(h, x) * v).to(x.dtype), (s.float() + h).to(s.dtype), t).float()
+    first = _per_row(torch.where(gap > 0, h / gap.clamp(min=1e-12), 1.0), v)  # s = t: the velocity itself
+    return first * v + (1 - first) * later
 
 
 def _per_row(h: Tensor, x: Tensor) -> Tensor:
@@ -195,8 +198,8 @@ class Objective:
 OBJECTIVES: Registry[Objective] = Registry("objective", {
     "velocity": Objective(_velocity, 1, velocity_sampler),
     "flow_map": Objective(_flow_map, 2, flow_map_sampler),
-    "flow_map_shortcut": Objective(_flow_map_shortcut, 2, flow_map_sampler),
-    "flow_map_meanflow": Objective(_flow_map_meanflow, 2, flow_map_sampler),
+    "flow_map_shortcut": Objective(_with_consistency(_shortcut_target), 2, flow_map_sampler),
+    "flow_map_meanflow": Objective(_with_consistency(_meanflow_target), 2, flow_map_sampler),
 })
 
 

@@ -79,7 +79,7 @@ class FeedSettings:
     max_reuse: float
     replay_records: int
     guide_timeout_s: float
-    prefetch: int = 2
+    prefetch: int = 0
 
 
 @dataclass(frozen=True)

@@ -237,8 +237,10 @@ class StudentConfig(Section):
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     max_reuse: float = Field(16.0, gt=0.0, description="average uses per record before a rank waits for fresh guides")
     replay_records: int = Field(50_000, ge=1, description="records each rank keeps for reuse")
-    prefetch: int = Field(2, ge=0, le=64, description="deliveries each rank reads ahead in a background thread, so "
-                          "store reads and decoding overlap its steps (0: read in the step)")
+    prefetch: int = Field(0, ge=0, le=64, description="deliveries each rank reads ahead in a background thread, so "
+                          "store reads and decoding overlap its steps (for a GPU rank whose step is short next to a "
+                          "read); a rank then holds up to this many beyond the one it trains on, so a small run's "
+                          "blocks may all go to the first rank up. 0 (default): read in the step")
     workers: int = Field(2, ge=1, le=4096)
     cpus_per_worker: float = Field(1.0, ge=0.0)
     gpus_per_worker: float = Field(0.0, ge=0.0)

@@ -47,6 +47,7 @@ TIED = {
     "student.objective": OBJECTIVES,
     "precision": PRECISIONS,
     "student.precision": PRECISIONS,
+    "guides.precision": PRECISIONS,
     "store.dtype": tuple(TENSOR_DTYPES),
     "store.fsync": FSYNC_POLICIES,
     "device": DEVICES,  # resolved by teachers.device_plan (auto, cpu, cuda), no table behind it

@@ -108,8 +108,9 @@ def _kill_twice(storage_dir, url: str, run: str, killed: list, timeout=240):
 def test_killed_workers_resume_and_every_record_is_trained_on(ray_cluster, teacher, tmp_path):
     # max_reuse 2: a fresh delivery every other step or so, so records keep arriving after the checkpoint
     # 300 steps: the second kill lands before the end (a rank runs ~50 steps/s here)
+    # prefetch 2: reading ahead must not lose records or train them twice across restarts
     cfg = pool_config(tmp_path, teacher, "pool-b", blocks=40, steps=300, checkpoint_every=15, max_failures=3,
-                      zero_stage=2, max_reuse=2.0)
+                      zero_stage=2, max_reuse=2.0, prefetch=2)
     killed = []
     with EmbeddedRedis(tmp_path / "redis") as server:
         store = fill_store(cfg, server.url)

@@ -100,10 +100,10 @@ def build_block(cfg: RunConfig, data: torch.Tensor, teachers: LoadedTeachers, bl
     taus = g.guide_times()
     shared = from_coupling(g.coupling_settings(), g.rule, taus, [m is teachers.coupling for m in teachers.guides])
     with autocast(teachers.device, teachers.precision):
+        at = [tau for tau, s in zip(taus, shared) if s]
         x0, x1, points = couple_on_path(ids, cfg.seed, data, teachers.coupling, g.coupling_settings(),
-                                        teachers.device, at=[tau for tau, s in zip(taus, shared) if s])
-        known = iter(points)
-        known = [next(known) if s else None for s in shared]
+                                        teachers.device, at=at)
+        known = [dict(zip(at, points)).get(tau) for tau in taus]  # taus are distinct under the trajectory rule
         guides = make_guides(x0, x1, teachers.guides, g.rule, taus, g.solve_solver, g.solve_steps,
                              known) if taus else []
     # records are encoded from host memory, in fp32 (the store's dtype setting decides what is kept)

@@ -36,7 +36,9 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
     pinned = [f"--{opt}={port}" for opt, port in zip((
         "node-manager-port", "object-manager-port", "runtime-env-agent-port", "dashboard-agent-grpc-port",
         "dashboard-agent-listen-port", "ray-client-server-port"), others)]
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+    # no drain on the head's SIGTERM at the end: Ray would wait out 30 s for processes the job already ended
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     short = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's unix sockets need a short path (< 108 bytes)
     head_log = open(tmp_path / "head.log", "w")
     head = subprocess.Popen(

@@ -2,18 +2,22 @@
 by ``test_ds_step.py`` so that torch.distributed and DeepSpeed's global state stay out of the test process.
 
     ds_step_worker.py PORT CONFIG_JSON [CONFIG_JSON ...]   -> one JSON line per config: dtypes seen, learning
-                                                             rates, losses (one process group, an engine each)
+                                                             rates, losses (one process group, an engine each),
+                                                             and how far a resumed engine's next step lands from
+                                                             the original's (its state saved and loaded back)
 """
 
 import json
 import os
 import sys
+import tempfile
 
 os.environ["DS_ACCELERATOR"] = "cpu"  # before DeepSpeed is imported (build_engine imports it)
 
 import torch
 import torch.distributed as dist
 
+from student.engine_state import load_rank_state, save_rank_state
 from student.objectives import objective_loss
 from student.settings import StudentJob
 from student.train_loop import build_engine, student_precision
@@ -40,20 +44,41 @@ def steps(cfg) -> dict:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     lrs, losses, loss_dtypes = [], [], []
     for step in range(4):
-        for group in engine.optimizer.param_groups:
-            group["lr"] = job.optim.lr_at(step)
-        points = [torch.randn(job.optim.batch_size, 2, generator=g).to(device, dtype) for _ in range(4)]
-        loss = objective_loss(engine, points, job.objective, g)
-        engine.backward(loss)
-        engine.step()
+        loss = _step(engine, job, step, [torch.randn(job.optim.batch_size, 2, generator=g).to(device, dtype)
+                                         for _ in range(4)], g)
         lrs.append(engine.optimizer.param_groups[0]["lr"])
         losses.append(loss.item())
         loss_dtypes.append(str(loss.dtype))
-    return {"precision": precision, "optimizer": type(engine.optimizer).__name__,
+    return {"resume_max_diff": _resume_gap(job, engine, ema, device, precision, dtype),"precision": precision, "optimizer": type(engine.optimizer).__name__,
             "parameter_dtypes": sorted({str(p.dtype) for p in engine.module.parameters()}),
             "ema_dtypes": sorted({str(p.dtype) for p in ema.parameters()}),
             "forward_dtypes": sorted(set(outputs)), "loss_dtypes": sorted(set(loss_dtypes)),
             "lrs": lrs, "losses": losses}
+
+
+def _step(engine, job, step: int, points, g) -> torch.Tensor:
+    for group in engine.optimizer.param_groups:
+        group["lr"] = job.optim.lr_at(step)
+    loss = objective_loss(engine, points, job.objective, g)
+    engine.backward(loss)
+    engine.step()
+    return loss
+
+
+def _resume_gap(job, engine, ema, device, precision, dtype) -> float:
+    """Save this engine's state, load it into a fresh engine, take the same fifth step on both: the largest
+    weight difference after it (0 when weights, optimizer state and step counts all came back)."""
+    with tempfile.TemporaryDirectory() as d:
+        save_rank_state(d, engine, ema, 0, 1, job.optim.zero_stage, {"step": 4})
+        resumed, resumed_ema = build_engine(job, 1, device, precision)
+        extra, _ = load_rank_state(d, resumed, resumed_ema, 0, 1, job.optim.zero_stage)
+    assert extra == {"step": 4}, extra
+    points = [torch.randn(job.optim.batch_size, 2, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+              for _ in range(4)]
+    for e in (engine, resumed):
+        _step(e, job, 4, points, torch.Generator().manual_seed(2))
+    return max((a.float() - b.float()).abs().max().item()
+               for a, b in zip(engine.module.parameters(), resumed.module.parameters()))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Real DeepSpeed student steps on the CPU (one gloo rank in a subprocess): bf16 is honoured (bf16 weights,
-a bf16 forward), ZeRO 1 and 2 take the loop's learning rate, and nothing is compiled on first use, even
-with a ``TORCH_CUDA_ARCH_LIST`` that DeepSpeed's op builder cannot parse."""
+a bf16 forward), ZeRO 1 and 2 take the loop's learning rate, nothing is compiled on first use, even
+with a ``TORCH_CUDA_ARCH_LIST`` that DeepSpeed's op builder cannot parse, and a rank's saved state resumes
+exactly at ZeRO 0, 1 and 2."""
 
 import json
 import os
@@ -43,6 +44,7 @@ def run_steps(tmp_path, arch_list: str, *cases: dict) -> list[dict]:
     for result in results:
         assert result["lrs"] == [pytest.approx(lr_at(k, 1e-3, 2, 10)) for k in range(4)]  # the loop's lr is used
         assert all(abs(x) < 1e3 for x in result["losses"])
+        assert result["resume_max_diff"] == 0.0, result  # the resumed engine's next step is the original's
     return results
 
 
@@ -69,3 +71,10 @@ def test_student_precision_overrides_the_run_and_auto_is_fp32_on_cpu(tmp_path):
                                                    "student": {"precision": "fp32", "objective": "velocity"}})
     assert result["precision"] == "fp32" and result["parameter_dtypes"] == ["torch.float32"]
     assert result["forward_dtypes"] == result["loss_dtypes"] == ["torch.float32"]
+
+
+def test_a_saved_rank_state_resumes_exactly_at_every_zero_stage(tmp_path):
+    results = run_steps(tmp_path, "8.0", *[{"student": {"zero_stage": stage, "objective": "flow_map"}}
+                                           for stage in (0, 1, 2)])
+    assert [r["optimizer"] for r in results] == ["Adam", "DeepSpeedZeroOptimizer", "DeepSpeedZeroOptimizer"]
+    assert all(r["precision"] == "fp32" for r in results)

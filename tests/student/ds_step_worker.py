@@ -49,7 +49,8 @@ def steps(cfg) -> dict:
         lrs.append(engine.optimizer.param_groups[0]["lr"])
         losses.append(loss.item())
         loss_dtypes.append(str(loss.dtype))
-    return {"resume_max_diff": _resume_gap(job, engine, ema, device, precision, dtype),"precision": precision, "optimizer": type(engine.optimizer).__name__,
+    return {"resume_max_diff": _resume_gap(job, engine, ema, device, precision, dtype),
+            "precision": precision, "optimizer": type(engine.optimizer).__name__,
             "parameter_dtypes": sorted({str(p.dtype) for p in engine.module.parameters()}),
             "ema_dtypes": sorted({str(p.dtype) for p in ema.parameters()}),
             "forward_dtypes": sorted(set(outputs)), "loss_dtypes": sorted(set(loss_dtypes)),
@@ -73,8 +74,8 @@ def _resume_gap(job, engine, ema, device, precision, dtype) -> float:
         resumed, resumed_ema = build_engine(job, 1, device, precision)
         extra, _ = load_rank_state(d, resumed, resumed_ema, 0, 1, job.optim.zero_stage)
     assert extra == {"step": 4}, extra
-    points = [torch.randn(job.optim.batch_size, 2, generator=torch.Generator().manual_seed(1)).to(device, dtype)
-              for _ in range(4)]
+    g = torch.Generator().manual_seed(1)
+    points = [torch.randn(job.optim.batch_size, 2, generator=g).to(device, dtype) for _ in range(4)]
     for e in (engine, resumed):
         _step(e, job, 4, points, torch.Generator().manual_seed(2))
     return max((a.float() - b.float()).abs().max().item()

@@ -110,12 +110,16 @@ def load_or_train_classifier(path: Path | None = None) -> tuple[DigitsClassifier
         return model.eval(), json.loads(report_file.read_text())
     model, accuracy = _train_classifier()
     path.mkdir(parents=True, exist_ok=True)
-    tmp = path / "model.safetensors.tmp"
+    # two processes may train it at once (parallel test workers, two runs sharing a cache): each writes files
+    # of its own and renames them into place, so a reader never sees a half-written one
+    tmp = path / f"model.safetensors.{os.getpid()}.tmp"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     tmp.replace(weights)
     report = {"name": EXTRACTOR_NAME, "version": _VERSION, "test_accuracy": accuracy,
               "trained_on": "digits train split (seed 0)", "evaluated_on": "digits held-out split (450 images)"}
-    report_file.write_text(json.dumps(report, indent=2))
+    tmp = path / f"report.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(report_file)
     return model, report
 
 

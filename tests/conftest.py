@@ -5,7 +5,10 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("BEZIER_TEST_THREADS", "2")))
+# two threads in one test process; one each when pytest-xdist runs two (two threads each on 2 cores made
+# torch's spinning threads wait on each other: a 30 s test took 160 s)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(int(os.environ.get("BEZIER_TEST_THREADS", "1" if _WORKERS > 1 else "2")))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,3 +29,15 @@ def ray_cluster():
              namespace="bezier-distill-tests")
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Two pytest-xdist workers (``-n 2 --dist loadgroup`` in pyproject.toml): the long end-to-end tests run one
+    after another on one worker while the other takes the rest (two of them at once on 2 cores only slow each
+    other down), and the ``alone`` ones last in that group, when the other worker is done: they race a live job
+    with CLI calls or faults, and a machine shared with other tests makes them slow enough to lose the race."""
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    for item in slow:
+        item.add_marker(pytest.mark.xdist_group("slow"))
+    last = [item for item in slow if item.get_closest_marker("alone")]
+    items[:] = [item for item in items if item not in last] + last

@@ -14,7 +14,12 @@ torch.set_num_threads(int(os.environ.get("BEZIER_TEST_THREADS", "1" if _WORKERS 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
     if "BEZIER_DISTILL_CACHE" not in os.environ:
-        os.environ["BEZIER_DISTILL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+        # one per pytest run, shared by its xdist workers (the folder above each worker's own): the digits
+        # classifier is trained once, not once per worker (its files are renamed into place, so two at once
+        # are safe)
+        root = tmp_path_factory.getbasetemp()
+        shared = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+        os.environ["BEZIER_DISTILL_CACHE"] = str(shared / "cache")
     yield
 
 

@@ -1,4 +1,4 @@
-"""Shared test set-up: one torch thread, a private cache for project-trained helper models."""
+"""Shared test set-up: torch threads, a private cache for project-trained helper models, one local Ray."""
 
 import os
 
@@ -35,14 +35,3 @@ def ray_cluster():
     yield ray
     ray.shutdown()
 
-
-def pytest_collection_modifyitems(config, items):
-    """Two pytest-xdist workers (``-n 2 --dist loadgroup`` in pyproject.toml): the long end-to-end tests run one
-    after another on one worker while the other takes the rest (two of them at once on 2 cores only slow each
-    other down), and the ``alone`` ones last in that group, when the other worker is done: they race a live job
-    with CLI calls or faults, and a machine shared with other tests makes them slow enough to lose the race."""
-    slow = [item for item in items if item.get_closest_marker("slow")]
-    for item in slow:
-        item.add_marker(pytest.mark.xdist_group("slow"))
-    last = [item for item in slow if item.get_closest_marker("alone")]
-    items[:] = [item for item in items if item not in last] + last

@@ -28,7 +28,7 @@ def _metrics(port: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.alone  # its CLI calls race the job's production (tests/conftest.py)
+@pytest.mark.alone  # its CLI calls race the job's production: run by itself (pyproject.toml)
 def test_ray_job_submit_and_dashboard_metrics(tmp_path):
     gcs, dash, metrics, *others = free_ports(9)
     assert 6379 not in (gcs, dash, metrics)

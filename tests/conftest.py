@@ -34,4 +34,3 @@ def ray_cluster():
              namespace="bezier-distill-tests")
     yield ray
     ray.shutdown()
-

@@ -29,16 +29,17 @@ from cluster.config import RunConfig, parse_config
 from cluster.job import run
 from cluster.nodes import local_cpus
 from cluster.study_config import VariantRun, load_study, teacher_config, teacher_path, work_dir
-from cluster.study_report import write_report
+from cluster.study_report import finalists, write_report
 from cluster.teacher_stage import teacher_training_config, train_teachers
 from student.objectives import student_sampler
+from student.run_report import reference_solver
 from teachers.checkpoint import load_checkpoint
 from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
 from teachers.guides import teacher_nfe_per_record
 from teachers.models import teacher_sampler
 from teachers.train_teacher import load_run_data
 
-__all__ = ["run_study", "collect_results"]
+__all__ = ["run_study", "collect_results", "plan_runs"]
 
 RESULT_FILE = "study_result.json"
 TEACHER_EVAL_FILE = "study_eval.json"
@@ -85,8 +86,13 @@ def _evaluate_teachers(study, base, seeds, quick, echo) -> None:
             table = _evaluate(teacher_sampler(model, "euler"), cfg, seed, data, list(cfg.eval.steps), "euler", path)
             adaptive = _evaluate(teacher_sampler(model, "adaptive"), cfg, seed, data, [None], "adaptive",
                                  path / "adaptive")
+            reference = reference_solver(cfg)
+            ref_rows = [] if reference is None or reference[0] == "adaptive" else evaluate_sampler(
+                teacher_sampler(model, reference[0]), data, reference[1], QualitySettings.of(cfg, seed),
+                label=reference[0])["rows"]
             train = json.loads((path / "train_report.json").read_text())
-            out = {"key": key, "seed": seed, "rows": table["rows"] + adaptive["rows"], "floor": table["floor"],
+            out = {"key": key, "seed": seed, "rows": table["rows"] + adaptive["rows"], "reference_rows": ref_rows,
+                   "floor": table["floor"],
                    "n_samples": table["n_samples"], "rectification": train["rectification"],
                    "samples_files": {"euler": table["samples_file"], "adaptive": adaptive["samples_file"]},
                    "train_seconds": train["train_seconds"], "eval_seconds": round(time.perf_counter() - start, 2)}
@@ -182,6 +188,24 @@ def _ray_up(runs: list[VariantRun]) -> bool:
     return True
 
 
+def plan_runs(study, base, runs: list[VariantRun], quick: bool, config_file: str) -> tuple[list[VariantRun],
+                                                                                           dict | None]:
+    """The runs the study makes, and its screen (``None`` without one): every run of the matrix; or, with
+    ``screen``, every variant at the screen's seeds, then (once those are all finished) the finalists
+    (``cluster.study_report.finalists``) at the other seeds. ``--quick`` screens nothing."""
+    if quick or study.screen is None:
+        return runs, None
+    sc = study.screen
+    first = [r for r in runs if r.seed in sc.seeds]
+    info = {**sc.model_dump(mode="json"), "finalists": None, "ranking": None}
+    screened = collect_results(study, base, first, quick, config_file)
+    if len(screened["runs"]) < len(first):
+        return first, info
+    chosen, ranking = finalists(screened, info)
+    info.update(finalists=chosen, ranking=[[k, round(v, 4)] for k, v in ranking])
+    return first + [r for r in runs if r.seed not in sc.seeds and r.row in chosen], info
+
+
 def run_study(path: str | Path, quick: bool = False, out_dir: str | Path | None = None, echo=print,
               show_bar: bool = True, report_only: bool = False) -> dict:
     """Run (or resume) the study and write its report; returns the collected results."""
@@ -190,9 +214,11 @@ def run_study(path: str | Path, quick: bool = False, out_dir: str | Path | None 
     out = Path(out_dir) if out_dir is not None else (work_dir(study, quick) / "report" if quick else Path("docs"))
     seeds = sorted({r.seed for r in runs})
     if not report_only:
-        todo = [r for r in runs if not (r.cfg.run_path / RESULT_FILE).is_file()]
-        echo(f"study {study.name}{' (quick)' if quick else ''}: {len(runs)} runs, {len(runs) - len(todo)} done, "
-             f"{len(todo)} to run; work in {work_dir(study, quick)}")
+        planned, screen = plan_runs(study, base, runs, quick, str(path))
+        todo = [r for r in planned if not (r.cfg.run_path / RESULT_FILE).is_file()]
+        echo(f"study {study.name}{' (quick)' if quick else ''}: {len(planned)} runs"
+             f"{' (the screen; finalists after it)' if screen and screen['finalists'] is None else ''}, "
+             f"{len(planned) - len(todo)} done, {len(todo)} to run; work in {work_dir(study, quick)}")
         started = _ray_up(runs)
         try:
             jobs = _teacher_jobs(study, base, seeds, quick)
@@ -200,17 +226,23 @@ def run_study(path: str | Path, quick: bool = False, out_dir: str | Path | None 
                 echo(f"training {len(jobs)} teacher(s)")
                 train_teachers(jobs, echo)
             _evaluate_teachers(study, base, seeds, quick, echo)
-            bar = tqdm(todo, desc=f"study {study.name}", unit="run", disable=not show_bar)
-            for i, vr in enumerate(bar, 1):
-                result = _run_variant(vr, lambda *_: None, False)
-                first = result["rows"][0]
-                metric = next(k for k in ("fid", "sliced_w2", "non_finite") if k in first)
-                echo(f"[{i}/{len(todo)}] {vr.key}: {first['steps']}-step {metric} {first[metric]:.4g}, "
-                     f"{result['wall_seconds']:.0f}s")
+            while todo:  # twice with a screen: its runs, then its finalists'
+                bar = tqdm(todo, desc=f"study {study.name}", unit="run", disable=not show_bar)
+                for i, vr in enumerate(bar, 1):
+                    result = _run_variant(vr, lambda *_: None, False)
+                    first = result["rows"][0]
+                    metric = next(k for k in ("fid", "sliced_w2", "non_finite") if k in first)
+                    echo(f"[{i}/{len(todo)}] {vr.key}: {first['steps']}-step {metric} {first[metric]:.4g}, "
+                         f"{result['wall_seconds']:.0f}s")
+                planned, screen = plan_runs(study, base, runs, quick, str(path))
+                todo = [r for r in planned if not (r.cfg.run_path / RESULT_FILE).is_file()]
+                if todo:
+                    echo(f"screen finished; finalists {', '.join(screen['finalists'])}: {len(todo)} more runs")
         finally:
             if started:
                 ray.shutdown()
-    results = collect_results(study, base, runs, quick, str(path))
+    planned, screen = plan_runs(study, base, runs, quick, str(path))
+    results = {**collect_results(study, base, planned, quick, str(path)), "screen": screen}
     write_report(results, out)
-    echo(f"study {study.name}: {len(results['runs'])}/{len(runs)} runs in the report; {out}")
+    echo(f"study {study.name}: {len(results['runs'])}/{len(planned)} runs in the report; {out}")
     return results

@@ -25,7 +25,7 @@ from cluster.config import ConfigError, RunConfig, Section, apply_overrides, for
 from cluster.paths import resolve_output, resolve_run_paths
 from teachers.config import OBJECTIVE_NAMES, Objective
 
-__all__ = ["StudyConfig", "TeacherRecipe", "Variant", "Claim", "VariantRun", "load_study", "variant_runs",
+__all__ = ["StudyConfig", "TeacherRecipe", "Variant", "Claim", "Screen", "VariantRun", "load_study", "variant_runs",
            "teacher_config"]
 
 _NAME = r"^[A-Za-z0-9_.-]+$"
@@ -70,6 +70,19 @@ class QuickSettings(Section):
     set: list[str] = Field(default_factory=list)
 
 
+class Screen(Section):
+    """Screen, then finalists: every variant runs at ``seeds`` first; then only the finalists run at the
+    study's other seeds. The finalists are the ``keep`` best variant/objective rows of the screen (the lowest
+    mean, over ``steps``, of the primary metric over the teacher's best: FID or sliced W2 / the best teacher
+    row of the same seed) and every row of the variants in ``always`` (the default and the baseline, say).
+    ``--quick`` runs every variant at the quick seeds and screens nothing."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    keep: int = Field(2, ge=0)
+    steps: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+    always: list[str] = Field(default_factory=list)
+
+
 class StudyConfig(Section):
     name: str = Field(pattern=_NAME)
     base: str = Field(description="the run configuration every variant starts from")
@@ -80,6 +93,8 @@ class StudyConfig(Section):
     variants: list[Variant] = Field(min_length=1)
     claims: list[Claim] = Field(default_factory=list)
     quick: QuickSettings = QuickSettings()
+    screen: Screen | None = Field(None, description="screen every variant at a few seeds, then run only the "
+                                  "finalists at the others (None: every variant at every seed)")
     notes: list[str] = Field(default_factory=list, description="decisions taken because of the study, in plain "
                              "words; the report prints them under its conclusion (no numbers: those are generated)")
 
@@ -92,6 +107,13 @@ class StudyConfig(Section):
             unknown = [t for t in v.teachers if t not in self.teachers]
             if unknown:
                 raise ValueError(f"variant {v.name!r}: unknown teachers {unknown}; known: {sorted(self.teachers)}")
+        if self.screen is not None:
+            extra = [s for s in self.screen.seeds if s not in self.seeds]
+            if extra:
+                raise ValueError(f"screen.seeds {extra} are not among the study's seeds {self.seeds}")
+            unknown = [n for n in self.screen.always if n not in names]
+            if unknown:
+                raise ValueError(f"screen.always: unknown variants {unknown}; variants: {names}")
         for claim in self.claims:
             for entry in claim.better + claim.than:
                 name, _, objective = entry.partition("/")
@@ -110,6 +132,11 @@ class VariantRun:
     @property
     def key(self) -> str:
         return f"{self.variant.name}-{self.objective}-s{self.seed}"
+
+    @property
+    def row(self) -> str:
+        """The report's row this run belongs to (``variant/objective``)."""
+        return f"{self.variant.name}/{self.objective}"
 
 
 def _base_raw(study: StudyConfig, source: Path) -> dict:
@@ -164,17 +191,34 @@ def variant_runs(study: StudyConfig, base: dict, quick: bool) -> list[VariantRun
     return runs
 
 
+def _read_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A study file's mapping; with ``extends: OTHER`` (a path beside it or from the current directory),
+    OTHER's mapping with this file's top-level keys in place of its own (the same variants at another
+    budget, say)."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"study file {path} is not valid YAML: {err}") from None
+    parent = raw.pop("extends", None) if isinstance(raw, dict) else None
+    if parent is None:
+        return raw
+    other = Path(parent) if Path(parent).is_file() else path.parent / parent
+    if not other.is_file():
+        raise ConfigError(f"study {path}: extends {parent}, which does not exist")
+    if other.resolve() in seen:
+        raise ConfigError(f"study {path}: extends {parent}, which extends it back")
+    return {**_read_raw(other, seen + (path.resolve(),)), **raw}
+
+
 def load_study(path: str | Path, quick: bool = False) -> tuple[StudyConfig, dict, list[VariantRun]]:
     """Read and validate a study, its base configuration and every run and teacher configuration it makes."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"study file {path} does not exist")
     try:
-        study = StudyConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+        study = StudyConfig.model_validate(_read_raw(path))
     except ValidationError as err:
         raise ConfigError(format_errors(err, f"study {path}", StudyConfig)) from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"study file {path} is not valid YAML: {err}") from None
     study = study.model_copy(update={"run_dir": str(resolve_output(study.run_dir))})
     base = _base_raw(study, path)
     for key in study.teachers:

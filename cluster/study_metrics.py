@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
-__all__ = ["METRICS", "METRIC_NAMES"]
+__all__ = ["METRICS", "METRIC_NAMES", "to_teacher_best"]
 
 METRICS = {"image": ("fid", "kid"), "vector": ("sliced_w2", "energy")}
-METRIC_NAMES = {"fid": "FID", "kid": "KID", "sliced_w2": "sliced W2", "energy": "energy distance (an MMD)"}
+METRIC_NAMES = {"fid": "FID", "kid": "KID", "sliced_w2": "sliced W2", "energy": "energy distance (an MMD)",
+                "fid_to_teacher_best": "FID / teacher's best", "sliced_w2_to_teacher_best": "sliced W2 / teacher's best"}
+
+
+def to_teacher_best(metric: str) -> str:
+    """The name of ``metric`` over the teacher's best row of the same seed (the run report's name for it too)."""
+    return f"{metric}_to_teacher_best"

@@ -16,10 +16,10 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cluster.study_metrics import METRIC_NAMES, METRICS
+from cluster.study_metrics import METRIC_NAMES, METRICS, to_teacher_best
 from cluster.study_plots import plot_quality, plot_samples
 
-__all__ = ["interval", "aggregate", "claim_verdicts", "write_report", "METRICS"]
+__all__ = ["interval", "aggregate", "claim_verdicts", "finalists", "teacher_bests", "write_report", "METRICS"]
 
 
 def interval(values: list[float]) -> tuple[float, float | None]:
@@ -38,8 +38,32 @@ def _value(row: dict, metric: str) -> float:
     return float("inf") if "non_finite" in row else row[metric]
 
 
+def teacher_bests(results: dict) -> dict[tuple[str, int], float]:
+    """``{(teacher recipe, seed): its best primary-metric value}`` over every row it was evaluated with (Euler
+    at ``eval.steps``, adaptive, and the reference solver when the study's teachers have that row)."""
+    metric = METRICS[results["metric_kind"]][0]
+    return {(t["key"], t["seed"]): min(_value(r, metric) for r in t["rows"] + t.get("reference_rows", []))
+            for t in results["teachers"]}
+
+
+def _ratio_cells(results: dict, runs: list[dict], bests: dict) -> dict:
+    """``{(steps, METRIC_to_teacher_best): (mean, half)}``: each run's primary metric over the best row of its
+    own teachers at its own seed (what the run report calls ``fid_to_teacher_best``), when every run has one."""
+    metric = METRICS[results["metric_kind"]][0]
+    best = [min((bests[(k, r["seed"])] for k in r.get("teachers", []) if (k, r["seed"]) in bests), default=None)
+            for r in runs]
+    if not all(b is not None and math.isfinite(b) and b > 0 for b in best):
+        return {}
+    return {(row["steps"], to_teacher_best(metric)):
+            interval([_value(_row(r, row["steps"]), metric) / b for r, b in zip(runs, best)])
+            for row in runs[0]["rows"]}
+
+
 def aggregate(results: dict) -> dict[str, dict]:
-    """``{"variant/objective": {"runs", "seeds", "cells": {(steps, metric): (mean, half)}, ...}}``."""
+    """``{"variant/objective": {"runs", "seeds", "cells": {(steps, metric): (mean, half)}, ...}}``; the cells
+    include ``METRIC_to_teacher_best`` (the primary metric over the teacher's best) where the teachers' rows are
+    in the results."""
+    bests = teacher_bests(results)
     out: dict[str, dict] = {}
     for r in results["runs"]:
         entry = out.setdefault(f"{r['variant']}/{r['objective']}", {"runs": [], "variant": r["variant"],
@@ -50,6 +74,7 @@ def aggregate(results: dict) -> dict[str, dict]:
         entry["seeds"] = sorted(r["seed"] for r in runs)
         entry["cells"] = {(row["steps"], m): interval([_value(_row(r, row["steps"]), m) for r in runs])
                           for row in runs[0]["rows"] for m in METRICS[results["metric_kind"]]}
+        entry["cells"].update(_ratio_cells(results, runs, bests))
         entry["wall"] = interval([r["wall_seconds"] for r in runs])
         entry["nfe_per_record"] = runs[0]["nfe_per_record"]
     return out
@@ -60,14 +85,23 @@ def _row(run: dict, steps) -> dict:
 
 
 def _teacher_cells(results: dict) -> dict[str, dict]:
-    """Per teacher recipe: ``{(steps, metric): (mean, half)}`` over seeds, Euler rows and the adaptive one."""
+    """Per teacher recipe: ``{(steps, metric): (mean, half)}`` over seeds, Euler rows and the adaptive one;
+    ``reference`` (``{metric: (mean, half)}``, the reference solver's row, when every seed has it) and ``best``
+    (``{metric: (mean, half)}``: each seed's best row over all of them)."""
     out: dict[str, dict] = {}
     for t in results["teachers"]:
         out.setdefault(t["key"], {"label": t["label"], "evals": []})["evals"].append(t)
     for entry in out.values():
         ev = entry["evals"]
+        metrics = METRICS[results["metric_kind"]]
         entry["cells"] = {(row["steps"], m): interval([_value(_row(e, row["steps"]), m) for e in ev])
-                          for row in ev[0]["rows"] for m in METRICS[results["metric_kind"]]}
+                          for row in ev[0]["rows"] for m in metrics}
+        refs = [e.get("reference_rows") or [] for e in ev]
+        entry["reference"] = ({m: interval([_value(r[0], m) for r in refs]) for m in metrics}
+                              if all(refs) else None)
+        entry["reference_label"] = f"{refs[0][0]['label']} x {refs[0][0]['steps']}" if all(refs) else None
+        entry["best"] = {m: interval([min(_value(r, m) for r in e["rows"] + (e.get("reference_rows") or []))
+                                      for e in ev]) for m in metrics}
         entry["nfe_adaptive"] = interval([_row(e, None)["nfe"] for e in ev])[0]
         entry["train"] = interval([e["train_seconds"] for e in ev])
     return out
@@ -126,6 +160,8 @@ def _fmt(cell: tuple[float, float | None] | None) -> str:
     if not math.isfinite(mean):
         return "diverged"
     text = f"{mean:.4g}"
+    if half is not None and half <= 1e-9 * abs(mean):  # equal values: float noise, not a spread
+        half = 0.0
     return text if half is None else f"{text} ± {half:.2g}"
 
 
@@ -152,12 +188,15 @@ def _student_table(results: dict, agg: dict, metric: str) -> list[str]:
 
 def _teacher_table(results: dict, teachers: dict, metric: str) -> list[str]:
     steps = sorted({s for t in teachers.values() for (s, m) in t["cells"] if s is not None and m == metric})
-    head = [f"teacher: {METRIC_NAMES[metric]}"] + [f"Euler {s}" for s in steps] + ["adaptive (mean NFE)",
-                                                                                 "training s"]
+    ref = next((t["reference_label"] for t in teachers.values() if t["reference_label"]), None)
+    head = ([f"teacher: {METRIC_NAMES[metric]}"] + [f"Euler {s}" for s in steps] + ["adaptive (mean NFE)"]
+            + ([ref] if ref else []) + ["best row", "training s"])
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for t in teachers.values():
         cells = [t["label"]] + [_fmt(t["cells"].get((s, metric))) for s in steps]
-        cells += [f"{_fmt(t['cells'].get((None, metric)))} ({t['nfe_adaptive']:.0f})", _fmt(t["train"])]
+        cells += [f"{_fmt(t['cells'].get((None, metric)))} ({t['nfe_adaptive']:.0f})"]
+        cells += ([_fmt(t["reference"][metric]) if t["reference"] else "-"] if ref else [])
+        cells += [_fmt(t["best"][metric]), _fmt(t["train"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -172,26 +211,62 @@ def _best(agg: dict, steps: int, metric: str) -> str | None:
     return min(keys, key=lambda k: agg[k]["cells"][(steps, metric)][0]) if keys else None
 
 
+def finalists(results: dict, screen: dict) -> tuple[list[str], list[tuple[str, float]]]:
+    """A screen's finalists (``variant/objective`` rows) and its ranking: every row scored on the screen's
+    seeds by the mean, over ``screen["steps"]``, of its primary metric over its teacher's best (the plain
+    metric when a row lacks that), lowest first; the ``keep`` best, then every row of ``always``."""
+    seeds = set(screen["seeds"])
+    agg = aggregate({**results, "runs": [r for r in results["runs"] if r["seed"] in seeds]})
+    metric = METRICS[results["metric_kind"]][0]
+    ratio = to_teacher_best(metric)
+    use = ratio if all((s, ratio) in e["cells"] for e in agg.values() for s in screen["steps"]) else metric
+    ranking = sorted(((k, sum(e["cells"][(s, use)][0] for s in screen["steps"]) / len(screen["steps"]))
+                      for k, e in agg.items()), key=lambda kv: kv[1])
+    chosen = [k for k, _ in ranking[:screen["keep"]]] + [k for k in agg if agg[k]["variant"] in screen["always"]]
+    return list(dict.fromkeys(chosen)), ranking
+
+
+def _screen_lines(results: dict) -> list[str]:
+    sc = results.get("screen")
+    if not sc:
+        return []
+    seeds = ", ".join(map(str, sc["seeds"]))
+    how = (f"the {sc['keep']} best by the primary metric over the teacher's best, mean over steps "
+           f"{', '.join(map(str, sc['steps']))}" + (f", and every row of {', '.join(sc['always'])}" if sc["always"] else ""))
+    if sc.get("finalists") is None:
+        return [f"- **Screen:** every variant runs at seed {seeds} first; the finalists ({how}) are chosen when "
+                "the screen is finished, and it is not yet."]
+    ranking = "; ".join(f"{k} {v:.3g}" for k, v in sc["ranking"])
+    return [f"- **Screen:** every variant ran at seed {seeds}; the finalists ({how}) ran at every seed: "
+            f"{', '.join(sc['finalists'])}. Screen ranking: {ranking}."]
+
+
 def _conclusion(results: dict, agg: dict, teachers: dict, verdicts: list[dict]) -> list[str]:
     """The findings in words, each sentence built from the numbers above it."""
     metric = METRICS[results["metric_kind"]][0]
-    name = METRIC_NAMES[metric]
+    name, ratio = METRIC_NAMES[metric], to_teacher_best(metric)
     floor = _floor(results).get(metric)
-    lines = []
+    lines = _screen_lines(results)
     for steps in sorted({s for e in agg.values() for (s, m) in e["cells"] if m == metric}):
         best = _best(agg, steps, metric)
         teacher = {k: t["cells"].get((steps, metric)) for k, t in teachers.items()}
         t_text = "; ".join(f"{teachers[k]['label']} with {steps} Euler step{'s' * (steps > 1)}: {_fmt(c)}"
                            for k, c in teacher.items() if c is not None)
+        closest = _best(agg, steps, ratio)
+        r_text = "" if closest is None else (
+            f" Closest to its own teacher: {_label(results, closest)} at "
+            f"{_fmt(agg[closest]['cells'][(steps, ratio)])} x its teacher's best {name}.")
         lines.append(f"- **{steps} step{'s' * (steps > 1)}:** the best student is {_label(results, best)} "
-                     f"({name} {_fmt(agg[best]['cells'][(steps, metric)])}). {t_text}.")
-    best_teacher = min(((t["cells"][(s, m)][0], k, s) for k, t in teachers.items() for (s, m) in t["cells"]
-                        if m == metric), default=None, key=lambda x: x[0])
+                     f"({name} {_fmt(agg[best]['cells'][(steps, metric)])}).{r_text}" + (f" {t_text}." if t_text else ""))
+    rows = [(t["cells"][(s, m)], k, "the adaptive solver" if s is None else f"{s} Euler steps")
+            for k, t in teachers.items() for (s, m) in t["cells"] if m == metric]
+    rows += [(t["reference"][metric], k, f"the reference solver ({t['reference_label']})")
+             for k, t in teachers.items() if t["reference"]]
+    best_teacher = min(rows, default=None, key=lambda x: x[0][0])
     if best_teacher is not None:
-        _, k, s = best_teacher
-        lines.append(f"- The best teacher row is {teachers[k]['label']} with "
-                     f"{'the adaptive solver' if s is None else f'{s} Euler steps'} ({name} "
-                     f"{_fmt(teachers[k]['cells'][(s, metric)])}); the real-vs-real floor is {_fmt(floor)}.")
+        cell, k, how = best_teacher
+        lines.append(f"- The best teacher row is {teachers[k]['label']} with {how} ({name} {_fmt(cell)}); the "
+                     f"real-vs-real floor is {_fmt(floor)}.")
     for v in verdicts:
         head = f"- {v['claim']} ({v['steps']} step{'s' * (v['steps'] > 1)}): **{v['verdict']}**"
         if v["verdict"] == "not run":
@@ -246,6 +321,11 @@ def _section(results: dict, figures: dict[str, str]) -> list[str]:
     metrics = METRICS[results["metric_kind"]]
     st, n_planned = results["settings"], len(results["planned_runs"])
     floor = _floor(results)
+    ratio = to_teacher_best(metrics[0])
+    ratio_table = ([f"Each run's {METRIC_NAMES[metrics[0]]} over the best row of its own teachers at its seed "
+                    "(Euler, adaptive and the reference solver), then the mean over seeds:", "",
+                    *_student_table(results, agg, ratio), ""]
+                   if any(m == ratio for e in agg.values() for (_, m) in e["cells"]) else [])
     seconds = (sum(r["wall_seconds"] for r in results["runs"])
                + sum(t["train_seconds"] + t["eval_seconds"] for t in results["teachers"]))
     lines = [f"## {results['study']}{' (quick, reduced)' if results['quick'] else ''}: {results['data']}", "",
@@ -256,7 +336,8 @@ def _section(results: dict, figures: dict[str, str]) -> list[str]:
              f"{st['student_batch_size']} records on each of {st['student_workers']} DeepSpeed ranks, "
              f"{st['eval_samples']} evaluation samples. Intervals: 95%, Student t over seeds.", "",
              "### Conclusion", "", *_conclusion(results, agg, teachers, verdicts), "",
-             "### Students", "", *_student_table(results, agg, metrics[0]), "", *_student_table(results, agg, metrics[1]),
+             "### Students", "", *ratio_table, *_student_table(results, agg, metrics[0]), "",
+             *_student_table(results, agg, metrics[1]),
              "", "### Teachers", "", *_teacher_table(results, teachers, metrics[0]), "",
              *_teacher_table(results, teachers, metrics[1]), "",
              "Real-vs-real floor: " + ", ".join(f"{METRIC_NAMES[m]} {_fmt(c)}" for m, c in floor.items()) + ".",

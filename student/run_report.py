@@ -17,7 +17,7 @@ from teachers.models import load_velocity, teacher_sampler
 from teachers.plots import save_loss_curve, save_sample_figure
 from teachers.train_teacher import load_run_data
 
-__all__ = ["evaluate_run", "quality_table", "teacher_best"]
+__all__ = ["evaluate_run", "quality_table", "teacher_best", "reference_solver"]
 
 
 def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePlan | None = None) -> dict:
@@ -43,7 +43,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
         echo(f"evaluating {label} ({path}) at steps {steps}")
         teachers[path] = evaluate_sampler(samplers[path], data, steps, settings, label=label)
         straight[path] = round(straightness(model, noise_for_eval(256, data.data_shape, cfg.seed).to(device)), 6)
-        reference = _reference(cfg)
+        reference = reference_solver(cfg)
         if reference is not None:
             ref_solver, ref_steps = reference
             echo(f"evaluating teacher{i}/{ref_solver} (reference) at steps {ref_steps}")
@@ -75,7 +75,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
             "teacher_best": best, "teacher_straightness": straight, "student": table["rows"], "used": {"device": device.type, "precision": precision}}
 
 
-def _reference(cfg) -> tuple[str, list[int | None]] | None:
+def reference_solver(cfg) -> tuple[str, list[int | None]] | None:
     """The reference solver and its steps, unless ``eval.solver`` at ``eval.steps`` already covers it."""
     solver = cfg.eval.reference_solver
     if solver is None:

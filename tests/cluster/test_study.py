@@ -57,7 +57,9 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
         for objective in v.objectives:
             rows = [line for line in md.splitlines() if line.startswith(f"| {v.name} | `{objective}` |")
                     or line.startswith(f"| **{v.name}** (default) | `{objective}` |")]
-            assert len(rows) == 2, (v.name, objective)  # the sliced-W2 table and the energy table
+            assert len(rows) == 3, (v.name, objective)  # sliced W2 over the teacher's best, sliced W2, energy
+    assert all(t["reference_rows"][0]["label"] == "rk4" for t in results["teachers"])
+    assert "sliced W2 / teacher's best, 1 step" in md and "Closest to its own teacher" in md
     for t in study.teachers.values():
         assert sum(line.startswith(f"| {t.label} |") for line in md.splitlines()) == 2
     for claim in study.claims:  # one verdict line per step count (the paper's also recur in the summary line)

@@ -1,6 +1,7 @@
 """Study files: the shipped ones validate (every run and teacher configuration they make); each kind of mistake
 is an error that names the variant or key before any work."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from cluster.study_config import load_study
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["study_toy2d.yaml", "study_digits.yaml"])
+@pytest.mark.parametrize("name", ["study_toy2d.yaml", "study_digits.yaml", "study_digits_cpu.yaml",
+                                  "study_digits_gpu.yaml"])
 @pytest.mark.parametrize("quick", [False, True])
 def test_shipped_studies_validate(name, quick):
     study, _, runs = load_study(CONFIGS / name, quick)
@@ -83,3 +85,68 @@ def test_default_row_is_the_base_method_with_its_teacher_rounds(method, expected
             "student": {**base["student"], "objective": "flow_map"},
             "teachers": [{**base["teachers"][0], "checkpoints": method["checkpoints"]}]}
     assert _default_rows(study, base, runs, False)[0] == expected
+
+
+def test_the_cpu_study_is_the_default_job_and_the_gpu_study_extends_it():
+    cpu, base, cpu_runs = load_study(CONFIGS / "study_digits_cpu.yaml")
+    gpu, _, gpu_runs = load_study(CONFIGS / "study_digits_gpu.yaml")
+    default = next(r.cfg for r in cpu_runs if r.variant.name == "trajectory")
+    assert default.student.steps == base["student"]["steps"] and default.guides.rule == "trajectory"
+    assert (gpu.variants, gpu.screen, gpu.claims) == (cpu.variants, cpu.screen, cpu.claims)
+    assert gpu.name == "digits-gpu" and [r.key for r in gpu_runs] == [r.key for r in cpu_runs]
+    assert gpu_runs[0].cfg.student.batch_size == 256 and gpu_runs[0].cfg.teacher.network.channels == 64
+    assert cpu.screen.seeds == [0] and set(cpu.screen.always) <= {v.name for v in cpu.variants}
+
+
+def test_extends_names_a_missing_or_circular_parent(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
+    with pytest.raises(ConfigError, match="extends b.yaml, which does not exist"):
+        load_study(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
+    with pytest.raises(ConfigError, match="which extends it back"):
+        load_study(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize(("screen", "message"), [
+    ({"seeds": [7]}, r"screen.seeds \[7\] are not among the study's seeds \[0, 1, 2\]"),
+    ({"always": ["nope"]}, r"screen.always: unknown variants \['nope'\]"),
+    ({"keep": -1}, r"screen.keep"),
+])
+def test_a_bad_screen_is_named(tmp_path, screen, message):
+    with pytest.raises(ConfigError, match=message):
+        load_study(_study(tmp_path, screen=screen))
+
+
+def test_a_screened_study_plans_its_finalists_only_when_the_screen_is_finished(tmp_path):
+    from cluster.study import RESULT_FILE, TEACHER_EVAL_FILE, plan_runs
+    from cluster.study_config import teacher_path
+
+    variants = [{"name": n, "label": n, "teachers": ["rf1"], "objectives": ["flow_map"]} for n in ("a", "b", "c")]
+    path = _study(tmp_path, variants=variants, claims=[], seeds=[0, 1, 2], run_dir=str(tmp_path / "runs"),
+                  screen={"seeds": [0], "keep": 1, "steps": [1], "always": ["c"]})
+    study, base, runs = load_study(path)
+    planned, screen = plan_runs(study, base, runs, False, str(path))
+    assert [r.key for r in planned] == ["a-flow_map-s0", "b-flow_map-s0", "c-flow_map-s0"]
+    assert screen["finalists"] is None
+    assert plan_runs(study, base, runs, True, str(path)) == (runs, None)  # --quick screens nothing
+
+    row = lambda label, steps, w: {"label": label, "steps": steps, "nfe": steps or 90, "sliced_w2": w,  # noqa: E731
+                                   "energy": w}
+    teacher = teacher_path(study, "rf1", 0, False)
+    teacher.mkdir(parents=True)
+    (teacher / TEACHER_EVAL_FILE).write_text(json.dumps(
+        {"key": "rf1", "seed": 0, "rows": [row("euler", 1, 2.0), row("adaptive", None, 0.5)],
+         "reference_rows": [], "floor": {"sliced_w2": 0.01, "energy": 0.01}}))
+    for r, w in zip(planned, (0.9, 0.7, 1.5)):  # b is the screen's best; c is always kept
+        r.cfg.run_path.mkdir(parents=True)
+        (r.cfg.run_path / RESULT_FILE).write_text(json.dumps(
+            {"key": r.key, "variant": r.variant.name, "objective": r.objective, "seed": r.seed, "teachers": ["rf1"],
+             "rows": [row("s", 1, w)], "nfe_per_record": 32, "wall_seconds": 1.0}))
+        if r.variant.name == "b":
+            assert plan_runs(study, base, runs, False, str(path))[1]["finalists"] is None  # not all finished yet
+    planned, screen = plan_runs(study, base, runs, False, str(path))
+    assert screen["finalists"] == ["b/flow_map", "c/flow_map"]
+    assert [k for k, _ in screen["ranking"]] == ["b/flow_map", "a/flow_map", "c/flow_map"]
+    assert screen["ranking"][0][1] == pytest.approx(0.7 / 0.5)
+    assert [r.key for r in planned] == ["a-flow_map-s0", "b-flow_map-s0", "c-flow_map-s0", "b-flow_map-s1",
+                                        "c-flow_map-s1", "b-flow_map-s2", "c-flow_map-s2"]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cluster.study_report import _default_line, aggregate, claim_verdicts, interval, write_report
+from cluster.study_report import _default_line, aggregate, claim_verdicts, finalists, interval, write_report
 
 
 def test_interval_is_the_student_t_interval():
@@ -99,3 +99,64 @@ def test_default_line_compares_rows_with_teachers_like_the_defaults_and_names_th
     results["default_peers"] = []  # older result files: every row is a peer
     assert "the best 1-step student from teachers like the shipped default's is variant c" in _default_line(
         results, aggregate(results), "sliced_w2")
+
+
+def _teacher(key, seed, euler, adaptive, reference):
+    row = lambda label, steps, w: {"label": label, "steps": steps, "nfe": steps or 90, "sliced_w2": w,  # noqa: E731
+                                   "energy": w / 10}
+    return {"key": key, "seed": seed, "label": f"teacher {key}", "rows": [row("euler", 4, euler),
+            row("adaptive", None, adaptive)], "reference_rows": [row("rk4", 32, reference)],
+            "floor": {"sliced_w2": 0.05, "energy": 0.001}, "train_seconds": 5.0, "eval_seconds": 1.0,
+            "samples_files": {"euler": "/nonexistent", "adaptive": "/nonexistent"}}
+
+
+def _with_teachers(runs, teachers, **changes):
+    for r in runs:
+        r["teachers"] = ["t"]
+    return {**_results(runs, []), "teachers": teachers, **changes}
+
+
+def test_students_are_measured_against_their_own_teachers_best_row_per_seed():
+    # the teacher's best is the reference row on seed 0 (0.5) and the adaptive row on seed 1 (0.25)
+    teachers = [_teacher("t", 0, 1.0, 0.8, 0.5), _teacher("t", 1, 1.0, 0.25, 0.4)]
+    runs = [_run("a", "flow_map", 0, 0.75, 0.6), _run("a", "flow_map", 1, 0.5, 0.3)]
+    agg = aggregate(_with_teachers(runs, teachers))
+    mean, half = agg["a/flow_map"]["cells"][(1, "sliced_w2_to_teacher_best")]
+    assert (mean, half) == pytest.approx(interval([0.75 / 0.5, 0.5 / 0.25]))
+    assert agg["a/flow_map"]["cells"][(2, "sliced_w2_to_teacher_best")][0] == pytest.approx((1.2 + 1.2) / 2)
+    del runs[1]["teachers"]  # a run without its teachers: no ratio for the row rather than a wrong one
+    assert (1, "sliced_w2_to_teacher_best") not in aggregate(_with_teachers(runs[:1], teachers) | {
+        "runs": runs})["a/flow_map"]["cells"]
+
+
+def test_the_screen_keeps_the_best_rows_by_their_teachers_best_and_the_named_ones():
+    # on seed 0 b is best by the ratio, a second, c last; c is kept because the screen always keeps it; seed 1
+    # rows (a finalist's later seed) do not change the ranking
+    teachers = [_teacher("t", 0, 1.0, 1.0, 0.5), _teacher("t", 1, 1.0, 1.0, 0.5)]
+    runs = [_run("a", "flow_map", 0, 0.6, 0.7), _run("b", "flow_map", 0, 0.55, 0.6), _run("c", "velocity", 0, 2.0, 3.0),
+            _run("a", "flow_map", 1, 9.0, 9.0)]
+    results = _with_teachers(runs, teachers)
+    chosen, ranking = finalists(results, {"seeds": [0], "keep": 1, "steps": [1, 2], "always": ["c"]})
+    assert chosen == ["b/flow_map", "c/velocity"]
+    assert [k for k, _ in ranking] == ["b/flow_map", "a/flow_map", "c/velocity"]
+    assert ranking[0][1] == pytest.approx((0.55 + 0.6) / 2 / 0.5)
+    chosen, _ = finalists(results, {"seeds": [0], "keep": 2, "steps": [1], "always": []})
+    assert chosen == ["b/flow_map", "a/flow_map"]
+
+
+def test_results_md_shows_the_ratio_the_teachers_best_row_and_the_screen(tmp_path):
+    teachers = [_teacher("t", s, 1.0, 0.8, 0.5) for s in range(3)]
+    runs = [_run(v, "flow_map", s, w + 0.01 * s) for v, w in (("a", 0.6), ("b", 0.9)) for s in range(3)]
+    screen = {"seeds": [0], "keep": 1, "steps": [1], "always": [], "finalists": ["a/flow_map"],
+              "ranking": [["a/flow_map", 1.2], ["b/flow_map", 1.8]]}
+    text = write_report(_with_teachers(runs, teachers, screen=screen), tmp_path).read_text()
+    mean, half = interval([(0.6 + 0.01 * s) / 0.5 for s in range(3)])
+    assert f"| **a** (default) | `flow_map` | 130 | {mean:.4g} ± {half:.2g} | 3 |" in text  # the ratio table
+    assert "| teacher: sliced W2 | Euler 4 | adaptive (mean NFE) | rk4 x 32 | best row | training s |" in text
+    assert "| teacher t | 1 ± 0 | 0.8 ± 0 (90) | 0.5 ± 0 | 0.5 ± 0 | 5 ± 0 |" in text
+    assert "The best teacher row is teacher t with the reference solver (rk4 x 32)" in text
+    assert f"Closest to its own teacher: variant a, `flow_map` at {mean:.4g} ± {half:.2g} x its teacher's best" in text
+    assert ". ." not in text
+    assert ("- **Screen:** every variant ran at seed 0; the finalists (the 1 best by the primary metric over the "
+            "teacher's best, mean over steps 1)") in text
+    assert "ran at every seed: a/flow_map. Screen ranking: a/flow_map 1.2; b/flow_map 1.8." in text

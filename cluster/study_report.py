@@ -232,7 +232,8 @@ def _screen_lines(results: dict) -> list[str]:
         return []
     seeds = ", ".join(map(str, sc["seeds"]))
     how = (f"the {sc['keep']} best by the primary metric over the teacher's best, mean over steps "
-           f"{', '.join(map(str, sc['steps']))}" + (f", and every row of {', '.join(sc['always'])}" if sc["always"] else ""))
+           f"{', '.join(map(str, sc['steps']))}"
+           + (f", and every row of {', '.join(sc['always'])}" if sc["always"] else ""))
     if sc.get("finalists") is None:
         return [f"- **Screen:** every variant runs at seed {seeds} first; the finalists ({how}) are chosen when "
                 "the screen is finished, and it is not yet."]
@@ -257,7 +258,8 @@ def _conclusion(results: dict, agg: dict, teachers: dict, verdicts: list[dict]) 
             f" Closest to its own teacher: {_label(results, closest)} at "
             f"{_fmt(agg[closest]['cells'][(steps, ratio)])} x its teacher's best {name}.")
         lines.append(f"- **{steps} step{'s' * (steps > 1)}:** the best student is {_label(results, best)} "
-                     f"({name} {_fmt(agg[best]['cells'][(steps, metric)])}).{r_text}" + (f" {t_text}." if t_text else ""))
+                     f"({name} {_fmt(agg[best]['cells'][(steps, metric)])}).{r_text}"
+                     + (f" {t_text}." if t_text else ""))
     rows = [(t["cells"][(s, m)], k, "the adaptive solver" if s is None else f"{s} Euler steps")
             for k, t in teachers.items() for (s, m) in t["cells"] if m == metric]
     rows += [(t["reference"][metric], k, f"the reference solver ({t['reference_label']})")

@@ -212,21 +212,21 @@ def run_study(path: str | Path, quick: bool = False, out_dir: str | Path | None 
 
     study, base, runs = load_study(path, quick)
     out = Path(out_dir) if out_dir is not None else (work_dir(study, quick) / "report" if quick else Path("docs"))
-    seeds = sorted({r.seed for r in runs})
     if not report_only:
         planned, screen = plan_runs(study, base, runs, quick, str(path))
         todo = [r for r in planned if not (r.cfg.run_path / RESULT_FILE).is_file()]
         echo(f"study {study.name}{' (quick)' if quick else ''}: {len(planned)} runs"
              f"{' (the screen; finalists after it)' if screen and screen['finalists'] is None else ''}, "
              f"{len(planned) - len(todo)} done, {len(todo)} to run; work in {work_dir(study, quick)}")
-        started = _ray_up(runs)
+        started = _ray_up(runs) if todo else False
         try:
-            jobs = _teacher_jobs(study, base, seeds, quick)
-            if jobs:
-                echo(f"training {len(jobs)} teacher(s)")
-                train_teachers(jobs, echo)
-            _evaluate_teachers(study, base, seeds, quick, echo)
-            while todo:  # twice with a screen: its runs, then its finalists'
+            while todo:  # twice with a screen: its runs, then its finalists' (and their seeds' teachers)
+                seeds = sorted({r.seed for r in planned})
+                jobs = _teacher_jobs(study, base, seeds, quick)
+                if jobs:
+                    echo(f"training {len(jobs)} teacher(s)")
+                    train_teachers(jobs, echo)
+                _evaluate_teachers(study, base, seeds, quick, echo)
                 bar = tqdm(todo, desc=f"study {study.name}", unit="run", disable=not show_bar)
                 for i, vr in enumerate(bar, 1):
                     result = _run_variant(vr, lambda *_: None, False)

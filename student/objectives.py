@@ -40,6 +40,19 @@ paths. Times are ``(B,)`` in ``[0, 1]``.
   ``s > 0``, one Euler step of the marginal field (crossing chords average),
   so two steps are not the teacher's map; the term asks for the marginal
   field's flow map, which carries the marginal from ``s`` to ``t``.
+- ``flow_map_tri``: ``flow_map`` plus ``consistency_weight`` times the notes'
+  three-point (semigroup) consistency ``Phi(x, s, t) = Phi(Phi(x, s, u), u, t)``
+  at a random interior ``u = s + r (t - s)``, ``r ~ U(0, 1)``: ``f(x, s, t)`` is
+  pulled toward ``r f(x, s, u) + (1 - r) f(Phi(x, s, u), u, t)``, without
+  gradient (``flow_map_shortcut`` is its midpoint case). Cost: two more forward
+  passes (no backward) per step.
+- ``flow_map_forward``: ``flow_map`` plus ``consistency_weight`` times the
+  notes' forward loss in its solver form: the map to ``t`` must be the map to
+  ``u = t - h`` (``h = min(consistency_h, t - s)``) followed by one Euler step of
+  the student's own velocity ``f(y, u, u)`` (the diagonal pairs train it on
+  ``B'(u)``), i.e. ``f(x, s, t)`` is pulled toward ``r f(x, s, u) + (1 - r) f(y,
+  u, u)`` with ``y = Phi(x, s, u)`` and ``r = (u - s) / (t - s)``, without
+  gradient. No teacher inside the student; no JVP. Cost: two more forward passes.
 """
 
 from __future__ import annotations
@@ -107,13 +120,14 @@ def _flow_map(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSet
     return flow_map_loss(model, points, s.to(ref.device, ref.dtype), t.to(ref.device, ref.dtype))
 
 
-def _with_consistency(target: Callable[[nn.Module, Sequence[Tensor], Tensor, Tensor, Tensor, ObjectiveSettings],
-                                       Tensor]) -> Loss:
+def _with_consistency(target: Callable[..., Tensor]) -> Loss:
     """The flow-map regression plus ``consistency_weight`` x ``|| f(x, s, t) - target ||^2``, the target
-    (``target(model, points, x, s, t, settings)``) computed without gradient and compared in at least fp32."""
+    (``target(model, points, x, s, t, settings, r)``, ``r`` a ``(B,)`` draw from ``U(0, 1)`` for targets that
+    need one) computed without gradient and compared in at least fp32."""
 
     def loss(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSettings, g: torch.Generator) -> Tensor:
         s, t = sample_flow_map_times(points[0].shape[0], settings, g)
+        r = torch.rand(s.shape[0], generator=g) if settings.consistency_weight else None  # tri's interior point
         ref = points[0]
         s, t = s.to(ref.device, ref.dtype), t.to(ref.device, ref.dtype)
         x = bezier_point(points, s)
@@ -122,7 +136,7 @@ def _with_consistency(target: Callable[[nn.Module, Sequence[Tensor], Tensor, Ten
         if settings.consistency_weight == 0:
             return regression
         with torch.no_grad():
-            goal = target(model, points, x, s, t, settings)
+            goal = target(model, points, x, s, t, settings, r.to(ref.device, ref.dtype))
         wide = torch.promote_types(pred.dtype, torch.float32)
         return regression + settings.consistency_weight * (pred.to(wide) - goal.to(wide)).pow(2).mean()
 
@@ -130,7 +144,7 @@ def _with_consistency(target: Callable[[nn.Module, Sequence[Tensor], Tensor, Ten
 
 
 def _shortcut_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
-                     settings: ObjectiveSettings) -> Tensor:
+                     settings: ObjectiveSettings, r: Tensor) -> Tensor:
     """The average of the two half jumps through the midpoint ``u``."""
     u = (s + t) / 2
     first = model(x, s, u)
@@ -138,7 +152,7 @@ def _shortcut_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: T
 
 
 def _meanflow_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
-                     settings: ObjectiveSettings) -> Tensor:
+                     settings: ObjectiveSettings, r: Tensor) -> Tensor:
     """One small step ``h`` along the path's velocity, then the map: in fp32, never dividing by ``h``."""
     gap = (t - s).float()
     h = torch.clamp(gap, max=settings.consistency_h)  # the small first step, never past t
@@ -146,6 +160,29 @@ def _meanflow_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: T
     later = model((x.float() + _per_row(h, x) * v).to(x.dtype), (s.float() + h).to(s.dtype), t).float()
     first = _per_row(torch.where(gap > 0, h / gap.clamp(min=1e-12), 1.0), v)  # s = t: the velocity itself
     return first * v + (1 - first) * later
+
+
+def _two_jumps(model: nn.Module, x: Tensor, s: Tensor, u: Tensor, t: Tensor, r: Tensor, last: Tensor) -> Tensor:
+    """``r f(x, s, u) + (1 - r) f(Phi(x, s, u), u, last)`` (``r = (u - s) / (t - s)``): the average velocity of
+    the jump to ``u`` and then the jump from ``u`` to ``t`` (``last = t``) or an Euler step (``last = u``)."""
+    first = model(x, s, u)
+    second = model(x + _per_row(u - s, x) * first, u, last)
+    return _per_row(r, x) * first + _per_row(1 - r, x) * second
+
+
+def _tri_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
+                settings: ObjectiveSettings, r: Tensor) -> Tensor:
+    """Through a random interior point ``u = s + r (t - s)``."""
+    return _two_jumps(model, x, s, s + r * (t - s), t, r, t)
+
+
+def _forward_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
+                    settings: ObjectiveSettings, r: Tensor) -> Tensor:
+    """The map to ``u = t - h``, then one Euler step of the student's own velocity ``f(y, u, u)``."""
+    gap = t - s
+    u = t - torch.clamp(gap, max=settings.consistency_h)
+    ratio = torch.where(gap > 0, (u - s) / gap.clamp(min=1e-12), torch.zeros_like(gap))
+    return _two_jumps(model, x, s, u, t, ratio, u)
 
 
 def _per_row(h: Tensor, x: Tensor) -> Tensor:
@@ -200,6 +237,8 @@ OBJECTIVES: Registry[Objective] = Registry("objective", {
     "flow_map": Objective(_flow_map, 2, flow_map_sampler),
     "flow_map_shortcut": Objective(_with_consistency(_shortcut_target), 2, flow_map_sampler),
     "flow_map_meanflow": Objective(_with_consistency(_meanflow_target), 2, flow_map_sampler),
+    "flow_map_tri": Objective(_with_consistency(_tri_target), 2, flow_map_sampler),
+    "flow_map_forward": Objective(_with_consistency(_forward_target), 2, flow_map_sampler),
 })
 
 

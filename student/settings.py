@@ -34,8 +34,8 @@ class ObjectiveSettings:
     ``time_sampling`` names the density of ``t`` (and of ``s, t`` before sorting); ``endpoint_share`` of
     flow-map pairs are ``(0, 1)``, ``diagonal_share`` have ``s = t``, ``grid_share`` are one jump
     ``(k/n, (k+1)/n)`` of an equal grid of ``n`` in ``grid_steps`` steps (what the few-step samplers take);
-    ``consistency_weight`` weighs the shortcut and meanflow objectives' consistency terms, ``consistency_h`` is
-    the meanflow term's small step."""
+    ``consistency_weight`` weighs the consistency terms (shortcut, meanflow, tri, forward), ``consistency_h`` is
+    the meanflow and forward terms' small step."""
 
     objective: str = "flow_map"
     time_sampling: str = "uniform"

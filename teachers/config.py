@@ -43,7 +43,8 @@ PathName = PATHS.literal()
 GuideRule = GUIDE_RULES.literal()
 Coupling = COUPLINGS.literal()
 Convention = CONVENTIONS.literal()
-OBJECTIVE_NAMES: tuple[str, ...] = ("velocity", "flow_map", "flow_map_shortcut", "flow_map_meanflow")
+OBJECTIVE_NAMES: tuple[str, ...] = ("velocity", "flow_map", "flow_map_shortcut", "flow_map_meanflow", "flow_map_tri",
+                                    "flow_map_forward")
 Objective = Literal[OBJECTIVE_NAMES]
 # the allowed values of the run's ``precision``/``student.precision`` and ``device`` settings, declared once
 Precision = Literal[PRECISIONS]
@@ -225,10 +226,10 @@ class StudentConfig(Section):
                               "of the samplers' own equal grids (grid_steps)")
     grid_steps: list[int] = Field(default_factory=lambda: [2, 4], description="flow_map: the grids of grid_share "
                                   "(n steps: a pair (k/n, (k+1)/n))")
-    consistency_weight: float = Field(1.0, ge=0.0, description="flow_map_shortcut / flow_map_meanflow: weight of "
-                                      "the consistency term (student.objectives)")
-    consistency_h: float = Field(0.02, gt=0.0, le=0.5, description="flow_map_meanflow: the small step of its "
-                                 "finite-difference derivative along the flow")
+    consistency_weight: float = Field(1.0, ge=0.0, description="flow_map_shortcut / _meanflow / _tri / "
+                                      "_forward: weight of the consistency term (student.objectives)")
+    consistency_h: float = Field(0.02, gt=0.0, le=0.5, description="flow_map_meanflow / _forward: the small "
+                                 "step of the finite-difference derivative along the flow")
     steps: int = Field(1000, ge=1, le=100_000_000)
     batch_size: int = Field(64, ge=1, le=1_000_000, description="records per rank per step")
     lr: float = Field(5e-4, gt=0.0, le=1.0)

@@ -70,8 +70,8 @@ def test_run_refuses_a_bad_student_config_before_any_work(tmp_path):
     out = run("run", "configs/toy2d.yaml", "--set", "student.objective=score", "--set", "student.zero_stag=1",
               "--set", f"run_dir={tmp_path}")
     assert out.returncode == 2
-    assert ("student.objective: Input should be 'velocity', 'flow_map', 'flow_map_shortcut' or 'flow_map_meanflow'"
-            in out.stderr), out.stderr
+    assert ("student.objective: Input should be 'velocity', 'flow_map', 'flow_map_shortcut', 'flow_map_meanflow', "
+            "'flow_map_tri' or 'flow_map_forward' (got 'score')" in out.stderr), out.stderr
     assert "student.zero_stag: unknown key; allowed keys here:" in out.stderr and "zero_stage" in out.stderr
     assert not any(tmp_path.iterdir())
 

@@ -84,14 +84,15 @@ class _ConstantMap(nn.Module):
         return self.c + self.bend * x * (t - s).view(-1, 1)  # bend != 0: half jumps disagree with one jump
 
 
-def test_shortcut_adds_nothing_for_a_consistent_map_and_penalises_an_inconsistent_one():
+@pytest.mark.parametrize("objective", ["flow_map_shortcut", "flow_map_tri", "flow_map_forward"])
+def test_a_consistency_term_adds_nothing_for_a_consistent_map_and_penalises_an_inconsistent_one(objective):
     pts = [torch.randn(64, 2, dtype=torch.float64) for _ in range(4)]
     for bend, consistent in ((0.0, True), (1.5, False)):
         model = _ConstantMap(torch.randn(2, dtype=torch.float64), bend)
         plain = objective_loss(model, pts, ObjectiveSettings("flow_map"), torch.Generator().manual_seed(3))
-        shortcut = objective_loss(model, pts, ObjectiveSettings("flow_map_shortcut", consistency_weight=2.0),
+        shortcut = objective_loss(model, pts, ObjectiveSettings(objective, consistency_weight=2.0),
                                   torch.Generator().manual_seed(3))
-        unweighted = objective_loss(model, pts, ObjectiveSettings("flow_map_shortcut", consistency_weight=0.0),
+        unweighted = objective_loss(model, pts, ObjectiveSettings(objective, consistency_weight=0.0),
                                     torch.Generator().manual_seed(3))
         assert torch.allclose(unweighted, plain)
         assert torch.allclose(shortcut, plain) if consistent else shortcut > plain + 1e-3, (bend, shortcut, plain)
@@ -229,3 +230,32 @@ def test_meanflow_term_vanishes_on_the_flow_map_of_the_field_and_penalises_anoth
         ratio = torch.where(t > s, h / (t - s).clamp(min=1e-12), torch.ones_like(s))[:, None]
         term = (bent(x, s, t) - (ratio * c + (1 - ratio) * later)).pow(2).mean()
     assert on.item() == pytest.approx(plain.item() + 0.5 * term.item(), rel=1e-5)
+
+
+def test_tri_and_forward_terms_are_the_two_jumps_written_out():
+    """The tri term at its random interior point and the forward term's last Euler step of the student's own
+    velocity, computed by hand from the same draws, are what the objectives add to the regression."""
+    pts = [torch.randn(32, 2, dtype=torch.float64) for _ in range(4)]
+    bent = _ConstantMap(torch.randn(2, dtype=torch.float64), bend=0.8)
+    settings = ObjectiveSettings("flow_map_tri", consistency_weight=0.5, consistency_h=0.1)
+    g = lambda: torch.Generator().manual_seed(9)  # noqa: E731 - the same draws for each
+    plain = objective_loss(bent, pts, ObjectiveSettings("flow_map"), g())
+    gen = g()
+    s, t = sample_flow_map_times(32, settings, gen)
+    r = torch.rand(32, generator=gen).double()
+    s, t = s.double(), t.double()
+    x = bezier_point(pts, s)
+    with torch.no_grad():
+        pred = bent(x, s, t)
+        for objective, u, last, w in (("flow_map_tri", s + r * (t - s), None, r),
+                                      ("flow_map_forward", t - torch.clamp(t - s, max=0.1), "u", None)):
+            if w is None:
+                w = torch.where(t > s, (u - s) / (t - s).clamp(min=1e-12), torch.zeros_like(s))
+            first = bent(x, s, u)
+            second = bent(x + (u - s)[:, None] * first, u, u if last == "u" else t)
+            goal = w[:, None] * first + (1 - w)[:, None] * second
+            term = (pred - goal).pow(2).mean()
+            got = objective_loss(bent, pts, ObjectiveSettings(objective, consistency_weight=0.5, consistency_h=0.1),
+                                 g())
+            assert got.item() == pytest.approx(plain.item() + 0.5 * term.item(), rel=1e-9), objective
+            assert term.item() > 1e-4

@@ -85,7 +85,8 @@ class Screen(Section):
 
 class StudyConfig(Section):
     name: str = Field(pattern=_NAME)
-    base: str = Field(description="the run configuration every variant starts from")
+    base: str = Field(description="the run configuration every variant starts from: a path from the current "
+                      "directory, else beside the study file")
     run_dir: str = "runs"
     seeds: list[int] = Field(min_length=1)
     set: list[str] = Field(default_factory=list)

@@ -32,6 +32,10 @@ def main(path: str) -> None:
     assert rows == {("student", 2), ("production", 2)}, rows  # --quick: the config's own counts
     for row in result["scale"]:
         assert close(row["ratio"], row["pipeline_records_per_s"] / row["plain_records_per_s"]), row
+        if row["what"] == "student":  # the plain loop brackets the pool: its figure is the mean of both runs
+            assert row["plain_before_records_per_s"] > 0 and row["plain_after_records_per_s"] > 0, row
+            assert close(row["plain_records_per_s"],
+                         (row["plain_before_records_per_s"] + row["plain_after_records_per_s"]) / 2), row
     print(f"bench JSON {path}: every figure there; student ratio {result['student_ratio']:.2f}, "
           f"production ratio {result['production_ratio']:.2f} (not asserted)")
 

@@ -14,8 +14,11 @@ Student (records trained on per second = steps/s x global batch, global batch = 
   steps draw from the replay pool, as nearly every step of a real run does.
 
 The plain loop is timed in intervals of ``student.log_every`` steps too, after a few warm-up steps, and
-its median taken: other work on a shared machine hits single intervals (a two-thread loop worst). The
-means over the whole timed span are in the JSON rows as well.
+its median taken: other work on a shared machine hits single intervals (a two-thread loop worst). It runs
+twice, before Ray starts and after Ray has stopped, and its figure is the mean of the two (both are in the
+JSON rows): a shared machine's speed drifts over the minutes between them, and a baseline taken on one
+side of the pool only moved the ratio by up to 30%. The means over the whole timed span are in the JSON
+rows as well.
 
 Production (guide records per second, ``cluster.production_bench``):
 
@@ -185,9 +188,17 @@ def _pipeline(cfg: RunConfig, workers: int, url: str, blocks: list[GuideBatch], 
             "guide_wait_s_rank0": summary["guide_wait_s_rank0"], "wall_s": summary["seconds"]}
 
 
+def _bracket(before: dict, after: dict) -> dict:
+    """The plain loop's figures as the mean of its runs before and after the pool, each kept."""
+    mean = {k: (before[k] + after[k]) / 2 for k in ("records_per_second", "mean_records_per_second")}
+    return {**before, **mean, "before": before["records_per_second"], "after": after["records_per_second"]}
+
+
 def _student_row(workers: int, batch_size: int, plain: dict, pipe: dict, records: int) -> dict:
     return {"what": "student", "workers": workers, "global_batch": workers * batch_size,
             "plain_records_per_s": round(plain["records_per_second"], 1),
+            "plain_before_records_per_s": round(plain["before"], 1),
+            "plain_after_records_per_s": round(plain["after"], 1),
             "pipeline_records_per_s": round(pipe["records_per_second"], 1),
             "ratio": round(pipe["records_per_second"] / plain["records_per_second"], 3),
             "plain_mean_records_per_s": round(plain["mean_records_per_second"], 1),
@@ -253,15 +264,19 @@ def run_pipeline_bench(cfg: RunConfig, *, steps: int | None = None, workers: lis
             raws[r] = _raw_rate(cfg, r, on_gpu)
             echo(f"production, {r} actor(s): raw in-process {raws[r]:.1f} records/s"
                  + ("" if on_gpu else f" ({r * cfg.teachers[0].threads} thread(s))"))
-        student, production = [], []
+        pipes, production = {}, []
         with local_ray(cfg.namespace, cpus), EmbeddedRedis(Path(tmp) / "redis", fsync=cfg.store.fsync) as server:
             for w in workers:
-                pipe = _pipeline(cfg, w, server.url, blocks, data_shape, init, sizing)
-                echo(f"student, {w} worker(s): pool {pipe['records_per_second']:.1f} records/s")
-                student.append(_student_row(w, cfg.student.batch_size, plain[w], pipe,
-                                            n_blocks * cfg.guides.block_size))
+                pipes[w] = _pipeline(cfg, w, server.url, blocks, data_shape, init, sizing)
+                echo(f"student, {w} worker(s): pool {pipes[w]['records_per_second']:.1f} records/s")
             for r in replicas:
                 production.append(_production_row(cfg, r, server.url, checkpoint, raws[r], on_gpu, sizing, echo))
+        student = []
+        for w in workers:  # the plain loop again once Ray is gone: the two bracket the pool on a drifting machine
+            after = _plain(cfg, w, blocks, data_shape, init, sizing)
+            echo(f"student, {w} worker(s): plain loop again {after['records_per_second']:.1f} records/s")
+            student.append(_student_row(w, cfg.student.batch_size, _bracket(plain[w], after), pipes[w],
+                                        n_blocks * cfg.guides.block_size))
     return _result(cfg, _headline(student, "workers", own_workers), _headline(production, "replicas", own_replicas),
                    student + production, sizing, data_shape, time.perf_counter() - start)
 
@@ -319,7 +334,8 @@ def format_bench_table(result: dict) -> str:
     head = (f"{result['device']}, {result['precision']}; {sizes['parameters']} parameters, data "
             f"{'x'.join(map(str, sizes['data_shape']))}; {result['steps']} student steps "
             f"({result['timed_steps']} timed); {result['date']}")
-    notes = ("* the headline (the config's own counts). ratio = pipeline / plain. Guide records: plain builds "
+    notes = ("* the headline (the config's own counts). ratio = pipeline / plain. Student records: plain is the "
+             "mean of the plain loop before Ray starts and after it stops (both in the JSON). Guide records: plain builds "
              "the same blocks in one process, no actors and no store, with the threads the actors have between "
              "them on the CPU (replicas x teacher threads), on the same GPU otherwise.")
     return "\n".join([head, *("| " + " | ".join(r) + " |" for r in rows), notes])

@@ -335,7 +335,7 @@ def format_bench_table(result: dict) -> str:
             f"{'x'.join(map(str, sizes['data_shape']))}; {result['steps']} student steps "
             f"({result['timed_steps']} timed); {result['date']}")
     notes = ("* the headline (the config's own counts). ratio = pipeline / plain. Student records: plain is the "
-             "mean of the plain loop before Ray starts and after it stops (both in the JSON). Guide records: plain builds "
-             "the same blocks in one process, no actors and no store, with the threads the actors have between "
+             "mean of the plain loop before Ray starts and after it stops (both in the JSON). Guide records: plain "
+             "builds the same blocks in one process, no actors and no store, with the threads the actors have between "
              "them on the CPU (replicas x teacher threads), on the same GPU otherwise.")
     return "\n".join([head, *("| " + " | ".join(r) + " |" for r in rows), notes])

@@ -78,7 +78,7 @@ def test_run_refuses_a_bad_student_config_before_any_work(tmp_path):
 
 def test_study_refuses_a_bad_variant_before_any_work(tmp_path):
     study = yaml.safe_load(open("configs/study_toy2d.yaml"))
-    study.update(run_dir=str(tmp_path / "runs"))
+    study.update(run_dir=str(tmp_path / "runs"), base=str(Path("configs/toy2d.yaml").resolve()))  # copied elsewhere
     study["variants"][0]["set"].append("student.objective_share=0.5")
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     out = run("study", str(tmp_path / "study.yaml"), "--out", str(tmp_path / "docs"))

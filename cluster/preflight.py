@@ -28,7 +28,7 @@ from cluster.teacher_stage import own_teacher_paths
 from guide_store.embedded import find_redis_server, redis_server_version
 from student.settings import StudentJob
 from student.step_check import checked_step
-from teachers.checkpoint import CheckpointError, load_checkpoint
+from teachers.checkpoint import CheckpointError, load_checkpoint, replaced_atomically
 from teachers.device_plan import DevicePlan
 from teachers.digits_features import cache_dir
 from teachers.models import check_model, model_kind
@@ -239,9 +239,8 @@ def remembered_student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], p
     check = student_step_check(cfg, data_shape, plan)
     if check.ok:
         record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"detail": check.detail, "when": time.strftime("%Y-%m-%d %H:%M")}))
-        tmp.replace(record)
+        with replaced_atomically(record) as tmp:
+            tmp.write_text(json.dumps({"detail": check.detail, "when": time.strftime("%Y-%m-%d %H:%M")}))
     return check
 
 

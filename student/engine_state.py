@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from teachers.checkpoint import CheckpointError
+from teachers.checkpoint import CheckpointError, replaced_atomically
 
 __all__ = ["FORMAT", "rank_file", "save_rank_state", "load_rank_state", "read_rank_meta", "pack_tree",
            "unpack_tree"]
@@ -88,9 +88,8 @@ def save_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, wo
             "zero_stage": zero_stage, "optimizer": skeleton, "extra": extra}
     path = rank_file(directory, rank)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"bezier_distill": json.dumps(meta)})
-    tmp.replace(path)
+    with replaced_atomically(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"bezier_distill": json.dumps(meta)})
     return path
 
 

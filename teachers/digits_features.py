@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from teachers.checkpoint import replaced_atomically
 from teachers.data import digit_labels, digits
 from teachers.registry import Registry
 
@@ -112,14 +113,12 @@ def load_or_train_classifier(path: Path | None = None) -> tuple[DigitsClassifier
     path.mkdir(parents=True, exist_ok=True)
     # two processes may train it at once (parallel test workers, two runs sharing a cache): each writes files
     # of its own and renames them into place, so a reader never sees a half-written one
-    tmp = path / f"model.safetensors.{os.getpid()}.tmp"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(weights)
+    with replaced_atomically(weights) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     report = {"name": EXTRACTOR_NAME, "version": _VERSION, "test_accuracy": accuracy,
               "trained_on": "digits train split (seed 0)", "evaluated_on": "digits held-out split (450 images)"}
-    tmp = path / f"report.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(report_file)
+    with replaced_atomically(report_file) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
     return model, report
 
 

@@ -120,14 +120,16 @@ def _flow_map(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSet
     return flow_map_loss(model, points, s.to(ref.device, ref.dtype), t.to(ref.device, ref.dtype))
 
 
-def _with_consistency(target: Callable[..., Tensor]) -> Loss:
+def _with_consistency(target: Callable[..., Tensor], draws: bool = False) -> Loss:
     """The flow-map regression plus ``consistency_weight`` x ``|| f(x, s, t) - target ||^2``, the target
-    (``target(model, points, x, s, t, settings, r)``, ``r`` a ``(B,)`` draw from ``U(0, 1)`` for targets that
-    need one) computed without gradient and compared in at least fp32."""
+    (``target(model, points, x, s, t, settings, r)``; with ``draws``, ``r`` is a ``(B,)`` fp32 draw from
+    ``U(0, 1)``, else ``None``) computed without gradient and compared in at least fp32."""
 
     def loss(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSettings, g: torch.Generator) -> Tensor:
         s, t = sample_flow_map_times(points[0].shape[0], settings, g)
-        r = torch.rand(s.shape[0], generator=g) if settings.consistency_weight else None  # tri's interior point
+        # a (B,) draw from U(0, 1) for the targets that need one (tri's interior point); the others draw nothing,
+        # so their stream of times stays what it was
+        r = torch.rand(s.shape[0], generator=g) if draws and settings.consistency_weight else None
         ref = points[0]
         s, t = s.to(ref.device, ref.dtype), t.to(ref.device, ref.dtype)
         x = bezier_point(points, s)
@@ -136,7 +138,7 @@ def _with_consistency(target: Callable[..., Tensor]) -> Loss:
         if settings.consistency_weight == 0:
             return regression
         with torch.no_grad():
-            goal = target(model, points, x, s, t, settings, r.to(ref.device, ref.dtype))
+            goal = target(model, points, x, s, t, settings, None if r is None else r.to(ref.device))
         wide = torch.promote_types(pred.dtype, torch.float32)
         return regression + settings.consistency_weight * (pred.to(wide) - goal.to(wide)).pow(2).mean()
 
@@ -144,7 +146,7 @@ def _with_consistency(target: Callable[..., Tensor]) -> Loss:
 
 
 def _shortcut_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
-                     settings: ObjectiveSettings, r: Tensor) -> Tensor:
+                     settings: ObjectiveSettings, r: None) -> Tensor:
     """The average of the two half jumps through the midpoint ``u``."""
     u = (s + t) / 2
     first = model(x, s, u)
@@ -152,7 +154,7 @@ def _shortcut_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: T
 
 
 def _meanflow_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
-                     settings: ObjectiveSettings, r: Tensor) -> Tensor:
+                     settings: ObjectiveSettings, r: None) -> Tensor:
     """One small step ``h`` along the path's velocity, then the map: in fp32, never dividing by ``h``."""
     gap = (t - s).float()
     h = torch.clamp(gap, max=settings.consistency_h)  # the small first step, never past t
@@ -162,27 +164,35 @@ def _meanflow_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: T
     return first * v + (1 - first) * later
 
 
-def _two_jumps(model: nn.Module, x: Tensor, s: Tensor, u: Tensor, t: Tensor, r: Tensor, last: Tensor) -> Tensor:
-    """``r f(x, s, u) + (1 - r) f(Phi(x, s, u), u, last)`` (``r = (u - s) / (t - s)``): the average velocity of
-    the jump to ``u`` and then the jump from ``u`` to ``t`` (``last = t``) or an Euler step (``last = u``)."""
-    first = model(x, s, u)
-    second = model(x + _per_row(u - s, x) * first, u, last)
+def _two_jumps(model: nn.Module, x: Tensor, s: Tensor, u: Tensor, t: Tensor, euler: bool) -> Tensor:
+    """``r f(x, s, u) + (1 - r) f(Phi(x, s, u), u, t)``, or with ``euler`` ``f(Phi(x, s, u), u, u)`` (one Euler
+    step of the student's own velocity) as the second term: the average velocity over ``[s, t]`` of the jump
+    to ``u`` and then the rest. ``u`` is rounded to the times' dtype for the network (bf16 under a bf16
+    student) and ``r = (u - s) / (t - s)`` is taken from the rounded times; the sums are in at least fp32."""
+    wide = torch.promote_types(x.dtype, torch.float32)
+    u = u.to(s.dtype)
+    s_w, u_w, t_w = s.to(wide), u.to(wide), t.to(wide)
+    gap = t_w - s_w
+    r = torch.where(gap > 0, (u_w - s_w) / gap.clamp(min=1e-12), torch.zeros_like(gap))
+    first = model(x, s, u).to(wide)
+    later = (x.to(wide) + _per_row(u_w - s_w, x) * first).to(x.dtype)
+    second = model(later, u, u if euler else t).to(wide)
     return _per_row(r, x) * first + _per_row(1 - r, x) * second
 
 
 def _tri_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
                 settings: ObjectiveSettings, r: Tensor) -> Tensor:
     """Through a random interior point ``u = s + r (t - s)``."""
-    return _two_jumps(model, x, s, s + r * (t - s), t, r, t)
+    wide = torch.promote_types(x.dtype, torch.float32)
+    return _two_jumps(model, x, s, s.to(wide) + r.to(wide) * (t.to(wide) - s.to(wide)), t, euler=False)
 
 
 def _forward_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
-                    settings: ObjectiveSettings, r: Tensor) -> Tensor:
+                    settings: ObjectiveSettings, r: None) -> Tensor:
     """The map to ``u = t - h``, then one Euler step of the student's own velocity ``f(y, u, u)``."""
-    gap = t - s
-    u = t - torch.clamp(gap, max=settings.consistency_h)
-    ratio = torch.where(gap > 0, (u - s) / gap.clamp(min=1e-12), torch.zeros_like(gap))
-    return _two_jumps(model, x, s, u, t, ratio, u)
+    wide = torch.promote_types(x.dtype, torch.float32)
+    t_w = t.to(wide)
+    return _two_jumps(model, x, s, t_w - torch.clamp(t_w - s.to(wide), max=settings.consistency_h), t, euler=True)
 
 
 def _per_row(h: Tensor, x: Tensor) -> Tensor:
@@ -237,7 +247,7 @@ OBJECTIVES: Registry[Objective] = Registry("objective", {
     "flow_map": Objective(_flow_map, 2, flow_map_sampler),
     "flow_map_shortcut": Objective(_with_consistency(_shortcut_target), 2, flow_map_sampler),
     "flow_map_meanflow": Objective(_with_consistency(_meanflow_target), 2, flow_map_sampler),
-    "flow_map_tri": Objective(_with_consistency(_tri_target), 2, flow_map_sampler),
+    "flow_map_tri": Objective(_with_consistency(_tri_target, draws=True), 2, flow_map_sampler),
     "flow_map_forward": Objective(_with_consistency(_forward_target), 2, flow_map_sampler),
 })
 

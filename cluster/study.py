@@ -33,7 +33,7 @@ from cluster.study_report import finalists, write_report
 from cluster.teacher_stage import teacher_training_config, train_teachers
 from student.objectives import student_sampler
 from student.run_report import reference_solver
-from teachers.checkpoint import load_checkpoint
+from teachers.checkpoint import load_checkpoint, replaced_atomically
 from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
 from teachers.guides import teacher_nfe_per_record
 from teachers.models import teacher_sampler
@@ -61,43 +61,48 @@ def _evaluate(sampler, cfg, seed: int, data, steps: list, label: str, out_dir: P
     return {**table, "samples_file": str(out_dir / SAMPLES_FILE)}
 
 
-def _teacher_jobs(study, base, seeds, quick) -> dict[str, RunConfig]:
+def _needed(runs: list[VariantRun]) -> list[tuple[int, str]]:
+    """The (seed, teacher recipe) pairs the runs use, in order."""
+    return sorted({(r.seed, key) for r in runs for key in r.variant.teachers}, key=lambda p: (p[0], p[1]))
+
+
+def _teacher_jobs(study, base, needed, quick) -> dict[str, RunConfig]:
     jobs = {}
-    for seed in seeds:
-        for key in study.teachers:
-            path = teacher_path(study, key, seed, quick)
-            if not (path / "model.json").is_file():
-                cfg = teacher_config(study, base, key, seed, quick)
-                jobs[str(path)] = teacher_training_config(cfg, cfg.seed)
+    for seed, key in needed:
+        path = teacher_path(study, key, seed, quick)
+        if not (path / "model.json").is_file():
+            cfg = teacher_config(study, base, key, seed, quick)
+            jobs[str(path)] = teacher_training_config(cfg, cfg.seed)
     return jobs
 
 
-def _evaluate_teachers(study, base, seeds, quick, echo) -> None:
-    """Each teacher of each seed at ``eval.steps`` (Euler) and adaptive, once (cached beside the checkpoint)."""
-    for seed in seeds:
-        for key in study.teachers:
-            path = teacher_path(study, key, seed, quick)
-            if (path / TEACHER_EVAL_FILE).is_file():
-                continue
-            cfg = teacher_config(study, base, key, seed, quick)
-            start = time.perf_counter()
-            data = load_run_data(cfg)
-            model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
-            table = _evaluate(teacher_sampler(model, "euler"), cfg, seed, data, list(cfg.eval.steps), "euler", path)
-            adaptive = _evaluate(teacher_sampler(model, "adaptive"), cfg, seed, data, [None], "adaptive",
-                                 path / "adaptive")
-            reference = reference_solver(cfg)
-            ref_rows = [] if reference is None or reference[0] == "adaptive" else evaluate_sampler(
-                teacher_sampler(model, reference[0]), data, reference[1], QualitySettings.of(cfg, seed),
-                label=reference[0])["rows"]
-            train = json.loads((path / "train_report.json").read_text())
-            out = {"key": key, "seed": seed, "rows": table["rows"] + adaptive["rows"], "reference_rows": ref_rows,
-                   "floor": table["floor"],
-                   "n_samples": table["n_samples"], "rectification": train["rectification"],
-                   "samples_files": {"euler": table["samples_file"], "adaptive": adaptive["samples_file"]},
-                   "train_seconds": train["train_seconds"], "eval_seconds": round(time.perf_counter() - start, 2)}
-            (path / TEACHER_EVAL_FILE).write_text(json.dumps(out, indent=2))
-            echo(f"teacher {key} seed {seed}: evaluated in {out['eval_seconds']:.0f}s")
+def _evaluate_teachers(study, base, needed, quick, echo) -> None:
+    """Each needed teacher at ``eval.steps`` (Euler), adaptive and the reference solver (``eval.reference_solver``
+    at ``eval.reference_steps``), once (cached beside the checkpoint)."""
+    for seed, key in needed:
+        path = teacher_path(study, key, seed, quick)
+        if (path / TEACHER_EVAL_FILE).is_file():
+            continue
+        cfg = teacher_config(study, base, key, seed, quick)
+        start = time.perf_counter()
+        data = load_run_data(cfg)
+        model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
+        table = _evaluate(teacher_sampler(model, "euler"), cfg, seed, data, list(cfg.eval.steps), "euler", path)
+        adaptive = _evaluate(teacher_sampler(model, "adaptive"), cfg, seed, data, [None], "adaptive",
+                             path / "adaptive")
+        reference = reference_solver(cfg)
+        ref_rows = [] if reference is None or reference[0] == "adaptive" else evaluate_sampler(
+            teacher_sampler(model, reference[0]), data, reference[1], QualitySettings.of(cfg, seed),
+            label=reference[0])["rows"]
+        train = json.loads((path / "train_report.json").read_text())
+        out = {"key": key, "seed": seed, "rows": table["rows"] + adaptive["rows"], "reference_rows": ref_rows,
+               "floor": table["floor"],
+               "n_samples": table["n_samples"], "rectification": train["rectification"],
+               "samples_files": {"euler": table["samples_file"], "adaptive": adaptive["samples_file"]},
+               "train_seconds": train["train_seconds"], "eval_seconds": round(time.perf_counter() - start, 2)}
+        with replaced_atomically(path / TEACHER_EVAL_FILE) as tmp:  # its presence means done
+            tmp.write_text(json.dumps(out, indent=2))
+        echo(f"teacher {key} seed {seed}: evaluated in {out['eval_seconds']:.0f}s")
 
 
 def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
@@ -129,7 +134,8 @@ def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
         "run_seconds": report["timings"]["total_s"], "eval_seconds": round(time.perf_counter() - t, 2),
         "wall_seconds": round(time.perf_counter() - start, 2),
     }
-    (cfg.run_path / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    with replaced_atomically(cfg.run_path / RESULT_FILE) as tmp:  # its presence means done
+        tmp.write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -218,15 +224,18 @@ def run_study(path: str | Path, quick: bool = False, out_dir: str | Path | None 
         echo(f"study {study.name}{' (quick)' if quick else ''}: {len(planned)} runs"
              f"{' (the screen; finalists after it)' if screen and screen['finalists'] is None else ''}, "
              f"{len(planned) - len(todo)} done, {len(todo)} to run; work in {work_dir(study, quick)}")
-        started = _ray_up(runs) if todo else False
+        needed = _needed(planned)
+        started = _ray_up(runs) if todo or _teacher_jobs(study, base, needed, quick) else False
         try:
-            while todo:  # twice with a screen: its runs, then its finalists' (and their seeds' teachers)
-                seeds = sorted({r.seed for r in planned})
-                jobs = _teacher_jobs(study, base, seeds, quick)
+            while True:  # twice with a screen: its runs, then its finalists' (and the teachers they add)
+                needed = _needed(planned)
+                jobs = _teacher_jobs(study, base, needed, quick)
                 if jobs:
                     echo(f"training {len(jobs)} teacher(s)")
                     train_teachers(jobs, echo)
-                _evaluate_teachers(study, base, seeds, quick, echo)
+                _evaluate_teachers(study, base, needed, quick, echo)
+                if not todo:
+                    break
                 bar = tqdm(todo, desc=f"study {study.name}", unit="run", disable=not show_bar)
                 for i, vr in enumerate(bar, 1):
                     result = _run_variant(vr, lambda *_: None, False)

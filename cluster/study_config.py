@@ -1,6 +1,7 @@
 """The study configuration (``configs/study_*.yaml``): a base run, the teachers, the variant matrix, the claims.
 
-A study runs every variant with every objective it lists, once per seed, each
+A study runs every variant with every objective it lists, once per seed (with a ``screen``: every variant at
+the screen's seeds, then only the finalists at the others), each
 through the main job (``cluster.job.run``) with only configuration changed:
 
     run config = base file  +  study ``set``  +  variant ``set``  +  ``student.objective``
@@ -200,7 +201,9 @@ def _read_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"study file {path} is not valid YAML: {err}") from None
-    parent = raw.pop("extends", None) if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"study file {path} is not a mapping of keys to values")
+    parent = raw.pop("extends", None)
     if parent is None:
         return raw
     other = Path(parent) if Path(parent).is_file() else path.parent / parent
@@ -225,4 +228,11 @@ def load_study(path: str | Path, quick: bool = False) -> tuple[StudyConfig, dict
     for key in study.teachers:
         for seed in (study.quick.seeds if quick else study.seeds):
             teacher_config(study, base, key, seed, quick)
-    return study, base, variant_runs(study, base, quick)
+    runs = variant_runs(study, base, quick)
+    if study.screen is not None:
+        for r in runs:
+            missing = [k for k in study.screen.steps if k not in r.cfg.student.eval_steps]
+            if missing:
+                raise ConfigError(f"study {path}: screen.steps {missing} are not among variant {r.variant.name!r}'s "
+                                  f"student.eval_steps {r.cfg.student.eval_steps}: the screen ranks by them")
+    return study, base, runs

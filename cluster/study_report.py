@@ -42,7 +42,7 @@ def teacher_bests(results: dict) -> dict[tuple[str, int], float]:
     """``{(teacher recipe, seed): its best primary-metric value}`` over every row it was evaluated with (Euler
     at ``eval.steps``, adaptive, and the reference solver when the study's teachers have that row)."""
     metric = METRICS[results["metric_kind"]][0]
-    return {(t["key"], t["seed"]): min(_value(r, metric) for r in t["rows"] + t.get("reference_rows", []))
+    return {(t["key"], t["seed"]): min(_value(r, metric) for r in t["rows"] + (t.get("reference_rows") or []))
             for t in results["teachers"]}
 
 
@@ -213,8 +213,9 @@ def _best(agg: dict, steps: int, metric: str) -> str | None:
 
 def finalists(results: dict, screen: dict) -> tuple[list[str], list[tuple[str, float]]]:
     """A screen's finalists (``variant/objective`` rows) and its ranking: every row scored on the screen's
-    seeds by the mean, over ``screen["steps"]``, of its primary metric over its teacher's best (the plain
-    metric when a row lacks that), lowest first; the ``keep`` best, then every row of ``always``."""
+    seeds by the mean, over ``screen["steps"]``, of its primary metric over its teacher's best (of the plain
+    metric for every row when any row lacks that), lowest first; the ``keep`` best rows not in ``always``,
+    then every row of ``always``."""
     seeds = set(screen["seeds"])
     agg = aggregate({**results, "runs": [r for r in results["runs"] if r["seed"] in seeds]})
     metric = METRICS[results["metric_kind"]][0]
@@ -222,38 +223,48 @@ def finalists(results: dict, screen: dict) -> tuple[list[str], list[tuple[str, f
     use = ratio if all((s, ratio) in e["cells"] for e in agg.values() for s in screen["steps"]) else metric
     ranking = sorted(((k, sum(e["cells"][(s, use)][0] for s in screen["steps"]) / len(screen["steps"]))
                       for k, e in agg.items()), key=lambda kv: kv[1])
-    chosen = [k for k, _ in ranking[:screen["keep"]]] + [k for k in agg if agg[k]["variant"] in screen["always"]]
-    return list(dict.fromkeys(chosen)), ranking
+    always = [k for k, _ in ranking if agg[k]["variant"] in screen["always"]]
+    return [k for k, _ in ranking if k not in always][:screen["keep"]] + always, ranking
 
 
 def _screen_lines(results: dict) -> list[str]:
     sc = results.get("screen")
     if not sc:
         return []
-    seeds = ", ".join(map(str, sc["seeds"]))
+    seeds = ("seed " if len(sc["seeds"]) == 1 else "seeds ") + ", ".join(map(str, sc["seeds"]))
     how = (f"the {sc['keep']} best by the primary metric over the teacher's best, mean over steps "
            f"{', '.join(map(str, sc['steps']))}"
            + (f", and every row of {', '.join(sc['always'])}" if sc["always"] else ""))
     if sc.get("finalists") is None:
-        return [f"- **Screen:** every variant runs at seed {seeds} first; the finalists ({how}) are chosen when "
+        return [f"- **Screen:** every variant runs at {seeds} first; the finalists ({how}) are chosen when "
                 "the screen is finished, and it is not yet."]
     ranking = "; ".join(f"{k} {v:.3g}" for k, v in sc["ranking"])
-    return [f"- **Screen:** every variant ran at seed {seeds}; the finalists ({how}) ran at every seed: "
-            f"{', '.join(sc['finalists'])}. Screen ranking: {ranking}."]
+    return [f"- **Screen:** every variant ran at {seeds}; the finalists ({how}) go on to every seed: "
+            f"{', '.join(sc['finalists'])}. Screen ranking: {ranking}. The best rows below are among the "
+            "rows with the most seeds."]
+
+
+def _comparable(agg: dict) -> dict:
+    """The rows measured on the most seeds (after a screen: the finalists; the screened-out rows have the
+    screen's seeds only, and a mean over other seeds is not comparable)."""
+    most = max((len(e["seeds"]) for e in agg.values()), default=0)
+    return {k: e for k, e in agg.items() if len(e["seeds"]) == most}
 
 
 def _conclusion(results: dict, agg: dict, teachers: dict, verdicts: list[dict]) -> list[str]:
-    """The findings in words, each sentence built from the numbers above it."""
+    """The findings in words, each sentence built from the numbers above it (best rows among the rows with
+    the most seeds)."""
     metric = METRICS[results["metric_kind"]][0]
     name, ratio = METRIC_NAMES[metric], to_teacher_best(metric)
     floor = _floor(results).get(metric)
     lines = _screen_lines(results)
+    full = _comparable(agg)
     for steps in sorted({s for e in agg.values() for (s, m) in e["cells"] if m == metric}):
-        best = _best(agg, steps, metric)
+        best = _best(full, steps, metric)
         teacher = {k: t["cells"].get((steps, metric)) for k, t in teachers.items()}
         t_text = "; ".join(f"{teachers[k]['label']} with {steps} Euler step{'s' * (steps > 1)}: {_fmt(c)}"
                            for k, c in teacher.items() if c is not None)
-        closest = _best(agg, steps, ratio)
+        closest = _best(full, steps, ratio)
         r_text = "" if closest is None else (
             f" Closest to its own teacher: {_label(results, closest)} at "
             f"{_fmt(agg[closest]['cells'][(steps, ratio)])} x its teacher's best {name}.")
@@ -294,6 +305,7 @@ def _default_line(results: dict, agg: dict, metric: str) -> str:
     """Whether the shipped default is the best 1-step student among the rows made with teachers like its own
     (the same reflow rounds), whether a gap is settled, and which row is best over all if another."""
     default = results["default"]
+    agg = _comparable(agg)
     peers = results.get("default_peers") or list(agg)
     best, overall = _best({k: v for k, v in agg.items() if k in peers}, 1, metric), _best(agg, 1, metric)
     if default not in agg or best is None:
@@ -324,8 +336,10 @@ def _section(results: dict, figures: dict[str, str]) -> list[str]:
     st, n_planned = results["settings"], len(results["planned_runs"])
     floor = _floor(results)
     ratio = to_teacher_best(metrics[0])
+    rows_of = ("Euler, adaptive and the reference solver" if all(t.get("reference_rows") for t in results["teachers"])
+               else "Euler and adaptive")
     ratio_table = ([f"Each run's {METRIC_NAMES[metrics[0]]} over the best row of its own teachers at its seed "
-                    "(Euler, adaptive and the reference solver), then the mean over seeds:", "",
+                    f"({rows_of}), then the mean over seeds:", "",
                     *_student_table(results, agg, ratio), ""]
                    if any(m == ratio for e in agg.values() for (_, m) in e["cells"]) else [])
     seconds = (sum(r["wall_seconds"] for r in results["runs"])

@@ -150,3 +150,11 @@ def test_a_screened_study_plans_its_finalists_only_when_the_screen_is_finished(t
     assert screen["ranking"][0][1] == pytest.approx(0.7 / 0.5)
     assert [r.key for r in planned] == ["a-flow_map-s0", "b-flow_map-s0", "c-flow_map-s0", "b-flow_map-s1",
                                         "c-flow_map-s1", "b-flow_map-s2", "c-flow_map-s2"]
+
+
+def test_screen_steps_must_be_steps_every_run_evaluates(tmp_path):
+    with pytest.raises(ConfigError, match=r"screen.steps \[3\] are not among variant 'rf-generated'"):
+        load_study(_study(tmp_path, screen={"seeds": [0], "steps": [1, 3]}))
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="is not a mapping"):
+        load_study(tmp_path / "list.yaml")

@@ -6,7 +6,12 @@ import math
 
 import pytest
 
-from cluster.study_report import _default_line, aggregate, claim_verdicts, finalists, interval, write_report
+from cluster.study_report import (_conclusion, _default_line, _teacher_cells, aggregate, claim_verdicts, finalists,
+                                  interval, write_report)
+
+
+def _conclusion_lines(results):
+    return _conclusion(results, aggregate(results), _teacher_cells(results), claim_verdicts(results))
 
 
 def test_interval_is_the_student_t_interval():
@@ -142,6 +147,8 @@ def test_the_screen_keeps_the_best_rows_by_their_teachers_best_and_the_named_one
     assert ranking[0][1] == pytest.approx((0.55 + 0.6) / 2 / 0.5)
     chosen, _ = finalists(results, {"seeds": [0], "keep": 2, "steps": [1], "always": []})
     assert chosen == ["b/flow_map", "a/flow_map"]
+    chosen, _ = finalists(results, {"seeds": [0], "keep": 1, "steps": [1, 2], "always": ["b"]})
+    assert chosen == ["a/flow_map", "b/flow_map"]  # keep counts the rows not always kept
 
 
 def test_results_md_shows_the_ratio_the_teachers_best_row_and_the_screen(tmp_path):
@@ -159,4 +166,15 @@ def test_results_md_shows_the_ratio_the_teachers_best_row_and_the_screen(tmp_pat
     assert ". ." not in text
     assert ("- **Screen:** every variant ran at seed 0; the finalists (the 1 best by the primary metric over the "
             "teacher's best, mean over steps 1)") in text
-    assert "ran at every seed: a/flow_map. Screen ranking: a/flow_map 1.2; b/flow_map 1.8." in text
+    assert "go on to every seed: a/flow_map. Screen ranking: a/flow_map 1.2; b/flow_map 1.8." in text
+    assert "(Euler, adaptive and the reference solver), then the mean over seeds" in text
+
+
+def test_after_a_screen_the_best_rows_are_among_the_finalists():
+    # b was screened out at seed 0 with the best value there; a, a finalist, has three seeds: a is "best"
+    teachers = [_teacher("t", s, 1.0, 1.0, 0.5) for s in range(3)]
+    runs = [_run("a", "flow_map", s, 0.6 - 0.2 * s) for s in range(3)] + [_run("b", "flow_map", 0, 0.55)]
+    results = _with_teachers(runs, teachers, default="b/flow_map")
+    text = "\n".join(_conclusion_lines(results))
+    assert "the best student is variant a, `flow_map`" in text
+    assert "**Default:** the shipped default's runs are not finished" in text  # b has one seed only

@@ -38,7 +38,7 @@ class CheckpointError(ValueError):
 def replaced_atomically(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path``, of this process only, to write to; renamed onto ``path`` when the block
     ends without error (removed otherwise). A reader sees the old file or the new one, never half of one, even
-    with two processes writing the same file at once."""
+    with two processes writing the same file at once (nothing is fsynced: a power cut may lose the new one)."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:

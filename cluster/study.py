@@ -43,6 +43,7 @@ __all__ = ["run_study", "collect_results", "plan_runs"]
 
 RESULT_FILE = "study_result.json"
 TEACHER_EVAL_FILE = "study_eval.json"
+SCREEN_FILE = "screen.json"  # a screened study's finalists, chosen once (in the study's work folder)
 SAMPLES_FILE = "study_samples.safetensors"
 GRID_SAMPLES = {"image": 64, "vector": 1000}
 
@@ -198,18 +199,27 @@ def plan_runs(study, base, runs: list[VariantRun], quick: bool, config_file: str
                                                                                            dict | None]:
     """The runs the study makes, and its screen (``None`` without one): every run of the matrix; or, with
     ``screen``, every variant at the screen's seeds, then (once those are all finished) the finalists
-    (``cluster.study_report.finalists``) at the other seeds. ``--quick`` screens nothing."""
+    (``cluster.study_report.finalists``) at the other seeds. The finalists are chosen once and kept in
+    ``SCREEN_FILE`` (chosen again only if the ``screen`` settings change). ``--quick`` screens nothing."""
     if quick or study.screen is None:
         return runs, None
     sc = study.screen
     first = [r for r in runs if r.seed in sc.seeds]
-    info = {**sc.model_dump(mode="json"), "finalists": None, "ranking": None}
-    screened = collect_results(study, base, first, quick, config_file)
-    if len(screened["runs"]) < len(first):
-        return first, info
-    chosen, ranking = finalists(screened, info)
-    info.update(finalists=chosen, ranking=[[k, round(v, 4)] for k, v in ranking])
-    return first + [r for r in runs if r.seed not in sc.seeds and r.row in chosen], info
+    settings = sc.model_dump(mode="json")
+    info = {**settings, "finalists": None, "ranking": None}
+    stored = work_dir(study, quick) / SCREEN_FILE
+    saved = json.loads(stored.read_text()) if stored.is_file() else None
+    if saved is not None and {k: saved.get(k) for k in settings} == settings:
+        info = saved  # chosen once: a later change of code or of a screen run's files does not move it
+    else:
+        screened = collect_results(study, base, first, quick, config_file)
+        if len(screened["runs"]) < len(first):
+            return first, info
+        chosen, ranking = finalists(screened, info)
+        info.update(finalists=chosen, ranking=[[k, round(v, 4)] for k, v in ranking])
+        with replaced_atomically(stored) as tmp:
+            tmp.write_text(json.dumps(info, indent=2))
+    return first + [r for r in runs if r.seed not in sc.seeds and r.row in info["finalists"]], info
 
 
 def run_study(path: str | Path, quick: bool = False, out_dir: str | Path | None = None, echo=print,

@@ -118,7 +118,8 @@ def test_a_bad_screen_is_named(tmp_path, screen, message):
 
 
 def test_a_screened_study_plans_its_finalists_only_when_the_screen_is_finished(tmp_path):
-    from cluster.study import RESULT_FILE, TEACHER_EVAL_FILE, plan_runs
+    from cluster.study import RESULT_FILE, TEACHER_EVAL_FILE, collect_results, plan_runs
+    from cluster.study_report import finalists
     from cluster.study_config import teacher_path
 
     variants = [{"name": n, "label": n, "teachers": ["rf1"], "objectives": ["flow_map"]} for n in ("a", "b", "c")]
@@ -150,6 +151,13 @@ def test_a_screened_study_plans_its_finalists_only_when_the_screen_is_finished(t
     assert screen["ranking"][0][1] == pytest.approx(0.7 / 0.5)
     assert [r.key for r in planned] == ["a-flow_map-s0", "b-flow_map-s0", "c-flow_map-s0", "b-flow_map-s1",
                                         "c-flow_map-s1", "b-flow_map-s2", "c-flow_map-s2"]
+    a_file = planned[0].cfg.run_path / RESULT_FILE  # a later change to a screen run does not move the finalists
+    text = a_file.read_text()
+    assert '"sliced_w2": 0.9' in text
+    a_file.write_text(text.replace('"sliced_w2": 0.9', '"sliced_w2": 0.1'))  # a would now rank first
+    assert finalists(collect_results(study, base, planned[:3], False, str(path)),
+                     screen)[0] == ["a/flow_map", "c/flow_map"]
+    assert plan_runs(study, base, runs, False, str(path))[1]["finalists"] == ["b/flow_map", "c/flow_map"]
 
 
 def test_screen_steps_must_be_steps_every_run_evaluates(tmp_path):

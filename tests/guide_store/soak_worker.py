@@ -1,7 +1,10 @@
 """A producer or consumer process for the soak test (run as a script; killed at random by the test).
 
     soak_worker.py produce URL RUN FIRST_ID BLOCKS BLOCK_SIZE
-    soak_worker.py consume URL RUN NAME LOG STOP_FILE
+    soak_worker.py consume URL RUN NAME LOG STOP_FILE HOLD_S
+
+A consumer holds each batch for about HOLD_S seconds ("training"), so that consumers are the bottleneck and a
+killed one almost always leaves entries pending for the others to reclaim.
 """
 
 import json
@@ -33,7 +36,7 @@ def produce(url, run, first, blocks, size):
         time.sleep(random.uniform(0.0, 0.02))
 
 
-def consume(url, run, name, log_path, stop_file):
+def consume(url, run, name, log_path, stop_file, hold_s):
     store = RedisGuideStore(url, run, claim_idle_s=2.0)
     with open(log_path, "a") as log:
         while True:
@@ -42,7 +45,7 @@ def consume(url, run, name, log_path, stop_file):
                 if os.path.exists(stop_file):
                     return
                 continue
-            time.sleep(random.uniform(0.0, 0.03))  # "training" on the batch
+            time.sleep(random.uniform(0.5, 1.5) * float(hold_s))  # "training" on the batch
             for d in got:  # one ack per entry, so the log says exactly which entry each count belongs to
                 acked = store.ack([d.id])
                 log.write(json.dumps({"consumer": name, "entry": d.id, "reclaimed": d.reclaimed,

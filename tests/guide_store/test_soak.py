@@ -28,19 +28,29 @@ def test_soak_with_random_consumer_deaths(redis_server, run_name, tmp_path):
     producers = [subprocess.Popen(env_py + ["produce", url, run_name, str(10**6 * (p + 1)), "400", "8"])
                  for p in range(2)]
     consumers, serial, kills = {}, 0, 0
+    # consumers are the bottleneck for the soak's length: 3 of them take about SOAK_SECONDS for all entries
+    hold_s = min(0.1, 0.8 * SOAK_SECONDS * 3 * 2 / (2 * 400))
 
     def spawn():
         nonlocal serial
         serial += 1
         name = f"consumer-{serial}"
-        consumers[name] = subprocess.Popen(env_py + ["consume", url, run_name, name, str(log), str(stop)])
+        consumers[name] = subprocess.Popen(env_py + ["consume", url, run_name, name, str(log), str(stop), str(hold_s)])
 
     for _ in range(3):
         spawn()
+
+    def working():  # consumers that have acknowledged something, so are inside their loop (a loaded machine
+        # can take seconds to start one; killing it then would test nothing)
+        seen = {json.loads(line)["consumer"] for line in log.read_text().splitlines()} if log.exists() else set()
+        return sorted(seen & set(consumers))
+
     start = time.monotonic()
-    while time.monotonic() - start < SOAK_SECONDS:
+    while time.monotonic() - start < SOAK_SECONDS or (kills < 4 and time.monotonic() - start < 10 * SOAK_SECONDS):
         time.sleep(rng.uniform(1.0, 3.0))
-        victim = rng.choice(sorted(consumers))
+        if not working():
+            continue
+        victim = rng.choice(working())
         consumers.pop(victim).kill()  # SIGKILL: its pending entries must be reclaimed by others
         kills += 1
         spawn()

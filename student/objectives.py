@@ -53,10 +53,14 @@ paths. Times are ``(B,)`` in ``[0, 1]``.
   ``B'(u)``), i.e. ``f(x, s, t)`` is pulled toward ``r f(x, s, u) + (1 - r) f(y,
   u, u)`` with ``y = Phi(x, s, u)`` and ``r = (u - s) / (t - s)``, without
   gradient. No teacher inside the student; no JVP. Cost: two more forward passes.
+
+Each consistency term takes the batch's first ``consistency_share`` of rows (shortcut models use a quarter):
+its extra forward passes then cost that share of a full batch's.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -120,8 +124,14 @@ def _flow_map(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSet
     return flow_map_loss(model, points, s.to(ref.device, ref.dtype), t.to(ref.device, ref.dtype))
 
 
+def consistency_rows(batch: int, share: float) -> int:
+    """How many of a batch's rows get the consistency term: ``ceil(share x batch)``, at least one."""
+    return max(1, min(batch, math.ceil(share * batch - 1e-9)))
+
+
 def _with_consistency(target: Callable[..., Tensor], draws: bool = False) -> Loss:
-    """The flow-map regression plus ``consistency_weight`` x ``|| f(x, s, t) - target ||^2``, the target
+    """The flow-map regression plus ``consistency_weight`` x ``|| f(x, s, t) - target ||^2`` on the batch's first
+    ``consistency_rows`` rows (``consistency_share``; the regression takes every row), the target
     (``target(model, points, x, s, t, settings, r)``; with ``draws``, ``r`` is a ``(B,)`` fp32 draw from
     ``U(0, 1)``, else ``None``) computed without gradient and compared in at least fp32."""
 
@@ -137,10 +147,12 @@ def _with_consistency(target: Callable[..., Tensor], draws: bool = False) -> Los
         regression = (pred - flow_map_velocity(points, s, t)).pow(2).mean()
         if settings.consistency_weight == 0:
             return regression
+        k = consistency_rows(s.shape[0], settings.consistency_share)
         with torch.no_grad():
-            goal = target(model, points, x, s, t, settings, None if r is None else r.to(ref.device))
+            goal = target(model, [p[:k] for p in points], x[:k], s[:k], t[:k], settings,
+                          None if r is None else r[:k].to(ref.device))
         wide = torch.promote_types(pred.dtype, torch.float32)
-        return regression + settings.consistency_weight * (pred.to(wide) - goal.to(wide)).pow(2).mean()
+        return regression + settings.consistency_weight * (pred[:k].to(wide) - goal.to(wide)).pow(2).mean()
 
     return loss
 

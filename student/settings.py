@@ -35,7 +35,8 @@ class ObjectiveSettings:
     flow-map pairs are ``(0, 1)``, ``diagonal_share`` have ``s = t``, ``grid_share`` are one jump
     ``(k/n, (k+1)/n)`` of an equal grid of ``n`` in ``grid_steps`` steps (what the few-step samplers take);
     ``consistency_weight`` weighs the consistency terms (shortcut, meanflow, tri, forward), ``consistency_h`` is
-    the meanflow and forward terms' small step."""
+    the meanflow and forward terms' small step; ``consistency_share`` of each batch's rows get the term (the
+    first ``ceil(share x B)``: a random subset, since every row's times are drawn independently)."""
 
     objective: str = "flow_map"
     time_sampling: str = "uniform"
@@ -45,6 +46,7 @@ class ObjectiveSettings:
     grid_share: float = 0.0
     grid_steps: tuple[int, ...] = (2, 4)
     consistency_h: float = 0.02
+    consistency_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ class StudentJob:
             threads=sc.threads,
             objective=ObjectiveSettings(sc.objective, sc.time_sampling, sc.endpoint_share, sc.diagonal_share,
                                         sc.consistency_weight, sc.grid_share, tuple(sc.grid_steps),
-                                        sc.consistency_h),
+                                        sc.consistency_h, sc.consistency_share),
             optim=OptimSettings(sc.steps, sc.batch_size, sc.lr, sc.warmup_steps, sc.grad_clip, sc.ema_decay,
                                 sc.zero_stage),
             feed=FeedSettings(sc.source, sc.parquet_dir, store_url, cfg.store, cfg.guides.num_samples, sc.max_reuse,

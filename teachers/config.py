@@ -230,6 +230,9 @@ class StudentConfig(Section):
                                       "_forward: weight of the consistency term (student.objectives)")
     consistency_h: float = Field(0.02, gt=0.0, le=0.5, description="flow_map_meanflow / _forward: the small "
                                  "step of the finite-difference derivative along the flow")
+    consistency_share: float = Field(1.0, gt=0.0, le=1.0, description="flow_map_shortcut / _meanflow / _tri / "
+                                     "_forward: share of each batch's rows that get the consistency term (its "
+                                     "forward passes run on those rows only)")
     steps: int = Field(1000, ge=1, le=100_000_000)
     batch_size: int = Field(64, ge=1, le=1_000_000, description="records per rank per step")
     lr: float = Field(5e-4, gt=0.0, le=1.0)

@@ -261,6 +261,32 @@ def test_tri_and_forward_terms_are_the_two_jumps_written_out():
             assert term.item() > 1e-4
 
 
+def test_consistency_share_puts_the_term_on_the_first_rows_only():
+    """With ``consistency_share`` 0.25 the tri term is the hand-written one over the batch's first 8 of 32 rows
+    (the regression still over all 32), and the target's forward passes see those 8 rows only."""
+    pts = [torch.randn(32, 2, dtype=torch.float64) for _ in range(4)]
+    bent = _ConstantMap(torch.randn(2, dtype=torch.float64), bend=0.8)
+    g = lambda: torch.Generator().manual_seed(9)  # noqa: E731 - the same draws for each
+    settings = ObjectiveSettings("flow_map_tri", consistency_weight=0.5, consistency_share=0.25)
+    plain = objective_loss(bent, pts, ObjectiveSettings("flow_map"), g())
+    gen = g()
+    s, t = sample_flow_map_times(32, settings, gen)
+    r = torch.rand(32, generator=gen).double()
+    s, t, r = s.double()[:8], t.double()[:8], r[:8]
+    x = bezier_point([p[:8] for p in pts], s)
+    with torch.no_grad():
+        u = s + r * (t - s)
+        first = bent(x, s, u)
+        goal = r[:, None] * first + (1 - r)[:, None] * bent(x + (u - s)[:, None] * first, u, t)
+        term = (bent(x, s, t) - goal).pow(2).mean()
+    seen = []
+    counting = _ConstantMap(bent.c.detach().clone(), bend=0.8)
+    counting.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    got = objective_loss(counting, pts, settings, g())
+    assert got.item() == pytest.approx(plain.item() + 0.5 * term.item(), rel=1e-9)
+    assert seen == [32, 8, 8]
+
+
 @pytest.mark.parametrize("objective", ["flow_map_shortcut", "flow_map_meanflow"])
 def test_objectives_without_a_draw_keep_the_time_stream(objective):
     """Only tri draws its interior point: the other consistency objectives leave the generator where the

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from teachers.config import NetworkConfig, RunConfig, StoreConfig, parse_config
 from teachers.schedule import lr_at
 
-__all__ = ["ObjectiveSettings", "OptimSettings", "FeedSettings", "SavingSettings", "StudentJob", "TRAIN_LOOP_KEY"]
+__all__ = ["ObjectiveSettings", "OptimSettings", "FeedSettings", "FinetuneSettings", "SavingSettings", "StudentJob",
+           "TRAIN_LOOP_KEY"]
 
 TRAIN_LOOP_KEY = "job"  # the one key of the dict ``TorchTrainer`` hands each worker
 
@@ -85,6 +86,27 @@ class FeedSettings:
 
 
 @dataclass(frozen=True)
+class FinetuneSettings:
+    """The distribution-matching phase (``student.distribution``): the last ``steps`` steps add ``weight`` x the
+    term on samples of ``sample_steps`` steps, with times uniform in ``[t_min, t_max]``, keep the objective's own
+    loss at ``regression_weight``, and train at the constant ``lr`` with EMA decay ``ema_decay``; the fake
+    velocity field takes ``fake_updates`` Adam steps at ``fake_lr`` per student step. ``teacher``: the frozen
+    teacher's checkpoint (the student's first teacher)."""
+
+    steps: int = 0
+    weight: float = 1.0
+    regression_weight: float = 0.1
+    lr: float = 4e-6
+    ema_decay: float = 0.99
+    fake_lr: float = 1e-4
+    fake_updates: int = 3
+    t_min: float = 0.02
+    t_max: float = 0.98
+    sample_steps: tuple[int, ...] = (1,)
+    teacher: str | None = None
+
+
+@dataclass(frozen=True)
 class SavingSettings:
     """A metrics line every ``log_every`` steps, a checkpoint every ``checkpoint_every``."""
 
@@ -112,12 +134,13 @@ class StudentJob:
     feed: FeedSettings
     saving: SavingSettings
     config: RunConfig
+    finetune: FinetuneSettings = FinetuneSettings()
     device: str = "cpu"  # the step check's device; Ray Train places the workers itself
 
     @classmethod
     def of(cls, cfg: RunConfig, store_url: str | None, data_shape: tuple[int, ...], init_checkpoint: str | None,
            device: str = "cpu") -> "StudentJob":
-        sc = cfg.student
+        sc, ft = cfg.student, cfg.student.finetune
         return cls(
             run=cfg.name, seed=cfg.seed, network=sc.network or cfg.teacher.network,
             data_shape=tuple(int(d) for d in data_shape), init_checkpoint=init_checkpoint, path=cfg.guides.path,
@@ -130,7 +153,10 @@ class StudentJob:
             feed=FeedSettings(sc.source, sc.parquet_dir, store_url, cfg.store, cfg.guides.num_samples, sc.max_reuse,
                               sc.replay_records, sc.guide_timeout_s, sc.prefetch),
             saving=SavingSettings(sc.log_every, sc.checkpoint_every),
-            config=cfg, device=device)
+            config=cfg, device=device,
+            finetune=FinetuneSettings(ft.steps, ft.weight, ft.regression_weight, ft.lr, ft.ema_decay, ft.fake_lr,
+                                      ft.fake_updates, ft.t_min, ft.t_max, tuple(ft.sample_steps),
+                                      init_checkpoint if ft.steps else None))
 
     def to_json(self) -> str:
         """The job as JSON, for a process started outside Ray (the step check reads it on stdin)."""

@@ -8,7 +8,11 @@ exported Parquet directory). A step:
 2. fills a micro-batch of ``batch_size`` records: the fresh ones first, the
    rest drawn from the rank's replay pool (``student.replay``);
 3. runs the objective, ``engine.backward``, ``engine.step`` (gradients are
-   averaged over ranks by DeepSpeed), updates the EMA;
+   averaged over ranks by DeepSpeed), updates the EMA; in the last
+   ``student.finetune.steps`` steps the loss also scores the student's own
+   samples with the frozen teacher's field, and a fake field trained on them
+   takes its step (``student.distribution``; its gradients averaged over ranks
+   in one all-reduce);
 4. keeps the delivery unacknowledged until a checkpoint holds it (``_Acks``).
 
 Every ``checkpoint_every`` steps each rank writes its state (``student.engine_state``,
@@ -42,7 +46,8 @@ import torch
 import torch.distributed as dist
 
 from student.ds_config import deepspeed_config, student_optimizer, without_op_builds
-from student.engine_state import load_rank_state, save_rank_state
+from student.distribution import DistributionMatching, sample_with_grad
+from student.engine_state import load_rank_state, pack_tree, save_rank_state, unpack_tree
 from student.guide_feed import GuideFeed, consumer_name, open_source
 from student.metrics import StudentMetrics
 from student.networks import build_student, init_from_teacher
@@ -119,14 +124,37 @@ def _mean_over_ranks(values: list[float], device: torch.device) -> list[float]:
     return (t / dist.get_world_size()).tolist()
 
 
+def _average_grads(params: list[torch.nn.Parameter]) -> None:
+    """Each parameter's gradient averaged over ranks, in one all-reduce (collective)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[offset:offset + g.numel()].view_as(g).clone()
+        offset += g.numel()
+
+
+def _distribution(job: StudentJob, device: torch.device) -> DistributionMatching | None:
+    """The distribution-matching phase's fields (``student.distribution``), or None without a phase."""
+    if not job.finetune.steps:
+        return None
+    teacher, _ = load_checkpoint(job.finetune.teacher, expect_data_shape=job.data_shape)
+    return DistributionMatching(teacher, job.finetune, device, _average_grads)
+
+
 def _save(job: StudentJob, engine, ema, pool: ReplayPool, rank: int, world: int, extra: dict,
-          history: list[dict], metrics: dict) -> None:
+          history: list[dict], metrics: dict, dm: DistributionMatching | None) -> None:
     import ray.train  # see train_student_worker
 
     with tempfile.TemporaryDirectory() as d:
         pool_tensors, pool_meta = pool.state()
-        save_rank_state(d, engine, ema, rank, world, job.optim.zero_stage, {**extra, "pool": pool_meta},
-                        {f"pool/{k}": v for k, v in pool_tensors.items()})
+        data = {f"pool/{k}": v for k, v in pool_tensors.items()}
+        extra = {**extra, "pool": pool_meta}
+        if dm is not None:
+            extra["distribution"] = pack_tree(dm.state(), data, "distribution")
+        save_rank_state(d, engine, ema, rank, world, job.optim.zero_stage, extra, data)
         if rank == 0:
             objective = job.objective.objective
             meta = CheckpointMeta(arch=job.network.arch, arch_kwargs=job.network.kwargs(),
@@ -139,7 +167,8 @@ def _save(job: StudentJob, engine, ema, pool: ReplayPool, rank: int, world: int,
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-def _restore(engine, ema, pool: ReplayPool, rank: int, world: int, zero_stage: int) -> tuple[dict, list[dict]]:
+def _restore(engine, ema, pool: ReplayPool, rank: int, world: int, zero_stage: int,
+             dm: DistributionMatching | None) -> tuple[dict, list[dict]]:
     import ray.train  # see train_student_worker
 
     ckpt = ray.train.get_checkpoint()
@@ -149,6 +178,8 @@ def _restore(engine, ema, pool: ReplayPool, rank: int, world: int, zero_stage: i
         extra, data = load_rank_state(d, engine, ema, rank, world, zero_stage)
         if "pool" in extra:
             pool.load_state({k[len("pool/"):]: v for k, v in data.items() if k.startswith("pool/")}, extra["pool"])
+        if dm is not None and "distribution" in extra:
+            dm.load_state(unpack_tree(extra["distribution"], data))
         hist_file = Path(d) / "metrics.jsonl"
         history = [json.loads(line) for line in hist_file.read_text().splitlines()] if hist_file.is_file() else []
     return extra, history
@@ -278,7 +309,9 @@ def train_student_worker(train_loop_config: dict) -> None:
     used = {"device": device.type, "precision": precision,
             "parameter_dtype": str(next(engine.module.parameters()).dtype).removeprefix("torch.")}
     pool = ReplayPool(feed.replay_records, feed.max_reuse, device)
-    ledger = _Ledger(*_restore(engine, ema, pool, rank, world, optim.zero_stage))
+    dm = _distribution(job, device)
+    dm_from = optim.steps - job.finetune.steps  # the phase: the last finetune.steps steps
+    ledger = _Ledger(*_restore(engine, ema, pool, rank, world, optim.zero_stage, dm))
     if ledger.totals["resumes"]:
         print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})")
     source, target = open_source(feed, job.run, rank, world, job.data_shape, PATHS[job.path])
@@ -291,7 +324,7 @@ def train_student_worker(train_loop_config: dict) -> None:
 
     def save(record: dict, final: bool = False) -> None:
         _save(job, engine, ema, pool, rank, world, {**ledger.extra(), "unacked": acks.held()}, ledger.history,
-              record)
+              record, dm)
         acks.after_checkpoint(final)
 
     # Ranks step in lockstep (same step count, restored from the same checkpoint), so the stop question,
@@ -302,12 +335,20 @@ def train_student_worker(train_loop_config: dict) -> None:
             raise RuntimeError(f"rank {rank}: the guide source is exhausted and this rank never received a record "
                                f"(source stats: {source.stats()})")
         points, n_fresh = _micro_batch(delivery, pool, optim.batch_size, g)
+        in_phase = dm is not None and ledger.step >= dm_from
         for group in engine.optimizer.param_groups:
-            group["lr"] = optim.lr_at(ledger.step)
+            group["lr"] = job.finetune.lr if in_phase else optim.lr_at(ledger.step)
         loss = objective_loss(engine, [p.to(dtype) for p in points], objective, g)
+        if in_phase:  # the student's own samples, scored with the teacher's field (student.distribution)
+            noise = torch.randn((optim.batch_size, *job.data_shape), generator=g).to(device, dtype)
+            samples = sample_with_grad(engine, noise, dm.steps_for(g), time_inputs(objective.objective))
+            loss = job.finetune.regression_weight * loss + dm.loss(samples, g)
         engine.backward(loss)
         engine.step()
-        update_ema(ema, engine.module, ema_decay_at(ledger.step, optim.ema_decay))
+        if in_phase:
+            dm.update_fake(samples, g)
+        decay = job.finetune.ema_decay if in_phase else optim.ema_decay
+        update_ema(ema, engine.module, ema_decay_at(ledger.step, decay))
         if delivery is not None:
             acks.delivered(delivery.id)
         ledger.after_step(delivery, n_fresh, waited, loss.detach().float())
@@ -315,6 +356,8 @@ def train_student_worker(train_loop_config: dict) -> None:
         step = ledger.step
         if step % saving.log_every == 0 or step % saving.checkpoint_every == 0:
             record = ledger.close_interval(pool, job, device, world)
+            if in_phase:
+                record["phase"] = "distribution"  # its loss: regression_weight x the objective's + the term
             metrics.record_interval(step, record["loss"], record["steps_per_second"])
             if step % saving.checkpoint_every == 0:
                 save(record)

@@ -29,7 +29,7 @@ from teachers.solvers import SOLVERS
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig",
            "GuidesConfig", "TeacherPoolConfig", "StudentConfig", "Section", "parse_config", "apply_overrides",
            "format_errors", "redact_url", "public_config", "dump_config", "Precision", "Device", "PRECISIONS", "DEVICES",
-           "Objective", "OBJECTIVE_NAMES", "Solver"]
+           "Objective", "OBJECTIVE_NAMES", "Solver", "FinetuneConfig"]
 
 # each choice's allowed values come from the registry that implements it (teachers.registry); the student's
 # objectives are implemented a layer up (student.objectives.OBJECTIVES), so their names are declared here and
@@ -212,6 +212,33 @@ class TeacherPoolConfig(Section):
         return from_coupling(guides.coupling_settings(), guides.rule, guides.guide_times(), own)
 
 
+class FinetuneConfig(Section):
+    """The student's optional distribution-matching phase (``student.distribution``): its last ``steps`` steps add
+    a term that scores the student's own samples with the teacher's velocity field against a fake velocity field
+    trained on those samples."""
+
+    steps: int = Field(0, ge=0, description="the last this many of student.steps add the term; 0: no phase")
+    weight: float = Field(1.0, gt=0.0, description="the term's weight")
+    regression_weight: float = Field(0.1, ge=0.0, description="the objective's own loss on the guides, weighed by "
+                                     "this in the phase (its anchor)")
+    lr: float = Field(4e-6, gt=0.0, le=1.0, description="the student's learning rate in the phase (constant)")
+    ema_decay: float = Field(0.99, ge=0.0, lt=1.0, description="the student's EMA decay in the phase")
+    fake_lr: float = Field(1e-4, gt=0.0, le=1.0, description="Adam learning rate of the fake velocity field")
+    fake_updates: int = Field(3, ge=1, le=100, description="fake velocity field updates per student step")
+    t_min: float = Field(0.02, ge=0.0, lt=1.0, description="the term's times are uniform in [t_min, t_max]")
+    t_max: float = Field(0.98, gt=0.0, le=1.0)
+    sample_steps: list[int] = Field(default_factory=lambda: [1], description="the student's step counts whose "
+                                    "samples get the term, one drawn per step (the map composed on an equal grid)")
+
+    @model_validator(mode="after")
+    def _times(self) -> "FinetuneConfig":
+        if self.t_min >= self.t_max:
+            raise ValueError("t_min must be below t_max")
+        if not self.sample_steps or any(k < 1 or k > 64 for k in self.sample_steps):
+            raise ValueError("sample_steps must be a non-empty list of step counts from 1 to 64")
+        return self
+
+
 class StudentConfig(Section):
     """The student pool (DESIGN.md 2.5 and 3): objective, optimisation, DeepSpeed and Ray Train settings."""
 
@@ -260,6 +287,7 @@ class StudentConfig(Section):
     parquet_dir: str | None = Field(None, description="an exported guide directory (source: parquet)")
     guide_timeout_s: float = Field(600.0, gt=0.0, description="longest a rank waits for guides before failing")
     eval_steps: list[int] = Field(default_factory=lambda: [1, 2, 4])
+    finetune: FinetuneConfig = FinetuneConfig()
     storage_path: str | None = Field(None, description="Ray Train storage (shared by all nodes); default RUN/train")
 
     @model_validator(mode="after")
@@ -271,6 +299,12 @@ class StudentConfig(Section):
         for key in ("grid_steps", "eval_steps"):
             if not getattr(self, key) or any(k < 1 for k in getattr(self, key)):
                 raise ValueError(f"{key} must be a non-empty list of step counts >= 1")
+        if self.finetune.steps > self.steps:
+            raise ValueError(f"finetune.steps ({self.finetune.steps}) must be at most steps ({self.steps}): the "
+                             "phase is the last finetune.steps of them")
+        if self.finetune.steps and self.init != "teacher":
+            raise ValueError("finetune.steps needs init 'teacher': the phase runs the student's first teacher, "
+                             "frozen, inside each worker")
         return self
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from cluster.chaos import train_workers  # the shared local Ray's (this process's descendants) only
 from cluster.config import parse_config
@@ -142,3 +143,36 @@ def test_pool_trains_from_an_exported_parquet_directory(ray_cluster, teacher, tm
     audit = summary["consumption"]
     assert audit["records"] == cfg.guides.num_samples and audit["consumed_twice"] == 0
     assert audit["per_rank"] == {"0": 256, "1": 256} and summary["steps"] >= 20
+
+
+def test_a_distribution_phase_trains_one_fake_field_for_all_ranks(ray_cluster, teacher, tmp_path):
+    """The last ``finetune.steps`` steps run the frozen teacher and a fake field inside both DeepSpeed ranks:
+    the ranks' checkpoints keep the fake field and its Adam state, and the fields are one (their gradients are
+    averaged over ranks, though each rank's samples differ)."""
+    from safetensors.torch import load_file
+
+    from student.engine_state import read_rank_meta
+
+    cfg = pool_config(tmp_path, teacher, "pool-dm", blocks=8, steps=30, checkpoint_every=10,
+                      source="parquet", parquet_dir=str(tmp_path / "guides"),
+                      finetune={"steps": 15, "fake_updates": 2, "sample_steps": [1, 2]})
+    with ParquetGuideSink(tmp_path / "guides") as sink:
+        fill_store(cfg, sink)
+    summary = run_student_pool(cfg, None, (2,), teacher, echo=lambda s: None)
+    assert summary["steps"] >= 30
+    ranks = sorted((cfg.run_path / "train").rglob("rank-*.safetensors"), key=lambda p: p.stat().st_mtime)[-2:]
+    assert sorted(p.name for p in ranks) == ["rank-0.safetensors", "rank-1.safetensors"]
+    fields = []
+    for path in ranks:
+        meta = read_rank_meta(path)
+        assert meta["extra"]["step"] >= 30 and "distribution" in meta["extra"], meta["extra"].keys()
+        tensors = load_file(str(path))
+        fields.append({k: v for k, v in tensors.items() if k.startswith("data/distribution.fake.")})
+        assert any(k.startswith("data/distribution.optimizer.state.") for k in tensors)
+    assert fields[0] and fields[0].keys() == fields[1].keys()
+    assert all(torch.equal(fields[0][k], fields[1][k]) for k in fields[0])
+    from teachers.checkpoint import load_checkpoint
+
+    initial = load_checkpoint(teacher)[0].state_dict()
+    moved = [k for k, v in initial.items() if not torch.equal(fields[0][f"data/distribution.fake.{k}"], v.float())]
+    assert moved, "the fake field never trained"

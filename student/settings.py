@@ -158,6 +158,14 @@ class StudentJob:
                                       ft.fake_updates, ft.t_min, ft.t_max, tuple(ft.sample_steps),
                                       init_checkpoint if ft.steps else None))
 
+    def in_finetune(self, step: int) -> bool:
+        """Whether step ``step`` (0-based) is in the distribution-matching phase: the last ``finetune.steps``."""
+        return self.finetune.steps > 0 and step >= self.optim.steps - self.finetune.steps
+
+    def lr_at(self, step: int) -> float:
+        """The student's learning rate at step ``step``: the phase's constant one in it, else the schedule's."""
+        return self.finetune.lr if self.in_finetune(step) else self.optim.lr_at(step)
+
     def to_json(self) -> str:
         """The job as JSON, for a process started outside Ray (the step check reads it on stdin)."""
         return json.dumps({"config": self.config.model_dump(mode="json"), "store_url": self.feed.store_url,

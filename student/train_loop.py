@@ -248,7 +248,7 @@ class _Ledger:
         loss, fresh, consumed = _mean_over_ranks([float(iv["loss"]) / max(1, iv["steps"]), iv["fresh"],
                                                   self.totals["records_consumed"]], device)
         record = {"step": self.step, "loss": loss,
-                  "lr": job.optim.lr_at(self.step - 1),
+                  "lr": job.lr_at(self.step - 1),
                   "steps_per_second": round(iv["steps"] / seconds, 3),
                   "guide_wait_s": round(iv["wait"], 3), "wait_fraction": round(iv["wait"] / seconds, 3),
                   "fresh_records": round(fresh * world), "records_consumed": round(consumed * world),
@@ -310,7 +310,6 @@ def train_student_worker(train_loop_config: dict) -> None:
             "parameter_dtype": str(next(engine.module.parameters()).dtype).removeprefix("torch.")}
     pool = ReplayPool(feed.replay_records, feed.max_reuse, device)
     dm = _distribution(job, device)
-    dm_from = optim.steps - job.finetune.steps  # the phase: the last finetune.steps steps
     ledger = _Ledger(*_restore(engine, ema, pool, rank, world, optim.zero_stage, dm))
     if ledger.totals["resumes"]:
         print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})")
@@ -335,9 +334,9 @@ def train_student_worker(train_loop_config: dict) -> None:
             raise RuntimeError(f"rank {rank}: the guide source is exhausted and this rank never received a record "
                                f"(source stats: {source.stats()})")
         points, n_fresh = _micro_batch(delivery, pool, optim.batch_size, g)
-        in_phase = dm is not None and ledger.step >= dm_from
+        in_phase = job.in_finetune(ledger.step)
         for group in engine.optimizer.param_groups:
-            group["lr"] = job.finetune.lr if in_phase else optim.lr_at(ledger.step)
+            group["lr"] = job.lr_at(ledger.step)
         loss = objective_loss(engine, [p.to(dtype) for p in points], objective, g)
         if in_phase:  # the student's own samples, scored with the teacher's field (student.distribution)
             noise = torch.randn((optim.batch_size, *job.data_shape), generator=g).to(device, dtype)

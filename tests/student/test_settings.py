@@ -27,3 +27,14 @@ def test_the_job_survives_the_json_trip_of_the_step_check():
     cfg = load_config(CONFIGS / "digits.yaml", ["student.objective=velocity"])
     job = StudentJob.of(cfg, None, (1, 8, 8), None, device="cuda")
     assert StudentJob.from_json(job.to_json()) == job
+
+
+def test_the_phase_is_the_last_finetune_steps_with_its_own_learning_rate():
+    cfg = load_config(CONFIGS / "toy2d.yaml", ["student.steps=100", "student.warmup_steps=10",
+                                                "student.finetune.steps=30", "student.finetune.lr=1e-6"])
+    job = StudentJob.of(cfg, None, [2], "/ckpt/teacher")
+    assert job.finetune.teacher == "/ckpt/teacher"
+    assert [job.in_finetune(s) for s in (0, 69, 70, 99)] == [False, False, True, True]
+    assert job.lr_at(69) == job.optim.lr_at(69) > 1e-6 and job.lr_at(70) == 1e-6
+    off = StudentJob.of(load_config(CONFIGS / "toy2d.yaml"), None, [2], "/ckpt/teacher")
+    assert off.finetune.teacher is None and not any(off.in_finetune(s) for s in range(off.optim.steps))

@@ -32,35 +32,29 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from student.objectives import compose_on_grid, grid_step, per_row
 from student.settings import FinetuneSettings
 
 __all__ = ["DistributionMatching", "sample_with_grad", "generator_loss", "fake_loss", "clean_prediction"]
 
 
-def _per_row(h: Tensor, x: Tensor) -> Tensor:
-    return h.view(-1, *([1] * (x.dim() - 1)))
+def sample_with_grad(objective: str, model: nn.Module, noise: Tensor, steps: int) -> Tensor:
+    """The student's sample in ``steps`` equal steps of its own sampler (``objective``'s), keeping the graph."""
+    return compose_on_grid(grid_step(objective, model), noise, steps)
 
 
-def sample_with_grad(model: nn.Module, noise: Tensor, steps: int, time_inputs: int) -> Tensor:
-    """The student's sample in ``steps`` equal steps, keeping the graph: the flow map composed
-    (``time_inputs`` 2: ``x + (b - a) f(x, a, b)``) or Euler on a velocity student (1: ``x + (b - a) v(x, a)``)."""
-    x = noise
-    for k in range(steps):
-        a = torch.full((x.shape[0],), k / steps, dtype=x.dtype, device=x.device)
-        b = torch.full_like(a, (k + 1) / steps)
-        out = model(x, a, b) if time_inputs == 2 else model(x, a)
-        x = x + _per_row(b - a, x) * out
-    return x
-
-
-def _times(n: int, settings: FinetuneSettings, g: torch.Generator, like: Tensor) -> Tensor:
-    t = settings.t_min + (settings.t_max - settings.t_min) * torch.rand(n, generator=g, dtype=torch.float64)
-    return t.to(like.device, torch.float32)
+def _noised(x: Tensor, settings: FinetuneSettings, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """``x`` (fp32, detached) noised to times uniform in ``[t_min, t_max]``: ``(t, eps, x_t)``."""
+    t = settings.t_min + (settings.t_max - settings.t_min) * torch.rand(x.shape[0], generator=g,
+                                                                          dtype=torch.float64)
+    t = t.to(x.device, torch.float32)
+    eps = torch.randn(x.shape, generator=g).to(x.device)
+    return t, eps, per_row(1 - t, x) * eps + per_row(t, x) * x
 
 
 def clean_prediction(field: nn.Module, xt: Tensor, t: Tensor) -> Tensor:
     """``x_t + (1 - t) v(x_t, t)``: what the velocity field ``v`` predicts ``x_1`` to be."""
-    return xt + _per_row(1 - t, xt) * field(xt, t)
+    return xt + per_row(1 - t, xt) * field(xt, t)
 
 
 def generator_loss(x: Tensor, teacher: nn.Module, fake: nn.Module, settings: FinetuneSettings,
@@ -69,10 +63,8 @@ def generator_loss(x: Tensor, teacher: nn.Module, fake: nn.Module, settings: Fin
     the fake field's and the teacher's clean predictions at ``x`` noised to a uniform time, normalised per
     sample. Fields run in fp32 without gradient."""
     xf = x.detach().float()
-    t = _times(x.shape[0], settings, g, xf)
-    eps = torch.randn(xf.shape, generator=g).to(xf.device)
+    t, _, xt = _noised(xf, settings, g)
     with torch.no_grad():
-        xt = _per_row(1 - t, xf) * eps + _per_row(t, xf) * xf
         real = clean_prediction(teacher, xt, t)
         gap = clean_prediction(fake, xt, t) - real
         dims = tuple(range(1, xf.dim()))
@@ -84,9 +76,7 @@ def generator_loss(x: Tensor, teacher: nn.Module, fake: nn.Module, settings: Fin
 def fake_loss(fake: nn.Module, x: Tensor, settings: FinetuneSettings, g: torch.Generator) -> Tensor:
     """Flow matching on the student's samples ``x`` (detached): ``|| v_fake(x_t, t) - (x - eps) ||^2``."""
     xf = x.detach().float()
-    t = _times(x.shape[0], settings, g, xf)
-    eps = torch.randn(xf.shape, generator=g).to(xf.device)
-    xt = _per_row(1 - t, xf) * eps + _per_row(t, xf) * xf
+    t, eps, xt = _noised(xf, settings, g)
     return (fake(xt, t) - (xf - eps)).pow(2).mean()
 
 
@@ -110,16 +100,14 @@ class DistributionMatching:
         """``weight`` x the generator term for the student's samples ``x`` (with their graph)."""
         return self.settings.weight * generator_loss(x, self.teacher, self.fake, self.settings, g)
 
-    def update_fake(self, x: Tensor, g: torch.Generator) -> Tensor:
-        """``fake_updates`` Adam steps of flow matching on ``x`` (detached); returns the last loss (a tensor)."""
-        last = torch.zeros(())
+    def update_fake(self, x: Tensor, g: torch.Generator) -> None:
+        """``fake_updates`` Adam steps of flow matching on ``x`` (detached)."""
+        params = list(self.fake.parameters())
         for _ in range(self.settings.fake_updates):
             self.optimizer.zero_grad(set_to_none=False)
-            last = fake_loss(self.fake, x, self.settings, g)
-            last.backward()
-            self.average(list(self.fake.parameters()))
+            fake_loss(self.fake, x, self.settings, g).backward()
+            self.average(params)
             self.optimizer.step()
-        return last.detach()
 
     def state(self) -> dict:
         """The fake field and its optimizer (tensors and plain values, for ``student.engine_state.pack_tree``)."""

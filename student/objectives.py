@@ -75,10 +75,11 @@ from teachers.solvers import Solution
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveSettings", "velocity_loss", "flow_map_loss",
            "sample_flow_map_times", "objective_loss", "time_inputs", "flow_map_step", "velocity_sampler",
-           "flow_map_sampler", "student_sampler"]
+           "flow_map_sampler", "student_sampler", "per_row", "compose_on_grid", "grid_step"]
 
 Loss = Callable[[nn.Module, Sequence[Tensor], ObjectiveSettings, torch.Generator], Tensor]
 StudentSampler = Callable[[Tensor, int], Solution]
+GridStep = Callable[[Tensor, float, float], Tensor]  # (x at a, a, b) -> x at b
 
 
 def velocity_loss(model: nn.Module, points: Sequence[Tensor], t: Tensor) -> Tensor:
@@ -162,7 +163,7 @@ def _shortcut_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: T
     """The average of the two half jumps through the midpoint ``u``."""
     u = (s + t) / 2
     first = model(x, s, u)
-    return (first + model(x + _per_row(u - s, x) * first, u, t)) / 2
+    return (first + model(x + per_row(u - s, x) * first, u, t)) / 2
 
 
 def _meanflow_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
@@ -171,8 +172,8 @@ def _meanflow_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: T
     gap = (t - s).float()
     h = torch.clamp(gap, max=settings.consistency_h)  # the small first step, never past t
     v = bezier_velocity(points, s).float()  # the path's velocity: in expectation the marginal one
-    later = model((x.float() + _per_row(h, x) * v).to(x.dtype), (s.float() + h).to(s.dtype), t).float()
-    first = _per_row(torch.where(gap > 0, h / gap.clamp(min=1e-12), 1.0), v)  # s = t: the velocity itself
+    later = model((x.float() + per_row(h, x) * v).to(x.dtype), (s.float() + h).to(s.dtype), t).float()
+    first = per_row(torch.where(gap > 0, h / gap.clamp(min=1e-12), 1.0), v)  # s = t: the velocity itself
     return first * v + (1 - first) * later
 
 
@@ -187,9 +188,9 @@ def _two_jumps(model: nn.Module, x: Tensor, s: Tensor, u: Tensor, t: Tensor, eul
     gap = t_w - s_w
     r = torch.where(gap > 0, (u_w - s_w) / gap.clamp(min=1e-12), torch.zeros_like(gap))
     first = model(x, s, u).to(wide)
-    later = (x.to(wide) + _per_row(u_w - s_w, x) * first).to(x.dtype)
+    later = (x.to(wide) + per_row(u_w - s_w, x) * first).to(x.dtype)
     second = model(later, u, u if euler else t).to(wide)
-    return _per_row(r, x) * first + _per_row(1 - r, x) * second
+    return per_row(r, x) * first + per_row(1 - r, x) * second
 
 
 def _tri_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
@@ -207,7 +208,8 @@ def _forward_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Te
     return _two_jumps(model, x, s, t_w - torch.clamp(t_w - s.to(wide), max=settings.consistency_h), t, euler=True)
 
 
-def _per_row(h: Tensor, x: Tensor) -> Tensor:
+def per_row(h: Tensor, x: Tensor) -> Tensor:
+    """Per-row values ``h`` of shape ``(B,)`` shaped to broadcast against ``x`` of shape ``(B, *D)``."""
     return h.view(-1, *([1] * (x.dim() - 1)))
 
 
@@ -220,47 +222,61 @@ def flow_map_step(model: nn.Module, x: Tensor, s: float, t: float) -> Tensor:
     return x + (t - s) * model(x, _batch_time(x, s), _batch_time(x, t))
 
 
-def _grid_sampler(step: Callable[[Tensor, float, float], Tensor]) -> StudentSampler:
-    """``steps`` applications of ``step(x, a, b)`` on an equal grid of ``[0, 1]``; one network call each."""
+def compose_on_grid(step: GridStep, noise: Tensor, steps: int) -> Tensor:
+    """``steps`` applications of ``step(x, a, b)`` on an equal grid of ``[0, 1]``, one network call each; the
+    graph is kept (the samplers below run it without gradient, the distribution phase with)."""
+    grid = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64).tolist()
+    x = noise
+    for a, b in zip(grid[:-1], grid[1:]):
+        x = step(x, a, b)
+    return x
 
+
+def _grid_sampler(step: GridStep) -> StudentSampler:
     @torch.no_grad()
     def sample(noise: Tensor, steps: int) -> Solution:
-        grid = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64).tolist()
-        x = noise
-        for a, b in zip(grid[:-1], grid[1:]):
-            x = step(x, a, b)
-        return Solution(x=x, nfe=steps)
+        return Solution(x=compose_on_grid(step, noise, steps), nfe=steps)
 
     return sample
 
 
+def velocity_step(model: nn.Module) -> GridStep:
+    """One Euler step of the student's ODE ``dx/dt = v(x, t)``."""
+    return lambda x, a, b: x + (b - a) * model(x, _batch_time(x, a))
+
+
+def flow_map_grid_step(model: nn.Module) -> GridStep:
+    """One jump of the flow map, ``Phi(.., a, b)``."""
+    return lambda x, a, b: flow_map_step(model, x, a, b)
+
+
 def velocity_sampler(model: nn.Module) -> StudentSampler:
     """Euler on the student's ODE ``dx/dt = v(x, t)`` with ``steps`` equal steps."""
-    return _grid_sampler(lambda x, a, b: x + (b - a) * model(x, _batch_time(x, a)))
+    return _grid_sampler(velocity_step(model))
 
 
 def flow_map_sampler(model: nn.Module) -> StudentSampler:
     """The flow map composed on an equal grid: ``Phi(.., t_{k-1}, t_k)`` for ``k = 1..steps``."""
-    return _grid_sampler(lambda x, a, b: flow_map_step(model, x, a, b))
+    return _grid_sampler(flow_map_grid_step(model))
 
 
 @dataclass(frozen=True)
 class Objective:
     """One objective: its loss, the time inputs of its network (1: ``v(x, t)``, 2: ``f(x, s, t)``), and
-    its sampler."""
+    its sampler's step on a grid (``compose_on_grid``)."""
 
     loss: Loss
     time_inputs: int
-    sampler: Callable[[nn.Module], StudentSampler]
+    step: Callable[[nn.Module], GridStep]
 
 
 OBJECTIVES: Registry[Objective] = Registry("objective", {
-    "velocity": Objective(_velocity, 1, velocity_sampler),
-    "flow_map": Objective(_flow_map, 2, flow_map_sampler),
-    "flow_map_shortcut": Objective(_with_consistency(_shortcut_target), 2, flow_map_sampler),
-    "flow_map_meanflow": Objective(_with_consistency(_meanflow_target), 2, flow_map_sampler),
-    "flow_map_tri": Objective(_with_consistency(_tri_target, draws=True), 2, flow_map_sampler),
-    "flow_map_forward": Objective(_with_consistency(_forward_target), 2, flow_map_sampler),
+    "velocity": Objective(_velocity, 1, velocity_step),
+    "flow_map": Objective(_flow_map, 2, flow_map_grid_step),
+    "flow_map_shortcut": Objective(_with_consistency(_shortcut_target), 2, flow_map_grid_step),
+    "flow_map_meanflow": Objective(_with_consistency(_meanflow_target), 2, flow_map_grid_step),
+    "flow_map_tri": Objective(_with_consistency(_tri_target, draws=True), 2, flow_map_grid_step),
+    "flow_map_forward": Objective(_with_consistency(_forward_target), 2, flow_map_grid_step),
 })
 
 
@@ -271,7 +287,12 @@ def time_inputs(objective: str) -> int:
 
 def student_sampler(objective: str, model: nn.Module) -> StudentSampler:
     """The sampler that matches how the student was trained."""
-    return OBJECTIVES[objective].sampler(model)
+    return _grid_sampler(OBJECTIVES[objective].step(model))
+
+
+def grid_step(objective: str, model: nn.Module) -> GridStep:
+    """One step of the student's sampler, ``(x, a, b) -> x`` at ``b`` (``compose_on_grid`` composes it)."""
+    return OBJECTIVES[objective].step(model)
 
 
 def objective_loss(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSettings,

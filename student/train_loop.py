@@ -340,7 +340,7 @@ def train_student_worker(train_loop_config: dict) -> None:
         loss = objective_loss(engine, [p.to(dtype) for p in points], objective, g)
         if in_phase:  # the student's own samples, scored with the teacher's field (student.distribution)
             noise = torch.randn((optim.batch_size, *job.data_shape), generator=g).to(device, dtype)
-            samples = sample_with_grad(engine, noise, dm.steps_for(g), time_inputs(objective.objective))
+            samples = sample_with_grad(objective.objective, engine, noise, dm.steps_for(g))
             loss = job.finetune.regression_weight * loss + dm.loss(samples, g)
         engine.backward(loss)
         engine.step()

@@ -92,7 +92,7 @@ def test_the_phase_moves_a_shifted_student_onto_the_teachers_distribution():
     start = (student.b.detach() - m).norm().item()
     for _ in range(300):
         noise = torch.randn(64, 2, generator=g)
-        samples = sample_with_grad(student, noise, dm.steps_for(g), 2)
+        samples = sample_with_grad("flow_map", student, noise, dm.steps_for(g))
         opt.zero_grad()
         dm.loss(samples, g).backward()
         opt.step()
@@ -117,8 +117,8 @@ def test_the_phase_state_round_trips_without_pickle():
     assert torch.equal(other.fake.mean, dm.fake.mean)  # Adam's moments came back too
 
 
-@pytest.mark.parametrize("time_inputs", [1, 2])
-def test_sample_with_grad_composes_the_map_or_euler(time_inputs):
+@pytest.mark.parametrize("objective, time_inputs", [("velocity", 1), ("flow_map", 2)])
+def test_sample_with_grad_composes_the_map_or_euler(objective, time_inputs):
     noise = torch.randn(4, 2)
     model = (lambda x, s, t: torch.ones_like(x)) if time_inputs == 2 else (lambda x, t: torch.ones_like(x))
-    assert torch.allclose(sample_with_grad(model, noise, 4, time_inputs), noise + 1)
+    assert torch.allclose(sample_with_grad(objective, model, noise, 4), noise + 1)

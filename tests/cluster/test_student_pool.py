@@ -176,3 +176,8 @@ def test_a_distribution_phase_trains_one_fake_field_for_all_ranks(ray_cluster, t
     initial = load_checkpoint(teacher)[0].state_dict()
     moved = [k for k, v in initial.items() if not torch.equal(fields[0][f"data/distribution.fake.{k}"], v.float())]
     assert moved, "the fake field never trained"
+    # the metrics lines say which intervals were the phase's, with its constant learning rate (default 4e-6)
+    lines = [json.loads(line) for line in (cfg.run_path / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r for r in lines if "loss" in r}
+    assert [s for s, r in sorted(logged.items()) if r.get("phase") == "distribution"] == [20, 30]
+    assert logged[20]["lr"] == logged[30]["lr"] == 4e-6 and logged[10]["lr"] > 4e-6

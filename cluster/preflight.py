@@ -213,12 +213,14 @@ def student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], plan: Device
 
 def _step_key(cfg: RunConfig, job: StudentJob) -> str:
     """What decides whether a student step works: the network, data shape, guide path, objective, batch, ZeRO
-    stage, clipping, precision settings, device and threads, the package versions and this machine; not the
-    run's name, seed, step counts, paths or store."""
+    stage, clipping, precision settings, device and threads, whether a distribution-matching phase runs (and
+    its sample steps), the package versions and this machine; not the run's name, seed, step counts, paths or
+    store."""
     facts = {"network": job.network.model_dump(mode="json"), "data_shape": list(job.data_shape),
              "path": job.path, "threads": job.threads, "objective": asdict(job.objective),
              "optim": {k: v for k, v in asdict(job.optim).items() if k in ("batch_size", "grad_clip", "zero_stage")},
              "precision": [cfg.precision, cfg.student.precision], "device": job.device,
+             "phase": job.finetune.sample_steps if job.finetune.steps else None,
              "versions": package_versions(), "host": platform.node()}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -247,8 +249,10 @@ def remembered_student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], p
 def _step_result(result: dict, seconds: float) -> Check:
     if not result["ok"]:
         return Check("student step", False, result["error"], _step_fix(result["error"]))
+    phase = (f", and one of its distribution-matching phase, loss {result['phase_loss']:.3g}"
+             if result.get("phase_loss") is not None else "")
     return Check("student step", True, f"one step of the student on {result['device']} in {result['precision']} "
-                 f"(parameters {result['param_dtype']}), loss {result['loss']:.3g}, {seconds:.1f} s")
+                 f"(parameters {result['param_dtype']}), loss {result['loss']:.3g}{phase}, {seconds:.1f} s")
 
 
 def _step_fix(error: str) -> str:

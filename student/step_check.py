@@ -14,10 +14,12 @@ import time
 import torch
 
 from guide_store.embedded import free_port
+from student.distribution import DistributionMatching
 from student.objectives import objective_loss
 from student.settings import StudentJob
-from student.train_loop import build_engine, student_precision
+from student.train_loop import average_grads, build_engine, phase_loss, student_precision
 from teachers.guides import path_degree
+from teachers.nets import build_network
 from teachers.precision import precision_dtype
 
 __all__ = ["student_step", "checked_step", "main"]
@@ -26,7 +28,9 @@ __all__ = ["student_step", "checked_step", "main"]
 def student_step(job: StudentJob) -> dict:
     """Build the engine exactly as ``student.train_loop`` does, for a world of one rank, and take one step of
     ``student.batch_size`` records on ``job.device`` (``cpu`` or ``cuda``); the job has no store and no
-    initial checkpoint. Returns the device, precision, parameter dtype, loss and seconds."""
+    initial checkpoint. With a distribution-matching phase (``student.finetune.steps``) a second step is one of
+    the phase, its teacher a fresh network of the student's family (the real one is trained later). Returns
+    the device, precision, parameter dtype, loss (and the phase step's) and seconds."""
     start = time.perf_counter()
     # a world of one rank, whatever a launcher (torchrun, SLURM) left in the environment
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0",
@@ -48,12 +52,28 @@ def student_step(job: StudentJob) -> dict:
     loss = objective_loss(engine, points, job.objective, g)
     engine.backward(loss)
     engine.step()
-    value = float(loss.detach().float())
-    if not torch.isfinite(torch.tensor(value)):
-        raise RuntimeError(f"the student's first loss is {value}")
+    value = _finite(loss, "the student's first loss")
+    phase = None
+    if job.finetune.steps:
+        teacher = build_network(job.network.arch, job.data_shape, **job.network.kwargs())
+        dm = DistributionMatching(teacher, job.finetune, device, average_grads)
+        loss, samples = phase_loss(job, engine, dm, objective_loss(engine, points, job.objective, g), g, device,
+                                   dtype)
+        engine.backward(loss)
+        engine.step()
+        dm.update_fake(samples, g)
+        phase = _finite(loss, "the distribution-matching phase's first loss")
     param = next(engine.module.parameters())
     return {"device": str(device), "precision": precision, "dtype": str(dtype).replace("torch.", ""), "param_dtype":
-            str(param.dtype).replace("torch.", ""), "loss": value, "seconds": round(time.perf_counter() - start, 2)}
+            str(param.dtype).replace("torch.", ""), "loss": value, "phase_loss": phase,
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _finite(loss: torch.Tensor, what: str) -> float:
+    value = float(loss.detach().float())
+    if not torch.isfinite(torch.tensor(value)):
+        raise RuntimeError(f"{what} is {value}")
+    return value
 
 
 def checked_step(job: StudentJob) -> dict:

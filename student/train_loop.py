@@ -61,7 +61,8 @@ from teachers.guides import PATHS
 from teachers.precision import precision_dtype
 from teachers.schedule import ema_decay_at, update_ema
 
-__all__ = ["train_student_worker", "build_engine", "student_precision", "id_runs", "merge_runs"]
+__all__ = ["train_student_worker", "build_engine", "student_precision", "phase_loss", "average_grads", "id_runs",
+           "merge_runs"]
 
 
 def id_runs(ids: list[int]) -> list[list[int]]:
@@ -124,7 +125,7 @@ def _mean_over_ranks(values: list[float], device: torch.device) -> list[float]:
     return (t / dist.get_world_size()).tolist()
 
 
-def _average_grads(params: list[torch.nn.Parameter]) -> None:
+def average_grads(params: list[torch.nn.Parameter]) -> None:
     """Each parameter's gradient averaged over ranks, in one all-reduce (collective)."""
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
@@ -141,7 +142,17 @@ def _distribution(job: StudentJob, device: torch.device) -> DistributionMatching
     if not job.finetune.steps:
         return None
     teacher, _ = load_checkpoint(job.finetune.teacher, expect_data_shape=job.data_shape)
-    return DistributionMatching(teacher, job.finetune, device, _average_grads)
+    return DistributionMatching(teacher, job.finetune, device, average_grads)
+
+
+def phase_loss(job: StudentJob, engine, dm: DistributionMatching, loss: torch.Tensor, g: torch.Generator,
+               device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A distribution-matching step's loss: the objective's ``loss`` at ``finetune.regression_weight`` plus the
+    term on a batch of the student's own samples (drawn with gradients, one of ``finetune.sample_steps``);
+    returns it and the samples (the fake field trains on them after the student's step)."""
+    noise = torch.randn((job.optim.batch_size, *job.data_shape), generator=g).to(device, dtype)
+    samples = sample_with_grad(job.objective.objective, engine, noise, dm.steps_for(g))
+    return job.finetune.regression_weight * loss + dm.loss(samples, g), samples
 
 
 def _save(job: StudentJob, engine, ema, pool: ReplayPool, rank: int, world: int, extra: dict,
@@ -339,9 +350,7 @@ def train_student_worker(train_loop_config: dict) -> None:
             group["lr"] = job.lr_at(ledger.step)
         loss = objective_loss(engine, [p.to(dtype) for p in points], objective, g)
         if in_phase:  # the student's own samples, scored with the teacher's field (student.distribution)
-            noise = torch.randn((optim.batch_size, *job.data_shape), generator=g).to(device, dtype)
-            samples = sample_with_grad(objective.objective, engine, noise, dm.steps_for(g))
-            loss = job.finetune.regression_weight * loss + dm.loss(samples, g)
+            loss, samples = phase_loss(job, engine, dm, loss, g, device, dtype)
         engine.backward(loss)
         engine.step()
         if in_phase:

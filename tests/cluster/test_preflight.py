@@ -52,17 +52,18 @@ def test_preflight_runs_a_real_student_step(tmp_path, precision, dtype, monkeypa
     step = checks[-1]
     assert step.name == "student step" and step.ok, step
     assert f"on cpu in {dtype}" in step.detail and "remembered" not in step.detail, step.detail
+    assert "one of its distribution-matching phase" in step.detail, step.detail  # smoke.yaml has the phase
     assert time.monotonic() - start < 60  # about 8 s on an idle 2-core machine
 
     # the pass is remembered for settings that decide it; another seed, step count or folder takes no step
-    again = _cfg(tmp_path / "other", f"precision={precision}", "seed=5", "student.steps=7")
+    again = _cfg(tmp_path / "other", f"precision={precision}", "seed=5", "student.steps=70")
     start = time.monotonic()
     step = preflight(again, resolve_device(again, 0), echo=lambda s: None)[-1]
     assert step.ok and "remembered" in step.detail and f"on cpu in {dtype}" in step.detail, step.detail
     assert time.monotonic() - start < 5
     job = lambda c: step_job(c, (1, 8, 8), "cpu")
     for change in ("student.batch_size=3", "student.objective=velocity", "student.zero_stage=2", "precision=fp32",
-                   "student.threads=2"):
+                   "student.threads=2", "student.finetune.steps=0", "student.finetune.sample_steps=[1,2]"):
         changed = _cfg(tmp_path, f"precision={precision}", change)
         assert _step_key(changed, job(changed)) != _step_key(cfg, job(cfg)), change
 

@@ -69,7 +69,9 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
                              checkpoint_config=CheckpointConfig(num_to_keep=sc.keep_checkpoints)))
     echo(f"student pool: {workers} DeepSpeed worker(s) (ZeRO {sc.zero_stage}, {plan.student.device}, "
          f"{plan.student.precision}), objective {sc.objective}, "
-         f"{sc.steps} steps of {sc.batch_size} records per rank; checkpoints in {storage}")
+         f"{sc.steps} steps of {sc.batch_size} records per rank"
+         + (f", the last {sc.finetune.steps} of them distribution matching" if sc.finetune.steps else "")
+         + f"; checkpoints in {storage}")
     start = time.perf_counter()
     # Ray Train's controller polls its workers every 2 s by default; a checkpoint report blocks its rank until
     # the next poll, and a finished pool is seen only then. 0.5 s (Ray Train passes the driver's value on to

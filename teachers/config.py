@@ -301,10 +301,11 @@ class StudentConfig(Section):
                 raise ValueError(f"{key} must be a non-empty list of step counts >= 1")
         if self.finetune.steps > self.steps:
             raise ValueError(f"finetune.steps ({self.finetune.steps}) must be at most steps ({self.steps}): the "
-                             "phase is the last finetune.steps of them")
+                             "phase is the last finetune.steps of them; lower it, or set student.finetune.steps=0 "
+                             "for no phase")
         if self.finetune.steps and self.init != "teacher":
             raise ValueError("finetune.steps needs init 'teacher': the phase runs the student's first teacher, "
-                             "frozen, inside each worker")
+                             "frozen, inside each worker; set student.finetune.steps=0 for no phase")
         return self
 
 

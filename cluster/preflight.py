@@ -306,6 +306,12 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
     except CheckpointError as err:
         return Check("teachers", False, str(err), "point teachers[].checkpoints at a complete teacher folder, or "
                      "delete a damaged cached one (RUN/teacher) so the run trains it again")
+    first = pools[0].checkpoints[0]
+    if (cfg.student.init == "teacher" and cfg.student.finetune.steps and first not in own
+            and model_kind(first) == "diffusers"):
+        return Check("teachers", False, f"student.finetune.steps: the distribution-matching phase runs the first "
+                     f"teacher inside each student worker, and {first} is a diffusers model",
+                     "set student.finetune.steps=0, or list a bezier-distill teacher first")
     return Check("teachers", True, f"{len(folders)} teacher folder(s) read whole" if folders
                  else "the run trains its own teacher(s)")
 

@@ -11,7 +11,7 @@ import pytest
 
 from cluster.cli import main
 from cluster.config import load_config
-from cluster.preflight import _step_key, preflight, step_job, store_check
+from cluster.preflight import PreflightError, _step_key, input_checks, preflight, step_job, store_check
 from guide_store.embedded import EmbeddedRedis, free_port
 from teachers.device_plan import resolve_device
 
@@ -154,3 +154,18 @@ def test_the_plan_says_when_bf16_on_this_cpu_would_be_emulated(tmp_path):
     assert "bf16 is emulated" in slow and "set guides.precision, student.precision to fp32" in slow, slow
     assert "emulated" not in plan_check(plan, new).detail
     assert "emulated" not in plan_check(resolve_device(_cfg(tmp_path), 0), old).detail  # fp32: nothing to say
+
+
+def test_a_phase_with_a_diffusers_first_teacher_is_refused_before_ray(tmp_path):
+    """The phase runs the first teacher in the student workers, which take only this project's checkpoints: a
+    diffusers first teacher is named with the key and its fix by the input checks, before Ray starts."""
+    diffusers = pytest.importorskip("diffusers")
+    unet = tmp_path / "unet"
+    diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+                          down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                          norm_num_groups=4).save_pretrained(unet, safe_serialization=True)
+    teachers = f"teachers=[{{name: hf, checkpoints: [{unet}], convention: flow_match}}]"
+    with pytest.raises(PreflightError, match=r"student\.finetune\.steps.*diffusers model") as err:
+        input_checks(_cfg(tmp_path, teachers))  # smoke.yaml has a 20-step phase
+    assert "student.finetune.steps=0" in str(err.value)
+    assert input_checks(_cfg(tmp_path, teachers, "student.finetune.steps=0")).data_shape == (1, 8, 8)

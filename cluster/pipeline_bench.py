@@ -127,7 +127,7 @@ def _untrained_teacher(cfg: RunConfig, data_shape: tuple[int, ...], out_dir: Pat
 
 def _student_run(cfg: RunConfig, workers: int, steps: int, blocks: int) -> RunConfig:
     """The pool's run: ``workers`` ranks, ``steps`` steps, ``blocks`` blocks in the store (all of the run). The
-    distribution-matching phase is off: the plain loop has none, and the bench times the guides' steps."""
+    distribution-matching phase is off: the plain loop has none, and the bench times plain steps on the guides."""
     finetune = cfg.student.finetune.model_copy(update={"steps": 0})
     student = cfg.student.model_copy(update={"workers": workers, "steps": steps, "finetune": finetune})
     guides = cfg.guides.model_copy(update={"num_samples": blocks * cfg.guides.block_size})

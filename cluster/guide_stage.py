@@ -16,7 +16,7 @@ import ray
 import torch
 from tqdm.auto import tqdm
 
-from cluster.config import ConfigError, RunConfig, redact_url
+from cluster.config import RunConfig, redact_url
 from cluster.controller_actor import start_controller
 from cluster.student_pool import run_student_pool
 from guide_store.redis_store import RedisGuideStore
@@ -120,11 +120,7 @@ def _student_init(cfg: RunConfig, echo) -> str | None:
     if cfg.student.init != "teacher":
         return None
     first = cfg.teachers[0].checkpoints[0]
-    if model_kind(first) == "diffusers":
-        if cfg.student.finetune.steps:
-            raise ConfigError(f"student.finetune.steps: the phase runs the first teacher inside each student worker, "
-                              f"and {first} is a diffusers model; list a bezier-distill teacher first, or set "
-                              "student.finetune.steps to 0")
+    if model_kind(first) == "diffusers":  # with a phase, refused by the pre-flight teachers check
         net = cfg.student.network or cfg.teacher.network
         echo(f"student.init is teacher, but the first teacher {first} is a diffusers model: the student starts from "
              f"scratch as a {net.arch} network (student.network, else teacher.network)")

@@ -34,7 +34,7 @@ from cluster.teacher_stage import teacher_training_config, train_teachers
 from student.objectives import student_sampler
 from student.run_report import reference_solver
 from teachers.checkpoint import load_checkpoint, replaced_atomically
-from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
+from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval, straightness
 from teachers.guides import teacher_nfe_per_record
 from teachers.models import teacher_sampler
 from teachers.train_teacher import load_run_data
@@ -77,14 +77,26 @@ def _teacher_jobs(study, base, needed, quick) -> dict[str, RunConfig]:
     return jobs
 
 
+def _straightness(model, data, seed: int) -> float:
+    """The teacher's straightness as the run report measures it (256 noise draws of the study seed)."""
+    return round(straightness(model, noise_for_eval(256, data.data_shape, seed)), 6)
+
+
 def _evaluate_teachers(study, base, needed, quick, echo) -> None:
     """Each needed teacher at ``eval.steps`` (Euler), adaptive and the reference solver (``eval.reference_solver``
-    at ``eval.reference_steps``), once (cached beside the checkpoint)."""
+    at ``eval.reference_steps``), and its straightness, once (cached beside the checkpoint; an evaluation made
+    before straightness was measured gets it added)."""
     for seed, key in needed:
         path = teacher_path(study, key, seed, quick)
-        if (path / TEACHER_EVAL_FILE).is_file():
-            continue
         cfg = teacher_config(study, base, key, seed, quick)
+        if (path / TEACHER_EVAL_FILE).is_file():
+            done = json.loads((path / TEACHER_EVAL_FILE).read_text())
+            if "straightness" not in done:
+                data = load_run_data(cfg)
+                model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
+                with replaced_atomically(path / TEACHER_EVAL_FILE) as tmp:
+                    tmp.write_text(json.dumps({**done, "straightness": _straightness(model, data, seed)}, indent=2))
+            continue
         start = time.perf_counter()
         data = load_run_data(cfg)
         model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
@@ -97,7 +109,7 @@ def _evaluate_teachers(study, base, needed, quick, echo) -> None:
             label=reference[0])["rows"]
         train = json.loads((path / "train_report.json").read_text())
         out = {"key": key, "seed": seed, "rows": table["rows"] + adaptive["rows"], "reference_rows": ref_rows,
-               "floor": table["floor"],
+               "floor": table["floor"], "straightness": _straightness(model, data, seed),
                "n_samples": table["n_samples"], "rectification": train["rectification"],
                "samples_files": {"euler": table["samples_file"], "adaptive": adaptive["samples_file"]},
                "train_seconds": train["train_seconds"], "eval_seconds": round(time.perf_counter() - start, 2)}
@@ -128,6 +140,7 @@ def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
                                                  g.solve_steps, sum(cfg.teachers[0].guides_from_coupling(g))),
         "rows": table["rows"], "floor": table["floor"], "n_samples": table["n_samples"],
         "samples_file": table["samples_file"], "records": report["production"]["records"],
+        "distinct_pairs": report["production"]["distinct_pairs"],
         "student_steps": training["steps"], "student_seconds": training["seconds"],
         "records_consumed": training["consumption"]["records"],
         "consumed_twice": training["consumption"]["consumed_twice"], "final_loss": training["final_loss"],
@@ -140,6 +153,14 @@ def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
     return result
 
 
+def _with_distinct_pairs(result: dict, run_path: Path) -> dict:
+    """A result made before its file kept ``distinct_pairs`` takes it from the run's own report."""
+    report = run_path / "report.json"
+    if "distinct_pairs" in result or not report.is_file():
+        return result
+    return {**result, "distinct_pairs": json.loads(report.read_text())["production"].get("distinct_pairs")}
+
+
 def collect_results(study, base, runs: list[VariantRun], quick: bool, config_file: str) -> dict:
     """Everything finished so far, as the report reads it (the raw JSON the tables are made from)."""
     seeds = sorted({r.seed for r in runs})
@@ -149,8 +170,8 @@ def collect_results(study, base, runs: list[VariantRun], quick: bool, config_fil
             f = teacher_path(study, key, seed, quick) / TEACHER_EVAL_FILE
             if f.is_file():
                 teachers.append({**json.loads(f.read_text()), "label": study.teachers[key].label})
-    done = [json.loads((r.cfg.run_path / RESULT_FILE).read_text()) for r in runs
-            if (r.cfg.run_path / RESULT_FILE).is_file()]
+    done = [_with_distinct_pairs(json.loads((r.cfg.run_path / RESULT_FILE).read_text()), r.cfg.run_path)
+            for r in runs if (r.cfg.run_path / RESULT_FILE).is_file()]
     first = runs[0].cfg
     return {"study": study.name, "config_file": config_file, "quick": quick, "seeds": seeds, "data": first.data.name,
             "metric_kind": "image" if first.data.name == "digits" or len(first.data.shape or []) == 3 else "vector",

@@ -77,6 +77,8 @@ def aggregate(results: dict) -> dict[str, dict]:
         entry["cells"].update(_ratio_cells(results, runs, bests))
         entry["wall"] = interval([r["wall_seconds"] for r in runs])
         entry["nfe_per_record"] = runs[0]["nfe_per_record"]
+        pairs = [r.get("distinct_pairs") for r in runs]
+        entry["distinct_pairs"] = interval(pairs) if None not in pairs else None
     return out
 
 
@@ -104,6 +106,8 @@ def _teacher_cells(results: dict) -> dict[str, dict]:
                                       for e in ev]) for m in metrics}
         entry["nfe_adaptive"] = interval([_row(e, None)["nfe"] for e in ev])[0]
         entry["train"] = interval([e["train_seconds"] for e in ev])
+        gaps = [e.get("straightness") for e in ev]
+        entry["straightness"] = interval(gaps) if None not in gaps else None
     return out
 
 
@@ -171,14 +175,18 @@ def _label(results: dict, key: str) -> str:
     return f"{label}, `{objective}`"
 
 
-def _student_table(results: dict, agg: dict, metric: str) -> list[str]:
+def _student_table(results: dict, agg: dict, metric: str, with_pairs: bool = False) -> list[str]:
+    """One row per variant/objective; ``with_pairs`` adds the distinct noise-data pairs its runs used (when
+    the results have them: those from before it was kept do not)."""
     steps = sorted({s for e in agg.values() for (s, m) in e["cells"] if m == metric})
-    head = ["variant", "objective", "teacher NFE / record"] + [f"{METRIC_NAMES[metric]}, {s} step{'s' * (s > 1)}"
-                                                              for s in steps] + ["seeds", "wall s / run"]
+    pairs = with_pairs and any(e["distinct_pairs"] is not None for e in agg.values())
+    head = (["variant", "objective", "teacher NFE / record"] + (["distinct pairs"] if pairs else [])
+            + [f"{METRIC_NAMES[metric]}, {s} step{'s' * (s > 1)}" for s in steps] + ["seeds", "wall s / run"])
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for key, e in agg.items():
         cells = [e["variant"], f"`{e['objective']}`", str(e["nfe_per_record"] if e["nfe_per_record"] is not None
                                                           else "adaptive")]
+        cells += [_fmt(e["distinct_pairs"])] if pairs else []
         cells += [_fmt(e["cells"].get((s, metric))) for s in steps] + [str(len(e["seeds"])), _fmt(e["wall"])]
         if key == results["default"]:
             cells[0] = f"**{cells[0]}** (default)"
@@ -189,14 +197,15 @@ def _student_table(results: dict, agg: dict, metric: str) -> list[str]:
 def _teacher_table(results: dict, teachers: dict, metric: str) -> list[str]:
     steps = sorted({s for t in teachers.values() for (s, m) in t["cells"] if s is not None and m == metric})
     ref = next((t["reference_label"] for t in teachers.values() if t["reference_label"]), None)
+    straight = any(t["straightness"] is not None for t in teachers.values())
     head = ([f"teacher: {METRIC_NAMES[metric]}"] + [f"Euler {s}" for s in steps] + ["adaptive (mean NFE)"]
-            + ([ref] if ref else []) + ["best row", "training s"])
+            + ([ref] if ref else []) + ["best row"] + (["straightness"] if straight else []) + ["training s"])
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for t in teachers.values():
         cells = [t["label"]] + [_fmt(t["cells"].get((s, metric))) for s in steps]
         cells += [f"{_fmt(t['cells'].get((None, metric)))} ({t['nfe_adaptive']:.0f})"]
         cells += ([_fmt(t["reference"][metric]) if t["reference"] else "-"] if ref else [])
-        cells += [_fmt(t["best"][metric]), _fmt(t["train"])]
+        cells += [_fmt(t["best"][metric])] + ([_fmt(t["straightness"])] if straight else []) + [_fmt(t["train"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -352,10 +361,17 @@ def _section(results: dict, figures: dict[str, str]) -> list[str]:
              f"{st['student_batch_size']} records on each of {st['student_workers']} DeepSpeed ranks, "
              f"{st['eval_samples']} evaluation samples. Intervals: 95%, Student t over seeds.", "",
              "### Conclusion", "", *_conclusion(results, agg, teachers, verdicts), "",
-             "### Students", "", *ratio_table, *_student_table(results, agg, metrics[0]), "",
-             *_student_table(results, agg, metrics[1]),
-             "", "### Teachers", "", *_teacher_table(results, teachers, metrics[0]), "",
+             "### Students", "", *ratio_table, *_student_table(results, agg, metrics[0], with_pairs=True), "",
+             *_student_table(results, agg, metrics[1]), "",
+             *([f"Distinct pairs: the distinct (noise, data) pairs a run's guide records came from, mean over "
+                "seeds (`inversion` pairs are bounded by the number of training examples; generated pairs are "
+                "all distinct).", ""]
+               if any(e["distinct_pairs"] is not None for e in agg.values()) else []),
+             "### Teachers", "", *_teacher_table(results, teachers, metrics[0]), "",
              *_teacher_table(results, teachers, metrics[1]), "",
+             *(["Straightness: the mean squared gap between a teacher's Euler x 32 trajectory and its chord "
+                "(0 = straight; 256 noise draws of the seed), as each run report gives it.", ""]
+               if any(t["straightness"] is not None for t in teachers.values()) else []),
              "Real-vs-real floor: " + ", ".join(f"{METRIC_NAMES[m]} {_fmt(c)}" for m, c in floor.items()) + ".",
              "", "### Cost", "",
              f"Compute time of everything in this section: {seconds / 3600:.2f} h on this machine "

@@ -43,12 +43,17 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
         assert r["student_steps"] >= cfg.student.steps
         assert [row["steps"] for row in r["rows"]] == cfg.student.eval_steps
         assert all("sliced_w2" in row and "energy" in row for row in r["rows"])
+        if cfg.guides.coupling == "generated":
+            assert r["distinct_pairs"] == cfg.guides.num_samples
+        else:  # inversion: at most one pair per training example
+            assert 0 < r["distinct_pairs"] <= cfg.guides.num_samples
     nfe = {r["variant"]: r["nfe_per_record"] for r in results["runs"]}
     coupling = 8 * 4  # quick: rk4 with 8 steps
     assert nfe["rf-generated"] == coupling
     assert nfe["cubic-two-solve"] == coupling + 2 * 4  # two guides, each a 4-step Euler solve
     assert sorted(t["key"] for t in results["teachers"]) == sorted(study.teachers)
     assert all(t["rectification"] == 1 for t in results["teachers"])
+    assert all(0 < t["straightness"] < 10 for t in results["teachers"])  # a 1-RF teacher's path is curved
     # every model of a seed is scored on the same noise against the same floor draw (paired comparisons)
     assert len({json.dumps(x["floor"]) for x in results["teachers"] + results["runs"]}) == 1
 
@@ -60,6 +65,8 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
             assert len(rows) == 3, (v.name, objective)  # sliced W2 over the teacher's best, sliced W2, energy
     assert all(t["reference_rows"][0]["label"] == "rk4" for t in results["teachers"])
     assert "sliced W2 / teacher's best, 1 step" in md and "Closest to its own teacher" in md
+    assert sum("| distinct pairs |" in line for line in md.splitlines()) == 1  # in the primary metric's table
+    assert sum("| best row | straightness | training s |" in line for line in md.splitlines()) == 2
     for t in study.teachers.values():
         assert sum(line.startswith(f"| {t.label} |") for line in md.splitlines()) == 2
     for claim in study.claims:  # one verdict line per step count (the paper's also recur in the summary line)
@@ -69,9 +76,17 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
     on_disk = json.loads((tmp_path / "docs" / "results" / "toy2d" / "results.json").read_text())
     assert on_disk["runs"] == json.loads(json.dumps(results["runs"]))
 
+    # files written before straightness and distinct pairs were kept: resuming adds them, running nothing again
+    old_result = planned[0].cfg.run_path / RESULT_FILE
+    old_result.write_text(json.dumps({k: v for k, v in json.loads(old_result.read_text()).items()
+                                      if k != "distinct_pairs"}))
+    old_eval = next(tmp_path.glob("runs/**/study_eval.json"))
+    old_eval.write_text(json.dumps({k: v for k, v in json.loads(old_eval.read_text()).items() if k != "straightness"}))
     stamps = {p.key: (p.cfg.run_path / RESULT_FILE).stat().st_mtime_ns for p in planned}
     lines = []
     again = run_study(study_file, quick=True, out_dir=tmp_path / "docs", echo=lines.append, show_bar=False)
     assert f"{len(planned)} done, 0 to run" in lines[0]
     assert {p.key: (p.cfg.run_path / RESULT_FILE).stat().st_mtime_ns for p in planned} == stamps
     assert len(again["runs"]) == len(planned)
+    assert [r["distinct_pairs"] for r in again["runs"]] == [r["distinct_pairs"] for r in results["runs"]]
+    assert [t["straightness"] for t in again["teachers"]] == [t["straightness"] for t in results["teachers"]]

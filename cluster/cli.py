@@ -36,7 +36,7 @@ from cluster.controller_actor import controller_name
 from cluster.job import add_run_arguments, run_from_args
 from cluster.paths import resolve_input
 from cluster.pipeline_bench import BENCH_SIZES, BenchError, format_bench_table, run_pipeline_bench, size_config
-from cluster.preflight import (config_checks, data_shape_of, environment_checks, format_checks, plan_check,
+from cluster.preflight import (config_checks, cpus_check, data_shape_of, environment_checks, format_checks, plan_check,
                                student_step_check, teachers_check)
 from cluster.production_bench import run_production_bench
 from cluster.study import run_study
@@ -401,6 +401,8 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         plan = resolve_device(cfg, gpus)
         data_shape = data_shape_of(cfg)
         more = [plan_check(plan), *config_checks(cfg), teachers_check(cfg, data_shape)]
+        if ray.is_initialized():  # the cluster in RAY_ADDRESS (a local Ray is started with enough CPUs)
+            more.append(cpus_check(cfg, plan, ray.cluster_resources().get("CPU", 0)))
         more.append(student_step_check(cfg, data_shape, plan))
         print(format_checks(more))
         checks += more

@@ -37,7 +37,7 @@ import ray
 
 from cluster.config import ConfigError, RunConfig, dump_config, load_config, public_config
 from cluster.guide_stage import produce_and_train
-from cluster.nodes import check_shared_run_dir, local_cpus
+from cluster.nodes import check_shared_run_dir, cpu_shortage, local_cpus
 from cluster.paths import resolve_run_paths
 from cluster.preflight import PreflightError, dashboard_address_error, input_checks, preflight
 from cluster.provenance import provenance
@@ -108,6 +108,9 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     teacher_seeds = {str(path): seed for path, seed in own_teacher_paths(cfg).values()}
     try:
         plan = resolve_device(cfg, ray.cluster_resources().get("GPU", 0))  # a ConfigError before any work
+        short = cpu_shortage(cfg, ray.cluster_resources().get("CPU", 0), plan.student_workers)
+        if short:
+            raise ConfigError(f"{short[0]}: {short[1]}")
         check_shared_run_dir(cfg.run_path, echo)
         preflight(cfg, plan, echo, inputs)
         store_url, cfg = cfg.store.url, public_config(cfg)  # the password goes to the store only, never to files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from pathlib import Path
@@ -11,15 +12,36 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import RunConfig
 
-__all__ = ["local_cpus", "check_shared_run_dir"]
+__all__ = ["local_cpus", "cpu_shortage", "check_shared_run_dir"]
+
+
+def _teacher_cpus(cfg: RunConfig) -> float:
+    return sum(p.replicas * p.num_cpus for p in cfg.teachers) if cfg.teachers else 1
 
 
 def local_cpus(cfg: RunConfig) -> int:
     """Logical CPUs for a local Ray: at least what the teacher actors and student workers ask for together,
     since both run at once (each with its own few threads, so a small machine is shared, not deadlocked)."""
-    teachers = sum(p.replicas * p.num_cpus for p in cfg.teachers) if cfg.teachers else 1
-    students = cfg.student.workers * cfg.student.cpus_per_worker
-    return max(os.cpu_count() or 1, int(teachers + students + 0.999))
+    return max(os.cpu_count() or 1, int(_teacher_cpus(cfg) + cfg.student.workers * cfg.student.cpus_per_worker
+                                        + 0.999))
+
+
+def cpu_shortage(cfg: RunConfig, cluster_cpus: float, student_workers: int) -> tuple[str, str] | None:
+    """``(what, fix)`` when a Ray cluster of ``cluster_cpus`` logical CPUs cannot hold the run's teacher actors
+    and its ``student_workers`` student workers at once (they run together, so Ray would keep the student pool
+    waiting for ever); ``None`` when it can. Ray Train's controller asks for no CPU."""
+    teachers = _teacher_cpus(cfg)
+    need = teachers + student_workers * cfg.student.cpus_per_worker
+    if cluster_cpus + 1e-9 >= need:
+        return None
+    what = (f"the Ray cluster has {cluster_cpus:g} CPUs, and the run holds {need:g} at once: {teachers:g} for the "
+            f"teacher actors (teachers[].replicas x teachers[].num_cpus) and {student_workers} student worker(s) x "
+            f"student.cpus_per_worker {cfg.student.cpus_per_worker:g}; Ray would keep the student pool waiting "
+            "for ever")
+    fix = (f"start the head with `ray start --head --num-cpus={math.ceil(need)}` (logical CPUs are scheduling "
+           "slots: the actors and workers run one torch thread each and share a small machine's cores), add "
+           "nodes, or lower teachers[].replicas, student.workers or student.cpus_per_worker")
+    return what, fix
 
 
 def check_shared_run_dir(run_path: Path, echo=print, timeout_s: float = 60.0) -> list[str]:

@@ -23,6 +23,7 @@ import redis
 import torch
 
 from cluster.config import RunConfig, TeacherPoolConfig, redact_url
+from cluster.nodes import cpu_shortage
 from cluster.provenance import package_versions
 from cluster.teacher_stage import own_teacher_paths
 from guide_store.embedded import find_redis_server, redis_server_version
@@ -35,7 +36,7 @@ from teachers.models import check_model, model_kind
 from teachers.precision import cpu_has_native_bf16
 from teachers.train_teacher import load_run_data
 
-__all__ = ["Check", "PreflightError", "dashboard_address_error", "environment_checks", "config_checks", "plan_check", "student_step_check",
+__all__ = ["Check", "PreflightError", "dashboard_address_error", "environment_checks", "config_checks", "plan_check", "cpus_check", "student_step_check",
            "remembered_student_step_check", "format_checks", "InputChecks", "input_checks", "preflight", "step_job"]
 
 
@@ -170,6 +171,15 @@ def plan_check(plan: DevicePlan, cpuinfo: str | None = None) -> Check:
                      f"here; set {', '.join(sorted(set(emulated)))} to fp32")
     notes = f" ({'; '.join(notes)})" if notes else ""
     return Check("plan", None, f"{detail}; {plan.student_workers} student worker(s){notes}")
+
+
+def cpus_check(cfg: RunConfig, plan: DevicePlan, cluster_cpus: float) -> Check:
+    """Whether the Ray cluster the run joins can hold its teacher actors and student workers at once."""
+    short = cpu_shortage(cfg, cluster_cpus, plan.student_workers)
+    if short:
+        return Check("cpus", False, short[0], short[1])
+    return Check("cpus", True, f"the Ray cluster's {cluster_cpus:g} CPUs hold the run's teacher actors and "
+                               f"{plan.student_workers} student worker(s) at once")
 
 
 def data_shape_of(cfg: RunConfig) -> tuple[int, ...]:

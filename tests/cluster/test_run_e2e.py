@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from cluster.config import parse_config
+from cluster.config import ConfigError, parse_config
 from cluster.job import run
+from cluster.nodes import cpu_shortage
 
 pytestmark = pytest.mark.slow
 
@@ -63,3 +64,18 @@ def test_run_end_to_end_one_step_student_beats_one_euler_step(ray_cluster, tmp_p
     training = report["student_training"]
     assert training["steps"] >= 300 and training["consumption"]["consumed_twice"] == 0
     assert training["consumption"]["records"] == cfg.guides.num_samples
+
+
+def test_a_cluster_too_small_for_the_run_is_refused_before_any_work(ray_cluster, tmp_path):
+    """The shared test cluster has 8 logical CPUs; 7 teacher actors and 2 student workers cannot run at once,
+    and Ray would keep the student pool waiting for ever: the run says so (and how to fix it) before any
+    teacher trains."""
+    small = small_run(tmp_path)
+    cfg = small.model_copy(update={"teachers": [small.teachers[0].model_copy(update={"replicas": 7})]})
+    cpus = ray_cluster.cluster_resources()["CPU"]
+    assert cpus == 8
+    with pytest.raises(ConfigError, match=r"the Ray cluster has 8 CPUs, and the run holds 9 at once: 7 for the "
+                                          r"teacher actors .* 2 student worker\(s\) .*ray start --head --num-cpus=9"):
+        run(cfg, echo=lambda s: None, show_bar=False)
+    assert not (cfg.run_path / "teacher").exists()  # nothing trained
+    assert cpu_shortage(cfg, 9, 2) is None and cpu_shortage(cfg, 9, 3) is not None

@@ -169,6 +169,13 @@ def _fmt(cell: tuple[float, float | None] | None) -> str:
     return text if half is None else f"{text} ± {half:.2g}"
 
 
+def _fmt_count(cell: tuple[float, float | None] | None) -> str:
+    """A count (distinct pairs) as a whole number, with its interval when it has one."""
+    if cell is None:
+        return "-"
+    return f"{cell[0]:.0f}" + (f" ± {cell[1]:.0f}" if cell[1] else "")
+
+
 def _label(results: dict, key: str) -> str:
     variant, objective = key.split("/")
     label = next(v["label"] for v in results["study_config"]["variants"] if v["name"] == variant)
@@ -186,7 +193,7 @@ def _student_table(results: dict, agg: dict, metric: str, with_pairs: bool = Fal
     for key, e in agg.items():
         cells = [e["variant"], f"`{e['objective']}`", str(e["nfe_per_record"] if e["nfe_per_record"] is not None
                                                           else "adaptive")]
-        cells += [_fmt(e["distinct_pairs"])] if pairs else []
+        cells += [_fmt_count(e["distinct_pairs"])] if pairs else []
         cells += [_fmt(e["cells"].get((s, metric))) for s in steps] + [str(len(e["seeds"])), _fmt(e["wall"])]
         if key == results["default"]:
             cells[0] = f"**{cells[0]}** (default)"

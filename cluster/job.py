@@ -107,8 +107,9 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     timings = {}
     teacher_seeds = {str(path): seed for path, seed in own_teacher_paths(cfg).values()}
     try:
-        plan = resolve_device(cfg, ray.cluster_resources().get("GPU", 0))  # a ConfigError before any work
-        short = cpu_shortage(cfg, ray.cluster_resources().get("CPU", 0), plan.student_workers)
+        resources = ray.cluster_resources()
+        plan = resolve_device(cfg, resources.get("GPU", 0))  # a ConfigError before any work
+        short = cpu_shortage(cfg, resources.get("CPU", 0), plan.student_workers)
         if short:
             raise ConfigError(f"{short[0]}: {short[1]}")
         check_shared_run_dir(cfg.run_path, echo)

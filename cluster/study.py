@@ -34,7 +34,7 @@ from cluster.teacher_stage import teacher_training_config, train_teachers
 from student.objectives import student_sampler
 from student.run_report import reference_solver
 from teachers.checkpoint import load_checkpoint, replaced_atomically
-from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval, straightness
+from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval, teacher_straightness
 from teachers.guides import teacher_nfe_per_record
 from teachers.models import teacher_sampler
 from teachers.train_teacher import load_run_data
@@ -77,11 +77,6 @@ def _teacher_jobs(study, base, needed, quick) -> dict[str, RunConfig]:
     return jobs
 
 
-def _straightness(model, data, seed: int) -> float:
-    """The teacher's straightness as the run report measures it (256 noise draws of the study seed)."""
-    return round(straightness(model, noise_for_eval(256, data.data_shape, seed)), 6)
-
-
 def _evaluate_teachers(study, base, needed, quick, echo) -> None:
     """Each needed teacher at ``eval.steps`` (Euler), adaptive and the reference solver (``eval.reference_solver``
     at ``eval.reference_steps``), and its straightness, once (cached beside the checkpoint; an evaluation made
@@ -94,8 +89,9 @@ def _evaluate_teachers(study, base, needed, quick, echo) -> None:
             if "straightness" not in done:
                 data = load_run_data(cfg)
                 model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
+                gap = teacher_straightness(model, data.data_shape, seed)
                 with replaced_atomically(path / TEACHER_EVAL_FILE) as tmp:
-                    tmp.write_text(json.dumps({**done, "straightness": _straightness(model, data, seed)}, indent=2))
+                    tmp.write_text(json.dumps({**done, "straightness": gap}, indent=2))
             continue
         start = time.perf_counter()
         data = load_run_data(cfg)
@@ -109,7 +105,7 @@ def _evaluate_teachers(study, base, needed, quick, echo) -> None:
             label=reference[0])["rows"]
         train = json.loads((path / "train_report.json").read_text())
         out = {"key": key, "seed": seed, "rows": table["rows"] + adaptive["rows"], "reference_rows": ref_rows,
-               "floor": table["floor"], "straightness": _straightness(model, data, seed),
+               "floor": table["floor"], "straightness": teacher_straightness(model, data.data_shape, seed),
                "n_samples": table["n_samples"], "rectification": train["rectification"],
                "samples_files": {"euler": table["samples_file"], "adaptive": adaptive["samples_file"]},
                "train_seconds": train["train_seconds"], "eval_seconds": round(time.perf_counter() - start, 2)}

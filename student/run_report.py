@@ -12,7 +12,7 @@ from teachers.checkpoint import load_checkpoint
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.device_plan import StagePlan, resolve_device
 from teachers.evaluation import (QualitySettings, evaluate_sampler, format_row, noise_for_eval, sampler_on,
-                                 straightness)
+                                 teacher_straightness)
 from teachers.models import load_velocity, teacher_sampler
 from teachers.plots import save_loss_curve, save_sample_figure
 from teachers.train_teacher import load_run_data
@@ -24,7 +24,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
     """Quality of each teacher (``cfg.eval.solver`` at ``cfg.eval.steps``, and ``eval.reference_solver`` at
     ``eval.reference_steps``) and of the exported student (at ``cfg.student.eval_steps``, each row with its
     metric over the teachers' best: ``fid_to_teacher_best`` or ``sliced_w2_to_teacher_best``), and each
-    teacher's straightness (``teachers.evaluation.straightness``, 256 noise draws, Euler x 32); writes ``samples.png`` and ``student_loss.png`` into the run folder.
+    teacher's straightness (``teachers.evaluation.teacher_straightness``, Euler x 32); writes ``samples.png`` and ``student_loss.png`` into the run folder.
 
     ``stage``: the run plan's evaluation stage (default: the plan for this machine's GPUs); sampling runs
     there under its precision, and the result's ``used`` says which device and precision that was."""
@@ -42,7 +42,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
         label = f"teacher{i}/{solver}"
         echo(f"evaluating {label} ({path}) at steps {steps}")
         teachers[path] = evaluate_sampler(samplers[path], data, steps, settings, label=label)
-        straight[path] = round(straightness(model, noise_for_eval(256, data.data_shape, cfg.seed).to(device)), 6)
+        straight[path] = teacher_straightness(model, data.data_shape, cfg.seed, device)
         reference = reference_solver(cfg)
         if reference is not None:
             ref_solver, ref_steps = reference

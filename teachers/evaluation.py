@@ -22,7 +22,7 @@ from teachers.distances import energy_distance, sliced_wasserstein
 from teachers.precision import autocast
 from teachers.solvers import Solution, euler_step
 
-__all__ = ["Sampler", "QualitySettings", "quality", "evaluate_sampler", "noise_for_eval", "sampler_on", "straightness"]
+__all__ = ["Sampler", "QualitySettings", "quality", "evaluate_sampler", "noise_for_eval", "sampler_on", "straightness", "teacher_straightness"]
 
 Sampler = Callable[[Tensor, int], Solution]  # (noise (N, *D), steps) -> samples and NFE
 
@@ -166,3 +166,13 @@ def straightness(velocity: Callable[[Tensor, Tensor], Tensor], noise: Tensor, st
         states.append(x)
     gaps = [((state - ((1 - t) * x0 + t * x)) ** 2).mean() for t, state in zip(grid, states)]
     return float(torch.stack(gaps).mean())
+
+
+STRAIGHTNESS_DRAWS = 256
+
+
+def teacher_straightness(model, data_shape: tuple[int, ...], seed: int, device: torch.device | None = None) -> float:
+    """A teacher's reported straightness: ``straightness`` on ``STRAIGHTNESS_DRAWS`` evaluation noise draws of
+    ``seed`` (the run report and the study give this figure)."""
+    noise = noise_for_eval(STRAIGHTNESS_DRAWS, data_shape, seed)
+    return round(straightness(model, noise if device is None else noise.to(device)), 6)

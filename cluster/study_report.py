@@ -370,7 +370,7 @@ def _section(results: dict, figures: dict[str, str]) -> list[str]:
              "### Conclusion", "", *_conclusion(results, agg, teachers, verdicts), "",
              "### Students", "", *ratio_table, *_student_table(results, agg, metrics[0], with_pairs=True), "",
              *_student_table(results, agg, metrics[1]), "",
-             *([f"Distinct pairs: the distinct (noise, data) pairs a run's guide records came from, mean over "
+             *(["Distinct pairs: the distinct (noise, data) pairs a run's guide records came from, mean over "
                 "seeds (`inversion` pairs are bounded by the number of training examples; generated pairs are "
                 "all distinct).", ""]
                if any(e["distinct_pairs"] is not None for e in agg.values()) else []),

@@ -114,6 +114,9 @@ class ParquetGuideSource:
         self.acknowledged += n
         return n
 
+    def settled(self, consumer: str) -> bool:
+        return True  # files hold nothing back
+
     def stats(self) -> dict:
         return {"files": len(self.files), "row_groups": len(self.units), "records": self.records,
                 "delivered": self.delivered, "acknowledged_batches": self.acknowledged,

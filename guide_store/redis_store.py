@@ -3,10 +3,10 @@
 Keys (hash-tagged by run, so a cluster keeps them on one slot)::
 
     bd:{RUN}:stream     entries {n, bytes, v, producer, key, payload}: one guide batch each
-    bd:{RUN}:sizes      hash  entry id -> "n:bytes"        (lets stats count pending records)
+    bd:{RUN}:sizes      hash  entry id -> "n:bytes" of a delivered entry (lets stats count pending records)
     bd:{RUN}:put:KEY    guard: the batch KEY was put       (a retried put is not a duplicate)
     bd:{RUN}:stats      hash  produced, acknowledged, dead_lettered, reclaimed (records), backlog_bytes
-    bd:{RUN}:dead       stream of dead letters {entry, reason, producer, n, payload}
+    bd:{RUN}:dead       stream of dead letters {entry, reason, producer, n, key, ids, payload}
 
     bd:{RUN}:ids        hash  sample id -> the entry that first delivered it (a repeat is dead-lettered)
 
@@ -22,17 +22,27 @@ ids already delivered is moved to the dead-letter stream with the reason (and
 at most ``DEAD_PAYLOAD_BYTES`` of its payload), so poison never blocks a reader.
 
 Counters come from the store's own accounting, never from fields inside an
-entry: ``put`` records each entry's records and bytes in ``sizes``, and acks,
-dead letters and deliveries read them from there. Every state change is atomic
-(a MULTI/EXEC transaction for puts, whose payload must not be copied through
-Lua; a Lua script for acks, deliveries and dead letters), and a retried call
-after a dropped connection does no harm (a put is guarded by its batch key, an
-ack by XACK's own answer). ``stats()`` lets anyone check ``produced =
-acknowledged + pending + dead_lettered + undelivered``.
+entry: a delivery records the entry's records and bytes (as its consumer
+verified them by decoding) in ``sizes``, in the same script that counts it
+handed out, and acks and dead letters read them from there. Every state change
+is atomic (a MULTI/EXEC transaction for puts, whose payload must not be copied
+through Lua; a Lua script for acks, deliveries and dead letters), and a retried
+call after a dropped connection does no harm: a put is guarded by its batch key,
+an ack by XACK's own answer, and a read whose reply was lost (its entries
+pending under the consumer, never handed to it) is found by ``orphans`` and
+handed out again. These counters are the store's view; whether every planned
+record was trained is decided elsewhere, from ids (the run's ledger), never
+from them.
+
+Test-only: ``BEZIER_DISTILL_TEST_DROP_BLOCK=K`` in a producer's environment makes
+the put of block K (key ``block-K``) count it produced and then discard it, so
+no consumer can ever read it: the run's ledger must then name block K as lost.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from typing import Iterable
 
@@ -45,15 +55,32 @@ from guide_store.codec import decode_batch, encode_batch
 from guide_store.schema import SCHEMA_VERSION, GuideBatch, RecordError
 from guide_store.source import Delivery
 
-__all__ = ["RedisGuideStore", "Delivery", "BackpressureTimeout", "connect", "DEAD_PAYLOAD_BYTES"]
+__all__ = ["RedisGuideStore", "Delivery", "BackpressureTimeout", "connect", "DEAD_PAYLOAD_BYTES", "DROP_BLOCK_ENV",
+           "id_runs"]
+
+# test-only (module docstring): the put of this block is counted and discarded
+DROP_BLOCK_ENV = "BEZIER_DISTILL_TEST_DROP_BLOCK"
+
+
+def id_runs(ids) -> list[list[int]]:
+    """Sorted sample ids as ``[[start, count], ...]`` runs of consecutive values (how ids travel and are kept;
+    an id given twice starts a run of its own)."""
+    runs: list[list[int]] = []
+    for i in sorted(int(i) for i in ids):
+        if runs and i == runs[-1][0] + runs[-1][1]:
+            runs[-1][1] += 1
+        else:
+            runs.append([i, 1])
+    return runs
+
 
 # a dead letter keeps this much of its entry's payload (enough to see what it was), so the dead-letter
 # stream's size is bounded: at most dead_letter_maxlen entries of this many bytes plus their reasons
 DEAD_PAYLOAD_BYTES = 4096
 
-# the records and bytes ``put`` recorded for an entry; ``put`` writes them right after the entry lands, so a
-# consumer fast enough to read the entry first passes the counts it verified by decoding it (``verified``):
-# those stand in until the recorded ones exist (0, 0 for an entry no put wrote and nobody verified)
+# the records and bytes recorded for an entry when it was first delivered; an entry never delivered has
+# none, and the caller passes what it knows instead (``verified``: the counts an acknowledging consumer
+# decoded, or a dead letter's own fields; 0, 0 when nobody knows)
 _SIZE = """
 local function size(sizes, id, verified)
   local s = redis.call('HGET', sizes, id)
@@ -84,8 +111,8 @@ return {entries, records}
 """
 
 # KEYS: stream, sizes, stats, dead, the put guard its key field names ; ARGV: group, id, reason, producer,
-# payload prefix, maxlen, payload bytes, its fields' "n:bytes". Those fields count only for an entry a put
-# wrote (its guard exists) and only while put has not recorded the size yet.
+# payload prefix, maxlen, payload bytes, its fields' "n:bytes", its put key, its sample ids (JSON runs, or "").
+# Those fields count only for an entry a put wrote (its guard exists) and was never delivered.
 _DEAD = _SIZE + """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 local claimed = nil
@@ -93,7 +120,8 @@ if redis.call('EXISTS', KEYS[5]) == 1 then claimed = ARGV[8] end
 local n, b = size(KEYS[2], ARGV[2], claimed)
 redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'entry', ARGV[2], 'reason', ARGV[3],
-           'producer', ARGV[4], 'n', n, 'payload_bytes', ARGV[7], 'payload_prefix', ARGV[5])
+           'producer', ARGV[4], 'n', n, 'key', ARGV[9], 'ids', ARGV[10], 'payload_bytes', ARGV[7],
+           'payload_prefix', ARGV[5])
 redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'dead_lettered', n)
 redis.call('HINCRBY', KEYS[3], 'dead_entries', 1)
@@ -101,18 +129,21 @@ redis.call('HINCRBY', KEYS[3], 'backlog_bytes', 0 - b)
 return 1
 """
 
-# KEYS: ids, stats, sizes ; ARGV: entry id, first delivery (1/0), verified "n:bytes", then the sample ids.
+# KEYS: ids, stats, sizes ; ARGV: entry id, verified "n:bytes", then the sample ids.
 # Claims each sample id for this entry; returns the entry that already owns one of them, or "" when none
-# does (then the claims stand, and a first delivery is counted as handed out).
-_DELIVER = _SIZE + """
-for i = 4, #ARGV do
+# does. Then the claims stand and, on the entry's first delivery (no size recorded for it yet), its size is
+# recorded and its records counted handed out: one script, so no moment leaves an entry delivered without
+# its size (a size written by the producer after its put, as before, was missing when the producer died
+# between the two, and the entry then looked undelivered for ever).
+_DELIVER = """
+for i = 3, #ARGV do
   local owner = redis.call('HGET', KEYS[1], ARGV[i])
   if owner and owner ~= ARGV[1] then return owner end
 end
-for i = 4, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]) end
-if ARGV[2] == '1' then
-  local n = size(KEYS[3], ARGV[1], ARGV[3])
-  redis.call('HINCRBY', KEYS[2], 'handed_out', n)
+for i = 3, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]) end
+if redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2]) == 1 then
+  local sep = string.find(ARGV[2], ':')
+  redis.call('HINCRBY', KEYS[2], 'handed_out', tonumber(string.sub(ARGV[2], 1, sep - 1)))
 end
 return ''
 """
@@ -204,6 +235,8 @@ class RedisGuideStore:
         self._recovering: dict[str, str] = {}  # consumer -> last own pending entry handed back to it
         self._recovered: set[str] = set()  # consumers whose own pending entries were all handed back
         self._verified: dict[str, str] = {}  # entry id -> "n:bytes" from decoding it, until it is acknowledged
+        self._held: set[str] = set()  # entries handed to this object's consumers and not acknowledged since
+        self._last_orphan_check = float("-inf")
         self._last_claim = float("-inf")
         self._ack = self.client.register_script(_ACK)
         self._dead = self.client.register_script(_DEAD)
@@ -259,25 +292,27 @@ class RedisGuideStore:
         if result is None:
             return None
         entry, produced, backlog_bytes, handed_out, dead = result
-        entry = _s(entry)
         self._backlog = (produced - int(handed_out or 0) - int(dead or 0), backlog_bytes)
-        # right after the transaction (the entry id is known only then): acks and dead letters count from it
-        self.client.hset(self.sizes, entry, f"{n}:{nbytes}")
-        return entry
+        return None if entry is None else _s(entry)  # None: discarded by the test-only drop
 
     def _transaction(self, guard: str, fields: dict, n: int, nbytes: int):
-        """WATCH the guard; if unset, atomically set it, append the entry and count it. ``None``: already in."""
+        """WATCH the guard; if unset, atomically set it, append the entry and count it. ``None``: already in.
+        The test-only drop (module docstring) counts its block and appends nothing: no reader can see it."""
+        dropped = os.environ.get(DROP_BLOCK_ENV) not in (None, "") and fields["key"] == f"block-{os.environ[DROP_BLOCK_ENV]}"
         with self.client.pipeline(transaction=True) as pipe:
             pipe.watch(guard)
             if pipe.exists(guard):
                 return None
             pipe.multi()
             pipe.set(guard, 1)
-            pipe.xadd(self.stream, fields)
+            if not dropped:
+                pipe.xadd(self.stream, fields)
             pipe.hincrby(self.stats_key, "produced", n)
-            pipe.hincrby(self.stats_key, "backlog_bytes", nbytes)
+            pipe.hincrby(self.stats_key, "backlog_bytes", 0 if dropped else nbytes)
             pipe.hmget(self.stats_key, "handed_out", "dead_lettered")
-            _, entry, produced, backlog_bytes, (handed_out, dead) = pipe.execute()
+            out = pipe.execute()
+            entry = None if dropped else out[1]
+            produced, backlog_bytes, (handed_out, dead) = out[-3:]
             return entry, produced, backlog_bytes, handed_out, dead
 
     def wait_for_room(self, n: int, nbytes: int) -> None:
@@ -319,27 +354,29 @@ class RedisGuideStore:
         while True:
             entries = self._read(consumer, max(0.0, deadline - time.monotonic()), count)
             out = []
-            for (entry_id, fields), reclaimed, first in entries:
+            for (entry_id, fields), reclaimed in entries:
                 entry_id = _s(entry_id)
+                batch = None
                 try:
                     batch = self._decode(fields)
                     verified = f"{len(batch)}:{len(fields[b'payload'])}"  # the payload's own count, checked
                     owner = _s(self._deliver(keys=[self.ids, self.stats_key, self.sizes],
-                                             args=[entry_id, int(first), verified, *batch.sample_id.tolist()]))
+                                             args=[entry_id, verified, *batch.sample_id.tolist()]))
                     if owner:
                         raise RecordError(f"sample ids already delivered in entry {owner}")
                 except RecordError as err:
-                    self._dead_letter(entry_id, fields, str(err))
+                    self._dead_letter(entry_id, fields, str(err), None if batch is None else batch.sample_id.tolist())
                     continue
                 self._verified[entry_id] = verified
+                self._held.add(entry_id)
                 out.append(Delivery(entry_id, batch, reclaimed))
             if any(d.reclaimed for d in out):
                 self.client.hincrby(self.stats_key, "reclaimed", sum(len(d.batch) for d in out if d.reclaimed))
             if out or not entries or time.monotonic() >= deadline:
                 return out
 
-    def _read(self, consumer: str, timeout_s: float, count: int) -> list[tuple[tuple, bool, bool]]:
-        """``((id, fields), reclaimed, first delivery)`` rows for ``consumer``."""
+    def _read(self, consumer: str, timeout_s: float, count: int) -> list[tuple[tuple, bool]]:
+        """``((id, fields), reclaimed)`` rows for ``consumer``."""
         while consumer not in self._recovered:  # its own pending entries, from before it (re)started
             cursor = self._recovering.get(consumer, "0")
             reply = self.client.xreadgroup(self.group, consumer, {self.stream: cursor}, count=count)
@@ -353,19 +390,47 @@ class RedisGuideStore:
                     self.client.xack(self.stream, self.group, entry_id)
             own = [e for e in own if e[1]]
             if own:
-                return [(e, True, False) for e in own]
+                return [(e, True) for e in own]
         # nothing can become claimable faster than claim_idle_s, so look a few times per idle period only
         if self.claim_idle_ms is not None and time.monotonic() - self._last_claim >= self.claim_idle_ms / 4000:
             self._last_claim = time.monotonic()
             claimed = self.client.xautoclaim(self.stream, self.group, consumer, self.claim_idle_ms, "0-0",
                                              count=count)
-            entries = [(e, True, False) for e in claimed[1] if e and e[1]]  # 6.2 may list deleted ones as nil
+            entries = [(e, True) for e in claimed[1] if e and e[1]]  # 6.2 may list deleted ones as nil
             if entries:
                 return entries
         block = int(timeout_s * 1000) if timeout_s > 0 else None
         reply = self.client.xreadgroup(self.group, consumer, {self.stream: ">"}, count=count,
                                        block=max(1, block) if block is not None else None)
-        return [(e, False, True) for _, items in (reply or []) for e in items]
+        rows = [(e, False) for _, items in (reply or []) for e in items]
+        if not rows and time.monotonic() - self._last_orphan_check >= 1.0:
+            self._last_orphan_check = time.monotonic()
+            rows = self._orphan_entries(consumer, count)
+        return rows
+
+    def orphans(self, consumer: str) -> list[str]:
+        """Entries pending under ``consumer`` that this object never handed to it: the entries of a read whose
+        reply was lost (redis-py retried it and the retry read on), or of an earlier life not yet handed back.
+        Left alone they would stay pending for good while every count said the stream was drained."""
+        held = set(self._held)
+        rows = self.client.xpending_range(self.stream, self.group, min="-", max="+", count=100_000,
+                                          consumername=consumer)
+        return [i for i in (_s(r["message_id"]) for r in rows) if i not in held]
+
+    def _orphan_entries(self, consumer: str, count: int) -> list[tuple[tuple, bool]]:
+        out = []
+        for entry_id in self.orphans(consumer)[:count]:
+            rows = self.client.xrange(self.stream, min=entry_id, max=entry_id, count=1)
+            if rows and rows[0][1]:
+                out.append((rows[0], True))
+            else:  # deleted while pending: nothing left to hand out
+                self.client.xack(self.stream, self.group, entry_id)
+        return out
+
+    def settled(self, consumer: str) -> bool:
+        """Whether ``consumer`` holds nothing this object has not handed to it: its pending entries of an earlier
+        life were handed back and no read's reply was lost. A rank may call itself done only then."""
+        return consumer in self._recovered and not self.orphans(consumer)
 
     def _decode(self, fields: dict) -> GuideBatch:
         """The entry's batch, or ``RecordError`` with the reason for anything that is not a guide batch of this
@@ -395,16 +460,20 @@ class RedisGuideStore:
         except Exception as err:  # a malformed entry must be dead-lettered, whatever broke reading it
             raise RecordError(f"malformed entry: {type(err).__name__}: {err}"[:500]) from None
 
-    def _dead_letter(self, entry_id: str, fields: dict, reason: str) -> None:
+    def _dead_letter(self, entry_id: str, fields: dict, reason: str, sample_ids: list[int] | None = None) -> None:
+        """Move an entry to the dead-letter stream with ``reason``, its put key and (when it could be decoded)
+        its sample ids, so the run's ledger can tell which planned records went there."""
         fields = {_s(k): v for k, v in fields.items()}
         payload = fields.get("payload", b"")
         payload = payload if isinstance(payload, bytes) else str(payload).encode()
         n, nbytes = (_int_or_none(fields.get(f)) for f in ("n", "bytes"))
         claimed = f"{n}:{nbytes}" if n is not None and nbytes is not None else ""
         guard = f"{self.prefix}:put:{_s(fields.get('key', b''))}" if fields.get("key") else f"{self.prefix}:put:-"
+        key = _s(fields.get("key", b""))[:200]
+        ids = json.dumps(id_runs(sample_ids)) if sample_ids is not None else ""
         self._dead(keys=[self.stream, self.sizes, self.stats_key, self.dead, guard],
                    args=[self.group, entry_id, reason, fields.get("producer", b""), payload[:DEAD_PAYLOAD_BYTES],
-                         self.dead_letter_maxlen, len(payload), claimed])
+                         self.dead_letter_maxlen, len(payload), claimed, key, ids])
 
     def ack(self, ids: Iterable[str]) -> int:
         """Acknowledge and delete entries; returns how many records this call acknowledged (an id already
@@ -415,6 +484,7 @@ class RedisGuideStore:
         args = [self.group]
         for entry_id in ids:
             args += [entry_id, self._verified.pop(entry_id, "")]
+            self._held.discard(entry_id)
         _, records = self._ack(keys=[self.stream, self.sizes, self.stats_key], args=args)
         return int(records)
 
@@ -429,6 +499,9 @@ class RedisGuideStore:
                                            "handed_out")}
         out["backlog"] = out["produced"] - out["acknowledged"] - out["dead_lettered"]
         out["undelivered"] = out["backlog"] - out["pending"]
+        # from the stream itself, not the counters: entries in it that no consumer was handed (acks and dead
+        # letters delete theirs); what tells a reader whether more can come
+        out["undelivered_entries"] = max(0, out["stream_entries"] - out["pending_entries"])
         out["delivered"] = out["acknowledged"] + out["dead_lettered"] + out["pending"]
         return out
 

@@ -83,10 +83,15 @@ class GuideFeed:
 
     # -- what the training loop asks ---------------------------------------------------------------------------
     def _all_handed_out(self) -> bool:
+        """Every record the run will produce is in the stream and every entry in it was handed to some rank
+        (counted from the stream's entries, not the store's counters), and this rank holds nothing the store
+        has not handed to it: its own pending entries of an earlier life were handed back (a group restored
+        from its last checkpoint reads them before it may stop) and no read's reply was lost."""
         if self.target is None:  # Parquet: done once a read came back empty
             return self._files_done
         stats = self.source.stats()
-        return stats["produced"] >= self.target and stats["undelivered"] == 0
+        return (stats["produced"] >= self.target and stats["undelivered_entries"] == 0
+                and self.source.settled(self.consumer))
 
     def exhausted(self) -> bool:
         """Every record the run will produce has been handed to some rank and none is waiting in this rank's

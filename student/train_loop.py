@@ -45,6 +45,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from guide_store.redis_store import id_runs
+
 from student.ds_config import deepspeed_config, student_optimizer, without_op_builds
 from student.distribution import DistributionMatching, sample_with_grad
 from student.engine_state import load_rank_state, pack_tree, save_rank_state, unpack_tree
@@ -63,17 +65,6 @@ from teachers.schedule import ema_decay_at, update_ema
 
 __all__ = ["train_student_worker", "build_engine", "student_precision", "phase_loss", "average_grads", "id_runs",
            "merge_runs"]
-
-
-def id_runs(ids: list[int]) -> list[list[int]]:
-    """Sorted ids as ``[[start, count], ...]`` runs of consecutive values."""
-    runs: list[list[int]] = []
-    for i in sorted(ids):
-        if runs and i == runs[-1][0] + runs[-1][1]:
-            runs[-1][1] += 1
-        else:
-            runs.append([i, 1])
-    return runs
 
 
 def merge_runs(runs: list[list[int]]) -> list[list[int]]:

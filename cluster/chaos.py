@@ -1,12 +1,17 @@
-"""``bezier-distill chaos CONFIG``: the main job under injected faults, against two undisturbed runs.
+"""``bezier-distill chaos CONFIG``: the main job under injected faults, against undisturbed runs of it.
 
 While the run produces guides and trains its student, a thread kills a teacher actor at 20%, 50% and 80% of
 production (Ray restarts it), one student worker once before its first checkpoint (Ray Train restarts the
 group), and the embedded Redis server once (its supervisor restarts it on its append-only file), and writes
-malformed entries of many kinds straight into the run's stream. Then ``RUN/chaos_report.json`` says, in
-records, what was produced, acknowledged, dead-lettered and lost, the share of produced records the student
-trained on and how many it trained on twice; in entries, the malformed ones injected and dead-lettered; the
-faults with their times; and the student's quality against the worse of two undisturbed runs (other seeds).
+malformed entries of many kinds straight into the run's stream; the last student rank also kills itself right
+after a checkpoint and right after its final report (``student.fault_hooks``), so resumes from a checkpoint
+and from the final one are part of every chaos run. Then ``RUN/chaos_report.json`` says, in records, what was
+produced, acknowledged, dead-lettered and lost, with the run's id ledger (``cluster.ledger``: ``lost`` is
+read from it, not from the store's counters); the share of produced records the student trained on and how
+many it trained on twice; in entries, the malformed ones injected and dead-lettered; the faults planned and
+those that landed, with their times; and the student's quality over the mean of the undisturbed runs (the
+same seed, so the same teacher, and the next seeds).
+It fails (exit 1) when the ledger fails the run or fewer faults landed than were planned.
 """
 
 from __future__ import annotations
@@ -27,16 +32,24 @@ import torch
 from cluster.config import RunConfig
 from cluster.controller_actor import controller_name
 from cluster.job import run
+from cluster.ledger import LedgerError
 from cluster.nodes import local_cpus
 from guide_store.codec import decode_batch, encode_batch, encode_record_batch
 from guide_store.open_store import embedded_password, open_run_store
 from guide_store.redis_store import RedisGuideStore
 from guide_store.schema import META_VERSION, GuideBatch, to_record_batch
+from student.fault_hooks import KILL_ENV, landed
 from teachers.guides import PATHS
 
-__all__ = ["run_chaos", "malformed_entries", "redis_process", "train_workers"]
+__all__ = ["run_chaos", "chaos_failures", "malformed_entries", "redis_process", "train_workers", "PLANNED"]
 
 PRODUCTION_KILLS = (0.2, 0.5, 0.8)
+RANK_MOMENTS = ("after_checkpoint", "after_final_report")  # the rank kills itself there (student.fault_hooks)
+# every fault a chaos run plans: three teacher kills, one student kill before the first checkpoint, the store
+# killed once, the malformed entries written, and the rank's own kills at RANK_MOMENTS
+PLANNED = (["teacher actor killed"] * len(PRODUCTION_KILLS) + ["student worker killed", "redis-server killed",
+                                                                "malformed entries written"]
+           + [f"student rank killed {m}" for m in RANK_MOMENTS])
 
 
 def _batch(cfg: RunConfig, ids: list[int], data_shape: tuple[int, ...], guides: int | None = None,
@@ -220,10 +233,11 @@ def _quality(report: dict) -> tuple[str, float]:
 
 
 def run_chaos(cfg: RunConfig, malformed: int = 1000, undisturbed: int = 2, echo=print) -> dict:
-    """``undisturbed`` runs (seeds + 1, + 2, ...), then the run under faults; writes and returns the chaos
-    report."""
+    """``undisturbed`` runs (the run's own seed, so the same teacher and guides, then seeds + 1, + 2, ...), then
+    the run under faults; writes and returns the chaos report (its quality ratio is over the undisturbed
+    runs' mean)."""
     calm = []
-    for k in range(1, undisturbed + 1):
+    for k in range(undisturbed):
         c = cfg.model_copy(update={"name": f"{cfg.name}-calm-{k}", "seed": cfg.seed + k})
         echo(f"chaos: undisturbed run {c.name} (seed {c.seed})")
         _local_ray(c)
@@ -231,13 +245,21 @@ def run_chaos(cfg: RunConfig, malformed: int = 1000, undisturbed: int = 2, echo=
             calm.append(run(c, echo=lambda *_: None, show_bar=False, overwrite=True))
         finally:
             ray.shutdown()
-    chaos_cfg = cfg.model_copy(update={"name": f"{cfg.name}-chaos"})
+    # the rank's own kills need restarts of their own beside the one before the first checkpoint
+    student = cfg.student.model_copy(update={"max_failures": max(cfg.student.max_failures, 2 + len(RANK_MOMENTS))})
+    chaos_cfg = cfg.model_copy(update={"name": f"{cfg.name}-chaos", "student": student})
+    os.environ[KILL_ENV] = ",".join(RANK_MOMENTS)  # inherited by the local Ray's workers
     _local_ray(chaos_cfg)
     injector = _Chaos(chaos_cfg, malformed, echo)
     injector.start()
+    ledger_error = None
     try:
         report = run(chaos_cfg, echo=echo, show_bar=False, overwrite=True)
+    except LedgerError as err:  # the report is written; the chaos report says what the ledger found
+        ledger_error = str(err)
+        report = json.loads((chaos_cfg.run_path / "report.json").read_text())
     finally:
+        os.environ.pop(KILL_ENV, None)
         injector.stop.set()
         injector.join(timeout=30)
         ray.shutdown()
@@ -245,22 +267,40 @@ def run_chaos(cfg: RunConfig, malformed: int = 1000, undisturbed: int = 2, echo=
         stats = store.stats()
         letters = store.dead_letters(count=2 * malformed + 1000)
     consumption = report["student_training"]["consumption"]
-    metric, value = _quality(report)
-    calm_values = [_quality(r)[1] for r in calm]
+    faults = injector.faults + [{"fault": f"student rank killed {m}"} for m in landed(chaos_cfg.run_path)]
+    missing = list(PLANNED)
+    for fault in faults:
+        if fault["fault"] in missing:
+            missing.remove(fault["fault"])
+    ledger = report["ledger"]
+    quality = None
+    if "quality" in report:
+        metric, value = _quality(report)
+        calm_values = [_quality(r)[1] for r in calm]
+        mean = sum(calm_values) / len(calm_values) if calm_values else None
+        quality = {"metric": metric, "steps": report["quality"]["student"][0]["steps"], "chaos": value,
+                   "undisturbed": calm_values, "ratio": round(value / mean, 4) if mean else None}
     out = {
         "run": chaos_cfg.name, "produced": stats["produced"], "acknowledged": stats["acknowledged"],
         "dead_lettered": stats["dead_lettered"], "pending": stats["pending"], "undelivered": stats["undelivered"],
-        "lost": stats["produced"] - stats["acknowledged"] - stats["dead_lettered"] - stats["pending"]
-        - stats["undelivered"],
+        "lost": ledger["lost"], "ledger": ledger, "ledger_error": ledger_error,
         "trained_ids_fraction": consumption["trained_ids_fraction"], "duplicates": consumption["consumed_twice"],
         "malformed_injected": injector.injected,
         "malformed_dead_lettered": sum(str(d.get("producer", "")).startswith("chaos-") for d in letters),
-        "faults": injector.faults, "injector_error": injector.error, "run_faults": report["faults"],
-        "quality": {"metric": metric, "steps": report["quality"]["student"][0]["steps"], "chaos": value,
-                    "undisturbed": calm_values,
-                    "ratio": round(value / max(calm_values), 4) if calm_values else None},
+        "faults_planned": list(PLANNED), "faults_not_landed": missing,
+        "faults": faults, "injector_error": injector.error, "run_faults": report["faults"], "quality": quality,
     }
     (chaos_cfg.run_path / "chaos_report.json").write_text(json.dumps(out, indent=2))
     echo(json.dumps({k: v for k, v in out.items() if k != "faults"}, indent=2))
     echo(f"chaos report: {chaos_cfg.run_path / 'chaos_report.json'}")
+    return out
+
+
+def chaos_failures(report: dict) -> list[str]:
+    """Why a chaos run failed (empty: it passed)."""
+    out = [report["ledger_error"]] if report["ledger_error"] else []
+    if report["faults_not_landed"]:
+        out.append(f"faults planned but not landed: {report['faults_not_landed']}")
+    if report["injector_error"]:
+        out.append(f"the fault injector failed: {report['injector_error']}")
     return out

@@ -30,7 +30,7 @@ from pathlib import Path
 import ray
 import torch
 
-from cluster.chaos import run_chaos
+from cluster.chaos import chaos_failures, run_chaos
 from cluster.config import ConfigError, load_config
 from cluster.controller_actor import controller_name
 from cluster.job import add_run_arguments, run_from_args
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "store killed; malformed entries written) against two undisturbed runs: chaos_report.json")
     _add_config_args(p)
     p.add_argument("--malformed", type=int, default=1000, help="malformed entries to write into the stream")
-    p.add_argument("--undisturbed", type=int, default=2, help="undisturbed runs (other seeds) to compare with")
+    p.add_argument("--undisturbed", type=int, default=2, help="undisturbed runs to compare with (the same seed, then the next ones)")
 
     p = sub.add_parser("train-teacher", help="train a rectified-flow teacher and write its checkpoint")
     _add_config_args(p)
@@ -414,7 +414,10 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_chaos(args: argparse.Namespace) -> int:
     report = run_chaos(load_config(args.config, args.overrides), malformed=args.malformed,
                        undisturbed=args.undisturbed, echo=lambda line: print(line, flush=True))
-    return 0 if report["lost"] == 0 and report["injector_error"] is None else 1
+    failed = chaos_failures(report)
+    for why in failed:
+        print(f"chaos failed: {why}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_study(args: argparse.Namespace) -> int:

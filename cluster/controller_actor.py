@@ -25,7 +25,7 @@ from cluster.config import RunConfig, TeacherPoolConfig
 from cluster.metrics import RunGauges
 from guide_store.redis_store import RedisGuideStore
 from teachers.models import check_model, model_data_shape
-from teachers.teacher_actor import TeacherWorker
+from teachers.teacher_actor import TeacherWorker, block_ids
 from teachers.train_teacher import load_run_data
 
 __all__ = ["Controller", "controller_name", "start_controller"]
@@ -44,6 +44,10 @@ class Controller:
         self.queue: deque[int] = deque(range(self.num_blocks))
         self.assigned: dict[int, str] = {}
         self.done: dict[int, str] = {}
+        # the run's id ledger (``cluster.ledger``): each block's ids as planned, and each block an actor reported
+        # written with its records and entry (the store's counters are not asked)
+        self.plan = {b: [int(ids[0]), len(ids)] for b in range(self.num_blocks) for ids in [block_ids(cfg, b)]}
+        self.written: dict[int, dict] = {}
         self.workers: dict[str, dict] = {}  # name -> {"pool", "state", "restarts", "blocks"}
         self.handles: dict[str, object] = {}
         self.pools: dict[str, TeacherPoolConfig] = {p.name: p for p in self.cfg.teachers}
@@ -174,6 +178,7 @@ class Controller:
             if self.assigned.get(block) == name:
                 del self.assigned[block]
             self.done.setdefault(block, name)
+            self.written.setdefault(block, {"records": info["records"], "entry": info.get("entry"), "worker": name})
             self.workers[name]["blocks"] += 1
             # what the actor computed with, for the run report
             self.workers[name].update({k: info[k] for k in ("device", "precision") if k in info})
@@ -230,7 +235,7 @@ class Controller:
     def state(self) -> dict:
         with self.lock:
             return {"run": self.cfg.name, "blocks": self.num_blocks, "done": len(self.done),
-                    "done_times": list(self.done_times),
+                    "done_times": list(self.done_times), "plan": dict(self.plan), "written": dict(self.written),
                     "assigned": dict(self.assigned), "queued": len(self.queue),
                     "workers": {n: dict(w) for n, w in self.workers.items()},
                     "finished": len(self.done) == self.num_blocks}

@@ -18,8 +18,10 @@ from tqdm.auto import tqdm
 
 from cluster.config import RunConfig, redact_url
 from cluster.controller_actor import start_controller
+from cluster.ledger import build_ledger
 from cluster.student_pool import run_student_pool
 from guide_store.redis_store import RedisGuideStore
+from student.id_ledger import LEDGER_DIR, trained_steps
 from teachers.device_plan import DevicePlan
 from teachers.guides import distinct_pairs
 from teachers.models import model_kind
@@ -128,6 +130,18 @@ def _student_init(cfg: RunConfig, echo) -> str | None:
     return first
 
 
+def _ledger(cfg: RunConfig, url: str, report: dict) -> dict:
+    """The run's id ledger (``cluster.ledger``) from the controller's plan and written blocks, the trainers'
+    ids and the store's dead letters and pending entries."""
+    store = RedisGuideStore(url, cfg.name)
+    try:
+        letters = store.dead_letters(count=10_000_000)
+        pending = store.pending_sample_ids()
+    finally:
+        store.close()
+    return build_ledger(report["plan"], report["written"], trained_steps(cfg.run_path / LEDGER_DIR), letters, pending)
+
+
 def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, show_bar: bool,
                       data_shape: tuple[int, ...], plan: DevicePlan | None = None) -> tuple[dict, dict | None]:
     """Teacher actors fill the store while the student pool consumes it (``stop_after="guides"``: no
@@ -160,6 +174,8 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
            "workers": report["workers"], "guides": cfg.guides.model_dump(mode="json"),
            "distinct_pairs": distinct_pairs(cfg.guides.coupling_settings(), cfg.seed,
                                             torch.arange(cfg.guides.num_samples), lambda: len(load_run_data(cfg).train))}
+    if training is not None:
+        out["ledger"] = _ledger(cfg, url, report)
     (cfg.run_path / "production.json").write_text(json.dumps(out, indent=2))
     echo(f"produced {store['produced']} guide records in {seconds:.1f}s ({out['distinct_pairs']} distinct noise-data "
          f"pairs); acknowledged {store['acknowledged']}, dead-lettered {store['dead_lettered']}, "
@@ -169,4 +185,8 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
         consumption["trained_ids_fraction"] = round(consumption["records"] / max(1, store["produced"]), 4)
         echo(f"the student trained on {consumption['records']} distinct records of {store['produced']} produced "
              f"({consumption['trained_ids_fraction']:.2%}); {consumption['consumed_twice']} twice")
+        ledger = out["ledger"]
+        echo(f"id ledger: {ledger['planned']} planned, {ledger['trained']} trained, {ledger['dead_lettered']} "
+             f"dead-lettered, {ledger['lost']} lost{' from blocks ' + str(ledger['lost_blocks']) if ledger['lost'] else ''}"
+             f", {ledger['trained_twice']} trained twice, {ledger['left_pending']} left pending")
     return out, training

@@ -37,6 +37,7 @@ import ray
 
 from cluster.config import ConfigError, RunConfig, dump_config, load_config, public_config
 from cluster.guide_stage import produce_and_train
+from cluster.ledger import LedgerError, failures
 from cluster.nodes import check_shared_run_dir, cpu_shortage, local_cpus
 from cluster.paths import resolve_run_paths
 from cluster.preflight import PreflightError, dashboard_address_error, input_checks, preflight
@@ -142,6 +143,8 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     report = {"run": cfg.name, "status": "finished", "stop_after": stop_after, "production": production,
               "student_training": training}
     report["faults"] = faults_seen(cfg, report)
+    if production.get("ledger") is not None:
+        _check_ledger(cfg, report, production.pop("ledger"), timings, start)
     if stop_after == "eval":
         t = time.perf_counter()
         echo("evaluating teachers and student ...")
@@ -161,6 +164,22 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
         echo(f"run {cfg.name} finished in {timings['total_s']:.0f}s; results in {cfg.run_path} "
              f"(report: {cfg.run_path / 'report.json'})")
     return report
+
+
+def _check_ledger(cfg: RunConfig, report: dict, ledger: dict, timings: dict, start: float) -> None:
+    """Keep the id ledger in the report; a run that lost records (or left them pending, or trained more twice
+    than one batch per fault) is failed here: its report says why, naming the blocks (``LedgerError``)."""
+    report["ledger"] = ledger
+    faults = report["faults"]
+    landed = faults["teacher_restarts"] + len(faults["teachers_lost"]) + faults["student_resumes"]
+    why = failures(ledger, landed, cfg.student.batch_size)
+    if not why:
+        return
+    timings["total_s"] = round(time.perf_counter() - start, 2)
+    report.update(status="failed", error="id ledger: " + "; ".join(why), timings=timings,
+                  config=cfg.model_dump(mode="json"))
+    (cfg.run_path / "report.json").write_text(json.dumps(report, indent=2))
+    raise LedgerError(f"run {cfg.name} failed its id ledger: {'; '.join(why)} (see {cfg.run_path / 'report.json'})")
 
 
 def faults_seen(cfg: RunConfig, report: dict) -> dict:
@@ -231,6 +250,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as err:
         print(f"interrupted ({err or 'Ctrl-C'})", file=sys.stderr)
         return 130
+    except LedgerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

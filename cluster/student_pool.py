@@ -3,7 +3,9 @@
 The driver-side half of student training: scaling (workers, CPUs/GPUs each),
 fault tolerance (``FailureConfig(max_failures)``; a restarted group resumes from
 the latest checkpoint), checkpoint retention, and collecting what the run
-keeps: the exported student, ``metrics.jsonl`` and the consumption audit.
+keeps: the exported student, ``metrics.jsonl`` and the consumption audit. Once
+Ray Train returns the final checkpoint (every rank's report in), the deliveries
+it holds are acknowledged here, not by the ranks (``student.train_loop``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 
 import ray
 
+from guide_store.redis_store import RedisGuideStore
 from student.engine_state import rank_file, read_rank_meta
+from student.id_ledger import LEDGER_DIR
 from student.settings import TRAIN_LOOP_KEY, StudentJob
 from student.train_loop import train_student_worker
 from teachers.device_plan import DevicePlan, resolve_device
@@ -38,6 +42,17 @@ def consumption_audit(checkpoint_dir: str | Path, world_size: int) -> dict:
                 seen[i] = rank
     return {"per_rank": per_rank, "records": len(seen), "consumed_twice": twice,
             "min_id": min(seen) if seen else None, "max_id": max(seen) if seen else None}
+
+
+def _acknowledge(store_url: str | None, run: str, held: list[str]) -> int:
+    """Acknowledge the deliveries the final checkpoint holds (records acknowledged; 0 for Parquet)."""
+    if store_url is None or not held:
+        return 0
+    store = RedisGuideStore(store_url, run)
+    try:
+        return store.ack(held)
+    finally:
+        store.close()
 
 
 def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], init_checkpoint: str | None,
@@ -67,6 +82,7 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
         run_config=TrainRunConfig(name=f"{cfg.name}-student-{int(time.time())}", storage_path=storage,
                              failure_config=FailureConfig(max_failures=sc.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=sc.keep_checkpoints)))
+    shutil.rmtree(cfg.run_path / LEDGER_DIR, ignore_errors=True)  # this pool's trained ids only
     echo(f"student pool: {workers} DeepSpeed worker(s) (ZeRO {sc.zero_stage}, {plan.student.device}, "
          f"{plan.student.precision}), objective {sc.objective}, "
          f"{sc.steps} steps of {sc.batch_size} records per rank"
@@ -89,6 +105,8 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
         shutil.copyfile(d / "metrics.jsonl", cfg.run_path / "metrics.jsonl")
         audit = consumption_audit(d, workers)
         resumes = read_rank_meta(rank_file(d, 0))["extra"].get("resumes", 0)
+        held = [e for r in range(workers) for e in read_rank_meta(rank_file(d, r))["extra"].get("unacked", [])]
+    final_acks = _acknowledge(store_url, cfg.name, held)
     history = [json.loads(line) for line in (cfg.run_path / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in history if "loss" in r]
     final = history[-1]
@@ -96,4 +114,5 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
             "guide_wait_s_rank0": final["guide_wait_s"], "final_loss": logged[-1]["loss"] if logged else None,
             "first_loss": logged[0]["loss"] if logged else None, "consumption": audit, "resumes": resumes,
             "checkpoint": str(result.checkpoint.path), "storage": storage, "workers": workers,
+            "final_acknowledged_records": final_acks,
             **{k: final.get(k) for k in ("device", "precision", "parameter_dtype")}}

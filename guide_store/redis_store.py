@@ -505,6 +505,18 @@ class RedisGuideStore:
         out["delivered"] = out["acknowledged"] + out["dead_lettered"] + out["pending"]
         return out
 
+    def pending_sample_ids(self) -> list[int]:
+        """Sample ids of every entry pending in the group (any consumer), read from the entries themselves."""
+        out: list[int] = []
+        rows = self.client.xpending_range(self.stream, self.group, min="-", max="+", count=1_000_000)
+        for entry_id in (_s(r["message_id"]) for r in rows):
+            for _, fields in self.client.xrange(self.stream, min=entry_id, max=entry_id, count=1):
+                try:
+                    out += decode_batch(fields[b"payload"]).sample_id.tolist()
+                except Exception:  # noqa: BLE001 - not a batch (poison not yet dead-lettered): no ids to name
+                    continue
+        return out
+
     def dead_letters(self, count: int = 100) -> list[dict]:
         """The newest dead letters: ``{"entry", "reason", "producer", "n", "payload_bytes"}`` (the payload's
         kept prefix left out)."""

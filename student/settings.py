@@ -18,8 +18,10 @@ dict, so it travels as ``{"job": StudentJob}``); the step check's separate proce
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
+from student.fault_hooks import KILL_ENV
 from teachers.config import NetworkConfig, RunConfig, StoreConfig, parse_config
 from teachers.schedule import lr_at
 
@@ -136,6 +138,8 @@ class StudentJob:
     config: RunConfig
     finetune: FinetuneSettings = FinetuneSettings()
     device: str = "cpu"  # the step check's device; Ray Train places the workers itself
+    # test-only (``student.fault_hooks``): the moments a rank kills itself at, from the driver's environment
+    test_kills: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, cfg: RunConfig, store_url: str | None, data_shape: tuple[int, ...], init_checkpoint: str | None,
@@ -156,7 +160,8 @@ class StudentJob:
             config=cfg, device=device,
             finetune=FinetuneSettings(ft.steps, ft.weight, ft.regression_weight, ft.lr, ft.ema_decay, ft.fake_lr,
                                       ft.fake_updates, ft.t_min, ft.t_max, tuple(ft.sample_steps),
-                                      init_checkpoint if ft.steps else None))
+                                      init_checkpoint if ft.steps else None),
+            test_kills=tuple(m for m in os.environ.get(KILL_ENV, "").split(",") if m))
 
     def in_finetune(self, step: int) -> bool:
         """Whether step ``step`` (0-based) is in the distribution-matching phase: the last ``finetune.steps``."""

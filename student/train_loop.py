@@ -3,10 +3,14 @@
 Each rank is one consumer of the run's guide store (or reads its share of an
 exported Parquet directory). A step:
 
-1. takes one fresh delivery if there is one (waiting for it only when the
-   rank has used its records ``max_reuse`` times on average), timing the wait;
-2. fills a micro-batch of ``batch_size`` records: the fresh ones first, the
-   rest drawn from the rank's replay pool (``student.replay``);
+1. takes one fresh delivery if there is one and the last one is used up
+   (waiting for it only when the rank has used its records ``max_reuse``
+   times on average), timing the wait;
+2. fills a micro-batch of ``batch_size`` records: fresh ones first (a
+   delivery larger than a batch is trained fresh over several steps, its
+   remainder kept in the checkpoint), the rest drawn from the rank's replay
+   pool (``student.replay``); the step's fresh ids go to the run's id ledger
+   (``student.id_ledger``);
 3. runs the objective, ``engine.backward``, ``engine.step`` (gradients are
    averaged over ranks by DeepSpeed), updates the EMA; in the last
    ``student.finetune.steps`` steps the loss also scores the student's own
@@ -24,7 +28,10 @@ acknowledged is either in that checkpoint or still pending under the rank's
 consumer name, and the store hands those back to the rank first when it
 returns. Losing a worker loses no record. Ranks stop together (an all-reduce of
 "done", asked each step only once ``steps`` are done) when every produced record
-has been delivered; the final checkpoint then acknowledges everything.
+has been delivered and no rank holds one the store has not handed it. The final
+checkpoint acknowledges nothing: the driver acknowledges what it holds once Ray
+Train has it (``cluster.student_pool``), so a rank that dies after its own final
+report, before every rank's report is in, loses nothing either.
 
 Nothing in a step waits on the host: the loss stays a tensor until a log line
 (every ``log_every`` steps) reads it, and the replay pool lives on the training
@@ -46,11 +53,12 @@ import torch
 import torch.distributed as dist
 
 from guide_store.redis_store import id_runs
-
 from student.ds_config import deepspeed_config, student_optimizer, without_op_builds
 from student.distribution import DistributionMatching, sample_with_grad
 from student.engine_state import load_rank_state, pack_tree, save_rank_state, unpack_tree
+from student.fault_hooks import maybe_kill
 from student.guide_feed import GuideFeed, consumer_name, open_source
+from student.id_ledger import LEDGER_DIR, RankLedger
 from student.metrics import StudentMetrics
 from student.networks import build_student, init_from_teacher
 from student.objectives import objective_loss, time_inputs
@@ -78,21 +86,66 @@ def merge_runs(runs: list[list[int]]) -> list[list[int]]:
     return out
 
 
-def _micro_batch(delivery, pool: ReplayPool, batch_size: int, g: torch.Generator) -> tuple[list, int]:
+class _Fresh:
+    """The records of the rank's current delivery not yet trained fresh. A delivery larger than a batch is
+    trained fresh over several steps; only once its last records are in a step is it one the rank holds
+    (``_Acks``), and until then its remainder travels in the rank's checkpoint, so a group restored from it
+    goes on with the remainder and the entry is let go as the checkpoint's."""
+
+    def __init__(self):
+        self.points: list[torch.Tensor] = []
+        self.ids = torch.empty(0, dtype=torch.int64)
+        self.entry: str | None = None
+
+    def empty(self) -> bool:
+        return self.ids.numel() == 0
+
+    def put(self, entry: str, ids: torch.Tensor, points: list[torch.Tensor]) -> None:
+        self.entry, self.ids, self.points = entry, ids, points
+
+    def take(self, n: int) -> tuple[list[torch.Tensor], list[int], str | None]:
+        """Up to ``n`` fresh records, their ids, and the entry when these were its last records."""
+        chunk, ids = [p[:n] for p in self.points], self.ids[:n].tolist()
+        self.points, self.ids = [p[n:] for p in self.points], self.ids[n:]
+        done, self.entry = (self.entry, None) if self.empty() else (None, self.entry)
+        return chunk, ids, done
+
+    def state(self, data: dict) -> dict:
+        """The remainder's tensors into ``data`` (``fresh/*``); returns what else rebuilds it."""
+        if self.empty():
+            return {"entry": None}
+        data["fresh/ids"] = self.ids.clone()
+        for i, p in enumerate(self.points):
+            data[f"fresh/p{i}"] = p.detach().cpu().contiguous()
+        return {"entry": self.entry, "points": len(self.points)}
+
+    def load_state(self, meta: dict | None, data: dict, device: torch.device) -> None:
+        if not meta or meta.get("entry") is None:
+            return
+        self.put(meta["entry"], data["fresh/ids"], [data[f"fresh/p{i}"].to(device) for i in range(meta["points"])])
+
+
+def _micro_batch(fresh: _Fresh, pool: ReplayPool, batch_size: int,
+                 g: torch.Generator) -> tuple[list, list[int], str | None]:
     """Control points of one micro-batch on the pool's device: fresh records first, the rest from the pool;
-    and the fresh count."""
-    parts, n_fresh = [], 0
-    if delivery is not None:
-        pinned = pool.device.type == "cuda"
-        fresh = [(p.pin_memory() if pinned else p).to(pool.device, torch.float32, non_blocking=True)
-                 for p in delivery.batch.control_points]
-        pool.add(fresh)
-        n_fresh = min(batch_size, fresh[0].shape[0])
-        pool.used += n_fresh
-        parts.append([p[:n_fresh] for p in fresh])
-    if n_fresh < batch_size:
-        parts.append(pool.draw(batch_size - n_fresh, g))
-    return [torch.cat(ps) for ps in zip(*parts)], n_fresh
+    the fresh ids, and the entry whose last fresh records these were."""
+    parts, ids, done = [], [], None
+    if not fresh.empty():
+        chunk, ids, done = fresh.take(batch_size)
+        pool.used += len(ids)
+        parts.append(chunk)
+    if len(ids) < batch_size:
+        parts.append(pool.draw(batch_size - len(ids), g))
+    return [torch.cat(ps) for ps in zip(*parts)], ids, done
+
+
+def _receive(delivery, pool: ReplayPool, fresh: _Fresh) -> None:
+    """A new delivery into the replay pool (reuse) and the fresh queue (its first use)."""
+    pinned = pool.device.type == "cuda"
+    points = [(p.pin_memory() if pinned else p).to(pool.device, torch.float32, non_blocking=True)
+              for p in delivery.batch.control_points]
+    pool.add(points)
+    fresh.put(delivery.id, delivery.batch.sample_id.to(torch.int64), points)
 
 
 def _build(job: StudentJob, device: torch.device) -> torch.nn.Module:
@@ -146,14 +199,14 @@ def phase_loss(job: StudentJob, engine, dm: DistributionMatching, loss: torch.Te
     return job.finetune.regression_weight * loss + dm.loss(samples, g), samples
 
 
-def _save(job: StudentJob, engine, ema, pool: ReplayPool, rank: int, world: int, extra: dict,
+def _save(job: StudentJob, engine, ema, pool: ReplayPool, fresh: _Fresh, rank: int, world: int, extra: dict,
           history: list[dict], metrics: dict, dm: DistributionMatching | None) -> None:
     import ray.train  # see train_student_worker
 
     with tempfile.TemporaryDirectory() as d:
         pool_tensors, pool_meta = pool.state()
         data = {f"pool/{k}": v for k, v in pool_tensors.items()}
-        extra = {**extra, "pool": pool_meta}
+        extra = {**extra, "pool": pool_meta, "fresh": fresh.state(data)}
         if dm is not None:
             extra["distribution"] = pack_tree(dm.state(), data, "distribution")
         save_rank_state(d, engine, ema, rank, world, job.optim.zero_stage, extra, data)
@@ -169,7 +222,7 @@ def _save(job: StudentJob, engine, ema, pool: ReplayPool, rank: int, world: int,
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-def _restore(engine, ema, pool: ReplayPool, rank: int, world: int, zero_stage: int,
+def _restore(engine, ema, pool: ReplayPool, fresh: _Fresh, rank: int, world: int, zero_stage: int,
              dm: DistributionMatching | None) -> tuple[dict, list[dict]]:
     import ray.train  # see train_student_worker
 
@@ -180,6 +233,7 @@ def _restore(engine, ema, pool: ReplayPool, rank: int, world: int, zero_stage: i
         extra, data = load_rank_state(d, engine, ema, rank, world, zero_stage)
         if "pool" in extra:
             pool.load_state({k[len("pool/"):]: v for k, v in data.items() if k.startswith("pool/")}, extra["pool"])
+        fresh.load_state(extra.get("fresh"), data, pool.device)
         if dm is not None and "distribution" in extra:
             dm.load_state(unpack_tree(extra["distribution"], data))
         hist_file = Path(d) / "metrics.jsonl"
@@ -202,10 +256,11 @@ class _Acks:
         """Everything unacknowledged, as a checkpoint records it."""
         return self.previous + self.since
 
-    def after_checkpoint(self, final: bool) -> None:
-        """The checkpoint before this one holds ``previous``: acknowledge them; after the final one, all."""
-        self.source.ack(self.held() if final else self.previous)
-        self.previous, self.since = ([], []) if final else (self.since, [])
+    def after_checkpoint(self) -> None:
+        """The checkpoint before this one holds ``previous``: acknowledge them. (After the final checkpoint the
+        driver acknowledges the rest, once Ray Train has every rank's report: ``cluster.student_pool``.)"""
+        self.source.ack(self.previous)
+        self.previous, self.since = self.since, []
 
 
 class _Ledger:
@@ -227,12 +282,15 @@ class _Ledger:
     def _new_interval(self) -> None:
         self.interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "fresh": 0, "start": time.monotonic()}
 
-    def after_step(self, delivery, n_fresh: int, waited: float, loss: torch.Tensor) -> None:
-        """``loss``: the step's loss, still a tensor (read once per log interval, not per step)."""
-        if delivery is not None:
-            self.consumed = merge_runs(self.consumed + id_runs(delivery.batch.sample_id.tolist()))
-            self.totals["records_consumed"] += len(delivery.batch)
-            self.totals["reclaimed_records"] += len(delivery.batch) if delivery.reclaimed else 0
+    def after_step(self, delivery, fresh_ids: list[int], waited: float, loss: torch.Tensor) -> None:
+        """``fresh_ids``: the records the step trained fresh; ``loss``: the step's loss, still a tensor (read
+        once per log interval, not per step)."""
+        n_fresh = len(fresh_ids)
+        if fresh_ids:
+            self.consumed = merge_runs(self.consumed + id_runs(fresh_ids))
+            self.totals["records_consumed"] += n_fresh
+        if delivery is not None and delivery.reclaimed:
+            self.totals["reclaimed_records"] += len(delivery.batch)
         self.step += 1
         self.totals["guide_wait_s"] += waited
         for key, value in (("loss", loss), ("steps", 1), ("wait", waited), ("fresh", n_fresh)):
@@ -310,32 +368,45 @@ def train_student_worker(train_loop_config: dict) -> None:
     engine, ema = build_engine(job, world, device, precision)
     used = {"device": device.type, "precision": precision,
             "parameter_dtype": str(next(engine.module.parameters()).dtype).removeprefix("torch.")}
-    pool = ReplayPool(feed.replay_records, feed.max_reuse, device)
+    pool, fresh = ReplayPool(feed.replay_records, feed.max_reuse, device), _Fresh()
     dm = _distribution(job, device)
-    ledger = _Ledger(*_restore(engine, ema, pool, rank, world, optim.zero_stage, dm))
+    ledger = _Ledger(*_restore(engine, ema, pool, fresh, rank, world, optim.zero_stage, dm))
+    run_folder = job.config.run_path
+    ids = RankLedger(run_folder / LEDGER_DIR, rank, world, ledger.step)
     if ledger.totals["resumes"]:
         print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})")
     source, target = open_source(feed, job.run, rank, world, job.data_shape, PATHS[job.path])
-    # what the checkpoint trained on but held unacknowledged is let go before any read (the read-ahead
-    # starts at once, and would hand it back to be trained on twice)
+    # what the checkpoint trained on but held unacknowledged (a delivery whose remainder it holds included) is
+    # let go before any read (the read-ahead starts at once, and would hand it back to be trained on twice)
     acks = _Acks(source, ledger.unacked_at_save)
     guide_feed = GuideFeed(source, consumer_name(job.run, rank), target, feed.guide_timeout_s, feed.prefetch)
     g = torch.Generator().manual_seed(job.seed * 1_000_003 + 7919 * rank + ledger.step)
     metrics = StudentMetrics(job.run, rank)
 
+    checkpointed = {"step": ledger.step}  # the step of the rank's latest checkpoint
+
     def save(record: dict, final: bool = False) -> None:
-        _save(job, engine, ema, pool, rank, world, {**ledger.extra(), "unacked": acks.held()}, ledger.history,
+        ids.flush()  # the steps this checkpoint holds are in the ledger before anyone can resume from it
+        held = acks.held() + ([fresh.entry] if fresh.entry else [])
+        _save(job, engine, ema, pool, fresh, rank, world, {**ledger.extra(), "unacked": held}, ledger.history,
               record, dm)
-        acks.after_checkpoint(final)
+        checkpointed["step"] = ledger.step
+        if not final:
+            acks.after_checkpoint()
+            maybe_kill("after_checkpoint", job.test_kills, rank, world, run_folder)
 
     # Ranks step in lockstep (same step count, restored from the same checkpoint), so the stop question,
     # a collective, is asked only once the steps are done: no all-reduce and no store stats per step before.
     while not (ledger.step >= optim.steps and _all_ranks(guide_feed.exhausted(), device)):
-        delivery, waited = guide_feed.next(need=not pool.can_draw(optim.batch_size))
-        if delivery is None and pool.size == 0:
+        delivery, waited = None, 0.0
+        if fresh.empty():
+            delivery, waited = guide_feed.next(need=not pool.can_draw(optim.batch_size))
+            if delivery is not None:
+                _receive(delivery, pool, fresh)
+        if fresh.empty() and pool.size == 0:
             raise RuntimeError(f"rank {rank}: the guide source is exhausted and this rank never received a record "
                                f"(source stats: {source.stats()})")
-        points, n_fresh = _micro_batch(delivery, pool, optim.batch_size, g)
+        points, fresh_ids, done = _micro_batch(fresh, pool, optim.batch_size, g)
         in_phase = job.in_finetune(ledger.step)
         for group in engine.optimizer.param_groups:
             group["lr"] = job.lr_at(ledger.step)
@@ -348,10 +419,11 @@ def train_student_worker(train_loop_config: dict) -> None:
             dm.update_fake(samples, g)
         decay = job.finetune.ema_decay if in_phase else optim.ema_decay
         update_ema(ema, engine.module, ema_decay_at(ledger.step, decay))
-        if delivery is not None:
-            acks.delivered(delivery.id)
-        ledger.after_step(delivery, n_fresh, waited, loss.detach().float())
-        metrics.record_step(n_fresh, waited)
+        if done is not None:
+            acks.delivered(done)
+        ledger.after_step(delivery, fresh_ids, waited, loss.detach().float())
+        ids.step(ledger.step, fresh_ids)
+        metrics.record_step(len(fresh_ids), waited)
         step = ledger.step
         if step % saving.log_every == 0 or step % saving.checkpoint_every == 0:
             record = ledger.close_interval(pool, job, device, world)
@@ -365,4 +437,7 @@ def train_student_worker(train_loop_config: dict) -> None:
             # every 25 steps at 12; the line is kept in the history the next checkpoint writes, and the
             # dashboard has it at once through `metrics`
     guide_feed.close()
+    if acks.since and checkpointed["step"] >= optim.steps:  # deliveries since a checkpoint at or past `steps`
+        maybe_kill("before_final_report", job.test_kills, rank, world, run_folder)
     save(ledger.final_record(device, world, used), final=True)
+    maybe_kill("after_final_report", job.test_kills, rank, world, run_folder)

@@ -8,7 +8,8 @@ Subcommands:
   train-teacher CONFIG [--set KEY=VALUE ...]   train a k-rectified teacher
   eval CHECKPOINT --steps 1,2,4,8,32 [--solver euler|heun|rk4|adaptive] [--config CONFIG] [--convention NAME]
   sample CHECKPOINT --steps 1,4,32 --out grid.png [--config CONFIG]   (CHECKPOINT: teacher, student or diffusers)
-  bench pipeline (--config CONFIG | --size digits|32) [--steps N] [--workers 1,2] [--replicas 1,2,4] [--json PATH] [--quick]
+  bench pipeline (--config CONFIG | --size digits|32) [--steps N] [--workers 1,2] [--replicas 1,2,4] [--pairs 5]
+                 [--json PATH] [--quick]
   bench store | teachers | guides   (= store bench, teachers bench, guides bench)
   teachers bench [--config configs/digits.yaml] [--json]
   teachers list --run RUN | add --run RUN --checkpoint PATH [--replicas N] [--role g1|g2] | remove NAME --run RUN [--drain]
@@ -208,8 +209,10 @@ def _add_pipeline_bench_args(p: argparse.ArgumentParser) -> None:
                    "--quick: the config's); the config's own count is always measured")
     p.add_argument("--replicas", type=_int_list("--replicas"), help="teacher actor counts to measure (default "
                    "1,2,4; --quick: the config's first pool's); the config's own count is always measured")
+    p.add_argument("--pairs", type=_pairs, help="interleaved plain/pipeline pairs, a ratio each, reported as their "
+                   "median and its 90%% interval (default 5, the fewest for one; --quick 1)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON to PATH")
-    p.add_argument("--quick", action="store_true", help="few steps and blocks: about a minute on a CPU")
+    p.add_argument("--quick", action="store_true", help="few steps and blocks, one pair: about a minute on a CPU")
 
 
 def _add_teachers_bench_args(p: argparse.ArgumentParser) -> None:
@@ -383,7 +386,7 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or size_config(args.size), args.overrides)
     try:
         result = run_pipeline_bench(cfg, steps=args.steps, workers=args.workers, replicas=args.replicas,
-                                    quick=args.quick, echo=lambda line: print(line, flush=True))
+                                    pairs=args.pairs, quick=args.quick, echo=lambda line: print(line, flush=True))
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """`bezier-distill store ...` against a run's embedded store on disk, and the benchmark script."""
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -42,4 +43,9 @@ def test_bench_measures_both_paths():
     assert out.returncode == 0, out.stderr
     row = json.loads(out.stdout)["rows"][0]
     assert row["raw_MBps"] > 0 and row["store_MBps"] > 0
-    assert abs(row["ratio"] - row["store_MBps"] / row["raw_MBps"]) < 0.01  # the ratio is of what it measured
+    ratios = sorted(raw / store for raw, store in row["pairs"])  # the ratio is of the pairs it measured
+    assert len(ratios) == row["rounds"] >= 5 and all(raw > 0 and store > 0 for raw, store in row["pairs"])
+    assert abs(row["ratio"] - statistics.median(ratios)) < 0.01
+    low, high = row["ratio_interval"]  # order statistics of the pair ratios, around the median
+    assert low <= row["ratio"] <= high and {low, high} <= {round(r, 3) for r in ratios}
+    assert row["interval_coverage"] >= 0.9

@@ -397,7 +397,8 @@ def train_student_worker(train_loop_config: dict) -> None:
 
     # Ranks step in lockstep (same step count, restored from the same checkpoint), so the stop question,
     # a collective, is asked only once the steps are done: no all-reduce and no store stats per step before.
-    while not (ledger.step >= optim.steps and _all_ranks(guide_feed.exhausted(), device)):
+    # A rank with fresh records of its last delivery still untrained is not done either.
+    while not (ledger.step >= optim.steps and _all_ranks(fresh.empty() and guide_feed.exhausted(), device)):
         delivery, waited = None, 0.0
         if fresh.empty():
             delivery, waited = guide_feed.next(need=not pool.can_draw(optim.batch_size))

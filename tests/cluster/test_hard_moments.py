@@ -72,3 +72,24 @@ def test_faults_at_the_hard_moments_lose_nothing(ray_cluster, teacher, tmp_path,
     assert failures(ledger, faults_landed=0, batch_size=64) == [], ledger
     assert ledger["trained"] == ledger["planned"] == cfg.guides.num_samples, ledger
     assert stats["pending_entries"] == 0 and stats["acknowledged"] == cfg.guides.num_samples, stats
+
+
+def test_a_delivery_larger_than_a_batch_is_trained_fresh_once_across_a_restart(ray_cluster, teacher, tmp_path,  # noqa: F811
+                                                                                 monkeypatch):
+    # blocks of 96 records, batches of 64: a delivery is trained fresh over two steps (64 + 32), so the checkpoint
+    # at step 5 falls inside one; the last rank is killed right after it and the group resumes from it
+    cfg = pool_config(tmp_path, teacher, "wide", blocks=24, steps=10, checkpoint_every=5, max_failures=2,
+                      max_reuse=2.0)
+    cfg = cfg.model_copy(update={"guides": cfg.guides.model_copy(update={"block_size": 96, "num_samples": 96 * 16})})
+    monkeypatch.setenv(KILL_ENV, "after_checkpoint")
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        store = fill_store(cfg, server.url)
+        summary = run_student_pool(cfg, server.url, (2,), teacher, echo=lambda s: None)
+        letters, pending = store.dead_letters(count=100), store.pending_sample_ids()
+    assert landed(cfg.run_path) == ["after_checkpoint"] and summary["resumes"] >= 1, summary
+    plan = {b: [96 * b, 96] for b in range(16)}
+    steps = trained_steps(cfg.run_path / LEDGER_DIR)
+    assert max(sum(c for _, c in runs) for _, _, runs in steps) == 64  # never more fresh records than a batch
+    ledger = build_ledger(plan, plan, steps, letters, pending)
+    assert failures(ledger, faults_landed=0, batch_size=64) == [], ledger
+    assert ledger["trained"] == 96 * 16 and ledger["trained_twice"] == 0, ledger

@@ -5,6 +5,7 @@ Subcommands:
   doctor [CONFIG] [--set KEY=VALUE ...]   pre-flight: versions, devices, Ray, the store, one student step
   study STUDY [--quick] [--out DIR] [--report-only]   the variant matrix of a study, its tables and plots
   chaos CONFIG [--set KEY=VALUE ...] [--malformed N]   the job under injected faults: chaos_report.json
+  status RUN_OR_RUN_DIR [--run-dir runs]   a running or finished run's student line, its actors and nodes
   train-teacher CONFIG [--set KEY=VALUE ...]   train a k-rectified teacher
   eval CHECKPOINT --steps 1,2,4,8,32 [--solver euler|heun|rk4|adaptive] [--config CONFIG] [--convention NAME]
   sample CHECKPOINT --steps 1,4,32 --out grid.png [--config CONFIG]   (CHECKPOINT: teacher, student or diffusers)
@@ -40,6 +41,7 @@ from cluster.pipeline_bench import BENCH_SIZES, BenchError, format_bench_table, 
 from cluster.preflight import (config_checks, cpus_check, data_shape_of, environment_checks, format_checks, plan_check,
                                student_step_check, teachers_check)
 from cluster.production_bench import run_production_bench
+from cluster.progress import read_status, student_line
 from cluster.study import run_study
 from guide_store.bench import run_bench
 from guide_store.embedded import FSYNC_POLICIES
@@ -74,6 +76,17 @@ def _int_list(option: str):
 
 
 _step_list = _int_list("--steps")
+
+
+def _resources(text: str) -> dict[str, float]:
+    """``--resources``: a JSON object of Ray custom resource names to amounts."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--resources takes a JSON object such as '{{\"teacher_host\": 1}}': {err}")
+    if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
+        raise argparse.ArgumentTypeError(f"--resources takes a JSON object of names to amounts, got {text!r}")
+    return {str(k): float(v) for k, v in value.items()}
 
 
 def _pairs(text: str) -> int:
@@ -119,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--malformed", type=int, default=1000, help="malformed entries to write into the stream")
     p.add_argument("--undisturbed", type=int, default=2, help="undisturbed runs to compare with (the same seed, then the next ones)")
+
+    p = sub.add_parser("status", help="a running or finished run: its student line (step, records, speed, loss, "
+                       "ETA, guides, backlog), its actors and workers with their nodes")
+    p.add_argument("run", help="the run's name (in --run-dir) or its folder")
+    p.add_argument("--run-dir", default="runs")
 
     p = sub.add_parser("train-teacher", help="train a rectified-flow teacher and write its checkpoint")
     _add_config_args(p)
@@ -172,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--replicas", type=int, default=1)
             p.add_argument("--role", choices=["g1", "g2"], help="only this guide comes from the new checkpoint")
             p.add_argument("--name", help="pool name for the new actors")
+            p.add_argument("--pool", help="the pool whose settings the new actors copy (CPUs, GPUs, resources, "
+                           "threads, convention; default the run's first)")
+            p.add_argument("--num-cpus", type=float, help="CPUs per new actor (default: the pool's)")
+            p.add_argument("--num-gpus", type=float, help="GPUs per new actor (default: the pool's)")
+            p.add_argument("--resources", type=_resources, help='Ray custom resources per new actor as JSON, '
+                           'e.g. \'{"teacher_host": 1}\' (default: the pool\'s)')
         if name == "remove":
             p.add_argument("worker", help="actor name as 'teachers list' shows it")
             p.add_argument("--drain", action=argparse.BooleanOptionalAction, default=True,
@@ -325,8 +349,10 @@ def _ask_controller(args: argparse.Namespace, method: str, *call_args, refused: 
 
 def _cmd_teachers_add(args: argparse.Namespace) -> int:
     # the controller runs elsewhere: it gets the path as this shell's directory means it
-    names = _ask_controller(args, "add_checkpoint", str(resolve_input(args.checkpoint)), args.replicas, args.role, args.name,
-                            refused="refused, nothing changed: ")
+    overrides = {k: v for k, v in (("num_cpus", args.num_cpus), ("num_gpus", args.num_gpus),
+                                   ("resources", args.resources)) if v is not None}
+    names = _ask_controller(args, "add_checkpoint", str(resolve_input(args.checkpoint)), args.replicas, args.role,
+                            args.name, args.pool, overrides, refused="refused, nothing changed: ")
     if names is None:
         return 2
     print(f"started {', '.join(names)}")
@@ -436,13 +462,37 @@ def _cmd_chaos(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    folder = Path(args.run) if Path(args.run).is_dir() else Path(args.run_dir) / args.run
+    status, report = read_status(folder), folder / "report.json"
+    if status is None and not report.is_file():
+        print(f"error: no run in {folder} (neither status.json nor report.json): name a run folder, or its name "
+              f"with --run-dir", file=sys.stderr)
+        return 2
+    finished = json.loads(report.read_text()) if report.is_file() else None
+    state = finished["status"] if finished else status["state"]
+    print(f"run {folder.name}: {state}" + (f" ({finished['error']})" if finished and finished.get("error") else ""))
+    if status is not None:
+        print(student_line(status["student"]))
+        for a in status["actors"]:
+            print(f"  {a['name']:<40} {a['class']:<16} node {a['node_ip']}")
+    placement = ((finished or {}).get("production") or {}).get("placement") or {}
+    for name, seen in sorted(placement.items()):
+        print(f"  {name:<40} {seen['class']:<16} ran on {', '.join(map(str, seen['nodes']))}")
+    if finished and finished.get("ledger"):
+        led = finished["ledger"]
+        print(f"id ledger: {led['planned']} planned, {led['trained']} trained, {led['dead_lettered']} dead-lettered, "
+              f"{led['lost']} lost, {led['trained_twice']} trained twice, {led['left_pending']} left pending")
+    return 0
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     run_study(args.config, quick=args.quick, out_dir=args.out, echo=lambda line: print(line, flush=True),
               show_bar=not args.no_progress, report_only=args.report_only)
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "doctor": _cmd_doctor, "study": _cmd_study, "chaos": _cmd_chaos, "train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
+_COMMANDS = {"run": _cmd_run, "doctor": _cmd_doctor, "study": _cmd_study, "chaos": _cmd_chaos, "status": _cmd_status, "train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
              ("teachers", "bench"): _cmd_teachers_bench, ("teachers", "list"): _cmd_teachers_list,
              ("teachers", "add"): _cmd_teachers_add, ("teachers", "remove"): _cmd_teachers_remove,
              ("guides", "bench"): _cmd_guides_bench, ("store", "export"): _cmd_store_export,

@@ -90,6 +90,7 @@ class Controller:
             actor = ray.remote(TeacherWorker).options(
                 name=f"{self.cfg.name}-{name}", namespace=self.cfg.namespace, max_restarts=self.cfg.max_restarts,
                 max_task_retries=0, num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_concurrency=2,
+                resources=dict(spec.resources) or None,
             ).remote(name, self.cfg, spec, self.store_url,
                      ray.get_runtime_context().current_actor)
             with self.lock:
@@ -99,9 +100,14 @@ class Controller:
         return names
 
     def add_checkpoint(self, checkpoint: str, replicas: int = 1, role: str | None = None,
-                       name: str | None = None) -> list[str]:
+                       name: str | None = None, pool: str | None = None, overrides: dict | None = None) -> list[str]:
         """``teachers add``: actors whose guides come from ``checkpoint``; with ``role`` (``g1``/``g2``) only
-        that guide does, the others keep the run's first pool's teachers."""
+        that guide does, the others keep the pool's teachers. The actors copy the settings of the pool they
+        join (``pool``, default the run's first: CPUs, GPUs, custom resources, threads, convention), with
+        ``overrides`` (``num_cpus``, ``num_gpus``, ``resources``) on top."""
+        if pool is not None and pool not in self.pools:
+            raise ValueError(f"no teacher pool {pool!r}; the run's pools: {sorted(self.pools)}")
+        joined = self.pools[pool] if pool is not None else next(iter(self.pools.values()), None)
         k = self.cfg.guides.n_guides
         if role is None:
             checkpoints = [checkpoint]
@@ -110,11 +116,15 @@ class Controller:
             if index is None or index >= max(k, 1):
                 raise ValueError(f"role {role!r} is not a guide of a {self.cfg.guides.path} path; "
                                  f"allowed: {['g1', 'g2'][:max(k, 1)]}")
-            base = next(iter(self.pools.values())).checkpoints if self.pools else [checkpoint]
+            base = joined.checkpoints if joined is not None else [checkpoint]
             checkpoints = (base * max(k, 1))[:max(k, 1)] if len(base) == 1 else list(base)
             checkpoints[index] = checkpoint
         default = re.sub(r"[^A-Za-z0-9_.-]", "_", f"added-{Path(checkpoint).parent.name}-{role or 'all'}")
-        return self.add_teacher(TeacherPoolConfig(name=name or default, checkpoints=checkpoints), replicas)
+        settings = joined.model_dump(include={"num_cpus", "num_gpus", "resources", "threads", "convention"}) \
+            if joined is not None else {}
+        spec = TeacherPoolConfig(**{**settings, **(overrides or {}), "name": name or default,
+                                    "checkpoints": checkpoints})
+        return self.add_teacher(spec, replicas)
 
     def _data_shape(self) -> tuple[int, ...]:
         if not hasattr(self, "_shape"):
@@ -210,6 +220,9 @@ class Controller:
         with self.lock:
             live = {n: h for n, h in self.handles.items()
                     if self.workers[n]["state"] in ("running", "starting", "restarting")}
+            # a ping that fails because the actor was restarting says nothing once its new incarnation has
+            # registered meanwhile (restarts went up): that one is running and must not be marked restarting
+            incarnation = {n: self.workers[n]["restarts"] for n in live}
         dead, restarting = [], []
         for name, handle in live.items():
             try:
@@ -224,6 +237,8 @@ class Controller:
                 self.handles.pop(name, None)
                 self._requeue(name)
             for name in restarting:
+                if self.workers[name]["restarts"] != incarnation[name]:
+                    continue
                 if self.workers[name]["state"] != "restarting":
                     self.workers[name]["state"] = "restarting"
                     self._requeue(name)

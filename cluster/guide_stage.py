@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from cluster.config import RunConfig, redact_url
 from cluster.controller_actor import start_controller
 from cluster.ledger import build_ledger
+from cluster.progress import STUDENT_LINE_S, last_metrics, live_actors, student_line, student_status, write_status
 from cluster.student_pool import run_student_pool
 from guide_store.redis_store import RedisGuideStore
 from student.id_ledger import LEDGER_DIR, trained_steps
@@ -30,19 +31,65 @@ from teachers.train_teacher import load_run_data
 __all__ = ["produce_and_train"]
 
 
-def _progress(cfg: RunConfig, controller, echo, show_bar: bool, stop: threading.Event | None = None) -> dict:
-    """Follow guide production until it is finished (or ``stop`` is set); returns the controller's report."""
+class _StudentLines:
+    """The job log's ``student`` line and ``RUN/status.json`` every ``STUDENT_LINE_S`` (``cluster.progress``),
+    from the student pool's start; the nodes every actor and worker was seen on, for the report."""
+
+    def __init__(self, cfg: RunConfig, echo, bar):
+        self.cfg, self.echo, self.bar = cfg, echo, bar
+        self.start = self.last = time.monotonic()
+        self.job_id = ray.get_runtime_context().get_job_id()
+        self.seen: dict[str, dict] = {}  # actor or worker name -> {"class", "nodes"}
+
+    def tick(self, report: dict, force: bool = False) -> None:
+        if not force and time.monotonic() - self.last < STUDENT_LINE_S:
+            return
+        self.last = time.monotonic()
+        status = student_status(time.monotonic() - self.start, self.cfg.student.steps, last_metrics(self.cfg.run_path),
+                                report["store"], self.cfg.guides.num_samples)
+        actors = live_actors(self.cfg.namespace, self.cfg.name, self.job_id)
+        for a in actors:
+            seen = self.seen.setdefault(a["name"], {"class": a["class"], "nodes": []})
+            if a["node_ip"] not in seen["nodes"]:
+                seen["nodes"].append(a["node_ip"])
+        write_status(self.cfg.run_path, status, actors)
+        line = student_line(status)
+        if self.bar is not None and not self.bar.disable:
+            tqdm.write(line)  # its own line, above the bar
+        else:
+            self.echo(line)
+
+
+def _progress(cfg: RunConfig, controller, echo, show_bar: bool, stop: threading.Event | None = None,
+              lines: list | None = None) -> dict:
+    """Follow guide production until it is finished; with ``stop``, follow the student too (a ``student``
+    line every ``STUDENT_LINE_S``, the store's gauges kept fresh) until ``stop`` is set. Returns the
+    controller's report; ``lines`` (a list) gets the ``_StudentLines`` object."""
     total = cfg.guides.num_samples
     bar = tqdm(total=total, desc=f"{cfg.name}: guides", unit="rec", disable=not show_bar, position=0)
+    student = _StudentLines(cfg, echo, bar) if stop is not None else None
+    if lines is not None:
+        lines.append(student)
     last_check, report, told = time.monotonic(), {}, set()
     try:
         while True:
-            report = ray.get(controller.report.remote())
-            bar.n = min(report["store"]["produced"], total)
-            bar.set_postfix(teachers=report["live_teachers"], backlog=report["store"]["backlog"])
-            bar.refresh()
-            if report["finished"] or (stop is not None and stop.is_set()):
+            report = ray.get(controller.report.remote())  # also refreshes the run's gauges
+            if not bar.disable or bar.n < total:
+                bar.n = min(report["store"]["produced"], total)
+                bar.set_postfix(teachers=report["live_teachers"], backlog=report["store"]["backlog"])
+                bar.refresh()
+            if student is not None:
+                student.tick(report)
+            if stop is not None and stop.is_set():
                 return report
+            if report["finished"]:
+                if stop is None:
+                    return report
+                if not bar.disable:
+                    bar.close()  # production is done: the student lines go on below it
+                    bar.disable = True
+                time.sleep(1.0)
+                continue
             failed = {n: w["error"] for n, w in report["workers"].items() if w["state"] == "failed"}
             for name in failed.keys() - told:
                 echo(f"teacher actor {name} stopped on an error (its block is handed out again): {failed[name]}")
@@ -68,12 +115,12 @@ class _Production:
     """Guide production followed on a background thread while the student pool trains."""
 
     def __init__(self, cfg: RunConfig, controller, echo, show_bar: bool):
-        self.stop, self.report, self.error = threading.Event(), {}, None
+        self.stop, self.report, self.error, self.lines = threading.Event(), {}, None, []
         self.thread = threading.Thread(target=self._follow, args=(cfg, controller, echo, show_bar), daemon=True)
 
     def _follow(self, cfg, controller, echo, show_bar) -> None:
         try:
-            self.report = _progress(cfg, controller, echo, show_bar, self.stop)
+            self.report = _progress(cfg, controller, echo, show_bar, self.stop, self.lines)
         except Exception as err:  # surfaced by the main thread after the student pool returns
             self.error = err
 
@@ -154,7 +201,7 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
     controller = start_controller(cfg, url)
     workers = ray.get(controller.start_pools.remote())
     echo(f"run {cfg.name}: {len(workers)} teacher actor(s) {workers}, store {redact_url(url)}")
-    training = None
+    training, placement = None, {}
     try:
         if stop_after == "guides":
             report = _progress(cfg, controller, echo, show_bar)
@@ -165,13 +212,16 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
             if production.error is not None:
                 raise production.error
             report = ray.get(controller.report.remote())
+            if production.lines and production.lines[0] is not None:
+                production.lines[0].tick(report, force=True)  # the last line: the student's final figures
+                placement = production.lines[0].seen
     finally:
         _stop_teachers(controller, echo)
     seconds = time.perf_counter() - start
     store = report["store"]
     out = {"run": cfg.name, "seconds": round(seconds, 2), "records": store["produced"],
            "records_per_second": round(store["produced"] / seconds, 1), "store": store,
-           "workers": report["workers"], "guides": cfg.guides.model_dump(mode="json"),
+           "workers": report["workers"], "guides": cfg.guides.model_dump(mode="json"), "placement": placement,
            "distinct_pairs": distinct_pairs(cfg.guides.coupling_settings(), cfg.seed,
                                             torch.arange(cfg.guides.num_samples), lambda: len(load_run_data(cfg).train))}
     if training is not None:

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import ray
 
-from cluster.config import ConfigError, RunConfig, dump_config, load_config, public_config
+from cluster.config import ConfigError, RunConfig, dump_config, load_config, public_config, redact_url
 from cluster.guide_stage import produce_and_train
 from cluster.ledger import LedgerError, failures
-from cluster.nodes import check_shared_run_dir, cpu_shortage, local_cpus
+from cluster.nodes import check_shared_run_dir, cpu_shortage, local_cpus, resource_shortage, store_host, store_unreachable
 from cluster.paths import resolve_run_paths
 from cluster.preflight import PreflightError, dashboard_address_error, input_checks, preflight
 from cluster.provenance import provenance
@@ -110,7 +110,8 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     try:
         resources = ray.cluster_resources()
         plan = resolve_device(cfg, resources.get("GPU", 0))  # a ConfigError before any work
-        short = cpu_shortage(cfg, resources.get("CPU", 0), plan.student_workers)
+        short = (cpu_shortage(cfg, resources.get("CPU", 0), plan.student_workers)
+                 or resource_shortage(cfg, resources, plan.student_workers))
         if short:
             raise ConfigError(f"{short[0]}: {short[1]}")
         check_shared_run_dir(cfg.run_path, echo)
@@ -123,7 +124,8 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
             data_shape = model_data_shape(cfg.teachers[0].checkpoints[0])
             t = time.perf_counter()
             with run_redis_url(cfg.name, cfg.redis_path, store_url, fsync=cfg.store.fsync,
-                               max_memory_bytes=cfg.store.max_memory_bytes) as url:
+                               max_memory_bytes=cfg.store.max_memory_bytes, host=store_host()) as url:
+                _check_store_reach(url)
                 production, training = produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape, plan)
             timings["guides_and_student_s"] = round(time.perf_counter() - t, 2)
         except BaseException as err:
@@ -164,6 +166,16 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
         echo(f"run {cfg.name} finished in {timings['total_s']:.0f}s; results in {cfg.run_path} "
              f"(report: {cfg.run_path / 'report.json'})")
     return report
+
+
+def _check_store_reach(url: str) -> None:
+    """Every node with CPUs reaches the store (a task on each): refused with the nodes and the fix otherwise."""
+    blind = store_unreachable(url)
+    if blind:
+        raise PreflightError(f"the guide store {redact_url(url)} cannot be reached from node(s) {', '.join(blind)}: "
+                             "their teacher actors and student workers could not read or write guides. Fix: set "
+                             "store.url to a Redis every node reaches (its address, not 127.0.0.1; open its port), "
+                             "or, for the embedded store, make this node's address reachable from them")
 
 
 def _check_ledger(cfg: RunConfig, report: dict, ledger: dict, timings: dict, start: float) -> None:

@@ -12,7 +12,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import RunConfig
 
-__all__ = ["local_cpus", "cpu_shortage", "check_shared_run_dir"]
+__all__ = ["local_cpus", "cpu_shortage", "resource_shortage", "check_shared_run_dir", "store_host",
+           "store_unreachable"]
 
 
 def _teacher_cpus(cfg: RunConfig) -> float:
@@ -44,12 +45,34 @@ def cpu_shortage(cfg: RunConfig, cluster_cpus: float, student_workers: int) -> t
     return what, fix
 
 
+def resource_shortage(cfg: RunConfig, cluster: dict[str, float], student_workers: int) -> tuple[str, str] | None:
+    """``(what, fix)`` when the custom resources the run's placement asks for (``teachers[].resources`` per
+    actor, ``student.resources_per_worker`` per worker) are not offered by the cluster's nodes in all: Ray would
+    keep those actors or workers waiting for ever. ``None`` when they are (per-node fit is Ray's to decide)."""
+    need: dict[str, float] = {}
+    asks: dict[str, list[str]] = {}
+    for p in cfg.teachers:
+        for name, amount in p.resources.items():
+            need[name] = need.get(name, 0.0) + p.replicas * amount
+            asks.setdefault(name, []).append(f"teachers[{p.name}].resources ({p.replicas} x {amount:g})")
+    for name, amount in cfg.student.resources_per_worker.items():
+        need[name] = need.get(name, 0.0) + student_workers * amount
+        asks.setdefault(name, []).append(f"student.resources_per_worker ({student_workers} x {amount:g})")
+    short = {n: v for n, v in need.items() if cluster.get(n, 0.0) + 1e-9 < v}
+    if not short:
+        return None
+    what = "; ".join(f"{' + '.join(asks[n])} ask for {v:g} of resource {n!r}, the cluster's nodes offer "
+                     f"{cluster.get(n, 0.0):g}" for n, v in short.items())
+    fix = ("start the nodes that should hold them with the resource, e.g. `ray start --address=HEAD:PORT "
+           f"--resources='{{\"{next(iter(short))}\": {math.ceil(max(short.values()))}}}'`, or change the placement keys")
+    return what, fix
+
+
 def check_shared_run_dir(run_path: Path, echo=print, timeout_s: float = 60.0) -> list[str]:
     """On a cluster of several nodes, warn for each node that cannot see the run directory (it must be
     shared storage: student workers and teacher actors there read checkpoints from it). Returns the IPs of
     the nodes that cannot; an empty list on one node."""
-    here = ray.get_runtime_context().get_node_id()
-    others = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != here and n.get("Resources", {}).get("CPU")]
+    others = _other_nodes()
     if not others:
         return []
     token = secrets.token_hex(8)
@@ -77,6 +100,49 @@ def check_shared_run_dir(run_path: Path, echo=print, timeout_s: float = 60.0) ->
              "nodes run_dir must be shared storage (NFS, a mounted bucket), or workers there will not find the "
              "teachers and checkpoints")
     return blind
+
+
+def _other_nodes() -> list[dict]:
+    here = ray.get_runtime_context().get_node_id()
+    return [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != here and n.get("Resources", {}).get("CPU")]
+
+
+def store_host() -> str:
+    """Where the run's embedded Redis listens for its clients: loopback on one node; on several, this node's
+    address (the other nodes' actors and workers must reach it)."""
+    return ray.util.get_node_ip_address() if _other_nodes() else "127.0.0.1"
+
+
+def store_unreachable(url: str, timeout_s: float = 60.0) -> list[str]:
+    """The nodes (IPs) from which a small task cannot reach the store at ``url`` (every alive node with CPUs,
+    this one included): their actors and workers could not read or write guides."""
+    nodes = [n for n in ray.nodes() if n["Alive"] and n.get("Resources", {}).get("CPU")]
+    probe = ray.remote(num_cpus=0, max_retries=0)(_reaches)
+    refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(url):
+            n["NodeManagerAddress"] for n in nodes}
+    done, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+    for ref in pending:
+        ray.cancel(ref, force=True)
+    reached = set()
+    for ref in done:
+        try:
+            if ray.get(ref):
+                reached.add(refs[ref])
+        except ray.exceptions.RayError:
+            pass
+    return sorted(set(refs.values()) - reached)
+
+
+def _reaches(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        ok = bool(client.ping())
+        client.close()
+        return ok
+    except (redis.RedisError, OSError):
+        return False
 
 
 def _sees_marker(path: str, token: str) -> bool:

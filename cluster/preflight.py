@@ -138,6 +138,10 @@ def store_check(cfg: RunConfig) -> Check:
         client = redis.Redis.from_url(cfg.store.url, socket_connect_timeout=3, socket_timeout=3)
         client.ping()
         version = client.info("server").get("redis_version", "?")
+        try:
+            policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+        except redis.ResponseError:  # CONFIG disabled (managed Redis): the policy cannot be read here
+            policy = None
         client.close()
     except redis.AuthenticationError as err:
         return Check("store", False, f"store.url {shown}: authentication failed ({err})",
@@ -148,7 +152,14 @@ def store_check(cfg: RunConfig) -> Check:
     except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError) as err:
         return Check("store", False, f"store.url {shown}: no Redis answers ({err})",
                      "start Redis there, or fix host and port in store.url; unset it for an embedded server")
-    return Check("store", True, f"store.url {shown}: Redis {version} answers")
+    if policy is not None and policy != "noeviction":
+        return Check("store", False, f"store.url {shown}: maxmemory-policy is {policy}: at its memory limit Redis "
+                     "would evict guide records silently",
+                     "set maxmemory-policy noeviction on that Redis (redis-cli CONFIG SET maxmemory-policy noeviction, "
+                     "and in its redis.conf); writes past the limit then fail instead, and nothing is dropped")
+    unread = "" if policy else " (maxmemory-policy could not be read: it must be noeviction)"
+    return Check("store", True, f"store.url {shown}: Redis {version} answers, maxmemory-policy "
+                 f"{policy or '?'}{unread}")
 
 
 def step_job(cfg: RunConfig, data_shape: tuple[int, ...], device: str) -> StudentJob:

@@ -72,7 +72,7 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
         echo(note)
     workers, gpus = plan.student_workers, plan.student.gpus
     use_gpu = plan.student.device == "cuda"
-    resources = {"CPU": sc.cpus_per_worker, **({"GPU": gpus} if use_gpu else {})}
+    resources = {"CPU": sc.cpus_per_worker, **({"GPU": gpus} if use_gpu else {}), **sc.resources_per_worker}
     storage = sc.storage_path or str((cfg.run_path / "train").resolve())
     job = StudentJob.of(cfg, store_url, data_shape, init_checkpoint)
     trainer = TorchTrainer(
@@ -83,6 +83,7 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
                              failure_config=FailureConfig(max_failures=sc.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=sc.keep_checkpoints)))
     shutil.rmtree(cfg.run_path / LEDGER_DIR, ignore_errors=True)  # this pool's trained ids only
+    (cfg.run_path / "metrics.jsonl").unlink(missing_ok=True)  # rank 0 appends this pool's lines as it goes
     echo(f"student pool: {workers} DeepSpeed worker(s) (ZeRO {sc.zero_stage}, {plan.student.device}, "
          f"{plan.student.precision}), objective {sc.objective}, "
          f"{sc.steps} steps of {sc.batch_size} records per rank"

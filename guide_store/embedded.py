@@ -86,7 +86,8 @@ class EmbeddedRedis:
     """
 
     def __init__(self, data_dir: str | Path, port: int | None = None, fsync: str = "always",
-                 password: str | None = None, binary: str | None = None, max_memory_bytes: int | None = None):
+                 password: str | None = None, binary: str | None = None, max_memory_bytes: int | None = None,
+                 host: str = "127.0.0.1"):
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"unknown fsync policy {fsync!r}; known: {', '.join(FSYNC_POLICIES)}")
         self.data_dir = Path(data_dir)
@@ -95,6 +96,11 @@ class EmbeddedRedis:
         self.password = password
         self.binary = binary or find_redis_server()
         self.max_memory_bytes = max_memory_bytes
+        # the address clients use: loopback, or a node's address other nodes reach (it needs a password: with
+        # protected mode on, Redis refuses other hosts without one)
+        self.host = host
+        if host != "127.0.0.1" and not password:
+            raise ValueError(f"an embedded redis-server on {host} (reachable from other hosts) needs a password")
         self.proc: subprocess.Popen | None = None
         self.restarts = 0  # by the supervisor
         self._supervisor: threading.Thread | None = None
@@ -104,7 +110,7 @@ class EmbeddedRedis:
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def version(self) -> str:
         return redis_server_version(self.binary)
@@ -113,7 +119,8 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
             port = self.port or free_port()
-            args = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.data_dir.resolve()),
+            bind = ["127.0.0.1"] + ([self.host] if self.host != "127.0.0.1" else [])
+            args = [self.binary, "--port", str(port), "--bind", *bind, "--dir", str(self.data_dir.resolve()),
                     "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", "--daemonize", "no",
                     "--logfile", str((self.data_dir / "redis.log").resolve()), "--protected-mode", "yes",
                     "--proto-max-bulk-len", "1gb"]

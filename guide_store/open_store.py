@@ -31,11 +31,12 @@ def embedded_password(redis_dir: Path) -> str:
 
 @contextmanager
 def run_redis_url(run: str, redis_dir: str | Path, url: str | None = None, *, must_exist: bool = False,
-                  fsync: str = "always", max_memory_bytes: int | None = None) -> Iterator[str]:
+                  fsync: str = "always", max_memory_bytes: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
     """Yield ``url``, or with none the URL of an embedded server (started here, supervised: restarted on its
     append-only file if it dies, stopped at the end) whose data lives in ``redis_dir``, with the run's
-    password and ``max_memory_bytes`` (noeviction). ``must_exist`` refuses to create an empty embedded store
-    (for export/stats)."""
+    password and ``max_memory_bytes`` (noeviction), listening on loopback and ``host`` (the address in the URL:
+    on several nodes, this node's address the others reach). ``must_exist`` refuses to create an empty
+    embedded store (for export/stats)."""
     if url is not None:
         yield url
         return
@@ -44,7 +45,7 @@ def run_redis_url(run: str, redis_dir: str | Path, url: str | None = None, *, mu
         raise FileNotFoundError(f"no guide store for run {run!r}: {redis_dir} does not exist "
                                 "(pass --url for a store on a Redis server)")
     with EmbeddedRedis(redis_dir, fsync=fsync, password=embedded_password(redis_dir),
-                       max_memory_bytes=max_memory_bytes) as server:
+                       max_memory_bytes=max_memory_bytes, host=host) as server:
         server.supervise()
         yield server.url
 

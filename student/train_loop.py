@@ -431,6 +431,9 @@ def train_student_worker(train_loop_config: dict) -> None:
             if in_phase:
                 record["phase"] = "distribution"  # its loss: regression_weight x the objective's + the term
             metrics.record_interval(step, record["loss"], record["steps_per_second"])
+            if rank == 0:  # the run's metrics.jsonl as the run goes (the pool copies the checkpoint's over it)
+                with (run_folder / "metrics.jsonl").open("a") as f:
+                    f.write(json.dumps(record) + "\n")
             if step % saving.checkpoint_every == 0:
                 save(record)
             # a log line without a checkpoint is not reported to Ray Train: its controller takes one report per

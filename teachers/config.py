@@ -189,6 +189,19 @@ class GuidesConfig(Section):
         return v
 
 
+def check_custom_resources(resources: dict[str, float]) -> dict[str, float]:
+    """Custom resources for placement: names other than Ray's own CPU/GPU/memory (those have their own keys),
+    amounts > 0."""
+    for name, amount in resources.items():
+        if name in ("CPU", "GPU", "memory", "object_store_memory") or not name.strip():
+            raise ValueError(f"resource {name!r}: CPUs and GPUs have their own keys (num_cpus/num_gpus, "
+                             f"cpus_per_worker/gpus_per_worker); name a custom resource a node offers "
+                             f"(ray start --resources='{{\"teacher_host\": 4}}')")
+        if not amount > 0:
+            raise ValueError(f"resource {name!r}: the amount must be > 0, got {amount}")
+    return resources
+
+
 class TeacherPoolConfig(Section):
     """One kind of teacher actor: which checkpoints make which guides, how many replicas, what resources."""
 
@@ -198,9 +211,16 @@ class TeacherPoolConfig(Section):
     replicas: int = Field(1, ge=0, le=1024)
     num_cpus: float = Field(1.0, ge=0.0)
     num_gpus: float = Field(0.0, ge=0.0)
+    resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources each actor asks "
+                                        "for ({name: amount}): it runs only on nodes that offer them (placement)")
     threads: int = Field(1, ge=1, le=256)
     convention: Convention = Field(DEFAULT_CONVENTION, description="how a diffusers checkpoint's time and output "
                                    "read as v(x, t) (teachers.conventions); native checkpoints ignore it")
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        return check_custom_resources(v)
 
     def guide_checkpoints(self, n_guides: int) -> list[str]:
         """The checkpoint that makes each guide: one per guide, or the single entry for all of them."""
@@ -275,6 +295,8 @@ class StudentConfig(Section):
     workers: int = Field(2, ge=1, le=4096)
     cpus_per_worker: float = Field(1.0, ge=0.0)
     gpus_per_worker: float = Field(0.0, ge=0.0)
+    resources_per_worker: dict[str, float] = Field(default_factory=dict, description="Ray custom resources each "
+                                                   "worker asks for ({name: amount}): placement on nodes that offer them")
     threads: int = Field(1, ge=1, le=256, description="torch threads per worker on CPU")
     zero_stage: int = Field(1, ge=0, le=2)
     precision: Precision = Field(
@@ -289,6 +311,11 @@ class StudentConfig(Section):
     eval_steps: list[int] = Field(default_factory=lambda: [1, 2, 4])
     finetune: FinetuneConfig = FinetuneConfig()
     storage_path: str | None = Field(None, description="Ray Train storage (shared by all nodes); default RUN/train")
+
+    @field_validator("resources_per_worker")
+    @classmethod
+    def _custom_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        return check_custom_resources(v)
 
     @model_validator(mode="after")
     def _source_needs_dir(self) -> "StudentConfig":

@@ -169,3 +169,42 @@ def test_a_phase_with_a_diffusers_first_teacher_is_refused_before_ray(tmp_path):
         input_checks(_cfg(tmp_path, teachers))  # smoke.yaml has a 20-step phase
     assert "student.finetune.steps=0" in str(err.value)
     assert input_checks(_cfg(tmp_path, teachers, "student.finetune.steps=0")).data_shape == (1, 8, 8)
+
+
+def test_a_store_that_would_evict_records_is_refused_with_the_setting(tmp_path, locked_redis):
+    import redis
+
+    client = redis.Redis.from_url(locked_redis.url)
+    try:
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        evicting = store_check(_cfg(tmp_path, f"store.url={locked_redis.url}"))
+        assert evicting.ok is False and "maxmemory-policy is allkeys-lru" in evicting.detail, evicting
+        assert "noeviction" in evicting.fix
+    finally:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.close()
+    good = store_check(_cfg(tmp_path, f"store.url={locked_redis.url}"))
+    assert good.ok and "maxmemory-policy noeviction" in good.detail, good
+
+
+def test_every_node_is_asked_whether_it_reaches_the_store(ray_cluster, locked_redis):
+    from cluster.nodes import store_unreachable
+
+    assert store_unreachable(locked_redis.url) == []
+    here = ray_cluster.util.get_node_ip_address()
+    assert store_unreachable(f"redis://:s3cret@127.0.0.1:{free_port()}/0", timeout_s=30) == [here]
+
+
+def test_an_embedded_store_other_hosts_reach_listens_on_the_nodes_address_with_a_password(tmp_path):
+    import ray
+    import redis
+
+    host = ray.util.get_node_ip_address()
+    assert host != "127.0.0.1"
+    with pytest.raises(ValueError, match="needs a password"):
+        EmbeddedRedis(tmp_path / "open", host=host)
+    with EmbeddedRedis(tmp_path / "shared", password="pw", host=host, fsync="no") as server:
+        assert server.url.startswith(f"redis://:pw@{host}:")
+        client = redis.Redis.from_url(server.url)
+        assert client.ping() and client.config_get("protected-mode")["protected-mode"] == "yes"
+        client.close()

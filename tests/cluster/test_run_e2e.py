@@ -79,3 +79,17 @@ def test_a_cluster_too_small_for_the_run_is_refused_before_any_work(ray_cluster,
         run(cfg, echo=lambda s: None, show_bar=False)
     assert not (cfg.run_path / "teacher").exists()  # nothing trained
     assert cpu_shortage(cfg, 9, 2) is None and cpu_shortage(cfg, 9, 3) is not None
+
+
+def test_placement_no_node_offers_is_refused_before_any_work(ray_cluster, tmp_path):
+    """The shared test cluster offers 8 of teacher_host and student_host and nothing else: a run whose actors or
+    workers ask for more, or for a resource no node offers, would wait for ever; it is refused with the fix."""
+    small = small_run(tmp_path)
+    teachers = [small.teachers[0].model_copy(update={"resources": {"teacher_host": 5.0}, "replicas": 2})]
+    student = small.student.model_copy(update={"resources_per_worker": {"gpu_host": 1.0}})
+    cfg = small.model_copy(update={"teachers": teachers, "student": student})
+    with pytest.raises(ConfigError, match=r"teachers\[.*\]\.resources \(2 x 5\) ask for 10 of resource 'teacher_host', "
+                                          r"the cluster's nodes offer 8; student.resources_per_worker \(2 x 1\) ask "
+                                          r"for 2 of resource 'gpu_host', the cluster's nodes offer 0.*ray start"):
+        run(cfg, echo=lambda s: None, show_bar=False)
+    assert not (cfg.run_path / "teacher").exists()  # nothing trained

@@ -45,6 +45,7 @@ def pool_config(tmp_path, teacher, name, blocks=24, **student):
                    "num_samples": 64 * blocks},
         "teachers": [{"name": "t", "checkpoints": [teacher]}],
         "student": {"workers": 2, "batch_size": 64, "lr": 2e-3, "warmup_steps": 5, "log_every": 10,
+                    "resources_per_worker": {"student_host": 1},  # placement: the test cluster offers 8
                     "max_reuse": 3.0, "zero_stage": 1, **student},
         "namespace": "bezier-distill-tests",
     })

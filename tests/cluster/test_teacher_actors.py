@@ -170,3 +170,36 @@ def test_a_production_loop_that_raises_fails_the_job_within_seconds_with_its_err
     state = ray_cluster.get(controller.state.remote())
     assert state["workers"]["s-1"]["state"] == "failed" and state["queued"] + state["done"] == state["blocks"]
     assert "teacher_failed" in (cfg.run_path / "events.jsonl").read_text()
+
+
+def _held(ray, resource: str) -> float:
+    return ray.cluster_resources()[resource] - ray.available_resources().get(resource, 0.0)
+
+
+def test_teacher_actors_hold_their_pools_resources_and_an_added_one_copies_or_overrides_them(
+        ray_cluster, two_teachers, redis_url, tmp_path):
+    cfg = run_config(tmp_path, "placed", [{"name": "p", "checkpoints": [two_teachers[0]], "replicas": 2,
+                                           "num_cpus": 1, "resources": {"teacher_host": 1.5}}], num_samples=4096)
+    controller = start_controller(cfg, redis_url)
+    ray_cluster.get(controller.start_pools.remote())
+    deadline = time.monotonic() + 60
+    while _held(ray_cluster, "teacher_host") < 3.0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _held(ray_cluster, "teacher_host") == 3.0  # 2 actors x 1.5: Ray placed them where it is offered
+    # `teachers add --pool p`: the new actor copies p's settings, its resources included ...
+    copied = ray_cluster.get(controller.add_checkpoint.remote(two_teachers[1], 1, None, "copied", "p", {}))
+    # ... and `--resources` / `--num-cpus` override them
+    over = ray_cluster.get(controller.add_checkpoint.remote(two_teachers[1], 1, None, "over", "p",
+                                                            {"resources": {"teacher_host": 2.0}, "num_cpus": 0.5}))
+    while _held(ray_cluster, "teacher_host") < 6.5 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _held(ray_cluster, "teacher_host") == 6.5, ray_cluster.available_resources()
+    with pytest.raises(ray_cluster.exceptions.RayTaskError, match="no teacher pool 'nope'"):
+        ray_cluster.get(controller.add_checkpoint.remote(two_teachers[1], 1, None, None, "nope", {}))
+    for name in ("p-1", "p-2", *copied, *over):
+        ray_cluster.get(controller.remove_teacher.remote(name, False))
+    ray_cluster.kill(controller)
+    deadline = time.monotonic() + 30
+    while _held(ray_cluster, "teacher_host") > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _held(ray_cluster, "teacher_host") == 0

@@ -102,10 +102,16 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
                  **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": local_cpus(cfg)}))
     # SIGTERM (``ray job stop``, a scheduler) unwinds like Ctrl-C, so actors, workers and the embedded Redis
     # are stopped on the way out and the report says the run was interrupted (after ray.init, which sets its
-    # own handler; the one before is put back at the end)
+    # own handler; the one before is put back at the end). The report is written first, in the handler:
+    # ``ray job stop`` SIGKILLs the job 3 s later (RAY_JOB_STOP_WAIT_TIME_S), whatever the clean-up has done
     main_thread = threading.current_thread() is threading.main_thread()
-    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
-    timings = {}
+    timings: dict = {}
+
+    def interrupt(signum, frame) -> None:
+        _failed_report(public_config(cfg), KeyboardInterrupt(f"signal {signal.Signals(signum).name}"), timings, start)
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous_sigterm = signal.signal(signal.SIGTERM, interrupt) if main_thread else None
     teacher_seeds = {str(path): seed for path, seed in own_teacher_paths(cfg).values()}
     try:
         resources = ray.cluster_resources()
@@ -129,11 +135,7 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
                 production, training = produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape, plan)
             timings["guides_and_student_s"] = round(time.perf_counter() - t, 2)
         except BaseException as err:
-            timings["total_s"] = round(time.perf_counter() - start, 2)
-            failed = {"run": cfg.name, "status": "interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-                      "error": f"{type(err).__name__}: {err}", "timings": timings, "faults": faults_seen(cfg, {}),
-                      "config": cfg.model_dump(mode="json")}
-            (cfg.run_path / "report.json").write_text(json.dumps(failed, indent=2))
+            failed = _failed_report(cfg, err, timings, start)
             echo(f"run {cfg.name} {failed['status']} after {timings['total_s']:.0f}s; what it saw is in "
                  f"{cfg.run_path / 'report.json'}")
             raise
@@ -248,8 +250,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start a run that already finished again (its outputs cleared, its teachers kept)")
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+def _failed_report(cfg: RunConfig, err: BaseException, timings: dict, start: float) -> dict:
+    """Write and return the report of a run that failed (or was interrupted: ``KeyboardInterrupt``) on ``err``."""
+    timings["total_s"] = round(time.perf_counter() - start, 2)
+    failed = {"run": cfg.name, "status": "interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+              "error": f"{type(err).__name__}: {err}", "timings": timings, "faults": faults_seen(cfg, {}),
+              "config": cfg.model_dump(mode="json")}
+    tmp = cfg.run_path / "report.json.tmp"
+    tmp.write_text(json.dumps(failed, indent=2))
+    tmp.replace(cfg.run_path / "report.json")
+    return failed
 
 
 def run_from_args(args: argparse.Namespace) -> int:

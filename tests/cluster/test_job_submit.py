@@ -16,10 +16,47 @@ import tempfile
 
 import pytest
 
+from cluster.chaos import redis_process
 from guide_store.embedded import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+
+
+def _stop_during_student_training(submit: list[str], run_dir: Path, dash: int, env: dict) -> None:
+    """`ray job stop` (Ray's default grace: SIGTERM, SIGKILL 3 s later) while the student pool trains: the report
+    says interrupted, and nothing of the run is left running (its actors, its workers, its redis-server)."""
+    address = f"http://127.0.0.1:{dash}"
+    args = submit[:submit.index("--set")] + ["--set", f"run_dir={run_dir}", "--set", "name=stopme",
+                                            "--set", "teacher.steps=200", "--set", "student.steps=100000",
+                                            "--set", "guides.num_samples=4096", "--set", "guides.block_size=128"]
+    out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    job_id = re.search(r"raysubmit_\w+", out.stdout).group(0)
+    metrics = run_dir / "stopme" / "metrics.jsonl"  # rank 0 writes it as the pool trains
+    deadline = time.monotonic() + 300
+    while not (metrics.is_file() and metrics.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert metrics.is_file(), "the student pool never logged a step"
+    start = time.monotonic()
+    stop = subprocess.run([str(BIN / "ray"), "job", "stop", "--address", address, job_id], env=env,
+                          capture_output=True, text=True, timeout=120)
+    stopped_in = time.monotonic() - start
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    report = json.loads((run_dir / "stopme" / "report.json").read_text())
+    assert report["status"] == "interrupted" and "SIGTERM" in report["error"], report
+    deadline, alive = time.monotonic() + 30, None
+    while time.monotonic() < deadline:
+        listing = subprocess.run([str(BIN / "ray"), "list", "actors", "--address", address, "--filter", "state=ALIVE",
+                                  "--format", "json", "--limit", "1000"], env=env, capture_output=True, text=True)
+        alive = [a for a in json.loads(listing.stdout or "[]")
+                 if (a.get("name") or "").startswith("stopme-") or a.get("class_name") == "RayTrainWorker"
+                 or a.get("name") == "controller-stopme"]
+        if not alive and redis_process(run_dir / "stopme") is None:
+            break
+        time.sleep(1)
+    assert alive == [] and redis_process(run_dir / "stopme") is None, (alive, listing.stderr[-500:])
+    assert stopped_in < 60, stopped_in
 
 
 def _metrics(port: int) -> str:
@@ -122,6 +159,7 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
         run_report = json.loads((run_dir / "toy2d" / "report.json").read_text())
         assert report["store"]["acknowledged"] == 8000 and report["store"]["backlog"] == 0
         assert [r["steps"] for r in run_report["quality"]["student"]] == [1]
+        _stop_during_student_training(submit, tmp_path / "stopped", dash, env)
     finally:
         head.terminate()
         try:

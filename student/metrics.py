@@ -27,13 +27,20 @@ class StudentMetrics:
         self.loss = Gauge("bezier_student_loss", "student loss (mean over the last log interval)", tag_keys=keys)
         self.speed = Gauge("bezier_student_steps_per_second", "student optimizer steps per second", tag_keys=keys)
         self.step = Gauge("bezier_student_step", "student optimizer steps done", tag_keys=keys)
+        self._last: tuple[int, float, float] | None = None
 
     def record_step(self, fresh_records: int, wait_s: float) -> None:
         if fresh_records:
             self.consumed.inc(fresh_records, tags=self.tags)
         self.wait.observe(wait_s, tags=self.tags)
+        if self._last is not None:  # Ray drops a gauge not set again within two export intervals (~20 s): a
+            self._set(*self._last)  # log interval can take longer than that, so each step sets them again
 
     def record_interval(self, step: int, loss: float, steps_per_second: float) -> None:
+        self._last = (step, loss, steps_per_second)
+        self._set(step, loss, steps_per_second)
+
+    def _set(self, step: int, loss: float, steps_per_second: float) -> None:
         self.loss.set(loss, tags=self.tags)
         self.speed.set(steps_per_second, tags=self.tags)
         self.step.set(step, tags=self.tags)

@@ -30,8 +30,6 @@ from teachers.train_teacher import load_run_data
 
 __all__ = ["produce_and_train"]
 
-GAUGE_REFRESH_S = 5.0  # how often the run's gauges are set again once production is over (Ray keeps one ~20 s)
-
 
 class _StudentLines:
     """The job log's ``student`` line and ``RUN/status.json`` every ``STUDENT_LINE_S`` (``cluster.progress``),
@@ -75,7 +73,9 @@ def _progress(cfg: RunConfig, controller, echo, show_bar: bool, stop: threading.
     last_check, report, told = time.monotonic(), {}, set()
     try:
         while True:
-            report = ray.get(controller.report.remote())  # also refreshes the run's gauges
+            # also sets the run's gauges again: Ray drops a gauge not set within two metrics export intervals
+            # (~20 s), so this goes on after production ends, until the students do
+            report = ray.get(controller.report.remote())
             if not bar.disable or bar.n < total:
                 bar.n = min(report["store"]["produced"], total)
                 bar.set_postfix(teachers=report["live_teachers"], backlog=report["store"]["backlog"])
@@ -125,15 +125,6 @@ class _Production:
             self.report = _progress(cfg, controller, echo, show_bar, self.stop, self.lines)
         except Exception as err:  # surfaced by the main thread after the student pool returns
             self.error = err
-            return
-        # production is over, the students still train: the run's gauges (backlog, pending, ...) are set only
-        # when the controller reports, and Ray drops a gauge that is not set again within two metrics export
-        # intervals (about 20 s), so without this the dashboard's store panels go blank until the run ends
-        while not self.stop.wait(GAUGE_REFRESH_S):
-            try:
-                ray.get(controller.report.remote(), timeout=60)
-            except Exception:  # the gauges only; the main thread notices a controller that is gone
-                pass
 
     def __enter__(self) -> "_Production":
         self.thread.start()

@@ -107,9 +107,12 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     main_thread = threading.current_thread() is threading.main_thread()
     timings: dict = {}
 
+    stopped_by: list[str] = []  # the signal's name, kept: what unwinds (Ray Train's fit) may raise another
+
     def interrupt(signum, frame) -> None:
-        _failed_report(public_config(cfg), KeyboardInterrupt(f"signal {signal.Signals(signum).name}"), timings, start)
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+        stopped_by.append(f"signal {signal.Signals(signum).name}")
+        _failed_report(public_config(cfg), KeyboardInterrupt(stopped_by[0]), timings, start)
+        raise KeyboardInterrupt(stopped_by[0])
 
     previous_sigterm = signal.signal(signal.SIGTERM, interrupt) if main_thread else None
     teacher_seeds = {str(path): seed for path, seed in own_teacher_paths(cfg).values()}
@@ -135,7 +138,7 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
                 production, training = produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape, plan)
             timings["guides_and_student_s"] = round(time.perf_counter() - t, 2)
         except BaseException as err:
-            failed = _failed_report(cfg, err, timings, start)
+            failed = _failed_report(cfg, KeyboardInterrupt(stopped_by[0]) if stopped_by else err, timings, start)
             echo(f"run {cfg.name} {failed['status']} after {timings['total_s']:.0f}s; what it saw is in "
                  f"{cfg.run_path / 'report.json'}")
             raise

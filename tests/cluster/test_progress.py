@@ -23,11 +23,14 @@ class _Controller:
     """The controller's ``report`` as the progress thread reads it: production finishes on the third call."""
 
     def __init__(self):
-        self.calls = 0
+        self.made = 0
+
+    def calls(self):
+        return self.made
 
     def report(self):
-        self.calls += 1
-        done = self.calls >= 3
+        self.made += 1
+        done = self.made >= 3
         return {"finished": done, "live_teachers": 0 if done else 1, "workers": {}, "queued": 0,
                 "store": {"produced": 512 if done else 128, "backlog": 64, "undelivered": 0 if done else 64,
                           "pending": 64}}
@@ -42,12 +45,15 @@ def test_a_student_line_on_its_own_line_every_period_until_the_pool_ends(ray_clu
                                                             "records_consumed": 12800}) + "\n")
     monkeypatch.setattr(guide_stage, "STUDENT_LINE_S", 0.3)
     lines, stop = [], threading.Event()
-    thread = threading.Thread(target=guide_stage._progress,
-                              args=(cfg, _Controller.remote(), lines.append, False, stop))
+    controller = _Controller.remote()
+    thread = threading.Thread(target=guide_stage._progress, args=(cfg, controller, lines.append, False, stop))
     thread.start()
     time.sleep(6)  # production "finishes" after ~2 s: the lines go on
+    reports = ray.get(controller.calls.remote())
     stop.set()
     thread.join(timeout=30)
+    # the controller (whose report sets the run's gauges) is asked every second after production ended too
+    assert reports >= 5, reports
     student = [line for line in lines if line.startswith("student ")]
     assert len(student) >= 5, lines  # every period (about 1 s here: the loop polls each second), not only once
     assert all("step 100/300, 12800 records trained, 20.0 steps/s, loss 0.5, ETA 10s" in line for line in student)

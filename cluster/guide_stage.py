@@ -22,7 +22,7 @@ from cluster.ledger import build_ledger
 from cluster.progress import STUDENT_LINE_S, last_metrics, live_actors, student_line, student_status, write_status
 from cluster.student_pool import run_student_pool
 from guide_store.redis_store import RedisGuideStore
-from student.id_ledger import LEDGER_DIR, trained_steps
+from student.id_ledger import LEDGER_DIR, rank_nodes, trained_steps
 from teachers.device_plan import DevicePlan
 from teachers.guides import distinct_pairs
 from teachers.models import model_kind
@@ -228,6 +228,8 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
                                             torch.arange(cfg.guides.num_samples), lambda: len(load_run_data(cfg).train))}
     if training is not None:
         out["ledger"] = _ledger(cfg, url, report)
+        for name, nodes in rank_nodes(cfg.run_path / LEDGER_DIR).items():  # each rank says where it ran
+            placement[name] = {"class": "RayTrainWorker", "nodes": nodes}
     (cfg.run_path / "production.json").write_text(json.dumps(out, indent=2))
     echo(f"produced {store['produced']} guide records in {seconds:.1f}s ({out['distinct_pairs']} distinct noise-data "
          f"pairs); acknowledged {store['acknowledged']}, dead-lettered {store['dead_lettered']}, "

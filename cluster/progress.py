@@ -26,18 +26,22 @@ STATUS_FILE = "status.json"
 
 
 def last_metrics(run_path: Path) -> dict | None:
-    """The newest metrics line with a step (``RUN/metrics.jsonl``), or None before the first one."""
+    """The newest metrics line with a step (``RUN/metrics.jsonl``), its loss and speed from the newest line
+    that has them (the final line has neither), or None before the first one."""
     path = Path(run_path) / "metrics.jsonl"
     if not path.is_file():
         return None
-    for line in reversed(path.read_text().splitlines()):
+    rows = []
+    for line in path.read_text().splitlines():
         try:
-            row = json.loads(line)
+            rows.append(json.loads(line))
         except json.JSONDecodeError:  # a line being written
             continue
-        if "step" in row:
-            return row
-    return None
+    rows = [r for r in rows if "step" in r]
+    if not rows:
+        return None
+    logged = [r for r in rows if "loss" in r]
+    return {**(logged[-1] if logged else {}), **rows[-1]}
 
 
 def student_status(elapsed_s: float, total_steps: int, row: dict | None, store: dict, planned: int) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from guide_store.redis_store import id_runs
 
-__all__ = ["RankLedger", "trained_steps", "LEDGER_DIR"]
+__all__ = ["RankLedger", "trained_steps", "rank_nodes", "LEDGER_DIR"]
 
 LEDGER_DIR = "ledger"
 
@@ -30,12 +30,12 @@ LEDGER_DIR = "ledger"
 class RankLedger:
     """Append-only record of one rank's fresh ids per step (see the module docstring)."""
 
-    def __init__(self, folder: str | Path, rank: int, world: int, resumed_at: int):
+    def __init__(self, folder: str | Path, rank: int, world: int, resumed_at: int, node: str | None = None):
         self.path = Path(folder) / f"rank-{rank}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.attempt = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._lines = [json.dumps({"a": self.attempt, "header": True, "rank": rank, "world": world,
-                                   "resumed_at": resumed_at, "time": time.time()})]
+                                   "resumed_at": resumed_at, "node": node, "time": time.time()})]
         self.flush()
 
     def step(self, step: int, ids: list[int]) -> None:
@@ -61,6 +61,17 @@ def _read(path: Path) -> list[dict]:
         except json.JSONDecodeError:  # a line cut by a killed writer: it was after the last checkpoint
             continue
     return rows
+
+
+def rank_nodes(folder: str | Path) -> dict[str, list[str]]:
+    """``student-rank-R`` -> the nodes each attempt of that rank ran on, from the headers (in order)."""
+    out: dict[str, list[str]] = {}
+    for path in sorted(Path(folder).glob("rank-*.jsonl")):
+        nodes = out.setdefault(f"student-{path.stem}", [])
+        for row in _read(path):
+            if row.get("header") and row.get("node") and row["node"] not in nodes:
+                nodes.append(row["node"])
+    return out
 
 
 def trained_steps(folder: str | Path) -> list[tuple[int, int, list[list[int]]]]:

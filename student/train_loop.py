@@ -353,6 +353,7 @@ def build_engine(job: StudentJob, world: int, device: torch.device, precision: s
 def train_student_worker(train_loop_config: dict) -> None:
     """Ray Train worker entry: ``train_loop_config`` is ``{"job": StudentJob}`` (``StudentJob.of``)."""
     import ray.train  # Ray Train pulls in Ray Data and pandas (half a second): its workers need it, the CLI not
+    import ray.util
 
     job: StudentJob = train_loop_config[TRAIN_LOOP_KEY]
     objective, optim, feed, saving = job.objective, job.optim, job.feed, job.saving
@@ -372,7 +373,7 @@ def train_student_worker(train_loop_config: dict) -> None:
     dm = _distribution(job, device)
     ledger = _Ledger(*_restore(engine, ema, pool, fresh, rank, world, optim.zero_stage, dm))
     run_folder = job.config.run_path
-    ids = RankLedger(run_folder / LEDGER_DIR, rank, world, ledger.step)
+    ids = RankLedger(run_folder / LEDGER_DIR, rank, world, ledger.step, ray.util.get_node_ip_address())
     if ledger.totals["resumes"]:
         print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})")
     source, target = open_source(feed, job.run, rank, world, job.data_shape, PATHS[job.path])

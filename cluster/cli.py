@@ -474,7 +474,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"run {folder.name}: {state}" + (f" ({finished['error']})" if finished and finished.get("error") else ""))
     if status is not None:
         print(student_line(status["student"]))
-        for a in status["actors"]:
+        for a in status["actors"] if finished is None else []:  # a finished run lists where each ran, below
             print(f"  {a['name']:<40} {a['class']:<16} node {a['node_ip']}")
     placement = ((finished or {}).get("production") or {}).get("placement") or {}
     for name, seen in sorted(placement.items()):

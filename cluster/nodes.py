@@ -79,20 +79,7 @@ def check_shared_run_dir(run_path: Path, echo=print, timeout_s: float = 60.0) ->
     marker = run_path / ".shared-check"
     marker.write_text(token)
     try:
-        probe = ray.remote(num_cpus=0)(_sees_marker)
-        refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-            str(marker), token): n["NodeManagerAddress"] for n in others}
-        done, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        seen = set()
-        for ref in done:
-            try:
-                if ray.get(ref):
-                    seen.add(refs[ref])
-            except ray.exceptions.RayError:
-                pass
-        blind = sorted(set(refs.values()) - seen)
+        blind = _nodes_failing(others, _sees_marker, (str(marker), token), timeout_s)
     finally:
         marker.unlink(missing_ok=True)
     if blind:
@@ -117,20 +104,25 @@ def store_unreachable(url: str, timeout_s: float = 60.0) -> list[str]:
     """The nodes (IPs) from which a small task cannot reach the store at ``url`` (every alive node with CPUs,
     this one included): their actors and workers could not read or write guides."""
     nodes = [n for n in ray.nodes() if n["Alive"] and n.get("Resources", {}).get("CPU")]
-    probe = ray.remote(num_cpus=0, max_retries=0)(_reaches)
-    refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(url):
+    return _nodes_failing(nodes, _reaches, (url,), timeout_s)
+
+
+def _nodes_failing(nodes: list[dict], check, args: tuple, timeout_s: float) -> list[str]:
+    """The addresses of ``nodes`` where a task running ``check(*args)`` did not answer True in time."""
+    probe = ray.remote(num_cpus=0, max_retries=0)(check)
+    refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(*args):
             n["NodeManagerAddress"] for n in nodes}
     done, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
     for ref in pending:
         ray.cancel(ref, force=True)
-    reached = set()
+    passed = set()
     for ref in done:
         try:
             if ray.get(ref):
-                reached.add(refs[ref])
+                passed.add(refs[ref])
         except ray.exceptions.RayError:
             pass
-    return sorted(set(refs.values()) - reached)
+    return sorted(set(refs.values()) - passed)
 
 
 def _reaches(url: str) -> bool:

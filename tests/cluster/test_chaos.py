@@ -14,10 +14,11 @@ SCRIPT = Path(sys.executable).parent / "bezier-distill"
 
 @pytest.mark.slow
 @pytest.mark.alone  # its third teacher kill waits for 80% of production, and a busy machine can finish first
+# (32 blocks of 64, not 8 of 256: the kill at 80% has 6 blocks left to land in, not 1 or 2)
 def test_chaos_loses_nothing_and_dead_letters_every_malformed_entry(tmp_path):
     out = subprocess.run(
         [str(SCRIPT), "chaos", str(REPO / "configs" / "toy2d.yaml"), "--malformed", "100", "--undisturbed", "0",
-         "--set", f"run_dir={tmp_path}", "--set", "teacher.steps=300", "--set", "guides.num_samples=2048",
+         "--set", f"run_dir={tmp_path}", "--set", "teacher.steps=300", "--set", "guides.num_samples=2048", "--set", "guides.block_size=64",
          "--set", "guides.coupling_steps=16", "--set", "student.steps=150", "--set", "student.checkpoint_every=50",
          "--set", "eval.n_samples=500", "--set", "eval.steps=[1]", "--set", "student.eval_steps=[1]"],
         capture_output=True, text=True, timeout=900)

@@ -10,7 +10,7 @@ Keys (hash-tagged by run, so a cluster keeps them on one slot)::
 
     bd:{RUN}:ids        hash  sample id -> the entry that first delivered it (a repeat is dead-lettered)
 
-Delivery semantics (DESIGN.md 3.1): an entry is read by one consumer
+Delivery semantics: an entry is read by one consumer
 (``XREADGROUP``) and acknowledged when the consumer can no longer lose it
 (``ack``: ``XACK`` + ``XDEL``, so memory is freed). Until then it stays pending
 under that consumer's name: a consumer that comes back under the same name (a

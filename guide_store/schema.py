@@ -1,7 +1,7 @@
 """The guide record: the one place its field names and Arrow types are spelled.
 
 A guide record is one training example for the student: noise ``x0``, data
-``x1`` and the teachers' guide points ``g1..gk`` between them (DESIGN.md 2.3),
+``x1`` and the teachers' guide points ``g1..gk`` between them (``teachers.guides``),
 plus where they came from. A ``GuideBatch`` holds ``B`` records of one run made
 by one producer with one rule; on the wire it is one Arrow record batch whose
 tensors are fixed-shape tensor columns (float16 or float32) and whose schema
@@ -88,7 +88,7 @@ class GuideBatch:
 
     @property
     def control_points(self) -> list[Tensor]:
-        """``[x0, g1, .., gk, x1]``: the Bezier control points (DESIGN.md 2.2)."""
+        """``[x0, g1, .., gk, x1]``: the Bezier control points (``student.bezier``)."""
         return [self.x0, *self.guides, self.x1]
 
 

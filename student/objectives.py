@@ -1,4 +1,4 @@
-"""The student's objectives on a Bezier path (DESIGN.md 2.5). Pure torch: no Ray, Redis or DeepSpeed.
+"""The student's objectives on a Bezier path (``student.bezier``). Pure torch: no Ray, Redis or DeepSpeed.
 
 An objective is one entry of ``OBJECTIVES``: its loss, how many times its network takes, and the sampler
 that matches how it was trained (every sampler: ``(noise (N, *D), steps) -> Solution``, ``steps`` network

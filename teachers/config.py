@@ -152,7 +152,7 @@ class StoreConfig(Section):
 
 
 class GuidesConfig(Section):
-    """What the teachers produce (DESIGN.md 2.2-2.4)."""
+    """What the teachers produce (``teachers.guides``)."""
 
     path: PathName = "cubic"
     rule: GuideRule = "euler_step"
@@ -260,7 +260,7 @@ class FinetuneConfig(Section):
 
 
 class StudentConfig(Section):
-    """The student pool (DESIGN.md 2.5 and 3): objective, optimisation, DeepSpeed and Ray Train settings."""
+    """The student pool (``student.objectives``, ``student.train_loop``): objective, optimisation, DeepSpeed and Ray Train settings."""
 
     network: NetworkConfig | None = Field(None, description="default: the teacher's network")
     init: Literal["teacher", "scratch"] = "teacher"

@@ -1,4 +1,4 @@
-"""Guide production (DESIGN.md 2.3, 2.4): couplings that pair noise with data, and guide rules.
+"""Guide production: couplings that pair noise with data, and guide rules.
 
 Everything a record needs is a pure function of ``(run seed, sample_id)``, the
 data and the teachers, so any producer regenerates a block identically: a

@@ -1,4 +1,4 @@
-"""Rectified flow (DESIGN.md 2.1): interpolation, loss, training loop and reflow pairs.
+"""Rectified flow: interpolation, loss, training loop and reflow pairs.
 
     X_t = t X_1 + (1 - t) X_0,   loss = E || (X_1 - X_0) - v(X_t, t) ||^2
 

@@ -94,7 +94,7 @@ def block_ids(cfg: RunConfig, block: int) -> torch.Tensor:
 @torch.no_grad()
 def build_block(cfg: RunConfig, data: torch.Tensor, teachers: LoadedTeachers, block: int,
                 producer: str) -> GuideBatch:
-    """The guide records of one block (DESIGN.md 2.3, 2.4); the same inputs give the same bits."""
+    """The guide records of one block (``teachers.guides``); the same inputs give the same bits."""
     g = cfg.guides
     ids = block_ids(cfg, block)
     taus = g.guide_times()

@@ -76,10 +76,9 @@ def _progress(cfg: RunConfig, controller, echo, show_bar: bool, stop: threading.
             # also sets the run's gauges again: Ray drops a gauge not set within two metrics export intervals
             # (~20 s), so this goes on after production ends, until the students do
             report = ray.get(controller.report.remote())
-            if not bar.disable or bar.n < total:
-                bar.n = min(report["store"]["produced"], total)
-                bar.set_postfix(teachers=report["live_teachers"], backlog=report["store"]["backlog"])
-                bar.refresh()
+            bar.n = min(report["store"]["produced"], total)  # a closed (disabled) bar shows nothing
+            bar.set_postfix(teachers=report["live_teachers"], backlog=report["store"]["backlog"])
+            bar.refresh()
             if student is not None:
                 student.tick(report)
             if stop is not None and stop.is_set():

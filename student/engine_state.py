@@ -11,8 +11,15 @@ project does not put on disk. Each rank instead writes ``rank-R.safetensors``:
   in the file's metadata, with a skeleton that puts every tensor back.
 
 The engine is duck-typed (``engine.module``, ``engine.optimizer``), so this file
-imports no DeepSpeed. Optimizer state restores only into the same world size
-and ZeRO stage; anything else raises ``CheckpointError`` naming the file.
+imports no DeepSpeed. Optimizer state restores into the same ZeRO stage (anything
+else raises ``CheckpointError`` naming the file) and, for an elastic pool, into
+another world size (``reshard``): at stage 0 every rank holds the same full state;
+at stage 1 the fp32 partitions (and the Adam moments laid out like them) of all
+the old ranks are joined in rank order into the group's flat buffer, whose layout
+does not depend on the world size but for the zeros padding its end, cut or
+padded to the new buffer's length and split again the way DeepSpeed splits it.
+ZeRO 2 is refused at another world size. Which old ranks' records (replay pool,
+unacknowledged deliveries, trained ids) a new rank takes over is ``shares``.
 """
 
 from __future__ import annotations
@@ -23,12 +30,15 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+import torch
 from torch import Tensor, nn
 
 from teachers.checkpoint import CheckpointError, replaced_atomically
 
-__all__ = ["FORMAT", "rank_file", "save_rank_state", "load_rank_state", "read_rank_meta", "pack_tree",
-           "unpack_tree"]
+__all__ = ["FORMAT", "rank_file", "save_rank_state", "load_rank_state", "read_rank_meta", "read_rank_share",
+           "checkpoint_world", "shares", "pack_tree", "unpack_tree", "RESHARD_STAGES"]
+
+RESHARD_STAGES = (0, 1)  # ZeRO stages whose optimizer state resumes at another world size
 
 FORMAT = "bezier-distill/rank-state"
 VERSION = 1
@@ -93,6 +103,16 @@ def save_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, wo
     return path
 
 
+def _optimizer_file_state(directory: str | Path, rank: int) -> dict:
+    """The optimizer state in old rank ``rank``'s file (for resharding)."""
+    path = rank_file(directory, rank)
+    meta = read_rank_meta(path)
+    try:
+        return unpack_tree(meta["optimizer"], load_file(str(path)))
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: optimizer state unreadable ({err})") from None
+
+
 def read_rank_meta(path: str | Path) -> dict:
     """The JSON metadata of a rank file; ``CheckpointError`` names the file and the problem."""
     path = Path(path)
@@ -115,6 +135,51 @@ def read_rank_meta(path: str | Path) -> dict:
     return meta
 
 
+def checkpoint_world(directory: str | Path) -> int:
+    """The world size the checkpoint in ``directory`` was written by (from rank 0's file)."""
+    return int(read_rank_meta(rank_file(directory, 0))["world_size"])
+
+
+def shares(rank: int, world: int, old_world: int) -> list[int]:
+    """The old ranks whose records (replay pool, fresh remainder, unacknowledged deliveries, trained ids and
+    their store consumer) new rank ``rank`` of ``world`` takes over from a checkpoint of ``old_world`` ranks:
+    every old rank ``j`` with ``j % world == rank`` (itself alone when the world did not shrink)."""
+    return [j for j in range(old_world) if j % world == rank]
+
+
+def read_rank_share(directory: str | Path, rank: int) -> tuple[dict, dict[str, Tensor]]:
+    """``extra`` and the ``data/`` tensors of old rank ``rank``'s file (no weights, no optimizer)."""
+    path = rank_file(directory, rank)
+    meta = read_rank_meta(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable, truncated or corrupt ({err})") from None
+    return meta["extra"], {k[len("data/"):]: v for k, v in tensors.items() if k.startswith("data/")}
+
+
+def _reshard(opt, group: int, parts: list[Tensor], rank: int) -> Tensor:
+    """This rank's partition of group ``group`` from the old ranks' partitions ``parts`` (module docstring)."""
+    flat = torch.cat([p.reshape(-1) for p in parts])
+    length = opt.bit16_groups_flat[group].numel()
+    if flat.numel() < length:
+        flat = torch.cat([flat, flat.new_zeros(length - flat.numel())])
+    return opt.get_data_parallel_partitions(flat[:length], group)[rank].clone()
+
+
+def _load_resharded(opt, states: list[dict], rank: int, device) -> None:
+    """ZeRO 1 optimizer state from every old rank's ``states`` (rank order) into this rank's partitions: the
+    fp32 master partitions and each Adam tensor laid out like them; scalars (the step) from old rank 0."""
+    base = states[0]["base"]
+    for i, dst in enumerate(opt.single_partition_of_fp32_groups):
+        old = [s["fp32_partitions"][i] for s in states]
+        dst.data.copy_(_reshard(opt, i, old, rank).to(device))
+        for key, value in list(base["state"].get(i, {}).items()):
+            if isinstance(value, Tensor) and value.shape == old[0].shape:
+                base["state"][i][key] = _reshard(opt, i, [s["base"]["state"][i][key] for s in states], rank)
+    opt.optimizer.load_state_dict(base)
+
+
 def _load_module(target: nn.Module, tensors: dict[str, Tensor], prefix: str, path: Path) -> None:
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     try:
@@ -125,13 +190,19 @@ def _load_module(target: nn.Module, tensors: dict[str, Tensor], prefix: str, pat
 
 def load_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, world_size: int,
                     zero_stage: int) -> tuple[dict, dict[str, Tensor]]:
-    """Restore weights, EMA and optimizer state written by ``save_rank_state``; returns ``extra`` and ``data``."""
-    path = rank_file(directory, rank)
+    """Restore weights, EMA and optimizer state written by ``save_rank_state``; returns ``extra`` and ``data``
+    of the file read: this rank's, or rank 0's for a rank the old world did not have (at another world size
+    the caller takes the records from ``shares``)."""
+    old_world = checkpoint_world(directory)
+    path = rank_file(directory, rank if rank < old_world else 0)
     meta = read_rank_meta(path)
-    if (meta["world_size"], meta["zero_stage"]) != (world_size, zero_stage):
-        raise CheckpointError(f"{path}: written by {meta['world_size']} ranks at ZeRO stage {meta['zero_stage']}; "
-                              f"this run has {world_size} at stage {zero_stage} (optimizer partitions differ). "
-                              "Resume with the same student.workers and student.zero_stage")
+    if meta["zero_stage"] != zero_stage:
+        raise CheckpointError(f"{path}: written at ZeRO stage {meta['zero_stage']}; this run has stage {zero_stage} "
+                              "(optimizer partitions differ). Resume with the same student.zero_stage")
+    if old_world != world_size and zero_stage not in RESHARD_STAGES:
+        raise CheckpointError(f"{path}: written by {old_world} ranks at ZeRO stage {zero_stage}; this run has "
+                              f"{world_size}, and ZeRO {zero_stage} state does not reshard (stages "
+                              f"{', '.join(map(str, RESHARD_STAGES))} do). Resume with student.workers: {old_world}")
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
@@ -146,7 +217,9 @@ def load_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, wo
     opt = engine.optimizer
     if _is_zero(opt) != ("fp32_partitions" in state):
         raise CheckpointError(f"{path}: optimizer state is for a different ZeRO setting")
-    if _is_zero(opt):
+    if _is_zero(opt) and old_world != world_size:
+        _load_resharded(opt, [_optimizer_file_state(directory, j) for j in range(old_world)], rank, device)
+    elif _is_zero(opt):
         for dst, src in zip(opt.single_partition_of_fp32_groups, state["fp32_partitions"]):
             if dst.shape != src.shape:
                 raise CheckpointError(f"{path}: fp32 partition {list(src.shape)} vs this rank's {list(dst.shape)}")

@@ -20,6 +20,7 @@ from collections import deque
 from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import RunConfig, TeacherPoolConfig
 from cluster.metrics import RunGauges
@@ -272,8 +273,11 @@ class Controller:
 
 
 def start_controller(cfg: RunConfig, store_url: str):
-    """Start (or find) the run's named controller actor in the run's namespace."""
+    """Start (or find) the run's named controller actor in the run's namespace, on the driver's own node: it
+    holds the plan and the ledger's written blocks, so it must not share the fate of a worker node (a job
+    whose driver's node is lost is lost anyway)."""
     return ray.remote(Controller).options(
         name=controller_name(cfg.name), namespace=cfg.namespace, get_if_exists=True, max_concurrency=16,
         num_cpus=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
     ).remote(cfg, store_url)

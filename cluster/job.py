@@ -119,8 +119,8 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     try:
         resources = ray.cluster_resources()
         plan = resolve_device(cfg, resources.get("GPU", 0))  # a ConfigError before any work
-        short = (cpu_shortage(cfg, resources.get("CPU", 0), plan.student_workers)
-                 or resource_shortage(cfg, resources, plan.student_workers))
+        short = (cpu_shortage(cfg, resources.get("CPU", 0), plan.student_min_workers)
+                 or resource_shortage(cfg, resources, plan.student_min_workers))
         if short:
             raise ConfigError(f"{short[0]}: {short[1]}")
         check_shared_run_dir(cfg.run_path, echo)

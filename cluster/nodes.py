@@ -23,7 +23,7 @@ def _teacher_cpus(cfg: RunConfig) -> float:
 def local_cpus(cfg: RunConfig) -> int:
     """Logical CPUs for a local Ray: at least what the teacher actors and student workers ask for together,
     since both run at once (each with its own few threads, so a small machine is shared, not deadlocked)."""
-    return max(os.cpu_count() or 1, int(_teacher_cpus(cfg) + cfg.student.workers * cfg.student.cpus_per_worker
+    return max(os.cpu_count() or 1, int(_teacher_cpus(cfg) + cfg.student.max_workers * cfg.student.cpus_per_worker
                                         + 0.999))
 
 

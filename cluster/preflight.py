@@ -186,7 +186,7 @@ def plan_check(plan: DevicePlan, cpuinfo: str | None = None) -> Check:
 
 def cpus_check(cfg: RunConfig, plan: DevicePlan, cluster_cpus: float) -> Check:
     """Whether the Ray cluster the run joins can hold its teacher actors and student workers at once."""
-    short = cpu_shortage(cfg, cluster_cpus, plan.student_workers)
+    short = cpu_shortage(cfg, cluster_cpus, plan.student_min_workers)
     if short:
         return Check("cpus", False, short[0], short[1])
     return Check("cpus", True, f"the Ray cluster's {cluster_cpus:g} CPUs hold the run's teacher actors and "

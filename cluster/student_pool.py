@@ -19,8 +19,8 @@ from pathlib import Path
 import ray
 
 from guide_store.redis_store import RedisGuideStore
-from student.engine_state import rank_file, read_rank_meta
-from student.id_ledger import LEDGER_DIR
+from student.engine_state import checkpoint_world, rank_file, read_rank_meta
+from student.id_ledger import LEDGER_DIR, pool_history
 from student.settings import TRAIN_LOOP_KEY, StudentJob
 from student.train_loop import train_student_worker
 from teachers.device_plan import DevicePlan, resolve_device
@@ -71,6 +71,11 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
     for note in plan.notes:
         echo(note)
     workers, gpus = plan.student_workers, plan.student.gpus
+    # an elastic pool (student.workers: [min, max]): Ray Train starts it with what the cluster holds, at least
+    # min, restarts it smaller when a node is lost and grows it back, each time from the latest checkpoint
+    # (student.engine_state reshards it); it counts room from node totals, so its workers should ask for a
+    # resource the teacher actors do not use (student.resources_per_worker)
+    sizes = (plan.student_min_workers, workers) if plan.student_min_workers < workers else workers
     use_gpu = plan.student.device == "cuda"
     resources = {"CPU": sc.cpus_per_worker, **({"GPU": gpus} if use_gpu else {}), **sc.resources_per_worker}
     storage = sc.storage_path or str((cfg.run_path / "train").resolve())
@@ -78,13 +83,15 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
     trainer = TorchTrainer(
         train_student_worker, train_loop_config={TRAIN_LOOP_KEY: job},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=sizes, use_gpu=use_gpu, resources_per_worker=resources,
+                                     elastic_resize_monitor_interval_s=sc.resize_check_s),
         run_config=TrainRunConfig(name=f"{cfg.name}-student-{int(time.time())}", storage_path=storage,
                              failure_config=FailureConfig(max_failures=sc.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=sc.keep_checkpoints)))
     shutil.rmtree(cfg.run_path / LEDGER_DIR, ignore_errors=True)  # this pool's trained ids only
     (cfg.run_path / "metrics.jsonl").unlink(missing_ok=True)  # rank 0 appends this pool's lines as it goes
-    echo(f"student pool: {workers} DeepSpeed worker(s) (ZeRO {sc.zero_stage}, {plan.student.device}, "
+    size = f"{sizes[0]} to {sizes[1]}" if isinstance(sizes, tuple) else f"{workers}"
+    echo(f"student pool: {size} DeepSpeed worker(s) (ZeRO {sc.zero_stage}, {plan.student.device}, "
          f"{plan.student.precision}), objective {sc.objective}, "
          f"{sc.steps} steps of {sc.batch_size} records per rank"
          + (f", the last {sc.finetune.steps} of them distribution matching" if sc.finetune.steps else "")
@@ -104,9 +111,10 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
             shutil.rmtree(cfg.student_path)
         shutil.copytree(d / "student", cfg.student_path)
         shutil.copyfile(d / "metrics.jsonl", cfg.run_path / "metrics.jsonl")
-        audit = consumption_audit(d, workers)
+        final_world = checkpoint_world(d)  # an elastic pool may end smaller than it started
+        audit = consumption_audit(d, final_world)
         resumes = read_rank_meta(rank_file(d, 0))["extra"].get("resumes", 0)
-        held = [e for r in range(workers) for e in read_rank_meta(rank_file(d, r))["extra"].get("unacked", [])]
+        held = [e for r in range(final_world) for e in read_rank_meta(rank_file(d, r))["extra"].get("unacked", [])]
     final_acks = _acknowledge(store_url, cfg.name, held)
     history = [json.loads(line) for line in (cfg.run_path / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in history if "loss" in r]
@@ -115,5 +123,6 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
             "guide_wait_s_rank0": final["guide_wait_s"], "final_loss": logged[-1]["loss"] if logged else None,
             "first_loss": logged[0]["loss"] if logged else None, "consumption": audit, "resumes": resumes,
             "checkpoint": str(result.checkpoint.path), "storage": storage, "workers": workers,
+            "final_workers": final_world, "pool_history": pool_history(cfg.run_path / LEDGER_DIR),
             "final_acknowledged_records": final_acks,
             **{k: final.get(k) for k in ("device", "precision", "parameter_dtype")}}

@@ -174,7 +174,7 @@ def collect_results(study, base, runs: list[VariantRun], quick: bool, config_fil
             "planned_runs": [r.key for r in runs], "runs": done, "teachers": teachers,
             "base": study.base, "settings": {"student_steps": first.student.steps,
                                              "student_batch_size": first.student.batch_size,
-                                             "student_workers": first.student.workers,
+                                             "student_workers": first.student.max_workers,
                                              "guide_records": first.guides.num_samples,
                                              "eval_samples": first.eval.n_samples},
             "study_config": study.model_dump(mode="json"),

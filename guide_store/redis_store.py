@@ -427,6 +427,24 @@ class RedisGuideStore:
                 self.client.xack(self.stream, self.group, entry_id)
         return out
 
+    def pending_by_consumer(self) -> dict[str, int]:
+        """Each consumer of the group with the number of entries pending under it."""
+        try:
+            rows = self.client.xinfo_consumers(self.stream, self.group)
+        except redis.ResponseError:  # no stream or group yet
+            return {}
+        return {_s(r["name"]): int(r["pending"]) for r in rows}
+
+    def move_pending(self, from_consumer: str, to_consumer: str) -> int:
+        """Every entry pending under ``from_consumer`` (a consumer that will not come back) made pending under
+        ``to_consumer`` (``XCLAIM``), which is handed them as its own on its first read; returns how many."""
+        rows = self.client.xpending_range(self.stream, self.group, min="-", max="+", count=100_000,
+                                          consumername=from_consumer)
+        ids = [r["message_id"] for r in rows]
+        if ids:
+            self.client.xclaim(self.stream, self.group, to_consumer, 0, ids, justid=True)
+        return len(ids)
+
     def settled(self, consumer: str) -> bool:
         """Whether ``consumer`` holds nothing this object has not handed to it: its pending entries of an earlier
         life were handed back and no read's reply was lost. A rank may call itself done only then."""

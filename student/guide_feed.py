@@ -17,13 +17,30 @@ from guide_store.parquet import ParquetGuideSource
 from guide_store.redis_store import RedisGuideStore
 from student.settings import FeedSettings
 
-__all__ = ["GuideFeed", "consumer_name", "open_source"]
+__all__ = ["GuideFeed", "consumer_name", "open_source", "take_over_consumers"]
 
 _READ_S = 0.5  # how long one read of the background reader blocks in the store (its stop is seen this often)
 
 
 def consumer_name(run: str, rank: int) -> str:
     return f"{run}-student-{rank}"
+
+
+def take_over_consumers(source, run: str, rank: int, world: int) -> int:
+    """Entries pending under the consumers of ranks a pool of ``world`` no longer has (an elastic pool that
+    shrank) moved to this rank's consumer: rank ``j >= world`` goes to rank ``j % world``, the rank that took
+    over its checkpointed records (``student.engine_state.shares``). Called before the rank's first read, so
+    its own-pending recovery hands them out; returns how many entries were moved (0 for Parquet)."""
+    if not hasattr(source, "pending_by_consumer"):
+        return 0
+    moved = 0
+    prefix = consumer_name(run, 0)[:-1]
+    for name, count in source.pending_by_consumer().items():
+        index = name[len(prefix):]
+        if count and name.startswith(prefix) and index.isdigit() and int(index) >= world \
+                and int(index) % world == rank:
+            moved += source.move_pending(name, consumer_name(run, rank))
+    return moved
 
 
 class GuideFeed:

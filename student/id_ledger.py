@@ -6,10 +6,12 @@ step that took fresh records, ``{"a": attempt, "s": step, "ids": [[start, count]
 are reuse by design and are not written. Lines are buffered and written before each checkpoint is
 reported, so every step a checkpoint holds is on disk before any later attempt can resume from it.
 
-``trained_steps`` reads the files back as the run's surviving history: a group that died and resumed from
-the checkpoint at step S threw away its steps after S, so only the steps of each attempt up to the step
-the next attempt resumed at count. An id in two of those steps was trained twice; an id in none was not
-trained at all, whatever the store's counters say.
+``trained_steps`` reads the files back as the run's surviving history: a worker group that died (or was
+resized) and was followed by one resumed from the checkpoint at step S threw away its steps after S, so only
+the steps of each group up to the step every later group resumed at count. Groups are told apart by an id
+their ranks share (drawn by rank 0), and ordered by when their first rank started; the world size may differ
+from one group to the next (an elastic pool), so the rule reads every rank's file, not one rank's. An id in
+two of those steps was trained twice; an id in none was not trained at all, whatever the store's counters say.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from guide_store.redis_store import id_runs
 
-__all__ = ["RankLedger", "trained_steps", "rank_nodes", "LEDGER_DIR"]
+__all__ = ["RankLedger", "trained_steps", "rank_nodes", "pool_history", "LEDGER_DIR"]
 
 LEDGER_DIR = "ledger"
 
@@ -30,12 +32,14 @@ LEDGER_DIR = "ledger"
 class RankLedger:
     """Append-only record of one rank's fresh ids per step (see the module docstring)."""
 
-    def __init__(self, folder: str | Path, rank: int, world: int, resumed_at: int, node: str | None = None):
+    def __init__(self, folder: str | Path, rank: int, world: int, resumed_at: int, node: str | None = None,
+                 group: int | None = None):
         self.path = Path(folder) / f"rank-{rank}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.attempt = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._lines = [json.dumps({"a": self.attempt, "header": True, "rank": rank, "world": world,
-                                   "resumed_at": resumed_at, "node": node, "time": time.time()})]
+                                   "resumed_at": resumed_at, "node": node, "time": time.time(),
+                                   "group": group if group is not None else self.attempt})]
         self.flush()
 
     def step(self, step: int, ids: list[int]) -> None:
@@ -74,20 +78,49 @@ def rank_nodes(folder: str | Path) -> dict[str, list[str]]:
     return out
 
 
-def trained_steps(folder: str | Path) -> list[tuple[int, int, list[list[int]]]]:
-    """``(rank, step, id runs)`` for every step of the run's surviving history (module docstring): per rank,
-    the last attempt's steps, and each earlier attempt's steps up to the step the attempt after it resumed at
-    (and after the step it resumed at itself)."""
-    out = []
+def _groups(folder: str | Path) -> tuple[list[dict], dict[int, list[dict]]]:
+    """The worker groups in start order (``{"group", "start", "resumed_at", "world", "nodes", "attempts"}``),
+    and each rank file's rows."""
+    groups: dict[str, dict] = {}
+    rows_of: dict[int, list[dict]] = {}
     for path in sorted(Path(folder).glob("rank-*.jsonl")):
         rank = int(path.stem.split("-")[1])
-        rows = _read(path)
-        headers = [r for r in rows if r.get("header")]
-        bound = None  # the step the attempt after this one resumed at (None for the last attempt)
-        for header in reversed(headers):
-            start = header["resumed_at"]
-            for r in rows:
-                if r.get("a") == header["a"] and "s" in r and r["s"] > start and (bound is None or r["s"] <= bound):
-                    out.append((rank, r["s"], r["ids"]))
-            bound = start if bound is None else min(bound, start)
+        rows_of[rank] = _read(path)
+        for h in (r for r in rows_of[rank] if r.get("header")):
+            g = groups.setdefault(str(h.get("group", h["a"])), {"group": str(h.get("group", h["a"])),
+                                                               "start": h["time"], "resumed_at": h["resumed_at"],
+                                                               "world": h.get("world"), "nodes": {},
+                                                               "attempts": set()})
+            g["start"] = min(g["start"], h["time"])
+            g["attempts"].add(h["a"])
+            g["nodes"][str(rank)] = h.get("node")
+    return sorted(groups.values(), key=lambda g: g["start"]), rows_of
+
+
+def trained_steps(folder: str | Path) -> list[tuple[int, int, list[list[int]]]]:
+    """``(rank, step, id runs)`` for every step of the run's surviving history (module docstring): each
+    group's steps after the step it resumed at, up to the least step any later group resumed at."""
+    ordered, rows_of = _groups(folder)
+    bound_of: dict[str, int | None] = {}
+    bound = None  # the least step a later group resumed at (None for the last group)
+    for g in reversed(ordered):
+        for a in g["attempts"]:
+            bound_of[a] = (bound, g["resumed_at"])
+        bound = g["resumed_at"] if bound is None else min(bound, g["resumed_at"])
+    out = []
+    for rank, rows in rows_of.items():
+        for r in rows:
+            if "s" not in r or r.get("a") not in bound_of:
+                continue
+            upper, start = bound_of[r["a"]]
+            if r["s"] > start and (upper is None or r["s"] <= upper):
+                out.append((rank, r["s"], r["ids"]))
     return out
+
+
+def pool_history(folder: str | Path) -> list[dict]:
+    """The student pool's worker groups in order: the step each resumed at, its world size and its ranks'
+    nodes (from the ledger headers: what the ranks themselves saw)."""
+    ordered, _ = _groups(folder)
+    return [{"resumed_at": g["resumed_at"], "world": g["world"], "nodes": dict(sorted(g["nodes"].items()))}
+            for g in ordered]

@@ -65,6 +65,16 @@ class ReplayPool:
         self.size, self._next = meta["size"], meta["next"] % self.capacity
         self.received, self.used = meta["received"], meta["used"]
 
+    def merge_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
+        """``load_state`` into an empty pool; into one that holds records (an old rank taken over at another
+        world size), its rows appended (the oldest overwritten past capacity) and its counters added."""
+        if self.size == 0 and self.received == 0:
+            self.load_state(tensors, meta)
+        elif meta["size"]:
+            self.add(list(tensors["rows"].unbind(dim=1)))
+            self.received += meta["received"] - meta["size"]
+            self.used += meta["used"]
+
     def can_draw(self, n: int) -> bool:
         """Whether ``n`` more uses stay within ``max_reuse`` uses per record received."""
         return self.size > 0 and self.used + n <= self.max_reuse * self.received

@@ -55,9 +55,10 @@ import torch.distributed as dist
 from guide_store.redis_store import id_runs
 from student.ds_config import deepspeed_config, student_optimizer, without_op_builds
 from student.distribution import DistributionMatching, sample_with_grad
-from student.engine_state import load_rank_state, pack_tree, save_rank_state, unpack_tree
+from student.engine_state import (checkpoint_world, load_rank_state, pack_tree, read_rank_share, save_rank_state,
+                                  shares, unpack_tree)
 from student.fault_hooks import maybe_kill
-from student.guide_feed import GuideFeed, consumer_name, open_source
+from student.guide_feed import GuideFeed, consumer_name, open_source, take_over_consumers
 from student.id_ledger import LEDGER_DIR, RankLedger
 from student.metrics import StudentMetrics
 from student.networks import build_student, init_from_teacher
@@ -117,12 +118,18 @@ class _Fresh:
         data["fresh/ids"] = self.ids.clone()
         for i, p in enumerate(self.points):
             data[f"fresh/p{i}"] = p.detach().cpu().contiguous()
-        return {"entry": self.entry, "points": len(self.points)}
+        return {"entry": self.entry, "points": len(self.points)}  # entry None: a joined remainder
 
     def load_state(self, meta: dict | None, data: dict, device: torch.device) -> None:
-        if not meta or meta.get("entry") is None:
+        """The remainder a checkpoint holds; a second one (an old rank taken over at another world size) is
+        appended, its entry let go with the checkpoint's (``_Acks``), so the joined remainder names none."""
+        if not meta or "points" not in meta:
             return
-        self.put(meta["entry"], data["fresh/ids"], [data[f"fresh/p{i}"].to(device) for i in range(meta["points"])])
+        ids, points = data["fresh/ids"], [data[f"fresh/p{i}"].to(device) for i in range(meta["points"])]
+        if self.empty():
+            self.put(meta["entry"], ids, points)
+        else:
+            self.put(None, torch.cat([self.ids, ids]), [torch.cat([a, b]) for a, b in zip(self.points, points)])
 
 
 def _micro_batch(fresh: _Fresh, pool: ReplayPool, batch_size: int,
@@ -160,6 +167,15 @@ def _all_ranks(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item() > 0.5)
+
+
+def _group_id(device: torch.device) -> int:
+    """An id shared by the ranks of this worker group (rank 0 draws it), told apart from any group before it:
+    the id ledger orders attempts by group, not by rank."""
+    t = torch.randint(1, 2**62, (1,), dtype=torch.int64, generator=torch.Generator().manual_seed(time.time_ns()))
+    t = t.to(device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
 
 
 def _mean_over_ranks(values: list[float], device: torch.device) -> list[float]:
@@ -222,23 +238,47 @@ def _save(job: StudentJob, engine, ema, pool: ReplayPool, fresh: _Fresh, rank: i
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
+def _taken_over(primary: dict, parts: list[dict]) -> dict:
+    """A rank's counters at another world size: the step and resumes of the checkpoint, the ids, totals and
+    unacknowledged deliveries of the old ranks it takes over (``shares``; none for a rank the old world lacked)."""
+    out = {"step": primary["step"], "resumes": primary.get("resumes", 0),
+           "consumed": merge_runs([r for e in parts for r in e.get("consumed", [])]),
+           "unacked": [u for e in parts for u in e.get("unacked", [])]}
+    for key in _Ledger.TOTALS:
+        if key != "resumes":
+            out[key] = sum(e.get(key, 0) for e in parts)
+    return out
+
+
 def _restore(engine, ema, pool: ReplayPool, fresh: _Fresh, rank: int, world: int, zero_stage: int,
-             dm: DistributionMatching | None) -> tuple[dict, list[dict]]:
+             dm: DistributionMatching | None) -> tuple[dict, list[dict], int]:
+    """The checkpoint Ray Train hands this group (none: a fresh start): weights, optimizer, and the records of
+    the old ranks this rank takes over; returns its counters, the metrics history and the old world size."""
     import ray.train  # see train_student_worker
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
-        return {}, []
+        return {}, [], world
     with ckpt.as_directory() as d:
+        old_world = checkpoint_world(d)
         extra, data = load_rank_state(d, engine, ema, rank, world, zero_stage)
-        if "pool" in extra:
-            pool.load_state({k[len("pool/"):]: v for k, v in data.items() if k.startswith("pool/")}, extra["pool"])
-        fresh.load_state(extra.get("fresh"), data, pool.device)
         if dm is not None and "distribution" in extra:
             dm.load_state(unpack_tree(extra["distribution"], data))
+        parts = [(extra, data)]
+        if old_world != world:
+            parts = [read_rank_share(d, j) for j in shares(rank, world, old_world)]
+            extra = _taken_over(extra, [e for e, _ in parts])
+            if not parts:  # a rank the pool grew by: a copy of an old rank's replay pool (reuse, not fresh records)
+                copied, copied_data = read_rank_share(d, rank % old_world)
+                parts = [({"pool": copied["pool"]}, copied_data)]
+        for part_extra, part_data in parts:
+            if "pool" in part_extra:
+                pool.merge_state({k[len("pool/"):]: v for k, v in part_data.items() if k.startswith("pool/")},
+                                 part_extra["pool"])
+            fresh.load_state(part_extra.get("fresh"), part_data, pool.device)
         hist_file = Path(d) / "metrics.jsonl"
         history = [json.loads(line) for line in hist_file.read_text().splitlines()] if hist_file.is_file() else []
-    return extra, history
+    return extra, history, old_world
 
 
 class _Acks:
@@ -371,12 +411,18 @@ def train_student_worker(train_loop_config: dict) -> None:
             "parameter_dtype": str(next(engine.module.parameters()).dtype).removeprefix("torch.")}
     pool, fresh = ReplayPool(feed.replay_records, feed.max_reuse, device), _Fresh()
     dm = _distribution(job, device)
-    ledger = _Ledger(*_restore(engine, ema, pool, fresh, rank, world, optim.zero_stage, dm))
+    extra, history, old_world = _restore(engine, ema, pool, fresh, rank, world, optim.zero_stage, dm)
+    ledger = _Ledger(extra, history)
     run_folder = job.config.run_path
-    ids = RankLedger(run_folder / LEDGER_DIR, rank, world, ledger.step, ray.util.get_node_ip_address())
+    ids = RankLedger(run_folder / LEDGER_DIR, rank, world, ledger.step, ray.util.get_node_ip_address(),
+                     group=_group_id(device))
     if ledger.totals["resumes"]:
-        print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})")
+        print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})"
+              + (f" with {world} rank(s), the checkpoint's {old_world} resharded" if old_world != world else ""))
     source, target = open_source(feed, job.run, rank, world, job.data_shape, PATHS[job.path])
+    adopted = take_over_consumers(source, job.run, rank, world)
+    if adopted:
+        print(f"[student rank {rank}] took over {adopted} delivery(ies) pending under ranks the pool no longer has")
     # what the checkpoint trained on but held unacknowledged (a delivery whose remainder it holds included) is
     # let go before any read (the read-ahead starts at once, and would hand it back to be trained on twice)
     acks = _Acks(source, ledger.unacked_at_save)

@@ -292,7 +292,11 @@ class StudentConfig(Section):
                           "store reads and decoding overlap its steps (for a GPU rank whose step is short next to a "
                           "read); a rank then holds up to this many beyond the one it trains on, so a small run's "
                           "blocks may all go to the first rank up. 0 (default): read in the step")
-    workers: int = Field(2, ge=1, le=4096)
+    workers: int | tuple[int, int] = Field(
+        2, description="DeepSpeed ranks; [min, max] for an elastic pool that goes on with at least min when a "
+        "node is lost and grows back to max when it returns (ZeRO 0 or 1, the guide store as source)")
+    resize_check_s: float = Field(60.0, gt=0.0, description="how often an elastic pool looks for room to grow "
+                                  "(Ray Train's elastic_resize_monitor_interval_s)")
     cpus_per_worker: float = Field(1.0, ge=0.0)
     gpus_per_worker: float = Field(0.0, ge=0.0)
     resources_per_worker: dict[str, float] = Field(default_factory=dict, description="Ray custom resources each "
@@ -317,8 +321,35 @@ class StudentConfig(Section):
     def _custom_resources(cls, v: dict[str, float]) -> dict[str, float]:
         return check_custom_resources(v)
 
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: int | tuple[int, int]) -> int | tuple[int, int]:
+        low, high = (v, v) if isinstance(v, int) else v
+        if not 1 <= low <= high <= 4096:
+            raise ValueError(f"must be a count from 1 to 4096, or [min, max] with 1 <= min <= max; got {v!r}")
+        return v
+
+    @property
+    def elastic(self) -> bool:
+        """Whether the pool is elastic (``workers: [min, max]`` with min < max)."""
+        return not isinstance(self.workers, int) and self.workers[0] < self.workers[1]
+
+    @property
+    def min_workers(self) -> int:
+        return self.workers if isinstance(self.workers, int) else self.workers[0]
+
+    @property
+    def max_workers(self) -> int:
+        return self.workers if isinstance(self.workers, int) else self.workers[1]
+
     @model_validator(mode="after")
     def _source_needs_dir(self) -> "StudentConfig":
+        if self.elastic and self.zero_stage not in (0, 1):
+            raise ValueError(f"workers {list(self.workers)} (an elastic pool) needs zero_stage 0 or 1: ZeRO "
+                             f"{self.zero_stage} optimizer state does not reshard to another world size")
+        if self.elastic and self.source != "store":
+            raise ValueError(f"workers {list(self.workers)} (an elastic pool) needs source 'store': a rank's share "
+                             "of Parquet files depends on the world size")
         if self.source == "parquet" and not self.parquet_dir:
             raise ValueError("source 'parquet' needs parquet_dir (a directory from: bezier-distill store export)")
         if self.endpoint_share + self.diagonal_share + self.grid_share > 1.0:
@@ -364,9 +395,9 @@ class RunConfig(Section):
                 raise ValueError(f"teachers[{pool.name}].checkpoints has {len(pool.checkpoints)} entries; "
                                  f"path {self.guides.path!r} needs 1 or {max(k, 1)}")
         blocks = -(-self.guides.num_samples // self.guides.block_size)
-        if self.student.source == "store" and blocks < self.student.workers:
+        if self.student.source == "store" and blocks < self.student.max_workers:
             raise ValueError(f"guides.num_samples / guides.block_size gives {blocks} block(s) for "
-                             f"{self.student.workers} student workers; every worker needs at least one")
+                             f"{self.student.max_workers} student workers; every worker needs at least one")
         return self
 
     @property

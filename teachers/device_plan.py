@@ -101,6 +101,11 @@ class DevicePlan:
     evaluation: StagePlan
     student_workers: int
     notes: tuple[str, ...] = ()
+    student_min_workers: int = 0  # an elastic pool's least size (the plan's ``student_workers`` otherwise)
+
+    def __post_init__(self):
+        if not self.student_min_workers:
+            object.__setattr__(self, "student_min_workers", self.student_workers)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -155,12 +160,13 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
     shared = StagePlan(dev, run_precision, requested=cfg.precision)
     if not on_gpu:
         _check_cpu_only(cfg, cluster_gpus)
-        return DevicePlan(cluster_gpus, shared, guides, student, shared, cfg.student.workers)
+        return DevicePlan(cluster_gpus, shared, guides, student, shared, cfg.student.max_workers,
+                          student_min_workers=cfg.student.min_workers)
     notes = []
-    workers = cfg.student.workers
+    workers = cfg.student.max_workers
     if workers > int(cluster_gpus):
         workers = int(cluster_gpus)
-        notes.append(f"student.workers: {cfg.student.workers} capped at {workers}, the cluster's GPU count "
+        notes.append(f"student.workers: {cfg.student.max_workers} capped at {workers}, the cluster's GPU count "
                      "(NCCL allows one rank per GPU)")
     rank_gpus = cfg.student.gpus_per_worker or STUDENT_GPU_SHARE
     if workers > 1 and rank_gpus <= 0.5:
@@ -179,4 +185,4 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
         guides=replace(guides, gpus=actor_gpus),
         student=replace(student, gpus=rank_gpus),
         evaluation=shared,
-        student_workers=workers, notes=tuple(notes))
+        student_workers=workers, notes=tuple(notes), student_min_workers=min(cfg.student.min_workers, workers))

@@ -3,7 +3,12 @@
 As root, each worker node gets a network namespace (``ip netns``) joined to the head by a veth pair whose
 host end sits on a bridge holding the head's address; every node is started by ``ray start`` with
 ``--node-ip-address`` and its own ``--temp-dir`` (nodes sharing one on a machine fail to join), and offers a
-custom resource naming it (``host_a`` on the head, ``host_b``, ``host_c`` ...), so placement can be asked for.
+custom resource naming it (``host_a`` on the head, ``host_b``, ``host_c`` ...), so placement can be asked for;
+each worker node also offers one ``student_slot``, a resource only student workers ask for (an elastic student
+pool counts the room it may grow into from node totals, which the teacher actors' CPUs would inflate).
+Inside a namespace this machine's hostname resolves to the node's own address (``/etc/netns/NAME/hosts``,
+which ``ip netns exec`` mounts over ``/etc/hosts``): gloo, which student ranks on different hosts talk
+through, binds the address the hostname resolves to, as on a cluster of real hosts.
 Traffic stays on the namespaces' own addresses (``SUBNET``); nothing else on the machine is touched, and
 ``down`` removes every namespace, link and Ray node it made.
 
@@ -21,6 +26,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -61,11 +67,15 @@ def _ray_env() -> dict:
             "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
 
+def _resources(node: str, cpus: int) -> dict:
+    return {f"host_{node}": cpus, **({} if node == "a" else {"student_slot": 1})}
+
+
 def _start_node(node: str, cpus: int) -> None:
     temp = STATE / f"ray-{node}"
     temp.mkdir(parents=True, exist_ok=True)
     common = [f"--node-ip-address={address_of(node)}", f"--temp-dir={temp}", f"--num-cpus={cpus}",
-              f"--resources={json.dumps({f'host_{node}': cpus})}", "--disable-usage-stats"]
+              f"--resources={json.dumps(_resources(node, cpus))}", "--disable-usage-stats"]
     if node == "a":
         args = [_ray(), "start", "--head", f"--port={GCS_PORT}", f"--dashboard-host={address_of('a')}",
                 f"--dashboard-port={DASHBOARD_PORT}", "--include-dashboard=true", *common]
@@ -96,6 +106,9 @@ def up(workers: int = 2, cpus: int = 4) -> dict:
         _sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{address_of(node)}/24", "dev", inner)
         _sh("ip", "netns", "exec", ns, "ip", "link", "set", inner, "up")
         _sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        etc = Path("/etc/netns") / ns
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{address_of(node)} {socket.gethostname()}\n")
     for node in nodes:
         _start_node(node, cpus)
     info = {"address": f"{address_of('a')}:{GCS_PORT}", "dashboard": f"http://{address_of('a')}:{DASHBOARD_PORT}",
@@ -130,6 +143,7 @@ def down() -> None:
         while _sh("ip", "netns", "pids", ns, check=False).stdout.split() and time.monotonic() < deadline:
             time.sleep(0.1)
         _sh("ip", "netns", "delete", ns, check=False)
+        shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
     for line in _sh("ip", "-o", "link", "show", check=False).stdout.splitlines():
         name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
         if name.startswith(PREFIX):  # a host end whose namespace went away late

@@ -115,3 +115,16 @@ def test_a_second_teacher_keeps_the_runs_data_split():
     assert torch.equal(load_run_data(second).held_out, load_run_data(cfg).held_out)
     other = load_config(CONFIGS / "digits.yaml", ["seed=4"])
     assert not torch.equal(load_run_data(other).held_out, load_run_data(cfg).held_out)
+
+
+def test_an_elastic_student_pool_is_checked_before_any_work():
+    base = {"name": "e", "data": {"name": "eight_gaussians"}, "teacher": {"network": {"arch": "mlp"}}}
+    cfg = parse_config({**base, "student": {"workers": [1, 3], "zero_stage": 1, "resize_check_s": 5}})
+    assert cfg.student.elastic and (cfg.student.min_workers, cfg.student.max_workers) == (1, 3)
+    assert not parse_config({**base, "student": {"workers": [2, 2]}}).student.elastic
+    for bad, words in (([3, 1], "student.workers"), ([0, 2], "student.workers"),
+                       ({"workers": [1, 2], "zero_stage": 2}, "zero_stage 0 or 1"),
+                       ({"workers": [1, 2], "source": "parquet", "parquet_dir": "x"}, "needs source 'store'")):
+        student = bad if isinstance(bad, dict) else {"workers": bad}
+        with pytest.raises(ConfigError, match=words):
+            parse_config({**base, "student": student})

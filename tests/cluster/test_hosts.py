@@ -1,13 +1,15 @@
 """Several hosts on one machine (``tests/netns_cluster.py``: a head and two worker nodes, each in its own
-network namespace with its own address and Ray temp dir): a job submitted with ``ray job submit --working-dir
-.`` puts its teacher actors on host B and its student workers on host C (custom resources), reaches the
-embedded store on the head's address from both, and loses nothing by its id ledger."""
+network namespace with its own address and Ray temp dir), one live job submitted with ``ray job submit
+--working-dir .``: its teacher actors on host B, an elastic student pool on B and C (custom resources), the
+embedded store reached on the head's address from both; a teacher added mid-run lands where asked; host C is
+killed and comes back: the pool shrinks and grows back, and the id ledger loses nothing."""
 
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,21 +40,87 @@ def hosts():
             os.environ.pop("RAY_AUTH_MODE", None)
 
 
-def test_placement_on_three_hosts_through_ray_job_submit(hosts, tmp_path):
+def _headers(ledger: Path) -> list[dict]:
+    rows = []
+    for path in ledger.glob("rank-*.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("header"):
+                rows.append(row)
+    return sorted(rows, key=lambda r: r["time"])
+
+
+def _wait(what: str, ok, job: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ok():
+        if job.poll() is not None:
+            raise AssertionError(f"the job ended while waiting for {what}:\n{job.stdout.read()[-4000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout_s:.0f}s")
+        time.sleep(1)
+
+
+def test_one_job_on_three_hosts_placed_grown_and_surviving_a_lost_host(hosts, tmp_path):
+    """Teachers on B, an elastic student pool ([1, 2] workers, one per host offering a student_slot: B and C),
+    a teacher added on the head mid-run; host C killed after the pool's first checkpoint: the pool goes on with
+    one rank (resharded), grows back to two when C returns, and the ledger loses nothing."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
-    out = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", hosts["dashboard"], "--working-dir", str(REPO), "--",
-         "bezier-distill", "run", "configs/smoke.yaml", "--no-progress", "--set", f"run_dir={tmp_path}",
-         "--set", "teachers=[{name: teacher, checkpoints: [self], replicas: 2, resources: {host_b: 1}}]",
-         "--set", "student.resources_per_worker={host_c: 1}"],
-        env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    ray = [str(BIN / "ray"), "job"]
+    address = ["--address", hosts["dashboard"]]
+    sid = f"hosts-{int(time.time())}"
+    for attempt in range(10):  # a head just up may have no job agent yet ("No available agent ...")
+        sub = subprocess.run(
+            [*ray, "submit", *address, "--no-wait", "--submission-id", sid, "--working-dir", str(REPO), "--",
+             "bezier-distill", "run", "configs/smoke.yaml", "--no-progress", "--set", f"run_dir={tmp_path}",
+             "--set", "teachers=[{name: teacher, checkpoints: [self], replicas: 2, resources: {host_b: 1}}]",
+             "--set", "guides.num_samples=1536", "--set", "student.steps=600", "--set", "student.checkpoint_every=50",
+             "--set", "student.workers=[1, 2]", "--set", "student.resize_check_s=5",
+             "--set", "student.resources_per_worker={student_slot: 1}"],
+            env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+        if sub.returncode == 0 or "No available agent" not in sub.stdout + sub.stderr:
+            break
+        time.sleep(3)
+    assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
+    job = subprocess.Popen([*ray, "logs", *address, "--follow", sid], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, cwd=REPO)
     head, b, c = hosts["nodes"]["a"], hosts["nodes"]["b"], hosts["nodes"]["c"]
-    assert f"store redis://:***@{head}:" in out.stdout  # the embedded store listens where B and C reach it
-    report = json.loads((tmp_path / "smoke" / "report.json").read_text())
+    run = tmp_path / "smoke"
+    ledger = run / "ledger"
+    try:
+        # a teacher added while guides are produced, on the head (where its --resources says)
+        _wait("the student pool", lambda: len(_headers(ledger)) >= 2, job, 600)
+        add = subprocess.run([str(BIN / "bezier-distill"), "teachers", "add", "--run", "smoke", "--checkpoint",
+                              str(run / "teacher"), "--name", "extra", "--resources", '{"host_a": 1}'],
+                             env={**env, "RAY_ADDRESS": hosts["address"]}, capture_output=True, text=True,
+                             timeout=120, cwd=REPO)
+        assert add.returncode == 0, add.stdout + add.stderr
+        # host C lost once Ray Train holds a checkpoint of the two-rank group
+        _wait("a checkpoint", lambda: any((run / "train").glob("*/checkpoint_*/rank-1.safetensors")), job, 300)
+        time.sleep(3)  # Ray Train registers it at its controller's next poll (0.5 s)
+        netns_cluster.kill_host("c")
+        _wait("a one-rank group", lambda: any(h["world"] == 1 for h in _headers(ledger)), job, 240)
+        netns_cluster.start_host("c")
+        out, _ = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    status = subprocess.run([*ray, "status", *address, sid], env=env, capture_output=True, text=True, timeout=60)
+    assert "succeeded" in status.stdout.lower(), out[-6000:] + status.stdout
+    assert f"store redis://:***@{head}:" in out  # the embedded store listens where B and C reach it
+    report = json.loads((run / "report.json").read_text())
+    worlds = [g["world"] for g in report["student_training"]["pool_history"]]
+    assert worlds[0] == 2 and 1 in worlds and worlds[-1] == 2 and worlds.index(1) < len(worlds) - 1, worlds
     placement = report["production"]["placement"]
-    teachers = {n: p["nodes"] for n, p in placement.items() if n.startswith("smoke-teacher-")}
-    ranks = {n: p["nodes"] for n, p in placement.items() if n.startswith("student-rank-")}
-    assert teachers == {"smoke-teacher-1": [b], "smoke-teacher-2": [b]}, placement
-    assert ranks == {"student-rank-0": [c], "student-rank-1": [c]}, placement
-    assert report["ledger"]["lost"] == 0 and report["ledger"]["trained"] == 512, report["ledger"]
+    assert placement["smoke-teacher-1"]["nodes"] == [b] and placement["smoke-teacher-2"]["nodes"] == [b], placement
+    assert [p["nodes"] for n, p in placement.items() if "extra" in n] == [[head]], placement
+    ranks = {n: set(p["nodes"]) for n, p in placement.items() if n.startswith("student-rank-")}
+    assert ranks["student-rank-0"] | ranks["student-rank-1"] == {b, c}, placement
+    groups = report["student_training"]["pool_history"]  # one rank per student_slot: B and C, then B alone
+    assert all(sorted(g["nodes"].values()) == ([b] if g["world"] == 1 else sorted([b, c])) for g in groups), groups
+    assert any(g["world"] == 1 and g["resumed_at"] > 0 for g in groups), groups  # resharded from a checkpoint
+    ledger_report = report["ledger"]
+    assert ledger_report["lost"] == 0 and ledger_report["left_pending"] == 0, ledger_report
+    assert ledger_report["trained"] == 1536 and ledger_report["trained_twice"] == 0, ledger_report

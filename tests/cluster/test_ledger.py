@@ -4,7 +4,7 @@ the verdict that fails a run for a lost id, a record left pending or too many id
 import json
 
 from cluster.ledger import build_ledger, failures
-from student.id_ledger import RankLedger, trained_steps
+from student.id_ledger import RankLedger, pool_history, trained_steps
 
 PLAN = {b: [16 * b, 16] for b in range(4)}  # 4 blocks of 16 ids: 0..63
 
@@ -57,3 +57,26 @@ def test_the_verdict_fails_each_way_and_allows_one_batch_per_fault():
     assert failures({**clean, "trained_twice": 1}, 0, 8)  # no fault: no id may be trained twice
     assert failures({**clean, "trained_twice": 8}, 1, 8) == []  # one batch per fault that landed
     assert failures({**clean, "trained_twice": 9}, 1, 8)
+
+
+def test_an_elastic_pool_keeps_one_history_across_world_sizes(tmp_path):
+    """Two ranks to step 6 (checkpoint at 4), host lost: one rank resumes at 4 (taking over rank 1's records) and
+    trains to 8 (checkpoint at 8), the host back: two ranks resume at 8. Rank 1's steps 5 and 6 of the first group
+    were thrown away with it, although rank 1's next header (in the third group) resumed at 8."""
+    g1 = [RankLedger(tmp_path, r, 2, resumed_at=0, group=1) for r in range(2)]
+    for r, led in enumerate(g1):
+        for s in range(1, 7):
+            led.step(s, [100 * r + s])
+        led.flush()
+    g2 = RankLedger(tmp_path, 0, 1, resumed_at=4, group=2)
+    for s in range(5, 9):
+        g2.step(s, [200 + s])
+    g2.flush()
+    g3 = [RankLedger(tmp_path, r, 2, resumed_at=8, group=3) for r in range(2)]
+    for r, led in enumerate(g3):
+        for s in range(9, 11):
+            led.step(s, [300 + 100 * r + s])
+        led.flush()
+    kept = sorted((r, s) for r, s, _ in trained_steps(tmp_path))
+    assert kept == ([(0, s) for s in range(1, 11)] + [(1, s) for s in (1, 2, 3, 4, 9, 10)]), kept
+    assert [(g["resumed_at"], g["world"]) for g in pool_history(tmp_path)] == [(0, 2), (4, 1), (8, 2)]

@@ -332,3 +332,28 @@ def test_the_store_at_its_memory_limit_still_acknowledges_and_dead_letters(tmp_p
         assert got and store.ack([d.id for d in got]) == sum(len(d.batch) for d in got)
         assert store.dead_letters()[0]["producer"] == "junk"
         store.put(make_batch(10_000, n=100, shape=(3, 32, 32), run="full"))  # room again
+
+
+def test_a_pool_that_shrank_takes_over_the_pending_records_of_its_missing_ranks(redis_server, run_name):
+    """An elastic student pool of 3 ranks restarts with 2 after a host is lost: rank 2's consumer will not come
+    back, so the entries pending under it go to rank 0 (2 % 2), which is handed them on its first read; ranks
+    the pool still has keep theirs, and a pool that did not shrink moves nothing."""
+    from student.guide_feed import consumer_name, take_over_consumers
+
+    store = RedisGuideStore(redis_server.url, run_name)
+    for k in range(6):
+        store.put(make_batch(4 * k))
+    names = [consumer_name(run_name, r) for r in range(3)]
+    held = {name: store.get(name, timeout_s=1, count=2) for name in names}  # then the group is lost
+    restarted = [RedisGuideStore(redis_server.url, run_name) for _ in range(2)]
+    assert take_over_consumers(restarted[1], run_name, 1, 3) == 0  # the same world: each rank keeps its own
+    assert take_over_consumers(restarted[1], run_name, 1, 2) == 0  # rank 2 goes to rank 0, not 1
+    assert take_over_consumers(restarted[0], run_name, 0, 2) == 2
+    back0 = restarted[0].get(names[0], timeout_s=0.2, count=10)
+    back1 = restarted[1].get(names[1], timeout_s=0.2, count=10)
+    assert sorted(d.id for d in back0) == sorted(d.id for d in held[names[0]] + held[names[2]])
+    assert [d.id for d in back1] == [d.id for d in held[names[1]]]
+    assert all(restarted[r].get(names[r], timeout_s=0.2) == [] and restarted[r].settled(names[r]) for r in range(2))
+    assert restarted[0].ack([d.id for d in back0]) + restarted[1].ack([d.id for d in back1]) == 24
+    s = store.stats()
+    assert s["acknowledged"] == 24 and s["pending"] == 0 and balanced(s)

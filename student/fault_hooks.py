@@ -10,7 +10,11 @@ of the group SIGKILLs itself at each, once per run (a marker file in the run fol
   resumes from that checkpoint (the other rank trains on meanwhile);
 - ``before_final_report``: when the rank has stopped, holding deliveries taken since a checkpoint at or past
   ``student.steps``, before its final report (the group resumes at or past ``steps``);
-- ``after_final_report``: right after the rank's final checkpoint was reported, before the pool's end.
+- ``after_final_report``: right after the rank's final checkpoint was reported, before the pool's end;
+- ``hold_after_delivery:NODE_IP``: not a kill but a pause, for a test that kills a whole host: once a
+  checkpoint was registered, a rank on that node takes one more delivery (pending in the store, in no
+  checkpoint), writes ``test-faults/holding-RANK`` (its node inside) and sleeps up to ``HOLD_S`` (the other
+  ranks wait for it in their next collective); a restarted group does not pause again.
 
 Ray Train restarts the group (``student.max_failures``) from the latest checkpoint it registered.
 """
@@ -22,12 +26,15 @@ import signal
 import time
 from pathlib import Path
 
-__all__ = ["KILL_ENV", "MOMENTS", "FAULTS_DIR", "maybe_kill", "landed"]
+__all__ = ["KILL_ENV", "MOMENTS", "HOLD", "FAULTS_DIR", "HOLD_MARKER", "maybe_kill", "maybe_hold", "landed"]
 
 KILL_ENV = "BEZIER_DISTILL_TEST_KILL_RANK"
-MOMENTS = ("after_checkpoint", "before_final_report", "after_final_report")
+MOMENTS = ("after_checkpoint", "before_final_report", "after_final_report")  # the kills
+HOLD = "hold_after_delivery"  # the pause, ``hold_after_delivery:NODE_IP`` for the ranks on that node only
 FAULTS_DIR = "test-faults"
+HOLD_MARKER = "holding"
 REGISTER_S = 2.0  # four polls of Ray Train's controller (0.5 s, ``cluster.student_pool``)
+HOLD_S = 300.0
 
 
 def maybe_kill(moment: str, asked: tuple[str, ...], rank: int, world: int, run_folder: str | Path) -> None:
@@ -48,6 +55,26 @@ def maybe_kill(moment: str, asked: tuple[str, ...], rank: int, world: int, run_f
     os.close(fd)
     print(f"[test fault] rank {rank} kills itself: {moment}", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def maybe_hold(asked: tuple[str, ...], rank: int, node: str, run_folder: str | Path, checkpointed: bool) -> None:
+    """``hold_after_delivery:NODE_IP`` (module docstring): called right after the rank took a delivery; pauses a
+    rank on ``NODE_IP`` once per run, when a checkpoint of it was reported before (``checkpointed``)."""
+    nodes = {a.partition(":")[2] for a in asked if a.partition(":")[0] == HOLD}
+    if not checkpointed or not (node in nodes or "" in nodes):
+        return
+    folder = Path(run_folder) / FAULTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(folder / f"{HOLD_MARKER}-{rank}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    time.sleep(REGISTER_S)  # the checkpoint before this delivery registered: a group resumes from it
+    os.write(fd, f"{node}\n".encode())
+    os.fsync(fd)
+    os.close(fd)
+    print(f"[test fault] rank {rank} holds a delivery no checkpoint has, for up to {HOLD_S:.0f}s", flush=True)
+    time.sleep(HOLD_S)
 
 
 def landed(run_folder: str | Path) -> list[str]:

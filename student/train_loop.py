@@ -57,7 +57,7 @@ from student.ds_config import deepspeed_config, student_optimizer, without_op_bu
 from student.distribution import DistributionMatching, sample_with_grad
 from student.engine_state import (checkpoint_world, load_rank_state, pack_tree, read_rank_share, save_rank_state,
                                   shares, unpack_tree)
-from student.fault_hooks import maybe_kill
+from student.fault_hooks import maybe_hold, maybe_kill
 from student.guide_feed import GuideFeed, consumer_name, open_source, take_over_consumers
 from student.id_ledger import LEDGER_DIR, RankLedger
 from student.metrics import StudentMetrics
@@ -414,18 +414,20 @@ def train_student_worker(train_loop_config: dict) -> None:
     extra, history, old_world = _restore(engine, ema, pool, fresh, rank, world, optim.zero_stage, dm)
     ledger = _Ledger(extra, history)
     run_folder = job.config.run_path
-    ids = RankLedger(run_folder / LEDGER_DIR, rank, world, ledger.step, ray.util.get_node_ip_address(),
-                     group=_group_id(device))
     if ledger.totals["resumes"]:
         print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})"
               + (f" with {world} rank(s), the checkpoint's {old_world} resharded" if old_world != world else ""))
     source, target = open_source(feed, job.run, rank, world, job.data_shape, PATHS[job.path])
-    adopted = take_over_consumers(source, job.run, rank, world)
-    if adopted:
-        print(f"[student rank {rank}] took over {adopted} delivery(ies) pending under ranks the pool no longer has")
     # what the checkpoint trained on but held unacknowledged (a delivery whose remainder it holds included) is
     # let go before any read (the read-ahead starts at once, and would hand it back to be trained on twice)
     acks = _Acks(source, ledger.unacked_at_save)
+    # then what ranks the pool no longer has still hold pending, in no checkpoint, is this rank's to train
+    adopted = take_over_consumers(source, job.run, rank, world)
+    if adopted:
+        print(f"[student rank {rank}] took over {adopted} delivery(ies) pending under ranks the pool no longer has")
+    node = ray.util.get_node_ip_address()
+    ids = RankLedger(run_folder / LEDGER_DIR, rank, world, ledger.step, node, group=_group_id(device),
+                     took_over=adopted, from_world=old_world)
     guide_feed = GuideFeed(source, consumer_name(job.run, rank), target, feed.guide_timeout_s, feed.prefetch)
     g = torch.Generator().manual_seed(job.seed * 1_000_003 + 7919 * rank + ledger.step)
     metrics = StudentMetrics(job.run, rank)
@@ -451,6 +453,7 @@ def train_student_worker(train_loop_config: dict) -> None:
             delivery, waited = guide_feed.next(need=not pool.can_draw(optim.batch_size))
             if delivery is not None:
                 _receive(delivery, pool, fresh)
+                maybe_hold(job.test_kills, rank, node, run_folder, checkpointed["step"] > 0)
         if fresh.empty() and pool.size == 0:
             raise RuntimeError(f"rank {rank}: the guide source is exhausted and this rank never received a record "
                                f"(source stats: {source.stats()})")

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from guide_store.embedded import free_port
+
 __all__ = ["SUBNET", "BRIDGE", "address_of", "up", "down", "kill_host", "start_host", "run_in"]
 
 SUBNET = "10.77.0"  # /24: the head .1, worker b .2, c .3 ...
@@ -77,8 +79,14 @@ def _start_node(node: str, cpus: int) -> None:
     common = [f"--node-ip-address={address_of(node)}", f"--temp-dir={temp}", f"--num-cpus={cpus}",
               f"--resources={json.dumps(_resources(node, cpus))}", "--disable-usage-stats"]
     if node == "a":
+        # the head shares the machine's network with any other Ray on it: its agents get free ports, not Ray's
+        # defaults (a local Ray's dashboard agent on 52365 left this head with "No available agent to submit job")
+        ports = {flag: free_port() for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                 "runtime-env-agent-port", "metrics-export-port",
+                                                 "ray-client-server-port")}
         args = [_ray(), "start", "--head", f"--port={GCS_PORT}", f"--dashboard-host={address_of('a')}",
-                f"--dashboard-port={DASHBOARD_PORT}", "--include-dashboard=true", *common]
+                f"--dashboard-port={DASHBOARD_PORT}", "--include-dashboard=true",
+                *(f"--{flag}={port}" for flag, port in ports.items()), *common]
     else:
         args = [_ray(), "start", f"--address={address_of('a')}:{GCS_PORT}", *common]
     out = run_in(node, *args, env=_ray_env(), timeout=180)
@@ -148,12 +156,13 @@ def down() -> None:
         name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
         if name.startswith(PREFIX):  # a host end whose namespace went away late
             _sh("ip", "link", "delete", name, check=False)
-    # not `ray stop`, which stops every Ray on the machine: only the head's processes, named by its temp dir
-    # (its workers end with its raylet)
+    # not `ray stop`, which stops every Ray on the machine: only the head's processes, named by its temp dir or
+    # its GCS address (its workers end with its raylet)
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if proc.name.isdigit() and str(STATE / "ray-a") in cmdline:
+            ours = str(STATE / "ray-a") in cmdline or f"--address={address_of('a')}:{GCS_PORT}" in cmdline
+            if proc.name.isdigit() and ours:  # the head's processes, its Ray client server among them
                 os.kill(int(proc.name), signal.SIGKILL)
         except (OSError, ProcessLookupError):
             continue

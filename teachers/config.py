@@ -265,7 +265,7 @@ class StudentConfig(Section):
     network: NetworkConfig | None = Field(None, description="default: the teacher's network")
     init: Literal["teacher", "scratch"] = "teacher"
     objective: Objective = Field(
-        "flow_map", description="flow_map: one- and few-step map (default, see README); velocity: the paper's")
+        "flow_map", description="flow_map: one- and few-step map (default, docs/method.md); velocity: the paper's")
     time_sampling: TimeSampling = "uniform"
     endpoint_share: float = Field(0.25, ge=0.0, le=1.0, description="flow_map: share of (s, t) = (0, 1) pairs")
     diagonal_share: float = Field(0.1, ge=0.0, le=1.0, description="flow_map: share of s = t pairs")

@@ -122,8 +122,9 @@ class EvalConfig(Section):
     feature_extractor: FeatureExtractor = "digits-classifier"
     kid_subset_size: int = Field(200, ge=2)
     slices: int = Field(256, ge=1, le=100_000)
-    fid_resamples: int = Field(FID_RESAMPLES, ge=0, le=100_000, description="bootstrap resamples of each FID's 95% interval "
-                               "(fid_interval; teachers.fid_bootstrap); 0: no intervals")
+    fid_resamples: int = Field(FID_RESAMPLES, ge=0, le=100_000,
+                               description="bootstrap resamples of each FID's 95% interval (fid_interval; "
+                               "teachers.fid_bootstrap); 0: no intervals")
 
     @field_validator("steps")
     @classmethod

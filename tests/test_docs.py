@@ -235,25 +235,11 @@ def test_docs_name_only_what_exists(doc):
     assert problems(doc.read_text(), doc) == []
 
 
-def ci_block_lines(text: str) -> set[int]:
-    """Line numbers inside the fenced blocks that `.ci/run` and `.ci/journey.sh` read (after a `<!-- ci: ... -->`
-    marker): CI runs them verbatim, so they are kept as they are, long lines included."""
-    lines, out = text.splitlines(), set()
-    for n, line in enumerate(lines, 1):
-        if re.fullmatch(r"<!-- ci: [\w-]+ -->", line):
-            k = n + 1  # the fence follows the marker
-            while k < len(lines) and not lines[k].startswith("```"):
-                out.add(k + 1)
-                k += 1
-    return out
-
-
 def test_readme_is_short():
     text = (ROOT / "README.md").read_text()
-    lines, kept = text.splitlines(), ci_block_lines(text)
+    lines = text.splitlines()
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; at most 250 (move the rest into docs/)"
-    long = [f"README.md:{n}: {len(line)} characters" for n, line in enumerate(lines, 1)
-            if len(line) > 110 and n not in kept]
+    long = [f"README.md:{n}: {len(line)} characters" for n, line in enumerate(lines, 1) if len(line) > 110]
     assert long == []
 
 

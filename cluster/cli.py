@@ -1,7 +1,7 @@
 """The ``bezier-distill`` command line.
 
 Subcommands:
-  run CONFIG [--set KEY=VALUE ...] [--stop-after guides|student|eval]   the main job
+  run CONFIG [--set KEY=VALUE ...] [--stop-after guides|student|eval] [--no-progress] [--overwrite]   the main job
   doctor [CONFIG] [--set KEY=VALUE ...]   pre-flight: versions, devices, Ray, the store, one student step
   study STUDY [--quick] [--out DIR] [--report-only]   the variant matrix of a study, its tables and plots
   chaos CONFIG [--set KEY=VALUE ...] [--malformed N]   the job under injected faults: chaos_report.json

@@ -102,7 +102,7 @@ def _evaluate_teachers(study, base, needed, quick, echo) -> None:
         reference = reference_solver(cfg)
         ref_rows = [] if reference is None or reference[0] == "adaptive" else evaluate_sampler(
             teacher_sampler(model, reference[0]), data, reference[1], QualitySettings.of(cfg, seed),
-            label=reference[0])["rows"]
+            label=reference[0], with_floor=False)["rows"]
         train = json.loads((path / "train_report.json").read_text())
         out = {"key": key, "seed": seed, "rows": table["rows"] + adaptive["rows"], "reference_rows": ref_rows,
                "floor": table["floor"], "straightness": teacher_straightness(model, data.data_shape, seed),

@@ -75,6 +75,9 @@ def aggregate(results: dict) -> dict[str, dict]:
         entry["cells"] = {(row["steps"], m): interval([_value(_row(r, row["steps"]), m) for r in runs])
                           for row in runs[0]["rows"] for m in METRICS[results["metric_kind"]]}
         entry["cells"].update(_ratio_cells(results, runs, bests))
+        entry["boot"] = ({(row["steps"], m): _row(runs[0], row["steps"])[f"{m}_interval"] for row in runs[0]["rows"]
+                          for m in METRICS[results["metric_kind"]] if f"{m}_interval" in _row(runs[0], row["steps"])}
+                         if len(runs) == 1 else {})
         entry["wall"] = interval([r["wall_seconds"] for r in runs])
         entry["nfe_per_record"] = runs[0]["nfe_per_record"]
         pairs = [r.get("distinct_pairs") for r in runs]
@@ -169,6 +172,28 @@ def _fmt(cell: tuple[float, float | None] | None) -> str:
     return text if half is None else f"{text} ± {half:.2g}"
 
 
+def _fmt_boot(iv: list[float] | None) -> str:
+    """A one-seed cell's run bootstrap interval over its evaluation draws, in brackets."""
+    return "" if not iv else f" [{iv[0]:.4g}, {iv[1]:.4g}]"
+
+
+def _interval_note(results: dict) -> str:
+    """What the section says about per-run FID intervals: kept (shown for one-seed cells) or, for runs made
+    before they were, that only scalars were kept."""
+    if results["metric_kind"] != "image":
+        return ""
+    rows = [r for run in results["runs"] for r in run["rows"] if "fid" in r]
+    kept = sum("fid_interval" in r for r in rows)
+    if rows and kept == len(rows):
+        return (" Each run's FID also has a 95% bootstrap interval over its evaluation draws (`fid_interval` in the "
+                "raw JSON); a one-seed cell shows it in brackets.")
+    if kept == 0:
+        return (" This section's runs kept only scalar FIDs (made before per-run bootstrap intervals were kept): "
+                "a one-seed cell has no interval.")
+    return (f" {kept} of {len(rows)} run rows kept a bootstrap FID interval (`fid_interval`; the others were made "
+            "before it was kept): a one-seed cell shows it in brackets when its run has one.")
+
+
 def _fmt_count(cell: tuple[float, float | None] | None) -> str:
     """A count (distinct pairs) as a whole number, with its interval when it has one."""
     if cell is None:
@@ -194,7 +219,8 @@ def _student_table(results: dict, agg: dict, metric: str, with_pairs: bool = Fal
         cells = [e["variant"], f"`{e['objective']}`", str(e["nfe_per_record"] if e["nfe_per_record"] is not None
                                                           else "adaptive")]
         cells += [_fmt_count(e["distinct_pairs"])] if pairs else []
-        cells += [_fmt(e["cells"].get((s, metric))) for s in steps] + [str(len(e["seeds"])), _fmt(e["wall"])]
+        cells += [_fmt(e["cells"].get((s, metric))) + _fmt_boot(e.get("boot", {}).get((s, metric))) for s in steps]
+        cells += [str(len(e["seeds"])), _fmt(e["wall"])]
         if key == results["default"]:
             cells[0] = f"**{cells[0]}** (default)"
         lines.append("| " + " | ".join(cells) + " |")
@@ -366,7 +392,8 @@ def _section(results: dict, figures: dict[str, str]) -> list[str]:
              f"planned runs finished; seeds {', '.join(map(str, results['seeds']))}. Every run: "
              f"{st['guide_records']} guide records, {st['student_steps']} student steps of "
              f"{st['student_batch_size']} records on each of {st['student_workers']} DeepSpeed ranks, "
-             f"{st['eval_samples']} evaluation samples. Intervals: 95%, Student t over seeds.", "",
+             f"{st['eval_samples']} evaluation samples. Intervals: 95%, Student t over seeds."
+             + _interval_note(results), "",
              "### Conclusion", "", *_conclusion(results, agg, teachers, verdicts), "",
              "### Students", "", *ratio_table, *_student_table(results, agg, metrics[0], with_pairs=True), "",
              *_student_table(results, agg, metrics[1]), "",

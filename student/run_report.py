@@ -11,8 +11,9 @@ from student.objectives import student_sampler
 from teachers.checkpoint import load_checkpoint
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.device_plan import StagePlan, resolve_device
-from teachers.evaluation import (QualitySettings, evaluate_sampler, format_row, noise_for_eval, sampler_on,
-                                 teacher_straightness)
+from teachers.evaluation import (QualitySettings, evaluate_sampler, format_metrics, format_row, noise_for_eval,
+                                 sampler_on, teacher_straightness)
+from teachers.fid_bootstrap import fid_ratio_interval
 from teachers.models import load_velocity, teacher_sampler
 from teachers.plots import save_loss_curve, save_sample_figure
 from teachers.train_teacher import load_run_data
@@ -34,14 +35,16 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
     settings = QualitySettings.of(cfg, device=device.type)
     solver = cfg.eval.solver
     steps = [None] if solver == "adaptive" else list(cfg.eval.steps)
-    teachers, samplers, straight = {}, {}, {}
+    teachers, samplers, straight, feats = {}, {}, {}, {}
     conventions = {c: p.convention for p in cfg.teachers for c in p.checkpoints}
     for i, path in enumerate(dict.fromkeys(teacher_checkpoints)):
         model = load_velocity(path, data.data_shape, conventions.get(path, DEFAULT_CONVENTION)).to(device)
         samplers[path] = sampler_on(teacher_sampler(model, solver), device, precision)
         label = f"teacher{i}/{solver}"
         echo(f"evaluating {label} ({path}) at steps {steps}")
-        teachers[path] = evaluate_sampler(samplers[path], data, steps, settings, label=label)
+        feats[path] = []
+        teachers[path] = evaluate_sampler(samplers[path], data, steps, settings, label=label, features=feats[path],
+                                          with_floor=False)
         straight[path] = teacher_straightness(model, data.data_shape, cfg.seed, device)
         reference = reference_solver(cfg)
         if reference is not None:
@@ -49,11 +52,14 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
             echo(f"evaluating teacher{i}/{ref_solver} (reference) at steps {ref_steps}")
             ref_sampler = sampler_on(teacher_sampler(model, ref_solver), device, precision)
             teachers[path]["rows"] += evaluate_sampler(ref_sampler, data, ref_steps, settings,
-                                                       label=f"teacher{i}/{ref_solver}")["rows"]
+                                                       label=f"teacher{i}/{ref_solver}", features=feats[path],
+                                                       with_floor=False)["rows"]
     student, _ = load_checkpoint(cfg.student_path, expect_data_shape=data.data_shape)
     sampler = sampler_on(student_sampler(cfg.student.objective, student.to(device)), device, precision)
     echo(f"evaluating the student at steps {cfg.student.eval_steps}")
-    table = evaluate_sampler(sampler, data, cfg.student.eval_steps, settings, label=f"student/{cfg.student.objective}")
+    student_feats: list[dict] = []
+    table = evaluate_sampler(sampler, data, cfg.student.eval_steps, settings, label=f"student/{cfg.student.objective}",
+                             features=student_feats)
 
     noise = noise_for_eval(64, data.data_shape, cfg.seed)
     first = samplers[next(iter(samplers))]
@@ -68,8 +74,13 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
         save_loss_curve(history, cfg.run_path / "student_loss.png", title=f"{cfg.name} student loss (per log interval)")
     teacher_rows = {p: t["rows"] for p, t in teachers.items()}
     best = teacher_best(teacher_rows, "fid" if data.is_image else "sliced_w2")
-    for row in table["rows"]:
-        row[f"{best['metric']}_to_teacher_best"] = round(row[best["metric"]] / best["value"], 4)
+    best_feats = feats[best["teacher"]][best.pop("index")]
+    for row, kept in zip(table["rows"], student_feats):
+        ratio = row[best["metric"]] / best["value"]
+        row[f"{best['metric']}_to_teacher_best"] = round(ratio, 4)
+        if kept and best_feats and settings.fid_resamples:  # FID rows: the paired bootstrap of the ratio
+            row["fid_to_teacher_best_interval"] = [round(v, 4) for v in fid_ratio_interval(
+                kept["x"], best_feats["x"], kept["ref"], ratio, settings.fid_resamples, settings.seed)]
     return {"metric_kind": "image" if data.is_image else "vector", "n_samples": table["n_samples"],
             "n_reference": table["n_reference"], "floor": table["floor"], "teachers": teacher_rows,
             "teacher_best": best, "teacher_straightness": straight, "student": table["rows"], "used": {"device": device.type, "precision": precision}}
@@ -88,22 +99,27 @@ def reference_solver(cfg) -> tuple[str, list[int | None]] | None:
 
 def teacher_best(teacher_rows: dict[str, list[dict]], metric: str) -> dict:
     """The teachers' best (lowest) ``metric`` over every row, any teacher, any solver: what a student is
-    measured against (a student row's ``METRIC_to_teacher_best`` is its value over this one)."""
-    rows = [(path, r) for path, rs in teacher_rows.items() for r in rs]
-    path, row = min(rows, key=lambda pr: pr[1][metric])
-    return {"metric": metric, "value": row[metric], "label": row["label"], "steps": row["steps"], "nfe": row["nfe"],
-            "teacher": path}
+    measured against (a student row's ``METRIC_to_teacher_best`` is its value over this one), with that row's
+    interval (``interval``) when it has one, and ``index``, the row's place among its teacher's rows."""
+    rows = [(path, i, r) for path, rs in teacher_rows.items() for i, r in enumerate(rs)]
+    path, index, row = min(rows, key=lambda pr: pr[2][metric])
+    interval = {"interval": row[f"{metric}_interval"]} if f"{metric}_interval" in row else {}
+    return {"metric": metric, "value": row[metric], **interval, "label": row["label"], "steps": row["steps"],
+            "nfe": row["nfe"], "teacher": path, "index": index}
 
 
 def quality_table(quality: dict) -> str:
     """The report's rows as plain text, the floor last."""
     rows = [r for rs in quality["teachers"].values() for r in rs] + quality["student"]
-    floor = "  ".join(f"{k}={v:.4g}" for k, v in quality["floor"].items())
-    lines = [format_row(r) for r in rows] + [f"{'real-vs-real floor':<37} {floor}"]
+    lines = [format_row(r) for r in rows] + [f"{'real-vs-real floor':<37} {format_metrics(quality['floor'])}"]
     best = quality.get("teacher_best")
     if best:
-        lines.append(f"teachers' best {best['metric']}: {best['value']:.4g} ({best['label']}, {best['nfe']} NFE); "
+        iv = f" [{best['interval'][0]:.4g}, {best['interval'][1]:.4g}]" if best.get("interval") else ""
+        lines.append(f"teachers' best {best['metric']}: {best['value']:.4g}{iv} ({best['label']}, {best['nfe']} NFE); "
                      "the student rows' *_to_teacher_best divide by it")
+    if any("fid_interval" in r for r in rows):
+        lines.append("[low, high]: 95% bootstrap intervals over the evaluation draws (generated and held-out "
+                     "features resampled; a ratio's resamples paired)")
     for i, (path, gap) in enumerate(quality.get("teacher_straightness", {}).items()):
         lines.append(f"teacher{i} straightness (mean squared gap, trajectory to chord; 0 = straight): {gap:.4g}")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from guide_store.schema import TENSOR_DTYPES
 from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from teachers.data import DATA_SOURCES
 from teachers.digits_features import FEATURE_EXTRACTORS
+from teachers.fid_bootstrap import FID_RESAMPLES
 from teachers.guides import COUPLINGS, GUIDE_RULES, PATHS, CouplingSettings, from_coupling
 from teachers.nets import ARCHITECTURES
 from teachers.precision import PRECISIONS
@@ -121,6 +122,9 @@ class EvalConfig(Section):
     feature_extractor: FeatureExtractor = "digits-classifier"
     kid_subset_size: int = Field(200, ge=2)
     slices: int = Field(256, ge=1, le=100_000)
+    fid_resamples: int = Field(FID_RESAMPLES, ge=0, le=100_000,
+                               description="bootstrap resamples of each FID's 95% interval (fid_interval; "
+                               "teachers.fid_bootstrap); 0: no intervals")
 
     @field_validator("steps")
     @classmethod
@@ -265,7 +269,7 @@ class StudentConfig(Section):
     network: NetworkConfig | None = Field(None, description="default: the teacher's network")
     init: Literal["teacher", "scratch"] = "teacher"
     objective: Objective = Field(
-        "flow_map", description="flow_map: one- and few-step map (default, see README); velocity: the paper's")
+        "flow_map", description="flow_map: one- and few-step map (default, docs/method.md); velocity: the paper's")
     time_sampling: TimeSampling = "uniform"
     endpoint_share: float = Field(0.25, ge=0.0, le=1.0, description="flow_map: share of (s, t) = (0, 1) pairs")
     diagonal_share: float = Field(0.1, ge=0.0, le=1.0, description="flow_map: share of s = t pairs")

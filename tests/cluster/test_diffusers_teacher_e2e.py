@@ -72,6 +72,12 @@ def test_a_diffusers_teacher_is_distilled_and_both_models_evaluate_from_the_cli(
     quality = report["quality"]
     assert list(quality["teachers"]) == [str(unet)] and "fid" in quality["floor"]
     assert [r["steps"] for r in quality["student"]] == [1, 2]
+    for row in [quality["floor"], *quality["student"], *quality["teachers"][str(unet)]]:  # FIDs with intervals
+        assert row["fid_interval"][0] <= row["fid"] <= row["fid_interval"][1], row
+    for row in quality["student"]:
+        low, high = row["fid_to_teacher_best_interval"]
+        assert low <= row["fid_to_teacher_best"] <= high, row
+    assert quality["teacher_best"]["interval"][0] <= quality["teacher_best"]["value"]
     assert report["production"]["store"]["produced"] == 256
 
     student = folder / "student"

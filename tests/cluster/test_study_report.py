@@ -178,3 +178,26 @@ def test_after_a_screen_the_best_rows_are_among_the_finalists():
     text = "\n".join(_conclusion_lines(results))
     assert "the best student is variant a, `flow_map`" in text
     assert "**Default:** the shipped default's runs are not finished" in text  # b has one seed only
+
+
+def _image_run(variant, seed, fid, interval=True):
+    row = {"label": "s", "steps": 1, "nfe": 1, "fid": fid, "kid": fid / 100,
+           **({"fid_interval": [fid - 2, fid + 3]} if interval else {})}
+    return {**_run(variant, "flow_map", seed, 1.0), "rows": [row], "floor": {"fid": 9.0, "kid": 0.01}}
+
+
+def test_per_run_fid_intervals_are_carried_and_old_sections_say_they_kept_scalars():
+    from cluster.study_report import _interval_note, _student_table
+
+    runs = [_image_run("a", 0, 30.0), _image_run("a", 1, 32.0), _image_run("b", 0, 40.0)]
+    results = {**_results(runs, []), "metric_kind": "image", "data": "digits"}
+    agg = aggregate(results)
+    assert agg["b/flow_map"]["boot"] == {(1, "fid"): [38.0, 43.0]} and agg["a/flow_map"]["boot"] == {}
+    table = "\n".join(_student_table(results, agg, "fid"))
+    assert "| 40 [38, 43] |" in table  # one seed: its run's bootstrap interval
+    assert "31 ± " in table and "31 ± 13 [" not in table  # several seeds: the t interval over seeds only
+    assert "bootstrap interval" in _interval_note(results)
+    old = {**results, "runs": [_image_run("a", 0, 30.0, interval=False), _image_run("b", 0, 40.0, interval=False)]}
+    assert "kept only scalar FIDs" in _interval_note(old)
+    assert "| 40 |" in "\n".join(_student_table(old, aggregate(old), "fid"))
+    assert _interval_note(_results([_run("a", "flow_map", 0, 1.0)], [])) == ""  # vectors: no FID

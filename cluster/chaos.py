@@ -35,7 +35,7 @@ from cluster.job import run
 from cluster.ledger import LedgerError
 from cluster.nodes import local_cpus
 from guide_store.codec import decode_batch, encode_batch, encode_record_batch
-from guide_store.open_store import embedded_password, open_run_store
+from guide_store.open_store import embedded_password, open_run_store, open_store
 from guide_store.redis_store import RedisGuideStore
 from guide_store.schema import META_VERSION, GuideBatch, to_record_batch
 from student.fault_hooks import KILL_ENV, landed
@@ -169,7 +169,7 @@ class _Chaos(threading.Thread):
                 pass
         proc = redis_process(cfg.run_path)
         url = f"redis://:{embedded_password(cfg.run_path / 'redis')}@127.0.0.1:{_port(proc)}/0"
-        store = RedisGuideStore(url, cfg.name)
+        store = open_store(url, cfg.name)
         storage = Path(cfg.student.storage_path or cfg.run_path / "train")
         kills, student_killed, redis_killed = list(PRODUCTION_KILLS), False, False
         killed: dict[str, int] = {}  # teacher -> kills so far

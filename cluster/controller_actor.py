@@ -24,7 +24,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import RunConfig, TeacherPoolConfig
 from cluster.metrics import RunGauges
-from guide_store.redis_store import RedisGuideStore
+from guide_store.open_store import open_store
 from teachers.models import check_model, model_data_shape
 from teachers.teacher_actor import TeacherWorker, block_ids
 from teachers.train_teacher import load_run_data
@@ -259,7 +259,7 @@ class Controller:
     def report(self) -> dict:
         """State plus the store's counts; also refreshes the run's dashboard gauges."""
         if not hasattr(self, "_store"):
-            self._store = RedisGuideStore(self.store_url, self.cfg.name)
+            self._store = open_store(self.store_url, self.cfg.name)
             self._gauges = RunGauges(self.cfg.name)
         state = self.state()
         stats = self._store.stats()

@@ -21,7 +21,7 @@ from cluster.controller_actor import start_controller
 from cluster.ledger import build_ledger
 from cluster.progress import STUDENT_LINE_S, last_metrics, live_actors, student_line, student_status, write_status
 from cluster.student_pool import run_student_pool
-from guide_store.redis_store import RedisGuideStore
+from guide_store.open_store import open_store
 from student.id_ledger import LEDGER_DIR, rank_nodes, trained_steps
 from teachers.device_plan import DevicePlan
 from teachers.guides import distinct_pairs
@@ -153,7 +153,7 @@ def _stop_teachers(controller, echo) -> None:
 def _clear_previous_attempt(cfg: RunConfig, url: str, echo) -> None:
     """A run starts from an empty stream: a student pool never resumes across jobs, and the guides of an
     earlier attempt (same seed, so the same bits) would only be skipped as duplicates by the producers."""
-    store = RedisGuideStore(url, cfg.name)
+    store = open_store(url, cfg.name)
     try:
         stats = store.stats()
         if stats["produced"] or stats["stream_entries"] or stats["dead_entries"]:
@@ -181,7 +181,7 @@ def _student_init(cfg: RunConfig, echo) -> str | None:
 def _ledger(cfg: RunConfig, url: str, report: dict) -> dict:
     """The run's id ledger (``cluster.ledger``) from the controller's plan and written blocks, the trainers'
     ids and the store's dead letters and pending entries."""
-    store = RedisGuideStore(url, cfg.name)
+    store = open_store(url, cfg.name)
     try:
         letters = store.dead_letters(count=10_000_000)
         pending = store.pending_sample_ids()

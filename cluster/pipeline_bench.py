@@ -74,7 +74,7 @@ from cluster.production_bench import actor_rate, bench_pool_config, local_ray, t
 from cluster.student_pool import run_student_pool
 from guide_store.bench import INTERVAL_LEVEL, median_interval
 from guide_store.embedded import EmbeddedRedis
-from guide_store.redis_store import RedisGuideStore
+from guide_store.open_store import open_store
 from guide_store.schema import GuideBatch
 from student.plain_loop import plain_student_rate
 from student.settings import StudentJob
@@ -176,10 +176,10 @@ def _blocks_needed(cfg: RunConfig, workers: int, steps: int) -> int:
 
 def _fill_store(cfg: RunConfig, url: str, blocks: list[GuideBatch]) -> None:
     """The run's stream emptied, then every block put as a producer puts it."""
-    store = RedisGuideStore(url, cfg.name)
+    store = open_store(url, cfg.name)
     store.delete_run()
     store.close()
-    store = RedisGuideStore(url, cfg.name, dtype=cfg.store.dtype)
+    store = open_store(url, cfg.name, dtype=cfg.store.dtype)
     try:
         for b, batch in enumerate(blocks):
             store.put(batch, key=f"block-{b}")

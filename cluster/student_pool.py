@@ -18,7 +18,7 @@ from pathlib import Path
 
 import ray
 
-from guide_store.redis_store import RedisGuideStore
+from guide_store.open_store import open_store
 from student.engine_state import checkpoint_world, rank_file, read_rank_meta
 from student.id_ledger import LEDGER_DIR, pool_history
 from student.settings import TRAIN_LOOP_KEY, StudentJob
@@ -48,7 +48,7 @@ def _acknowledge(store_url: str | None, run: str, held: list[str]) -> int:
     """Acknowledge the deliveries the final checkpoint holds (records acknowledged; 0 for Parquet)."""
     if store_url is None or not held:
         return 0
-    store = RedisGuideStore(store_url, run)
+    store = open_store(store_url, run)
     try:
         return store.ack(held)
     finally:

@@ -23,6 +23,7 @@ import torch
 
 from guide_store.codec import encode_batch
 from guide_store.embedded import EmbeddedRedis
+from guide_store.open_store import open_store
 from guide_store.redis_store import RedisGuideStore, connect
 from guide_store.schema import GuideBatch
 
@@ -83,7 +84,7 @@ def run_bench(sizes_mb: list[float], seconds_per_size: float = 3.0, fsync: str =
         client.xgroup_create("raw-stream", "raw", id="0", mkstream=True)
         for mb in sizes_mb:
             batch = make_batch(mb, run=f"bench-{mb}")
-            store = RedisGuideStore(server.url, f"bench-{mb}", max_backlog_bytes=1 << 34)
+            store = open_store(server.url, f"bench-{mb}", max_backlog_bytes=1 << 34)
             n = len(batch)
             renumbered = lambda k: replace(batch, sample_id=batch.sample_id + (k + 1) * n)  # tensors shared
             payload_size = encode_batch(batch).size

@@ -6,12 +6,12 @@ import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from guide_store.embedded import EmbeddedRedis
 from guide_store.redis_store import RedisGuideStore
 
-__all__ = ["run_redis_url", "open_run_store", "embedded_password", "PASSWORD_FILE"]
+__all__ = ["open_store", "run_redis_url", "open_run_store", "embedded_password", "PASSWORD_FILE"]
 
 
 PASSWORD_FILE = "password"  # in the embedded server's folder, mode 0600: the store commands read it
@@ -27,6 +27,21 @@ def embedded_password(redis_dir: Path) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(24))
     return path.read_text().strip()
+
+
+def open_store(url: str, run: str, *, group: str = "students", dtype: str = "float32",
+               max_backlog_records: int = 100_000, max_backlog_bytes: int = 1 << 30,
+               claim_idle_s: float | None = None, put_timeout_s: float = 300.0,
+               expect_shape: tuple[int, ...] | None = None, dead_letter_maxlen: int = 10_000,
+               expect_guides: int | None = None) -> RedisGuideStore:
+    """The guide store of ``run`` on the Redis server at ``url``: the one place a ``RedisGuideStore`` is built.
+    The caller closes it. The keywords are the store's (same defaults: a test ties them): ``dtype`` of the
+    records a producer puts, its backlog limits and ``put_timeout_s``; a reader's ``expect_shape`` /
+    ``expect_guides`` (other layouts are dead-lettered) and ``claim_idle_s``."""
+    return RedisGuideStore(url, run, group, dtype=dtype, max_backlog_records=max_backlog_records,
+                           max_backlog_bytes=max_backlog_bytes, claim_idle_s=claim_idle_s,
+                           put_timeout_s=put_timeout_s, expect_shape=expect_shape,
+                           dead_letter_maxlen=dead_letter_maxlen, expect_guides=expect_guides)
 
 
 @contextmanager
@@ -52,10 +67,11 @@ def run_redis_url(run: str, redis_dir: str | Path, url: str | None = None, *, mu
 
 @contextmanager
 def open_run_store(run: str, redis_dir: str | Path, url: str | None = None, *, must_exist: bool = False,
-                   fsync: str = "always", **store_kwargs) -> Iterator[RedisGuideStore]:
-    """Yield a ``RedisGuideStore`` for ``run`` at ``url`` or in the run's embedded server (``run_redis_url``)."""
+                   fsync: str = "always", **store_kwargs: Any) -> Iterator[RedisGuideStore]:
+    """Yield the store of ``run`` (``open_store``, with ``store_kwargs``) at ``url`` or in the run's embedded
+    server (``run_redis_url``)."""
     with run_redis_url(run, redis_dir, url, must_exist=must_exist, fsync=fsync) as resolved:
-        store = RedisGuideStore(resolved, run, **store_kwargs)
+        store = open_store(resolved, run, **store_kwargs)
         try:
             yield store
         finally:

@@ -13,8 +13,8 @@ import queue
 import threading
 import time
 
+from guide_store.open_store import open_store
 from guide_store.parquet import ParquetGuideSource
-from guide_store.redis_store import RedisGuideStore
 from student.settings import FeedSettings
 
 __all__ = ["GuideFeed", "consumer_name", "open_source", "take_over_consumers"]
@@ -155,6 +155,6 @@ def open_source(feed: FeedSettings, run: str, rank: int, world: int, data_shape:
         return ParquetGuideSource(feed.parquet_dir, rank=rank, world_size=world, expect_shape=data_shape), None
     # no claim_idle_s: a rank holds its records until a checkpoint does, however long that takes; a restarted
     # rank gets its own pending records back under its consumer name
-    store = RedisGuideStore(feed.store_url, run, dtype=feed.store.dtype, expect_shape=data_shape,
-                            expect_guides=n_guides)
+    store = open_store(feed.store_url, run, dtype=feed.store.dtype, expect_shape=data_shape,
+                       expect_guides=n_guides)
     return store, feed.num_samples

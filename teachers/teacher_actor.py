@@ -20,7 +20,7 @@ import ray
 import torch
 from torch import nn
 
-from guide_store.redis_store import RedisGuideStore
+from guide_store.open_store import open_store
 from guide_store.schema import GuideBatch
 from teachers.config import RunConfig, TeacherPoolConfig
 from teachers.device_plan import guides_precision_setting, resolve_precision
@@ -128,9 +128,9 @@ class TeacherWorker:
         self.data = load_run_data(self.cfg)
         self.teachers = load_placed_teachers(self.cfg, self.pool, self.data.data_shape)
         st = self.cfg.store
-        self.store = RedisGuideStore(store_url, self.cfg.name, dtype=st.dtype,
-                                     max_backlog_records=st.max_backlog_records,
-                                     max_backlog_bytes=st.max_backlog_bytes, put_timeout_s=st.put_timeout_s)
+        self.store = open_store(store_url, self.cfg.name, dtype=st.dtype,
+                                max_backlog_records=st.max_backlog_records,
+                                max_backlog_bytes=st.max_backlog_bytes, put_timeout_s=st.put_timeout_s)
         self.controller = controller
         self._drain = threading.Event()
         self.blocks_done = 0

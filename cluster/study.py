@@ -55,7 +55,7 @@ def _evaluate(sampler, cfg, seed: int, data, steps: list, label: str, out_dir: P
     noise against the same floor draw, so the report's comparisons are paired."""
 
     table = evaluate_sampler(sampler, data, steps, QualitySettings.of(cfg, seed), label=label)
-    noise = noise_for_eval(GRID_SAMPLES["image" if data.is_image else "vector"], data.data_shape, seed)
+    noise = noise_for_eval(GRID_SAMPLES[data.kind], data.data_shape, seed)
     grid = {f"steps-{k or 'auto'}": sampler(noise, k).x.float().contiguous() for k in steps}
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(grid, str(out_dir / SAMPLES_FILE))
@@ -170,7 +170,7 @@ def collect_results(study, base, runs: list[VariantRun], quick: bool, config_fil
             for r in runs if (r.cfg.run_path / RESULT_FILE).is_file()]
     first = runs[0].cfg
     return {"study": study.name, "config_file": config_file, "quick": quick, "seeds": seeds, "data": first.data.name,
-            "metric_kind": "image" if first.data.name == "digits" or len(first.data.shape or []) == 3 else "vector",
+            "metric_kind": load_run_data(first).kind,  # the data source's own kind, loaded as its runs load it
             "planned_runs": [r.key for r in runs], "runs": done, "teachers": teachers,
             "base": study.base, "settings": {"student_steps": first.student.steps,
                                              "student_batch_size": first.student.batch_size,

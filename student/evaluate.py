@@ -59,7 +59,7 @@ def evaluate_loaded(loaded: LoadedModel, data: DataSplit, steps: list[int], solv
                              progress=echo)
     table.update({"checkpoint": str(loaded.path), "kind": loaded.kind, "data": data.name,
                   "solver": solver if loaded.kind != "student" else None, "objective": loaded.objective,
-                  "metric_kind": "image" if data.is_image else "vector"})
+                  "metric_kind": data.kind})
     return table
 
 

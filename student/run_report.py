@@ -81,7 +81,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
         if kept and best_feats and settings.fid_resamples:  # FID rows: the paired bootstrap of the ratio
             row["fid_to_teacher_best_interval"] = [round(v, 4) for v in fid_ratio_interval(
                 kept["x"], best_feats["x"], kept["ref"], ratio, settings.fid_resamples, settings.seed)]
-    return {"metric_kind": "image" if data.is_image else "vector", "n_samples": table["n_samples"],
+    return {"metric_kind": data.kind, "n_samples": table["n_samples"],
             "n_reference": table["n_reference"], "floor": table["floor"], "teachers": teacher_rows,
             "teacher_best": best, "teacher_straightness": straight, "student": table["rows"], "used": {"device": device.type, "precision": precision}}
 

@@ -45,6 +45,11 @@ class DataSplit:
     def is_image(self) -> bool:
         return len(self.data_shape) == 3
 
+    @property
+    def kind(self) -> str:
+        """``image`` or ``vector``: which metrics score samples of this data (FID or sliced W2 and energy)."""
+        return "image" if self.is_image else "vector"
+
 
 def _eight_gaussians(n: int, g: torch.Generator) -> Tensor:
     angles = torch.arange(8) * (2 * math.pi / 8)

@@ -166,3 +166,19 @@ def test_screen_steps_must_be_steps_every_run_evaluates(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="is not a mapping"):
         load_study(tmp_path / "list.yaml")
+
+
+def test_a_study_takes_its_metric_kind_from_the_data_source(tmp_path):
+    """synthetic-32 is an image source though its name is not ``digits`` and no ``data.shape`` is set: its
+    report reads the image metrics (the vector ones made a KeyError)."""
+    from cluster.study import collect_results
+
+    raw = yaml.safe_load((CONFIGS / "study_toy2d.yaml").read_text())
+    path = _study(tmp_path, run_dir=str(tmp_path / "runs"),
+                  set=raw["set"] + ["data.name=synthetic-32", "data.n_train=8", "data.n_held_out=4"])
+    study, base, runs = load_study(path)
+    assert runs[0].cfg.data.shape is None
+    results = collect_results(study, base, runs, False, str(path))
+    assert (results["data"], results["metric_kind"]) == ("synthetic-32", "image")
+    toy = load_study(_study(tmp_path, run_dir=str(tmp_path / "runs")))
+    assert collect_results(*toy, False, str(path))["metric_kind"] == "vector"

@@ -78,6 +78,7 @@ def test_synthetic_32_images():
     split = load_data("synthetic-32", n_train=64, n_held_out=16, seed=3)
     assert split.train.shape == (64, 3, 32, 32) and split.held_out.shape == (16, 3, 32, 32)
     assert split.is_image and split.name == "synthetic-32" and split.train.dtype == torch.float32
+    assert split.kind == "image" and load_data("two_moons", n_train=8, n_held_out=4).kind == "vector"
     both = torch.cat([split.train, split.held_out])
     assert both.min() >= -1.0 and both.max() <= 1.0 and both.std() > 0.2
     assert torch.equal(split.train, load_data("synthetic-32", n_train=64, n_held_out=16, seed=3).train)  # seeded

@@ -34,6 +34,7 @@ from cluster.controller_actor import controller_name
 from cluster.job import run
 from cluster.ledger import LedgerError
 from cluster.nodes import local_cpus
+from guide_store.atomic import write_json_atomically
 from guide_store.codec import decode_batch, encode_batch, encode_record_batch
 from guide_store.open_store import embedded_password, open_run_store, open_store
 from guide_store.redis_store import RedisGuideStore
@@ -290,7 +291,7 @@ def run_chaos(cfg: RunConfig, malformed: int = 1000, undisturbed: int = 2, echo=
         "faults_planned": list(PLANNED), "faults_not_landed": missing,
         "faults": faults, "injector_error": injector.error, "run_faults": report["faults"], "quality": quality,
     }
-    (chaos_cfg.run_path / "chaos_report.json").write_text(json.dumps(out, indent=2))
+    write_json_atomically(chaos_cfg.run_path / "chaos_report.json", out)
     echo(json.dumps({k: v for k, v in out.items() if k != "faults"}, indent=2))
     echo(f"chaos report: {chaos_cfg.run_path / 'chaos_report.json'}")
     return out

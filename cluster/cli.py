@@ -43,6 +43,7 @@ from cluster.preflight import (config_checks, cpus_check, data_shape_of, environ
 from cluster.production_bench import run_production_bench
 from cluster.progress import read_status, student_line
 from cluster.study import run_study
+from guide_store.atomic import write_json_atomically
 from guide_store.bench import run_bench
 from guide_store.embedded import FSYNC_POLICIES
 from guide_store.open_store import open_run_store
@@ -277,7 +278,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     default = "eval_student.json" if loaded.kind == "student" else f"eval_{args.solver}.json"
     out = Path(args.out) if args.out else Path(args.checkpoint) / default
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(table, indent=2))
+    write_json_atomically(out, table)
     print(f"wrote {out}")
     return 0
 
@@ -420,7 +421,7 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     print(format_bench_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json_atomically(args.json, result)
         print(f"wrote {args.json}")
     return 0
 

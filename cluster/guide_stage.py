@@ -8,7 +8,6 @@ teachers and writes ``RUN/production.json``.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -21,6 +20,7 @@ from cluster.controller_actor import start_controller
 from cluster.ledger import build_ledger
 from cluster.progress import STUDENT_LINE_S, last_metrics, live_actors, student_line, student_status, write_status
 from cluster.student_pool import run_student_pool
+from guide_store.atomic import write_json_atomically
 from guide_store.open_store import open_store
 from student.id_ledger import LEDGER_DIR, rank_nodes, trained_steps
 from teachers.device_plan import DevicePlan
@@ -229,7 +229,7 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
         out["ledger"] = _ledger(cfg, url, report)
         for name, nodes in rank_nodes(cfg.run_path / LEDGER_DIR).items():  # each rank says where it ran
             placement[name] = {"class": "RayTrainWorker", "nodes": nodes}
-    (cfg.run_path / "production.json").write_text(json.dumps(out, indent=2))
+    write_json_atomically(cfg.run_path / "production.json", out)
     echo(f"produced {store['produced']} guide records in {seconds:.1f}s ({out['distinct_pairs']} distinct noise-data "
          f"pairs); acknowledged {store['acknowledged']}, dead-lettered {store['dead_lettered']}, "
          f"backlog {store['backlog']}")

@@ -43,6 +43,7 @@ from cluster.paths import resolve_run_paths
 from cluster.preflight import PreflightError, dashboard_address_error, input_checks, preflight
 from cluster.provenance import provenance
 from cluster.teacher_stage import own_teacher_paths, resolve_teachers
+from guide_store.atomic import write_json_atomically
 from guide_store.open_store import run_redis_url
 from student.run_report import evaluate_run, quality_table
 from teachers.checkpoint import CheckpointError
@@ -167,7 +168,7 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     report["provenance"] = provenance(cfg, teacher_seeds)
     report["config"] = cfg.model_dump(mode="json")
     if stop_after != "guides":
-        (cfg.run_path / "report.json").write_text(json.dumps(report, indent=2))
+        write_json_atomically(cfg.run_path / "report.json", report)
         echo(f"run {cfg.name} finished in {timings['total_s']:.0f}s; results in {cfg.run_path} "
              f"(report: {cfg.run_path / 'report.json'})")
     return report
@@ -195,7 +196,7 @@ def _check_ledger(cfg: RunConfig, report: dict, ledger: dict, timings: dict, sta
     timings["total_s"] = round(time.perf_counter() - start, 2)
     report.update(status="failed", error="id ledger: " + "; ".join(why), timings=timings,
                   config=cfg.model_dump(mode="json"))
-    (cfg.run_path / "report.json").write_text(json.dumps(report, indent=2))
+    write_json_atomically(cfg.run_path / "report.json", report)
     raise LedgerError(f"run {cfg.name} failed its id ledger: {'; '.join(why)} (see {cfg.run_path / 'report.json'})")
 
 
@@ -259,9 +260,7 @@ def _failed_report(cfg: RunConfig, err: BaseException, timings: dict, start: flo
     failed = {"run": cfg.name, "status": "interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
               "error": f"{type(err).__name__}: {err}", "timings": timings, "faults": faults_seen(cfg, {}),
               "config": cfg.model_dump(mode="json")}
-    tmp = cfg.run_path / "report.json.tmp"
-    tmp.write_text(json.dumps(failed, indent=2))
-    tmp.replace(cfg.run_path / "report.json")
+    write_json_atomically(cfg.run_path / "report.json", failed)
     return failed
 
 

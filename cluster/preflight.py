@@ -26,10 +26,11 @@ from cluster.config import RunConfig, TeacherPoolConfig, redact_url
 from cluster.nodes import cpu_shortage
 from cluster.provenance import package_versions
 from cluster.teacher_stage import own_teacher_paths
+from guide_store.atomic import write_json_atomically
 from guide_store.embedded import find_redis_server, redis_server_version
 from student.settings import StudentJob
 from student.step_check import checked_step
-from teachers.checkpoint import CheckpointError, load_checkpoint, replaced_atomically
+from teachers.checkpoint import CheckpointError, load_checkpoint
 from teachers.device_plan import DevicePlan
 from teachers.digits_features import cache_dir
 from teachers.models import check_model, model_kind
@@ -262,8 +263,7 @@ def remembered_student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], p
     check = student_step_check(cfg, data_shape, plan)
     if check.ok:
         record.parent.mkdir(parents=True, exist_ok=True)
-        with replaced_atomically(record) as tmp:
-            tmp.write_text(json.dumps({"detail": check.detail, "when": time.strftime("%Y-%m-%d %H:%M")}))
+        write_json_atomically(record, {"detail": check.detail, "when": time.strftime("%Y-%m-%d %H:%M")}, indent=None)
     return check
 
 

@@ -18,6 +18,8 @@ import json
 import time
 from pathlib import Path
 
+from guide_store.atomic import write_json_atomically
+
 __all__ = ["STUDENT_LINE_S", "last_metrics", "student_status", "student_line", "live_actors", "write_status",
            "read_status"]
 
@@ -91,10 +93,7 @@ def live_actors(namespace: str, run: str, job_id: str | None = None) -> list[dic
 
 
 def write_status(run_path: Path, status: dict, actors: list[dict], state: str = "running") -> None:
-    path = Path(run_path) / STATUS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"state": state, "student": status, "actors": actors}, indent=2))
-    tmp.replace(path)
+    write_json_atomically(Path(run_path) / STATUS_FILE, {"state": state, "student": status, "actors": actors})
 
 
 def read_status(run_path: Path) -> dict | None:

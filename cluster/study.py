@@ -31,9 +31,10 @@ from cluster.nodes import local_cpus
 from cluster.study_config import VariantRun, load_study, teacher_config, teacher_path, work_dir
 from cluster.study_report import finalists, write_report
 from cluster.teacher_stage import teacher_training_config, train_teachers
+from guide_store.atomic import write_json_atomically
 from student.objectives import student_sampler
 from student.run_report import reference_solver
-from teachers.checkpoint import load_checkpoint, replaced_atomically
+from teachers.checkpoint import load_checkpoint
 from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval, teacher_straightness
 from teachers.guides import teacher_nfe_per_record
 from teachers.models import teacher_sampler
@@ -90,8 +91,7 @@ def _evaluate_teachers(study, base, needed, quick, echo) -> None:
                 data = load_run_data(cfg)
                 model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
                 gap = teacher_straightness(model, data.data_shape, seed)
-                with replaced_atomically(path / TEACHER_EVAL_FILE) as tmp:
-                    tmp.write_text(json.dumps({**done, "straightness": gap}, indent=2))
+                write_json_atomically(path / TEACHER_EVAL_FILE, {**done, "straightness": gap})
             continue
         start = time.perf_counter()
         data = load_run_data(cfg)
@@ -109,8 +109,7 @@ def _evaluate_teachers(study, base, needed, quick, echo) -> None:
                "n_samples": table["n_samples"], "rectification": train["rectification"],
                "samples_files": {"euler": table["samples_file"], "adaptive": adaptive["samples_file"]},
                "train_seconds": train["train_seconds"], "eval_seconds": round(time.perf_counter() - start, 2)}
-        with replaced_atomically(path / TEACHER_EVAL_FILE) as tmp:  # its presence means done
-            tmp.write_text(json.dumps(out, indent=2))
+        write_json_atomically(path / TEACHER_EVAL_FILE, out)  # its presence means done
         echo(f"teacher {key} seed {seed}: evaluated in {out['eval_seconds']:.0f}s")
 
 
@@ -144,8 +143,7 @@ def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
         "run_seconds": report["timings"]["total_s"], "eval_seconds": round(time.perf_counter() - t, 2),
         "wall_seconds": round(time.perf_counter() - start, 2),
     }
-    with replaced_atomically(cfg.run_path / RESULT_FILE) as tmp:  # its presence means done
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json_atomically(cfg.run_path / RESULT_FILE, result)  # its presence means done
     return result
 
 
@@ -234,8 +232,7 @@ def plan_runs(study, base, runs: list[VariantRun], quick: bool, config_file: str
             return first, info
         chosen, ranking = finalists(screened, info)
         info.update(finalists=chosen, ranking=[[k, round(v, 4)] for k, v in ranking])
-        with replaced_atomically(stored) as tmp:
-            tmp.write_text(json.dumps(info, indent=2))
+        write_json_atomically(stored, info)
     return first + [r for r in runs if r.seed not in sc.seeds and r.row in info["finalists"]], info
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cluster.study_metrics import METRIC_NAMES, METRICS, to_teacher_best
 from cluster.study_plots import plot_quality, plot_samples
+from guide_store.atomic import write_json_atomically
 
 __all__ = ["interval", "aggregate", "claim_verdicts", "finalists", "teacher_bests", "write_report", "METRICS"]
 
@@ -438,7 +439,7 @@ def write_report(results: dict, out: str | Path) -> Path:
     if plot_samples(results, agg, folder / "samples.png"):
         figures["samples, first seed"] = f"results/{results['study']}/samples.png"
     results["figures"] = figures
-    (folder / "results.json").write_text(json.dumps(results, indent=2))
+    write_json_atomically(folder / "results.json", results)
     return write_index(out)
 
 

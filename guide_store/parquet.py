@@ -12,12 +12,12 @@ DuckDB without this package.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from guide_store.atomic import write_json_atomically
 from guide_store.codec import decode_record_batch
 from guide_store.schema import GuideBatch, RecordError, from_record_batch, to_record_batch
 from guide_store.source import Delivery
@@ -142,5 +142,5 @@ def export_store(store, directory: str | Path, dtype: str | None = None) -> dict
         records = sink.records
     summary = {"directory": str(directory), "records": records, "batches": batches, "skipped": skipped}
     # a leading underscore: Arrow dataset discovery (pd.read_parquet(DIR), DuckDB globs of *.parquet) skips it
-    Path(directory, "_export.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomically(Path(directory, "_export.json"), summary)
     return summary

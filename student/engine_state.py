@@ -33,7 +33,8 @@ from safetensors.torch import load_file, save_file
 import torch
 from torch import Tensor, nn
 
-from teachers.checkpoint import CheckpointError, replaced_atomically
+from guide_store.atomic import replaced_atomically
+from teachers.checkpoint import CheckpointError
 
 __all__ = ["FORMAT", "rank_file", "save_rank_state", "load_rank_state", "read_rank_meta", "read_rank_share",
            "checkpoint_world", "shares", "pack_tree", "unpack_tree", "RESHARD_STAGES"]

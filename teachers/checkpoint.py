@@ -8,21 +8,20 @@ The same format serves teachers and (later) students.
 from __future__ import annotations
 
 import json
-import os
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from guide_store.atomic import replaced_atomically, write_json_atomically
 from teachers.nets import ARCHITECTURES, build_network
 
 __all__ = ["CheckpointError", "CheckpointMeta", "save_checkpoint", "load_checkpoint", "read_meta", "read_json_object",
-           "replaced_atomically", "WEIGHTS_FILE", "META_FILE", "FORMAT", "FORMAT_VERSION"]
+           "WEIGHTS_FILE", "META_FILE", "FORMAT", "FORMAT_VERSION"]
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -32,20 +31,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, truncated or does not match its description."""
-
-
-@contextmanager
-def replaced_atomically(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path``, of this process only, to write to; renamed onto ``path`` when the block
-    ends without error (removed otherwise). A reader sees the old file or the new one, never half of one, even
-    with two processes writing the same file at once (nothing is fsynced: a power cut may lose the new one)."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -74,7 +59,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, meta: CheckpointMet
     with replaced_atomically(directory / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(meta)}
-    (directory / META_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True))
+    write_json_atomically(directory / META_FILE, doc, sort_keys=True)  # last: its presence means saved
     return directory
 
 

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from teachers.checkpoint import replaced_atomically
+from guide_store.atomic import replaced_atomically, write_json_atomically
 from teachers.data import digit_labels, digits
 from teachers.registry import Registry
 
@@ -117,8 +117,7 @@ def load_or_train_classifier(path: Path | None = None) -> tuple[DigitsClassifier
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     report = {"name": EXTRACTOR_NAME, "version": _VERSION, "test_accuracy": accuracy,
               "trained_on": "digits train split (seed 0)", "evaluated_on": "digits held-out split (450 images)"}
-    with replaced_atomically(report_file) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    write_json_atomically(report_file, report)
     return model, report
 
 

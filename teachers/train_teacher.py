@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from guide_store.atomic import write_json_atomically
 from teachers.checkpoint import CheckpointMeta, save_checkpoint
 from teachers.config import RunConfig, dump_config
 from teachers.data import DataSplit, load_data
@@ -91,7 +92,7 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path | None = None, data: DataS
     report = {"checkpoint": str(out), "rectification": tc.reflow_rounds + 1, "parameters": params,
               "train_seconds": round(seconds, 2), "rounds": rounds, "data": data.name,
               "data_shape": list(data.data_shape), "n_train": int(data.train.shape[0]), **used}
-    (out / "train_report.json").write_text(json.dumps(report, indent=2))
+    write_json_atomically(out / "train_report.json", report)
     save_loss_curve([{"step": i + 1, "loss": r["loss"]} for i, r in enumerate(history)], out / "loss.png",
                     title=f"{data.name} teacher loss (per log interval)")
     echo(f"teacher written to {out} ({params} parameters, {seconds:.1f}s, {device.type}, {precision})")

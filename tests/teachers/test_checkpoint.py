@@ -93,20 +93,3 @@ def test_weights_from_another_model(ckpt, tmp_path):
     shutil.copy(tmp_path / "o" / "model.safetensors", path / "model.safetensors")
     with pytest.raises(CheckpointError, match="does not match the architecture"):
         load_checkpoint(path)
-
-
-def test_replaced_atomically_renames_on_success_and_leaves_the_old_file_on_error(tmp_path):
-    from teachers.checkpoint import replaced_atomically
-
-    target = tmp_path / "state.json"
-    target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with replaced_atomically(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("the writer failed")
-    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
-    with replaced_atomically(target) as tmp:
-        assert tmp.parent == tmp_path and tmp.name != target.name
-        tmp.write_text("new")
-        assert target.read_text() == "old"  # a reader sees the old file until the block ends
-    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]

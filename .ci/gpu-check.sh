@@ -2,8 +2,8 @@
 # The GPU proof of the user's journey, for a lent GPU machine (never part of CI): run a config with its
 # defaults, unchanged (default configs/digits.yaml), sample the GPU's busy share with nvidia-smi meanwhile,
 # and leave the report, the log and the samples under $OUT.
-#   GPU_BUNDLE=DIR bash .ci/gpu-check.sh [CONFIG]      # DIR: an offline bundle (see the shared offline-bundle
-#                                                      # scripts); without GPU_BUNDLE the current env is used
+#   GPU_BUNDLE=DIR bash .ci/gpu-check.sh [CONFIG]      # DIR: an offline bundle of this project's packages
+#                                                      # with a setup.sh; without GPU_BUNDLE the current env
 # The image's TORCH_CUDA_ARCH_LIST (9.0a on some Hopper images) is left as it is on purpose: the student
 # needs no DeepSpeed op build, so it must not matter.
 set -uo pipefail

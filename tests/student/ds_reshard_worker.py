@@ -1,7 +1,7 @@
 """Real DeepSpeed ranks (gloo, CPU) saving their state at one world size and resuming at another, run as a script
 by ``test_reshard.py`` so torch.distributed stays out of the test process.
 
-    ds_reshard_worker.py CONFIG_JSON DIR PHASE PORT RANK WORLD
+    ds_reshard_worker.py DIR PHASE PORT RANK WORLD CONFIG_JSON [CONFIG_JSON ...]   (each config in DIR/K)
 
 Every phase trains the same velocity-field student on a fixed, deterministic loss: step ``s`` uses the
 records ``batch(s)`` (``2 * batch_size`` of them), split in rank order over the world, so one rank with all of
@@ -45,17 +45,22 @@ def take_step(engine, step: int, rank: int, world: int, per_step: int) -> None:
     engine.step()
 
 
-def main(config_file: str, folder: str, phase: str, port: str, rank: str, world: str) -> None:
-    rank_i, world_i = int(rank), int(world)
+def main(folder: str, phase: str, port: str, rank: str, world: str, *config_files: str) -> None:
     torch.set_num_threads(1)
-    torch.manual_seed(0)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=rank, LOCAL_RANK=rank, WORLD_SIZE=world)
-    dist.init_process_group("gloo", rank=rank_i, world_size=world_i)
+    dist.init_process_group("gloo", rank=int(rank), world_size=int(world))
+    for k, config_file in enumerate(config_files):  # one process group, an engine per config
+        run_phase(config_file, Path(folder) / str(k), phase, int(rank), world)
+    dist.destroy_process_group()
+
+
+def run_phase(config_file: str, out: Path, phase: str, rank_i: int, world: str) -> None:
+    world_i = int(world)
+    torch.manual_seed(0)
     cfg = parse_config(json.loads(Path(config_file).read_text()))
     job = StudentJob.of(cfg, None, (2,), None)
     engine, ema = build_engine(job, world_i, torch.device("cpu"), "fp32")
     per_step = 2 * job.optim.batch_size
-    out = Path(folder)
     if phase == "train":
         for step in range(STEPS):
             take_step(engine, step, rank_i, world_i, per_step)
@@ -70,7 +75,6 @@ def main(config_file: str, folder: str, phase: str, port: str, rank: str, world:
         save_file({k: v.detach().contiguous() for k, v in engine.module.state_dict().items()},
                   str(out / f"after-{source}-to-{world}.safetensors"))
     dist.barrier()
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A rank state written by 2 ranks resumes on 1, and one written by 1 resumes on 2 (an elastic pool that shrank
 or grew), at ZeRO 0 and 1: the next step lands where the uninterrupted run's does. Real DeepSpeed on the CPU,
-gloo ranks in subprocesses (``ds_reshard_worker.py``); ZeRO 2 is refused with the setting named."""
+gloo ranks in subprocesses (``ds_reshard_worker.py``, both stages in each phase's processes); ZeRO 2 is
+refused with the setting named."""
 
 import json
 import os
@@ -9,20 +10,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
+import torch
+from safetensors.torch import load_file, save_file
 
 from guide_store.embedded import free_port
+from student.engine_state import FORMAT, load_rank_state, rank_file
+from teachers.checkpoint import CheckpointError
 from teachers.config import parse_config
 
 WORKER = str(Path(__file__).with_name("ds_reshard_worker.py"))
 ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def _phase(config: Path, folder: Path, phase: str, world: int) -> None:
+def _phase(configs: list[Path], folder: Path, phase: str, world: int) -> None:
     port = str(free_port())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, WORKER, str(config), str(folder), phase, port, str(r), str(world)],
+    procs = [subprocess.Popen([sys.executable, WORKER, str(folder), phase, port, str(r), str(world), *map(str, configs)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in range(world)]
     outs = [p.communicate(timeout=240) for p in procs]
@@ -36,7 +40,7 @@ def _config(tmp_path: Path, zero_stage: int) -> Path:
                         "teacher": {"network": {"arch": "mlp", "hidden": 24, "depth": 2, "time_embed_dim": 8}},
                         "student": {"batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "workers": 1,
                                     "zero_stage": zero_stage, "objective": "velocity"}}).model_dump(mode="json")
-    path = tmp_path / "config.json"
+    path = tmp_path / f"config-{zero_stage}.json"
     path.write_text(json.dumps(raw))
     return path
 
@@ -46,26 +50,31 @@ def _gap(folder: Path, a: str, b: str) -> float:
     return max((x[k] - y[k]).abs().max().item() for k in x)
 
 
-@pytest.mark.parametrize("zero_stage", [0, 1])
-def test_a_state_resumes_at_another_world_size(tmp_path, zero_stage):
-    config = _config(tmp_path, zero_stage)
-    _phase(config, tmp_path, "train", 1)
-    _phase(config, tmp_path, "train", 2)
-    _phase(config, tmp_path, "resume-2", 1)  # shrank: two ranks' state on one
-    _phase(config, tmp_path, "resume-1", 2)  # grew: one rank's state on two
-    # the uninterrupted runs at 1 and 2 ranks agree up to float summation order: the yardstick
-    floor = _gap(tmp_path, "1-to-1", "2-to-2")
-    assert floor < 1e-5, floor
-    # a resumed step lands where the uninterrupted one does; a step away from it moves the weights ~lr
-    assert _gap(tmp_path, "2-to-1", "1-to-1") < 1e-5
-    assert _gap(tmp_path, "1-to-2", "2-to-2") < 1e-5
+def test_a_state_resumes_at_another_world_size(tmp_path):
+    stages = (0, 1)
+    configs = [_config(tmp_path, stage) for stage in stages]  # both stages in each phase's processes
+    _phase(configs, tmp_path, "train", 1)
+    _phase(configs, tmp_path, "train", 2)
+    _phase(configs, tmp_path, "resume-2", 1)  # shrank: two ranks' state on one
+    _phase(configs, tmp_path, "resume-1", 2)  # grew: one rank's state on two
+    for k, stage in enumerate(stages):
+        folder = tmp_path / str(k)
+        # the uninterrupted runs at 1 and 2 ranks agree up to float summation order: the yardstick
+        assert _gap(folder, "1-to-1", "2-to-2") < 1e-5, stage
+        # a resumed step lands where the uninterrupted one does (a wrong reshard lands ~lr x the weights away)
+        assert _gap(folder, "2-to-1", "1-to-1") < 1e-5, stage
+        assert _gap(folder, "1-to-2", "2-to-2") < 1e-5, stage
 
 
 def test_zero_2_is_refused_at_another_world_size(tmp_path):
-    config = _config(tmp_path, 2)
-    _phase(config, tmp_path, "train", 2)
-    with pytest.raises(RuntimeError, match="ZeRO 2 state does not reshard .*student.workers: 2"):
-        _phase(config, tmp_path, "resume-2", 1)
+    """Refused from the files' metadata, before any optimizer state is read (no engine needed)."""
+    for rank in range(2):
+        meta = {"format": FORMAT, "version": 1, "rank": rank, "world_size": 2, "zero_stage": 2, "optimizer": {},
+                "extra": {}}
+        save_file({"x": torch.zeros(1)}, str(rank_file(tmp_path, rank)),
+                  metadata={"bezier_distill": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="ZeRO 2 state does not reshard .*student.workers: 2"):
+        load_rank_state(tmp_path, None, None, 0, 1, 2)
 
 
 def test_shares_cover_every_old_rank_once():

@@ -42,19 +42,26 @@ def maybe_kill(moment: str, asked: tuple[str, ...], rank: int, world: int, run_f
     happened in this run yet."""
     if moment not in asked or rank != world - 1:
         return
+    if _once(run_folder, f"killed-{moment}", f"rank {rank} of {world}, pid {os.getpid()}",
+             REGISTER_S if moment == "after_checkpoint" else 0.0):
+        print(f"[test fault] rank {rank} kills itself: {moment}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _once(run_folder: str | Path, marker: str, text: str, wait_s: float) -> bool:
+    """Claim ``marker`` in the run's fault folder (False: it was claimed before), wait ``wait_s``, then write
+    ``text`` into it."""
     folder = Path(run_folder) / FAULTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(folder / f"killed-{moment}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        fd = os.open(folder / marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        return
-    if moment == "after_checkpoint":
-        time.sleep(REGISTER_S)
-    os.write(fd, f"rank {rank} of {world}, pid {os.getpid()}\n".encode())
+        return False
+    time.sleep(wait_s)
+    os.write(fd, f"{text}\n".encode())
     os.fsync(fd)
     os.close(fd)
-    print(f"[test fault] rank {rank} kills itself: {moment}", flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
+    return True
 
 
 def maybe_hold(asked: tuple[str, ...], rank: int, node: str, run_folder: str | Path, checkpointed: bool) -> None:
@@ -63,16 +70,9 @@ def maybe_hold(asked: tuple[str, ...], rank: int, node: str, run_folder: str | P
     nodes = {a.partition(":")[2] for a in asked if a.partition(":")[0] == HOLD}
     if not checkpointed or not (node in nodes or "" in nodes):
         return
-    folder = Path(run_folder) / FAULTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(folder / f"{HOLD_MARKER}-{rank}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
+    # wait first: the checkpoint before this delivery registered, so a group resumes from it
+    if not _once(run_folder, f"{HOLD_MARKER}-{rank}", node, REGISTER_S):
         return
-    time.sleep(REGISTER_S)  # the checkpoint before this delivery registered: a group resumes from it
-    os.write(fd, f"{node}\n".encode())
-    os.fsync(fd)
-    os.close(fd)
     print(f"[test fault] rank {rank} holds a delivery no checkpoint has, for up to {HOLD_S:.0f}s", flush=True)
     time.sleep(HOLD_S)
 

@@ -13,7 +13,8 @@ Subcommands:
                  [--json PATH] [--quick]
   bench store | teachers | guides   (= store bench, teachers bench, guides bench)
   teachers bench [--config configs/digits.yaml] [--json]
-  teachers list --run RUN | add --run RUN --checkpoint PATH [--replicas N] [--role g1|g2] | remove NAME --run RUN [--drain]
+  teachers list --run RUN | add --run RUN --checkpoint PATH [--replicas N] [--role g1|g2]
+           | remove NAME --run RUN [--drain]
   store export RUN --to DIR [--url URL] [--run-dir runs]
   store stats RUN [--url URL] [--run-dir runs]
   store bench [--batch-mb 1,4,16] [--pairs 5] [--json]
@@ -132,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "store killed; malformed entries written) against two undisturbed runs: chaos_report.json")
     _add_config_args(p)
     p.add_argument("--malformed", type=int, default=1000, help="malformed entries to write into the stream")
-    p.add_argument("--undisturbed", type=int, default=2, help="undisturbed runs to compare with (the same seed, then the next ones)")
+    p.add_argument("--undisturbed", type=int, default=2,
+                   help="undisturbed runs to compare with (the same seed, then the next ones)")
 
     p = sub.add_parser("status", help="a running or finished run: its student line (step, records, speed, loss, "
                        "ETA, guides, backlog), its actors and workers with their nodes")
@@ -178,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_guides_bench_args(bench.add_parser("guides", help=_GUIDES_BENCH))
     _add_store_bench_args(bench.add_parser("store", help=_STORE_BENCH))
 
-    teachers = sub.add_parser("teachers", help="teacher utilities").add_subparsers(dest="teachers_command", required=True)
+    teachers = sub.add_parser("teachers", help="teacher utilities").add_subparsers(dest="teachers_command",
+                                                                                 required=True)
     _add_teachers_bench_args(teachers.add_parser("bench", help=_TEACHERS_BENCH + " (= bench teachers)"))
     for name, text in (("list", "the teacher actors of a running job"),
                        ("add", "start teacher actors in a running job"),
@@ -210,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("stats", "print a run's record counts (produced, acknowledged, pending, dead-lettered)")):
         p = store.add_parser(name, help=text)
         p.add_argument("run", help="the run's name")
-        p.add_argument("--url", help="redis:// URL of the store (default: the run's embedded store in RUN_DIR/RUN/redis)")
+        p.add_argument("--url", help="redis:// URL of the store (default: the run's embedded store in "
+                       "RUN_DIR/RUN/redis)")
         p.add_argument("--run-dir", default="runs")
         if name == "export":
             p.add_argument("--to", required=True, help="output directory")
@@ -259,7 +263,8 @@ def _add_store_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="measuring time per batch size")
     p.add_argument("--fsync", choices=FSYNC_POLICIES, default="everysec")
     p.add_argument("--pairs", type=_pairs, default=5, help="at least this many raw/store pairs (rounds) per batch "
-                   "size, however short --seconds (default 5: the fewest whose range is a 90%% interval for the median)")
+                   "size, however short --seconds (default 5: the fewest whose range is a 90%% interval for the "
+                   "median)")
     p.add_argument("--json", action="store_true")
 
 
@@ -312,7 +317,8 @@ def _cmd_teachers_bench(args: argparse.Namespace) -> int:
         print(f"trained {cfg.name} teacher in {seconds:.1f}s on {result['threads']} threads "
               f"(budget {args.budget_s:.0f}s, ratio {result['time_ratio']:.2f})")
         print(f"{metric}: rk4 1 step {row1[metric]:.3f}, rk4 32 steps {row32[metric]:.3f}, "
-              f"real-vs-real floor {result['floor']:.3f}, ratio 32-step/floor {result['quality_ratio_32_to_floor']:.2f}")
+              f"real-vs-real floor {result['floor']:.3f}, "
+              f"ratio 32-step/floor {result['quality_ratio_32_to_floor']:.2f}")
     return 0
 
 
@@ -493,7 +499,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": _cmd_run, "doctor": _cmd_doctor, "study": _cmd_study, "chaos": _cmd_chaos, "status": _cmd_status, "train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
+_COMMANDS = {"run": _cmd_run, "doctor": _cmd_doctor, "study": _cmd_study, "chaos": _cmd_chaos, "status": _cmd_status,
+             "train-teacher": _cmd_train_teacher, "eval": _cmd_eval, "sample": _cmd_sample,
              ("teachers", "bench"): _cmd_teachers_bench, ("teachers", "list"): _cmd_teachers_list,
              ("teachers", "add"): _cmd_teachers_add, ("teachers", "remove"): _cmd_teachers_remove,
              ("guides", "bench"): _cmd_guides_bench, ("store", "export"): _cmd_store_export,

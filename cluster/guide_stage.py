@@ -224,7 +224,8 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
            "records_per_second": round(store["produced"] / seconds, 1), "store": store,
            "workers": report["workers"], "guides": cfg.guides.model_dump(mode="json"), "placement": placement,
            "distinct_pairs": distinct_pairs(cfg.guides.coupling_settings(), cfg.seed,
-                                            torch.arange(cfg.guides.num_samples), lambda: len(load_run_data(cfg).train))}
+                                            torch.arange(cfg.guides.num_samples),
+                                            lambda: len(load_run_data(cfg).train))}
     if training is not None:
         out["ledger"] = _ledger(cfg, url, report)
         for name, nodes in rank_nodes(cfg.run_path / LEDGER_DIR).items():  # each rank says where it ran
@@ -240,6 +241,7 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
              f"({consumption['trained_ids_fraction']:.2%}); {consumption['consumed_twice']} twice")
         ledger = out["ledger"]
         echo(f"id ledger: {ledger['planned']} planned, {ledger['trained']} trained, {ledger['dead_lettered']} "
-             f"dead-lettered, {ledger['lost']} lost{' from blocks ' + str(ledger['lost_blocks']) if ledger['lost'] else ''}"
+             f"dead-lettered, {ledger['lost']} lost"
+             f"{' from blocks ' + str(ledger['lost_blocks']) if ledger['lost'] else ''}"
              f", {ledger['trained_twice']} trained twice, {ledger['left_pending']} left pending")
     return out, training

@@ -38,7 +38,8 @@ import ray
 from cluster.config import ConfigError, RunConfig, dump_config, load_config, public_config, redact_url
 from cluster.guide_stage import produce_and_train
 from cluster.ledger import LedgerError, failures
-from cluster.nodes import check_shared_run_dir, cpu_shortage, local_cpus, resource_shortage, store_host, store_unreachable
+from cluster.nodes import (check_shared_run_dir, cpu_shortage, local_cpus, resource_shortage, store_host,
+                           store_unreachable)
 from cluster.paths import resolve_run_paths
 from cluster.preflight import PreflightError, dashboard_address_error, input_checks, preflight
 from cluster.provenance import provenance

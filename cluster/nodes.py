@@ -64,7 +64,8 @@ def resource_shortage(cfg: RunConfig, cluster: dict[str, float], student_workers
     what = "; ".join(f"{' + '.join(asks[n])} ask for {v:g} of resource {n!r}, the cluster's nodes offer "
                      f"{cluster.get(n, 0.0):g}" for n, v in short.items())
     fix = ("start the nodes that should hold them with the resource, e.g. `ray start --address=HEAD:PORT "
-           f"--resources='{{\"{next(iter(short))}\": {math.ceil(max(short.values()))}}}'`, or change the placement keys")
+           f"--resources='{{\"{next(iter(short))}\": {math.ceil(max(short.values()))}}}'`, "
+           "or change the placement keys")
     return what, fix
 
 

@@ -37,7 +37,8 @@ from teachers.models import check_model, model_kind
 from teachers.precision import cpu_has_native_bf16
 from teachers.train_teacher import load_run_data
 
-__all__ = ["Check", "PreflightError", "dashboard_address_error", "environment_checks", "config_checks", "plan_check", "cpus_check", "student_step_check",
+__all__ = ["Check", "PreflightError", "dashboard_address_error", "environment_checks", "config_checks", "plan_check",
+           "cpus_check", "student_step_check",
            "remembered_student_step_check", "format_checks", "InputChecks", "input_checks", "preflight", "step_job"]
 
 

@@ -2,7 +2,8 @@
 
 Encoding: the torch tensors are viewed (not copied) as Arrow arrays; the IPC
 writer then makes the one copy that serialising into a contiguous message
-needs (into a buffer of the final size, measured by a dry run). Decoding is zero-copy: the Arrow buffers point into the received bytes
+needs (into a buffer of the final size, measured by a dry run). Decoding is zero-copy: the Arrow buffers
+point into the received bytes
 and the torch tensors point into the Arrow buffers. Copies remain only where a
 tensor must change dtype or device, or is not contiguous, before encoding.
 No pickle anywhere.

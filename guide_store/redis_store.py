@@ -298,7 +298,8 @@ class RedisGuideStore:
     def _transaction(self, guard: str, fields: dict, n: int, nbytes: int):
         """WATCH the guard; if unset, atomically set it, append the entry and count it. ``None``: already in.
         The test-only drop (module docstring) counts its block and appends nothing: no reader can see it."""
-        dropped = os.environ.get(DROP_BLOCK_ENV) not in (None, "") and fields["key"] == f"block-{os.environ[DROP_BLOCK_ENV]}"
+        dropped = (os.environ.get(DROP_BLOCK_ENV) not in (None, "")
+                   and fields["key"] == f"block-{os.environ[DROP_BLOCK_ENV]}")
         with self.client.pipeline(transaction=True) as pipe:
             pipe.watch(guard)
             if pipe.exists(guard):

@@ -25,7 +25,8 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
     """Quality of each teacher (``cfg.eval.solver`` at ``cfg.eval.steps``, and ``eval.reference_solver`` at
     ``eval.reference_steps``) and of the exported student (at ``cfg.student.eval_steps``, each row with its
     metric over the teachers' best: ``fid_to_teacher_best`` or ``sliced_w2_to_teacher_best``), and each
-    teacher's straightness (``teachers.evaluation.teacher_straightness``, Euler x 32); writes ``samples.png`` and ``student_loss.png`` into the run folder.
+    teacher's straightness (``teachers.evaluation.teacher_straightness``, Euler x 32); writes ``samples.png`` and
+    ``student_loss.png`` into the run folder.
 
     ``stage``: the run plan's evaluation stage (default: the plan for this machine's GPUs); sampling runs
     there under its precision, and the result's ``used`` says which device and precision that was."""
@@ -83,7 +84,8 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
                 kept["x"], best_feats["x"], kept["ref"], ratio, settings.fid_resamples, settings.seed)]
     return {"metric_kind": data.kind, "n_samples": table["n_samples"],
             "n_reference": table["n_reference"], "floor": table["floor"], "teachers": teacher_rows,
-            "teacher_best": best, "teacher_straightness": straight, "student": table["rows"], "used": {"device": device.type, "precision": precision}}
+            "teacher_best": best, "teacher_straightness": straight, "student": table["rows"],
+            "used": {"device": device.type, "precision": precision}}
 
 
 def reference_solver(cfg) -> tuple[str, list[int | None]] | None:

@@ -116,7 +116,8 @@ def load_checkpoint(directory: str | Path, expect_data_shape: tuple[int, ...] | 
     try:
         model = meta.build()
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{directory / META_FILE}: cannot build {meta.arch} from {meta.arch_kwargs} ({err})") from None
+        raise CheckpointError(f"{directory / META_FILE}: cannot build {meta.arch} from {meta.arch_kwargs} "
+                              f"({err})") from None
     _check_state(weights, model.state_dict(), state)
     model.load_state_dict(state, strict=True)
     model.eval()

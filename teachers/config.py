@@ -29,7 +29,8 @@ from teachers.solvers import SOLVERS
 
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig",
            "GuidesConfig", "TeacherPoolConfig", "StudentConfig", "Section", "parse_config", "apply_overrides",
-           "format_errors", "redact_url", "public_config", "dump_config", "Precision", "Device", "PRECISIONS", "DEVICES",
+           "format_errors", "redact_url", "public_config", "dump_config", "Precision", "Device", "PRECISIONS",
+           "DEVICES",
            "Objective", "OBJECTIVE_NAMES", "Solver", "FinetuneConfig"]
 
 # each choice's allowed values come from the registry that implements it (teachers.registry); the student's
@@ -264,7 +265,8 @@ class FinetuneConfig(Section):
 
 
 class StudentConfig(Section):
-    """The student pool (``student.objectives``, ``student.train_loop``): objective, optimisation, DeepSpeed and Ray Train settings."""
+    """The student pool (``student.objectives``, ``student.train_loop``): objective, optimisation, DeepSpeed and
+    Ray Train settings."""
 
     network: NetworkConfig | None = Field(None, description="default: the teacher's network")
     init: Literal["teacher", "scratch"] = "teacher"
@@ -304,7 +306,8 @@ class StudentConfig(Section):
     cpus_per_worker: float = Field(1.0, ge=0.0)
     gpus_per_worker: float = Field(0.0, ge=0.0)
     resources_per_worker: dict[str, float] = Field(default_factory=dict, description="Ray custom resources each "
-                                                   "worker asks for ({name: amount}): placement on nodes that offer them")
+                                                   "worker asks for ({name: amount}): placement on nodes that "
+                                                   "offer them")
     threads: int = Field(1, ge=1, le=256, description="torch threads per worker on CPU")
     zero_stage: int = Field(1, ge=0, le=2)
     precision: Precision = Field(

@@ -28,6 +28,10 @@ from teachers.registry import Registry
 __all__ = ["EXTRACTOR_NAME", "FEATURE_EXTRACTORS", "DigitsClassifier", "DigitsFeatureExtractor", "ensure_registered",
            "classifier_path", "load_or_train_classifier", "prepare_extractor", "to_uint8"]
 
+# declared, not bound: the module's ``__getattr__`` (at the end) builds it on first access, so that importing this
+# module does not import torch-fidelity
+DigitsFeatureExtractor: type
+
 EXTRACTOR_NAME = "digits-classifier"
 _VERSION = 1
 

@@ -25,7 +25,8 @@ from teachers.distances import energy_distance, sliced_wasserstein
 from teachers.precision import autocast
 from teachers.solvers import Solution, euler_step
 
-__all__ = ["Sampler", "QualitySettings", "quality", "evaluate_sampler", "format_metrics", "noise_for_eval", "sampler_on",
+__all__ = ["Sampler", "QualitySettings", "quality", "evaluate_sampler", "format_metrics", "noise_for_eval",
+           "sampler_on",
            "straightness", "teacher_straightness"]
 
 Sampler = Callable[[Tensor, int], Solution]  # (noise (N, *D), steps) -> samples and NFE

@@ -195,7 +195,8 @@ def inline_key(span: str) -> str | None:
     parts = key.replace("[]", "").split(".")
     if parts[0] not in sections():
         return None
-    if parts[0] in PACKAGES and ((ROOT / parts[0] / f"{parts[1]}.py").exists() or (ROOT / parts[0] / parts[1]).is_dir()):
+    if parts[0] in PACKAGES and ((ROOT / parts[0] / f"{parts[1]}.py").exists()
+                                 or (ROOT / parts[0] / parts[1]).is_dir()):
         return None  # a module: student.objectives, teachers.guides
     return key
 
@@ -304,4 +305,5 @@ def test_the_checker_follows_synopses():
     assert check_command(" run CONFIG [--set KEY=VALUE ...] [--stop-after guides|student|eval] [--overwrite]") == []
     assert check_command(" teachers remove --run digits teacher-1 [--no-drain]") == []
     assert check_command(" teachers add/remove --run digits") == []
-    assert check_command(" store export smoke --to out --colour") == ["`bezier-distill store export` has no option --colour"]
+    assert check_command(" store export smoke --to out --colour") == [
+        "`bezier-distill store export` has no option --colour"]

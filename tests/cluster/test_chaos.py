@@ -18,7 +18,8 @@ SCRIPT = Path(sys.executable).parent / "bezier-distill"
 def test_chaos_loses_nothing_and_dead_letters_every_malformed_entry(tmp_path):
     out = subprocess.run(
         [str(SCRIPT), "chaos", str(REPO / "configs" / "toy2d.yaml"), "--malformed", "100", "--undisturbed", "0",
-         "--set", f"run_dir={tmp_path}", "--set", "teacher.steps=300", "--set", "guides.num_samples=2048", "--set", "guides.block_size=64",
+         "--set", f"run_dir={tmp_path}", "--set", "teacher.steps=300", "--set", "guides.num_samples=2048",
+         "--set", "guides.block_size=64",
          "--set", "guides.coupling_steps=16", "--set", "student.steps=150", "--set", "student.checkpoint_every=50",
          "--set", "eval.n_samples=500", "--set", "eval.steps=[1]", "--set", "student.eval_steps=[1]"],
         capture_output=True, text=True, timeout=900)

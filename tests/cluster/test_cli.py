@@ -41,7 +41,8 @@ def test_train_teacher_writes_checkpoint_and_report(trained):
 
 
 def test_eval_writes_table(trained, tmp_path):
-    out = run("eval", str(trained), "--steps", "1,4", "--solver", "heun", "--n-samples", "500", "--out", str(tmp_path / "e.json"))
+    out = run("eval", str(trained), "--steps", "1,4", "--solver", "heun", "--n-samples", "500",
+              "--out", str(tmp_path / "e.json"))
     assert out.returncode == 0, out.stderr
     table = json.loads((tmp_path / "e.json").read_text())
     assert [r["steps"] for r in table["rows"]] == [1, 4] and [r["nfe"] for r in table["rows"]] == [2, 8]
@@ -55,7 +56,8 @@ def test_sample_writes_png(trained, tmp_path):
 
 
 def test_bad_config_fails_before_work(tmp_path):
-    out = run("train-teacher", "configs/toy2d.yaml", "--set", "teacher.network.arch=cnn", "--set", f"run_dir={tmp_path}")
+    out = run("train-teacher", "configs/toy2d.yaml", "--set", "teacher.network.arch=cnn",
+              "--set", f"run_dir={tmp_path}")
     assert out.returncode == 2
     assert "teacher.network.arch: Input should be 'mlp' or 'unet'" in out.stderr
     assert not any(tmp_path.iterdir())

@@ -38,7 +38,8 @@ def test_unknown_top_level_key():
 def test_bad_choice_names_allowed_values():
     raw = _raw()
     raw["teacher"]["network"]["arch"] = "transformer"
-    with pytest.raises(ConfigError, match=r"teacher.network.arch: Input should be 'mlp' or 'unet' \(got 'transformer'\)"):
+    with pytest.raises(ConfigError,
+                       match=r"teacher.network.arch: Input should be 'mlp' or 'unet' \(got 'transformer'\)"):
         parse_config(raw)
 
 

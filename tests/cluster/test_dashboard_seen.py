@@ -187,7 +187,8 @@ def test_dashboard_jobs_actors_and_every_grafana_query(tmp_path):
                 # every dashboard query, after production ended and longer than Ray keeps a gauge not set again
                 produced = f'max(ray_bezier_store_produced{{run="{RUN}"}})'
                 deadline = time.monotonic() + 150
-                while time.monotonic() < deadline and max(_finite(_prom_query(prom_port, produced)), default=0) < RECORDS:
+                while (time.monotonic() < deadline
+                       and max(_finite(_prom_query(prom_port, produced)), default=0) < RECORDS):
                     time.sleep(3)
                 assert max(_finite(_prom_query(prom_port, produced)), default=0) >= RECORDS, "production did not end"
                 time.sleep(30)

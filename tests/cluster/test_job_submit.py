@@ -101,7 +101,8 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
             if out.returncode == 0 or time.monotonic() > deadline or head.poll() is not None:
                 break  # submitted, out of time, or the head is gone (its log says why)
             time.sleep(2)
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:] + (tmp_path / "head.log").read_text()[-3000:]
+        assert out.returncode == 0, (out.stdout[-3000:] + out.stderr[-3000:]
+                                     + (tmp_path / "head.log").read_text()[-3000:])
         job_id = re.search(r"raysubmit_\w+", out.stdout).group(0)
 
         cli_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{gcs}"}
@@ -126,7 +127,8 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
 
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline:
-            status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", f"http://127.0.0.1:{dash}", job_id],
+            status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", f"http://127.0.0.1:{dash}",
+                                     job_id],
                                     env=env, capture_output=True, text=True).stdout
             if "succeeded" in status.lower() or "failed" in status.lower() or "stopped" in status.lower():
                 break
@@ -147,7 +149,8 @@ def test_ray_job_submit_and_dashboard_metrics(tmp_path):
             if re.search(r'ray_bezier_guides_produced_total\{[^}]*teacher="extra-2"[^}]*\} \d', text):
                 break
             time.sleep(2)
-        counts = [float(v) for v in re.findall(r'ray_bezier_guides_produced_total\{[^}]*run="toy2d"[^}]*\} (\S+)', text)]
+        counts = [float(v) for v in
+                  re.findall(r'ray_bezier_guides_produced_total\{[^}]*run="toy2d"[^}]*\} (\S+)', text)]
         assert sum(counts) >= 12000 and len(counts) >= 2, counts  # per teacher actor
         for name in ("ray_bezier_guide_batch_seconds_count", "ray_bezier_store_backlog_records",
                      "ray_bezier_store_pending_records", "ray_bezier_store_dead_lettered",

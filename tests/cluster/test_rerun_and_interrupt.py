@@ -44,7 +44,8 @@ def test_a_finished_run_is_refused_before_any_work_and_overwrite_keeps_its_teach
 def test_sigterm_stops_every_process_and_the_report_says_interrupted(tmp_path):
     runs = tmp_path / "runs"
     proc = subprocess.Popen([str(SCRIPT), "run", str(REPO / "configs" / "smoke.yaml"), "--no-progress",
-                             "--set", f"run_dir={runs}", "--set", "teacher.steps=30"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             "--set", f"run_dir={runs}", "--set", "teacher.steps=30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=tmp_path)
     lines, deadline = [], time.monotonic() + 300
     for line in proc.stdout:  # wait until the store and the teacher actors are up

@@ -86,7 +86,8 @@ def test_results_md_is_made_from_the_json_beside_it(tmp_path):
             "default (variant b, `flow_map`)") in text
     assert "settled, so the default should change to it" in text
     assert "- **Decision:** b is no longer the default." in text
-    assert "**The paper's claims:** 0 of 1 tests hold here; these do not: \"b beats a\" at 1 step (does not hold)" in text
+    assert ("**The paper's claims:** 0 of 1 tests hold here; these do not: \"b beats a\" at 1 step "
+            "(does not hold)") in text
 
 
 def test_default_line_compares_rows_with_teachers_like_the_defaults_and_names_the_best_overall():

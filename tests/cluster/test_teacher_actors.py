@@ -101,7 +101,8 @@ def test_killed_actor_is_restarted_and_its_block_lands_once(ray_cluster, two_tea
     state = wait_finished(controller)
     assert state["workers"]["solo-1"]["restarts"] == 1
     # the actor is idle once it asked for a block after the last one; it may not have asked yet (CI saw that)
-    with pytest.raises(Exception, match=r"no teacher actor 'nope'; the run's teacher actors: solo-1 \((idle|running)\)"):
+    with pytest.raises(Exception,
+                       match=r"no teacher actor 'nope'; the run's teacher actors: solo-1 \((idle|running)\)"):
         ray_cluster.get(controller.remove_teacher.remote("nope", True))
     for _ in range(2):  # stopping works in any state, and again once stopped
         assert ray_cluster.get(controller.remove_teacher.remote("solo-1", True))["state"] == "removed"
@@ -123,7 +124,8 @@ def test_remove_with_drain_loses_and_duplicates_nothing(ray_cluster, two_teacher
         time.sleep(0.1)
     removed = ray_cluster.get(controller.remove_teacher.remote("p-1", True))
     assert removed["state"] == "removed"
-    added = ray_cluster.get(controller.add_teacher.remote(TeacherPoolConfig(name="late", checkpoints=[two_teachers[0]]), 1))
+    added = ray_cluster.get(controller.add_teacher.remote(TeacherPoolConfig(name="late", checkpoints=[two_teachers[0]]),
+                                                          1))
     ray_cluster.get(controller.remove_teacher.remote("p-2", True))  # now only the added actor can finish the run
     state = wait_finished(controller)
     assert added == ["late-3"] and state["workers"]["late-3"]["blocks"] > 0
@@ -147,7 +149,8 @@ def test_adding_an_incompatible_teacher_is_refused(ray_cluster, redis_url, tmp_p
     with pytest.raises(Exception, match=r"data_shape \[1, 8, 8\] does not match the run's data \[2\]"):
         ray_cluster.get(controller.add_teacher.remote(TeacherPoolConfig(name="bad", checkpoints=[str(img)]), 1))
     with pytest.raises(Exception, match="checkpoint directory does not exist"):
-        ray_cluster.get(controller.add_teacher.remote(TeacherPoolConfig(name="gone", checkpoints=[str(tmp_path / "nope")]), 1))
+        ray_cluster.get(controller.add_teacher.remote(
+            TeacherPoolConfig(name="gone", checkpoints=[str(tmp_path / "nope")]), 1))
     assert ray_cluster.get(controller.state.remote())["workers"] == {}
 
 

@@ -93,7 +93,8 @@ def test_hand_computed_values():
 @given(degree=st.integers(1, 4), batch=st.integers(1, 5), shape=shapes, seed=st.integers(0, 10**6))
 def test_flow_map_targets_compose(degree, batch, shape, seed):
     pts = _points(degree, batch, shape, torch.float64, seed)
-    s, t, u = torch.sort(torch.rand(3, batch, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), 0).values
+    s, t, u = torch.sort(torch.rand(3, batch, generator=torch.Generator().manual_seed(seed), dtype=torch.float64),
+                         0).values
     b_s, b_t = flow_map_target(pts, s, t)
     b_t2, b_u = flow_map_target(pts, t, u)
     b_s3, b_u3 = flow_map_target(pts, s, u)

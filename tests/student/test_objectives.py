@@ -6,7 +6,8 @@ from torch import nn
 
 from student.bezier import bezier_point
 from student.networks import build_student, init_from_teacher
-from student.objectives import (OBJECTIVES, ObjectiveSettings, flow_map_loss, flow_map_sampler, flow_map_step, objective_loss,
+from student.objectives import (OBJECTIVES, ObjectiveSettings, flow_map_loss, flow_map_sampler, flow_map_step,
+                                objective_loss,
                                 sample_flow_map_times, student_sampler, velocity_loss, velocity_sampler)
 from student.replay import ReplayPool
 from teachers.guides import path_degree

@@ -26,7 +26,8 @@ def _phase(configs: list[Path], folder: Path, phase: str, world: int) -> None:
     port = str(free_port())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, WORKER, str(folder), phase, port, str(r), str(world), *map(str, configs)],
+    procs = [subprocess.Popen([sys.executable, WORKER, str(folder), phase, port, str(r), str(world),
+                               *map(str, configs)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in range(world)]
     outs = [p.communicate(timeout=240) for p in procs]

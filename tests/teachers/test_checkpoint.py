@@ -32,7 +32,8 @@ def test_missing_directory(tmp_path):
         load_checkpoint(tmp_path / "nope")
 
 
-@pytest.mark.parametrize("name,match", [("model.json", "model.json: missing"), ("model.safetensors", "model.safetensors: missing")])
+@pytest.mark.parametrize("name,match", [("model.json", "model.json: missing"),
+                                        ("model.safetensors", "model.safetensors: missing")])
 def test_missing_file(ckpt, name, match):
     path, _ = ckpt
     (path / name).unlink()
@@ -89,7 +90,8 @@ def test_wrong_data_shape_is_refused(ckpt):
 def test_weights_from_another_model(ckpt, tmp_path):
     path, _ = ckpt
     other = build_network("mlp", (2,), hidden=16, depth=1, time_embed_dim=8)
-    save_checkpoint(tmp_path / "o", other, CheckpointMeta(arch="mlp", arch_kwargs={"hidden": 16, "depth": 1, "time_embed_dim": 8}, data_shape=[2]))
+    save_checkpoint(tmp_path / "o", other, CheckpointMeta(arch="mlp", arch_kwargs={"hidden": 16, "depth": 1,
+                                                                                  "time_embed_dim": 8}, data_shape=[2]))
     shutil.copy(tmp_path / "o" / "model.safetensors", path / "model.safetensors")
     with pytest.raises(CheckpointError, match="does not match the architecture"):
         load_checkpoint(path)

@@ -146,7 +146,8 @@ def test_teacher_nfe_per_record_counts_every_teacher_call(coupling, rule, n_guid
     taus = [0.5] if n_guides == 1 else [1 / 3, 2 / 3][:n_guides]
     if n_guides:  # a linear path has no guides, so no rule runs
         make_guides(x0, x1, [counting] * n_guides, rule, taus, solver="rk4", steps=3)
-    assert teacher_nfe_per_record(settings, rule, n_guides, solve_solver="rk4", solve_steps=3) == pytest.approx(calls[0])
+    assert (teacher_nfe_per_record(settings, rule, n_guides, solve_solver="rk4", solve_steps=3)
+            == pytest.approx(calls[0]))
 
 
 def test_teacher_nfe_per_record_is_unknown_for_adaptive_solves():

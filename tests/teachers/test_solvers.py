@@ -60,7 +60,8 @@ def test_unknown_solver_lists_known():
 
 
 # Stated tolerance: a trained toy teacher, inverted then regenerated with RK4 (64 steps) or dopri5
-# (rtol = atol = 1e-7; dopri5 controls the error of the whole batch as one system), returns data points to within 1e-3 (max abs, float32).
+# (rtol = atol = 1e-7; dopri5 controls the error of the whole batch as one system), returns data points to within
+# 1e-3 (max abs, float32).
 @pytest.mark.parametrize("method", ["rk4", "adaptive"])
 def test_inverse_then_forward_on_trained_teacher(toy_teacher, method):
     model, _ = load_checkpoint(toy_teacher)

@@ -12,9 +12,10 @@ of the group SIGKILLs itself at each, once per run (a marker file in the run fol
   ``student.steps``, before its final report (the group resumes at or past ``steps``);
 - ``after_final_report``: right after the rank's final checkpoint was reported, before the pool's end;
 - ``hold_after_delivery:NODE_IP``: not a kill but a pause, for a test that kills a whole host: once a
-  checkpoint was registered, a rank on that node takes one more delivery (pending in the store, in no
-  checkpoint), writes ``test-faults/holding-RANK`` (its node inside) and sleeps up to ``HOLD_S`` (the other
-  ranks wait for it in their next collective); a restarted group does not pause again.
+  checkpoint was reported, a rank on that node takes one more delivery (pending in the store, in no
+  checkpoint), waits ``HOLD_REGISTER_S`` for the checkpoint to be registered, writes
+  ``test-faults/holding-RANK`` (its node inside) and sleeps up to ``HOLD_S`` (the other ranks wait for it in
+  their next collective); a restarted group does not pause again.
 
 Ray Train restarts the group (``student.max_failures``) from the latest checkpoint it registered.
 """
@@ -35,6 +36,7 @@ FAULTS_DIR = "test-faults"
 HOLD_MARKER = "holding"
 REGISTER_S = 2.0  # four polls of Ray Train's controller (0.5 s, ``cluster.student_pool``)
 HOLD_S = 300.0
+HOLD_REGISTER_S = 5.0  # more than REGISTER_S: once, a group restarted 2 s after a report found no checkpoint
 
 
 def maybe_kill(moment: str, asked: tuple[str, ...], rank: int, world: int, run_folder: str | Path) -> None:
@@ -71,7 +73,7 @@ def maybe_hold(asked: tuple[str, ...], rank: int, node: str, run_folder: str | P
     if not checkpointed or not (node in nodes or "" in nodes):
         return
     # wait first: the checkpoint before this delivery registered, so a group resumes from it
-    if not _once(run_folder, f"{HOLD_MARKER}-{rank}", node, REGISTER_S):
+    if not _once(run_folder, f"{HOLD_MARKER}-{rank}", node, HOLD_REGISTER_S):
         return
     print(f"[test fault] rank {rank} holds a delivery no checkpoint has, for up to {HOLD_S:.0f}s", flush=True)
     time.sleep(HOLD_S)

@@ -219,7 +219,9 @@ def load_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, wo
     if _is_zero(opt) != ("fp32_partitions" in state):
         raise CheckpointError(f"{path}: optimizer state is for a different ZeRO setting")
     if _is_zero(opt) and old_world != world_size:
-        _load_resharded(opt, [_optimizer_file_state(directory, j) for j in range(old_world)], rank, device)
+        primary = rank if rank < old_world else 0  # the file read above: its state is not read again
+        _load_resharded(opt, [state if j == primary else _optimizer_file_state(directory, j) for j in range(old_world)],
+                        rank, device)
     elif _is_zero(opt):
         for dst, src in zip(opt.single_partition_of_fp32_groups, state["fp32_partitions"]):
             if dst.shape != src.shape:

@@ -266,10 +266,12 @@ def _restore(engine, ema, pool: ReplayPool, fresh: _Fresh, rank: int, world: int
             dm.load_state(unpack_tree(extra["distribution"], data))
         parts = [(extra, data)]
         if old_world != world:
-            parts = [read_rank_share(d, j) for j in shares(rank, world, old_world)]
+            primary, read = rank if rank < old_world else 0, (extra, data)  # load_rank_state's file: not read again
+            share = lambda j: read if j == primary else read_rank_share(d, j)  # noqa: E731
+            parts = [share(j) for j in shares(rank, world, old_world)]
             extra = _taken_over(extra, [e for e, _ in parts])
             if not parts:  # a rank the pool grew by: a copy of an old rank's replay pool (reuse, not fresh records)
-                copied, copied_data = read_rank_share(d, rank % old_world)
+                copied, copied_data = share(rank % old_world)
                 parts = [({"pool": copied["pool"]}, copied_data)]
         for part_extra, part_data in parts:
             if "pool" in part_extra:

@@ -100,12 +100,8 @@ class DevicePlan:
     student: StagePlan
     evaluation: StagePlan
     student_workers: int
+    student_min_workers: int  # an elastic pool's least size (``student_workers`` for a fixed pool)
     notes: tuple[str, ...] = ()
-    student_min_workers: int = 0  # an elastic pool's least size (the plan's ``student_workers`` otherwise)
-
-    def __post_init__(self):
-        if not self.student_min_workers:
-            object.__setattr__(self, "student_min_workers", self.student_workers)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -161,7 +157,7 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
     if not on_gpu:
         _check_cpu_only(cfg, cluster_gpus)
         return DevicePlan(cluster_gpus, shared, guides, student, shared, cfg.student.max_workers,
-                          student_min_workers=cfg.student.min_workers)
+                          cfg.student.min_workers)
     notes = []
     workers = cfg.student.max_workers
     if workers > int(cluster_gpus):

@@ -48,20 +48,33 @@ PRODUCTION_KILLS = (0.2, 0.5, 0.8)
 RANK_MOMENTS = ("after_checkpoint", "after_final_report")  # the rank kills itself there (student.fault_hooks)
 # every fault a chaos run plans: three teacher kills, one student kill before the first checkpoint, the store
 # killed once, the malformed entries written, and the rank's own kills at RANK_MOMENTS
-PLANNED = (["teacher actor killed"] * len(PRODUCTION_KILLS) + ["student worker killed", "redis-server killed",
-                                                                "malformed entries written"]
-           + [f"student rank killed {m}" for m in RANK_MOMENTS])
+PLANNED = (
+    ["teacher actor killed"] * len(PRODUCTION_KILLS)
+    + ["student worker killed", "redis-server killed", "malformed entries written"]
+    + [f"student rank killed {m}" for m in RANK_MOMENTS]
+)
 
 
-def _batch(cfg: RunConfig, ids: list[int], data_shape: tuple[int, ...], guides: int | None = None,
-           run_name: str | None = None) -> GuideBatch:
+def _batch(
+    cfg: RunConfig, ids: list[int], data_shape: tuple[int, ...], guides: int | None = None, run_name: str | None = None
+) -> GuideBatch:
     k = PATHS[cfg.guides.path] if guides is None else guides
     g = torch.Generator().manual_seed(ids[0] if ids else 0)
     t = lambda: torch.randn((len(ids), *data_shape), generator=g)
-    return GuideBatch(sample_id=torch.tensor(ids), x0=t(), x1=t(), guides=[t() for _ in range(k)],
-                      taus=[(i + 1) / (k + 1) for i in range(k)], teachers=["chaos"] * k, teacher_versions=["0"] * k,
-                      guide_rule=cfg.guides.rule, coupling=cfg.guides.coupling, run=run_name or cfg.name,
-                      run_seed=cfg.seed, producer="chaos")
+    return GuideBatch(
+        sample_id=torch.tensor(ids),
+        x0=t(),
+        x1=t(),
+        guides=[t() for _ in range(k)],
+        taus=[(i + 1) / (k + 1) for i in range(k)],
+        teachers=["chaos"] * k,
+        teacher_versions=["0"] * k,
+        guide_rule=cfg.guides.rule,
+        coupling=cfg.guides.coupling,
+        run=run_name or cfg.name,
+        run_seed=cfg.seed,
+        producer="chaos",
+    )
 
 
 def _column(rb: pa.RecordBatch, name: str, values) -> pa.RecordBatch:
@@ -96,18 +109,21 @@ def malformed_entries(cfg: RunConfig, data_shape: tuple[int, ...], delivered_ids
         "unknown schema version": entry(encode_record_batch(good.replace_schema_metadata(version)).to_pybytes()),
         "entry version field": {**entry(full), "v": 7},
         "wrong record shape": entry(encode_batch(_batch(cfg, fresh, wrong_shape)).to_pybytes()),
-        "float64 tensors": entry(ipc(good.set_column(good.schema.get_field_index("x0"), pa.field("x0", f64.type),
-                                                     f64))),
+        "float64 tensors": entry(
+            ipc(good.set_column(good.schema.get_field_index("x0"), pa.field("x0", f64.type), f64))
+        ),
         "NaN": entry(encode_batch(nan).to_pybytes()),
         "Inf": entry(encode_batch(inf).to_pybytes()),
         "string tau": entry(ipc(_column(good, "tau1", ["a"] * 4))) if "tau1" in good.schema.names else None,
         "string run_seed": entry(ipc(_column(good, "run_seed", ["seven"] * 4))),
         "string sample_id": entry(ipc(_column(good, "sample_id", ["a", "b", "c", "d"]))),
         "another run": entry(encode_batch(_batch(cfg, fresh, data_shape, run_name=f"{cfg.name}-other")).to_pybytes()),
-        "another guide count": entry(encode_batch(_batch(cfg, fresh, data_shape,
-                                                         guides=PATHS[cfg.guides.path] + 1)).to_pybytes()),
+        "another guide count": entry(
+            encode_batch(_batch(cfg, fresh, data_shape, guides=PATHS[cfg.guides.path] + 1)).to_pybytes()
+        ),
         "repeated ids": entry(encode_batch(_batch(cfg, delivered_ids[:4], data_shape)).to_pybytes())
-        if delivered_ids else None,
+        if delivered_ids
+        else None,
     }
     return {kind: {**fields, "producer": f"chaos-{kind}"} for kind, fields in kinds.items() if fields is not None}
 
@@ -184,8 +200,9 @@ class _Chaos(threading.Thread):
                 # ... and for one that came back from this thread's last kill of it (its restart registered):
                 # the controller calls an actor "running" until it notices the restart
                 workers = ray.get(controller.list_teachers.remote())
-                running = sorted(n for n, w in workers.items()
-                                 if w["state"] == "running" and w["restarts"] >= killed.get(n, 0))
+                running = sorted(
+                    n for n, w in workers.items() if w["state"] == "running" and w["restarts"] >= killed.get(n, 0)
+                )
                 if running:
                     kills.pop(0)
                     killed[running[0]] = killed.get(running[0], 0) + 1
@@ -280,17 +297,33 @@ def run_chaos(cfg: RunConfig, malformed: int = 1000, undisturbed: int = 2, echo=
         metric, value = _quality(report)
         calm_values = [_quality(r)[1] for r in calm]
         mean = sum(calm_values) / len(calm_values) if calm_values else None
-        quality = {"metric": metric, "steps": report["quality"]["student"][0]["steps"], "chaos": value,
-                   "undisturbed": calm_values, "ratio": round(value / mean, 4) if mean else None}
+        quality = {
+            "metric": metric,
+            "steps": report["quality"]["student"][0]["steps"],
+            "chaos": value,
+            "undisturbed": calm_values,
+            "ratio": round(value / mean, 4) if mean else None,
+        }
     out = {
-        "run": chaos_cfg.name, "produced": stats["produced"], "acknowledged": stats["acknowledged"],
-        "dead_lettered": stats["dead_lettered"], "pending": stats["pending"], "undelivered": stats["undelivered"],
-        "lost": ledger["lost"], "ledger": ledger, "ledger_error": ledger_error,
-        "trained_ids_fraction": consumption["trained_ids_fraction"], "duplicates": consumption["consumed_twice"],
+        "run": chaos_cfg.name,
+        "produced": stats["produced"],
+        "acknowledged": stats["acknowledged"],
+        "dead_lettered": stats["dead_lettered"],
+        "pending": stats["pending"],
+        "undelivered": stats["undelivered"],
+        "lost": ledger["lost"],
+        "ledger": ledger,
+        "ledger_error": ledger_error,
+        "trained_ids_fraction": consumption["trained_ids_fraction"],
+        "duplicates": consumption["consumed_twice"],
         "malformed_injected": injector.injected,
         "malformed_dead_lettered": sum(str(d.get("producer", "")).startswith("chaos-") for d in letters),
-        "faults_planned": list(PLANNED), "faults_not_landed": missing,
-        "faults": faults, "injector_error": injector.error, "run_faults": report["faults"], "quality": quality,
+        "faults_planned": list(PLANNED),
+        "faults_not_landed": missing,
+        "faults": faults,
+        "injector_error": injector.error,
+        "run_faults": report["faults"],
+        "quality": quality,
     }
     write_json_atomically(chaos_cfg.run_path / "chaos_report.json", out)
     echo(json.dumps({k: v for k, v in out.items() if k != "faults"}, indent=2))

@@ -13,15 +13,54 @@ from pathlib import Path
 import yaml
 
 from cluster.paths import resolve_run_paths
-from teachers.config import (DEVICES, PRECISIONS, ConfigError, DataConfig, Device, EvalConfig, GuidesConfig,
-                             NetworkConfig, Precision, RunConfig, Section, StoreConfig, StudentConfig, TeacherConfig,
-                             TeacherPoolConfig, apply_overrides, dump_config, format_errors, parse_config,
-                             public_config, redact_url)
+from teachers.config import (
+    DEVICES,
+    PRECISIONS,
+    ConfigError,
+    DataConfig,
+    Device,
+    EvalConfig,
+    GuidesConfig,
+    NetworkConfig,
+    Precision,
+    RunConfig,
+    Section,
+    StoreConfig,
+    StudentConfig,
+    TeacherConfig,
+    TeacherPoolConfig,
+    apply_overrides,
+    dump_config,
+    format_errors,
+    parse_config,
+    public_config,
+    redact_url,
+)
 
-__all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig",
-           "GuidesConfig", "TeacherPoolConfig", "StudentConfig", "Section", "load_config", "parse_config",
-           "apply_overrides", "format_errors", "redact_url", "public_config", "dump_config", "Precision", "Device",
-           "PRECISIONS", "DEVICES"]
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "DataConfig",
+    "NetworkConfig",
+    "TeacherConfig",
+    "EvalConfig",
+    "StoreConfig",
+    "GuidesConfig",
+    "TeacherPoolConfig",
+    "StudentConfig",
+    "Section",
+    "load_config",
+    "parse_config",
+    "apply_overrides",
+    "format_errors",
+    "redact_url",
+    "public_config",
+    "dump_config",
+    "Precision",
+    "Device",
+    "PRECISIONS",
+    "DEVICES",
+]
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

@@ -23,8 +23,15 @@ from cluster.study_config import StudyConfig
 
 __all__ = ["render", "config_keys", "section_models"]
 
-_BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("multiple_of", "a multiple of"),
-           ("min_length", "at least this many items:"), ("max_length", "at most this many items:"))
+_BOUNDS = (
+    ("ge", ">="),
+    ("gt", ">"),
+    ("le", "<="),
+    ("lt", "<"),
+    ("multiple_of", "a multiple of"),
+    ("min_length", "at least this many items:"),
+    ("max_length", "at most this many items:"),
+)
 
 
 def _strip_optional(annotation: Any) -> tuple[Any, bool]:
@@ -62,8 +69,13 @@ def _type_name(annotation: Any) -> str:
         text = "list of sections" if inner else f"list of {_type_name(args[0])}" if args else "list"
     elif origin is dict:
         inner = _model_in(annotation)[0]
-        text = (f"mapping of {_type_name(args[0])} to sections" if inner
-                else f"mapping of {_type_name(args[0])} to {_type_name(args[1])}" if args else "mapping")
+        text = (
+            f"mapping of {_type_name(args[0])} to sections"
+            if inner
+            else f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
+            if args
+            else "mapping"
+        )
     elif origin in (Union, types.UnionType):
         text = " or ".join(_type_name(a) for a in args)
     else:
@@ -141,24 +153,30 @@ def _table(prefix: str, model: type[BaseModel]) -> list[str]:
         lines += [_cell(doc), ""]
     lines += ["| key | type | default | allowed | what |", "| --- | --- | --- | --- | --- |"]
     for name, field in model.model_fields.items():
-        lines.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | "
-                     f"{_allowed(field)} | {_cell(field.description or '')} |")
+        lines.append(
+            f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | "
+            f"{_allowed(field)} | {_cell(field.description or '')} |"
+        )
     return lines + [""]
 
 
 def render() -> str:
     """The whole page."""
-    lines = ["# Configuration reference", "",
-             "Generated from the settings models by `python -m cluster.config_docs > docs/configuration.md`;",
-             "do not edit by hand (`tests/test_docs.py` fails when this file differs from that output).", "",
-             "A run configuration (`configs/*.yaml` but the studies) validates into `RunConfig`; a study file",
-             "(`configs/study_*.yaml`) into `StudyConfig`. An unknown key, a wrong type or a value outside the",
-             "allowed ones stops the command before any work and names the key. Any value can be overridden",
-             "by its dotted key: `--set student.steps=8000`; a list of sections is set whole",
-             "(`--set \"teachers=[{name: teacher, checkpoints: [self]}]\"`). A `[]` in a key below means",
-             "\"each item of the list\", `NAME` a key of a mapping you choose.", ""]
-    for title, root in (("Run configuration (`RunConfig`)", RunConfig),
-                        ("Study files (`StudyConfig`)", StudyConfig)):
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from the settings models by `python -m cluster.config_docs > docs/configuration.md`;",
+        "do not edit by hand (`tests/test_docs.py` fails when this file differs from that output).",
+        "",
+        "A run configuration (`configs/*.yaml` but the studies) validates into `RunConfig`; a study file",
+        "(`configs/study_*.yaml`) into `StudyConfig`. An unknown key, a wrong type or a value outside the",
+        "allowed ones stops the command before any work and names the key. Any value can be overridden",
+        "by its dotted key: `--set student.steps=8000`; a list of sections is set whole",
+        '(`--set "teachers=[{name: teacher, checkpoints: [self]}]"`). A `[]` in a key below means',
+        '"each item of the list", `NAME` a key of a mapping you choose.',
+        "",
+    ]
+    for title, root in (("Run configuration (`RunConfig`)", RunConfig), ("Study files (`StudyConfig`)", StudyConfig)):
         lines += [f"## {title}", ""]
         for prefix, model in section_models(root):
             lines += _table(prefix, model)

@@ -78,8 +78,10 @@ class Controller:
             shape = model_data_shape(path)  # any model folder; raises CheckpointError naming the file
             data_shape = self._data_shape()
             if shape != data_shape:
-                raise ValueError(f"teacher {path}: data_shape {list(shape)} does not match the run's data "
-                                 f"{list(data_shape)}; nothing was started")
+                raise ValueError(
+                    f"teacher {path}: data_shape {list(shape)} does not match the run's data "
+                    f"{list(data_shape)}; nothing was started"
+                )
             check_model(path, data_shape, spec.convention)  # a diffusers model must fit its convention too
         names = []
         for _ in range(replicas):
@@ -88,20 +90,35 @@ class Controller:
                 name = f"{spec.name}-{self._serial}"
                 self.pools[spec.name] = spec
                 self.workers[name] = {"pool": spec.name, "state": "starting", "restarts": 0, "blocks": 0}
-            actor = ray.remote(TeacherWorker).options(
-                name=f"{self.cfg.name}-{name}", namespace=self.cfg.namespace, max_restarts=self.cfg.max_restarts,
-                max_task_retries=0, num_cpus=spec.num_cpus, num_gpus=spec.num_gpus, max_concurrency=2,
-                resources=dict(spec.resources) or None,
-            ).remote(name, self.cfg, spec, self.store_url,
-                     ray.get_runtime_context().current_actor)
+            actor = (
+                ray.remote(TeacherWorker)
+                .options(
+                    name=f"{self.cfg.name}-{name}",
+                    namespace=self.cfg.namespace,
+                    max_restarts=self.cfg.max_restarts,
+                    max_task_retries=0,
+                    num_cpus=spec.num_cpus,
+                    num_gpus=spec.num_gpus,
+                    max_concurrency=2,
+                    resources=dict(spec.resources) or None,
+                )
+                .remote(name, self.cfg, spec, self.store_url, ray.get_runtime_context().current_actor)
+            )
             with self.lock:
                 self.handles[name] = actor
             self._record("teacher_added", worker=name, pool=spec.name, checkpoints=spec.checkpoints)
             names.append(name)
         return names
 
-    def add_checkpoint(self, checkpoint: str, replicas: int = 1, role: str | None = None,
-                       name: str | None = None, pool: str | None = None, overrides: dict | None = None) -> list[str]:
+    def add_checkpoint(
+        self,
+        checkpoint: str,
+        replicas: int = 1,
+        role: str | None = None,
+        name: str | None = None,
+        pool: str | None = None,
+        overrides: dict | None = None,
+    ) -> list[str]:
         """``teachers add``: actors whose guides come from ``checkpoint``; with ``role`` (``g1``/``g2``) only
         that guide does, the others keep the pool's teachers. The actors copy the settings of the pool they
         join (``pool``, default the run's first: CPUs, GPUs, custom resources, threads, convention), with
@@ -115,16 +132,22 @@ class Controller:
         else:
             index = {"g1": 0, "g2": 1}.get(role)
             if index is None or index >= max(k, 1):
-                raise ValueError(f"role {role!r} is not a guide of a {self.cfg.guides.path} path; "
-                                 f"allowed: {['g1', 'g2'][:max(k, 1)]}")
+                raise ValueError(
+                    f"role {role!r} is not a guide of a {self.cfg.guides.path} path; "
+                    f"allowed: {['g1', 'g2'][: max(k, 1)]}"
+                )
             base = joined.checkpoints if joined is not None else [checkpoint]
-            checkpoints = (base * max(k, 1))[:max(k, 1)] if len(base) == 1 else list(base)
+            checkpoints = (base * max(k, 1))[: max(k, 1)] if len(base) == 1 else list(base)
             checkpoints[index] = checkpoint
         default = re.sub(r"[^A-Za-z0-9_.-]", "_", f"added-{Path(checkpoint).parent.name}-{role or 'all'}")
-        settings = joined.model_dump(include={"num_cpus", "num_gpus", "resources", "threads", "convention"}) \
-            if joined is not None else {}
-        spec = TeacherPoolConfig(**{**settings, **(overrides or {}), "name": name or default,
-                                    "checkpoints": checkpoints})
+        settings = (
+            joined.model_dump(include={"num_cpus", "num_gpus", "resources", "threads", "convention"})
+            if joined is not None
+            else {}
+        )
+        spec = TeacherPoolConfig(
+            **{**settings, **(overrides or {}), "name": name or default, "checkpoints": checkpoints}
+        )
         return self.add_teacher(spec, replicas)
 
     def _data_shape(self) -> tuple[int, ...]:
@@ -219,8 +242,11 @@ class Controller:
         One that Ray is restarting (or that does not answer yet) is ``restarting``: its blocks are handed out
         again now, and it takes part again once its new incarnation registers."""
         with self.lock:
-            live = {n: h for n, h in self.handles.items()
-                    if self.workers[n]["state"] in ("running", "starting", "restarting")}
+            live = {
+                n: h
+                for n, h in self.handles.items()
+                if self.workers[n]["state"] in ("running", "starting", "restarting")
+            }
             # a ping that fails because the actor was restarting says nothing once its new incarnation has
             # registered meanwhile (restarts went up): that one is running and must not be marked restarting
             incarnation = {n: self.workers[n]["restarts"] for n in live}
@@ -250,11 +276,18 @@ class Controller:
     # -- inspection ------------------------------------------------------------------------
     def state(self) -> dict:
         with self.lock:
-            return {"run": self.cfg.name, "blocks": self.num_blocks, "done": len(self.done),
-                    "done_times": list(self.done_times), "plan": dict(self.plan), "written": dict(self.written),
-                    "assigned": dict(self.assigned), "queued": len(self.queue),
-                    "workers": {n: dict(w) for n, w in self.workers.items()},
-                    "finished": len(self.done) == self.num_blocks}
+            return {
+                "run": self.cfg.name,
+                "blocks": self.num_blocks,
+                "done": len(self.done),
+                "done_times": list(self.done_times),
+                "plan": dict(self.plan),
+                "written": dict(self.written),
+                "assigned": dict(self.assigned),
+                "queued": len(self.queue),
+                "workers": {n: dict(w) for n, w in self.workers.items()},
+                "finished": len(self.done) == self.num_blocks,
+            }
 
     def report(self) -> dict:
         """State plus the store's counts; also refreshes the run's dashboard gauges."""
@@ -276,8 +309,15 @@ def start_controller(cfg: RunConfig, store_url: str):
     """Start (or find) the run's named controller actor in the run's namespace, on the driver's own node: it
     holds the plan and the ledger's written blocks, so it must not share the fate of a worker node (a job
     whose driver's node is lost is lost anyway)."""
-    return ray.remote(Controller).options(
-        name=controller_name(cfg.name), namespace=cfg.namespace, get_if_exists=True, max_concurrency=16,
-        num_cpus=0,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-    ).remote(cfg, store_url)
+    return (
+        ray.remote(Controller)
+        .options(
+            name=controller_name(cfg.name),
+            namespace=cfg.namespace,
+            get_if_exists=True,
+            max_concurrency=16,
+            num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
+        )
+        .remote(cfg, store_url)
+    )

@@ -32,9 +32,20 @@ class GpuBusySampler:
         if binary is None or not torch.cuda.is_available():
             return self
         ids = ",".join(str(i) for i in range(self.gpus))
-        self._proc = subprocess.Popen([binary, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                       "-i", ids, "-lms", str(self.interval_ms)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._proc = subprocess.Popen(
+            [
+                binary,
+                "--query-gpu=utilization.gpu",
+                "--format=csv,noheader,nounits",
+                "-i",
+                ids,
+                "-lms",
+                str(self.interval_ms),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         return self
@@ -63,5 +74,5 @@ class GpuBusySampler:
         busy = [i for i, s in enumerate(self.samples) if s > 0]
         if not busy:
             return 0.0
-        window = self.samples[busy[0]: busy[-1] + 1]
+        window = self.samples[busy[0] : busy[-1] + 1]
         return round(sum(window) / len(window), 3)

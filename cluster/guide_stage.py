@@ -45,8 +45,13 @@ class _StudentLines:
         if not force and time.monotonic() - self.last < STUDENT_LINE_S:
             return
         self.last = time.monotonic()
-        status = student_status(time.monotonic() - self.start, self.cfg.student.steps, last_metrics(self.cfg.run_path),
-                                report["store"], self.cfg.guides.num_samples)
+        status = student_status(
+            time.monotonic() - self.start,
+            self.cfg.student.steps,
+            last_metrics(self.cfg.run_path),
+            report["store"],
+            self.cfg.guides.num_samples,
+        )
         actors = live_actors(self.cfg.namespace, self.cfg.name, self.job_id)
         for a in actors:
             seen = self.seen.setdefault(a["name"], {"class": a["class"], "nodes": []})
@@ -60,8 +65,9 @@ class _StudentLines:
             self.echo(line)
 
 
-def _progress(cfg: RunConfig, controller, echo, show_bar: bool, stop: threading.Event | None = None,
-              lines: list | None = None) -> dict:
+def _progress(
+    cfg: RunConfig, controller, echo, show_bar: bool, stop: threading.Event | None = None, lines: list | None = None
+) -> dict:
     """Follow guide production until it is finished; with ``stop``, follow the student too (a ``student``
     line every ``STUDENT_LINE_S``, the store's gauges kept fresh) until ``stop`` is set. Returns the
     controller's report; ``lines`` (a list) gets the ``_StudentLines`` object."""
@@ -105,8 +111,10 @@ def _progress(cfg: RunConfig, controller, echo, show_bar: bool, stop: threading.
             stuck = report["workers"] and not any(w["state"] in working for w in report["workers"].values())
             if stuck and (failed or checked):  # an error says so at once; anything else after a check
                 errors = "".join(f"\n  {n}: {e}" for n, e in failed.items())
-                raise RuntimeError(f"no teacher actor is running and {report['queued']} blocks remain; add one with: "
-                                   f"bezier-distill teachers add --checkpoint PATH{errors}")
+                raise RuntimeError(
+                    f"no teacher actor is running and {report['queued']} blocks remain; add one with: "
+                    f"bezier-distill teachers add --checkpoint PATH{errors}"
+                )
             time.sleep(1.0)
     finally:
         bar.close()
@@ -157,8 +165,10 @@ def _clear_previous_attempt(cfg: RunConfig, url: str, echo) -> None:
     try:
         stats = store.stats()
         if stats["produced"] or stats["stream_entries"] or stats["dead_entries"]:
-            echo(f"run {cfg.name}: clearing {stats['produced']} guide records of an earlier attempt from the store "
-                 f"({stats['acknowledged']} acknowledged, {stats['backlog']} not)")
+            echo(
+                f"run {cfg.name}: clearing {stats['produced']} guide records of an earlier attempt from the store "
+                f"({stats['acknowledged']} acknowledged, {stats['backlog']} not)"
+            )
             store.delete_run()
     finally:
         store.close()
@@ -172,8 +182,10 @@ def _student_init(cfg: RunConfig, echo) -> str | None:
     first = cfg.teachers[0].checkpoints[0]
     if model_kind(first) == "diffusers":  # with a phase, refused by the pre-flight teachers check
         net = cfg.student.network or cfg.teacher.network
-        echo(f"student.init is teacher, but the first teacher {first} is a diffusers model: the student starts from "
-             f"scratch as a {net.arch} network (student.network, else teacher.network)")
+        echo(
+            f"student.init is teacher, but the first teacher {first} is a diffusers model: the student starts from "
+            f"scratch as a {net.arch} network (student.network, else teacher.network)"
+        )
         return None
     return first
 
@@ -190,8 +202,15 @@ def _ledger(cfg: RunConfig, url: str, report: dict) -> dict:
     return build_ledger(report["plan"], report["written"], trained_steps(cfg.run_path / LEDGER_DIR), letters, pending)
 
 
-def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, show_bar: bool,
-                      data_shape: tuple[int, ...], plan: DevicePlan | None = None) -> tuple[dict, dict | None]:
+def produce_and_train(
+    cfg: RunConfig,
+    url: str | None,
+    stop_after: str,
+    echo,
+    show_bar: bool,
+    data_shape: tuple[int, ...],
+    plan: DevicePlan | None = None,
+) -> tuple[dict, dict | None]:
     """Teacher actors fill the store while the student pool consumes it (``stop_after="guides"``: no
     student); returns (production, training) and writes ``RUN/production.json``."""
     init = _student_init(cfg, echo)
@@ -220,28 +239,44 @@ def produce_and_train(cfg: RunConfig, url: str | None, stop_after: str, echo, sh
         _stop_teachers(controller, echo)
     seconds = time.perf_counter() - start
     store = report["store"]
-    out = {"run": cfg.name, "seconds": round(seconds, 2), "records": store["produced"],
-           "records_per_second": round(store["produced"] / seconds, 1), "store": store,
-           "workers": report["workers"], "guides": cfg.guides.model_dump(mode="json"), "placement": placement,
-           "distinct_pairs": distinct_pairs(cfg.guides.coupling_settings(), cfg.seed,
-                                            torch.arange(cfg.guides.num_samples),
-                                            lambda: len(load_run_data(cfg).train))}
+    out = {
+        "run": cfg.name,
+        "seconds": round(seconds, 2),
+        "records": store["produced"],
+        "records_per_second": round(store["produced"] / seconds, 1),
+        "store": store,
+        "workers": report["workers"],
+        "guides": cfg.guides.model_dump(mode="json"),
+        "placement": placement,
+        "distinct_pairs": distinct_pairs(
+            cfg.guides.coupling_settings(),
+            cfg.seed,
+            torch.arange(cfg.guides.num_samples),
+            lambda: len(load_run_data(cfg).train),
+        ),
+    }
     if training is not None:
         out["ledger"] = _ledger(cfg, url, report)
         for name, nodes in rank_nodes(cfg.run_path / LEDGER_DIR).items():  # each rank says where it ran
             placement[name] = {"class": "RayTrainWorker", "nodes": nodes}
     write_json_atomically(cfg.run_path / "production.json", out)
-    echo(f"produced {store['produced']} guide records in {seconds:.1f}s ({out['distinct_pairs']} distinct noise-data "
-         f"pairs); acknowledged {store['acknowledged']}, dead-lettered {store['dead_lettered']}, "
-         f"backlog {store['backlog']}")
+    echo(
+        f"produced {store['produced']} guide records in {seconds:.1f}s ({out['distinct_pairs']} distinct noise-data "
+        f"pairs); acknowledged {store['acknowledged']}, dead-lettered {store['dead_lettered']}, "
+        f"backlog {store['backlog']}"
+    )
     if training is not None:  # coverage: the share of the produced records some rank trained on
         consumption = training["consumption"]
         consumption["trained_ids_fraction"] = round(consumption["records"] / max(1, store["produced"]), 4)
-        echo(f"the student trained on {consumption['records']} distinct records of {store['produced']} produced "
-             f"({consumption['trained_ids_fraction']:.2%}); {consumption['consumed_twice']} twice")
+        echo(
+            f"the student trained on {consumption['records']} distinct records of {store['produced']} produced "
+            f"({consumption['trained_ids_fraction']:.2%}); {consumption['consumed_twice']} twice"
+        )
         ledger = out["ledger"]
-        echo(f"id ledger: {ledger['planned']} planned, {ledger['trained']} trained, {ledger['dead_lettered']} "
-             f"dead-lettered, {ledger['lost']} lost"
-             f"{' from blocks ' + str(ledger['lost_blocks']) if ledger['lost'] else ''}"
-             f", {ledger['trained_twice']} trained twice, {ledger['left_pending']} left pending")
+        echo(
+            f"id ledger: {ledger['planned']} planned, {ledger['trained']} trained, {ledger['dead_lettered']} "
+            f"dead-lettered, {ledger['lost']} lost"
+            f"{' from blocks ' + str(ledger['lost_blocks']) if ledger['lost'] else ''}"
+            f", {ledger['trained_twice']} trained twice, {ledger['left_pending']} left pending"
+        )
     return out, training

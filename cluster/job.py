@@ -38,8 +38,14 @@ import ray
 from cluster.config import ConfigError, RunConfig, dump_config, load_config, public_config, redact_url
 from cluster.guide_stage import produce_and_train
 from cluster.ledger import LedgerError, failures
-from cluster.nodes import (check_shared_run_dir, cpu_shortage, local_cpus, resource_shortage, store_host,
-                           store_unreachable)
+from cluster.nodes import (
+    check_shared_run_dir,
+    cpu_shortage,
+    local_cpus,
+    resource_shortage,
+    store_host,
+    store_unreachable,
+)
 from cluster.paths import resolve_run_paths
 from cluster.preflight import PreflightError, dashboard_address_error, input_checks, preflight
 from cluster.provenance import provenance
@@ -52,8 +58,17 @@ from teachers.data import DataError
 from teachers.device_plan import resolve_device
 from teachers.models import model_data_shape
 
-__all__ = ["main", "run", "run_production", "stages_used", "faults_seen", "add_run_arguments", "run_from_args",
-           "RunExistsError", "STAGES"]
+__all__ = [
+    "main",
+    "run",
+    "run_production",
+    "stages_used",
+    "faults_seen",
+    "add_run_arguments",
+    "run_from_args",
+    "RunExistsError",
+    "STAGES",
+]
 
 STAGES = ("guides", "student", "eval")
 
@@ -73,9 +88,11 @@ def _start_afresh(cfg: RunConfig, overwrite: bool) -> None:
     except (json.JSONDecodeError, AttributeError):
         status = "unreadable"
     if status == "finished" and not overwrite:
-        raise RunExistsError(f"run {cfg.name!r} already finished in {cfg.run_path} (see its report.json); start it "
-                             "again with --overwrite (its trained teachers are kept), or name another run with "
-                             "--set name=NEW")
+        raise RunExistsError(
+            f"run {cfg.name!r} already finished in {cfg.run_path} (see its report.json); start it "
+            "again with --overwrite (its trained teachers are kept), or name another run with "
+            "--set name=NEW"
+        )
     for item in cfg.run_path.iterdir():
         if item.name == "teacher" or item.name.startswith("teacher-"):
             continue
@@ -100,8 +117,12 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
         raise PreflightError(wrong_address)
     inputs = input_checks(cfg)  # before Ray starts: a wrong store, data file or teacher folder in seconds
     if started_ray:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), namespace=cfg.namespace, log_to_driver=False,
-                 **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": local_cpus(cfg)}))
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS"),
+            namespace=cfg.namespace,
+            log_to_driver=False,
+            **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": local_cpus(cfg)}),
+        )
     # SIGTERM (``ray job stop``, a scheduler) unwinds like Ctrl-C, so actors, workers and the embedded Redis
     # are stopped on the way out and the report says the run was interrupted (after ray.init, which sets its
     # own handler; the one before is put back at the end). The report is written first, in the handler:
@@ -121,8 +142,9 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     try:
         resources = ray.cluster_resources()
         plan = resolve_device(cfg, resources.get("GPU", 0))  # a ConfigError before any work
-        short = (cpu_shortage(cfg, resources.get("CPU", 0), plan.student_min_workers)
-                 or resource_shortage(cfg, resources, plan.student_min_workers))
+        short = cpu_shortage(cfg, resources.get("CPU", 0), plan.student_min_workers) or resource_shortage(
+            cfg, resources, plan.student_min_workers
+        )
         if short:
             raise ConfigError(f"{short[0]}: {short[1]}")
         check_shared_run_dir(cfg.run_path, echo)
@@ -134,32 +156,48 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
             timings["teachers_s"] = round(time.perf_counter() - t, 2)
             data_shape = model_data_shape(cfg.teachers[0].checkpoints[0])
             t = time.perf_counter()
-            with run_redis_url(cfg.name, cfg.redis_path, store_url, fsync=cfg.store.fsync,
-                               max_memory_bytes=cfg.store.max_memory_bytes, host=store_host()) as url:
+            with run_redis_url(
+                cfg.name,
+                cfg.redis_path,
+                store_url,
+                fsync=cfg.store.fsync,
+                max_memory_bytes=cfg.store.max_memory_bytes,
+                host=store_host(),
+            ) as url:
                 _check_store_reach(url)
                 production, training = produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape, plan)
             timings["guides_and_student_s"] = round(time.perf_counter() - t, 2)
         except BaseException as err:
             failed = _failed_report(cfg, KeyboardInterrupt(stopped_by[0]) if stopped_by else err, timings, start)
-            echo(f"run {cfg.name} {failed['status']} after {timings['total_s']:.0f}s; what it saw is in "
-                 f"{cfg.run_path / 'report.json'}")
+            echo(
+                f"run {cfg.name} {failed['status']} after {timings['total_s']:.0f}s; what it saw is in "
+                f"{cfg.run_path / 'report.json'}"
+            )
             raise
     finally:
         if started_ray:
             ray.shutdown()
         if main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)
-    report = {"run": cfg.name, "status": "finished", "stop_after": stop_after, "production": production,
-              "student_training": training}
+    report = {
+        "run": cfg.name,
+        "status": "finished",
+        "stop_after": stop_after,
+        "production": production,
+        "student_training": training,
+    }
     report["faults"] = faults_seen(cfg, report)
     if production.get("ledger") is not None:
         _check_ledger(cfg, report, production.pop("ledger"), timings, start)
     if stop_after == "eval":
         t = time.perf_counter()
         echo("evaluating teachers and student ...")
-        report["quality"] = evaluate_run(cfg, [p.checkpoints[0] for p in cfg.teachers]
-                                         + [c for p in cfg.teachers for c in p.checkpoints[1:]], echo,
-                                         plan.evaluation)
+        report["quality"] = evaluate_run(
+            cfg,
+            [p.checkpoints[0] for p in cfg.teachers] + [c for p in cfg.teachers for c in p.checkpoints[1:]],
+            echo,
+            plan.evaluation,
+        )
         timings["eval_s"] = round(time.perf_counter() - t, 2)
         echo(quality_table(report["quality"]))
     timings["total_s"] = round(time.perf_counter() - start, 2)
@@ -170,8 +208,10 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     report["config"] = cfg.model_dump(mode="json")
     if stop_after != "guides":
         write_json_atomically(cfg.run_path / "report.json", report)
-        echo(f"run {cfg.name} finished in {timings['total_s']:.0f}s; results in {cfg.run_path} "
-             f"(report: {cfg.run_path / 'report.json'})")
+        echo(
+            f"run {cfg.name} finished in {timings['total_s']:.0f}s; results in {cfg.run_path} "
+            f"(report: {cfg.run_path / 'report.json'})"
+        )
     return report
 
 
@@ -179,10 +219,12 @@ def _check_store_reach(url: str) -> None:
     """Every node with CPUs reaches the store (a task on each): refused with the nodes and the fix otherwise."""
     blind = store_unreachable(url)
     if blind:
-        raise PreflightError(f"the guide store {redact_url(url)} cannot be reached from node(s) {', '.join(blind)}: "
-                             "their teacher actors and student workers could not read or write guides. Fix: set "
-                             "store.url to a Redis every node reaches (its address, not 127.0.0.1; open its port), "
-                             "or, for the embedded store, make this node's address reachable from them")
+        raise PreflightError(
+            f"the guide store {redact_url(url)} cannot be reached from node(s) {', '.join(blind)}: "
+            "their teacher actors and student workers could not read or write guides. Fix: set "
+            "store.url to a Redis every node reaches (its address, not 127.0.0.1; open its port), "
+            "or, for the embedded store, make this node's address reachable from them"
+        )
 
 
 def _check_ledger(cfg: RunConfig, report: dict, ledger: dict, timings: dict, start: float) -> None:
@@ -195,8 +237,9 @@ def _check_ledger(cfg: RunConfig, report: dict, ledger: dict, timings: dict, sta
     if not why:
         return
     timings["total_s"] = round(time.perf_counter() - start, 2)
-    report.update(status="failed", error="id ledger: " + "; ".join(why), timings=timings,
-                  config=cfg.model_dump(mode="json"))
+    report.update(
+        status="failed", error="id ledger: " + "; ".join(why), timings=timings, config=cfg.model_dump(mode="json")
+    )
     write_json_atomically(cfg.run_path / "report.json", report)
     raise LedgerError(f"run {cfg.name} failed its id ledger: {'; '.join(why)} (see {cfg.run_path / 'report.json'})")
 
@@ -209,9 +252,12 @@ def faults_seen(cfg: RunConfig, report: dict) -> dict:
     rows = [json.loads(line) for line in events.read_text().splitlines()] if events.is_file() else []
     training = report.get("student_training") or {}
     store = (report.get("production") or {}).get("store", {})
-    return {"teacher_restarts": sum(r["event"] == "teacher_restarted" for r in rows),
-            "teachers_lost": [r["worker"] for r in rows if r["event"] == "teacher_dead"],
-            "student_resumes": training.get("resumes", 0), "dead_lettered": store.get("dead_lettered", 0)}
+    return {
+        "teacher_restarts": sum(r["event"] == "teacher_restarted" for r in rows),
+        "teachers_lost": [r["worker"] for r in rows if r["event"] == "teacher_dead"],
+        "student_resumes": training.get("resumes", 0),
+        "dead_lettered": store.get("dead_lettered", 0),
+    }
 
 
 def stages_used(cfg: RunConfig, report: dict) -> dict:
@@ -226,10 +272,12 @@ def stages_used(cfg: RunConfig, report: dict) -> dict:
         teachers[path] = {k: used[k] for k in ("device", "precision") if k in used} or None
     workers = (report.get("production") or {}).get("workers", {})
     training = report.get("student_training") or {}
-    return {"teacher_training": teachers,
-            "guides": {name: {k: w.get(k) for k in ("device", "precision")} for name, w in workers.items()},
-            "student": {k: training.get(k) for k in ("device", "precision", "parameter_dtype", "workers")},
-            "evaluation": report.get("quality", {}).pop("used", None)}
+    return {
+        "teacher_training": teachers,
+        "guides": {name: {k: w.get(k) for k in ("device", "precision")} for name, w in workers.items()},
+        "student": {k: training.get(k) for k in ("device", "precision", "parameter_dtype", "workers")},
+        "evaluation": report.get("quality", {}).pop("used", None),
+    }
 
 
 def run_production(cfg: RunConfig, echo=print, show_bar: bool = True) -> dict:
@@ -238,8 +286,9 @@ def run_production(cfg: RunConfig, echo=print, show_bar: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.job", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.job", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     return run_from_args(args)
@@ -248,19 +297,31 @@ def main(argv: list[str] | None = None) -> int:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--stop-after", choices=STAGES, default="eval",
-                        help="guides: production only; student: train, skip evaluation; eval: everything")
+    parser.add_argument(
+        "--stop-after",
+        choices=STAGES,
+        default="eval",
+        help="guides: production only; student: train, skip evaluation; eval: everything",
+    )
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start a run that already finished again (its outputs cleared, its teachers kept)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a run that already finished again (its outputs cleared, its teachers kept)",
+    )
 
 
 def _failed_report(cfg: RunConfig, err: BaseException, timings: dict, start: float) -> dict:
     """Write and return the report of a run that failed (or was interrupted: ``KeyboardInterrupt``) on ``err``."""
     timings["total_s"] = round(time.perf_counter() - start, 2)
-    failed = {"run": cfg.name, "status": "interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-              "error": f"{type(err).__name__}: {err}", "timings": timings, "faults": faults_seen(cfg, {}),
-              "config": cfg.model_dump(mode="json")}
+    failed = {
+        "run": cfg.name,
+        "status": "interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+        "error": f"{type(err).__name__}: {err}",
+        "timings": timings,
+        "faults": faults_seen(cfg, {}),
+        "config": cfg.model_dump(mode="json"),
+    }
     write_json_atomically(cfg.run_path / "report.json", failed)
     return failed
 

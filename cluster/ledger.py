@@ -36,8 +36,9 @@ def _ids(runs) -> list[int]:
     return [i for start, count in runs for i in range(int(start), int(start) + int(count))]
 
 
-def build_ledger(plan: dict, written: dict, trained: list[tuple[int, int, list]], dead_letters: list[dict],
-                 pending_ids: list[int]) -> dict:
+def build_ledger(
+    plan: dict, written: dict, trained: list[tuple[int, int, list]], dead_letters: list[dict], pending_ids: list[int]
+) -> dict:
     """``plan``: block -> ``[start, count]`` of its ids; ``written``: the blocks the actors reported written;
     ``trained``: ``(rank, step, id runs)`` of the surviving history; ``dead_letters``: the store's dead letters
     (``ids`` as JSON runs, ``key`` the put key); ``pending_ids``: sample ids of entries still pending."""
@@ -55,22 +56,33 @@ def build_ledger(plan: dict, written: dict, trained: list[tuple[int, int, list]]
     dead_ids = (planned & dead) - trained_ids
     lost = planned - trained_ids - dead_ids
     written_ids = {i for b in map(int, written) if b in plan for i in _ids([plan[b]])}
-    return {"planned": len(planned), "written": len(written_ids), "trained": len(trained_ids),
-            "dead_lettered": len(dead_ids), "lost": len(lost),
-            "trained_twice": sum(1 for c in counts.values() if c > 1), "left_pending": len(pending_ids),
-            "trained_unplanned": len(set(counts) - planned), "lost_blocks": sorted({block_of[i] for i in lost})}
+    return {
+        "planned": len(planned),
+        "written": len(written_ids),
+        "trained": len(trained_ids),
+        "dead_lettered": len(dead_ids),
+        "lost": len(lost),
+        "trained_twice": sum(1 for c in counts.values() if c > 1),
+        "left_pending": len(pending_ids),
+        "trained_unplanned": len(set(counts) - planned),
+        "lost_blocks": sorted({block_of[i] for i in lost}),
+    }
 
 
 def failures(ledger: dict, faults_landed: int, batch_size: int) -> list[str]:
     """Why the ledger fails the run (empty: it does not)."""
     out = []
     if ledger["lost"]:
-        out.append(f"{ledger['lost']} of {ledger['planned']} planned records were neither trained nor dead-lettered "
-                   f"(lost), from blocks {ledger['lost_blocks']}")
+        out.append(
+            f"{ledger['lost']} of {ledger['planned']} planned records were neither trained nor dead-lettered "
+            f"(lost), from blocks {ledger['lost_blocks']}"
+        )
     if ledger["left_pending"]:
         out.append(f"{ledger['left_pending']} records were left pending in the guide store")
     allowed = batch_size * faults_landed
     if ledger["trained_twice"] > allowed:
-        out.append(f"{ledger['trained_twice']} records were trained fresh twice, more than one batch ({batch_size}) "
-                   f"per fault that landed ({faults_landed})")
+        out.append(
+            f"{ledger['trained_twice']} records were trained fresh twice, more than one batch ({batch_size}) "
+            f"per fault that landed ({faults_landed})"
+        )
     return out

@@ -19,10 +19,12 @@ class RunGauges:
         self.tags = {"run": run}
         keys = ("run",)
         self.backlog = Gauge("bezier_store_backlog_records", "records produced and not yet acknowledged", tag_keys=keys)
-        self.backlog_bytes = Gauge("bezier_store_backlog_bytes", "bytes of un-acknowledged guide batches",
-                                   tag_keys=keys)
-        self.pending = Gauge("bezier_store_pending_records", "records delivered to a student, not acknowledged",
-                             tag_keys=keys)
+        self.backlog_bytes = Gauge(
+            "bezier_store_backlog_bytes", "bytes of un-acknowledged guide batches", tag_keys=keys
+        )
+        self.pending = Gauge(
+            "bezier_store_pending_records", "records delivered to a student, not acknowledged", tag_keys=keys
+        )
         self.dead = Gauge("bezier_store_dead_lettered", "records in the dead-letter stream", tag_keys=keys)
         self.produced = Gauge("bezier_store_produced", "records put into the store", tag_keys=keys)
         self.live = Gauge("bezier_live_teacher_actors", "teacher actors running", tag_keys=keys)

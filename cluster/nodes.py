@@ -12,8 +12,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import RunConfig
 
-__all__ = ["local_cpus", "cpu_shortage", "resource_shortage", "check_shared_run_dir", "store_host",
-           "store_unreachable"]
+__all__ = ["local_cpus", "cpu_shortage", "resource_shortage", "check_shared_run_dir", "store_host", "store_unreachable"]
 
 
 def _teacher_cpus(cfg: RunConfig) -> float:
@@ -23,8 +22,9 @@ def _teacher_cpus(cfg: RunConfig) -> float:
 def local_cpus(cfg: RunConfig) -> int:
     """Logical CPUs for a local Ray: at least what the teacher actors and student workers ask for together,
     since both run at once (each with its own few threads, so a small machine is shared, not deadlocked)."""
-    return max(os.cpu_count() or 1, int(_teacher_cpus(cfg) + cfg.student.max_workers * cfg.student.cpus_per_worker
-                                        + 0.999))
+    return max(
+        os.cpu_count() or 1, int(_teacher_cpus(cfg) + cfg.student.max_workers * cfg.student.cpus_per_worker + 0.999)
+    )
 
 
 def cpu_shortage(cfg: RunConfig, cluster_cpus: float, student_workers: int) -> tuple[str, str] | None:
@@ -35,13 +35,17 @@ def cpu_shortage(cfg: RunConfig, cluster_cpus: float, student_workers: int) -> t
     need = teachers + student_workers * cfg.student.cpus_per_worker
     if cluster_cpus + 1e-9 >= need:
         return None
-    what = (f"the Ray cluster has {cluster_cpus:g} CPUs, and the run holds {need:g} at once: {teachers:g} for the "
-            f"teacher actors (teachers[].replicas x teachers[].num_cpus) and {student_workers} student worker(s) x "
-            f"student.cpus_per_worker {cfg.student.cpus_per_worker:g}; Ray would keep the student pool waiting "
-            "for ever")
-    fix = (f"start the head with `ray start --head --num-cpus={math.ceil(need)}` (logical CPUs are scheduling "
-           "slots: the actors and workers run one torch thread each and share a small machine's cores), add "
-           "nodes, or lower teachers[].replicas, student.workers or student.cpus_per_worker")
+    what = (
+        f"the Ray cluster has {cluster_cpus:g} CPUs, and the run holds {need:g} at once: {teachers:g} for the "
+        f"teacher actors (teachers[].replicas x teachers[].num_cpus) and {student_workers} student worker(s) x "
+        f"student.cpus_per_worker {cfg.student.cpus_per_worker:g}; Ray would keep the student pool waiting "
+        "for ever"
+    )
+    fix = (
+        f"start the head with `ray start --head --num-cpus={math.ceil(need)}` (logical CPUs are scheduling "
+        "slots: the actors and workers run one torch thread each and share a small machine's cores), add "
+        "nodes, or lower teachers[].replicas, student.workers or student.cpus_per_worker"
+    )
     return what, fix
 
 
@@ -61,11 +65,15 @@ def resource_shortage(cfg: RunConfig, cluster: dict[str, float], student_workers
     short = {n: v for n, v in need.items() if cluster.get(n, 0.0) + 1e-9 < v}
     if not short:
         return None
-    what = "; ".join(f"{' + '.join(asks[n])} ask for {v:g} of resource {n!r}, the cluster's nodes offer "
-                     f"{cluster.get(n, 0.0):g}" for n, v in short.items())
-    fix = ("start the nodes that should hold them with the resource, e.g. `ray start --address=HEAD:PORT "
-           f"--resources='{{\"{next(iter(short))}\": {math.ceil(max(short.values()))}}}'`, "
-           "or change the placement keys")
+    what = "; ".join(
+        f"{' + '.join(asks[n])} ask for {v:g} of resource {n!r}, the cluster's nodes offer {cluster.get(n, 0.0):g}"
+        for n, v in short.items()
+    )
+    fix = (
+        "start the nodes that should hold them with the resource, e.g. `ray start --address=HEAD:PORT "
+        f"--resources='{{\"{next(iter(short))}\": {math.ceil(max(short.values()))}}}'`, "
+        "or change the placement keys"
+    )
     return what, fix
 
 
@@ -84,9 +92,11 @@ def check_shared_run_dir(run_path: Path, echo=print, timeout_s: float = 60.0) ->
     finally:
         marker.unlink(missing_ok=True)
     if blind:
-        echo(f"warning: the run directory {run_path} is not visible from node(s) {', '.join(blind)}; on several "
-             "nodes run_dir must be shared storage (NFS, a mounted bucket), or workers there will not find the "
-             "teachers and checkpoints")
+        echo(
+            f"warning: the run directory {run_path} is not visible from node(s) {', '.join(blind)}; on several "
+            "nodes run_dir must be shared storage (NFS, a mounted bucket), or workers there will not find the "
+            "teachers and checkpoints"
+        )
     return blind
 
 
@@ -111,8 +121,12 @@ def store_unreachable(url: str, timeout_s: float = 60.0) -> list[str]:
 def _nodes_failing(nodes: list[dict], check, args: tuple, timeout_s: float) -> list[str]:
     """The addresses of ``nodes`` where a task running ``check(*args)`` did not answer True in time."""
     probe = ray.remote(num_cpus=0, max_retries=0)(check)
-    refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(*args):
-            n["NodeManagerAddress"] for n in nodes}
+    refs = {
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(*args): n[
+            "NodeManagerAddress"
+        ]
+        for n in nodes
+    }
     done, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
     for ref in pending:
         ray.cancel(ref, force=True)

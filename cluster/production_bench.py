@@ -82,8 +82,12 @@ def actor_rate(cfg: RunConfig, replicas: int, url: str) -> dict:
     ray.kill(controller)
     times = sorted(state["done_times"])
     steady = (len(times) - replicas) * run.guides.block_size / (times[-1] - times[replicas - 1])
-    return {"replicas": replicas, "records_per_s": round(steady, 1), "wall_s": round(total, 2),
-            "startup_s": round(times[0] - (time.time() - total), 2) if times else None}
+    return {
+        "replicas": replicas,
+        "records_per_s": round(steady, 1),
+        "wall_s": round(total, 2),
+        "startup_s": round(times[0] - (time.time() - total), 2) if times else None,
+    }
 
 
 def run_production_bench(cfg: RunConfig, checkpoint: str, blocks: int = 24, progress=print) -> dict:
@@ -97,8 +101,17 @@ def run_production_bench(cfg: RunConfig, checkpoint: str, blocks: int = 24, prog
                 row = actor_rate(cfg, replicas, server.url)
                 row["ratio_to_raw"] = round(row["records_per_s"] / raw, 3)
                 rows.append(row)
-                progress(f"{replicas} actor(s): {row['records_per_s']:.1f} records/s, ratio to raw "
-                         f"{row['ratio_to_raw']:.2f} (wall {row['wall_s']}s incl. start-up)")
-    return {"raw_records_per_s": round(raw, 1), "block_size": cfg.guides.block_size, "blocks": blocks,
-            "path": cfg.guides.path, "rule": cfg.guides.rule, "coupling": cfg.guides.coupling,
-            "coupling_solver": f"{cfg.guides.coupling_solver}x{cfg.guides.coupling_steps}", "rows": rows}
+                progress(
+                    f"{replicas} actor(s): {row['records_per_s']:.1f} records/s, ratio to raw "
+                    f"{row['ratio_to_raw']:.2f} (wall {row['wall_s']}s incl. start-up)"
+                )
+    return {
+        "raw_records_per_s": round(raw, 1),
+        "block_size": cfg.guides.block_size,
+        "blocks": blocks,
+        "path": cfg.guides.path,
+        "rule": cfg.guides.rule,
+        "coupling": cfg.guides.coupling,
+        "coupling_solver": f"{cfg.guides.coupling_solver}x{cfg.guides.coupling_steps}",
+        "rows": rows,
+    }

@@ -20,8 +20,15 @@ from pathlib import Path
 
 from guide_store.atomic import write_json_atomically
 
-__all__ = ["STUDENT_LINE_S", "last_metrics", "student_status", "student_line", "live_actors", "write_status",
-           "read_status"]
+__all__ = [
+    "STUDENT_LINE_S",
+    "last_metrics",
+    "student_status",
+    "student_line",
+    "live_actors",
+    "write_status",
+    "read_status",
+]
 
 STUDENT_LINE_S = 30.0
 STATUS_FILE = "status.json"
@@ -48,14 +55,24 @@ def last_metrics(run_path: Path) -> dict | None:
 
 def student_status(elapsed_s: float, total_steps: int, row: dict | None, store: dict, planned: int) -> dict:
     """The figures of one student line."""
-    out = {"elapsed_s": round(elapsed_s, 1), "steps": total_steps, "guides_produced": store.get("produced", 0),
-           "guides_planned": planned, "backlog_waiting": store.get("undelivered", 0),
-           "backlog_held": store.get("pending", 0), "time": time.time()}
+    out = {
+        "elapsed_s": round(elapsed_s, 1),
+        "steps": total_steps,
+        "guides_produced": store.get("produced", 0),
+        "guides_planned": planned,
+        "backlog_waiting": store.get("undelivered", 0),
+        "backlog_held": store.get("pending", 0),
+        "time": time.time(),
+    }
     if row is not None:
         rate = row.get("steps_per_second") or 0.0
-        out.update(step=row["step"], records_trained=row.get("records_consumed"), steps_per_second=rate,
-                   loss=row.get("loss"), eta_s=round((total_steps - row["step"]) / rate, 1)
-                   if rate and row["step"] < total_steps else 0.0)
+        out.update(
+            step=row["step"],
+            records_trained=row.get("records_consumed"),
+            steps_per_second=rate,
+            loss=row.get("loss"),
+            eta_s=round((total_steps - row["step"]) / rate, 1) if rate and row["step"] < total_steps else 0.0,
+        )
     return out
 
 
@@ -65,10 +82,14 @@ def student_line(s: dict) -> str:
         body = f"starting (no step logged yet of {s['steps']})"
     else:
         loss = f"{s['loss']:.4g}" if isinstance(s.get("loss"), (int, float)) else "-"
-        body = (f"step {s['step']}/{s['steps']}, {s['records_trained']} records trained, "
-                f"{s['steps_per_second']:.1f} steps/s, loss {loss}, ETA {s['eta_s']:.0f}s")
-    return (head + body + f"; guides {s['guides_produced']}/{s['guides_planned']}, backlog "
-            f"{s['backlog_waiting']} waiting, {s['backlog_held']} held until a checkpoint")
+        body = (
+            f"step {s['step']}/{s['steps']}, {s['records_trained']} records trained, "
+            f"{s['steps_per_second']:.1f} steps/s, loss {loss}, ETA {s['eta_s']:.0f}s"
+        )
+    return (
+        head + body + f"; guides {s['guides_produced']}/{s['guides_planned']}, backlog "
+        f"{s['backlog_waiting']} waiting, {s['backlog_held']} held until a checkpoint"
+    )
 
 
 def live_actors(namespace: str, run: str, job_id: str | None = None) -> list[dict]:
@@ -87,8 +108,15 @@ def live_actors(namespace: str, run: str, job_id: str | None = None) -> list[dic
         name, cls = a.name or "", a.class_name or ""
         teacher = a.ray_namespace == namespace and name.startswith(f"{run}-")
         if teacher or cls == "RayTrainWorker" or name == f"controller-{run}":
-            out.append({"name": name or f"{cls}-{a.actor_id[:8]}", "class": cls, "node_ip": nodes.get(a.node_id),
-                        "node_id": a.node_id, "pid": a.pid})
+            out.append(
+                {
+                    "name": name or f"{cls}-{a.actor_id[:8]}",
+                    "class": cls,
+                    "node_ip": nodes.get(a.node_id),
+                    "node_id": a.node_id,
+                    "pid": a.pid,
+                }
+            )
     return sorted(out, key=lambda r: r["name"])
 
 

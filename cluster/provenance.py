@@ -11,14 +11,21 @@ from pathlib import Path
 __all__ = ["PACKAGES", "git_commit", "package_versions", "provenance"]
 
 # report name -> distribution name
-PACKAGES = {"torch": "torch", "ray": "ray", "deepspeed": "deepspeed", "redis-py": "redis", "pyarrow": "pyarrow",
-            "numpy": "numpy"}
+PACKAGES = {
+    "torch": "torch",
+    "ray": "ray",
+    "deepspeed": "deepspeed",
+    "redis-py": "redis",
+    "pyarrow": "pyarrow",
+    "numpy": "numpy",
+}
 _ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit(root: Path = _ROOT) -> dict:
     """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding this code (``None`` when
     it is not a git checkout, e.g. an installed package or a Ray job's uploaded working directory)."""
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
@@ -44,5 +51,8 @@ def package_versions() -> dict[str, str | None]:
 def provenance(cfg, teacher_seeds: dict[str, int]) -> dict:
     """Git commit, package versions and seeds (``teacher_seeds``: training seed of each teacher the run
     trained itself, by checkpoint directory)."""
-    return {"git": git_commit(), "packages": package_versions(),
-            "seeds": {"run": cfg.seed, "data_split": cfg.data.split_seed_for(cfg.seed), "teachers": teacher_seeds}}
+    return {
+        "git": git_commit(),
+        "packages": package_versions(),
+        "seeds": {"run": cfg.seed, "data_split": cfg.data.split_seed_for(cfg.seed), "teachers": teacher_seeds},
+    }

@@ -40,8 +40,13 @@ def consumption_audit(checkpoint_dir: str | Path, world_size: int) -> dict:
             for i in range(start, start + count):
                 twice += i in seen
                 seen[i] = rank
-    return {"per_rank": per_rank, "records": len(seen), "consumed_twice": twice,
-            "min_id": min(seen) if seen else None, "max_id": max(seen) if seen else None}
+    return {
+        "per_rank": per_rank,
+        "records": len(seen),
+        "consumed_twice": twice,
+        "min_id": min(seen) if seen else None,
+        "max_id": max(seen) if seen else None,
+    }
 
 
 def _acknowledge(store_url: str | None, run: str, held: list[str]) -> int:
@@ -55,8 +60,14 @@ def _acknowledge(store_url: str | None, run: str, held: list[str]) -> int:
         store.close()
 
 
-def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], init_checkpoint: str | None,
-                     echo=print, plan: DevicePlan | None = None) -> dict:
+def run_student_pool(
+    cfg,
+    store_url: str | None,
+    data_shape: tuple[int, ...],
+    init_checkpoint: str | None,
+    echo=print,
+    plan: DevicePlan | None = None,
+) -> dict:
     """Train the student with ``plan.student_workers`` DeepSpeed ranks (``plan``: the run's device plan,
     by default resolved for the Ray cluster's GPUs); returns a summary, with the device, precision and
     parameter dtype the ranks trained with, and leaves the exported student in ``cfg.student_path`` and the
@@ -81,21 +92,32 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
     storage = sc.storage_path or str((cfg.run_path / "train").resolve())
     job = StudentJob.of(cfg, store_url, data_shape, init_checkpoint)
     trainer = TorchTrainer(
-        train_student_worker, train_loop_config={TRAIN_LOOP_KEY: job},
+        train_student_worker,
+        train_loop_config={TRAIN_LOOP_KEY: job},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=sizes, use_gpu=use_gpu, resources_per_worker=resources,
-                                     elastic_resize_monitor_interval_s=sc.resize_check_s),
-        run_config=TrainRunConfig(name=f"{cfg.name}-student-{int(time.time())}", storage_path=storage,
-                             failure_config=FailureConfig(max_failures=sc.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=sc.keep_checkpoints)))
+        scaling_config=ScalingConfig(
+            num_workers=sizes,
+            use_gpu=use_gpu,
+            resources_per_worker=resources,
+            elastic_resize_monitor_interval_s=sc.resize_check_s,
+        ),
+        run_config=TrainRunConfig(
+            name=f"{cfg.name}-student-{int(time.time())}",
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=sc.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=sc.keep_checkpoints),
+        ),
+    )
     shutil.rmtree(cfg.run_path / LEDGER_DIR, ignore_errors=True)  # this pool's trained ids only
     (cfg.run_path / "metrics.jsonl").unlink(missing_ok=True)  # rank 0 appends this pool's lines as it goes
     size = f"{sizes[0]} to {sizes[1]}" if isinstance(sizes, tuple) else f"{workers}"
-    echo(f"student pool: {size} DeepSpeed worker(s) (ZeRO {sc.zero_stage}, {plan.student.device}, "
-         f"{plan.student.precision}), objective {sc.objective}, "
-         f"{sc.steps} steps of {sc.batch_size} records per rank"
-         + (f", the last {sc.finetune.steps} of them distribution matching" if sc.finetune.steps else "")
-         + f"; checkpoints in {storage}")
+    echo(
+        f"student pool: {size} DeepSpeed worker(s) (ZeRO {sc.zero_stage}, {plan.student.device}, "
+        f"{plan.student.precision}), objective {sc.objective}, "
+        f"{sc.steps} steps of {sc.batch_size} records per rank"
+        + (f", the last {sc.finetune.steps} of them distribution matching" if sc.finetune.steps else "")
+        + f"; checkpoints in {storage}"
+    )
     start = time.perf_counter()
     # Ray Train's controller polls its workers every 2 s by default; a checkpoint report blocks its rank until
     # the next poll, and a finished pool is seen only then. 0.5 s (Ray Train passes the driver's value on to
@@ -119,10 +141,20 @@ def run_student_pool(cfg, store_url: str | None, data_shape: tuple[int, ...], in
     history = [json.loads(line) for line in (cfg.run_path / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in history if "loss" in r]
     final = history[-1]
-    return {"seconds": round(seconds, 2), "steps": final["step"], "records_consumed": final["records_consumed"],
-            "guide_wait_s_rank0": final["guide_wait_s"], "final_loss": logged[-1]["loss"] if logged else None,
-            "first_loss": logged[0]["loss"] if logged else None, "consumption": audit, "resumes": resumes,
-            "checkpoint": str(result.checkpoint.path), "storage": storage, "workers": workers,
-            "final_workers": final_world, "pool_history": pool_history(cfg.run_path / LEDGER_DIR),
-            "final_acknowledged_records": final_acks,
-            **{k: final.get(k) for k in ("device", "precision", "parameter_dtype")}}
+    return {
+        "seconds": round(seconds, 2),
+        "steps": final["step"],
+        "records_consumed": final["records_consumed"],
+        "guide_wait_s_rank0": final["guide_wait_s"],
+        "final_loss": logged[-1]["loss"] if logged else None,
+        "first_loss": logged[0]["loss"] if logged else None,
+        "consumption": audit,
+        "resumes": resumes,
+        "checkpoint": str(result.checkpoint.path),
+        "storage": storage,
+        "workers": workers,
+        "final_workers": final_world,
+        "pool_history": pool_history(cfg.run_path / LEDGER_DIR),
+        "final_acknowledged_records": final_acks,
+        **{k: final.get(k) for k in ("device", "precision", "parameter_dtype")},
+    }

@@ -97,18 +97,34 @@ def _evaluate_teachers(study, base, needed, quick, echo) -> None:
         data = load_run_data(cfg)
         model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
         table = _evaluate(teacher_sampler(model, "euler"), cfg, seed, data, list(cfg.eval.steps), "euler", path)
-        adaptive = _evaluate(teacher_sampler(model, "adaptive"), cfg, seed, data, [None], "adaptive",
-                             path / "adaptive")
+        adaptive = _evaluate(teacher_sampler(model, "adaptive"), cfg, seed, data, [None], "adaptive", path / "adaptive")
         reference = reference_solver(cfg)
-        ref_rows = [] if reference is None or reference[0] == "adaptive" else evaluate_sampler(
-            teacher_sampler(model, reference[0]), data, reference[1], QualitySettings.of(cfg, seed),
-            label=reference[0], with_floor=False)["rows"]
+        ref_rows = (
+            []
+            if reference is None or reference[0] == "adaptive"
+            else evaluate_sampler(
+                teacher_sampler(model, reference[0]),
+                data,
+                reference[1],
+                QualitySettings.of(cfg, seed),
+                label=reference[0],
+                with_floor=False,
+            )["rows"]
+        )
         train = json.loads((path / "train_report.json").read_text())
-        out = {"key": key, "seed": seed, "rows": table["rows"] + adaptive["rows"], "reference_rows": ref_rows,
-               "floor": table["floor"], "straightness": teacher_straightness(model, data.data_shape, seed),
-               "n_samples": table["n_samples"], "rectification": train["rectification"],
-               "samples_files": {"euler": table["samples_file"], "adaptive": adaptive["samples_file"]},
-               "train_seconds": train["train_seconds"], "eval_seconds": round(time.perf_counter() - start, 2)}
+        out = {
+            "key": key,
+            "seed": seed,
+            "rows": table["rows"] + adaptive["rows"],
+            "reference_rows": ref_rows,
+            "floor": table["floor"],
+            "straightness": teacher_straightness(model, data.data_shape, seed),
+            "n_samples": table["n_samples"],
+            "rectification": train["rectification"],
+            "samples_files": {"euler": table["samples_file"], "adaptive": adaptive["samples_file"]},
+            "train_seconds": train["train_seconds"],
+            "eval_seconds": round(time.perf_counter() - start, 2),
+        }
         write_json_atomically(path / TEACHER_EVAL_FILE, out)  # its presence means done
         echo(f"teacher {key} seed {seed}: evaluated in {out['eval_seconds']:.0f}s")
 
@@ -123,24 +139,48 @@ def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
     t = time.perf_counter()
     data = load_run_data(cfg)
     student, _ = load_checkpoint(cfg.student_path, expect_data_shape=data.data_shape)
-    table = _evaluate(student_sampler(cfg.student.objective, student), cfg, vr.seed, data,
-                      list(cfg.student.eval_steps), f"student/{cfg.student.objective}", cfg.run_path)
+    table = _evaluate(
+        student_sampler(cfg.student.objective, student),
+        cfg,
+        vr.seed,
+        data,
+        list(cfg.student.eval_steps),
+        f"student/{cfg.student.objective}",
+        cfg.run_path,
+    )
     g = cfg.guides
     training = report["student_training"]
     result = {
-        "key": vr.key, "variant": vr.variant.name, "objective": vr.objective, "seed": vr.seed,
-        "path": g.path, "coupling": g.coupling, "rule": g.rule if g.n_guides else None,
+        "key": vr.key,
+        "variant": vr.variant.name,
+        "objective": vr.objective,
+        "seed": vr.seed,
+        "path": g.path,
+        "coupling": g.coupling,
+        "rule": g.rule if g.n_guides else None,
         "teachers": vr.variant.teachers,
-        "nfe_per_record": teacher_nfe_per_record(g.coupling_settings(), g.rule, g.n_guides, g.solve_solver,
-                                                 g.solve_steps, sum(cfg.teachers[0].guides_from_coupling(g))),
-        "rows": table["rows"], "floor": table["floor"], "n_samples": table["n_samples"],
-        "samples_file": table["samples_file"], "records": report["production"]["records"],
+        "nfe_per_record": teacher_nfe_per_record(
+            g.coupling_settings(),
+            g.rule,
+            g.n_guides,
+            g.solve_solver,
+            g.solve_steps,
+            sum(cfg.teachers[0].guides_from_coupling(g)),
+        ),
+        "rows": table["rows"],
+        "floor": table["floor"],
+        "n_samples": table["n_samples"],
+        "samples_file": table["samples_file"],
+        "records": report["production"]["records"],
         "distinct_pairs": report["production"]["distinct_pairs"],
-        "student_steps": training["steps"], "student_seconds": training["seconds"],
+        "student_steps": training["steps"],
+        "student_seconds": training["seconds"],
         "records_consumed": training["consumption"]["records"],
-        "consumed_twice": training["consumption"]["consumed_twice"], "final_loss": training["final_loss"],
+        "consumed_twice": training["consumption"]["consumed_twice"],
+        "final_loss": training["final_loss"],
         "guide_wait_s_rank0": training["guide_wait_s_rank0"],
-        "run_seconds": report["timings"]["total_s"], "eval_seconds": round(time.perf_counter() - t, 2),
+        "run_seconds": report["timings"]["total_s"],
+        "eval_seconds": round(time.perf_counter() - t, 2),
         "wall_seconds": round(time.perf_counter() - start, 2),
     }
     write_json_atomically(cfg.run_path / RESULT_FILE, result)  # its presence means done
@@ -164,19 +204,33 @@ def collect_results(study, base, runs: list[VariantRun], quick: bool, config_fil
             f = teacher_path(study, key, seed, quick) / TEACHER_EVAL_FILE
             if f.is_file():
                 teachers.append({**json.loads(f.read_text()), "label": study.teachers[key].label})
-    done = [_with_distinct_pairs(json.loads((r.cfg.run_path / RESULT_FILE).read_text()), r.cfg.run_path)
-            for r in runs if (r.cfg.run_path / RESULT_FILE).is_file()]
+    done = [
+        _with_distinct_pairs(json.loads((r.cfg.run_path / RESULT_FILE).read_text()), r.cfg.run_path)
+        for r in runs
+        if (r.cfg.run_path / RESULT_FILE).is_file()
+    ]
     first = runs[0].cfg
-    return {"study": study.name, "config_file": config_file, "quick": quick, "seeds": seeds, "data": first.data.name,
-            "metric_kind": load_run_data(first).kind,  # the data source's own kind, loaded as its runs load it
-            "planned_runs": [r.key for r in runs], "runs": done, "teachers": teachers,
-            "base": study.base, "settings": {"student_steps": first.student.steps,
-                                             "student_batch_size": first.student.batch_size,
-                                             "student_workers": first.student.max_workers,
-                                             "guide_records": first.guides.num_samples,
-                                             "eval_samples": first.eval.n_samples},
-            "study_config": study.model_dump(mode="json"),
-            **dict(zip(("default", "default_peers"), _default_rows(study, base, runs, quick)))}
+    return {
+        "study": study.name,
+        "config_file": config_file,
+        "quick": quick,
+        "seeds": seeds,
+        "data": first.data.name,
+        "metric_kind": load_run_data(first).kind,  # the data source's own kind, loaded as its runs load it
+        "planned_runs": [r.key for r in runs],
+        "runs": done,
+        "teachers": teachers,
+        "base": study.base,
+        "settings": {
+            "student_steps": first.student.steps,
+            "student_batch_size": first.student.batch_size,
+            "student_workers": first.student.max_workers,
+            "guide_records": first.guides.num_samples,
+            "eval_samples": first.eval.n_samples,
+        },
+        "study_config": study.model_dump(mode="json"),
+        **dict(zip(("default", "default_peers"), _default_rows(study, base, runs, quick))),
+    }
 
 
 def _default_rows(study, base: dict, runs: list[VariantRun], quick: bool) -> tuple[str | None, list[str]]:
@@ -184,10 +238,18 @@ def _default_rows(study, base: dict, runs: list[VariantRun], quick: bool) -> tup
     reflow rounds), if the matrix has it, and its peers: the rows whose teachers have the same reflow rounds,
     which a default can switch to without a costlier teacher (another reflow round retrains it)."""
     b = parse_config({**base, "name": "base"})
-    want = (b.guides.path, b.guides.rule, b.guides.coupling, b.student.objective,
-            len(b.teachers[0].checkpoints) if b.teachers else 1)
-    rounds = {(v.name, seed): teacher_config(study, base, v.teachers[0], seed, quick).teacher.reflow_rounds
-              for v in study.variants for seed in {r.seed for r in runs}}
+    want = (
+        b.guides.path,
+        b.guides.rule,
+        b.guides.coupling,
+        b.student.objective,
+        len(b.teachers[0].checkpoints) if b.teachers else 1,
+    )
+    rounds = {
+        (v.name, seed): teacher_config(study, base, v.teachers[0], seed, quick).teacher.reflow_rounds
+        for v in study.variants
+        for seed in {r.seed for r in runs}
+    }
     default, peers = None, set()
     for r in runs:
         if rounds[(r.variant.name, r.seed)] != b.teacher.reflow_rounds:
@@ -205,13 +267,18 @@ def _ray_up(runs: list[VariantRun]) -> bool:
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, namespace="bezier-distill", log_to_driver=False,
-             **({} if address else {"num_cpus": max(local_cpus(r.cfg) for r in runs)}))
+    ray.init(
+        address=address,
+        namespace="bezier-distill",
+        log_to_driver=False,
+        **({} if address else {"num_cpus": max(local_cpus(r.cfg) for r in runs)}),
+    )
     return True
 
 
-def plan_runs(study, base, runs: list[VariantRun], quick: bool, config_file: str) -> tuple[list[VariantRun],
-                                                                                           dict | None]:
+def plan_runs(
+    study, base, runs: list[VariantRun], quick: bool, config_file: str
+) -> tuple[list[VariantRun], dict | None]:
     """The runs the study makes, and its screen (``None`` without one): every run of the matrix; or, with
     ``screen``, every variant at the screen's seeds, then (once those are all finished) the finalists
     (``cluster.study_report.finalists``) at the other seeds. The finalists are chosen once and kept in
@@ -236,8 +303,14 @@ def plan_runs(study, base, runs: list[VariantRun], quick: bool, config_file: str
     return first + [r for r in runs if r.seed not in sc.seeds and r.row in info["finalists"]], info
 
 
-def run_study(path: str | Path, quick: bool = False, out_dir: str | Path | None = None, echo=print,
-              show_bar: bool = True, report_only: bool = False) -> dict:
+def run_study(
+    path: str | Path,
+    quick: bool = False,
+    out_dir: str | Path | None = None,
+    echo=print,
+    show_bar: bool = True,
+    report_only: bool = False,
+) -> dict:
     """Run (or resume) the study and write its report; returns the collected results."""
 
     study, base, runs = load_study(path, quick)
@@ -245,9 +318,11 @@ def run_study(path: str | Path, quick: bool = False, out_dir: str | Path | None 
     if not report_only:
         planned, screen = plan_runs(study, base, runs, quick, str(path))
         todo = [r for r in planned if not (r.cfg.run_path / RESULT_FILE).is_file()]
-        echo(f"study {study.name}{' (quick)' if quick else ''}: {len(planned)} runs"
-             f"{' (the screen; finalists after it)' if screen and screen['finalists'] is None else ''}, "
-             f"{len(planned) - len(todo)} done, {len(todo)} to run; work in {work_dir(study, quick)}")
+        echo(
+            f"study {study.name}{' (quick)' if quick else ''}: {len(planned)} runs"
+            f"{' (the screen; finalists after it)' if screen and screen['finalists'] is None else ''}, "
+            f"{len(planned) - len(todo)} done, {len(todo)} to run; work in {work_dir(study, quick)}"
+        )
         needed = _needed(planned)
         started = _ray_up(runs) if todo or _teacher_jobs(study, base, needed, quick) else False
         try:
@@ -265,8 +340,10 @@ def run_study(path: str | Path, quick: bool = False, out_dir: str | Path | None 
                     result = _run_variant(vr, lambda *_: None, False)
                     first = result["rows"][0]
                     metric = next(k for k in ("fid", "sliced_w2", "non_finite") if k in first)
-                    echo(f"[{i}/{len(todo)}] {vr.key}: {first['steps']}-step {metric} {first[metric]:.4g}, "
-                         f"{result['wall_seconds']:.0f}s")
+                    echo(
+                        f"[{i}/{len(todo)}] {vr.key}: {first['steps']}-step {metric} {first[metric]:.4g}, "
+                        f"{result['wall_seconds']:.0f}s"
+                    )
                 planned, screen = plan_runs(study, base, runs, quick, str(path))
                 todo = [r for r in planned if not (r.cfg.run_path / RESULT_FILE).is_file()]
                 if todo:

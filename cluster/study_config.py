@@ -26,8 +26,17 @@ from cluster.config import ConfigError, RunConfig, Section, apply_overrides, for
 from cluster.paths import resolve_output, resolve_run_paths
 from teachers.config import OBJECTIVE_NAMES, Objective
 
-__all__ = ["StudyConfig", "TeacherRecipe", "Variant", "Claim", "Screen", "VariantRun", "load_study", "variant_runs",
-           "teacher_config"]
+__all__ = [
+    "StudyConfig",
+    "TeacherRecipe",
+    "Variant",
+    "Claim",
+    "Screen",
+    "VariantRun",
+    "load_study",
+    "variant_runs",
+    "teacher_config",
+]
 
 _NAME = r"^[A-Za-z0-9_.-]+$"
 
@@ -57,8 +66,9 @@ class Claim(Section):
     Entries are ``variant`` (any of its objectives) or ``variant/objective``."""
 
     text: str
-    paper: bool = Field(False, description="a claim of the paper behind the project (the report lists where "
-                        "these do not hold)")
+    paper: bool = Field(
+        False, description="a claim of the paper behind the project (the report lists where these do not hold)"
+    )
     better: list[str] = Field(min_length=1)
     than: list[str] = Field(min_length=1)
     steps: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
@@ -86,8 +96,10 @@ class Screen(Section):
 
 class StudyConfig(Section):
     name: str = Field(pattern=_NAME)
-    base: str = Field(description="the run configuration every variant starts from: a path from the current "
-                      "directory, else beside the study file")
+    base: str = Field(
+        description="the run configuration every variant starts from: a path from the current "
+        "directory, else beside the study file"
+    )
     run_dir: str = "runs"
     seeds: list[int] = Field(min_length=1)
     set: list[str] = Field(default_factory=list)
@@ -95,10 +107,16 @@ class StudyConfig(Section):
     variants: list[Variant] = Field(min_length=1)
     claims: list[Claim] = Field(default_factory=list)
     quick: QuickSettings = QuickSettings()
-    screen: Screen | None = Field(None, description="screen every variant at a few seeds, then run only the "
-                                  "finalists at the others (None: every variant at every seed)")
-    notes: list[str] = Field(default_factory=list, description="decisions taken because of the study, in plain "
-                             "words; the report prints them under its conclusion (no numbers: those are generated)")
+    screen: Screen | None = Field(
+        None,
+        description="screen every variant at a few seeds, then run only the "
+        "finalists at the others (None: every variant at every seed)",
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="decisions taken because of the study, in plain "
+        "words; the report prints them under its conclusion (no numbers: those are generated)",
+    )
 
     @model_validator(mode="after")
     def _names_resolve(self) -> "StudyConfig":
@@ -120,8 +138,10 @@ class StudyConfig(Section):
             for entry in claim.better + claim.than:
                 name, _, objective = entry.partition("/")
                 if name not in names or objective not in ("", *OBJECTIVE_NAMES):
-                    raise ValueError(f"claim {claim.text!r}: {entry!r} is not VARIANT or VARIANT/OBJECTIVE "
-                                     f"(variants: {names}; objectives: {', '.join(OBJECTIVE_NAMES)})")
+                    raise ValueError(
+                        f"claim {claim.text!r}: {entry!r} is not VARIANT or VARIANT/OBJECTIVE "
+                        f"(variants: {names}; objectives: {', '.join(OBJECTIVE_NAMES)})"
+                    )
         return self
 
 
@@ -163,8 +183,11 @@ def teacher_config(study: StudyConfig, base: dict, key: str, seed: int, quick: b
     """The run configuration a teacher recipe trains with for one study seed."""
     recipe = study.teachers[key]
     raw = apply_overrides(base, _study_overrides(study, quick) + recipe.set)
-    raw.update(seed=seed + recipe.seed_offset, name=f"{study.name}-teacher-{key}-s{seed}",
-               run_dir=str(work_dir(study, quick) / "teachers"))
+    raw.update(
+        seed=seed + recipe.seed_offset,
+        name=f"{study.name}-teacher-{key}-s{seed}",
+        run_dir=str(work_dir(study, quick) / "teachers"),
+    )
     raw.setdefault("data", {})["split_seed"] = seed  # every model of a seed holds out the same data
     return resolve_run_paths(parse_config(raw, f"study {study.name}: teacher {key!r} (seed {seed})"))
 
@@ -180,15 +203,20 @@ def variant_runs(study: StudyConfig, base: dict, quick: bool) -> list[VariantRun
     for seed in seeds:
         for v in study.variants:
             for objective in v.objectives:
-                raw = apply_overrides(base, _study_overrides(study, quick) + v.set
-                                      + [f"student.objective={objective}"])
+                raw = apply_overrides(base, _study_overrides(study, quick) + v.set + [f"student.objective={objective}"])
                 pool = dict((raw.get("teachers") or [{"name": "teacher"}])[0])
-                pool.update(name="teacher", checkpoints=[str(teacher_path(study, t, seed, quick).resolve())
-                                                         for t in v.teachers])
-                raw.update(seed=seed, name=f"{study.name}-{v.name}-{objective}-s{seed}", teachers=[pool],
-                           run_dir=str(work_dir(study, quick) / "runs"))
-                cfg = resolve_run_paths(parse_config(raw, f"study {study.name}: variant {v.name!r} ({objective}, "
-                                                          f"seed {seed})"))
+                pool.update(
+                    name="teacher", checkpoints=[str(teacher_path(study, t, seed, quick).resolve()) for t in v.teachers]
+                )
+                raw.update(
+                    seed=seed,
+                    name=f"{study.name}-{v.name}-{objective}-s{seed}",
+                    teachers=[pool],
+                    run_dir=str(work_dir(study, quick) / "runs"),
+                )
+                cfg = resolve_run_paths(
+                    parse_config(raw, f"study {study.name}: variant {v.name!r} ({objective}, seed {seed})")
+                )
                 runs.append(VariantRun(v, objective, seed, cfg))
     return runs
 
@@ -226,13 +254,15 @@ def load_study(path: str | Path, quick: bool = False) -> tuple[StudyConfig, dict
     study = study.model_copy(update={"run_dir": str(resolve_output(study.run_dir))})
     base = _base_raw(study, path)
     for key in study.teachers:
-        for seed in (study.quick.seeds if quick else study.seeds):
+        for seed in study.quick.seeds if quick else study.seeds:
             teacher_config(study, base, key, seed, quick)
     runs = variant_runs(study, base, quick)
     if study.screen is not None:
         for r in runs:
             missing = [k for k in study.screen.steps if k not in r.cfg.student.eval_steps]
             if missing:
-                raise ConfigError(f"study {path}: screen.steps {missing} are not among variant {r.variant.name!r}'s "
-                                  f"student.eval_steps {r.cfg.student.eval_steps}: the screen ranks by them")
+                raise ConfigError(
+                    f"study {path}: screen.steps {missing} are not among variant {r.variant.name!r}'s "
+                    f"student.eval_steps {r.cfg.student.eval_steps}: the screen ranks by them"
+                )
     return study, base, runs

@@ -6,9 +6,14 @@ from __future__ import annotations
 __all__ = ["METRICS", "METRIC_NAMES", "to_teacher_best"]
 
 METRICS = {"image": ("fid", "kid"), "vector": ("sliced_w2", "energy")}
-METRIC_NAMES = {"fid": "FID", "kid": "KID", "sliced_w2": "sliced W2", "energy": "energy distance (an MMD)",
-                "fid_to_teacher_best": "FID / teacher's best",
-                "sliced_w2_to_teacher_best": "sliced W2 / teacher's best"}
+METRIC_NAMES = {
+    "fid": "FID",
+    "kid": "KID",
+    "sliced_w2": "sliced W2",
+    "energy": "energy distance (an MMD)",
+    "fid_to_teacher_best": "FID / teacher's best",
+    "sliced_w2_to_teacher_best": "sliced W2 / teacher's best",
+}
 
 
 def to_teacher_best(metric: str) -> str:

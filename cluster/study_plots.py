@@ -25,13 +25,28 @@ def plot_quality(results: dict, agg: dict, teachers: dict, floor: dict, path: Pa
             steps = sorted(s for (s, m) in e["cells"] if m == metric)
             means = [e["cells"][(s, metric)][0] for s in steps]
             halves = [e["cells"][(s, metric)][1] or 0.0 for s in steps]
-            ax.errorbar(steps, means, yerr=halves, marker="o", ms=3, capsize=2, lw=1.2,
-                        color=colours(variants.index(e["variant"])),
-                        ls="-" if e["objective"] == "flow_map" else ":", label=key)
+            ax.errorbar(
+                steps,
+                means,
+                yerr=halves,
+                marker="o",
+                ms=3,
+                capsize=2,
+                lw=1.2,
+                color=colours(variants.index(e["variant"])),
+                ls="-" if e["objective"] == "flow_map" else ":",
+                label=key,
+            )
         for i, (key, t) in enumerate(teachers.items()):
             steps = sorted(s for (s, m) in t["cells"] if m == metric and s is not None)
-            ax.plot(steps, [t["cells"][(s, metric)][0] for s in steps], "--", color=str(0.15 + 0.25 * i),
-                    lw=1.5, label=f"{t['label']} (Euler)")
+            ax.plot(
+                steps,
+                [t["cells"][(s, metric)][0] for s in steps],
+                "--",
+                color=str(0.15 + 0.25 * i),
+                lw=1.5,
+                label=f"{t['label']} (Euler)",
+            )
         if metric in floor:
             ax.axhline(floor[metric][0], color="red", ls="-.", lw=1, label="real-vs-real floor")
         ax.set_xscale("log", base=2)

@@ -43,21 +43,28 @@ def teacher_bests(results: dict) -> dict[tuple[str, int], float]:
     """``{(teacher recipe, seed): its best primary-metric value}`` over every row it was evaluated with (Euler
     at ``eval.steps``, adaptive, and the reference solver when the study's teachers have that row)."""
     metric = METRICS[results["metric_kind"]][0]
-    return {(t["key"], t["seed"]): min(_value(r, metric) for r in t["rows"] + (t.get("reference_rows") or []))
-            for t in results["teachers"]}
+    return {
+        (t["key"], t["seed"]): min(_value(r, metric) for r in t["rows"] + (t.get("reference_rows") or []))
+        for t in results["teachers"]
+    }
 
 
 def _ratio_cells(results: dict, runs: list[dict], bests: dict) -> dict:
     """``{(steps, METRIC_to_teacher_best): (mean, half)}``: each run's primary metric over the best row of its
     own teachers at its own seed (what the run report calls ``fid_to_teacher_best``), when every run has one."""
     metric = METRICS[results["metric_kind"]][0]
-    best = [min((bests[(k, r["seed"])] for k in r.get("teachers", []) if (k, r["seed"]) in bests), default=None)
-            for r in runs]
+    best = [
+        min((bests[(k, r["seed"])] for k in r.get("teachers", []) if (k, r["seed"]) in bests), default=None)
+        for r in runs
+    ]
     if not all(b is not None and math.isfinite(b) and b > 0 for b in best):
         return {}
-    return {(row["steps"], to_teacher_best(metric)):
-            interval([_value(_row(r, row["steps"]), metric) / b for r, b in zip(runs, best)])
-            for row in runs[0]["rows"]}
+    return {
+        (row["steps"], to_teacher_best(metric)): interval(
+            [_value(_row(r, row["steps"]), metric) / b for r, b in zip(runs, best)]
+        )
+        for row in runs[0]["rows"]
+    }
 
 
 def aggregate(results: dict) -> dict[str, dict]:
@@ -67,18 +74,29 @@ def aggregate(results: dict) -> dict[str, dict]:
     bests = teacher_bests(results)
     out: dict[str, dict] = {}
     for r in results["runs"]:
-        entry = out.setdefault(f"{r['variant']}/{r['objective']}", {"runs": [], "variant": r["variant"],
-                                                                   "objective": r["objective"]})
+        entry = out.setdefault(
+            f"{r['variant']}/{r['objective']}", {"runs": [], "variant": r["variant"], "objective": r["objective"]}
+        )
         entry["runs"].append(r)
     for entry in out.values():
         runs = entry["runs"]
         entry["seeds"] = sorted(r["seed"] for r in runs)
-        entry["cells"] = {(row["steps"], m): interval([_value(_row(r, row["steps"]), m) for r in runs])
-                          for row in runs[0]["rows"] for m in METRICS[results["metric_kind"]]}
+        entry["cells"] = {
+            (row["steps"], m): interval([_value(_row(r, row["steps"]), m) for r in runs])
+            for row in runs[0]["rows"]
+            for m in METRICS[results["metric_kind"]]
+        }
         entry["cells"].update(_ratio_cells(results, runs, bests))
-        entry["boot"] = ({(row["steps"], m): _row(runs[0], row["steps"])[f"{m}_interval"] for row in runs[0]["rows"]
-                          for m in METRICS[results["metric_kind"]] if f"{m}_interval" in _row(runs[0], row["steps"])}
-                         if len(runs) == 1 else {})
+        entry["boot"] = (
+            {
+                (row["steps"], m): _row(runs[0], row["steps"])[f"{m}_interval"]
+                for row in runs[0]["rows"]
+                for m in METRICS[results["metric_kind"]]
+                if f"{m}_interval" in _row(runs[0], row["steps"])
+            }
+            if len(runs) == 1
+            else {}
+        )
         entry["wall"] = interval([r["wall_seconds"] for r in runs])
         entry["nfe_per_record"] = runs[0]["nfe_per_record"]
         pairs = [r.get("distinct_pairs") for r in runs]
@@ -100,14 +118,18 @@ def _teacher_cells(results: dict) -> dict[str, dict]:
     for entry in out.values():
         ev = entry["evals"]
         metrics = METRICS[results["metric_kind"]]
-        entry["cells"] = {(row["steps"], m): interval([_value(_row(e, row["steps"]), m) for e in ev])
-                          for row in ev[0]["rows"] for m in metrics}
+        entry["cells"] = {
+            (row["steps"], m): interval([_value(_row(e, row["steps"]), m) for e in ev])
+            for row in ev[0]["rows"]
+            for m in metrics
+        }
         refs = [e.get("reference_rows") or [] for e in ev]
-        entry["reference"] = ({m: interval([_value(r[0], m) for r in refs]) for m in metrics}
-                              if all(refs) else None)
+        entry["reference"] = {m: interval([_value(r[0], m) for r in refs]) for m in metrics} if all(refs) else None
         entry["reference_label"] = f"{refs[0][0]['label']} x {refs[0][0]['steps']}" if all(refs) else None
-        entry["best"] = {m: interval([min(_value(r, m) for r in e["rows"] + (e.get("reference_rows") or []))
-                                      for e in ev]) for m in metrics}
+        entry["best"] = {
+            m: interval([min(_value(r, m) for r in e["rows"] + (e.get("reference_rows") or [])) for e in ev])
+            for m in metrics
+        }
         entry["nfe_adaptive"] = interval([_row(e, None)["nfe"] for e in ev])[0]
         entry["train"] = interval([e["train_seconds"] for e in ev])
         gaps = [e.get("straightness") for e in ev]
@@ -149,15 +171,29 @@ def claim_verdicts(results: dict) -> list[dict]:
                 members = [k for k in _members(results, agg, entries) if (steps, metric) in agg[k]["cells"]]
                 sides.append(min(members, key=lambda k: agg[k]["cells"][(steps, metric)][0]) if members else None)
             a, b = sides
-            v = {"claim": claim["text"], "paper": claim.get("paper", False), "steps": steps, "metric": metric,
-                 "better": a, "than": b}
+            v = {
+                "claim": claim["text"],
+                "paper": claim.get("paper", False),
+                "steps": steps,
+                "metric": metric,
+                "better": a,
+                "than": b,
+            }
             if a is None or b is None:
                 verdicts.append({**v, "verdict": "not run"})
                 continue
             mean, half, n, verdict = _paired(agg, a, b, steps, metric)
-            verdicts.append({**v, "verdict": verdict, "difference": mean, "half_width": half,
-                             "seeds": n, "a": agg[a]["cells"][(steps, metric)],
-                             "b": agg[b]["cells"][(steps, metric)]})
+            verdicts.append(
+                {
+                    **v,
+                    "verdict": verdict,
+                    "difference": mean,
+                    "half_width": half,
+                    "seeds": n,
+                    "a": agg[a]["cells"][(steps, metric)],
+                    "b": agg[b]["cells"][(steps, metric)],
+                }
+            )
     return verdicts
 
 
@@ -186,13 +222,19 @@ def _interval_note(results: dict) -> str:
     rows = [r for run in results["runs"] for r in run["rows"] if "fid" in r]
     kept = sum("fid_interval" in r for r in rows)
     if rows and kept == len(rows):
-        return (" Each run's FID also has a 95% bootstrap interval over its evaluation draws (`fid_interval` in the "
-                "raw JSON); a one-seed cell shows it in brackets.")
+        return (
+            " Each run's FID also has a 95% bootstrap interval over its evaluation draws (`fid_interval` in the "
+            "raw JSON); a one-seed cell shows it in brackets."
+        )
     if kept == 0:
-        return (" This section's runs kept only scalar FIDs (made before per-run bootstrap intervals were kept): "
-                "a one-seed cell has no interval.")
-    return (f" {kept} of {len(rows)} run rows kept a bootstrap FID interval (`fid_interval`; the others were made "
-            "before it was kept): a one-seed cell shows it in brackets when its run has one.")
+        return (
+            " This section's runs kept only scalar FIDs (made before per-run bootstrap intervals were kept): "
+            "a one-seed cell has no interval."
+        )
+    return (
+        f" {kept} of {len(rows)} run rows kept a bootstrap FID interval (`fid_interval`; the others were made "
+        "before it was kept): a one-seed cell shows it in brackets when its run has one."
+    )
 
 
 def _fmt_count(cell: tuple[float, float | None] | None) -> str:
@@ -213,12 +255,19 @@ def _student_table(results: dict, agg: dict, metric: str, with_pairs: bool = Fal
     the results have them: those from before it was kept do not)."""
     steps = sorted({s for e in agg.values() for (s, m) in e["cells"] if m == metric})
     pairs = with_pairs and any(e["distinct_pairs"] is not None for e in agg.values())
-    head = (["variant", "objective", "teacher NFE / record"] + (["distinct pairs"] if pairs else [])
-            + [f"{METRIC_NAMES[metric]}, {s} step{'s' * (s > 1)}" for s in steps] + ["seeds", "wall s / run"])
+    head = (
+        ["variant", "objective", "teacher NFE / record"]
+        + (["distinct pairs"] if pairs else [])
+        + [f"{METRIC_NAMES[metric]}, {s} step{'s' * (s > 1)}" for s in steps]
+        + ["seeds", "wall s / run"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for key, e in agg.items():
-        cells = [e["variant"], f"`{e['objective']}`", str(e["nfe_per_record"] if e["nfe_per_record"] is not None
-                                                          else "adaptive")]
+        cells = [
+            e["variant"],
+            f"`{e['objective']}`",
+            str(e["nfe_per_record"] if e["nfe_per_record"] is not None else "adaptive"),
+        ]
         cells += [_fmt_count(e["distinct_pairs"])] if pairs else []
         cells += [_fmt(e["cells"].get((s, metric))) + _fmt_boot(e.get("boot", {}).get((s, metric))) for s in steps]
         cells += [str(len(e["seeds"])), _fmt(e["wall"])]
@@ -232,13 +281,20 @@ def _teacher_table(results: dict, teachers: dict, metric: str) -> list[str]:
     steps = sorted({s for t in teachers.values() for (s, m) in t["cells"] if s is not None and m == metric})
     ref = next((t["reference_label"] for t in teachers.values() if t["reference_label"]), None)
     straight = any(t["straightness"] is not None for t in teachers.values())
-    head = ([f"teacher: {METRIC_NAMES[metric]}"] + [f"Euler {s}" for s in steps] + ["adaptive (mean NFE)"]
-            + ([ref] if ref else []) + ["best row"] + (["straightness"] if straight else []) + ["training s"])
+    head = (
+        [f"teacher: {METRIC_NAMES[metric]}"]
+        + [f"Euler {s}" for s in steps]
+        + ["adaptive (mean NFE)"]
+        + ([ref] if ref else [])
+        + ["best row"]
+        + (["straightness"] if straight else [])
+        + ["training s"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for t in teachers.values():
         cells = [t["label"]] + [_fmt(t["cells"].get((s, metric))) for s in steps]
         cells += [f"{_fmt(t['cells'].get((None, metric)))} ({t['nfe_adaptive']:.0f})"]
-        cells += ([_fmt(t["reference"][metric]) if t["reference"] else "-"] if ref else [])
+        cells += [_fmt(t["reference"][metric]) if t["reference"] else "-"] if ref else []
         cells += [_fmt(t["best"][metric])] + ([_fmt(t["straightness"])] if straight else []) + [_fmt(t["train"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -264,10 +320,12 @@ def finalists(results: dict, screen: dict) -> tuple[list[str], list[tuple[str, f
     metric = METRICS[results["metric_kind"]][0]
     ratio = to_teacher_best(metric)
     use = ratio if all((s, ratio) in e["cells"] for e in agg.values() for s in screen["steps"]) else metric
-    ranking = sorted(((k, sum(e["cells"][(s, use)][0] for s in screen["steps"]) / len(screen["steps"]))
-                      for k, e in agg.items()), key=lambda kv: kv[1])
+    ranking = sorted(
+        ((k, sum(e["cells"][(s, use)][0] for s in screen["steps"]) / len(screen["steps"])) for k, e in agg.items()),
+        key=lambda kv: kv[1],
+    )
     always = [k for k, _ in ranking if agg[k]["variant"] in screen["always"]]
-    return [k for k, _ in ranking if k not in always][:screen["keep"]] + always, ranking
+    return [k for k, _ in ranking if k not in always][: screen["keep"]] + always, ranking
 
 
 def _screen_lines(results: dict) -> list[str]:
@@ -275,16 +333,22 @@ def _screen_lines(results: dict) -> list[str]:
     if not sc:
         return []
     seeds = ("seed " if len(sc["seeds"]) == 1 else "seeds ") + ", ".join(map(str, sc["seeds"]))
-    how = (f"the {sc['keep']} best by the primary metric over the teacher's best, mean over steps "
-           f"{', '.join(map(str, sc['steps']))}"
-           + (f", and every row of {', '.join(sc['always'])}" if sc["always"] else ""))
+    how = (
+        f"the {sc['keep']} best by the primary metric over the teacher's best, mean over steps "
+        f"{', '.join(map(str, sc['steps']))}"
+        + (f", and every row of {', '.join(sc['always'])}" if sc["always"] else "")
+    )
     if sc.get("finalists") is None:
-        return [f"- **Screen:** every variant runs at {seeds} first; the finalists ({how}) are chosen when "
-                "the screen is finished, and it is not yet."]
+        return [
+            f"- **Screen:** every variant runs at {seeds} first; the finalists ({how}) are chosen when "
+            "the screen is finished, and it is not yet."
+        ]
     ranking = "; ".join(f"{k} {v:.3g}" for k, v in sc["ranking"])
-    return [f"- **Screen:** every variant ran at {seeds}; the finalists ({how}) go on to every seed: "
-            f"{', '.join(sc['finalists'])}. Screen ranking: {ranking}. The best rows below are among the "
-            "rows with the most seeds."]
+    return [
+        f"- **Screen:** every variant ran at {seeds}; the finalists ({how}) go on to every seed: "
+        f"{', '.join(sc['finalists'])}. Screen ranking: {ranking}. The best rows below are among the "
+        "rows with the most seeds."
+    ]
 
 
 def _comparable(agg: dict) -> dict:
@@ -305,40 +369,73 @@ def _conclusion(results: dict, agg: dict, teachers: dict, verdicts: list[dict]) 
     for steps in sorted({s for e in agg.values() for (s, m) in e["cells"] if m == metric}):
         best = _best(full, steps, metric)
         teacher = {k: t["cells"].get((steps, metric)) for k, t in teachers.items()}
-        t_text = "; ".join(f"{teachers[k]['label']} with {steps} Euler step{'s' * (steps > 1)}: {_fmt(c)}"
-                           for k, c in teacher.items() if c is not None)
+        t_text = "; ".join(
+            f"{teachers[k]['label']} with {steps} Euler step{'s' * (steps > 1)}: {_fmt(c)}"
+            for k, c in teacher.items()
+            if c is not None
+        )
         closest = _best(full, steps, ratio)
-        r_text = "" if closest is None else (
-            f" Closest to its own teacher: {_label(results, closest)} at "
-            f"{_fmt(agg[closest]['cells'][(steps, ratio)])} x its teacher's best {name}.")
-        lines.append(f"- **{steps} step{'s' * (steps > 1)}:** the best student is {_label(results, best)} "
-                     f"({name} {_fmt(agg[best]['cells'][(steps, metric)])}).{r_text}"
-                     + (f" {t_text}." if t_text else ""))
-    rows = [(t["cells"][(s, m)], k, "the adaptive solver" if s is None else f"{s} Euler steps")
-            for k, t in teachers.items() for (s, m) in t["cells"] if m == metric]
-    rows += [(t["reference"][metric], k, f"the reference solver ({t['reference_label']})")
-             for k, t in teachers.items() if t["reference"]]
+        r_text = (
+            ""
+            if closest is None
+            else (
+                f" Closest to its own teacher: {_label(results, closest)} at "
+                f"{_fmt(agg[closest]['cells'][(steps, ratio)])} x its teacher's best {name}."
+            )
+        )
+        lines.append(
+            f"- **{steps} step{'s' * (steps > 1)}:** the best student is {_label(results, best)} "
+            f"({name} {_fmt(agg[best]['cells'][(steps, metric)])}).{r_text}" + (f" {t_text}." if t_text else "")
+        )
+    rows = [
+        (t["cells"][(s, m)], k, "the adaptive solver" if s is None else f"{s} Euler steps")
+        for k, t in teachers.items()
+        for (s, m) in t["cells"]
+        if m == metric
+    ]
+    rows += [
+        (t["reference"][metric], k, f"the reference solver ({t['reference_label']})")
+        for k, t in teachers.items()
+        if t["reference"]
+    ]
     best_teacher = min(rows, default=None, key=lambda x: x[0][0])
     if best_teacher is not None:
         cell, k, how = best_teacher
-        lines.append(f"- The best teacher row is {teachers[k]['label']} with {how} ({name} {_fmt(cell)}); the "
-                     f"real-vs-real floor is {_fmt(floor)}.")
+        lines.append(
+            f"- The best teacher row is {teachers[k]['label']} with {how} ({name} {_fmt(cell)}); the "
+            f"real-vs-real floor is {_fmt(floor)}."
+        )
     for v in verdicts:
         head = f"- {v['claim']} ({v['steps']} step{'s' * (v['steps'] > 1)}): **{v['verdict']}**"
         if v["verdict"] == "not run":
             lines.append(head + " (a side has no finished runs).")
             continue
-        diff = "" if not math.isfinite(v["difference"]) else (
-            f"; paired difference {_fmt((v['difference'], v['half_width']))} "
-            f"({100 * v['difference'] / v['b'][0]:+.1f}%) over {v['seeds']} seed(s)")
-        lines.append(f"{head}. Best of one side: {_label(results, v['better'])} at {_fmt(v['a'])}; of the "
-                     f"other: {_label(results, v['than'])} at {_fmt(v['b'])}{diff}.")
+        diff = (
+            ""
+            if not math.isfinite(v["difference"])
+            else (
+                f"; paired difference {_fmt((v['difference'], v['half_width']))} "
+                f"({100 * v['difference'] / v['b'][0]:+.1f}%) over {v['seeds']} seed(s)"
+            )
+        )
+        lines.append(
+            f"{head}. Best of one side: {_label(results, v['better'])} at {_fmt(v['a'])}; of the "
+            f"other: {_label(results, v['than'])} at {_fmt(v['b'])}{diff}."
+        )
     paper = [v for v in verdicts if v["paper"]]
     if paper:
-        failing = sorted({f"\"{v['claim']}\" at {v['steps']} step{'s' * (v['steps'] > 1)} ({v['verdict']})"
-                          for v in paper if v["verdict"] != "holds"})
-        lines.insert(0, f"- **The paper's claims:** {len(paper) - len(failing)} of {len(paper)} tests hold here"
-                     + (f"; these do not: {'; '.join(failing)}." if failing else "."))
+        failing = sorted(
+            {
+                f'"{v["claim"]}" at {v["steps"]} step{"s" * (v["steps"] > 1)} ({v["verdict"]})'
+                for v in paper
+                if v["verdict"] != "holds"
+            }
+        )
+        lines.insert(
+            0,
+            f"- **The paper's claims:** {len(paper) - len(failing)} of {len(paper)} tests hold here"
+            + (f"; these do not: {'; '.join(failing)}." if failing else "."),
+        )
     lines.append(_default_line(results, agg, metric))
     lines += [f"- **Decision:** {note}" for note in results.get("study_config", {}).get("notes", [])]
     return lines
@@ -355,20 +452,30 @@ def _default_line(results: dict, agg: dict, metric: str) -> str:
         return "- **Default:** the shipped default's runs are not finished."
     line = "- **Default:** "
     if best == default:
-        line += (f"the shipped default, {_label(results, default)}, is the best 1-step student from teachers "
-                 "like its own; it stays.")
+        line += (
+            f"the shipped default, {_label(results, default)}, is the best 1-step student from teachers "
+            "like its own; it stays."
+        )
     else:
         mean, half, _, verdict = _paired(agg, best, default, 1, metric)
-        line += (f"the best 1-step student from teachers like the shipped default's is {_label(results, best)}, "
-                 f"not the default ({_label(results, default)}); paired {METRIC_NAMES[metric]} difference "
-                 f"{_fmt((mean, half))}: " + ("settled, so the default should change to it." if verdict != "not settled"
-                                             else "not settled, so the default stays."))
+        line += (
+            f"the best 1-step student from teachers like the shipped default's is {_label(results, best)}, "
+            f"not the default ({_label(results, default)}); paired {METRIC_NAMES[metric]} difference "
+            f"{_fmt((mean, half))}: "
+            + (
+                "settled, so the default should change to it."
+                if verdict != "not settled"
+                else "not settled, so the default stays."
+            )
+        )
     if overall != best:
         mean, half, _, verdict = _paired(agg, overall, best, 1, metric)
-        line += (f" Over every row the best is {_label(results, overall)}, whose teacher had a different number "
-                 f"of reflow rounds (a costlier teacher, see the teacher table); paired difference against "
-                 f"{_label(results, best)} {_fmt((mean, half))}, "
-                 + ("settled." if verdict != "not settled" else "not settled."))
+        line += (
+            f" Over every row the best is {_label(results, overall)}, whose teacher had a different number "
+            f"of reflow rounds (a costlier teacher, see the teacher table); paired difference against "
+            f"{_label(results, best)} {_fmt((mean, half))}, "
+            + ("settled." if verdict != "not settled" else "not settled.")
+        )
     return line
 
 
@@ -379,43 +486,84 @@ def _section(results: dict, figures: dict[str, str]) -> list[str]:
     st, n_planned = results["settings"], len(results["planned_runs"])
     floor = _floor(results)
     ratio = to_teacher_best(metrics[0])
-    rows_of = ("Euler, adaptive and the reference solver" if all(t.get("reference_rows") for t in results["teachers"])
-               else "Euler and adaptive")
-    ratio_table = ([f"Each run's {METRIC_NAMES[metrics[0]]} over the best row of its own teachers at its seed "
-                    f"({rows_of}), then the mean over seeds:", "",
-                    *_student_table(results, agg, ratio), ""]
-                   if any(m == ratio for e in agg.values() for (_, m) in e["cells"]) else [])
-    seconds = (sum(r["wall_seconds"] for r in results["runs"])
-               + sum(t["train_seconds"] + t["eval_seconds"] for t in results["teachers"]))
-    lines = [f"## {results['study']}{' (quick, reduced)' if results['quick'] else ''}: {results['data']}", "",
-             f"Made by `bezier-distill study {results['config_file']}{' --quick' if results['quick'] else ''}` "
-             f"from `{results['raw_json']}` on {results['written']}. {len(results['runs'])} of {n_planned} "
-             f"planned runs finished; seeds {', '.join(map(str, results['seeds']))}. Every run: "
-             f"{st['guide_records']} guide records, {st['student_steps']} student steps of "
-             f"{st['student_batch_size']} records on each of {st['student_workers']} DeepSpeed ranks, "
-             f"{st['eval_samples']} evaluation samples. Intervals: 95%, Student t over seeds."
-             + _interval_note(results), "",
-             "### Conclusion", "", *_conclusion(results, agg, teachers, verdicts), "",
-             "### Students", "", *ratio_table, *_student_table(results, agg, metrics[0], with_pairs=True), "",
-             *_student_table(results, agg, metrics[1]), "",
-             *(["Distinct pairs: the distinct (noise, data) pairs a run's guide records came from, mean over "
+    rows_of = (
+        "Euler, adaptive and the reference solver"
+        if all(t.get("reference_rows") for t in results["teachers"])
+        else "Euler and adaptive"
+    )
+    ratio_table = (
+        [
+            f"Each run's {METRIC_NAMES[metrics[0]]} over the best row of its own teachers at its seed "
+            f"({rows_of}), then the mean over seeds:",
+            "",
+            *_student_table(results, agg, ratio),
+            "",
+        ]
+        if any(m == ratio for e in agg.values() for (_, m) in e["cells"])
+        else []
+    )
+    seconds = sum(r["wall_seconds"] for r in results["runs"]) + sum(
+        t["train_seconds"] + t["eval_seconds"] for t in results["teachers"]
+    )
+    lines = [
+        f"## {results['study']}{' (quick, reduced)' if results['quick'] else ''}: {results['data']}",
+        "",
+        f"Made by `bezier-distill study {results['config_file']}{' --quick' if results['quick'] else ''}` "
+        f"from `{results['raw_json']}` on {results['written']}. {len(results['runs'])} of {n_planned} "
+        f"planned runs finished; seeds {', '.join(map(str, results['seeds']))}. Every run: "
+        f"{st['guide_records']} guide records, {st['student_steps']} student steps of "
+        f"{st['student_batch_size']} records on each of {st['student_workers']} DeepSpeed ranks, "
+        f"{st['eval_samples']} evaluation samples. Intervals: 95%, Student t over seeds." + _interval_note(results),
+        "",
+        "### Conclusion",
+        "",
+        *_conclusion(results, agg, teachers, verdicts),
+        "",
+        "### Students",
+        "",
+        *ratio_table,
+        *_student_table(results, agg, metrics[0], with_pairs=True),
+        "",
+        *_student_table(results, agg, metrics[1]),
+        "",
+        *(
+            [
+                "Distinct pairs: the distinct (noise, data) pairs a run's guide records came from, mean over "
                 "seeds (`inversion` pairs are bounded by the number of training examples; generated pairs are "
-                "all distinct).", ""]
-               if any(e["distinct_pairs"] is not None for e in agg.values()) else []),
-             "### Teachers", "", *_teacher_table(results, teachers, metrics[0]), "",
-             *_teacher_table(results, teachers, metrics[1]), "",
-             *(["Straightness: the mean squared gap between a teacher's Euler x 32 trajectory and its chord "
-                "(0 = straight; 256 noise draws of the seed), as each run report gives it.", ""]
-               if any(t["straightness"] is not None for t in teachers.values()) else []),
-             "Real-vs-real floor: " + ", ".join(f"{METRIC_NAMES[m]} {_fmt(c)}" for m, c in floor.items()) + ".",
-             "", "### Cost", "",
-             f"Compute time of everything in this section: {seconds / 3600:.2f} h on this machine "
-             f"({results['machine']}): teachers trained in "
-             f"{sum(t['train_seconds'] for t in results['teachers']) / 60:.1f} min, evaluated in "
-             f"{sum(t['eval_seconds'] for t in results['teachers']) / 60:.1f} min, variant runs "
-             f"{sum(r['wall_seconds'] for r in results['runs']) / 60:.1f} min. Teacher NFEs per guide record are "
-             "in the student tables (the coupling's solve plus the guides); a 2-rectified teacher also paid "
-             "for its reflow pairs in its training time.", ""]
+                "all distinct).",
+                "",
+            ]
+            if any(e["distinct_pairs"] is not None for e in agg.values())
+            else []
+        ),
+        "### Teachers",
+        "",
+        *_teacher_table(results, teachers, metrics[0]),
+        "",
+        *_teacher_table(results, teachers, metrics[1]),
+        "",
+        *(
+            [
+                "Straightness: the mean squared gap between a teacher's Euler x 32 trajectory and its chord "
+                "(0 = straight; 256 noise draws of the seed), as each run report gives it.",
+                "",
+            ]
+            if any(t["straightness"] is not None for t in teachers.values())
+            else []
+        ),
+        "Real-vs-real floor: " + ", ".join(f"{METRIC_NAMES[m]} {_fmt(c)}" for m, c in floor.items()) + ".",
+        "",
+        "### Cost",
+        "",
+        f"Compute time of everything in this section: {seconds / 3600:.2f} h on this machine "
+        f"({results['machine']}): teachers trained in "
+        f"{sum(t['train_seconds'] for t in results['teachers']) / 60:.1f} min, evaluated in "
+        f"{sum(t['eval_seconds'] for t in results['teachers']) / 60:.1f} min, variant runs "
+        f"{sum(r['wall_seconds'] for r in results['runs']) / 60:.1f} min. Teacher NFEs per guide record are "
+        "in the student tables (the coupling's solve plus the guides); a 2-rectified teacher also paid "
+        "for its reflow pairs in its training time.",
+        "",
+    ]
     for title, file in figures.items():
         lines += [f"![{title}]({file})", ""]
     return lines
@@ -427,10 +575,12 @@ def write_report(results: dict, out: str | Path) -> Path:
     out = Path(out)
     folder = out / "results" / results["study"]
     folder.mkdir(parents=True, exist_ok=True)
-    results = {**results, "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               "raw_json": f"results/{results['study']}/results.json",
-               "machine": f"{os.cpu_count()} CPU cores, {platform.python_implementation()} "
-                          f"{platform.python_version()}"}
+    results = {
+        **results,
+        "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "raw_json": f"results/{results['study']}/results.json",
+        "machine": f"{os.cpu_count()} CPU cores, {platform.python_implementation()} {platform.python_version()}",
+    }
     agg, teachers = aggregate(results), _teacher_cells(results)
     figures = {}
     if agg or teachers:
@@ -447,16 +597,21 @@ def write_index(out: Path) -> Path:
     """``OUT/results.md``: one section per study under ``OUT/results/`` (digits first)."""
     studies = [json.loads(f.read_text()) for f in sorted((out / "results").glob("*/results.json"))]
     studies.sort(key=lambda r: (r["data"] != "digits", r["study"]))
-    lines = ["# Bezier distillation against rectified-flow distillation: results", "",
-             "Generated by `bezier-distill study`; do not edit by hand. Each section's numbers come from its raw "
-             "JSON, and re-running the command (it resumes) rewrites this file.", "",
-             "How to read it: lower is better for every metric (FID, KID, sliced W2, energy distance). A variant is "
-             "a path (linear, quadratic, cubic), a coupling (`generated`: the teacher's own samples as end points, "
-             "classic rectified-flow distillation; `inversion`: real data as end points), a guide rule and its "
-             "teachers; each runs with the paper's `velocity` objective (sampled with Euler steps) and the "
-             "`flow_map` objective (sampled by composing the learned map). A claim **holds** when its paired "
-             "95% interval over seeds lies entirely on its side, **does not hold** when it lies entirely on the "
-             "other side, and is **not settled** otherwise.", ""]
+    lines = [
+        "# Bezier distillation against rectified-flow distillation: results",
+        "",
+        "Generated by `bezier-distill study`; do not edit by hand. Each section's numbers come from its raw "
+        "JSON, and re-running the command (it resumes) rewrites this file.",
+        "",
+        "How to read it: lower is better for every metric (FID, KID, sliced W2, energy distance). A variant is "
+        "a path (linear, quadratic, cubic), a coupling (`generated`: the teacher's own samples as end points, "
+        "classic rectified-flow distillation; `inversion`: real data as end points), a guide rule and its "
+        "teachers; each runs with the paper's `velocity` objective (sampled with Euler steps) and the "
+        "`flow_map` objective (sampled by composing the learned map). A claim **holds** when its paired "
+        "95% interval over seeds lies entirely on its side, **does not hold** when it lies entirely on the "
+        "other side, and is **not settled** otherwise.",
+        "",
+    ]
     for results in studies:
         lines += _section(results, results["figures"])
     path = out / "results.md"

@@ -81,11 +81,20 @@ def resolve_teachers(cfg: RunConfig, echo=print, plan: DevicePlan | None = None)
     missing = {ref: v for ref, v in own.items() if not (v[0] / "model.json").is_file()}
     if missing:
         echo(f"training {len(missing)} teacher(s): " + ", ".join(f"{r} -> {p}" for r, (p, _) in missing.items()))
-        seconds = train_teachers({str(path): teacher_training_config(cfg, seed) for path, seed in missing.values()},
-                                 echo=lambda *_: None, stage=plan.teacher_training if plan else None)
+        seconds = train_teachers(
+            {str(path): teacher_training_config(cfg, seed) for path, seed in missing.values()},
+            echo=lambda *_: None,
+            stage=plan.teacher_training if plan else None,
+        )
         echo(f"teachers trained in {seconds:.1f}s")
     pools = cfg.teachers or [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
-    pools = [p.model_copy(update={"checkpoints": [str(own[c][0]) if c in own else c for c in p.checkpoints],
-                                  **({"num_gpus": pool_gpus(plan, p.num_gpus)} if plan else {})})
-             for p in pools]
+    pools = [
+        p.model_copy(
+            update={
+                "checkpoints": [str(own[c][0]) if c in own else c for c in p.checkpoints],
+                **({"num_gpus": pool_gpus(plan, p.num_gpus)} if plan else {}),
+            }
+        )
+        for p in pools
+    ]
     return cfg.model_copy(update={"teachers": pools})

@@ -44,7 +44,7 @@ def median_interval(values: list[float], level: float = INTERVAL_LEVEL) -> dict:
     n = len(xs)
     if not n:
         raise ValueError("the median of no values")
-    coverage = lambda j: sum(math.comb(n, i) for i in range(j, n - j + 1)) / 2 ** n
+    coverage = lambda j: sum(math.comb(n, i) for i in range(j, n - j + 1)) / 2**n
     j = max((j for j in range(1, (n + 1) // 2 + 1) if coverage(j) >= level), default=1)
     return {"median": statistics.median(xs), "interval": [xs[j - 1], xs[n - j]], "coverage": round(coverage(j), 4)}
 
@@ -55,9 +55,17 @@ def make_batch(megabytes: float, first_id: int = 0, seed: int = 0, run: str = "b
     n = max(1, int(megabytes * 1e6 / per_record))
     g = torch.Generator().manual_seed(seed)
     t = lambda: torch.randn((n, *RECORD_SHAPE), generator=g)
-    return GuideBatch(sample_id=torch.arange(first_id, first_id + n), x0=t(), x1=t(), guides=[t(), t()],
-                      taus=[1 / 3, 2 / 3], teachers=["bench-a", "bench-b"], teacher_versions=["1", "1"],
-                      run=run, producer="bench")
+    return GuideBatch(
+        sample_id=torch.arange(first_id, first_id + n),
+        x0=t(),
+        x1=t(),
+        guides=[t(), t()],
+        taus=[1 / 3, 2 / 3],
+        teachers=["bench-a", "bench-b"],
+        teacher_versions=["1", "1"],
+        run=run,
+        producer="bench",
+    )
 
 
 def _raw_round(client, stream: str, payload: bytes) -> None:
@@ -76,8 +84,9 @@ def _store_round(store: RedisGuideStore, batch: GuideBatch, key: str) -> int:
     return checksum
 
 
-def run_bench(sizes_mb: list[float], seconds_per_size: float = 3.0, fsync: str = "everysec",
-              progress=print, min_pairs: int = 5) -> dict:
+def run_bench(
+    sizes_mb: list[float], seconds_per_size: float = 3.0, fsync: str = "everysec", progress=print, min_pairs: int = 5
+) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp, fsync=fsync) as server:
         client = connect(server.url)
@@ -106,25 +115,41 @@ def run_bench(sizes_mb: list[float], seconds_per_size: float = 3.0, fsync: str =
             raw_bps = payload_size / statistics.median(raw_times)
             store_bps = payload_size / statistics.median(store_times)
             ratio = median_interval([r / s for r, s in zip(raw_times, store_times)])
-            row = {"batch_mb": mb, "payload_bytes": payload_size, "records_per_batch": len(batch), "rounds": k,
-                   "raw_MBps": round(raw_bps / 1e6, 1), "store_MBps": round(store_bps / 1e6, 1),
-                   "store_records_per_s": round(len(batch) * store_bps / payload_size, 1),
-                   "ratio": round(ratio["median"], 3), "ratio_interval": [round(v, 3) for v in ratio["interval"]],
-                   "interval_coverage": ratio["coverage"],
-                   "pairs": [[round(r, 7), round(s, 7)] for r, s in zip(raw_times, store_times)]}
+            row = {
+                "batch_mb": mb,
+                "payload_bytes": payload_size,
+                "records_per_batch": len(batch),
+                "rounds": k,
+                "raw_MBps": round(raw_bps / 1e6, 1),
+                "store_MBps": round(store_bps / 1e6, 1),
+                "store_records_per_s": round(len(batch) * store_bps / payload_size, 1),
+                "ratio": round(ratio["median"], 3),
+                "ratio_interval": [round(v, 3) for v in ratio["interval"]],
+                "interval_coverage": ratio["coverage"],
+                "pairs": [[round(r, 7), round(s, 7)] for r, s in zip(raw_times, store_times)],
+            }
             rows.append(row)
-            progress(f"{mb:>6} MB  raw {row['raw_MBps']:>8} MB/s  store {row['store_MBps']:>8} MB/s  "
-                     f"ratio {row['ratio']:.3f} [{row['ratio_interval'][0]:.3f}, {row['ratio_interval'][1]:.3f}]  "
-                     f"({k} pairs)")
+            progress(
+                f"{mb:>6} MB  raw {row['raw_MBps']:>8} MB/s  store {row['store_MBps']:>8} MB/s  "
+                f"ratio {row['ratio']:.3f} [{row['ratio_interval'][0]:.3f}, {row['ratio_interval'][1]:.3f}]  "
+                f"({k} pairs)"
+            )
             store.delete_run()
             store.close()
         client.close()
         version = server.version()
-    return {"redis_version": version, "fsync": fsync, "torch_threads": torch.get_num_threads(),
-            "interval_level": INTERVAL_LEVEL,
-            "definitions": {"ratio": "the median over the pairs (rounds, raw then store) of raw time / store time, "
-                                     "i.e. of store / raw bytes per second",
-                            "ratio_interval": "a distribution-free interval for that median (order statistics of "
-                                              "the pair ratios; its coverage in interval_coverage)",
-                            "pairs": "[raw_s, store_s] of each round", "raw_MBps, store_MBps": "the median round's"},
-            "rows": rows}
+    return {
+        "redis_version": version,
+        "fsync": fsync,
+        "torch_threads": torch.get_num_threads(),
+        "interval_level": INTERVAL_LEVEL,
+        "definitions": {
+            "ratio": "the median over the pairs (rounds, raw then store) of raw time / store time, "
+            "i.e. of store / raw bytes per second",
+            "ratio_interval": "a distribution-free interval for that median (order statistics of "
+            "the pair ratios; its coverage in interval_coverage)",
+            "pairs": "[raw_s, store_s] of each round",
+            "raw_MBps, store_MBps": "the median round's",
+        },
+        "rows": rows,
+    }

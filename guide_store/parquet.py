@@ -69,8 +69,14 @@ class ParquetGuideSource:
     record goes to exactly one rank. ``loop=True`` starts over at the end (for training epochs).
     """
 
-    def __init__(self, directory: str | Path, rank: int = 0, world_size: int = 1, loop: bool = False,
-                 expect_shape: tuple[int, ...] | None = None):
+    def __init__(
+        self,
+        directory: str | Path,
+        rank: int = 0,
+        world_size: int = 1,
+        loop: bool = False,
+        expect_shape: tuple[int, ...] | None = None,
+    ):
         self.directory = Path(directory)
         self.files = sorted(self.directory.glob("guides-*.parquet"))
         if not self.files:
@@ -118,9 +124,14 @@ class ParquetGuideSource:
         return True  # files hold nothing back
 
     def stats(self) -> dict:
-        return {"files": len(self.files), "row_groups": len(self.units), "records": self.records,
-                "delivered": self.delivered, "acknowledged_batches": self.acknowledged,
-                "bad_row_groups": self.bad}
+        return {
+            "files": len(self.files),
+            "row_groups": len(self.units),
+            "records": self.records,
+            "delivered": self.delivered,
+            "acknowledged_batches": self.acknowledged,
+            "bad_row_groups": self.bad,
+        }
 
 
 def export_store(store, directory: str | Path, dtype: str | None = None) -> dict:

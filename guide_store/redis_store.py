@@ -55,8 +55,15 @@ from guide_store.codec import decode_batch, encode_batch
 from guide_store.schema import SCHEMA_VERSION, GuideBatch, RecordError
 from guide_store.source import Delivery
 
-__all__ = ["RedisGuideStore", "Delivery", "BackpressureTimeout", "connect", "DEAD_PAYLOAD_BYTES", "DROP_BLOCK_ENV",
-           "id_runs"]
+__all__ = [
+    "RedisGuideStore",
+    "Delivery",
+    "BackpressureTimeout",
+    "connect",
+    "DEAD_PAYLOAD_BYTES",
+    "DROP_BLOCK_ENV",
+    "id_runs",
+]
 
 # test-only (module docstring): the put of this block is counted and discarded
 DROP_BLOCK_ENV = "BEZIER_DISTILL_TEST_DROP_BLOCK"
@@ -92,7 +99,9 @@ end
 """
 
 # KEYS: stream, sizes, stats ; ARGV: group, then (entry id, verified "n:bytes" or "") pairs
-_ACK = _SIZE + """
+_ACK = (
+    _SIZE
+    + """
 local records, entries, freed = 0, 0, 0
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
@@ -109,11 +118,14 @@ redis.call('HINCRBY', KEYS[3], 'acknowledged', records)
 redis.call('HINCRBY', KEYS[3], 'backlog_bytes', 0 - freed)
 return {entries, records}
 """
+)
 
 # KEYS: stream, sizes, stats, dead, the put guard its key field names ; ARGV: group, id, reason, producer,
 # payload prefix, maxlen, payload bytes, its fields' "n:bytes", its put key, its sample ids (JSON runs, or "").
 # Those fields count only for an entry a put wrote (its guard exists) and was never delivered.
-_DEAD = _SIZE + """
+_DEAD = (
+    _SIZE
+    + """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 local claimed = nil
 if redis.call('EXISTS', KEYS[5]) == 1 then claimed = ARGV[8] end
@@ -128,6 +140,7 @@ redis.call('HINCRBY', KEYS[3], 'dead_entries', 1)
 redis.call('HINCRBY', KEYS[3], 'backlog_bytes', 0 - b)
 return 1
 """
+)
 
 # KEYS: ids, stats, sizes ; ARGV: entry id, verified "n:bytes", then the sample ids.
 # Claims each sample id for this entry; returns the entry that already owns one of them, or "" when none
@@ -195,8 +208,14 @@ def connect(url: str, retries: int = 40, socket_timeout_s: float = 60.0) -> redi
     """
     retry = _ReconnectRetry(ExponentialBackoff(cap=2.0, base=0.05), retries)
     packer = PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)
-    pool = redis.ConnectionPool.from_url(url, retry=retry, socket_timeout=socket_timeout_s, socket_connect_timeout=5,
-                                         health_check_interval=15, command_packer=packer)
+    pool = redis.ConnectionPool.from_url(
+        url,
+        retry=retry,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=5,
+        health_check_interval=15,
+        command_packer=packer,
+    )
     return redis.Redis(connection_pool=pool)
 
 
@@ -214,11 +233,21 @@ def _s(value) -> str:
 class RedisGuideStore:
     """Guide records of one run in a Redis stream, read by one consumer group."""
 
-    def __init__(self, url: str, run: str, group: str = "students", *, dtype: str = "float32",
-                 max_backlog_records: int = 100_000, max_backlog_bytes: int = 1 << 30,
-                 claim_idle_s: float | None = None, put_timeout_s: float = 300.0,
-                 expect_shape: tuple[int, ...] | None = None, dead_letter_maxlen: int = 10_000,
-                 expect_guides: int | None = None):
+    def __init__(
+        self,
+        url: str,
+        run: str,
+        group: str = "students",
+        *,
+        dtype: str = "float32",
+        max_backlog_records: int = 100_000,
+        max_backlog_bytes: int = 1 << 30,
+        claim_idle_s: float | None = None,
+        put_timeout_s: float = 300.0,
+        expect_shape: tuple[int, ...] | None = None,
+        dead_letter_maxlen: int = 10_000,
+        expect_guides: int | None = None,
+    ):
         """``claim_idle_s``: also reclaim entries another consumer has held that long (``None``: entries wait
         for their own consumer to come back under its name). ``expect_shape``/``expect_guides``: a reader's
         record shape and guide count; batches of another layout are dead-lettered."""
@@ -298,8 +327,9 @@ class RedisGuideStore:
     def _transaction(self, guard: str, fields: dict, n: int, nbytes: int):
         """WATCH the guard; if unset, atomically set it, append the entry and count it. ``None``: already in.
         The test-only drop (module docstring) counts its block and appends nothing: no reader can see it."""
-        dropped = (os.environ.get(DROP_BLOCK_ENV) not in (None, "")
-                   and fields["key"] == f"block-{os.environ[DROP_BLOCK_ENV]}")
+        dropped = (
+            os.environ.get(DROP_BLOCK_ENV) not in (None, "") and fields["key"] == f"block-{os.environ[DROP_BLOCK_ENV]}"
+        )
         with self.client.pipeline(transaction=True) as pipe:
             pipe.watch(guard)
             if pipe.exists(guard):
@@ -323,23 +353,26 @@ class RedisGuideStore:
         more before it can checkpoint."""
         if self._backlog is not None:
             records, backlog_bytes = self._backlog
-            if (records + 2 * n <= self.max_backlog_records
-                    and backlog_bytes + 2 * nbytes <= self.max_backlog_bytes):
+            if records + 2 * n <= self.max_backlog_records and backlog_bytes + 2 * nbytes <= self.max_backlog_bytes:
                 return  # clearly under the bound as of the last put: no round trip
         deadline, sleep = time.monotonic() + self.put_timeout_s, 0.005
         while True:
-            produced, handed_out, dead, backlog_bytes = (int(v or 0) for v in self.client.hmget(
-                self.stats_key, "produced", "handed_out", "dead_lettered", "backlog_bytes"))
+            produced, handed_out, dead, backlog_bytes = (
+                int(v or 0)
+                for v in self.client.hmget(self.stats_key, "produced", "handed_out", "dead_lettered", "backlog_bytes")
+            )
             records = produced - handed_out - dead  # a dead-lettered entry is never handed out
             # an empty backlog always admits one batch, however large, so a big batch cannot deadlock
-            if records == 0 or (records + n <= self.max_backlog_records
-                                and backlog_bytes + nbytes <= self.max_backlog_bytes):
+            if records == 0 or (
+                records + n <= self.max_backlog_records and backlog_bytes + nbytes <= self.max_backlog_bytes
+            ):
                 return
             if time.monotonic() > deadline:
                 raise BackpressureTimeout(
                     f"guide store for run {self.run!r}: {records} undelivered records / {backlog_bytes} bytes stayed "
                     f"above the bound ({self.max_backlog_records} records / {self.max_backlog_bytes} bytes) for "
-                    f"{self.put_timeout_s:.0f}s; are the students consuming?")
+                    f"{self.put_timeout_s:.0f}s; are the students consuming?"
+                )
             time.sleep(sleep)
             sleep = min(0.2, sleep * 1.5)
 
@@ -361,8 +394,12 @@ class RedisGuideStore:
                 try:
                     batch = self._decode(fields)
                     verified = f"{len(batch)}:{len(fields[b'payload'])}"  # the payload's own count, checked
-                    owner = _s(self._deliver(keys=[self.ids, self.stats_key, self.sizes],
-                                             args=[entry_id, verified, *batch.sample_id.tolist()]))
+                    owner = _s(
+                        self._deliver(
+                            keys=[self.ids, self.stats_key, self.sizes],
+                            args=[entry_id, verified, *batch.sample_id.tolist()],
+                        )
+                    )
                     if owner:
                         raise RecordError(f"sample ids already delivered in entry {owner}")
                 except RecordError as err:
@@ -395,14 +432,14 @@ class RedisGuideStore:
         # nothing can become claimable faster than claim_idle_s, so look a few times per idle period only
         if self.claim_idle_ms is not None and time.monotonic() - self._last_claim >= self.claim_idle_ms / 4000:
             self._last_claim = time.monotonic()
-            claimed = self.client.xautoclaim(self.stream, self.group, consumer, self.claim_idle_ms, "0-0",
-                                             count=count)
+            claimed = self.client.xautoclaim(self.stream, self.group, consumer, self.claim_idle_ms, "0-0", count=count)
             entries = [(e, True) for e in claimed[1] if e and e[1]]  # 6.2 may list deleted ones as nil
             if entries:
                 return entries
         block = int(timeout_s * 1000) if timeout_s > 0 else None
-        reply = self.client.xreadgroup(self.group, consumer, {self.stream: ">"}, count=count,
-                                       block=max(1, block) if block is not None else None)
+        reply = self.client.xreadgroup(
+            self.group, consumer, {self.stream: ">"}, count=count, block=max(1, block) if block is not None else None
+        )
         rows = [(e, False) for _, items in (reply or []) for e in items]
         if not rows and time.monotonic() - self._last_orphan_check >= 1.0:
             self._last_orphan_check = time.monotonic()
@@ -414,8 +451,9 @@ class RedisGuideStore:
         reply was lost (redis-py retried it and the retry read on), or of an earlier life not yet handed back.
         Left alone they would stay pending for good while every count said the stream was drained."""
         held = set(self._held)
-        rows = self.client.xpending_range(self.stream, self.group, min="-", max="+", count=100_000,
-                                          consumername=consumer)
+        rows = self.client.xpending_range(
+            self.stream, self.group, min="-", max="+", count=100_000, consumername=consumer
+        )
         return [i for i in (_s(r["message_id"]) for r in rows) if i not in held]
 
     def _orphan_entries(self, consumer: str, count: int) -> list[tuple[tuple, bool]]:
@@ -439,8 +477,9 @@ class RedisGuideStore:
     def move_pending(self, from_consumer: str, to_consumer: str) -> int:
         """Every entry pending under ``from_consumer`` (a consumer that will not come back) made pending under
         ``to_consumer`` (``XCLAIM``), which is handed them as its own on its first read; returns how many."""
-        rows = self.client.xpending_range(self.stream, self.group, min="-", max="+", count=100_000,
-                                          consumername=from_consumer)
+        rows = self.client.xpending_range(
+            self.stream, self.group, min="-", max="+", count=100_000, consumername=from_consumer
+        )
         ids = [r["message_id"] for r in rows]
         if ids:
             self.client.xclaim(self.stream, self.group, to_consumer, 0, ids, justid=True)
@@ -490,9 +529,21 @@ class RedisGuideStore:
         guard = f"{self.prefix}:put:{_s(fields.get('key', b''))}" if fields.get("key") else f"{self.prefix}:put:-"
         key = _s(fields.get("key", b""))[:200]
         ids = json.dumps(id_runs(sample_ids)) if sample_ids is not None else ""
-        self._dead(keys=[self.stream, self.sizes, self.stats_key, self.dead, guard],
-                   args=[self.group, entry_id, reason, fields.get("producer", b""), payload[:DEAD_PAYLOAD_BYTES],
-                         self.dead_letter_maxlen, len(payload), claimed, key, ids])
+        self._dead(
+            keys=[self.stream, self.sizes, self.stats_key, self.dead, guard],
+            args=[
+                self.group,
+                entry_id,
+                reason,
+                fields.get("producer", b""),
+                payload[:DEAD_PAYLOAD_BYTES],
+                self.dead_letter_maxlen,
+                len(payload),
+                claimed,
+                key,
+                ids,
+            ],
+        )
 
     def ack(self, ids: Iterable[str]) -> int:
         """Acknowledge and delete entries; returns how many records this call acknowledged (an id already
@@ -513,9 +564,21 @@ class RedisGuideStore:
         bytes), reclaimed; entry counts: pending_entries, stream_entries, dead_entries."""
         flat = self._stats(keys=[self.stream, self.sizes, self.stats_key, self.dead], args=[self.group])
         raw = {_s(k): int(v) for k, v in zip(flat[::2], flat[1::2])}
-        out = {k: raw.get(k, 0) for k in ("produced", "acknowledged", "dead_lettered", "reclaimed", "pending",
-                                           "pending_entries", "stream_entries", "dead_entries", "backlog_bytes",
-                                           "handed_out")}
+        out = {
+            k: raw.get(k, 0)
+            for k in (
+                "produced",
+                "acknowledged",
+                "dead_lettered",
+                "reclaimed",
+                "pending",
+                "pending_entries",
+                "stream_entries",
+                "dead_entries",
+                "backlog_bytes",
+                "handed_out",
+            )
+        }
         out["backlog"] = out["produced"] - out["acknowledged"] - out["dead_lettered"]
         out["undelivered"] = out["backlog"] - out["pending"]
         # from the stream itself, not the counters: entries in it that no consumer was handed (acks and dead

@@ -28,8 +28,16 @@ import pyarrow as pa
 import torch
 from torch import Tensor
 
-__all__ = ["SCHEMA_VERSION", "MAX_GUIDES", "TENSOR_DTYPES", "GuideBatch", "RecordError", "guide_schema",
-           "to_record_batch", "from_record_batch"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "MAX_GUIDES",
+    "TENSOR_DTYPES",
+    "GuideBatch",
+    "RecordError",
+    "guide_schema",
+    "to_record_batch",
+    "from_record_batch",
+]
 
 SCHEMA_VERSION = 1
 MAX_GUIDES = 3
@@ -101,17 +109,32 @@ def guide_schema(data_shape: tuple[int, ...], dtype: str = "float32", n_guides: 
         raise ValueError(f"n_guides must be in 0..{MAX_GUIDES}, got {n_guides}")
     tensor = pa.fixed_shape_tensor(TENSOR_DTYPES[dtype][1], list(data_shape))
     text = pa.dictionary(pa.int32(), pa.string())
-    fields = [pa.field(SAMPLE_ID, pa.int64(), nullable=False), pa.field(RUN, text), pa.field(RUN_SEED, pa.int64()),
-              pa.field(X0, tensor, nullable=False), pa.field(X1, tensor, nullable=False)]
+    fields = [
+        pa.field(SAMPLE_ID, pa.int64(), nullable=False),
+        pa.field(RUN, text),
+        pa.field(RUN_SEED, pa.int64()),
+        pa.field(X0, tensor, nullable=False),
+        pa.field(X1, tensor, nullable=False),
+    ]
     for i in range(1, n_guides + 1):
         fields.append(pa.field(guide_column(i), tensor, nullable=False))
     for i in range(1, n_guides + 1):
-        fields += [pa.field(tau_column(i), pa.float32()), pa.field(teacher_column(i), text),
-                   pa.field(teacher_version_column(i), text)]
-    fields += [pa.field(GUIDE_RULE, text), pa.field(COUPLING, text), pa.field(PRODUCER, text),
-               pa.field(CREATED_AT, pa.timestamp("us", tz="UTC"))]
-    meta = {META_VERSION: str(SCHEMA_VERSION).encode(), META_GUIDES: str(n_guides).encode(),
-            b"bezier_distill.data_shape": json.dumps(list(data_shape)).encode()}
+        fields += [
+            pa.field(tau_column(i), pa.float32()),
+            pa.field(teacher_column(i), text),
+            pa.field(teacher_version_column(i), text),
+        ]
+    fields += [
+        pa.field(GUIDE_RULE, text),
+        pa.field(COUPLING, text),
+        pa.field(PRODUCER, text),
+        pa.field(CREATED_AT, pa.timestamp("us", tz="UTC")),
+    ]
+    meta = {
+        META_VERSION: str(SCHEMA_VERSION).encode(),
+        META_GUIDES: str(n_guides).encode(),
+        b"bezier_distill.data_shape": json.dumps(list(data_shape)).encode(),
+    }
     return pa.schema(fields, metadata=meta)
 
 
@@ -134,8 +157,10 @@ def to_record_batch(batch: GuideBatch, dtype: str = "float32") -> pa.RecordBatch
     """``GuideBatch`` -> Arrow record batch (tensor columns share memory with the torch tensors when possible)."""
     n, k = len(batch), len(batch.guides)
     if not (len(batch.taus) == len(batch.teachers) == len(batch.teacher_versions) == k):
-        raise RecordError(f"{k} guides need {k} taus, teachers and teacher versions; got "
-                          f"{len(batch.taus)}, {len(batch.teachers)}, {len(batch.teacher_versions)}")
+        raise RecordError(
+            f"{k} guides need {k} taus, teachers and teacher versions; got "
+            f"{len(batch.taus)}, {len(batch.teachers)}, {len(batch.teacher_versions)}"
+        )
     for name, t in [(X0, batch.x0), (X1, batch.x1), *((guide_column(i + 1), g) for i, g in enumerate(batch.guides))]:
         if tuple(t.shape) != (n, *batch.data_shape):
             raise RecordError(f"{name} has shape {list(t.shape)}, expected {[n, *batch.data_shape]}")
@@ -144,18 +169,21 @@ def to_record_batch(batch: GuideBatch, dtype: str = "float32") -> pa.RecordBatch
         SAMPLE_ID: pa.array(batch.sample_id.detach().cpu().to(torch.int64).numpy()),
         RUN: _repeat(batch.run, n, schema.field(RUN).type),
         RUN_SEED: _repeat(batch.run_seed, n, pa.int64()),
-        X0: _tensor_array(batch.x0, schema.field(X0).type), X1: _tensor_array(batch.x1, schema.field(X1).type),
+        X0: _tensor_array(batch.x0, schema.field(X0).type),
+        X1: _tensor_array(batch.x1, schema.field(X1).type),
     }
     for i, g in enumerate(batch.guides, start=1):
         cols[guide_column(i)] = _tensor_array(g, schema.field(X0).type)
         cols[tau_column(i)] = _repeat(batch.taus[i - 1], n, pa.float32())
         cols[teacher_column(i)] = _repeat(batch.teachers[i - 1], n, schema.field(teacher_column(i)).type)
-        cols[teacher_version_column(i)] = _repeat(batch.teacher_versions[i - 1], n,
-                                                  schema.field(teacher_version_column(i)).type)
+        cols[teacher_version_column(i)] = _repeat(
+            batch.teacher_versions[i - 1], n, schema.field(teacher_version_column(i)).type
+        )
     for name, value in ((GUIDE_RULE, batch.guide_rule), (COUPLING, batch.coupling), (PRODUCER, batch.producer)):
         cols[name] = _repeat(value, n, schema.field(name).type)
-    cols[CREATED_AT] = pa.array(np.full(n, int(batch.created_at * 1e6), dtype="datetime64[us]"),
-                                pa.timestamp("us", tz="UTC"))
+    cols[CREATED_AT] = pa.array(
+        np.full(n, int(batch.created_at * 1e6), dtype="datetime64[us]"), pa.timestamp("us", tz="UTC")
+    )
     return pa.RecordBatch.from_arrays([cols[f.name] for f in schema], schema=schema)
 
 
@@ -217,8 +245,9 @@ def _schema_version(schema: pa.Schema) -> int:
     return version
 
 
-def from_record_batch(rb: pa.RecordBatch, expect_shape: tuple[int, ...] | None = None,
-                      schema: pa.Schema | None = None) -> GuideBatch:
+def from_record_batch(
+    rb: pa.RecordBatch, expect_shape: tuple[int, ...] | None = None, schema: pa.Schema | None = None
+) -> GuideBatch:
     """Arrow record batch -> ``GuideBatch``, validating version, columns, shapes, dtypes and finiteness.
 
     ``schema`` (with its metadata) defaults to the batch's own. Raises ``RecordError`` with the reason.
@@ -245,12 +274,18 @@ def from_record_batch(rb: pa.RecordBatch, expect_shape: tuple[int, ...] | None =
         if sample_id.unique().numel() != len(sample_id):
             raise RecordError("sample_id values repeat within one batch")
         return GuideBatch(
-            sample_id=sample_id, x0=x0, x1=x1, guides=guides,
+            sample_id=sample_id,
+            x0=x0,
+            x1=x1,
+            guides=guides,
             taus=[float(_single(rb, tau_column(i))) for i in range(1, k + 1)],
             teachers=[_single(rb, teacher_column(i)) for i in range(1, k + 1)],
             teacher_versions=[_single(rb, teacher_version_column(i)) for i in range(1, k + 1)],
-            guide_rule=_single(rb, GUIDE_RULE), coupling=_single(rb, COUPLING), run=_single(rb, RUN),
-            run_seed=int(_single(rb, RUN_SEED)), producer=_single(rb, PRODUCER),
+            guide_rule=_single(rb, GUIDE_RULE),
+            coupling=_single(rb, COUPLING),
+            run=_single(rb, RUN),
+            run_seed=int(_single(rb, RUN_SEED)),
+            producer=_single(rb, PRODUCER),
             created_at=created.timestamp() if created is not None else math.nan,
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:

@@ -45,8 +45,7 @@ def sample_with_grad(objective: str, model: nn.Module, noise: Tensor, steps: int
 
 def _noised(x: Tensor, settings: FinetuneSettings, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """``x`` (fp32, detached) noised to times uniform in ``[t_min, t_max]``: ``(t, eps, x_t)``."""
-    t = settings.t_min + (settings.t_max - settings.t_min) * torch.rand(x.shape[0], generator=g,
-                                                                          dtype=torch.float64)
+    t = settings.t_min + (settings.t_max - settings.t_min) * torch.rand(x.shape[0], generator=g, dtype=torch.float64)
     t = t.to(x.device, torch.float32)
     eps = torch.randn(x.shape, generator=g).to(x.device)
     return t, eps, per_row(1 - t, x) * eps + per_row(t, x) * x
@@ -57,8 +56,9 @@ def clean_prediction(field: nn.Module, xt: Tensor, t: Tensor) -> Tensor:
     return xt + per_row(1 - t, xt) * field(xt, t)
 
 
-def generator_loss(x: Tensor, teacher: nn.Module, fake: nn.Module, settings: FinetuneSettings,
-                   g: torch.Generator) -> Tensor:
+def generator_loss(
+    x: Tensor, teacher: nn.Module, fake: nn.Module, settings: FinetuneSettings, g: torch.Generator
+) -> Tensor:
     """DMD's surrogate for the student's samples ``x`` (with their graph): its gradient in ``x`` is the gap of
     the fake field's and the teacher's clean predictions at ``x`` noised to a uniform time, normalised per
     sample. Fields run in fp32 without gradient."""
@@ -84,8 +84,13 @@ class DistributionMatching:
     """The frozen teacher, the fake field (a copy of the teacher, fp32) and its Adam; ``average(params)``
     averages the fake field's gradients over ranks (identity on one process)."""
 
-    def __init__(self, teacher: nn.Module, settings: FinetuneSettings, device: torch.device,
-                 average: Callable[[list[nn.Parameter]], None] = lambda params: None):
+    def __init__(
+        self,
+        teacher: nn.Module,
+        settings: FinetuneSettings,
+        device: torch.device,
+        average: Callable[[list[nn.Parameter]], None] = lambda params: None,
+    ):
         self.settings, self.average = settings, average
         self.teacher = teacher.float().to(device).eval().requires_grad_(False)
         self.fake = copy.deepcopy(self.teacher).train().requires_grad_(True)

@@ -36,8 +36,19 @@ from torch import Tensor, nn
 from guide_store.atomic import replaced_atomically
 from teachers.checkpoint import CheckpointError
 
-__all__ = ["FORMAT", "rank_file", "save_rank_state", "load_rank_state", "read_rank_meta", "read_rank_share",
-           "checkpoint_world", "shares", "pack_tree", "unpack_tree", "RESHARD_STAGES"]
+__all__ = [
+    "FORMAT",
+    "rank_file",
+    "save_rank_state",
+    "load_rank_state",
+    "read_rank_meta",
+    "read_rank_share",
+    "checkpoint_world",
+    "shares",
+    "pack_tree",
+    "unpack_tree",
+    "RESHARD_STAGES",
+]
 
 RESHARD_STAGES = (0, 1)  # ZeRO stages whose optimizer state resumes at another world size
 
@@ -80,13 +91,23 @@ def _is_zero(optimizer) -> bool:
 
 def _optimizer_state(optimizer) -> dict:
     if _is_zero(optimizer):
-        return {"fp32_partitions": list(optimizer.single_partition_of_fp32_groups),
-                "base": optimizer.optimizer.state_dict()}
+        return {
+            "fp32_partitions": list(optimizer.single_partition_of_fp32_groups),
+            "base": optimizer.optimizer.state_dict(),
+        }
     return {"plain": optimizer.state_dict()}
 
 
-def save_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, world_size: int, zero_stage: int,
-                    extra: dict, data: dict[str, Tensor] | None = None) -> Path:
+def save_rank_state(
+    directory: str | Path,
+    engine,
+    ema: nn.Module,
+    rank: int,
+    world_size: int,
+    zero_stage: int,
+    extra: dict,
+    data: dict[str, Tensor] | None = None,
+) -> Path:
     """Write this rank's file (atomically: a ``.tmp`` renamed into place); ``extra`` is JSON (step, counters),
     ``data`` more tensors to keep (stored under ``data/``, e.g. the replay pool)."""
     tensors: dict[str, Tensor] = {f"data/{k}": v.detach().cpu().contiguous() for k, v in (data or {}).items()}
@@ -95,8 +116,15 @@ def save_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, wo
     for name, t in ema.state_dict().items():
         tensors[f"ema/{name}"] = t.detach().cpu().contiguous()
     skeleton = pack_tree(_optimizer_state(engine.optimizer), tensors, "optim")
-    meta = {"format": FORMAT, "version": VERSION, "rank": rank, "world_size": world_size,
-            "zero_stage": zero_stage, "optimizer": skeleton, "extra": extra}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "rank": rank,
+        "world_size": world_size,
+        "zero_stage": zero_stage,
+        "optimizer": skeleton,
+        "extra": extra,
+    }
     path = rank_file(directory, rank)
     path.parent.mkdir(parents=True, exist_ok=True)
     with replaced_atomically(path) as tmp:
@@ -131,8 +159,10 @@ def read_rank_meta(path: str | Path) -> dict:
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: metadata is not valid JSON ({err})") from None
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r} version {meta.get('version')!r}; "
-                              f"this reader knows {FORMAT!r} version {VERSION}")
+        raise CheckpointError(
+            f"{path}: format {meta.get('format')!r} version {meta.get('version')!r}; "
+            f"this reader knows {FORMAT!r} version {VERSION}"
+        )
     return meta
 
 
@@ -156,7 +186,7 @@ def read_rank_share(directory: str | Path, rank: int) -> tuple[dict, dict[str, T
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable, truncated or corrupt ({err})") from None
-    return meta["extra"], {k[len("data/"):]: v for k, v in tensors.items() if k.startswith("data/")}
+    return meta["extra"], {k[len("data/") :]: v for k, v in tensors.items() if k.startswith("data/")}
 
 
 def _reshard(opt, group: int, parts: list[Tensor], rank: int) -> Tensor:
@@ -182,15 +212,16 @@ def _load_resharded(opt, states: list[dict], rank: int, device) -> None:
 
 
 def _load_module(target: nn.Module, tensors: dict[str, Tensor], prefix: str, path: Path) -> None:
-    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     try:
         target.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: {prefix.rstrip('/')} weights do not fit the network ({err})") from None
 
 
-def load_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, world_size: int,
-                    zero_stage: int) -> tuple[dict, dict[str, Tensor]]:
+def load_rank_state(
+    directory: str | Path, engine, ema: nn.Module, rank: int, world_size: int, zero_stage: int
+) -> tuple[dict, dict[str, Tensor]]:
     """Restore weights, EMA and optimizer state written by ``save_rank_state``; returns ``extra`` and ``data``
     of the file read: this rank's, or rank 0's for a rank the old world did not have (at another world size
     the caller takes the records from ``shares``)."""
@@ -198,12 +229,16 @@ def load_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, wo
     path = rank_file(directory, rank if rank < old_world else 0)
     meta = read_rank_meta(path)
     if meta["zero_stage"] != zero_stage:
-        raise CheckpointError(f"{path}: written at ZeRO stage {meta['zero_stage']}; this run has stage {zero_stage} "
-                              "(optimizer partitions differ). Resume with the same student.zero_stage")
+        raise CheckpointError(
+            f"{path}: written at ZeRO stage {meta['zero_stage']}; this run has stage {zero_stage} "
+            "(optimizer partitions differ). Resume with the same student.zero_stage"
+        )
     if old_world != world_size and zero_stage not in RESHARD_STAGES:
-        raise CheckpointError(f"{path}: written by {old_world} ranks at ZeRO stage {zero_stage}; this run has "
-                              f"{world_size}, and ZeRO {zero_stage} state does not reshard (stages "
-                              f"{', '.join(map(str, RESHARD_STAGES))} do). Resume with student.workers: {old_world}")
+        raise CheckpointError(
+            f"{path}: written by {old_world} ranks at ZeRO stage {zero_stage}; this run has "
+            f"{world_size}, and ZeRO {zero_stage} state does not reshard (stages "
+            f"{', '.join(map(str, RESHARD_STAGES))} do). Resume with student.workers: {old_world}"
+        )
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
@@ -220,8 +255,12 @@ def load_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, wo
         raise CheckpointError(f"{path}: optimizer state is for a different ZeRO setting")
     if _is_zero(opt) and old_world != world_size:
         primary = rank if rank < old_world else 0  # the file read above: its state is not read again
-        _load_resharded(opt, [state if j == primary else _optimizer_file_state(directory, j) for j in range(old_world)],
-                        rank, device)
+        _load_resharded(
+            opt,
+            [state if j == primary else _optimizer_file_state(directory, j) for j in range(old_world)],
+            rank,
+            device,
+        )
     elif _is_zero(opt):
         for dst, src in zip(opt.single_partition_of_fp32_groups, state["fp32_partitions"]):
             if dst.shape != src.shape:
@@ -230,4 +269,4 @@ def load_rank_state(directory: str | Path, engine, ema: nn.Module, rank: int, wo
         opt.optimizer.load_state_dict(state["base"])
     else:
         opt.load_state_dict(state["plain"])
-    return meta["extra"], {k[len("data/"):]: v for k, v in tensors.items() if k.startswith("data/")}
+    return meta["extra"], {k[len("data/") :]: v for k, v in tensors.items() if k.startswith("data/")}

@@ -16,8 +16,16 @@ from teachers.models import teacher_sampler
 from teachers.plots import save_sample_figure
 from teachers.train_teacher import load_run_data
 
-__all__ = ["load_model_and_data", "run_config_of", "teacher_sampler", "evaluate_loaded", "evaluate_model",
-           "sample_model",           "evaluate_teacher", "sample_teacher"]
+__all__ = [
+    "load_model_and_data",
+    "run_config_of",
+    "teacher_sampler",
+    "evaluate_loaded",
+    "evaluate_model",
+    "sample_model",
+    "evaluate_teacher",
+    "sample_teacher",
+]
 
 
 def run_config_of(loaded: LoadedModel, config: RunConfig | None = None) -> RunConfig:
@@ -26,22 +34,27 @@ def run_config_of(loaded: LoadedModel, config: RunConfig | None = None) -> RunCo
         return config
     if not loaded.training:
         where = loaded.path / ("config.json" if loaded.kind == "diffusers" else META_FILE)
-        raise CheckpointError(f"{where}: records no run configuration, so the data to evaluate against is unknown; "
-                              "pass one with --config CONFIG (a run configuration whose data section names the data, "
-                              "e.g. configs/digits.yaml)")
+        raise CheckpointError(
+            f"{where}: records no run configuration, so the data to evaluate against is unknown; "
+            "pass one with --config CONFIG (a run configuration whose data section names the data, "
+            "e.g. configs/digits.yaml)"
+        )
     return parse_config(loaded.training, source=f"{loaded.path / META_FILE}:training")
 
 
-def load_model_and_data(checkpoint: str | Path, convention: str = DEFAULT_CONVENTION,
-                        config: RunConfig | None = None) -> tuple[LoadedModel, DataSplit, RunConfig]:
+def load_model_and_data(
+    checkpoint: str | Path, convention: str = DEFAULT_CONVENTION, config: RunConfig | None = None
+) -> tuple[LoadedModel, DataSplit, RunConfig]:
     """The model, the data it is measured against and the run configuration that names that data."""
     loaded = load_model(checkpoint, convention)
     cfg = run_config_of(loaded, config)
     data = load_run_data(cfg)
     if data.data_shape != loaded.data_shape:
         where = loaded.path / ("config.json" if loaded.kind == "diffusers" else META_FILE)
-        raise CheckpointError(f"{where}: data shape {list(loaded.data_shape)} does not match the data "
-                              f"{cfg.data.name!r} {list(data.data_shape)}")
+        raise CheckpointError(
+            f"{where}: data shape {list(loaded.data_shape)} does not match the data "
+            f"{cfg.data.name!r} {list(data.data_shape)}"
+        )
     return loaded, data, cfg
 
 
@@ -49,29 +62,53 @@ def _label(loaded: LoadedModel, solver: str) -> str:
     return f"student/{loaded.objective}" if loaded.kind == "student" else f"{loaded.kind}/{solver}"
 
 
-def evaluate_loaded(loaded: LoadedModel, data: DataSplit, steps: list[int], solver: str, settings: QualitySettings,
-                    echo=print) -> dict:
+def evaluate_loaded(
+    loaded: LoadedModel, data: DataSplit, steps: list[int], solver: str, settings: QualitySettings, echo=print
+) -> dict:
     """Quality table of a loaded model for each step count. Teachers: ``solver`` (one row for ``adaptive``);
     students: student steps (``solver`` does not apply)."""
     adaptive = solver == "adaptive" and loaded.kind != "student"
     step_list: list[int | None] = [None] if adaptive else list(steps)
-    table = evaluate_sampler(loaded.sampler(solver), data, step_list, settings, label=_label(loaded, solver),
-                             progress=echo)
-    table.update({"checkpoint": str(loaded.path), "kind": loaded.kind, "data": data.name,
-                  "solver": solver if loaded.kind != "student" else None, "objective": loaded.objective,
-                  "metric_kind": data.kind})
+    table = evaluate_sampler(
+        loaded.sampler(solver), data, step_list, settings, label=_label(loaded, solver), progress=echo
+    )
+    table.update(
+        {
+            "checkpoint": str(loaded.path),
+            "kind": loaded.kind,
+            "data": data.name,
+            "solver": solver if loaded.kind != "student" else None,
+            "objective": loaded.objective,
+            "metric_kind": data.kind,
+        }
+    )
     return table
 
 
-def evaluate_model(checkpoint: str | Path, steps: list[int], solver: str, settings: QualitySettings,
-                   echo=print, convention: str = DEFAULT_CONVENTION, config: RunConfig | None = None) -> dict:
+def evaluate_model(
+    checkpoint: str | Path,
+    steps: list[int],
+    solver: str,
+    settings: QualitySettings,
+    echo=print,
+    convention: str = DEFAULT_CONVENTION,
+    config: RunConfig | None = None,
+) -> dict:
     """``evaluate_loaded`` of a model folder against the data its run configuration (or ``config``) names."""
     loaded, data, _ = load_model_and_data(checkpoint, convention, config)
     return evaluate_loaded(loaded, data, steps, solver, settings, echo)
 
 
-def sample_model(checkpoint: str | Path, steps: list[int], solver: str, out: str | Path, n: int = 64, seed: int = 0,
-                 convention: str = DEFAULT_CONVENTION, config: RunConfig | None = None) -> Path:
+def sample_model(
+    checkpoint: str | Path,
+    steps: list[int],
+    solver: str,
+    out: str | Path,
+    n: int = 64,
+    seed: int = 0,
+    convention: str = DEFAULT_CONVENTION,
+    config: RunConfig | None = None,
+) -> Path:
     """A figure with one panel per step count (image grid or 2-D scatter) beside real data."""
     loaded, data, _ = load_model_and_data(checkpoint, convention, config)
     noise = noise_for_eval(n, data.data_shape, seed)

@@ -44,8 +44,12 @@ def maybe_kill(moment: str, asked: tuple[str, ...], rank: int, world: int, run_f
     happened in this run yet."""
     if moment not in asked or rank != world - 1:
         return
-    if _once(run_folder, f"killed-{moment}", f"rank {rank} of {world}, pid {os.getpid()}",
-             REGISTER_S if moment == "after_checkpoint" else 0.0):
+    if _once(
+        run_folder,
+        f"killed-{moment}",
+        f"rank {rank} of {world}, pid {os.getpid()}",
+        REGISTER_S if moment == "after_checkpoint" else 0.0,
+    ):
         print(f"[test fault] rank {rank} kills itself: {moment}", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 

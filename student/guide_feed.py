@@ -36,9 +36,8 @@ def take_over_consumers(source, run: str, rank: int, world: int) -> int:
     moved = 0
     prefix = consumer_name(run, 0)[:-1]
     for name, count in source.pending_by_consumer().items():
-        index = name[len(prefix):]
-        if count and name.startswith(prefix) and index.isdigit() and int(index) >= world \
-                and int(index) % world == rank:
+        index = name[len(prefix) :]
+        if count and name.startswith(prefix) and index.isdigit() and int(index) >= world and int(index) % world == rank:
             moved += source.move_pending(name, consumer_name(run, rank))
     return moved
 
@@ -107,8 +106,11 @@ class GuideFeed:
         if self.target is None:  # Parquet: done once a read came back empty
             return self._files_done
         stats = self.source.stats()
-        return (stats["produced"] >= self.target and stats["undelivered_entries"] == 0
-                and self.source.settled(self.consumer))
+        return (
+            stats["produced"] >= self.target
+            and stats["undelivered_entries"] == 0
+            and self.source.settled(self.consumer)
+        )
 
     def exhausted(self) -> bool:
         """Every record the run will produce has been handed to some rank and none is waiting in this rank's
@@ -130,8 +132,10 @@ class GuideFeed:
             if not need or self.exhausted():
                 return None, time.monotonic() - start
             if time.monotonic() - start > self.timeout_s:
-                raise TimeoutError(f"{self.consumer}: no guides for {self.timeout_s:.0f}s (store stats "
-                                   f"{self.source.stats()}); are the teacher actors running?")
+                raise TimeoutError(
+                    f"{self.consumer}: no guides for {self.timeout_s:.0f}s (store stats "
+                    f"{self.source.stats()}); are the teacher actors running?"
+                )
 
     def _take(self, need: bool):
         """One delivery or None: from the read-ahead (waiting up to a second when ``need``), else the store."""
@@ -155,6 +159,5 @@ def open_source(feed: FeedSettings, run: str, rank: int, world: int, data_shape:
         return ParquetGuideSource(feed.parquet_dir, rank=rank, world_size=world, expect_shape=data_shape), None
     # no claim_idle_s: a rank holds its records until a checkpoint does, however long that takes; a restarted
     # rank gets its own pending records back under its consumer name
-    store = open_store(feed.store_url, run, dtype=feed.store.dtype, expect_shape=data_shape,
-                       expect_guides=n_guides)
+    store = open_store(feed.store_url, run, dtype=feed.store.dtype, expect_shape=data_shape, expect_guides=n_guides)
     return store, feed.num_samples

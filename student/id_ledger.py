@@ -32,17 +32,38 @@ LEDGER_DIR = "ledger"
 class RankLedger:
     """Append-only record of one rank's fresh ids per step (see the module docstring)."""
 
-    def __init__(self, folder: str | Path, rank: int, world: int, resumed_at: int, node: str | None = None,
-                 group: int | None = None, took_over: int = 0, from_world: int | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        rank: int,
+        world: int,
+        resumed_at: int,
+        node: str | None = None,
+        group: int | None = None,
+        took_over: int = 0,
+        from_world: int | None = None,
+    ):
         """``took_over``: store entries this rank took over from ranks a smaller pool no longer has;
         ``from_world``: the world size of the checkpoint it resumed from (its own when not resharded)."""
         self.path = Path(folder) / f"rank-{rank}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.attempt = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._lines = [json.dumps({"a": self.attempt, "header": True, "rank": rank, "world": world,
-                                   "resumed_at": resumed_at, "node": node, "time": time.time(),
-                                   "group": group if group is not None else self.attempt,
-                                   "took_over": took_over, "from_world": from_world or world})]
+        self._lines = [
+            json.dumps(
+                {
+                    "a": self.attempt,
+                    "header": True,
+                    "rank": rank,
+                    "world": world,
+                    "resumed_at": resumed_at,
+                    "node": node,
+                    "time": time.time(),
+                    "group": group if group is not None else self.attempt,
+                    "took_over": took_over,
+                    "from_world": from_world or world,
+                }
+            )
+        ]
         self.flush()
 
     def step(self, step: int, ids: list[int]) -> None:
@@ -90,11 +111,19 @@ def _groups(folder: str | Path) -> tuple[list[dict], dict[int, list[dict]]]:
         rank = int(path.stem.split("-")[1])
         rows_of[rank] = _read(path)
         for h in (r for r in rows_of[rank] if r.get("header")):
-            g = groups.setdefault(str(h.get("group", h["a"])), {"group": str(h.get("group", h["a"])),
-                                                               "start": h["time"], "resumed_at": h["resumed_at"],
-                                                               "world": h.get("world"), "nodes": {},
-                                                               "attempts": set(), "took_over": 0,
-                                                               "from_world": h.get("from_world", h.get("world"))})
+            g = groups.setdefault(
+                str(h.get("group", h["a"])),
+                {
+                    "group": str(h.get("group", h["a"])),
+                    "start": h["time"],
+                    "resumed_at": h["resumed_at"],
+                    "world": h.get("world"),
+                    "nodes": {},
+                    "attempts": set(),
+                    "took_over": 0,
+                    "from_world": h.get("from_world", h.get("world")),
+                },
+            )
             g["start"] = min(g["start"], h["time"])
             g["took_over"] += h.get("took_over", 0)
             g["attempts"].add(h["a"])
@@ -128,5 +157,13 @@ def pool_history(folder: str | Path) -> list[dict]:
     the checkpoint it resumed from, the store entries its ranks took over from ranks it no longer had, and its
     ranks' nodes (from the ledger headers: what the ranks themselves saw)."""
     ordered, _ = _groups(folder)
-    return [{"resumed_at": g["resumed_at"], "world": g["world"], "from_world": g["from_world"],
-             "took_over": g["took_over"], "nodes": dict(sorted(g["nodes"].items()))} for g in ordered]
+    return [
+        {
+            "resumed_at": g["resumed_at"],
+            "world": g["world"],
+            "from_world": g["from_world"],
+            "took_over": g["took_over"],
+            "nodes": dict(sorted(g["nodes"].items())),
+        }
+        for g in ordered
+    ]

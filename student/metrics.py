@@ -20,10 +20,15 @@ class StudentMetrics:
     def __init__(self, run: str, rank: int):
         self.tags = {"run": run, "rank": str(rank)}
         keys = ("run", "rank")
-        self.consumed = Counter("bezier_student_records_consumed", "fresh guide records a student rank trained on",
-                                tag_keys=keys)
-        self.wait = Histogram("bezier_student_guide_wait_seconds", "seconds a student step waited for guides",
-                              boundaries=WAIT_BOUNDARIES, tag_keys=keys)
+        self.consumed = Counter(
+            "bezier_student_records_consumed", "fresh guide records a student rank trained on", tag_keys=keys
+        )
+        self.wait = Histogram(
+            "bezier_student_guide_wait_seconds",
+            "seconds a student step waited for guides",
+            boundaries=WAIT_BOUNDARIES,
+            tag_keys=keys,
+        )
         self.loss = Gauge("bezier_student_loss", "student loss (mean over the last log interval)", tag_keys=keys)
         self.speed = Gauge("bezier_student_steps_per_second", "student optimizer steps per second", tag_keys=keys)
         self.step = Gauge("bezier_student_step", "student optimizer steps done", tag_keys=keys)

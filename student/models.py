@@ -46,8 +46,12 @@ class LoadedModel:
         return teacher_sampler(self.network, solver)
 
 
-def load_model(path: str | Path, convention: str = DEFAULT_CONVENTION,
-               expect_data_shape: tuple[int, ...] | None = None, map_location: str = "cpu") -> LoadedModel:
+def load_model(
+    path: str | Path,
+    convention: str = DEFAULT_CONVENTION,
+    expect_data_shape: tuple[int, ...] | None = None,
+    map_location: str = "cpu",
+) -> LoadedModel:
     """Load any model folder (see the module docstring); ``convention`` applies to diffusers folders only."""
     path = Path(path)
     if model_kind(path) == "diffusers":
@@ -64,8 +68,10 @@ def load_model(path: str | Path, convention: str = DEFAULT_CONVENTION,
         except ValueError as err:
             raise CheckpointError(f"{path / META_FILE}: extra.objective: {err}") from None
         if needed != meta.time_inputs:
-            raise CheckpointError(f"{path / META_FILE}: objective {objective!r} needs time_inputs {needed}, "
-                                  f"the file says {meta.time_inputs}")
+            raise CheckpointError(
+                f"{path / META_FILE}: objective {objective!r} needs time_inputs {needed}, "
+                f"the file says {meta.time_inputs}"
+            )
     else:
         check_teacher_meta(path, meta)
     return LoadedModel(path, meta.role, net, tuple(meta.data_shape), meta.training, objective)

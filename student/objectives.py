@@ -73,9 +73,23 @@ from teachers.rectified_flow import sample_times
 from teachers.registry import Registry
 from teachers.solvers import Solution
 
-__all__ = ["OBJECTIVES", "Objective", "ObjectiveSettings", "velocity_loss", "flow_map_loss",
-           "sample_flow_map_times", "objective_loss", "time_inputs", "flow_map_step", "velocity_sampler",
-           "flow_map_sampler", "student_sampler", "per_row", "compose_on_grid", "grid_step"]
+__all__ = [
+    "OBJECTIVES",
+    "Objective",
+    "ObjectiveSettings",
+    "velocity_loss",
+    "flow_map_loss",
+    "sample_flow_map_times",
+    "objective_loss",
+    "time_inputs",
+    "flow_map_step",
+    "velocity_sampler",
+    "flow_map_sampler",
+    "student_sampler",
+    "per_row",
+    "compose_on_grid",
+    "grid_step",
+]
 
 Loss = Callable[[nn.Module, Sequence[Tensor], ObjectiveSettings, torch.Generator], Tensor]
 StudentSampler = Callable[[Tensor, int], Solution]
@@ -150,24 +164,33 @@ def _with_consistency(target: Callable[..., Tensor], draws: bool = False) -> Los
             return regression
         k = consistency_rows(s.shape[0], settings.consistency_share)
         with torch.no_grad():
-            goal = target(model, [p[:k] for p in points], x[:k], s[:k], t[:k], settings,
-                          None if r is None else r[:k].to(ref.device))
+            goal = target(
+                model,
+                [p[:k] for p in points],
+                x[:k],
+                s[:k],
+                t[:k],
+                settings,
+                None if r is None else r[:k].to(ref.device),
+            )
         wide = torch.promote_types(pred.dtype, torch.float32)
         return regression + settings.consistency_weight * (pred[:k].to(wide) - goal.to(wide)).pow(2).mean()
 
     return loss
 
 
-def _shortcut_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
-                     settings: ObjectiveSettings, r: None) -> Tensor:
+def _shortcut_target(
+    model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor, settings: ObjectiveSettings, r: None
+) -> Tensor:
     """The average of the two half jumps through the midpoint ``u``."""
     u = (s + t) / 2
     first = model(x, s, u)
     return (first + model(x + per_row(u - s, x) * first, u, t)) / 2
 
 
-def _meanflow_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
-                     settings: ObjectiveSettings, r: None) -> Tensor:
+def _meanflow_target(
+    model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor, settings: ObjectiveSettings, r: None
+) -> Tensor:
     """One small step ``h`` along the path's velocity, then the map: in fp32, never dividing by ``h``."""
     gap = (t - s).float()
     h = torch.clamp(gap, max=settings.consistency_h)  # the small first step, never past t
@@ -193,15 +216,17 @@ def _two_jumps(model: nn.Module, x: Tensor, s: Tensor, u: Tensor, t: Tensor, eul
     return per_row(r, x) * first + per_row(1 - r, x) * second
 
 
-def _tri_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
-                settings: ObjectiveSettings, r: Tensor) -> Tensor:
+def _tri_target(
+    model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor, settings: ObjectiveSettings, r: Tensor
+) -> Tensor:
     """Through a random interior point ``u = s + r (t - s)``."""
     wide = torch.promote_types(x.dtype, torch.float32)
     return _two_jumps(model, x, s, s.to(wide) + r.to(wide) * (t.to(wide) - s.to(wide)), t, euler=False)
 
 
-def _forward_target(model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor,
-                    settings: ObjectiveSettings, r: None) -> Tensor:
+def _forward_target(
+    model: nn.Module, points: Sequence[Tensor], x: Tensor, s: Tensor, t: Tensor, settings: ObjectiveSettings, r: None
+) -> Tensor:
     """The map to ``u = t - h``, then one Euler step of the student's own velocity ``f(y, u, u)``."""
     wide = torch.promote_types(x.dtype, torch.float32)
     t_w = t.to(wide)
@@ -270,14 +295,17 @@ class Objective:
     step: Callable[[nn.Module], GridStep]
 
 
-OBJECTIVES: Registry[Objective] = Registry("objective", {
-    "velocity": Objective(_velocity, 1, velocity_step),
-    "flow_map": Objective(_flow_map, 2, flow_map_grid_step),
-    "flow_map_shortcut": Objective(_with_consistency(_shortcut_target), 2, flow_map_grid_step),
-    "flow_map_meanflow": Objective(_with_consistency(_meanflow_target), 2, flow_map_grid_step),
-    "flow_map_tri": Objective(_with_consistency(_tri_target, draws=True), 2, flow_map_grid_step),
-    "flow_map_forward": Objective(_with_consistency(_forward_target), 2, flow_map_grid_step),
-})
+OBJECTIVES: Registry[Objective] = Registry(
+    "objective",
+    {
+        "velocity": Objective(_velocity, 1, velocity_step),
+        "flow_map": Objective(_flow_map, 2, flow_map_grid_step),
+        "flow_map_shortcut": Objective(_with_consistency(_shortcut_target), 2, flow_map_grid_step),
+        "flow_map_meanflow": Objective(_with_consistency(_meanflow_target), 2, flow_map_grid_step),
+        "flow_map_tri": Objective(_with_consistency(_tri_target, draws=True), 2, flow_map_grid_step),
+        "flow_map_forward": Objective(_with_consistency(_forward_target), 2, flow_map_grid_step),
+    },
+)
 
 
 def time_inputs(objective: str) -> int:
@@ -295,7 +323,8 @@ def grid_step(objective: str, model: nn.Module) -> GridStep:
     return OBJECTIVES[objective].step(model)
 
 
-def objective_loss(model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSettings,
-                   g: torch.Generator) -> Tensor:
+def objective_loss(
+    model: nn.Module, points: Sequence[Tensor], settings: ObjectiveSettings, g: torch.Generator
+) -> Tensor:
     """``settings.objective``'s loss on a batch of control points, with times drawn from ``g`` (on CPU)."""
     return OBJECTIVES[settings.objective].loss(model, points, settings, g)

@@ -44,8 +44,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def plain_student_rate(job: StudentJob, points: Sequence[Tensor], batch_size: int, steps: int, warmup_steps: int,
-                       device: torch.device, precision: str) -> dict:
+def plain_student_rate(
+    job: StudentJob,
+    points: Sequence[Tensor],
+    batch_size: int,
+    steps: int,
+    warmup_steps: int,
+    device: torch.device,
+    precision: str,
+) -> dict:
     """Train ``warmup_steps`` untimed steps, then ``steps`` timed ones, on micro-batches of ``batch_size``
     records drawn from ``points`` (the control points ``[x_0, .., x_1]``, each ``(R, *D)``).
 
@@ -85,7 +92,12 @@ def plain_student_rate(job: StudentJob, points: Sequence[Tensor], batch_size: in
         intervals.append((n, time.perf_counter() - start))
         done += n
     seconds = sum(t for _, t in intervals)
-    return {"steps_per_second": steps / seconds, "records_per_second": steps * batch_size / seconds,
-            "interval_steps_per_second": [round(n / t, 3) for n, t in intervals],
-            "seconds": round(seconds, 3), "steps": steps, "loss": loss_read,
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "steps_per_second": steps / seconds,
+        "records_per_second": steps * batch_size / seconds,
+        "interval_steps_per_second": [round(n / t, 3) for n, t in intervals],
+        "seconds": round(seconds, 3),
+        "steps": steps,
+        "loss": loss_read,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }

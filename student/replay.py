@@ -38,9 +38,10 @@ class ReplayPool:
         if self._data is None:
             self._data = torch.empty((self.capacity, *stacked.shape[1:]), device=self.device)
         elif stacked.shape[1:] != self._data.shape[1:]:
-            raise ValueError(f"records of layout {tuple(stacked.shape[1:])} do not fit a pool of "
-                             f"{tuple(self._data.shape[1:])}")
-        rows = stacked[-self.capacity:]
+            raise ValueError(
+                f"records of layout {tuple(stacked.shape[1:])} do not fit a pool of {tuple(self._data.shape[1:])}"
+            )
+        rows = stacked[-self.capacity :]
         self._data[(self._next + torch.arange(rows.shape[0], device=self.device)) % self.capacity] = rows
         self._next = (self._next + rows.shape[0]) % self.capacity
         self.size = min(self.capacity, self.size + stacked.shape[0])
@@ -50,16 +51,21 @@ class ReplayPool:
         """Tensors and counters that rebuild the pool (``load_state``): part of a rank's checkpoint, so a
         restarted rank trains on what it had consumed rather than on nothing."""
         rows = self._data[: self.size].cpu() if self._data is not None else torch.empty(0)
-        return {"rows": rows.contiguous()}, {"size": self.size, "next": self._next, "received": self.received,
-                                             "used": self.used}
+        return {"rows": rows.contiguous()}, {
+            "size": self.size,
+            "next": self._next,
+            "received": self.received,
+            "used": self.used,
+        }
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict) -> None:
         rows = tensors["rows"]
         if meta["size"] == 0:
             return
         if rows.shape[0] != meta["size"] or meta["size"] > self.capacity:
-            raise ValueError(f"replay state holds {rows.shape[0]} rows for size {meta['size']} "
-                             f"(capacity {self.capacity})")
+            raise ValueError(
+                f"replay state holds {rows.shape[0]} rows for size {meta['size']} (capacity {self.capacity})"
+            )
         self._data = torch.empty((self.capacity, *rows.shape[1:]), device=self.device)
         self._data[: rows.shape[0]] = rows.to(self.device)
         self.size, self._next = meta["size"], meta["next"] % self.capacity

@@ -11,8 +11,15 @@ from student.objectives import student_sampler
 from teachers.checkpoint import load_checkpoint
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.device_plan import StagePlan, resolve_device
-from teachers.evaluation import (QualitySettings, evaluate_sampler, format_metrics, format_row, noise_for_eval,
-                                 sampler_on, teacher_straightness)
+from teachers.evaluation import (
+    QualitySettings,
+    evaluate_sampler,
+    format_metrics,
+    format_row,
+    noise_for_eval,
+    sampler_on,
+    teacher_straightness,
+)
 from teachers.fid_bootstrap import fid_ratio_interval
 from teachers.models import load_velocity, teacher_sampler
 from teachers.plots import save_loss_curve, save_sample_figure
@@ -44,28 +51,43 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
         label = f"teacher{i}/{solver}"
         echo(f"evaluating {label} ({path}) at steps {steps}")
         feats[path] = []
-        teachers[path] = evaluate_sampler(samplers[path], data, steps, settings, label=label, features=feats[path],
-                                          with_floor=False)
+        teachers[path] = evaluate_sampler(
+            samplers[path], data, steps, settings, label=label, features=feats[path], with_floor=False
+        )
         straight[path] = teacher_straightness(model, data.data_shape, cfg.seed, device)
         reference = reference_solver(cfg)
         if reference is not None:
             ref_solver, ref_steps = reference
             echo(f"evaluating teacher{i}/{ref_solver} (reference) at steps {ref_steps}")
             ref_sampler = sampler_on(teacher_sampler(model, ref_solver), device, precision)
-            teachers[path]["rows"] += evaluate_sampler(ref_sampler, data, ref_steps, settings,
-                                                       label=f"teacher{i}/{ref_solver}", features=feats[path],
-                                                       with_floor=False)["rows"]
+            teachers[path]["rows"] += evaluate_sampler(
+                ref_sampler,
+                data,
+                ref_steps,
+                settings,
+                label=f"teacher{i}/{ref_solver}",
+                features=feats[path],
+                with_floor=False,
+            )["rows"]
     student, _ = load_checkpoint(cfg.student_path, expect_data_shape=data.data_shape)
     sampler = sampler_on(student_sampler(cfg.student.objective, student.to(device)), device, precision)
     echo(f"evaluating the student at steps {cfg.student.eval_steps}")
     student_feats: list[dict] = []
-    table = evaluate_sampler(sampler, data, cfg.student.eval_steps, settings, label=f"student/{cfg.student.objective}",
-                             features=student_feats)
+    table = evaluate_sampler(
+        sampler,
+        data,
+        cfg.student.eval_steps,
+        settings,
+        label=f"student/{cfg.student.objective}",
+        features=student_feats,
+    )
 
     noise = noise_for_eval(64, data.data_shape, cfg.seed)
     first = samplers[next(iter(samplers))]
-    panels = {f"teacher {solver} 1 step": first(noise, 1).x,
-              f"teacher {solver} {max(cfg.eval.steps)} steps": first(noise, max(cfg.eval.steps)).x}
+    panels = {
+        f"teacher {solver} 1 step": first(noise, 1).x,
+        f"teacher {solver} {max(cfg.eval.steps)} steps": first(noise, max(cfg.eval.steps)).x,
+    }
     for k in cfg.student.eval_steps:
         panels[f"student {k} step{'s' if k > 1 else ''}"] = sampler(noise, k).x
     save_sample_figure(panels, cfg.run_path / "samples.png", reference=data.held_out[:64])
@@ -80,12 +102,23 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
         ratio = row[best["metric"]] / best["value"]
         row[f"{best['metric']}_to_teacher_best"] = round(ratio, 4)
         if kept and best_feats and settings.fid_resamples:  # FID rows: the paired bootstrap of the ratio
-            row["fid_to_teacher_best_interval"] = [round(v, 4) for v in fid_ratio_interval(
-                kept["x"], best_feats["x"], kept["ref"], ratio, settings.fid_resamples, settings.seed)]
-    return {"metric_kind": data.kind, "n_samples": table["n_samples"],
-            "n_reference": table["n_reference"], "floor": table["floor"], "teachers": teacher_rows,
-            "teacher_best": best, "teacher_straightness": straight, "student": table["rows"],
-            "used": {"device": device.type, "precision": precision}}
+            row["fid_to_teacher_best_interval"] = [
+                round(v, 4)
+                for v in fid_ratio_interval(
+                    kept["x"], best_feats["x"], kept["ref"], ratio, settings.fid_resamples, settings.seed
+                )
+            ]
+    return {
+        "metric_kind": data.kind,
+        "n_samples": table["n_samples"],
+        "n_reference": table["n_reference"],
+        "floor": table["floor"],
+        "teachers": teacher_rows,
+        "teacher_best": best,
+        "teacher_straightness": straight,
+        "student": table["rows"],
+        "used": {"device": device.type, "precision": precision},
+    }
 
 
 def reference_solver(cfg) -> tuple[str, list[int | None]] | None:
@@ -106,8 +139,16 @@ def teacher_best(teacher_rows: dict[str, list[dict]], metric: str) -> dict:
     rows = [(path, i, r) for path, rs in teacher_rows.items() for i, r in enumerate(rs)]
     path, index, row = min(rows, key=lambda pr: pr[2][metric])
     interval = {"interval": row[f"{metric}_interval"]} if f"{metric}_interval" in row else {}
-    return {"metric": metric, "value": row[metric], **interval, "label": row["label"], "steps": row["steps"],
-            "nfe": row["nfe"], "teacher": path, "index": index}
+    return {
+        "metric": metric,
+        "value": row[metric],
+        **interval,
+        "label": row["label"],
+        "steps": row["steps"],
+        "nfe": row["nfe"],
+        "teacher": path,
+        "index": index,
+    }
 
 
 def quality_table(quality: dict) -> str:
@@ -117,12 +158,15 @@ def quality_table(quality: dict) -> str:
     best = quality.get("teacher_best")
     if best:
         iv = f" [{best['interval'][0]:.4g}, {best['interval'][1]:.4g}]" if best.get("interval") else ""
-        lines.append(f"teachers' best {best['metric']}: {best['value']:.4g}{iv} ({best['label']}, {best['nfe']} NFE); "
-                     "the student rows' *_to_teacher_best divide by it")
+        lines.append(
+            f"teachers' best {best['metric']}: {best['value']:.4g}{iv} ({best['label']}, {best['nfe']} NFE); "
+            "the student rows' *_to_teacher_best divide by it"
+        )
     if any("fid_interval" in r for r in rows):
-        lines.append("[low, high]: 95% bootstrap intervals over the evaluation draws (generated and held-out "
-                     "features resampled; a ratio's resamples paired)")
+        lines.append(
+            "[low, high]: 95% bootstrap intervals over the evaluation draws (generated and held-out "
+            "features resampled; a ratio's resamples paired)"
+        )
     for i, (path, gap) in enumerate(quality.get("teacher_straightness", {}).items()):
         lines.append(f"teacher{i} straightness (mean squared gap, trajectory to chord; 0 = straight): {gap:.4g}")
     return "\n".join(lines)
-

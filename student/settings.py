@@ -25,8 +25,15 @@ from student.fault_hooks import KILL_ENV
 from teachers.config import NetworkConfig, RunConfig, StoreConfig, parse_config
 from teachers.schedule import lr_at
 
-__all__ = ["ObjectiveSettings", "OptimSettings", "FeedSettings", "FinetuneSettings", "SavingSettings", "StudentJob",
-           "TRAIN_LOOP_KEY"]
+__all__ = [
+    "ObjectiveSettings",
+    "OptimSettings",
+    "FeedSettings",
+    "FinetuneSettings",
+    "SavingSettings",
+    "StudentJob",
+    "TRAIN_LOOP_KEY",
+]
 
 TRAIN_LOOP_KEY = "job"  # the one key of the dict ``TorchTrainer`` hands each worker
 
@@ -142,26 +149,66 @@ class StudentJob:
     test_kills: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, cfg: RunConfig, store_url: str | None, data_shape: tuple[int, ...], init_checkpoint: str | None,
-           device: str = "cpu") -> "StudentJob":
+    def of(
+        cls,
+        cfg: RunConfig,
+        store_url: str | None,
+        data_shape: tuple[int, ...],
+        init_checkpoint: str | None,
+        device: str = "cpu",
+    ) -> "StudentJob":
         sc, ft = cfg.student, cfg.student.finetune
         return cls(
-            run=cfg.name, seed=cfg.seed, network=sc.network or cfg.teacher.network,
-            data_shape=tuple(int(d) for d in data_shape), init_checkpoint=init_checkpoint, path=cfg.guides.path,
+            run=cfg.name,
+            seed=cfg.seed,
+            network=sc.network or cfg.teacher.network,
+            data_shape=tuple(int(d) for d in data_shape),
+            init_checkpoint=init_checkpoint,
+            path=cfg.guides.path,
             threads=sc.threads,
-            objective=ObjectiveSettings(sc.objective, sc.time_sampling, sc.endpoint_share, sc.diagonal_share,
-                                        sc.consistency_weight, sc.grid_share, tuple(sc.grid_steps),
-                                        sc.consistency_h, sc.consistency_share),
-            optim=OptimSettings(sc.steps, sc.batch_size, sc.lr, sc.warmup_steps, sc.grad_clip, sc.ema_decay,
-                                sc.zero_stage),
-            feed=FeedSettings(sc.source, sc.parquet_dir, store_url, cfg.store, cfg.guides.num_samples, sc.max_reuse,
-                              sc.replay_records, sc.guide_timeout_s, sc.prefetch),
+            objective=ObjectiveSettings(
+                sc.objective,
+                sc.time_sampling,
+                sc.endpoint_share,
+                sc.diagonal_share,
+                sc.consistency_weight,
+                sc.grid_share,
+                tuple(sc.grid_steps),
+                sc.consistency_h,
+                sc.consistency_share,
+            ),
+            optim=OptimSettings(
+                sc.steps, sc.batch_size, sc.lr, sc.warmup_steps, sc.grad_clip, sc.ema_decay, sc.zero_stage
+            ),
+            feed=FeedSettings(
+                sc.source,
+                sc.parquet_dir,
+                store_url,
+                cfg.store,
+                cfg.guides.num_samples,
+                sc.max_reuse,
+                sc.replay_records,
+                sc.guide_timeout_s,
+                sc.prefetch,
+            ),
             saving=SavingSettings(sc.log_every, sc.checkpoint_every),
-            config=cfg, device=device,
-            finetune=FinetuneSettings(ft.steps, ft.weight, ft.regression_weight, ft.lr, ft.ema_decay, ft.fake_lr,
-                                      ft.fake_updates, ft.t_min, ft.t_max, tuple(ft.sample_steps),
-                                      init_checkpoint if ft.steps else None),
-            test_kills=tuple(m for m in os.environ.get(KILL_ENV, "").split(",") if m))
+            config=cfg,
+            device=device,
+            finetune=FinetuneSettings(
+                ft.steps,
+                ft.weight,
+                ft.regression_weight,
+                ft.lr,
+                ft.ema_decay,
+                ft.fake_lr,
+                ft.fake_updates,
+                ft.t_min,
+                ft.t_max,
+                tuple(ft.sample_steps),
+                init_checkpoint if ft.steps else None,
+            ),
+            test_kills=tuple(m for m in os.environ.get(KILL_ENV, "").split(",") if m),
+        )
 
     def in_finetune(self, step: int) -> bool:
         """Whether step ``step`` (0-based) is in the distribution-matching phase: the last ``finetune.steps``."""
@@ -173,12 +220,23 @@ class StudentJob:
 
     def to_json(self) -> str:
         """The job as JSON, for a process started outside Ray (the step check reads it on stdin)."""
-        return json.dumps({"config": self.config.model_dump(mode="json"), "store_url": self.feed.store_url,
-                           "data_shape": list(self.data_shape), "init_checkpoint": self.init_checkpoint,
-                           "device": self.device})
+        return json.dumps(
+            {
+                "config": self.config.model_dump(mode="json"),
+                "store_url": self.feed.store_url,
+                "data_shape": list(self.data_shape),
+                "init_checkpoint": self.init_checkpoint,
+                "device": self.device,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> "StudentJob":
         d = json.loads(text)
-        return cls.of(parse_config(d["config"], "student job"), d["store_url"], tuple(d["data_shape"]),
-                      d["init_checkpoint"], d["device"])
+        return cls.of(
+            parse_config(d["config"], "student job"),
+            d["store_url"],
+            tuple(d["data_shape"]),
+            d["init_checkpoint"],
+            d["device"],
+        )

@@ -33,8 +33,14 @@ def student_step(job: StudentJob) -> dict:
     the device, precision, parameter dtype, loss (and the phase step's) and seconds."""
     start = time.perf_counter()
     # a world of one rank, whatever a launcher (torchrun, SLURM) left in the environment
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0",
-                      WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="1",
+        LOCAL_WORLD_SIZE="1",
+    )
     on_gpu = job.device == "cuda"
     if on_gpu and not torch.cuda.is_available():
         raise RuntimeError("the run's student computes on a GPU, but none is visible to this process")
@@ -57,16 +63,21 @@ def student_step(job: StudentJob) -> dict:
     if job.finetune.steps:
         teacher = build_network(job.network.arch, job.data_shape, **job.network.kwargs())
         dm = DistributionMatching(teacher, job.finetune, device, average_grads)
-        loss, samples = phase_loss(job, engine, dm, objective_loss(engine, points, job.objective, g), g, device,
-                                   dtype)
+        loss, samples = phase_loss(job, engine, dm, objective_loss(engine, points, job.objective, g), g, device, dtype)
         engine.backward(loss)
         engine.step()
         dm.update_fake(samples, g)
         phase = _finite(loss, "the distribution-matching phase's first loss")
     param = next(engine.module.parameters())
-    return {"device": str(device), "precision": precision, "dtype": str(dtype).replace("torch.", ""), "param_dtype":
-            str(param.dtype).replace("torch.", ""), "loss": value, "phase_loss": phase,
-            "seconds": round(time.perf_counter() - start, 2)}
+    return {
+        "device": str(device),
+        "precision": precision,
+        "dtype": str(dtype).replace("torch.", ""),
+        "param_dtype": str(param.dtype).replace("torch.", ""),
+        "loss": value,
+        "phase_loss": phase,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
 
 
 def _finite(loss: torch.Tensor, what: str) -> float:

@@ -55,8 +55,15 @@ import torch.distributed as dist
 from guide_store.redis_store import id_runs
 from student.ds_config import deepspeed_config, student_optimizer, without_op_builds
 from student.distribution import DistributionMatching, sample_with_grad
-from student.engine_state import (checkpoint_world, load_rank_state, pack_tree, read_rank_share, save_rank_state,
-                                  shares, unpack_tree)
+from student.engine_state import (
+    checkpoint_world,
+    load_rank_state,
+    pack_tree,
+    read_rank_share,
+    save_rank_state,
+    shares,
+    unpack_tree,
+)
 from student.fault_hooks import maybe_hold, maybe_kill
 from student.guide_feed import GuideFeed, consumer_name, open_source, take_over_consumers
 from student.id_ledger import LEDGER_DIR, RankLedger
@@ -72,8 +79,15 @@ from teachers.guides import PATHS
 from teachers.precision import precision_dtype
 from teachers.schedule import ema_decay_at, update_ema
 
-__all__ = ["train_student_worker", "build_engine", "student_precision", "phase_loss", "average_grads", "id_runs",
-           "merge_runs"]
+__all__ = [
+    "train_student_worker",
+    "build_engine",
+    "student_precision",
+    "phase_loss",
+    "average_grads",
+    "id_runs",
+    "merge_runs",
+]
 
 
 def merge_runs(runs: list[list[int]]) -> list[list[int]]:
@@ -132,8 +146,9 @@ class _Fresh:
             self.put(None, torch.cat([self.ids, ids]), [torch.cat([a, b]) for a, b in zip(self.points, points)])
 
 
-def _micro_batch(fresh: _Fresh, pool: ReplayPool, batch_size: int,
-                 g: torch.Generator) -> tuple[list, list[int], str | None]:
+def _micro_batch(
+    fresh: _Fresh, pool: ReplayPool, batch_size: int, g: torch.Generator
+) -> tuple[list, list[int], str | None]:
     """Control points of one micro-batch on the pool's device: fresh records first, the rest from the pool;
     the fresh ids, and the entry whose last fresh records these were."""
     parts, ids, done = [], [], None
@@ -149,8 +164,10 @@ def _micro_batch(fresh: _Fresh, pool: ReplayPool, batch_size: int,
 def _receive(delivery, pool: ReplayPool, fresh: _Fresh) -> None:
     """A new delivery into the replay pool (reuse) and the fresh queue (its first use)."""
     pinned = pool.device.type == "cuda"
-    points = [(p.pin_memory() if pinned else p).to(pool.device, torch.float32, non_blocking=True)
-              for p in delivery.batch.control_points]
+    points = [
+        (p.pin_memory() if pinned else p).to(pool.device, torch.float32, non_blocking=True)
+        for p in delivery.batch.control_points
+    ]
     pool.add(points)
     fresh.put(delivery.id, delivery.batch.sample_id.to(torch.int64), points)
 
@@ -193,7 +210,7 @@ def average_grads(params: list[torch.nn.Parameter]) -> None:
     flat /= dist.get_world_size()
     offset = 0
     for p, g in zip(params, grads):
-        p.grad = flat[offset:offset + g.numel()].view_as(g).clone()
+        p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
         offset += g.numel()
 
 
@@ -205,8 +222,15 @@ def _distribution(job: StudentJob, device: torch.device) -> DistributionMatching
     return DistributionMatching(teacher, job.finetune, device, average_grads)
 
 
-def phase_loss(job: StudentJob, engine, dm: DistributionMatching, loss: torch.Tensor, g: torch.Generator,
-               device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def phase_loss(
+    job: StudentJob,
+    engine,
+    dm: DistributionMatching,
+    loss: torch.Tensor,
+    g: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A distribution-matching step's loss: the objective's ``loss`` at ``finetune.regression_weight`` plus the
     term on a batch of the student's own samples (drawn with gradients, one of ``finetune.sample_steps``);
     returns it and the samples (the fake field trains on them after the student's step)."""
@@ -215,8 +239,19 @@ def phase_loss(job: StudentJob, engine, dm: DistributionMatching, loss: torch.Te
     return job.finetune.regression_weight * loss + dm.loss(samples, g), samples
 
 
-def _save(job: StudentJob, engine, ema, pool: ReplayPool, fresh: _Fresh, rank: int, world: int, extra: dict,
-          history: list[dict], metrics: dict, dm: DistributionMatching | None) -> None:
+def _save(
+    job: StudentJob,
+    engine,
+    ema,
+    pool: ReplayPool,
+    fresh: _Fresh,
+    rank: int,
+    world: int,
+    extra: dict,
+    history: list[dict],
+    metrics: dict,
+    dm: DistributionMatching | None,
+) -> None:
     import ray.train  # see train_student_worker
 
     with tempfile.TemporaryDirectory() as d:
@@ -228,11 +263,16 @@ def _save(job: StudentJob, engine, ema, pool: ReplayPool, fresh: _Fresh, rank: i
         save_rank_state(d, engine, ema, rank, world, job.optim.zero_stage, extra, data)
         if rank == 0:
             objective = job.objective.objective
-            meta = CheckpointMeta(arch=job.network.arch, arch_kwargs=job.network.kwargs(),
-                                  data_shape=list(job.data_shape), time_inputs=time_inputs(objective), role="student",
-                                  data_name=job.config.data.name, training=job.config.model_dump(mode="json"),
-                                  extra={"objective": objective, "path": job.path, "step": extra["step"],
-                                         "world_size": world})
+            meta = CheckpointMeta(
+                arch=job.network.arch,
+                arch_kwargs=job.network.kwargs(),
+                data_shape=list(job.data_shape),
+                time_inputs=time_inputs(objective),
+                role="student",
+                data_name=job.config.data.name,
+                training=job.config.model_dump(mode="json"),
+                extra={"objective": objective, "path": job.path, "step": extra["step"], "world_size": world},
+            )
             save_checkpoint(Path(d) / "student", ema, meta)
             (Path(d) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
@@ -241,17 +281,28 @@ def _save(job: StudentJob, engine, ema, pool: ReplayPool, fresh: _Fresh, rank: i
 def _taken_over(primary: dict, parts: list[dict]) -> dict:
     """A rank's counters at another world size: the step and resumes of the checkpoint, the ids, totals and
     unacknowledged deliveries of the old ranks it takes over (``shares``; none for a rank the old world lacked)."""
-    out = {"step": primary["step"], "resumes": primary.get("resumes", 0),
-           "consumed": merge_runs([r for e in parts for r in e.get("consumed", [])]),
-           "unacked": [u for e in parts for u in e.get("unacked", [])]}
+    out = {
+        "step": primary["step"],
+        "resumes": primary.get("resumes", 0),
+        "consumed": merge_runs([r for e in parts for r in e.get("consumed", [])]),
+        "unacked": [u for e in parts for u in e.get("unacked", [])],
+    }
     for key in _Ledger.TOTALS:
         if key != "resumes":
             out[key] = sum(e.get(key, 0) for e in parts)
     return out
 
 
-def _restore(engine, ema, pool: ReplayPool, fresh: _Fresh, rank: int, world: int, zero_stage: int,
-             dm: DistributionMatching | None) -> tuple[dict, list[dict], int]:
+def _restore(
+    engine,
+    ema,
+    pool: ReplayPool,
+    fresh: _Fresh,
+    rank: int,
+    world: int,
+    zero_stage: int,
+    dm: DistributionMatching | None,
+) -> tuple[dict, list[dict], int]:
     """The checkpoint Ray Train hands this group (none: a fresh start): weights, optimizer, and the records of
     the old ranks this rank takes over; returns its counters, the metrics history and the old world size."""
     import ray.train  # see train_student_worker
@@ -275,8 +326,9 @@ def _restore(engine, ema, pool: ReplayPool, fresh: _Fresh, rank: int, world: int
                 parts = [({"pool": copied["pool"]}, copied_data)]
         for part_extra, part_data in parts:
             if "pool" in part_extra:
-                pool.merge_state({k[len("pool/"):]: v for k, v in part_data.items() if k.startswith("pool/")},
-                                 part_extra["pool"])
+                pool.merge_state(
+                    {k[len("pool/") :]: v for k, v in part_data.items() if k.startswith("pool/")}, part_extra["pool"]
+                )
             fresh.load_state(part_extra.get("fresh"), part_data, pool.device)
         hist_file = Path(d) / "metrics.jsonl"
         history = [json.loads(line) for line in hist_file.read_text().splitlines()] if hist_file.is_file() else []
@@ -347,25 +399,37 @@ class _Ledger:
         iv = self.interval
         seconds = max(1e-9, time.monotonic() - iv["start"])
         # one all-reduce for the three cross-rank figures
-        loss, fresh, consumed = _mean_over_ranks([float(iv["loss"]) / max(1, iv["steps"]), iv["fresh"],
-                                                  self.totals["records_consumed"]], device)
-        record = {"step": self.step, "loss": loss,
-                  "lr": job.lr_at(self.step - 1),
-                  "steps_per_second": round(iv["steps"] / seconds, 3),
-                  "guide_wait_s": round(iv["wait"], 3), "wait_fraction": round(iv["wait"] / seconds, 3),
-                  "fresh_records": round(fresh * world), "records_consumed": round(consumed * world),
-                  "pool_records": pool.size, "reuse": round(pool.used / max(1, pool.received), 2),
-                  "elapsed_s": round(time.monotonic() - self.run_start, 3)}
+        loss, fresh, consumed = _mean_over_ranks(
+            [float(iv["loss"]) / max(1, iv["steps"]), iv["fresh"], self.totals["records_consumed"]], device
+        )
+        record = {
+            "step": self.step,
+            "loss": loss,
+            "lr": job.lr_at(self.step - 1),
+            "steps_per_second": round(iv["steps"] / seconds, 3),
+            "guide_wait_s": round(iv["wait"], 3),
+            "wait_fraction": round(iv["wait"] / seconds, 3),
+            "fresh_records": round(fresh * world),
+            "records_consumed": round(consumed * world),
+            "pool_records": pool.size,
+            "reuse": round(pool.used / max(1, pool.received), 2),
+            "elapsed_s": round(time.monotonic() - self.run_start, 3),
+        }
         self.history.append(record)
         self._new_interval()
         return record
 
     def final_record(self, device: torch.device, world: int, used: dict) -> dict:
         """The last metrics line; ``used``: the device, precision and parameter dtype the rank trained with."""
-        record = {"step": self.step, "final": True, "resumes": self.totals["resumes"], **used,
-                  "records_consumed": round(_mean_over_ranks([self.totals["records_consumed"]], device)[0] * world),
-                  "guide_wait_s": round(self.totals["guide_wait_s"], 3),
-                  "elapsed_s": round(time.monotonic() - self.run_start, 3)}
+        record = {
+            "step": self.step,
+            "final": True,
+            "resumes": self.totals["resumes"],
+            **used,
+            "records_consumed": round(_mean_over_ranks([self.totals["records_consumed"]], device)[0] * world),
+            "guide_wait_s": round(self.totals["guide_wait_s"], 3),
+            "elapsed_s": round(time.monotonic() - self.run_start, 3),
+        }
         self.history.append(record)
         return record
 
@@ -387,8 +451,11 @@ def build_engine(job: StudentJob, world: int, device: torch.device, precision: s
     torch.manual_seed(job.seed)  # identical initial weights on every rank
     model = _build(job, device)
     ema = copy.deepcopy(model).float().eval().requires_grad_(False)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=student_optimizer(job.optim, model.parameters()),
-                                           config=deepspeed_config(job.optim, world, precision))
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=student_optimizer(job.optim, model.parameters()),
+        config=deepspeed_config(job.optim, world, precision),
+    )
     return engine, ema
 
 
@@ -409,16 +476,21 @@ def train_student_worker(train_loop_config: dict) -> None:
     precision = student_precision(job.config, device)
     dtype = precision_dtype(precision)
     engine, ema = build_engine(job, world, device, precision)
-    used = {"device": device.type, "precision": precision,
-            "parameter_dtype": str(next(engine.module.parameters()).dtype).removeprefix("torch.")}
+    used = {
+        "device": device.type,
+        "precision": precision,
+        "parameter_dtype": str(next(engine.module.parameters()).dtype).removeprefix("torch."),
+    }
     pool, fresh = ReplayPool(feed.replay_records, feed.max_reuse, device), _Fresh()
     dm = _distribution(job, device)
     extra, history, old_world = _restore(engine, ema, pool, fresh, rank, world, optim.zero_stage, dm)
     ledger = _Ledger(extra, history)
     run_folder = job.config.run_path
     if ledger.totals["resumes"]:
-        print(f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})"
-              + (f" with {world} rank(s), the checkpoint's {old_world} resharded" if old_world != world else ""))
+        print(
+            f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})"
+            + (f" with {world} rank(s), the checkpoint's {old_world} resharded" if old_world != world else "")
+        )
     source, target = open_source(feed, job.run, rank, world, job.data_shape, PATHS[job.path])
     # what the checkpoint trained on but held unacknowledged (a delivery whose remainder it holds included) is
     # let go before any read (the read-ahead starts at once, and would hand it back to be trained on twice)
@@ -428,8 +500,16 @@ def train_student_worker(train_loop_config: dict) -> None:
     if adopted:
         print(f"[student rank {rank}] took over {adopted} delivery(ies) pending under ranks the pool no longer has")
     node = ray.util.get_node_ip_address()
-    ids = RankLedger(run_folder / LEDGER_DIR, rank, world, ledger.step, node, group=_group_id(device),
-                     took_over=adopted, from_world=old_world)
+    ids = RankLedger(
+        run_folder / LEDGER_DIR,
+        rank,
+        world,
+        ledger.step,
+        node,
+        group=_group_id(device),
+        took_over=adopted,
+        from_world=old_world,
+    )
     guide_feed = GuideFeed(source, consumer_name(job.run, rank), target, feed.guide_timeout_s, feed.prefetch)
     g = torch.Generator().manual_seed(job.seed * 1_000_003 + 7919 * rank + ledger.step)
     metrics = StudentMetrics(job.run, rank)
@@ -439,8 +519,9 @@ def train_student_worker(train_loop_config: dict) -> None:
     def save(record: dict, final: bool = False) -> None:
         ids.flush()  # the steps this checkpoint holds are in the ledger before anyone can resume from it
         held = acks.held() + ([fresh.entry] if fresh.entry else [])
-        _save(job, engine, ema, pool, fresh, rank, world, {**ledger.extra(), "unacked": held}, ledger.history,
-              record, dm)
+        _save(
+            job, engine, ema, pool, fresh, rank, world, {**ledger.extra(), "unacked": held}, ledger.history, record, dm
+        )
         checkpointed["step"] = ledger.step
         if not final:
             acks.after_checkpoint()
@@ -457,8 +538,10 @@ def train_student_worker(train_loop_config: dict) -> None:
                 _receive(delivery, pool, fresh)
                 maybe_hold(job.test_kills, rank, node, run_folder, checkpointed["step"] > 0)
         if fresh.empty() and pool.size == 0:
-            raise RuntimeError(f"rank {rank}: the guide source is exhausted and this rank never received a record "
-                               f"(source stats: {source.stats()})")
+            raise RuntimeError(
+                f"rank {rank}: the guide source is exhausted and this rank never received a record "
+                f"(source stats: {source.stats()})"
+            )
         points, fresh_ids, done = _micro_batch(fresh, pool, optim.batch_size, g)
         in_phase = job.in_finetune(ledger.step)
         for group in engine.optimizer.param_groups:

@@ -20,8 +20,18 @@ from torch import nn
 from guide_store.atomic import replaced_atomically, write_json_atomically
 from teachers.nets import ARCHITECTURES, build_network
 
-__all__ = ["CheckpointError", "CheckpointMeta", "save_checkpoint", "load_checkpoint", "read_meta", "read_json_object",
-           "WEIGHTS_FILE", "META_FILE", "FORMAT", "FORMAT_VERSION"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointMeta",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_meta",
+    "read_json_object",
+    "WEIGHTS_FILE",
+    "META_FILE",
+    "FORMAT",
+    "FORMAT_VERSION",
+]
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -86,8 +96,10 @@ def read_meta(directory: str | Path) -> CheckpointMeta:
     if doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format is {doc.get('format')!r}, expected {FORMAT!r}")
     if doc.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {doc.get('format_version')!r} is not supported "
-                              f"(this version reads {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{path}: format_version {doc.get('format_version')!r} is not supported "
+            f"(this version reads {FORMAT_VERSION})"
+        )
     fields = set(CheckpointMeta.__dataclass_fields__)
     required = {"arch", "arch_kwargs", "data_shape"}
     missing = sorted(required - doc.keys())
@@ -98,14 +110,17 @@ def read_meta(directory: str | Path) -> CheckpointMeta:
     return CheckpointMeta(**{k: v for k, v in doc.items() if k in fields})
 
 
-def load_checkpoint(directory: str | Path, expect_data_shape: tuple[int, ...] | None = None,
-                    map_location: str = "cpu") -> tuple[nn.Module, CheckpointMeta]:
+def load_checkpoint(
+    directory: str | Path, expect_data_shape: tuple[int, ...] | None = None, map_location: str = "cpu"
+) -> tuple[nn.Module, CheckpointMeta]:
     """Rebuild the network from ``model.json`` and load ``model.safetensors`` strictly."""
     directory = Path(directory)
     meta = read_meta(directory)
     if expect_data_shape is not None and tuple(meta.data_shape) != tuple(expect_data_shape):
-        raise CheckpointError(f"{directory / META_FILE}: data_shape {meta.data_shape} does not match "
-                              f"the data's shape {list(expect_data_shape)}")
+        raise CheckpointError(
+            f"{directory / META_FILE}: data_shape {meta.data_shape} does not match "
+            f"the data's shape {list(expect_data_shape)}"
+        )
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
@@ -116,8 +131,9 @@ def load_checkpoint(directory: str | Path, expect_data_shape: tuple[int, ...] | 
     try:
         model = meta.build()
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{directory / META_FILE}: cannot build {meta.arch} from {meta.arch_kwargs} "
-                              f"({err})") from None
+        raise CheckpointError(
+            f"{directory / META_FILE}: cannot build {meta.arch} from {meta.arch_kwargs} ({err})"
+        ) from None
     _check_state(weights, model.state_dict(), state)
     model.load_state_dict(state, strict=True)
     model.eval()
@@ -127,8 +143,11 @@ def load_checkpoint(directory: str | Path, expect_data_shape: tuple[int, ...] | 
 def _check_state(path: Path, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> None:
     missing = sorted(expected.keys() - found.keys())
     unexpected = sorted(found.keys() - expected.keys())
-    shapes = [f"{k}: file {list(found[k].shape)} vs model {list(expected[k].shape)}"
-              for k in sorted(expected.keys() & found.keys()) if found[k].shape != expected[k].shape]
+    shapes = [
+        f"{k}: file {list(found[k].shape)} vs model {list(expected[k].shape)}"
+        for k in sorted(expected.keys() & found.keys())
+        if found[k].shape != expected[k].shape
+    ]
     problems = []
     if missing:
         problems.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")

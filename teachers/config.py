@@ -27,11 +27,33 @@ from teachers.precision import PRECISIONS
 from teachers.rectified_flow import TIME_SAMPLERS
 from teachers.solvers import SOLVERS
 
-__all__ = ["ConfigError", "RunConfig", "DataConfig", "NetworkConfig", "TeacherConfig", "EvalConfig", "StoreConfig",
-           "GuidesConfig", "TeacherPoolConfig", "StudentConfig", "Section", "parse_config", "apply_overrides",
-           "format_errors", "redact_url", "public_config", "dump_config", "Precision", "Device", "PRECISIONS",
-           "DEVICES",
-           "Objective", "OBJECTIVE_NAMES", "Solver", "FinetuneConfig"]
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "DataConfig",
+    "NetworkConfig",
+    "TeacherConfig",
+    "EvalConfig",
+    "StoreConfig",
+    "GuidesConfig",
+    "TeacherPoolConfig",
+    "StudentConfig",
+    "Section",
+    "parse_config",
+    "apply_overrides",
+    "format_errors",
+    "redact_url",
+    "public_config",
+    "dump_config",
+    "Precision",
+    "Device",
+    "PRECISIONS",
+    "DEVICES",
+    "Objective",
+    "OBJECTIVE_NAMES",
+    "Solver",
+    "FinetuneConfig",
+]
 
 # each choice's allowed values come from the registry that implements it (teachers.registry); the student's
 # objectives are implemented a layer up (student.objectives.OBJECTIVES), so their names are declared here and
@@ -45,8 +67,14 @@ PathName = PATHS.literal()
 GuideRule = GUIDE_RULES.literal()
 Coupling = COUPLINGS.literal()
 Convention = CONVENTIONS.literal()
-OBJECTIVE_NAMES: tuple[str, ...] = ("velocity", "flow_map", "flow_map_shortcut", "flow_map_meanflow", "flow_map_tri",
-                                    "flow_map_forward")
+OBJECTIVE_NAMES: tuple[str, ...] = (
+    "velocity",
+    "flow_map",
+    "flow_map_shortcut",
+    "flow_map_meanflow",
+    "flow_map_tri",
+    "flow_map_forward",
+)
 Objective = Literal[OBJECTIVE_NAMES]
 # the allowed values of the run's ``precision``/``student.precision`` and ``device`` settings, declared once
 Precision = Literal[PRECISIONS]
@@ -74,8 +102,13 @@ class DataConfig(Section):
     n_train: int = Field(20000, ge=1, le=10_000_000)
     n_held_out: int = Field(2000, ge=1, le=1_000_000)
     held_out_fraction: float = Field(0.25, gt=0.0, lt=1.0)
-    split_seed: int | None = Field(None, ge=0, le=2**31 - 1, description="seed of the train/held-out split "
-                                   "(default: the run's seed); a second teacher of a run keeps the run's split")
+    split_seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**31 - 1,
+        description="seed of the train/held-out split "
+        "(default: the run's seed); a second teacher of a run keeps the run's split",
+    )
 
     def split_seed_for(self, run_seed: int) -> int:
         return run_seed if self.split_seed is None else self.split_seed
@@ -115,17 +148,24 @@ class TeacherConfig(Section):
 class EvalConfig(Section):
     steps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 32])
     solver: Solver = "euler"
-    reference_solver: Solver | None = Field("rk4", description="the teacher also evaluated with this solver at "
-                                            "reference_steps (adaptive: its own steps), so the report can say how "
-                                            "close the student came to the teacher's best; null: not")
+    reference_solver: Solver | None = Field(
+        "rk4",
+        description="the teacher also evaluated with this solver at "
+        "reference_steps (adaptive: its own steps), so the report can say how "
+        "close the student came to the teacher's best; null: not",
+    )
     reference_steps: int = Field(32, ge=1)
     n_samples: int = Field(2000, ge=16, le=1_000_000)
     feature_extractor: FeatureExtractor = "digits-classifier"
     kid_subset_size: int = Field(200, ge=2)
     slices: int = Field(256, ge=1, le=100_000)
-    fid_resamples: int = Field(FID_RESAMPLES, ge=0, le=100_000,
-                               description="bootstrap resamples of each FID's 95% interval (fid_interval; "
-                               "teachers.fid_bootstrap); 0: no intervals")
+    fid_resamples: int = Field(
+        FID_RESAMPLES,
+        ge=0,
+        le=100_000,
+        description="bootstrap resamples of each FID's 95% interval (fid_interval; "
+        "teachers.fid_bootstrap); 0: no intervals",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -136,23 +176,36 @@ class EvalConfig(Section):
 
 
 class StoreConfig(Section):
-    url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://",
-                            description="redis://[user:password@]host:port/db; unset: a private embedded server")
+    url: str | None = Field(
+        None,
+        pattern=r"^(redis|rediss|unix)://",
+        description="redis://[user:password@]host:port/db; unset: a private embedded server",
+    )
     dtype: StoreDtype = "float32"
     max_backlog_records: int = Field(200_000, ge=1)
     max_backlog_bytes: int = Field(2 << 30, ge=1 << 20)
-    claim_idle_s: float = Field(30.0, gt=0.0, description="ignored since ranks get their own pending records "
-                                "back when they restart; kept so older configs and checkpoints still load")
+    claim_idle_s: float = Field(
+        30.0,
+        gt=0.0,
+        description="ignored since ranks get their own pending records "
+        "back when they restart; kept so older configs and checkpoints still load",
+    )
     put_timeout_s: float = Field(600.0, gt=0.0)
     fsync: Fsync = "always"
-    max_memory_bytes: int = Field(4 << 30, ge=16 << 20, description="the embedded server's memory cap (noeviction: "
-                                  "a write past it fails, nothing is dropped); at least twice max_backlog_bytes")
+    max_memory_bytes: int = Field(
+        4 << 30,
+        ge=16 << 20,
+        description="the embedded server's memory cap (noeviction: "
+        "a write past it fails, nothing is dropped); at least twice max_backlog_bytes",
+    )
 
     @model_validator(mode="after")
     def _backlog_well_below_memory(self) -> "StoreConfig":
         if self.url is None and 2 * self.max_backlog_bytes > self.max_memory_bytes:
-            raise ValueError(f"max_backlog_bytes ({self.max_backlog_bytes}) must be at most half of max_memory_bytes "
-                             f"({self.max_memory_bytes}), so acknowledgements and dead letters always have room")
+            raise ValueError(
+                f"max_backlog_bytes ({self.max_backlog_bytes}) must be at most half of max_memory_bytes "
+                f"({self.max_memory_bytes}), so acknowledgements and dead letters always have room"
+            )
         return self
 
 
@@ -167,12 +220,19 @@ class GuidesConfig(Section):
     coupling: Coupling = "inversion"
     coupling_solver: Solver = "rk4"
     coupling_steps: int = Field(32, ge=1, le=10000)
-    inversion_share: float = Field(0.5, ge=0.0, le=1.0, description="coupling mixed: the share of records "
-                                   "paired by inversion (real end points), the rest generated")
+    inversion_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="coupling mixed: the share of records paired by inversion (real end points), the rest generated",
+    )
     block_size: int = Field(64, ge=1, le=1_000_000)
     num_samples: int = Field(20000, ge=1)
-    precision: Precision = Field("auto", description="auto: the run's precision; fp32, bf16 or fp16 overrides it "
-                                 "for the teacher actors' guide production only")
+    precision: Precision = Field(
+        "auto",
+        description="auto: the run's precision; fp32, bf16 or fp16 overrides it "
+        "for the teacher actors' guide production only",
+    )
 
     @property
     def n_guides(self) -> int:
@@ -199,9 +259,11 @@ def check_custom_resources(resources: dict[str, float]) -> dict[str, float]:
     amounts > 0."""
     for name, amount in resources.items():
         if name in ("CPU", "GPU", "memory", "object_store_memory") or not name.strip():
-            raise ValueError(f"resource {name!r}: CPUs and GPUs have their own keys (num_cpus/num_gpus, "
-                             f"cpus_per_worker/gpus_per_worker); name a custom resource a node offers "
-                             f"(ray start --resources='{{\"teacher_host\": 4}}')")
+            raise ValueError(
+                f"resource {name!r}: CPUs and GPUs have their own keys (num_cpus/num_gpus, "
+                f"cpus_per_worker/gpus_per_worker); name a custom resource a node offers "
+                f"(ray start --resources='{{\"teacher_host\": 4}}')"
+            )
         if not amount > 0:
             raise ValueError(f"resource {name!r}: the amount must be > 0, got {amount}")
     return resources
@@ -211,16 +273,23 @@ class TeacherPoolConfig(Section):
     """One kind of teacher actor: which checkpoints make which guides, how many replicas, what resources."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    checkpoints: list[str] = Field(min_length=1, description="one per guide (the first also couples); "
-                                   "a single entry serves every guide")
+    checkpoints: list[str] = Field(
+        min_length=1, description="one per guide (the first also couples); a single entry serves every guide"
+    )
     replicas: int = Field(1, ge=0, le=1024)
     num_cpus: float = Field(1.0, ge=0.0)
     num_gpus: float = Field(0.0, ge=0.0)
-    resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources each actor asks "
-                                        "for ({name: amount}): it runs only on nodes that offer them (placement)")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources each actor asks "
+        "for ({name: amount}): it runs only on nodes that offer them (placement)",
+    )
     threads: int = Field(1, ge=1, le=256)
-    convention: Convention = Field(DEFAULT_CONVENTION, description="how a diffusers checkpoint's time and output "
-                                   "read as v(x, t) (teachers.conventions); native checkpoints ignore it")
+    convention: Convention = Field(
+        DEFAULT_CONVENTION,
+        description="how a diffusers checkpoint's time and output "
+        "read as v(x, t) (teachers.conventions); native checkpoints ignore it",
+    )
 
     @field_validator("resources")
     @classmethod
@@ -244,16 +313,20 @@ class FinetuneConfig(Section):
 
     steps: int = Field(0, ge=0, description="the last this many of student.steps add the term; 0: no phase")
     weight: float = Field(1.0, gt=0.0, description="the term's weight")
-    regression_weight: float = Field(0.1, ge=0.0, description="the objective's own loss on the guides, weighed by "
-                                     "this in the phase (its anchor)")
+    regression_weight: float = Field(
+        0.1, ge=0.0, description="the objective's own loss on the guides, weighed by this in the phase (its anchor)"
+    )
     lr: float = Field(4e-6, gt=0.0, le=1.0, description="the student's learning rate in the phase (constant)")
     ema_decay: float = Field(0.99, ge=0.0, lt=1.0, description="the student's EMA decay in the phase")
     fake_lr: float = Field(1e-4, gt=0.0, le=1.0, description="Adam learning rate of the fake velocity field")
     fake_updates: int = Field(3, ge=1, le=100, description="fake velocity field updates per student step")
     t_min: float = Field(0.02, ge=0.0, lt=1.0, description="the term's times are uniform in [t_min, t_max]")
     t_max: float = Field(0.98, gt=0.0, le=1.0)
-    sample_steps: list[int] = Field(default_factory=lambda: [1], description="the student's step counts whose "
-                                    "samples get the term, one drawn per step (the map composed on an equal grid)")
+    sample_steps: list[int] = Field(
+        default_factory=lambda: [1],
+        description="the student's step counts whose "
+        "samples get the term, one drawn per step (the map composed on an equal grid)",
+    )
 
     @model_validator(mode="after")
     def _times(self) -> "FinetuneConfig":
@@ -271,21 +344,40 @@ class StudentConfig(Section):
     network: NetworkConfig | None = Field(None, description="default: the teacher's network")
     init: Literal["teacher", "scratch"] = "teacher"
     objective: Objective = Field(
-        "flow_map", description="flow_map: one- and few-step map (default, docs/method.md); velocity: the paper's")
+        "flow_map", description="flow_map: one- and few-step map (default, docs/method.md); velocity: the paper's"
+    )
     time_sampling: TimeSampling = "uniform"
     endpoint_share: float = Field(0.25, ge=0.0, le=1.0, description="flow_map: share of (s, t) = (0, 1) pairs")
     diagonal_share: float = Field(0.1, ge=0.0, le=1.0, description="flow_map: share of s = t pairs")
-    grid_share: float = Field(0.0, ge=0.0, le=1.0, description="flow_map: share of (s, t) pairs that are one jump "
-                              "of the samplers' own equal grids (grid_steps)")
-    grid_steps: list[int] = Field(default_factory=lambda: [2, 4], description="flow_map: the grids of grid_share "
-                                  "(n steps: a pair (k/n, (k+1)/n))")
-    consistency_weight: float = Field(1.0, ge=0.0, description="flow_map_shortcut / _meanflow / _tri / "
-                                      "_forward: weight of the consistency term (student.objectives)")
-    consistency_h: float = Field(0.02, gt=0.0, le=0.5, description="flow_map_meanflow / _forward: the small "
-                                 "step of the finite-difference derivative along the flow")
-    consistency_share: float = Field(1.0, gt=0.0, le=1.0, description="flow_map_shortcut / _meanflow / _tri / "
-                                     "_forward: share of each batch's rows that get the consistency term (its "
-                                     "forward passes run on those rows only)")
+    grid_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="flow_map: share of (s, t) pairs that are one jump of the samplers' own equal grids (grid_steps)",
+    )
+    grid_steps: list[int] = Field(
+        default_factory=lambda: [2, 4], description="flow_map: the grids of grid_share (n steps: a pair (k/n, (k+1)/n))"
+    )
+    consistency_weight: float = Field(
+        1.0,
+        ge=0.0,
+        description="flow_map_shortcut / _meanflow / _tri / "
+        "_forward: weight of the consistency term (student.objectives)",
+    )
+    consistency_h: float = Field(
+        0.02,
+        gt=0.0,
+        le=0.5,
+        description="flow_map_meanflow / _forward: the small step of the finite-difference derivative along the flow",
+    )
+    consistency_share: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="flow_map_shortcut / _meanflow / _tri / "
+        "_forward: share of each batch's rows that get the consistency term (its "
+        "forward passes run on those rows only)",
+    )
     steps: int = Field(1000, ge=1, le=100_000_000)
     batch_size: int = Field(64, ge=1, le=1_000_000, description="records per rank per step")
     lr: float = Field(5e-4, gt=0.0, le=1.0)
@@ -294,24 +386,36 @@ class StudentConfig(Section):
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     max_reuse: float = Field(16.0, gt=0.0, description="average uses per record before a rank waits for fresh guides")
     replay_records: int = Field(50_000, ge=1, description="records each rank keeps for reuse")
-    prefetch: int = Field(0, ge=0, le=64, description="deliveries each rank reads ahead in a background thread, so "
-                          "store reads and decoding overlap its steps (for a GPU rank whose step is short next to a "
-                          "read); a rank then holds up to this many beyond the one it trains on, so a small run's "
-                          "blocks may all go to the first rank up. 0 (default): read in the step")
+    prefetch: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="deliveries each rank reads ahead in a background thread, so "
+        "store reads and decoding overlap its steps (for a GPU rank whose step is short next to a "
+        "read); a rank then holds up to this many beyond the one it trains on, so a small run's "
+        "blocks may all go to the first rank up. 0 (default): read in the step",
+    )
     workers: int | tuple[int, int] = Field(
-        2, description="DeepSpeed ranks; [min, max] for an elastic pool that goes on with at least min when a "
-        "node is lost and grows back to max when it returns (ZeRO 0 or 1, the guide store as source)")
-    resize_check_s: float = Field(60.0, gt=0.0, description="how often an elastic pool looks for room to grow "
-                                  "(Ray Train's elastic_resize_monitor_interval_s)")
+        2,
+        description="DeepSpeed ranks; [min, max] for an elastic pool that goes on with at least min when a "
+        "node is lost and grows back to max when it returns (ZeRO 0 or 1, the guide store as source)",
+    )
+    resize_check_s: float = Field(
+        60.0,
+        gt=0.0,
+        description="how often an elastic pool looks for room to grow (Ray Train's elastic_resize_monitor_interval_s)",
+    )
     cpus_per_worker: float = Field(1.0, ge=0.0)
     gpus_per_worker: float = Field(0.0, ge=0.0)
-    resources_per_worker: dict[str, float] = Field(default_factory=dict, description="Ray custom resources each "
-                                                   "worker asks for ({name: amount}): placement on nodes that "
-                                                   "offer them")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources each worker asks for ({name: amount}): placement on nodes that offer them",
+    )
     threads: int = Field(1, ge=1, le=256, description="torch threads per worker on CPU")
     zero_stage: int = Field(1, ge=0, le=2)
     precision: Precision = Field(
-        "auto", description="auto: the run's precision; fp32, bf16 or fp16 overrides it for the student only")
+        "auto", description="auto: the run's precision; fp32, bf16 or fp16 overrides it for the student only"
+    )
     checkpoint_every: int = Field(200, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0, le=1000)
@@ -352,11 +456,15 @@ class StudentConfig(Section):
     @model_validator(mode="after")
     def _source_needs_dir(self) -> "StudentConfig":
         if self.elastic and self.zero_stage not in (0, 1):
-            raise ValueError(f"workers {list(self.workers)} (an elastic pool) needs zero_stage 0 or 1: ZeRO "
-                             f"{self.zero_stage} optimizer state does not reshard to another world size")
+            raise ValueError(
+                f"workers {list(self.workers)} (an elastic pool) needs zero_stage 0 or 1: ZeRO "
+                f"{self.zero_stage} optimizer state does not reshard to another world size"
+            )
         if self.elastic and self.source != "store":
-            raise ValueError(f"workers {list(self.workers)} (an elastic pool) needs source 'store': a rank's share "
-                             "of Parquet files depends on the world size")
+            raise ValueError(
+                f"workers {list(self.workers)} (an elastic pool) needs source 'store': a rank's share "
+                "of Parquet files depends on the world size"
+            )
         if self.source == "parquet" and not self.parquet_dir:
             raise ValueError("source 'parquet' needs parquet_dir (a directory from: bezier-distill store export)")
         if self.endpoint_share + self.diagonal_share + self.grid_share > 1.0:
@@ -365,12 +473,16 @@ class StudentConfig(Section):
             if not getattr(self, key) or any(k < 1 for k in getattr(self, key)):
                 raise ValueError(f"{key} must be a non-empty list of step counts >= 1")
         if self.finetune.steps > self.steps:
-            raise ValueError(f"finetune.steps ({self.finetune.steps}) must be at most steps ({self.steps}): the "
-                             "phase is the last finetune.steps of them; lower it, or set student.finetune.steps=0 "
-                             "for no phase")
+            raise ValueError(
+                f"finetune.steps ({self.finetune.steps}) must be at most steps ({self.steps}): the "
+                "phase is the last finetune.steps of them; lower it, or set student.finetune.steps=0 "
+                "for no phase"
+            )
         if self.finetune.steps and self.init != "teacher":
-            raise ValueError("finetune.steps needs init 'teacher': the phase runs the student's first teacher, "
-                             "frozen, inside each worker; set student.finetune.steps=0 for no phase")
+            raise ValueError(
+                "finetune.steps needs init 'teacher': the phase runs the student's first teacher, "
+                "frozen, inside each worker; set student.finetune.steps=0 for no phase"
+            )
         return self
 
 
@@ -387,10 +499,16 @@ class RunConfig(Section):
     student: StudentConfig = StudentConfig()
     namespace: str = Field("bezier-distill", pattern=r"^[A-Za-z0-9_.-]+$")
     max_restarts: int = Field(3, ge=0, le=1000)
-    device: Device = Field("auto", description="auto: the cluster's GPUs when it has any, else the CPU; "
-                           "applies to teacher training, guide production, the student and evaluation")
-    precision: Precision = Field("auto", description="auto: bf16 on GPUs that support it, fp32 on the CPU; "
-                                 "bf16 also trains on the CPU; fp16 needs a GPU")
+    device: Device = Field(
+        "auto",
+        description="auto: the cluster's GPUs when it has any, else the CPU; "
+        "applies to teacher training, guide production, the student and evaluation",
+    )
+    precision: Precision = Field(
+        "auto",
+        description="auto: bf16 on GPUs that support it, fp32 on the CPU; "
+        "bf16 also trains on the CPU; fp16 needs a GPU",
+    )
 
     @model_validator(mode="after")
     def _guides_match_teachers(self) -> "RunConfig":
@@ -399,12 +517,16 @@ class RunConfig(Section):
             raise ValueError(f"guides.taus has {len(self.guides.taus)} entries; path {self.guides.path!r} needs {k}")
         for pool in self.teachers:
             if len(pool.checkpoints) not in (1, max(k, 1)):
-                raise ValueError(f"teachers[{pool.name}].checkpoints has {len(pool.checkpoints)} entries; "
-                                 f"path {self.guides.path!r} needs 1 or {max(k, 1)}")
+                raise ValueError(
+                    f"teachers[{pool.name}].checkpoints has {len(pool.checkpoints)} entries; "
+                    f"path {self.guides.path!r} needs 1 or {max(k, 1)}"
+                )
         blocks = -(-self.guides.num_samples // self.guides.block_size)
         if self.student.source == "store" and blocks < self.student.max_workers:
-            raise ValueError(f"guides.num_samples / guides.block_size gives {blocks} block(s) for "
-                             f"{self.student.max_workers} student workers; every worker needs at least one")
+            raise ValueError(
+                f"guides.num_samples / guides.block_size gives {blocks} block(s) for "
+                f"{self.student.max_workers} student workers; every worker needs at least one"
+            )
         return self
 
     @property
@@ -440,7 +562,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         for i, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[:i + 1])} is a value, not a section")
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is a value, not a section")
             node = child
         node[parts[-1]] = yaml.safe_load(text)
     return out

@@ -35,8 +35,11 @@ DEFAULT_CONVENTION = "flow_match"
 def scheduler_config(model_dir: str | Path) -> tuple[Path | None, dict[str, Any]]:
     """The first ``scheduler_config.json`` beside or above a model directory, and its content (``{}`` if none)."""
     model_dir = Path(model_dir)
-    for path in (model_dir / "scheduler_config.json", model_dir / "scheduler" / "scheduler_config.json",
-                 model_dir.parent / "scheduler" / "scheduler_config.json"):
+    for path in (
+        model_dir / "scheduler_config.json",
+        model_dir / "scheduler" / "scheduler_config.json",
+        model_dir.parent / "scheduler" / "scheduler_config.json",
+    ):
         if path.is_file():
             return path, read_json_object(path)
     return None, {}
@@ -83,16 +86,19 @@ class FlowMatchVelocity(PretrainedVelocity):
         if c is None or model_config.get("in_channels") != c or out_channels != c:
             raise CheckpointError(
                 f"{config_path}: in_channels {model_config.get('in_channels')}, out_channels {out_channels}; the "
-                f"{cls.name} convention needs a velocity of the data's shape {list(data_shape)} (in = out = {c})")
+                f"{cls.name} convention needs a velocity of the data's shape {list(data_shape)} (in = out = {c})"
+            )
 
     @classmethod
     def from_directory(cls, model: nn.Module, model_dir: Path) -> "FlowMatchVelocity":
         path, sched = scheduler_config(model_dir)
         name = sched.get("_class_name")
         if name is not None and name not in cls.scheduler_classes:
-            raise CheckpointError(f"{path}: scheduler {name!r} is not a flow-matching scheduler "
-                                  f"({', '.join(cls.scheduler_classes)}); the {cls.name} convention would misread "
-                                  "this model")
+            raise CheckpointError(
+                f"{path}: scheduler {name!r} is not a flow-matching scheduler "
+                f"({', '.join(cls.scheduler_classes)}); the {cls.name} convention would misread "
+                "this model"
+            )
         return cls(model, int(sched.get("num_train_timesteps", 1000)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

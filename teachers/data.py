@@ -21,8 +21,17 @@ from torch import Tensor
 
 from teachers.registry import Registry
 
-__all__ = ["DataError", "DataSplit", "TOY_2D", "DATA_SOURCES", "toy_2d", "digits", "synthetic_images",
-           "load_array_file", "load_data"]
+__all__ = [
+    "DataError",
+    "DataSplit",
+    "TOY_2D",
+    "DATA_SOURCES",
+    "toy_2d",
+    "digits",
+    "synthetic_images",
+    "load_array_file",
+    "load_data",
+]
 
 
 class DataError(ValueError):
@@ -189,8 +198,10 @@ def _read_parquet(path: Path, column: str | None, data_shape: tuple[int, ...] | 
             raise DataError(f"{path}: column {column!r} rows have unequal lengths")
         shape = data_shape if data_shape is not None else (values.size // n,)
         if math.prod(shape) * n != values.size:
-            raise DataError(f"{path}: column {column!r} rows hold {values.size // n} values, "
-                            f"data.shape {list(shape)} needs {math.prod(shape)}")
+            raise DataError(
+                f"{path}: column {column!r} rows hold {values.size // n} values, "
+                f"data.shape {list(shape)} needs {math.prod(shape)}"
+            )
         return values.reshape(n, *shape)
     raise DataError(f"{path}: column {column!r} has type {col.type}; expected a tensor or list column")
 
@@ -221,8 +232,15 @@ def _synthetic_32_source(n_train: int, n_held_out: int, seed: int, *_) -> DataSp
     return DataSplit(train=images[:n_train], held_out=images[n_train:], name="synthetic-32")
 
 
-def _file_source(n_train: int, n_held_out: int, seed: int, path: str | None, key: str | None,
-                 data_shape: tuple[int, ...] | None, held_out_fraction: float) -> DataSplit:
+def _file_source(
+    n_train: int,
+    n_held_out: int,
+    seed: int,
+    path: str | None,
+    key: str | None,
+    data_shape: tuple[int, ...] | None,
+    held_out_fraction: float,
+) -> DataSplit:
     if path is None:
         raise DataError("data.path is required when data.name is 'file'")
     arr = load_array_file(path, key, data_shape)
@@ -236,14 +254,28 @@ def _file_source(n_train: int, n_held_out: int, seed: int, path: str | None, key
 
 # every value ``data.name`` may take: name -> loader(n_train, n_held_out, seed, path, key, data_shape,
 # held_out_fraction)
-DATA_SOURCES: Registry[Callable[..., DataSplit]] = Registry("data source", {
-    **{name: partial(_toy_source, name) for name in TOY_2D}, "digits": _digits_source,
-    "synthetic-32": _synthetic_32_source, "file": _file_source})
+DATA_SOURCES: Registry[Callable[..., DataSplit]] = Registry(
+    "data source",
+    {
+        **{name: partial(_toy_source, name) for name in TOY_2D},
+        "digits": _digits_source,
+        "synthetic-32": _synthetic_32_source,
+        "file": _file_source,
+    },
+)
 
 
-def load_data(name: str, *, n_train: int = 20000, n_held_out: int = 2000, seed: int = 0,
-              path: str | None = None, key: str | None = None,
-              data_shape: tuple[int, ...] | None = None, held_out_fraction: float = 0.25) -> DataSplit:
+def load_data(
+    name: str,
+    *,
+    n_train: int = 20000,
+    n_held_out: int = 2000,
+    seed: int = 0,
+    path: str | None = None,
+    key: str | None = None,
+    data_shape: tuple[int, ...] | None = None,
+    held_out_fraction: float = 0.25,
+) -> DataSplit:
     """Pick a data source by name (``DATA_SOURCES``): a 2-D toy, ``digits``, ``synthetic-32`` (3x32x32 blobs)
     or ``file`` (with ``path``)."""
     if name not in DATA_SOURCES:

@@ -24,9 +24,16 @@ import torch
 
 from teachers.config import PRECISIONS, ConfigError, RunConfig
 
-__all__ = ["StagePlan", "DevicePlan", "resolve_device", "resolve_precision", "student_precision_setting",
-           "guides_precision_setting",
-           "pool_gpus", "STUDENT_GPU_SHARE"]
+__all__ = [
+    "StagePlan",
+    "DevicePlan",
+    "resolve_device",
+    "resolve_precision",
+    "student_precision_setting",
+    "guides_precision_setting",
+    "pool_gpus",
+    "STUDENT_GPU_SHARE",
+]
 
 STUDENT_GPU_SHARE = 0.51
 
@@ -43,8 +50,9 @@ def resolve_precision(requested: str, key: str, on_gpu: bool, bf16_supported: bo
     if requested == "auto":
         return "bf16" if on_gpu and bf16_supported else "fp32"
     if requested == "fp16" and not on_gpu:
-        raise ConfigError(f"{key}: fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); "
-                          f"allowed on the CPU: auto, fp32, bf16")
+        raise ConfigError(
+            f"{key}: fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); allowed on the CPU: auto, fp32, bf16"
+        )
     if requested == "bf16" and on_gpu and not bf16_supported:
         raise ConfigError(f"{key}: bf16 was asked for but this GPU does not support it; allowed here: auto, fp32, fp16")
     return requested
@@ -84,8 +92,9 @@ class StagePlan:
         visible here (else the CPU), and the requested precision resolved again on it (a GPU without bf16
         turns ``auto`` into fp32)."""
         on_gpu = self.device == "cuda" and torch.cuda.is_available()
-        precision = resolve_precision(self.requested, self.precision_key, on_gpu,
-                                      on_gpu and torch.cuda.is_bf16_supported())
+        precision = resolve_precision(
+            self.requested, self.precision_key, on_gpu, on_gpu and torch.cuda.is_bf16_supported()
+        )
         return torch.device("cuda" if on_gpu else "cpu"), precision
 
 
@@ -121,12 +130,16 @@ def _check_cpu_only(cfg: RunConfig, cluster_gpus: float) -> None:
     """GPUs asked for explicitly while the run computes on the CPU: an error, not a silent hang in Ray."""
     why = f"the run computes on the CPU (device: {cfg.device}, the cluster has {cluster_gpus:g} GPUs)"
     if cfg.student.gpus_per_worker > 0:
-        raise ConfigError(f"student.gpus_per_worker: {cfg.student.gpus_per_worker:g} but {why}; "
-                          "set it to 0, or device: auto/cuda on a cluster with GPUs")
+        raise ConfigError(
+            f"student.gpus_per_worker: {cfg.student.gpus_per_worker:g} but {why}; "
+            "set it to 0, or device: auto/cuda on a cluster with GPUs"
+        )
     for pool in cfg.teachers:
         if pool.num_gpus > 0:
-            raise ConfigError(f"teachers[{pool.name}].num_gpus: {pool.num_gpus:g} but {why}; "
-                              "set it to 0, or device: auto/cuda on a cluster with GPUs")
+            raise ConfigError(
+                f"teachers[{pool.name}].num_gpus: {pool.num_gpus:g} but {why}; "
+                "set it to 0, or device: auto/cuda on a cluster with GPUs"
+            )
 
 
 def _floor(share: float) -> float:
@@ -145,35 +158,45 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
     ``teachers[].num_gpus`` keeps it: ``pool_gpus``). Evaluation runs in the driver, on its GPU.
     """
     if cfg.device == "cuda" and cluster_gpus < 1:
-        raise ConfigError(f"device: cuda was asked for but the Ray cluster has {cluster_gpus:g} GPUs; "
-                          "use device: auto or cpu (allowed: auto, cpu, cuda)")
+        raise ConfigError(
+            f"device: cuda was asked for but the Ray cluster has {cluster_gpus:g} GPUs; "
+            "use device: auto or cpu (allowed: auto, cpu, cuda)"
+        )
     on_gpu = cfg.device == "cuda" or (cfg.device == "auto" and cluster_gpus >= 1)
     dev = "cuda" if on_gpu else "cpu"
     run_precision = resolve_precision(cfg.precision, "precision", on_gpu)
-    student, guides = (StagePlan(dev, resolve_precision(requested, key, on_gpu), precision_key=key,
-                                 requested=requested)
-                       for requested, key in (student_precision_setting(cfg), guides_precision_setting(cfg)))
+    student, guides = (
+        StagePlan(dev, resolve_precision(requested, key, on_gpu), precision_key=key, requested=requested)
+        for requested, key in (student_precision_setting(cfg), guides_precision_setting(cfg))
+    )
     shared = StagePlan(dev, run_precision, requested=cfg.precision)
     if not on_gpu:
         _check_cpu_only(cfg, cluster_gpus)
-        return DevicePlan(cluster_gpus, shared, guides, student, shared, cfg.student.max_workers,
-                          cfg.student.min_workers)
+        return DevicePlan(
+            cluster_gpus, shared, guides, student, shared, cfg.student.max_workers, cfg.student.min_workers
+        )
     notes = []
     workers = cfg.student.max_workers
     if workers > int(cluster_gpus):
         workers = int(cluster_gpus)
-        notes.append(f"student.workers: {cfg.student.max_workers} capped at {workers}, the cluster's GPU count "
-                     "(NCCL allows one rank per GPU)")
+        notes.append(
+            f"student.workers: {cfg.student.max_workers} capped at {workers}, the cluster's GPU count "
+            "(NCCL allows one rank per GPU)"
+        )
     rank_gpus = cfg.student.gpus_per_worker or STUDENT_GPU_SHARE
     if workers > 1 and rank_gpus <= 0.5:
-        raise ConfigError(f"student.gpus_per_worker: {rank_gpus:g} would let Ray put two student ranks on one "
-                          "GPU, which NCCL refuses; use more than 0.5, or 0 for the plan's share")
+        raise ConfigError(
+            f"student.gpus_per_worker: {rank_gpus:g} would let Ray put two student ranks on one "
+            "GPU, which NCCL refuses; use more than 0.5, or 0 for the plan's share"
+        )
     free = 1 - min(rank_gpus, 1.0)  # what a GPU holding a rank leaves to the teacher actors
     fixed = sum(p.replicas * p.num_gpus for p in cfg.teachers if p.num_gpus > 0)
     planned = sum(p.replicas for p in cfg.teachers if p.num_gpus == 0) or (0 if cfg.teachers else 1)
     if fixed > free + 1e-9:
-        notes.append(f"teachers[].num_gpus ask for {fixed:g} GPUs in all: more than the {free:g} of a GPU a "
-                     "student rank leaves free, so Ray may keep a rank or an actor waiting")
+        notes.append(
+            f"teachers[].num_gpus ask for {fixed:g} GPUs in all: more than the {free:g} of a GPU a "
+            "student rank leaves free, so Ray may keep a rank or an actor waiting"
+        )
     actor_gpus = _floor(max(0.0, free - fixed) / planned) if planned else 0.0
     return DevicePlan(
         cluster_gpus,
@@ -181,4 +204,7 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
         guides=replace(guides, gpus=actor_gpus),
         student=replace(student, gpus=rank_gpus),
         evaluation=shared,
-        student_workers=workers, notes=tuple(notes), student_min_workers=min(cfg.student.min_workers, workers))
+        student_workers=workers,
+        notes=tuple(notes),
+        student_min_workers=min(cfg.student.min_workers, workers),
+    )

@@ -19,8 +19,13 @@ from torch import nn
 from teachers.checkpoint import CheckpointError
 from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
 
-__all__ = ["is_diffusers_dir", "diffusers_config", "diffusers_data_shape", "check_diffusers_teacher",
-           "load_diffusers_teacher"]
+__all__ = [
+    "is_diffusers_dir",
+    "diffusers_config",
+    "diffusers_data_shape",
+    "check_diffusers_teacher",
+    "load_diffusers_teacher",
+]
 
 CONFIG_FILE = "config.json"
 
@@ -55,19 +60,23 @@ def diffusers_data_shape(path: str | Path) -> tuple[int, ...]:
     return (int(cfg["in_channels"]), int(h), int(w))
 
 
-def check_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...],
-                            convention: str = DEFAULT_CONVENTION) -> None:
+def check_diffusers_teacher(
+    path: str | Path, data_shape: tuple[int, ...], convention: str = DEFAULT_CONVENTION
+) -> None:
     """Refuse (``CheckpointError`` naming ``config.json``) a model that does not fit the data or the convention."""
     config_path = Path(path) / CONFIG_FILE
     shape = diffusers_data_shape(path)
     if shape != tuple(data_shape):
-        raise CheckpointError(f"{config_path}: data shape {list(shape)} does not match the data {list(data_shape)} "
-                              "(the model's in_channels and sample_size)")
+        raise CheckpointError(
+            f"{config_path}: data shape {list(shape)} does not match the data {list(data_shape)} "
+            "(the model's in_channels and sample_size)"
+        )
     CONVENTIONS[convention].check(diffusers_config(path), config_path, tuple(data_shape))
 
 
-def load_diffusers_teacher(path: str | Path, data_shape: tuple[int, ...],
-                           convention: str = DEFAULT_CONVENTION) -> nn.Module:
+def load_diffusers_teacher(
+    path: str | Path, data_shape: tuple[int, ...], convention: str = DEFAULT_CONVENTION
+) -> nn.Module:
     """``v(x, t)`` from the diffusers model class named in ``config.json`` (e.g. ``UNet2DModel``), read in
     ``convention``; the weights come from safetensors."""
     try:  # deferred: diffusers is an optional extra and slow to import

@@ -25,8 +25,17 @@ from guide_store.atomic import replaced_atomically, write_json_atomically
 from teachers.data import digit_labels, digits
 from teachers.registry import Registry
 
-__all__ = ["EXTRACTOR_NAME", "FEATURE_EXTRACTORS", "DigitsClassifier", "DigitsFeatureExtractor", "ensure_registered",
-           "classifier_path", "load_or_train_classifier", "prepare_extractor", "to_uint8"]
+__all__ = [
+    "EXTRACTOR_NAME",
+    "FEATURE_EXTRACTORS",
+    "DigitsClassifier",
+    "DigitsFeatureExtractor",
+    "ensure_registered",
+    "classifier_path",
+    "load_or_train_classifier",
+    "prepare_extractor",
+    "to_uint8",
+]
 
 # declared, not bound: the module's ``__getattr__`` (at the end) builds it on first access, so that importing this
 # module does not import torch-fidelity
@@ -42,9 +51,12 @@ class DigitsClassifier(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Flatten(),
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
         )
         self.features = nn.Sequential(nn.Linear(64 * 4 * 4, 128), nn.ReLU())
         self.head = nn.Linear(128, 10)
@@ -90,7 +102,7 @@ def _train_classifier(epochs: int = 30, seed: int = 0) -> tuple[DigitsClassifier
             for _ in range(epochs):
                 perm = torch.randperm(split.train.shape[0], generator=g)
                 for i in range(0, perm.numel(), 64):
-                    idx = perm[i:i + 64]
+                    idx = perm[i : i + 64]
                     x = split.train[idx]
                     x = x + 0.05 * torch.randn(x.shape, generator=g)  # light noise: features robust to sampler noise
                     loss = nn.functional.cross_entropy(model(x)[1], y_train[idx])
@@ -119,8 +131,13 @@ def load_or_train_classifier(path: Path | None = None) -> tuple[DigitsClassifier
     # of its own and renames them into place, so a reader never sees a half-written one
     with replaced_atomically(weights) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    report = {"name": EXTRACTOR_NAME, "version": _VERSION, "test_accuracy": accuracy,
-              "trained_on": "digits train split (seed 0)", "evaluated_on": "digits held-out split (450 images)"}
+    report = {
+        "name": EXTRACTOR_NAME,
+        "version": _VERSION,
+        "test_accuracy": accuracy,
+        "trained_on": "digits train split (seed 0)",
+        "evaluated_on": "digits held-out split (450 images)",
+    }
     write_json_atomically(report_file, report)
     return model, report
 
@@ -164,8 +181,9 @@ def _extractor_class():
 
 # the feature extractors ``eval.feature_extractor`` may name -> the channels its images must have (``None``: as
 # stored); ``inception-v3-compat`` is torch-fidelity's own (its weights are downloaded on first use)
-FEATURE_EXTRACTORS: Registry[int | None] = Registry("feature extractor", {EXTRACTOR_NAME: None,
-                                                                          "inception-v3-compat": 3})
+FEATURE_EXTRACTORS: Registry[int | None] = Registry(
+    "feature extractor", {EXTRACTOR_NAME: None, "inception-v3-compat": 3}
+)
 
 
 def prepare_extractor(name: str) -> None:

@@ -25,9 +25,17 @@ from teachers.distances import energy_distance, sliced_wasserstein
 from teachers.precision import autocast
 from teachers.solvers import Solution, euler_step
 
-__all__ = ["Sampler", "QualitySettings", "quality", "evaluate_sampler", "format_metrics", "noise_for_eval",
-           "sampler_on",
-           "straightness", "teacher_straightness"]
+__all__ = [
+    "Sampler",
+    "QualitySettings",
+    "quality",
+    "evaluate_sampler",
+    "format_metrics",
+    "noise_for_eval",
+    "sampler_on",
+    "straightness",
+    "teacher_straightness",
+]
 
 Sampler = Callable[[Tensor, int], Solution]  # (noise (N, *D), steps) -> samples and NFE
 
@@ -43,14 +51,26 @@ class QualitySettings:
     fid_resamples: int = FID_RESAMPLES  # bootstrap resamples of each FID's interval (0: no interval)
 
     @classmethod
-    def of(cls, cfg: RunConfig, seed: int | None = None, device: str = "cpu", n_samples: int | None = None,
-           feature_extractor: str | None = None) -> "QualitySettings":
+    def of(
+        cls,
+        cfg: RunConfig,
+        seed: int | None = None,
+        device: str = "cpu",
+        n_samples: int | None = None,
+        feature_extractor: str | None = None,
+    ) -> "QualitySettings":
         """A run's ``eval`` settings; ``seed`` (noise and floor draw) defaults to the run's seed, and
         ``n_samples``/``feature_extractor`` replace the config's when given (the ``eval`` command's options)."""
         e = cfg.eval
-        return cls(n_samples=n_samples or e.n_samples, feature_extractor=feature_extractor or e.feature_extractor,
-                   kid_subset_size=e.kid_subset_size, slices=e.slices, seed=cfg.seed if seed is None else seed,
-                   device=device, fid_resamples=e.fid_resamples)
+        return cls(
+            n_samples=n_samples or e.n_samples,
+            feature_extractor=feature_extractor or e.feature_extractor,
+            kid_subset_size=e.kid_subset_size,
+            slices=e.slices,
+            seed=cfg.seed if seed is None else seed,
+            device=device,
+            fid_resamples=e.fid_resamples,
+        )
 
 
 class _TensorDataset(torch.utils.data.Dataset):
@@ -83,8 +103,14 @@ def _image_features(x: Tensor, settings: QualitySettings) -> dict[str, Tensor]:
     layers = {m: _feature_layer(m, kw) for m in ("fid", "kid")}
     cuda = settings.device == "cuda"
     extractor = create_feature_extractor(settings.feature_extractor, sorted(set(layers.values())), cuda=cuda, **kw)
-    feats = get_featuresdict_from_dataset(_TensorDataset(x, FEATURE_EXTRACTORS[settings.feature_extractor]),
-                                          extractor, DEFAULTS["batch_size"], cuda, True, False)
+    feats = get_featuresdict_from_dataset(
+        _TensorDataset(x, FEATURE_EXTRACTORS[settings.feature_extractor]),
+        extractor,
+        DEFAULTS["batch_size"],
+        cuda,
+        True,
+        False,
+    )
     return {m: feats[layer] for m, layer in layers.items()}
 
 
@@ -96,16 +122,21 @@ def _feature_layer(metric: str, kw: dict) -> str:
 
 def _reference_features(ref: Tensor, settings: QualitySettings) -> dict[str, Tensor]:
     """``_image_features`` of the reference, kept for the next call with the same images and extractor."""
-    key = (settings.feature_extractor, settings.device, tuple(ref.shape),
-           hashlib.sha1(ref.detach().cpu().contiguous().numpy().tobytes()).hexdigest())
+    key = (
+        settings.feature_extractor,
+        settings.device,
+        tuple(ref.shape),
+        hashlib.sha1(ref.detach().cpu().contiguous().numpy().tobytes()).hexdigest(),
+    )
     if _REFERENCE.get("key") != key:
         _REFERENCE.clear()
         _REFERENCE.update(key=key, features=_image_features(ref, settings))
     return _REFERENCE["features"]
 
 
-def _image_quality(x: Tensor, ref: Tensor, settings: QualitySettings,
-                   features: dict | None = None) -> dict[str, float | list[float]]:
+def _image_quality(
+    x: Tensor, ref: Tensor, settings: QualitySettings, features: dict | None = None
+) -> dict[str, float | list[float]]:
     """FID (with its bootstrap interval) and KID from torch-fidelity's features; the same figures
     ``torch_fidelity.calculate_metrics`` gives for these inputs. ``features``, when given, receives the FID
     features of ``x`` (``"x"``) and of ``ref`` (``"ref"``)."""
@@ -113,24 +144,34 @@ def _image_quality(x: Tensor, ref: Tensor, settings: QualitySettings,
     from torch_fidelity.metric_kid import kid_features_to_metric
 
     fx, fr = _image_features(x, settings), _reference_features(ref, settings)
-    fid = float(fid_statistics_to_metric(fid_features_to_statistics(fx["fid"]), fid_features_to_statistics(fr["fid"]),
-                                         False)["frechet_inception_distance"])
+    fid = float(
+        fid_statistics_to_metric(fid_features_to_statistics(fx["fid"]), fid_features_to_statistics(fr["fid"]), False)[
+            "frechet_inception_distance"
+        ]
+    )
     subset = min(settings.kid_subset_size, x.shape[0], ref.shape[0])
-    kid = kid_features_to_metric(fx["kid"], fr["kid"], kid_subsets=50, kid_subset_size=subset, verbose=False,
-                                 rng_seed=settings.seed)
+    kid = kid_features_to_metric(
+        fx["kid"], fr["kid"], kid_subsets=50, kid_subset_size=subset, verbose=False, rng_seed=settings.seed
+    )
     out = {"fid": fid}
     if settings.fid_resamples:
-        out["fid_interval"] = [round(v, 4) for v in fid_interval(fx["fid"], fr["fid"], fid, settings.fid_resamples,
-                                                                 settings.seed)]
+        out["fid_interval"] = [
+            round(v, 4) for v in fid_interval(fx["fid"], fr["fid"], fid, settings.fid_resamples, settings.seed)
+        ]
     if features is not None:
         features.update(x=fx["fid"], ref=fr["fid"])
-    return {**out, "kid": float(kid["kernel_inception_distance_mean"]),
-            "kid_std": float(kid["kernel_inception_distance_std"])}
+    return {
+        **out,
+        "kid": float(kid["kernel_inception_distance_mean"]),
+        "kid_std": float(kid["kernel_inception_distance_std"]),
+    }
 
 
 def _vector_quality(x: Tensor, ref: Tensor, settings: QualitySettings) -> dict[str, float]:
-    return {"sliced_w2": sliced_wasserstein(x, ref, settings.slices, settings.seed),
-            "energy": energy_distance(x, ref, seed=settings.seed)}
+    return {
+        "sliced_w2": sliced_wasserstein(x, ref, settings.slices, settings.seed),
+        "energy": energy_distance(x, ref, seed=settings.seed),
+    }
 
 
 def sampler_on(sampler: Sampler, device: torch.device, precision: str) -> Sampler:
@@ -166,9 +207,16 @@ def noise_for_eval(n: int, data_shape: tuple[int, ...], seed: int) -> Tensor:
     return torch.randn((n, *data_shape), generator=torch.Generator().manual_seed(10_000 + seed))
 
 
-def evaluate_sampler(sampler: Sampler, data: DataSplit, steps: list[int | None], settings: QualitySettings,
-                     label: str = "model", progress: Callable[[str], None] | None = None,
-                     features: list[dict] | None = None, with_floor: bool = True) -> dict:
+def evaluate_sampler(
+    sampler: Sampler,
+    data: DataSplit,
+    steps: list[int | None],
+    settings: QualitySettings,
+    label: str = "model",
+    progress: Callable[[str], None] | None = None,
+    features: list[dict] | None = None,
+    with_floor: bool = True,
+) -> dict:
     """A table ``{"floor": {...}, "rows": [{"label", "steps", "nfe", metrics...}, ...], "n_samples"}``.
 
     ``n_samples`` is capped at the training split's size so the floor is
@@ -194,8 +242,12 @@ def evaluate_sampler(sampler: Sampler, data: DataSplit, steps: list[int | None],
             features.append(kept)
         if progress is not None:
             progress(format_row(row))
-    return {"n_samples": n, "n_reference": int(data.held_out.shape[0]),
-            "floor": floor(data, n, settings) if with_floor else None, "rows": rows}
+    return {
+        "n_samples": n,
+        "n_reference": int(data.held_out.shape[0]),
+        "floor": floor(data, n, settings) if with_floor else None,
+        "rows": rows,
+    }
 
 
 def format_table(table: dict) -> str:
@@ -208,6 +260,7 @@ def format_table(table: dict) -> str:
 def format_metrics(metrics: dict) -> str:
     """``fid=30.6 [28.1, 33.4]  kid=...``: each figure, an interval (``NAME_interval``) in brackets after its
     figure."""
+
     def one(k, v):
         iv = metrics.get(f"{k}_interval")
         return f"{k}={v:.4g}" + (f" [{iv[0]:.4g}, {iv[1]:.4g}]" if iv else "")

@@ -29,8 +29,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["FID_RESAMPLES", "frechet_distance", "fid_resamples", "fid_interval", "fid_ratio_interval",
-           "shifted_percentiles"]
+__all__ = [
+    "FID_RESAMPLES",
+    "frechet_distance",
+    "fid_resamples",
+    "fid_interval",
+    "fid_ratio_interval",
+    "shifted_percentiles",
+]
 
 FID_RESAMPLES = 200  # the default ``eval.fid_resamples``
 _CHUNK = 50  # resamples computed at once (memory: CHUNK x N x D features)
@@ -53,8 +59,7 @@ def _frechet(mu1: Tensor, s1: Tensor, mu2: Tensor, root2: Tensor, tr2: Tensor) -
     """``|mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr (S1 S2)^(1/2)``, with ``root2 = S2^(1/2)``: the eigenvalues of
     ``S1 S2`` are those of the symmetric ``root2 S1 root2``."""
     m = torch.linalg.eigvalsh(root2 @ s1 @ root2)
-    return (((mu1 - mu2) ** 2).sum(-1) + s1.diagonal(dim1=-2, dim2=-1).sum(-1) + tr2
-            - 2 * m.clamp_min(0).sqrt().sum(-1))
+    return ((mu1 - mu2) ** 2).sum(-1) + s1.diagonal(dim1=-2, dim2=-1).sum(-1) + tr2 - 2 * m.clamp_min(0).sqrt().sum(-1)
 
 
 def frechet_distance(x: Tensor, y: Tensor) -> float:
@@ -88,7 +93,7 @@ def fid_resamples(gens: list[Tensor], ref: Tensor, resamples: int, seed: int) ->
     gens = [g.double()[:, live] for g in gens]
     out = []
     for s, (mu2, root2, tr2) in zip(range(0, resamples, _CHUNK), refs):
-        idx = gi[s:s + _CHUNK]
+        idx = gi[s : s + _CHUNK]
         out.append(torch.stack([_frechet(*_moments(g[idx]), mu2, root2, tr2) for g in gens]))
     return torch.cat(out, dim=1)
 
@@ -104,7 +109,7 @@ def _reference_side(ref: Tensor, live: Tensor, ri: Tensor, seed: int) -> list[tu
         r = ref.double()[:, live]
         sides = []
         for s in range(0, ri.shape[0], _CHUNK):
-            mu2, s2 = _moments(r[ri[s:s + _CHUNK]])
+            mu2, s2 = _moments(r[ri[s : s + _CHUNK]])
             sides.append((mu2, _psd_sqrt(s2), s2.diagonal(dim1=-2, dim2=-1).sum(-1)))
         _REF_CACHE.clear()
         _REF_CACHE.update(ref=ref, key=key, sides=sides)
@@ -127,8 +132,9 @@ def fid_interval(gen: Tensor, ref: Tensor, point: float, resamples: int = FID_RE
     return [max(low, 0.0), high]
 
 
-def fid_ratio_interval(gen: Tensor, base: Tensor, ref: Tensor, point: float, resamples: int = FID_RESAMPLES,
-                       seed: int = 0) -> list[float]:
+def fid_ratio_interval(
+    gen: Tensor, base: Tensor, ref: Tensor, point: float, resamples: int = FID_RESAMPLES, seed: int = 0
+) -> list[float]:
     """95% bootstrap interval of ``point = FID(gen, ref) / FID(base, ref)``, with paired resamples: ``gen`` and
     ``base`` (generated from the same noise, sample ``i`` of each from noise ``i``) share each resample's
     generated index draw, and both share its reference draw."""

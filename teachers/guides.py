@@ -37,9 +37,26 @@ from torch import Tensor
 from teachers.registry import Registry
 from teachers.solvers import SOLVERS, nfe_per_step, on_grid, solve
 
-__all__ = ["PATHS", "COUPLINGS", "GUIDE_RULES", "CouplingSettings", "sample_seed", "noise_for", "data_for", "couple",
-           "make_guides", "teacher_nfe_per_record", "path_degree", "through_points", "SOLVING_RULES", "inverted",
-           "distinct_pairs", "couple_on_path", "coupling_passes", "from_coupling"]
+__all__ = [
+    "PATHS",
+    "COUPLINGS",
+    "GUIDE_RULES",
+    "CouplingSettings",
+    "sample_seed",
+    "noise_for",
+    "data_for",
+    "couple",
+    "make_guides",
+    "teacher_nfe_per_record",
+    "path_degree",
+    "through_points",
+    "SOLVING_RULES",
+    "inverted",
+    "distinct_pairs",
+    "couple_on_path",
+    "coupling_passes",
+    "from_coupling",
+]
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 # a Bezier path of degree n has n - 1 guide points between x0 and x1
@@ -72,8 +89,7 @@ def noise_for(sample_ids: Tensor, run_seed: int, data_shape: tuple[int, ...]) ->
 
 def data_for(sample_ids: Tensor, run_seed: int, data: Tensor) -> Tensor:
     """Real data rows for each sample id: row ``i`` is ``data[h(run_seed, sample_ids[i]) mod N]``."""
-    idx = torch.tensor([sample_seed(run_seed, sid, 1) % data.shape[0] for sid in sample_ids.tolist()],
-                       dtype=torch.long)
+    idx = torch.tensor([sample_seed(run_seed, sid, 1) % data.shape[0] for sid in sample_ids.tolist()], dtype=torch.long)
     return data[idx]
 
 
@@ -93,22 +109,43 @@ class CouplingSettings:
 Pair = tuple[Tensor, Tensor, tuple[Tensor, ...]]  # x0, x1 and the coupling solve's states at the times asked
 
 
-def _inversion(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
-               device, at: Sequence[float] = ()) -> Pair:
+def _inversion(
+    ids: Tensor,
+    run_seed: int,
+    data: Tensor,
+    teacher: Velocity,
+    settings: CouplingSettings,
+    device,
+    at: Sequence[float] = (),
+) -> Pair:
     x1 = data_for(ids, run_seed, data).to(device)
     path = solve(teacher, x1, 1.0, 0.0, settings.steps, settings.solver, at=at)
     return path.x, x1, path.points
 
 
-def _generated(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
-               device, at: Sequence[float] = ()) -> Pair:
+def _generated(
+    ids: Tensor,
+    run_seed: int,
+    data: Tensor,
+    teacher: Velocity,
+    settings: CouplingSettings,
+    device,
+    at: Sequence[float] = (),
+) -> Pair:
     x0 = noise_for(ids, run_seed, tuple(data.shape[1:])).to(device)
     path = solve(teacher, x0, 0.0, 1.0, settings.steps, settings.solver, at=at)
     return x0, path.x, path.points
 
 
-def _independent(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
-                 device, at: Sequence[float] = ()) -> Pair:
+def _independent(
+    ids: Tensor,
+    run_seed: int,
+    data: Tensor,
+    teacher: Velocity,
+    settings: CouplingSettings,
+    device,
+    at: Sequence[float] = (),
+) -> Pair:
     if at:
         raise ValueError("the independent coupling solves nothing, so it has no trajectory points")
     return noise_for(ids, run_seed, tuple(data.shape[1:])).to(device), data_for(ids, run_seed, data).to(device), ()
@@ -116,12 +153,20 @@ def _independent(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, se
 
 def inverted(sample_ids: Tensor, run_seed: int, share: float) -> Tensor:
     """Which sample ids the ``mixed`` coupling pairs by inversion: a pure function of the run seed and id."""
-    return torch.tensor([sample_seed(run_seed, sid, 2) % 1_000_000 < share * 1_000_000
-                         for sid in sample_ids.tolist()], dtype=torch.bool)
+    return torch.tensor(
+        [sample_seed(run_seed, sid, 2) % 1_000_000 < share * 1_000_000 for sid in sample_ids.tolist()], dtype=torch.bool
+    )
 
 
-def _mixed(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
-           device, at: Sequence[float] = ()) -> Pair:
+def _mixed(
+    ids: Tensor,
+    run_seed: int,
+    data: Tensor,
+    teacher: Velocity,
+    settings: CouplingSettings,
+    device,
+    at: Sequence[float] = (),
+) -> Pair:
     mask = inverted(ids, run_seed, settings.inversion_share)
     out: list[Tensor] = []
     for chosen, make in ((mask, _inversion), (~mask, _generated)):
@@ -130,33 +175,44 @@ def _mixed(ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings
         a, b, points = make(ids[chosen], run_seed, data, teacher, settings, device, at)
         if not out:
             # at least fp32: under bf16 autocast a solve's output is bf16 while drawn noise or data is fp32
-            out = [t.new_empty((len(ids), *t.shape[1:]), dtype=torch.promote_types(t.dtype, torch.float32))
-                   for t in (a, b, *points)]
+            out = [
+                t.new_empty((len(ids), *t.shape[1:]), dtype=torch.promote_types(t.dtype, torch.float32))
+                for t in (a, b, *points)
+            ]
         for whole, part in zip(out, (a, b, *points)):
             whole[chosen.to(part.device)] = part.to(whole.dtype)
     return out[0], out[1], tuple(out[2:])
 
 
 COUPLINGS: Registry[Callable[..., tuple[Tensor, Tensor]]] = Registry(
-    "coupling", {"inversion": _inversion, "generated": _generated, "independent": _independent, "mixed": _mixed})
+    "coupling", {"inversion": _inversion, "generated": _generated, "independent": _independent, "mixed": _mixed}
+)
 
 
-def distinct_pairs(settings: CouplingSettings, run_seed: int, sample_ids: Tensor,
-                   n_data: Callable[[], int]) -> int:
+def distinct_pairs(settings: CouplingSettings, run_seed: int, sample_ids: Tensor, n_data: Callable[[], int]) -> int:
     """How many distinct ``(x0, x1)`` pairs these sample ids make: a generated pair is its own; an inverted
     one is fixed by its data row, so inverted ids share the ``n_data()`` training rows (asked only then;
     ``independent`` pairs are all distinct draws)."""
     if settings.coupling in ("generated", "independent"):
         return len(sample_ids)
     n_data = n_data()
-    mask = inverted(sample_ids, run_seed, settings.inversion_share) if settings.coupling == "mixed" \
+    mask = (
+        inverted(sample_ids, run_seed, settings.inversion_share)
+        if settings.coupling == "mixed"
         else torch.ones(len(sample_ids), dtype=torch.bool)
+    )
     rows = {sample_seed(run_seed, sid, 1) % n_data for sid in sample_ids[mask].tolist()}
     return len(rows) + int((~mask).sum())
 
 
-def couple(sample_ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity,
-           settings: CouplingSettings, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+def couple(
+    sample_ids: Tensor,
+    run_seed: int,
+    data: Tensor,
+    teacher: Velocity,
+    settings: CouplingSettings,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, Tensor]:
     """``(x0, x1)`` for each sample id under the configured coupling; ``teacher`` solves the ODE on ``device``.
 
     Noise and data rows are drawn on the CPU, so the inputs are the same bits on every device."""
@@ -164,8 +220,15 @@ def couple(sample_ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity,
     return x0, x1
 
 
-def couple_on_path(sample_ids: Tensor, run_seed: int, data: Tensor, teacher: Velocity, settings: CouplingSettings,
-                   device: torch.device | str = "cpu", at: Sequence[float] = ()) -> Pair:
+def couple_on_path(
+    sample_ids: Tensor,
+    run_seed: int,
+    data: Tensor,
+    teacher: Velocity,
+    settings: CouplingSettings,
+    device: torch.device | str = "cpu",
+    at: Sequence[float] = (),
+) -> Pair:
     """``couple`` that also keeps the coupling solve's states at the times ``at`` (each on its grid:
     ``coupling_passes``), in forward time: the teacher's own trajectory points, at no extra cost."""
     return COUPLINGS[settings.coupling](sample_ids, run_seed, data, teacher, settings, device, at)
@@ -174,8 +237,11 @@ def couple_on_path(sample_ids: Tensor, run_seed: int, data: Tensor, teacher: Vel
 def coupling_passes(settings: CouplingSettings, t: float) -> bool:
     """Whether the coupling's own solve has a state at time ``t``: it solves (not ``independent``) with a
     fixed-step solver whose grid holds ``t`` (rk4 x 9 holds 1/3 and 2/3; rk4 x 8 does not)."""
-    return settings.coupling != "independent" and SOLVERS[settings.solver] is not None \
+    return (
+        settings.coupling != "independent"
+        and SOLVERS[settings.solver] is not None
         and on_grid(t, 0.0, 1.0, settings.steps)
+    )
 
 
 def _time(x: Tensor, t: float) -> Tensor:
@@ -185,13 +251,15 @@ def _time(x: Tensor, t: float) -> Tensor:
 Known = Sequence[Tensor | None]  # per guide: the teacher's trajectory point at tau when the coupling made it
 
 
-def _euler_step_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
-                       steps: int, known: Known) -> list[Tensor]:
+def _euler_step_guides(
+    x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str, steps: int, known: Known
+) -> list[Tensor]:
     return [x0 + tau * v(x0, _time(x0, 0.0)) for v, tau in zip(teachers, taus)]
 
 
-def _solve_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
-                  steps: int, known: Known) -> list[Tensor]:
+def _solve_guides(
+    x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str, steps: int, known: Known
+) -> list[Tensor]:
     return [solve(v, x0, 0.0, tau, steps, solver).x for v, tau in zip(teachers, taus)]
 
 
@@ -202,24 +270,30 @@ def through_points(x0: Tensor, x1: Tensor, points: Sequence[Tensor], taus: Seque
     n, k = len(points) + 1, len(points)
     tau = torch.tensor(list(taus), dtype=torch.float64)
     j = torch.arange(1, n, dtype=torch.float64)
-    basis = torch.tensor([comb(n, int(i)) for i in j], dtype=torch.float64) * tau[:, None] ** j \
-        * (1 - tau[:, None]) ** (n - j)  # (k, k): row i = interior Bernstein weights at tau_i
+    basis = (
+        torch.tensor([comb(n, int(i)) for i in j], dtype=torch.float64)
+        * tau[:, None] ** j
+        * (1 - tau[:, None]) ** (n - j)
+    )  # (k, k): row i = interior Bernstein weights at tau_i
     inverse = torch.linalg.inv(basis).to(x0.dtype)
     rhs = [p - (1 - t) ** n * x0 - t**n * x1 for p, t in zip(points, taus)]
     return [sum(inverse[a, i] * rhs[i] for i in range(k)) for a in range(k)]
 
 
-def _trajectory_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
-                       steps: int, known: Known) -> list[Tensor]:
+def _trajectory_guides(
+    x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str, steps: int, known: Known
+) -> list[Tensor]:
     if len(set(taus)) != len(taus):
         raise ValueError(f"the trajectory rule needs distinct guide times, got {list(taus)}")
-    points = [p if p is not None else solve(v, x0, 0.0, tau, steps, solver).x
-              for v, tau, p in zip(teachers, taus, known)]
+    points = [
+        p if p is not None else solve(v, x0, 0.0, tau, steps, solver).x for v, tau, p in zip(teachers, taus, known)
+    ]
     return through_points(x0, x1, points, taus)
 
 
-def _tangent_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str,
-                    steps: int, known: Known) -> list[Tensor]:
+def _tangent_guides(
+    x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: Sequence[float], solver: str, steps: int, known: Known
+) -> list[Tensor]:
     k = len(teachers)
     if k not in (1, 2):
         raise ValueError(f"the tangent rule makes 1 or 2 guides, got {k} teachers")
@@ -231,25 +305,41 @@ def _tangent_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], taus: 
 
 
 GUIDE_RULES: Registry[Callable[..., list[Tensor]]] = Registry(
-    "guide rule", {"euler_step": _euler_step_guides, "solve": _solve_guides, "tangent": _tangent_guides,
-                   "trajectory": _trajectory_guides})
+    "guide rule",
+    {
+        "euler_step": _euler_step_guides,
+        "solve": _solve_guides,
+        "tangent": _tangent_guides,
+        "trajectory": _trajectory_guides,
+    },
+)
 
 
 SOLVING_RULES = ("solve", "trajectory")  # rules that solve each teacher's ODE to tau (solve_solver x solve_steps)
 
 
-def from_coupling(coupling: CouplingSettings, rule: str, taus: Sequence[float],
-                  coupling_teacher: Sequence[bool]) -> list[bool]:
+def from_coupling(
+    coupling: CouplingSettings, rule: str, taus: Sequence[float], coupling_teacher: Sequence[bool]
+) -> list[bool]:
     """Which guides take their point from the coupling's own solve: under the ``trajectory`` rule, a guide
     whose teacher is the coupling's (``coupling_teacher[i]``) at a ``tau`` the coupling's grid holds
     (``coupling_passes``). Its point is then at the coupling's solver and steps, and costs nothing."""
-    return [rule == "trajectory" and same and coupling_passes(coupling, tau)
-            for tau, same in zip(taus, coupling_teacher)]
+    return [
+        rule == "trajectory" and same and coupling_passes(coupling, tau) for tau, same in zip(taus, coupling_teacher)
+    ]
 
 
 @torch.no_grad()
-def make_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], rule: str, taus: Sequence[float],
-                solver: str = "euler", steps: int = 4, known: Known | None = None) -> list[Tensor]:
+def make_guides(
+    x0: Tensor,
+    x1: Tensor,
+    teachers: Sequence[Velocity],
+    rule: str,
+    taus: Sequence[float],
+    solver: str = "euler",
+    steps: int = 4,
+    known: Known | None = None,
+) -> list[Tensor]:
     """One guide per teacher (``teachers[i]`` makes guide ``i + 1`` at ``taus[i]``); shapes ``(B, *D)``.
 
     ``solver``/``steps`` are used by the ``solve`` and ``trajectory`` rules only; ``known[i]``, where not
@@ -262,8 +352,14 @@ def make_guides(x0: Tensor, x1: Tensor, teachers: Sequence[Velocity], rule: str,
     return make(x0, x1, teachers, taus, solver, steps, known if known is not None else [None] * len(taus))
 
 
-def teacher_nfe_per_record(coupling: CouplingSettings, rule: str, n_guides: int, solve_solver: str = "euler",
-                           solve_steps: int = 4, shared: int = 0) -> int | None:
+def teacher_nfe_per_record(
+    coupling: CouplingSettings,
+    rule: str,
+    n_guides: int,
+    solve_solver: str = "euler",
+    solve_steps: int = 4,
+    shared: int = 0,
+) -> int | None:
     """Teacher network evaluations one record costs: the coupling's solve plus its guides.
 
     ``inversion``/``generated`` solve the whole ODE (``steps * nfe_per_step(solver)``), ``independent`` costs
@@ -273,7 +369,8 @@ def teacher_nfe_per_record(coupling: CouplingSettings, rule: str, n_guides: int,
     """
     GUIDE_RULES.check(rule)
     solves = ([coupling.solver] if coupling.coupling != "independent" else []) + (
-        [solve_solver] if rule in SOLVING_RULES and n_guides > shared else [])
+        [solve_solver] if rule in SOLVING_RULES and n_guides > shared else []
+    )
     if any(SOLVERS[s] is None for s in solves):  # adaptive: its cost depends on the data
         return None
     pairing = 0 if coupling.coupling == "independent" else coupling.steps * nfe_per_step(coupling.solver)

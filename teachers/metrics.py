@@ -18,10 +18,15 @@ class TeacherMetrics:
 
     def __init__(self, run: str, worker: str):
         self.tags = {"run": run, "teacher": worker}
-        self.produced = Counter("bezier_guides_produced", "guide records put into the store",
-                                tag_keys=("run", "teacher"))
-        self.latency = Histogram("bezier_guide_batch_seconds", "seconds to build and put one guide batch",
-                                 boundaries=LATENCY_BOUNDARIES, tag_keys=("run", "teacher"))
+        self.produced = Counter(
+            "bezier_guides_produced", "guide records put into the store", tag_keys=("run", "teacher")
+        )
+        self.latency = Histogram(
+            "bezier_guide_batch_seconds",
+            "seconds to build and put one guide batch",
+            boundaries=LATENCY_BOUNDARIES,
+            tag_keys=("run", "teacher"),
+        )
 
     def record(self, records: int, seconds: float) -> None:
         self.produced.inc(records, tags=self.tags)

@@ -19,12 +19,25 @@ from torch import nn
 
 from teachers.checkpoint import META_FILE, CheckpointError, CheckpointMeta, load_checkpoint, read_meta
 from teachers.conventions import DEFAULT_CONVENTION
-from teachers.diffusers_adapter import (check_diffusers_teacher, diffusers_data_shape, is_diffusers_dir,
-                                        load_diffusers_teacher)
+from teachers.diffusers_adapter import (
+    check_diffusers_teacher,
+    diffusers_data_shape,
+    is_diffusers_dir,
+    load_diffusers_teacher,
+)
 from teachers.solvers import SOLVERS, Solution, solve
 
-__all__ = ["MODEL_KINDS", "Sampler", "model_kind", "model_data_shape", "check_model", "load_diffusers_model",
-           "check_teacher_meta", "load_velocity", "teacher_sampler"]
+__all__ = [
+    "MODEL_KINDS",
+    "Sampler",
+    "model_kind",
+    "model_data_shape",
+    "check_model",
+    "load_diffusers_model",
+    "check_teacher_meta",
+    "load_velocity",
+    "teacher_sampler",
+]
 
 MODEL_KINDS = ("teacher", "student", "diffusers")
 
@@ -62,13 +75,18 @@ def check_model(path: str | Path, data_shape: tuple[int, ...], convention: str =
     if is_diffusers_dir(path):
         check_diffusers_teacher(path, data_shape, convention)
     elif model_data_shape(path) != tuple(data_shape):
-        raise CheckpointError(f"{Path(path) / META_FILE}: data_shape {list(model_data_shape(path))} does not match "
-                              f"the data {list(data_shape)}")
+        raise CheckpointError(
+            f"{Path(path) / META_FILE}: data_shape {list(model_data_shape(path))} does not match "
+            f"the data {list(data_shape)}"
+        )
 
 
-def load_diffusers_model(path: Path, convention: str = DEFAULT_CONVENTION,
-                         expect_data_shape: tuple[int, ...] | None = None,
-                         map_location: str = "cpu") -> tuple[nn.Module, tuple[int, ...]]:
+def load_diffusers_model(
+    path: Path,
+    convention: str = DEFAULT_CONVENTION,
+    expect_data_shape: tuple[int, ...] | None = None,
+    map_location: str = "cpu",
+) -> tuple[nn.Module, tuple[int, ...]]:
     """A diffusers folder as a velocity ``v(x, t)`` in ``convention``, and its per-sample shape; checked
     against ``expect_data_shape`` (and the convention) before the weights are loaded."""
     shape = diffusers_data_shape(path)
@@ -80,8 +98,9 @@ def load_diffusers_model(path: Path, convention: str = DEFAULT_CONVENTION,
 def check_teacher_meta(path: Path, meta: CheckpointMeta) -> None:
     """A native teacher is ``v(x, t)``: one time input, or ``CheckpointError`` naming the file."""
     if meta.time_inputs != 1:
-        raise CheckpointError(f"{path / META_FILE}: a teacher is v(x, t) (time_inputs 1), the file says "
-                              f"{meta.time_inputs}")
+        raise CheckpointError(
+            f"{path / META_FILE}: a teacher is v(x, t) (time_inputs 1), the file says {meta.time_inputs}"
+        )
 
 
 def load_velocity(path: str | Path, data_shape: tuple[int, ...], convention: str = DEFAULT_CONVENTION) -> nn.Module:

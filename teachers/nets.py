@@ -46,8 +46,14 @@ class TimeEmbedding(nn.Module):
 class MLPVelocity(nn.Module):
     """Residual MLP over flattened vectors, conditioned on time by addition."""
 
-    def __init__(self, data_shape: tuple[int, ...], hidden: int = 256, depth: int = 3,
-                 time_embed_dim: int = 64, time_inputs: int = 1):
+    def __init__(
+        self,
+        data_shape: tuple[int, ...],
+        hidden: int = 256,
+        depth: int = 3,
+        time_embed_dim: int = 64,
+        time_inputs: int = 1,
+    ):
         super().__init__()
         self.data_shape = tuple(data_shape)
         dim = math.prod(self.data_shape)
@@ -92,8 +98,7 @@ class UNetVelocity(nn.Module):
     conditioning in every residual block.
     """
 
-    def __init__(self, data_shape: tuple[int, ...], channels: int = 32, time_embed_dim: int = 64,
-                 time_inputs: int = 1):
+    def __init__(self, data_shape: tuple[int, ...], channels: int = 32, time_embed_dim: int = 64, time_inputs: int = 1):
         super().__init__()
         if len(data_shape) != 3 or data_shape[1] % 2 or data_shape[2] % 2:
             raise ValueError(f"UNet needs data_shape (C, H, W) with even H, W; got {tuple(data_shape)}")

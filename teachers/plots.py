@@ -21,8 +21,13 @@ def pyplot():
     return plt
 
 
-def save_sample_figure(panels: dict[str, Tensor], path: str | Path, reference: Tensor | None = None,
-                       per_row: int = 16, max_images: int = 64) -> Path:
+def save_sample_figure(
+    panels: dict[str, Tensor],
+    path: str | Path,
+    reference: Tensor | None = None,
+    per_row: int = 16,
+    max_images: int = 64,
+) -> Path:
     """One panel per label: an image grid for ``(N, C, H, W)`` samples, a scatter for ``(N, 2)``.
 
     ``reference`` (real data) is drawn as the first panel.
@@ -37,8 +42,9 @@ def save_sample_figure(panels: dict[str, Tensor], path: str | Path, reference: T
     return save_figure(plt, fig, path)
 
 
-def save_sample_table(rows: dict[str, dict[str, Tensor]], path: str | Path, max_images: int = 64,
-                      rows_per_block: int = 10) -> Path:
+def save_sample_table(
+    rows: dict[str, dict[str, Tensor]], path: str | Path, max_images: int = 64, rows_per_block: int = 10
+) -> Path:
     """A table of sample panels: one row per model (``rows[label]``), one column per setting (e.g. steps);
     a model without a setting leaves its cell empty. Images as grids, ``(N, 2)`` points as scatters. More than
     ``rows_per_block`` models wrap into side-by-side blocks, so the figure stays readable."""
@@ -47,8 +53,9 @@ def save_sample_table(rows: dict[str, dict[str, Tensor]], path: str | Path, max_
     is_image = next(x for cells in rows.values() for x in cells.values()).dim() == 4
     blocks = -(-len(rows) // rows_per_block)
     height = min(len(rows), rows_per_block)
-    fig, axes = plt.subplots(height, blocks * len(columns), figsize=(2.6 * blocks * len(columns), 2.2 * height),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        height, blocks * len(columns), figsize=(2.6 * blocks * len(columns), 2.2 * height), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for i, (label, cells) in enumerate(rows.items()):
@@ -65,7 +72,7 @@ def save_sample_table(rows: dict[str, dict[str, Tensor]], path: str | Path, max_
 def _draw(ax, x: Tensor, is_image: bool, max_images: int) -> None:
     x = x.detach().float().cpu()
     if is_image:
-        ax.imshow(_grid(x[:max_images], per_row=int(max_images ** 0.5)), cmap="gray", vmin=-1, vmax=1)
+        ax.imshow(_grid(x[:max_images], per_row=int(max_images**0.5)), cmap="gray", vmin=-1, vmax=1)
     else:
         pts = x[:4000].flatten(1)
         ax.scatter(pts[:, 0], pts[:, 1], s=1.0, alpha=0.5)
@@ -83,7 +90,7 @@ def _grid(x: Tensor, per_row: int, pad: int = 1) -> Tensor:
     canvas = torch.full((rows * (h + pad) + pad, per_row * (w + pad) + pad), -1.0)
     for i in range(n):
         r, c = divmod(i, per_row)
-        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = x[i, 0]
+        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = x[i, 0]
     return canvas
 
 

@@ -23,8 +23,17 @@ from teachers.registry import Registry
 from teachers.schedule import ema_decay_at, lr_at, update_ema
 from teachers.solvers import solve
 
-__all__ = ["TIME_SAMPLERS", "sample_times", "rectified_flow_loss", "TrainSettings", "TrainResult",
-           "train_velocity", "independent_pairs", "fixed_pairs", "teacher_pairs"]
+__all__ = [
+    "TIME_SAMPLERS",
+    "sample_times",
+    "rectified_flow_loss",
+    "TrainSettings",
+    "TrainResult",
+    "train_velocity",
+    "independent_pairs",
+    "fixed_pairs",
+    "teacher_pairs",
+]
 
 PairSampler = Callable[[int, torch.Generator], tuple[Tensor, Tensor]]
 
@@ -38,7 +47,8 @@ def _logit_normal(n: int, g: torch.Generator) -> Tensor:
 
 
 TIME_SAMPLERS: Registry[Callable[[int, torch.Generator], Tensor]] = Registry(
-    "time sampling", {"uniform": _uniform, "logit_normal": _logit_normal})
+    "time sampling", {"uniform": _uniform, "logit_normal": _logit_normal}
+)
 
 
 def sample_times(n: int, kind: str, generator: torch.Generator) -> Tensor:
@@ -75,16 +85,29 @@ def fixed_pairs(x0: Tensor, x1: Tensor) -> PairSampler:
 
 
 @torch.no_grad()
-def teacher_pairs(model: nn.Module, n: int, data_shape: tuple[int, ...], solver: str, steps: int,
-                  seed: int, chunk: int = 4096, device: str = "cpu", precision: str = "fp32") -> tuple[Tensor, Tensor]:
+def teacher_pairs(
+    model: nn.Module,
+    n: int,
+    data_shape: tuple[int, ...],
+    solver: str,
+    steps: int,
+    seed: int,
+    chunk: int = 4096,
+    device: str = "cpu",
+    precision: str = "fp32",
+) -> tuple[Tensor, Tensor]:
     """``(x0, Phi_{0->1}(x0))`` for ``n`` noise draws: the coupling a reflow round trains on. The noise is
     drawn on the CPU, the ODE solved on ``device`` (``model`` lives there) under ``precision`` autocast;
     both come back as fp32 on the CPU."""
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn((n, *data_shape), generator=g)
     with autocast(torch.device(device), precision):
-        x1 = torch.cat([solve(model, x0[i:i + chunk].to(device), 0.0, 1.0, steps, solver).x.float().cpu()
-                        for i in range(0, n, chunk)])
+        x1 = torch.cat(
+            [
+                solve(model, x0[i : i + chunk].to(device), 0.0, 1.0, steps, solver).x.float().cpu()
+                for i in range(0, n, chunk)
+            ]
+        )
     return x0, x1
 
 
@@ -114,9 +137,14 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def train_velocity(model: nn.Module, pairs: PairSampler, settings: TrainSettings,
-                   log: Callable[[dict], None] | None = None, desc: str = "rectified flow",
-                   progress: bool = True) -> TrainResult:
+def train_velocity(
+    model: nn.Module,
+    pairs: PairSampler,
+    settings: TrainSettings,
+    log: Callable[[dict], None] | None = None,
+    desc: str = "rectified flow",
+    progress: bool = True,
+) -> TrainResult:
     """Fit ``model`` to the rectified-flow loss on pairs from ``pairs``; returns the EMA copy.
 
     Adam with linear warm-up then cosine decay; gradient-norm clipping; EMA
@@ -153,8 +181,12 @@ def train_velocity(model: nn.Module, pairs: PairSampler, settings: TrainSettings
         running += loss.item()
         if (k + 1) % settings.log_every == 0 or k + 1 == settings.steps:
             n = (k % settings.log_every) + 1
-            record = {"step": k + 1, "loss": running / n, "lr": lr(k),
-                      "elapsed_s": round(time.perf_counter() - start, 3)}
+            record = {
+                "step": k + 1,
+                "loss": running / n,
+                "lr": lr(k),
+                "elapsed_s": round(time.perf_counter() - start, 3),
+            }
             running = 0.0
             result.history.append(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}")

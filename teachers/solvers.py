@@ -64,17 +64,24 @@ class FixedStep:
 
 # every solver a setting may name (``eval.solver``, ``guides.solve_solver``, ``--solver``, ...);
 # ``adaptive`` (``None``) is torchdiffeq's dopri5, whose cost is counted as it runs
-SOLVERS: Registry[FixedStep | None] = Registry("solver", {
-    "euler": FixedStep(euler_step, 1), "heun": FixedStep(heun_step, 2), "rk4": FixedStep(rk4_step, 4),
-    "adaptive": None,
-})
+SOLVERS: Registry[FixedStep | None] = Registry(
+    "solver",
+    {
+        "euler": FixedStep(euler_step, 1),
+        "heun": FixedStep(heun_step, 2),
+        "rk4": FixedStep(rk4_step, 4),
+        "adaptive": None,
+    },
+)
 
 
 def _fixed(method: str) -> FixedStep:
     fixed = SOLVERS[method]
     if fixed is None:
-        raise ValueError(f"solver {method!r} has no fixed step; fixed-step solvers: "
-                         f"{', '.join(n for n, f in SOLVERS.items() if f is not None)}")
+        raise ValueError(
+            f"solver {method!r} has no fixed step; fixed-step solvers: "
+            f"{', '.join(n for n, f in SOLVERS.items() if f is not None)}"
+        )
     return fixed
 
 

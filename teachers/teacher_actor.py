@@ -30,8 +30,7 @@ from teachers.models import load_velocity
 from teachers.precision import autocast
 from teachers.train_teacher import load_run_data
 
-__all__ = ["LoadedTeachers", "load_teachers", "load_placed_teachers", "block_ids", "build_block",
-           "TeacherWorker"]
+__all__ = ["LoadedTeachers", "load_teachers", "load_placed_teachers", "block_ids", "build_block", "TeacherWorker"]
 
 
 @dataclass
@@ -70,9 +69,12 @@ def load_teachers(pool: TeacherPoolConfig, n_guides: int, data_shape: tuple[int,
     paths = [Path(p) for p in pool.checkpoints]
     models = {p: load_velocity(p, data_shape, pool.convention) for p in dict.fromkeys(paths)}
     per_guide = [Path(p) for p in pool.guide_checkpoints(n_guides)]
-    return LoadedTeachers(coupling=models[paths[0]], guides=[models[p] for p in per_guide],
-                          ids=[f"{pool.name}:{p.name}" for p in per_guide],
-                          versions=[_version(p) for p in per_guide])
+    return LoadedTeachers(
+        coupling=models[paths[0]],
+        guides=[models[p] for p in per_guide],
+        ids=[f"{pool.name}:{p.name}" for p in per_guide],
+        versions=[_version(p) for p in per_guide],
+    )
 
 
 def load_placed_teachers(cfg: RunConfig, pool: TeacherPoolConfig, data_shape: tuple[int, ...]) -> LoadedTeachers:
@@ -92,8 +94,7 @@ def block_ids(cfg: RunConfig, block: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def build_block(cfg: RunConfig, data: torch.Tensor, teachers: LoadedTeachers, block: int,
-                producer: str) -> GuideBatch:
+def build_block(cfg: RunConfig, data: torch.Tensor, teachers: LoadedTeachers, block: int, producer: str) -> GuideBatch:
     """The guide records of one block (``teachers.guides``); the same inputs give the same bits."""
     g = cfg.guides
     ids = block_ids(cfg, block)
@@ -101,16 +102,29 @@ def build_block(cfg: RunConfig, data: torch.Tensor, teachers: LoadedTeachers, bl
     shared = from_coupling(g.coupling_settings(), g.rule, taus, [m is teachers.coupling for m in teachers.guides])
     with autocast(teachers.device, teachers.precision):
         at = [tau for tau, s in zip(taus, shared) if s]
-        x0, x1, points = couple_on_path(ids, cfg.seed, data, teachers.coupling, g.coupling_settings(),
-                                        teachers.device, at=at)
+        x0, x1, points = couple_on_path(
+            ids, cfg.seed, data, teachers.coupling, g.coupling_settings(), teachers.device, at=at
+        )
         known = [dict(zip(at, points)).get(tau) for tau in taus]  # taus are distinct under the trajectory rule
-        guides = make_guides(x0, x1, teachers.guides, g.rule, taus, g.solve_solver, g.solve_steps,
-                             known) if taus else []
+        guides = (
+            make_guides(x0, x1, teachers.guides, g.rule, taus, g.solve_solver, g.solve_steps, known) if taus else []
+        )
     # records are encoded from host memory, in fp32 (the store's dtype setting decides what is kept)
     x0, x1, guides = x0.float().cpu(), x1.float().cpu(), [t.float().cpu() for t in guides]
-    return GuideBatch(sample_id=ids, x0=x0, x1=x1, guides=guides, taus=taus, teachers=teachers.ids,
-                      teacher_versions=teachers.versions, guide_rule=g.rule, coupling=g.coupling,
-                      run=cfg.name, run_seed=cfg.seed, producer=producer)
+    return GuideBatch(
+        sample_id=ids,
+        x0=x0,
+        x1=x1,
+        guides=guides,
+        taus=taus,
+        teachers=teachers.ids,
+        teacher_versions=teachers.versions,
+        guide_rule=g.rule,
+        coupling=g.coupling,
+        run=cfg.name,
+        run_seed=cfg.seed,
+        producer=producer,
+    )
 
 
 class TeacherWorker:
@@ -128,9 +142,14 @@ class TeacherWorker:
         self.data = load_run_data(self.cfg)
         self.teachers = load_placed_teachers(self.cfg, self.pool, self.data.data_shape)
         st = self.cfg.store
-        self.store = open_store(store_url, self.cfg.name, dtype=st.dtype,
-                                max_backlog_records=st.max_backlog_records,
-                                max_backlog_bytes=st.max_backlog_bytes, put_timeout_s=st.put_timeout_s)
+        self.store = open_store(
+            store_url,
+            self.cfg.name,
+            dtype=st.dtype,
+            max_backlog_records=st.max_backlog_records,
+            max_backlog_bytes=st.max_backlog_bytes,
+            put_timeout_s=st.put_timeout_s,
+        )
         self.controller = controller
         self._drain = threading.Event()
         self.blocks_done = 0
@@ -151,8 +170,14 @@ class TeacherWorker:
         seconds = time.perf_counter() - start
         if self.metrics is not None and entry is not None:
             self.metrics.record(len(batch), seconds)
-        return {"block": block, "records": len(batch), "entry": entry, "seconds": seconds,
-                "device": self.teachers.device.type, "precision": self.teachers.precision}
+        return {
+            "block": block,
+            "records": len(batch),
+            "entry": entry,
+            "seconds": seconds,
+            "device": self.teachers.device.type,
+            "precision": self.teachers.precision,
+        }
 
     def _loop(self) -> None:
         try:

@@ -31,13 +31,26 @@ __all__ = ["load_run_data", "train_teacher"]
 def load_run_data(cfg: RunConfig) -> DataSplit:
     """The data a run's configuration names."""
     d = cfg.data
-    return load_data(d.name, n_train=d.n_train, n_held_out=d.n_held_out, seed=d.split_seed_for(cfg.seed),
-                     path=d.path, key=d.key, data_shape=tuple(d.shape) if d.shape else None,
-                     held_out_fraction=d.held_out_fraction)
+    return load_data(
+        d.name,
+        n_train=d.n_train,
+        n_held_out=d.n_held_out,
+        seed=d.split_seed_for(cfg.seed),
+        path=d.path,
+        key=d.key,
+        data_shape=tuple(d.shape) if d.shape else None,
+        held_out_fraction=d.held_out_fraction,
+    )
 
 
-def train_teacher(cfg: RunConfig, out_dir: str | Path | None = None, data: DataSplit | None = None,
-                  progress: bool = True, echo: Callable[[str], None] = print, stage: StagePlan | None = None) -> Path:
+def train_teacher(
+    cfg: RunConfig,
+    out_dir: str | Path | None = None,
+    data: DataSplit | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    stage: StagePlan | None = None,
+) -> Path:
     """Train a ``1 + reflow_rounds``-rectified teacher; write checkpoint, metrics.jsonl, report and loss plot.
 
     ``stage`` is the run plan's teacher-training stage (default: the plan for this machine's GPUs); the
@@ -50,9 +63,19 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path | None = None, data: DataS
     tc = cfg.teacher
     torch.manual_seed(cfg.seed)
     model = build_network(tc.network.arch, data.data_shape, **tc.network.kwargs())
-    settings = TrainSettings(steps=tc.steps, batch_size=tc.batch_size, lr=tc.lr, time_sampling=tc.time_sampling,
-                             ema_decay=tc.ema_decay, grad_clip=tc.grad_clip, warmup_steps=tc.warmup_steps,
-                             log_every=tc.log_every, seed=cfg.seed, device=device.type, precision=precision)
+    settings = TrainSettings(
+        steps=tc.steps,
+        batch_size=tc.batch_size,
+        lr=tc.lr,
+        time_sampling=tc.time_sampling,
+        ema_decay=tc.ema_decay,
+        grad_clip=tc.grad_clip,
+        warmup_steps=tc.warmup_steps,
+        log_every=tc.log_every,
+        seed=cfg.seed,
+        device=device.type,
+        precision=precision,
+    )
     (out / "config.yaml").write_text(dump_config(cfg))
     metrics_file = (out / "metrics.jsonl").open("w")
     history, rounds, start = [], [], time.perf_counter()
@@ -61,11 +84,20 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path | None = None, data: DataS
         for k in range(1, tc.reflow_rounds + 2):
             if k > 1:
                 t0 = time.perf_counter()
-                x0, x1 = teacher_pairs(ema, tc.reflow_pairs, data.data_shape, tc.reflow_solver,
-                                       tc.reflow_solver_steps, seed=cfg.seed + 7919 * k, device=device.type,
-                                       precision=precision)
-                echo(f"reflow round {k}: {tc.reflow_pairs} pairs from the {k - 1}-rectified teacher "
-                     f"({tc.reflow_solver}, {tc.reflow_solver_steps} steps) in {time.perf_counter() - t0:.1f}s")
+                x0, x1 = teacher_pairs(
+                    ema,
+                    tc.reflow_pairs,
+                    data.data_shape,
+                    tc.reflow_solver,
+                    tc.reflow_solver_steps,
+                    seed=cfg.seed + 7919 * k,
+                    device=device.type,
+                    precision=precision,
+                )
+                echo(
+                    f"reflow round {k}: {tc.reflow_pairs} pairs from the {k - 1}-rectified teacher "
+                    f"({tc.reflow_solver}, {tc.reflow_solver_steps} steps) in {time.perf_counter() - t0:.1f}s"
+                )
                 pairs = fixed_pairs(x0, x1)
                 model.load_state_dict(ema.state_dict())
                 settings = replace(settings, steps=tc.reflow_steps or tc.steps, seed=settings.seed + k)
@@ -83,17 +115,35 @@ def train_teacher(cfg: RunConfig, out_dir: str | Path | None = None, data: DataS
         metrics_file.close()
     ema.cpu()
     used = {"device": device.type, "precision": precision}
-    meta = CheckpointMeta(arch=tc.network.arch, arch_kwargs=tc.network.kwargs(), data_shape=list(data.data_shape),
-                          role="teacher", data_name=data.name, rectification=tc.reflow_rounds + 1,
-                          training=cfg.model_dump(mode="json"), extra={"trained_with": used})
+    meta = CheckpointMeta(
+        arch=tc.network.arch,
+        arch_kwargs=tc.network.kwargs(),
+        data_shape=list(data.data_shape),
+        role="teacher",
+        data_name=data.name,
+        rectification=tc.reflow_rounds + 1,
+        training=cfg.model_dump(mode="json"),
+        extra={"trained_with": used},
+    )
     save_checkpoint(out, ema, meta)
     seconds = time.perf_counter() - start
     params = sum(p.numel() for p in ema.parameters())
-    report = {"checkpoint": str(out), "rectification": tc.reflow_rounds + 1, "parameters": params,
-              "train_seconds": round(seconds, 2), "rounds": rounds, "data": data.name,
-              "data_shape": list(data.data_shape), "n_train": int(data.train.shape[0]), **used}
+    report = {
+        "checkpoint": str(out),
+        "rectification": tc.reflow_rounds + 1,
+        "parameters": params,
+        "train_seconds": round(seconds, 2),
+        "rounds": rounds,
+        "data": data.name,
+        "data_shape": list(data.data_shape),
+        "n_train": int(data.train.shape[0]),
+        **used,
+    }
     write_json_atomically(out / "train_report.json", report)
-    save_loss_curve([{"step": i + 1, "loss": r["loss"]} for i, r in enumerate(history)], out / "loss.png",
-                    title=f"{data.name} teacher loss (per log interval)")
+    save_loss_curve(
+        [{"step": i + 1, "loss": r["loss"]} for i, r in enumerate(history)],
+        out / "loss.png",
+        title=f"{data.name} teacher loss (per log interval)",
+    )
     echo(f"teacher written to {out} ({params} parameters, {seconds:.1f}s, {device.type}, {precision})")
     return out

@@ -31,7 +31,13 @@ def ray_cluster():
 
     # address="local": never attach to a cluster some other test or user started with `ray start`
     # two custom resources, so placement (teachers[].resources, student.resources_per_worker) can be asked for
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
-             namespace="bezier-distill-tests", resources={"teacher_host": 8, "student_host": 8})
+    ray.init(
+        address="local",
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        namespace="bezier-distill-tests",
+        resources={"teacher_host": 8, "student_host": 8},
+    )
     yield ray
     ray.shutdown()

@@ -59,14 +59,16 @@ def _ray() -> str:
 def run_in(node: str, *args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     """A command inside node's namespace (the head: the root namespace)."""
     prefix = [] if node == "a" else ["ip", "netns", "exec", f"{PREFIX}{node}"]
-    return subprocess.run([*prefix, *args], env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          **kwargs)
+    return subprocess.run([*prefix, *args], env={**os.environ, **(env or {})}, capture_output=True, text=True, **kwargs)
 
 
 def _ray_env() -> dict:
     # every node must use the same token auth as the head; no usage stats; no drain wait on stop
-    return {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"), "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    return {
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    }
 
 
 def _resources(node: str, cpus: int) -> dict:
@@ -76,17 +78,37 @@ def _resources(node: str, cpus: int) -> dict:
 def _start_node(node: str, cpus: int) -> None:
     temp = STATE / f"ray-{node}"
     temp.mkdir(parents=True, exist_ok=True)
-    common = [f"--node-ip-address={address_of(node)}", f"--temp-dir={temp}", f"--num-cpus={cpus}",
-              f"--resources={json.dumps(_resources(node, cpus))}", "--disable-usage-stats"]
+    common = [
+        f"--node-ip-address={address_of(node)}",
+        f"--temp-dir={temp}",
+        f"--num-cpus={cpus}",
+        f"--resources={json.dumps(_resources(node, cpus))}",
+        "--disable-usage-stats",
+    ]
     if node == "a":
         # the head shares the machine's network with any other Ray on it: its agents get free ports, not Ray's
         # defaults (a local Ray's dashboard agent on 52365 left this head with "No available agent to submit job")
-        ports = {flag: free_port() for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                 "runtime-env-agent-port", "metrics-export-port",
-                                                 "ray-client-server-port")}
-        args = [_ray(), "start", "--head", f"--port={GCS_PORT}", f"--dashboard-host={address_of('a')}",
-                f"--dashboard-port={DASHBOARD_PORT}", "--include-dashboard=true",
-                *(f"--{flag}={port}" for flag, port in ports.items()), *common]
+        ports = {
+            flag: free_port()
+            for flag in (
+                "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port",
+                "runtime-env-agent-port",
+                "metrics-export-port",
+                "ray-client-server-port",
+            )
+        }
+        args = [
+            _ray(),
+            "start",
+            "--head",
+            f"--port={GCS_PORT}",
+            f"--dashboard-host={address_of('a')}",
+            f"--dashboard-port={DASHBOARD_PORT}",
+            "--include-dashboard=true",
+            *(f"--{flag}={port}" for flag, port in ports.items()),
+            *common,
+        ]
     else:
         args = [_ray(), "start", f"--address={address_of('a')}:{GCS_PORT}", *common]
     out = run_in(node, *args, env=_ray_env(), timeout=180)
@@ -119,8 +141,12 @@ def up(workers: int = 2, cpus: int = 4) -> dict:
         (etc / "hosts").write_text(f"127.0.0.1 localhost\n{address_of(node)} {socket.gethostname()}\n")
     for node in nodes:
         _start_node(node, cpus)
-    info = {"address": f"{address_of('a')}:{GCS_PORT}", "dashboard": f"http://{address_of('a')}:{DASHBOARD_PORT}",
-            "nodes": {n: address_of(n) for n in nodes}, "cpus": cpus}
+    info = {
+        "address": f"{address_of('a')}:{GCS_PORT}",
+        "dashboard": f"http://{address_of('a')}:{DASHBOARD_PORT}",
+        "nodes": {n: address_of(n) for n in nodes},
+        "cpus": cpus,
+    }
     (STATE / "cluster.json").write_text(json.dumps(info))
     return info
 
@@ -146,7 +172,7 @@ def down() -> None:
     """Stop every Ray node this made and remove its namespaces, links and bridge (what exists of them)."""
     namespaces = [n for n in _sh("ip", "netns", "list", check=False).stdout.split() if n.startswith(PREFIX)]
     for ns in namespaces:
-        kill_host(ns[len(PREFIX):])
+        kill_host(ns[len(PREFIX) :])
         deadline = time.monotonic() + 10  # the namespace and its veth live on while a process is in it
         while _sh("ip", "netns", "pids", ns, check=False).stdout.split() and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -148,8 +148,11 @@ def check_command(text: str) -> list[str]:
 
 def commands_in(text: str) -> list[str]:
     """The ``bezier-distill`` command lines in a line of shell or an inline code span."""
-    return [m.group(1) for m in re.finditer(r"(?:^|[\s;&(])bezier-distill((?:\s+\S+)*)", text)
-            if not re.match(r"^\S", m.group(1) or " ")]
+    return [
+        m.group(1)
+        for m in re.finditer(r"(?:^|[\s;&(])bezier-distill((?:\s+\S+)*)", text)
+        if not re.match(r"^\S", m.group(1) or " ")
+    ]
 
 
 def path_tokens(text: str) -> list[str]:
@@ -195,8 +198,9 @@ def inline_key(span: str) -> str | None:
     parts = key.replace("[]", "").split(".")
     if parts[0] not in sections():
         return None
-    if parts[0] in PACKAGES and ((ROOT / parts[0] / f"{parts[1]}.py").exists()
-                                 or (ROOT / parts[0] / parts[1]).is_dir()):
+    if parts[0] in PACKAGES and (
+        (ROOT / parts[0] / f"{parts[1]}.py").exists() or (ROOT / parts[0] / parts[1]).is_dir()
+    ):
         return None  # a module: student.objectives, teachers.guides
     return key
 
@@ -245,16 +249,24 @@ def test_readme_is_short():
 
 
 def test_nothing_points_outside_the_repository():
-    texts = [*doc_files(), *sorted((ROOT / "configs").glob("*.yaml")),
-             *sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))]
-    bad = [f"{p.relative_to(ROOT)}:{n}" for p in texts for n, line in enumerate(p.read_text().splitlines(), 1)
-           if re.search(r"DESIGN\.md|\.\./shared|/work/", line)]
+    texts = [
+        *doc_files(),
+        *sorted((ROOT / "configs").glob("*.yaml")),
+        *sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")),
+    ]
+    bad = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in texts
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"DESIGN\.md|\.\./shared|/work/", line)
+    ]
     assert bad == []
 
 
 def test_configuration_page_is_generated():
     assert (ROOT / "docs/configuration.md").read_text() == render(), (
-        "docs/configuration.md is stale: python -m cluster.config_docs > docs/configuration.md")
+        "docs/configuration.md is stale: python -m cluster.config_docs > docs/configuration.md"
+    )
 
 
 def test_architecture_names_every_module():
@@ -263,9 +275,11 @@ def test_architecture_names_every_module():
     globbed = {p for pattern in named if "*" in pattern for p in ROOT.glob(pattern)}
     modules = [p for pkg in PACKAGES for p in sorted((ROOT / pkg).glob("*.py")) if p.name != "__init__.py"]
     modules += [p for pkg in PACKAGES for p in sorted((ROOT / pkg).iterdir()) if p.is_dir() and p.name != "__pycache__"]
-    missing = [str(p.relative_to(ROOT)) for p in modules
-               if p not in globbed and str(p.relative_to(ROOT)) not in named
-               and f"{p.relative_to(ROOT)}/" not in named]
+    missing = [
+        str(p.relative_to(ROOT))
+        for p in modules
+        if p not in globbed and str(p.relative_to(ROOT)) not in named and f"{p.relative_to(ROOT)}/" not in named
+    ]
     assert missing == [], f"docs/architecture.md does not name {missing}"
 
 
@@ -291,11 +305,18 @@ bezier-distill teachers add --run x --checkpoint y --replicas 2 \\
 
 def test_the_checker_reports_each_broken_thing():
     found = problems(BROKEN, ROOT / "docs" / "made-up.md")
-    expected = ["link `no-such-page.md` goes nowhere", "`#no-such-heading`: no heading here has that anchor",
-                "link `../../elsewhere.md` points outside the repository", "`student/nope.py` does not exist",
-                "config key `student.stepz`", "`configs/nope.yaml` does not exist",
-                "`bezier-distill run` has no option --no-such-flag", "config key `guides.blocksize`",
-                "`bezier-distill` has no command 'frobnicate'", "`bezier-distill teachers add` has no option --colour"]
+    expected = [
+        "link `no-such-page.md` goes nowhere",
+        "`#no-such-heading`: no heading here has that anchor",
+        "link `../../elsewhere.md` points outside the repository",
+        "`student/nope.py` does not exist",
+        "config key `student.stepz`",
+        "`configs/nope.yaml` does not exist",
+        "`bezier-distill run` has no option --no-such-flag",
+        "config key `guides.blocksize`",
+        "`bezier-distill` has no command 'frobnicate'",
+        "`bezier-distill teachers add` has no option --colour",
+    ]
     for text in expected:
         assert any(text in line for line in found), f"not reported: {text}\n" + "\n".join(found)
     assert len(found) == len(expected), "\n".join(found)  # and nothing that is right is reported
@@ -306,4 +327,5 @@ def test_the_checker_follows_synopses():
     assert check_command(" teachers remove --run digits teacher-1 [--no-drain]") == []
     assert check_command(" teachers add/remove --run digits") == []
     assert check_command(" store export smoke --to out --colour") == [
-        "`bezier-distill store export` has no option --colour"]
+        "`bezier-distill store export` has no option --colour"
+    ]

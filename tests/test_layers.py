@@ -30,7 +30,7 @@ def imported_names(tree: ast.AST, module: str, is_package: bool) -> list[tuple[i
             base = node.module or ""
             if node.level:
                 package = module.split(".") if is_package else module.split(".")[:-1]
-                package = package[:len(package) - (node.level - 1)]
+                package = package[: len(package) - (node.level - 1)]
                 base = ".".join(package + ([base] if base else []))
             out.append((node.lineno, base))
             out += [(node.lineno, f"{base}.{alias.name}") for alias in node.names if alias.name != "*"]
@@ -123,6 +123,11 @@ def test_no_modules_import_each_other_in_a_cycle():
 def test_the_checker_reads_relative_imports_and_finds_cycles():
     tree = ast.parse("from .b import x\nfrom .. import c\nimport cluster.cli\n")
     assert [name for _, name in imported_names(tree, "teachers.sub.a", is_package=False)] == [
-        "teachers.sub.b", "teachers.sub.b.x", "teachers", "teachers.c", "cluster.cli"]
+        "teachers.sub.b",
+        "teachers.sub.b.x",
+        "teachers",
+        "teachers.c",
+        "cluster.cli",
+    ]
     graph = {"a": {"b": 1}, "b": {"c": 1, "d": 1}, "c": {"a": 1}, "d": {}, "e": {"e2": 1}, "e2": {"e": 1}}
     assert cycles(graph) == ["a -> b -> c -> a", "e -> e2 -> e"]

@@ -36,7 +36,8 @@ TIED = {
     "teacher.time_sampling": TIME_SAMPLERS,
     "student.time_sampling": TIME_SAMPLERS,
     "teacher.reflow_solver": SOLVERS,
-    "eval.solver": SOLVERS, "eval.reference_solver": SOLVERS,
+    "eval.solver": SOLVERS,
+    "eval.reference_solver": SOLVERS,
     "guides.solve_solver": SOLVERS,
     "guides.coupling_solver": SOLVERS,
     "eval.feature_extractor": FEATURE_EXTRACTORS,
@@ -78,7 +79,8 @@ def test_every_choice_in_the_schema_is_tied_to_its_registry():
     found = _literal_fields(RunConfig)
     assert set(found) == set(TIED) | PLAIN, (
         "a Literal setting without a registry tie (add it to TIED or PLAIN): "
-        f"{sorted(set(found) ^ (set(TIED) | PLAIN))}")
+        f"{sorted(set(found) ^ (set(TIED) | PLAIN))}"
+    )
     for key, registry in TIED.items():
         assert found[key] == tuple(registry), f"{key}: schema {found[key]} vs implementation {tuple(registry)}"
 
@@ -100,12 +102,19 @@ def _choices(parser: argparse.ArgumentParser, path: list[str], option: str) -> t
     raise KeyError(option)
 
 
-@pytest.mark.parametrize("command, option, registry", [
-    (["eval"], "--solver", SOLVERS), (["sample"], "--solver", SOLVERS),
-    (["eval"], "--convention", CONVENTIONS), (["sample"], "--convention", CONVENTIONS),
-    (["eval"], "--feature-extractor", FEATURE_EXTRACTORS), (["store", "bench"], "--fsync", FSYNC_POLICIES),
-    (["bench", "store"], "--fsync", FSYNC_POLICIES), (["bench", "pipeline"], "--size", BENCH_SIZES),
-])
+@pytest.mark.parametrize(
+    "command, option, registry",
+    [
+        (["eval"], "--solver", SOLVERS),
+        (["sample"], "--solver", SOLVERS),
+        (["eval"], "--convention", CONVENTIONS),
+        (["sample"], "--convention", CONVENTIONS),
+        (["eval"], "--feature-extractor", FEATURE_EXTRACTORS),
+        (["store", "bench"], "--fsync", FSYNC_POLICIES),
+        (["bench", "store"], "--fsync", FSYNC_POLICIES),
+        (["bench", "pipeline"], "--size", BENCH_SIZES),
+    ],
+)
 def test_the_command_line_offers_the_registry_names(command, option, registry):
     assert set(_choices(build_parser(), command, option)) == set(registry)
 

@@ -17,12 +17,39 @@ SCRIPT = Path(sys.executable).parent / "bezier-distill"
 # (32 blocks of 64, not 8 of 256: the kill at 80% has 6 blocks left to land in, not 1 or 2)
 def test_chaos_loses_nothing_and_dead_letters_every_malformed_entry(tmp_path):
     out = subprocess.run(
-        [str(SCRIPT), "chaos", str(REPO / "configs" / "toy2d.yaml"), "--malformed", "100", "--undisturbed", "0",
-         "--set", f"run_dir={tmp_path}", "--set", "teacher.steps=300", "--set", "guides.num_samples=2048",
-         "--set", "guides.block_size=64",
-         "--set", "guides.coupling_steps=16", "--set", "student.steps=150", "--set", "student.checkpoint_every=50",
-         "--set", "eval.n_samples=500", "--set", "eval.steps=[1]", "--set", "student.eval_steps=[1]"],
-        capture_output=True, text=True, timeout=900)
+        [
+            str(SCRIPT),
+            "chaos",
+            str(REPO / "configs" / "toy2d.yaml"),
+            "--malformed",
+            "100",
+            "--undisturbed",
+            "0",
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            "teacher.steps=300",
+            "--set",
+            "guides.num_samples=2048",
+            "--set",
+            "guides.block_size=64",
+            "--set",
+            "guides.coupling_steps=16",
+            "--set",
+            "student.steps=150",
+            "--set",
+            "student.checkpoint_every=50",
+            "--set",
+            "eval.n_samples=500",
+            "--set",
+            "eval.steps=[1]",
+            "--set",
+            "student.eval_steps=[1]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     report = json.loads((tmp_path / "toy2d-chaos" / "chaos_report.json").read_text())
     kinds = [f["fault"] for f in report["faults"]]

@@ -25,8 +25,15 @@ def trained(tmp_path_factory):
     cfg = yaml.safe_load(open("configs/toy2d.yaml"))
     cfg.update(run_dir=str(tmp))
     (tmp / "toy.yaml").write_text(yaml.safe_dump(cfg))
-    out = run("train-teacher", str(tmp / "toy.yaml"), "--set", "teacher.steps=300", "--set", "data.n_train=3000",
-              "--no-progress")
+    out = run(
+        "train-teacher",
+        str(tmp / "toy.yaml"),
+        "--set",
+        "teacher.steps=300",
+        "--set",
+        "data.n_train=3000",
+        "--no-progress",
+    )
     assert out.returncode == 0, out.stderr
     return tmp / "toy2d" / "teacher"
 
@@ -41,8 +48,18 @@ def test_train_teacher_writes_checkpoint_and_report(trained):
 
 
 def test_eval_writes_table(trained, tmp_path):
-    out = run("eval", str(trained), "--steps", "1,4", "--solver", "heun", "--n-samples", "500",
-              "--out", str(tmp_path / "e.json"))
+    out = run(
+        "eval",
+        str(trained),
+        "--steps",
+        "1,4",
+        "--solver",
+        "heun",
+        "--n-samples",
+        "500",
+        "--out",
+        str(tmp_path / "e.json"),
+    )
     assert out.returncode == 0, out.stderr
     table = json.loads((tmp_path / "e.json").read_text())
     assert [r["steps"] for r in table["rows"]] == [1, 4] and [r["nfe"] for r in table["rows"]] == [2, 8]
@@ -56,8 +73,9 @@ def test_sample_writes_png(trained, tmp_path):
 
 
 def test_bad_config_fails_before_work(tmp_path):
-    out = run("train-teacher", "configs/toy2d.yaml", "--set", "teacher.network.arch=cnn",
-              "--set", f"run_dir={tmp_path}")
+    out = run(
+        "train-teacher", "configs/toy2d.yaml", "--set", "teacher.network.arch=cnn", "--set", f"run_dir={tmp_path}"
+    )
     assert out.returncode == 2
     assert "teacher.network.arch: Input should be 'mlp' or 'unet'" in out.stderr
     assert not any(tmp_path.iterdir())
@@ -69,11 +87,21 @@ def test_bad_checkpoint_is_named(tmp_path):
 
 
 def test_run_refuses_a_bad_student_config_before_any_work(tmp_path):
-    out = run("run", "configs/toy2d.yaml", "--set", "student.objective=score", "--set", "student.zero_stag=1",
-              "--set", f"run_dir={tmp_path}")
+    out = run(
+        "run",
+        "configs/toy2d.yaml",
+        "--set",
+        "student.objective=score",
+        "--set",
+        "student.zero_stag=1",
+        "--set",
+        f"run_dir={tmp_path}",
+    )
     assert out.returncode == 2
-    assert ("student.objective: Input should be 'velocity', 'flow_map', 'flow_map_shortcut', 'flow_map_meanflow', "
-            "'flow_map_tri' or 'flow_map_forward' (got 'score')" in out.stderr), out.stderr
+    assert (
+        "student.objective: Input should be 'velocity', 'flow_map', 'flow_map_shortcut', 'flow_map_meanflow', "
+        "'flow_map_tri' or 'flow_map_forward' (got 'score')" in out.stderr
+    ), out.stderr
     assert "student.zero_stag: unknown key; allowed keys here:" in out.stderr and "zero_stage" in out.stderr
     assert not any(tmp_path.iterdir())
 

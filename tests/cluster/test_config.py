@@ -38,8 +38,9 @@ def test_unknown_top_level_key():
 def test_bad_choice_names_allowed_values():
     raw = _raw()
     raw["teacher"]["network"]["arch"] = "transformer"
-    with pytest.raises(ConfigError,
-                       match=r"teacher.network.arch: Input should be 'mlp' or 'unet' \(got 'transformer'\)"):
+    with pytest.raises(
+        ConfigError, match=r"teacher.network.arch: Input should be 'mlp' or 'unet' \(got 'transformer'\)"
+    ):
         parse_config(raw)
 
 
@@ -123,9 +124,12 @@ def test_an_elastic_student_pool_is_checked_before_any_work():
     cfg = parse_config({**base, "student": {"workers": [1, 3], "zero_stage": 1, "resize_check_s": 5}})
     assert cfg.student.elastic and (cfg.student.min_workers, cfg.student.max_workers) == (1, 3)
     assert not parse_config({**base, "student": {"workers": [2, 2]}}).student.elastic
-    for bad, words in (([3, 1], "student.workers"), ([0, 2], "student.workers"),
-                       ({"workers": [1, 2], "zero_stage": 2}, "zero_stage 0 or 1"),
-                       ({"workers": [1, 2], "source": "parquet", "parquet_dir": "x"}, "needs source 'store'")):
+    for bad, words in (
+        ([3, 1], "student.workers"),
+        ([0, 2], "student.workers"),
+        ({"workers": [1, 2], "zero_stage": 2}, "zero_stage 0 or 1"),
+        ({"workers": [1, 2], "source": "parquet", "parquet_dir": "x"}, "needs source 'store'"),
+    ):
         student = bad if isinstance(bad, dict) else {"workers": bad}
         with pytest.raises(ConfigError, match=words):
             parse_config({**base, "student": student})

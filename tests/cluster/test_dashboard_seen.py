@@ -101,14 +101,31 @@ def test_dashboard_jobs_actors_and_every_grafana_query(tmp_path):
     shots = Path(os.environ.get("BEZIER_SCREENSHOTS_DIR") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     gcs, dash, metrics, prom_port, *others = free_ports(10)
-    pinned = [f"--{opt}={port}" for opt, port in zip((
-        "node-manager-port", "object-manager-port", "runtime-env-agent-port", "dashboard-agent-grpc-port",
-        "dashboard-agent-listen-port", "ray-client-server-port"), others)]
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
-           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0", "BEZIER_DISTILL_HOME": str(tmp_path / "home")}
+    pinned = [
+        f"--{opt}={port}"
+        for opt, port in zip(
+            (
+                "node-manager-port",
+                "object-manager-port",
+                "runtime-env-agent-port",
+                "dashboard-agent-grpc-port",
+                "dashboard-agent-listen-port",
+                "ray-client-server-port",
+            ),
+            others,
+        )
+    ]
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "token",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        "BEZIER_DISTILL_HOME": str(tmp_path / "home"),
+    }
     env.pop("RAY_ADDRESS", None)
-    token = subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, capture_output=True,
-                           text=True, timeout=60)
+    token = subprocess.run(
+        [str(BIN / "ray"), "get-auth-token", "--generate"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert token.returncode == 0 and token.stdout.strip(), token.stderr
     token = token.stdout.strip().splitlines()[-1]
     short = tempfile.mkdtemp(prefix="rd", dir="/tmp")  # Ray's unix sockets need a short path
@@ -118,10 +135,25 @@ def test_dashboard_jobs_actors_and_every_grafana_query(tmp_path):
     started = time.monotonic()
     try:
         head = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
-             f"--metrics-export-port={metrics}", "--num-cpus=4", "--include-dashboard=true",
-             "--disable-usage-stats", f"--temp-dir={short}", *pinned],
-            env=env, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                "--block",
+                f"--port={gcs}",
+                f"--dashboard-port={dash}",
+                f"--metrics-export-port={metrics}",
+                "--num-cpus=4",
+                "--include-dashboard=true",
+                "--disable-usage-stats",
+                f"--temp-dir={short}",
+                *pinned,
+            ],
+            env=env,
+            stdout=open(tmp_path / "head.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
         # Prometheus on the file Ray writes into its session dir (and links from the temp dir)
         discovery = Path(short) / "session_latest" / "prom_metrics_service_discovery.json"
@@ -131,18 +163,46 @@ def test_dashboard_jobs_actors_and_every_grafana_query(tmp_path):
         assert discovery.exists(), (tmp_path / "head.log").read_text()[-3000:]
         (tmp_path / "prometheus.yml").write_text(
             "global:\n  scrape_interval: 2s\nscrape_configs:\n- job_name: ray\n  file_sd_configs:\n"
-            f"  - files: ['{discovery}']\n    refresh_interval: 5s\n")
+            f"  - files: ['{discovery}']\n    refresh_interval: 5s\n"
+        )
         prom = subprocess.Popen(
-            ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}", f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
-            stdout=open(tmp_path / "prometheus.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                "prometheus",
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            ],
+            stdout=open(tmp_path / "prometheus.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
-        submit = [str(BIN / "ray"), "job", "submit", "--no-wait", "--address", address, "--working-dir", str(REPO),
-                  "--", "bezier-distill", "run", "configs/smoke.yaml", "--no-progress",
-                  "--set", f"run_dir={tmp_path / 'runs'}", "--set", "teacher.steps=100",
-                  "--set", f"guides.num_samples={RECORDS}",
-                  # the students train on long after production (the job is stopped once seen)
-                  "--set", "student.steps=20000", "--set", "student.checkpoint_every=1000"]
+        submit = [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--no-wait",
+            "--address",
+            address,
+            "--working-dir",
+            str(REPO),
+            "--",
+            "bezier-distill",
+            "run",
+            "configs/smoke.yaml",
+            "--no-progress",
+            "--set",
+            f"run_dir={tmp_path / 'runs'}",
+            "--set",
+            "teacher.steps=100",
+            "--set",
+            f"guides.num_samples={RECORDS}",
+            # the students train on long after production (the job is stopped once seen)
+            "--set",
+            "student.steps=20000",
+            "--set",
+            "student.checkpoint_every=1000",
+        ]
         deadline = time.monotonic() + 120
         while True:  # the dashboard's job API comes up a little after the head
             out = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
@@ -174,8 +234,10 @@ def test_dashboard_jobs_actors_and_every_grafana_query(tmp_path):
                 alive = page.locator("tr").filter(has_text="ALIVE")
                 deadline = time.monotonic() + 150  # the teacher trains first, then actors and workers start
                 while time.monotonic() < deadline:
-                    if (all(alive.filter(has_text=n).count() == 1 for n in names)
-                            and alive.filter(has_text="RayTrainWorker").count() == STUDENT_WORKERS):
+                    if (
+                        all(alive.filter(has_text=n).count() == 1 for n in names)
+                        and alive.filter(has_text="RayTrainWorker").count() == STUDENT_WORKERS
+                    ):
                         break
                     page.wait_for_timeout(3000)  # the Actors page refreshes itself
                 for name in names:
@@ -187,8 +249,9 @@ def test_dashboard_jobs_actors_and_every_grafana_query(tmp_path):
                 # every dashboard query, after production ended and longer than Ray keeps a gauge not set again
                 produced = f'max(ray_bezier_store_produced{{run="{RUN}"}})'
                 deadline = time.monotonic() + 150
-                while (time.monotonic() < deadline
-                       and max(_finite(_prom_query(prom_port, produced)), default=0) < RECORDS):
+                while (
+                    time.monotonic() < deadline and max(_finite(_prom_query(prom_port, produced)), default=0) < RECORDS
+                ):
                     time.sleep(3)
                 assert max(_finite(_prom_query(prom_port, produced)), default=0) >= RECORDS, "production did not end"
                 time.sleep(30)
@@ -204,8 +267,10 @@ def test_dashboard_jobs_actors_and_every_grafana_query(tmp_path):
                 assert _finite(_prom_query(prom_port, f'max(ray_bezier_student_step{{run="{RUN}"}})'))
 
                 graph = dict(queries)["Guide records produced per second, by teacher actor"]
-                page.goto(f"http://127.0.0.1:{prom_port}/classic/graph?" + urllib.parse.urlencode(
-                    {"g0.expr": graph, "g0.tab": "0", "g0.range_input": "5m"}))
+                page.goto(
+                    f"http://127.0.0.1:{prom_port}/classic/graph?"
+                    + urllib.parse.urlencode({"g0.expr": graph, "g0.tab": "0", "g0.range_input": "5m"})
+                )
                 expect(page.locator("svg").first).to_be_visible(timeout=30_000)  # the classic UI's graph
                 page.wait_for_timeout(2000)
                 page.screenshot(path=str(shots / "prometheus_guides_per_teacher.png"))
@@ -214,8 +279,12 @@ def test_dashboard_jobs_actors_and_every_grafana_query(tmp_path):
     finally:
         if job_id is not None and head.poll() is None:
             try:
-                subprocess.run([str(BIN / "ray"), "job", "stop", "--address", address, job_id], env=env,
-                               capture_output=True, timeout=120)
+                subprocess.run(
+                    [str(BIN / "ray"), "job", "stop", "--address", address, job_id],
+                    env=env,
+                    capture_output=True,
+                    timeout=120,
+                )
             except subprocess.TimeoutExpired:
                 pass  # the head's stop below ends it
         _stop(prom)

@@ -23,9 +23,16 @@ def train_flow_match_unet(out, steps: int = 400, num_train_timesteps: int = 1000
     ``sigma * num_train_timesteps`` and fitted to ``noise - data``."""
     torch.manual_seed(0)
     data = digits(seed=0).train
-    model = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
-                                  block_out_channels=(16, 32), down_block_types=("DownBlock2D", "DownBlock2D"),
-                                  up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8)
+    model = diffusers.UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
@@ -44,18 +51,36 @@ def train_flow_match_unet(out, steps: int = 400, num_train_timesteps: int = 1000
 
 
 def hf_run_config(tmp_path, unet):
-    return parse_config({
-        "name": "hf-e2e", "seed": 0, "run_dir": str(tmp_path / "runs"),
-        "data": {"name": "digits", "n_held_out": 450},
-        "teacher": {"network": {"arch": "unet", "channels": 8, "time_embed_dim": 16}},  # the student's network
-        "eval": {"steps": [1, 8], "n_samples": 64, "kid_subset_size": 32},
-        "guides": {"path": "linear", "coupling": "generated", "coupling_solver": "euler", "coupling_steps": 8,
-                   "block_size": 64, "num_samples": 256},
-        "teachers": [{"name": "hf", "checkpoints": [str(unet)], "convention": "flow_match"}],
-        "student": {"objective": "flow_map", "init": "teacher", "steps": 40, "batch_size": 64, "workers": 1,
-                    "checkpoint_every": 40, "log_every": 10, "eval_steps": [1, 2]},
-        "namespace": "bezier-distill-tests",
-    })
+    return parse_config(
+        {
+            "name": "hf-e2e",
+            "seed": 0,
+            "run_dir": str(tmp_path / "runs"),
+            "data": {"name": "digits", "n_held_out": 450},
+            "teacher": {"network": {"arch": "unet", "channels": 8, "time_embed_dim": 16}},  # the student's network
+            "eval": {"steps": [1, 8], "n_samples": 64, "kid_subset_size": 32},
+            "guides": {
+                "path": "linear",
+                "coupling": "generated",
+                "coupling_solver": "euler",
+                "coupling_steps": 8,
+                "block_size": 64,
+                "num_samples": 256,
+            },
+            "teachers": [{"name": "hf", "checkpoints": [str(unet)], "convention": "flow_match"}],
+            "student": {
+                "objective": "flow_map",
+                "init": "teacher",
+                "steps": 40,
+                "batch_size": 64,
+                "workers": 1,
+                "checkpoint_every": 40,
+                "log_every": 10,
+                "eval_steps": [1, 2],
+            },
+            "namespace": "bezier-distill-tests",
+        }
+    )
 
 
 def test_a_diffusers_teacher_is_distilled_and_both_models_evaluate_from_the_cli(ray_cluster, tmp_path, capsys):
@@ -93,8 +118,9 @@ def test_a_diffusers_teacher_is_distilled_and_both_models_evaluate_from_the_cli(
     rows = {r["steps"]: r for r in table["rows"]}
     assert table["kind"] == "diffusers" and rows[8]["nfe"] == 8
     assert rows[8]["fid"] < rows[1]["fid"], rows  # the teacher's ODE, read in its convention, improves with steps
-    assert main(["sample", str(unet), "--config", str(config), "--steps", "1,8",
-                 "--out", str(tmp_path / "hf.png")]) == 0
+    assert (
+        main(["sample", str(unet), "--config", str(config), "--steps", "1,8", "--out", str(tmp_path / "hf.png")]) == 0
+    )
     for png in ("student.png", "hf.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert "Traceback" not in capsys.readouterr().err

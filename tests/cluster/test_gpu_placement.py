@@ -37,6 +37,10 @@ SCRIPT = textwrap.dedent("""
 @pytest.mark.slow  # a Ray cluster with fake GPUs, ~9 s
 @pytest.mark.parametrize("gpus,replicas,workers", [(2, 3, 2)])  # 3 actors on 2 GPUs: the uneven case
 def test_ray_places_every_actor_and_rank(gpus, replicas, workers):
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(gpus), str(replicas), str(workers)],
-                         capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(gpus), str(replicas), str(workers)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0 and "PLACED" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]

@@ -10,10 +10,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def exported_metric_names():
     text = "".join((ROOT / pkg / "metrics.py").read_text() for pkg in ("teachers", "student", "cluster"))
     names = set()
-    for kind, name in re.findall(r'(Counter|Histogram|Gauge)\("(\w+)"', text):
+    for kind, name in re.findall(r'(Counter|Histogram|Gauge)\(\s*"(\w+)"', text):
         base = f"ray_{name}"
-        names |= {base + "_total"} if kind == "Counter" else ({base + "_bucket", base + "_count", base + "_sum"}
-                                                              if kind == "Histogram" else {base})
+        names |= (
+            {base + "_total"}
+            if kind == "Counter"
+            else ({base + "_bucket", base + "_count", base + "_sum"} if kind == "Histogram" else {base})
+        )
     return names
 
 

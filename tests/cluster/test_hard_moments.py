@@ -48,15 +48,18 @@ def _kill_redis_in_the_final_drain(server: EmbeddedRedis, url: str, run: str, pr
 def test_faults_at_the_hard_moments_lose_nothing(ray_cluster, teacher, tmp_path, monkeypatch):  # noqa: F811
     # 50 blocks over 2 ranks: each rank takes ~25 deliveries, so after the checkpoint at step 20 (== steps) each
     # still takes a few before the stream runs dry, and holds them when the last rank kills itself
-    cfg = pool_config(tmp_path, teacher, "hard", blocks=50, steps=20, checkpoint_every=10, max_failures=4,
-                      zero_stage=1, max_reuse=2.0)
+    cfg = pool_config(
+        tmp_path, teacher, "hard", blocks=50, steps=20, checkpoint_every=10, max_failures=4, zero_stage=1, max_reuse=2.0
+    )
     monkeypatch.setenv(KILL_ENV, ",".join(MOMENTS))
     redis_killed = []
     with EmbeddedRedis(tmp_path / "redis") as server:
         server.supervise()
         store = fill_store(cfg, server.url)
-        killer = threading.Thread(target=_kill_redis_in_the_final_drain,
-                                  args=(server, server.url, cfg.name, cfg.guides.num_samples, redis_killed))
+        killer = threading.Thread(
+            target=_kill_redis_in_the_final_drain,
+            args=(server, server.url, cfg.name, cfg.guides.num_samples, redis_killed),
+        )
         killer.start()
         summary = run_student_pool(cfg, server.url, (2,), teacher, echo=lambda s: None)
         killer.join(timeout=60)
@@ -74,12 +77,15 @@ def test_faults_at_the_hard_moments_lose_nothing(ray_cluster, teacher, tmp_path,
     assert stats["pending_entries"] == 0 and stats["acknowledged"] == cfg.guides.num_samples, stats
 
 
-def test_a_delivery_larger_than_a_batch_is_trained_fresh_once_across_a_restart(ray_cluster, teacher, tmp_path,  # noqa: F811
-                                                                                 monkeypatch):
+def test_a_delivery_larger_than_a_batch_is_trained_fresh_once_across_a_restart(
+    ray_cluster,
+    teacher,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
     # blocks of 96 records, batches of 64: a delivery is trained fresh over two steps (64 + 32), so the checkpoint
     # at step 5 falls inside one; the last rank is killed right after it and the group resumes from it
-    cfg = pool_config(tmp_path, teacher, "wide", blocks=24, steps=10, checkpoint_every=5, max_failures=2,
-                      max_reuse=2.0)
+    cfg = pool_config(tmp_path, teacher, "wide", blocks=24, steps=10, checkpoint_every=5, max_failures=2, max_reuse=2.0)
     cfg = cfg.model_copy(update={"guides": cfg.guides.model_copy(update={"block_size": 96, "num_samples": 96 * 16})})
     monkeypatch.setenv(KILL_ENV, "after_checkpoint")
     with EmbeddedRedis(tmp_path / "redis") as server:

@@ -74,33 +74,86 @@ def test_one_job_on_three_hosts_placed_grown_and_surviving_a_lost_host(hosts, tm
     sid = f"hosts-{int(time.time())}"
     for attempt in range(10):  # a head just up may have no job agent yet ("No available agent ...")
         sub = subprocess.run(
-            [*ray, "submit", *address, "--no-wait", "--submission-id", sid, "--working-dir", str(REPO),
-             # test-only: the rank on host C pauses holding a delivery no checkpoint has, for C to be lost then
-             "--runtime-env-json", json.dumps({"env_vars": {KILL_ENV: f"{HOLD}:{hosts['nodes']['c']}"}}),
-             "--",
-             "bezier-distill", "run", "configs/smoke.yaml", "--no-progress", "--set", f"run_dir={tmp_path}",
-             "--set", "teachers=[{name: teacher, checkpoints: [self], replicas: 2, resources: {host_b: 1}}]",
-             "--set", "guides.num_samples=1536", "--set", "store.max_backlog_records=128",  # guides come as it trains
-             "--set", "student.steps=600", "--set", "student.checkpoint_every=20",
-             "--set", "student.workers=[1, 2]", "--set", "student.resize_check_s=5",
-             "--set", "student.resources_per_worker={student_slot: 1}"],
-            env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+            [
+                *ray,
+                "submit",
+                *address,
+                "--no-wait",
+                "--submission-id",
+                sid,
+                "--working-dir",
+                str(REPO),
+                # test-only: the rank on host C pauses holding a delivery no checkpoint has, for C to be lost then
+                "--runtime-env-json",
+                json.dumps({"env_vars": {KILL_ENV: f"{HOLD}:{hosts['nodes']['c']}"}}),
+                "--",
+                "bezier-distill",
+                "run",
+                "configs/smoke.yaml",
+                "--no-progress",
+                "--set",
+                f"run_dir={tmp_path}",
+                "--set",
+                "teachers=[{name: teacher, checkpoints: [self], replicas: 2, resources: {host_b: 1}}]",
+                "--set",
+                "guides.num_samples=1536",
+                "--set",
+                "store.max_backlog_records=128",  # guides come as it trains
+                "--set",
+                "student.steps=600",
+                "--set",
+                "student.checkpoint_every=20",
+                "--set",
+                "student.workers=[1, 2]",
+                "--set",
+                "student.resize_check_s=5",
+                "--set",
+                "student.resources_per_worker={student_slot: 1}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+        )
         if sub.returncode == 0 or "No available agent" not in sub.stdout + sub.stderr:
             break
         time.sleep(3)
     assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
-    job = subprocess.Popen([*ray, "logs", *address, "--follow", sid], env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    job = subprocess.Popen(
+        [*ray, "logs", *address, "--follow", sid],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
     head, b, c = hosts["nodes"]["a"], hosts["nodes"]["b"], hosts["nodes"]["c"]
     run = tmp_path / "smoke"
     ledger = run / "ledger"
     try:
         # a teacher added while guides are produced, on the head (where its --resources says)
         _wait("the student pool", lambda: len(_headers(ledger)) >= 2, job, 600)
-        add = subprocess.run([str(BIN / "bezier-distill"), "teachers", "add", "--run", "smoke", "--checkpoint",
-                              str(run / "teacher"), "--name", "extra", "--resources", '{"host_a": 1}'],
-                             env={**env, "RAY_ADDRESS": hosts["address"]}, capture_output=True, text=True,
-                             timeout=120, cwd=REPO)
+        add = subprocess.run(
+            [
+                str(BIN / "bezier-distill"),
+                "teachers",
+                "add",
+                "--run",
+                "smoke",
+                "--checkpoint",
+                str(run / "teacher"),
+                "--name",
+                "extra",
+                "--resources",
+                '{"host_a": 1}',
+            ],
+            env={**env, "RAY_ADDRESS": hosts["address"]},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
         assert add.returncode == 0, add.stdout + add.stderr
         # host C lost while its rank holds a delivery its last registered checkpoint does not
         _wait("the rank on C holding a delivery", lambda: any((run / "test-faults").glob("holding-*")), job, 300)

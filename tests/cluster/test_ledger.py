@@ -39,12 +39,23 @@ def test_an_attempt_that_died_before_its_first_checkpoint_counts_nothing(tmp_pat
 
 def test_every_planned_id_is_trained_dead_lettered_or_named_lost(tmp_path):
     trained = [(0, 1, [[0, 16]]), (1, 1, [[16, 8]]), (0, 2, [[16, 4]])]  # ids 16..19 twice
-    letters = [{"key": "block-2", "ids": ""},  # undecodable: its block's ids
-               {"key": "", "ids": json.dumps([[24, 8]])},  # decoded: its own ids
-               {"key": "", "ids": json.dumps([[10**9, 4]])}]  # a malformed entry's ids, not planned
+    letters = [
+        {"key": "block-2", "ids": ""},  # undecodable: its block's ids
+        {"key": "", "ids": json.dumps([[24, 8]])},  # decoded: its own ids
+        {"key": "", "ids": json.dumps([[10**9, 4]])},
+    ]  # a malformed entry's ids, not planned
     ledger = build_ledger(PLAN, {0: {}, 1: {}, 2: {}, 3: {}}, trained, letters, pending_ids=[50, 51])
-    assert ledger == {"planned": 64, "written": 64, "trained": 24, "dead_lettered": 24, "lost": 16,
-                      "trained_twice": 4, "left_pending": 2, "trained_unplanned": 0, "lost_blocks": [3]}
+    assert ledger == {
+        "planned": 64,
+        "written": 64,
+        "trained": 24,
+        "dead_lettered": 24,
+        "lost": 16,
+        "trained_twice": 4,
+        "left_pending": 2,
+        "trained_unplanned": 0,
+        "lost_blocks": [3],
+    }
     why = failures(ledger, faults_landed=0, batch_size=8)
     assert len(why) == 3 and "blocks [3]" in why[0] and "left pending" in why[1] and "twice" in why[2], why
 

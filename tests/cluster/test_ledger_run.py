@@ -20,9 +20,22 @@ pytestmark = pytest.mark.slow
 
 def test_a_run_that_lost_a_block_fails_and_names_it(tmp_path):
     env = {**os.environ, DROP_BLOCK_ENV: "3"}
-    out = subprocess.run([str(SCRIPT), "run", str(REPO / "configs" / "smoke.yaml"), "--no-progress",
-                          "--set", f"run_dir={tmp_path}", "--set", "student.finetune.steps=0"],
-                         capture_output=True, text=True, timeout=900, env=env)
+    out = subprocess.run(
+        [
+            str(SCRIPT),
+            "run",
+            str(REPO / "configs" / "smoke.yaml"),
+            "--no-progress",
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            "student.finetune.steps=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     assert "from blocks [3]" in out.stderr and "Traceback" not in out.stderr, out.stderr[-3000:]
     report = json.loads((tmp_path / "smoke" / "report.json").read_text())

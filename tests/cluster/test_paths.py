@@ -24,9 +24,16 @@ def test_relative_paths_resolve_against_the_starting_directory(tmp_path, monkeyp
     (tmp_path / "data").mkdir()
     (tmp_path / "cfgs").mkdir()
     config = _write_config(tmp_path / "cfgs")
-    cfg = load_config("cfgs/toy.yaml", ["data.name=file", "data.path=data/x.npy",
-                                        "teachers=[{name: t, checkpoints: [self, other/teacher]}]",
-                                        "guides.path=cubic", "student.storage_path=train-out"])
+    cfg = load_config(
+        "cfgs/toy.yaml",
+        [
+            "data.name=file",
+            "data.path=data/x.npy",
+            "teachers=[{name: t, checkpoints: [self, other/teacher]}]",
+            "guides.path=cubic",
+            "student.storage_path=train-out",
+        ],
+    )
     assert config.is_file()
     assert cfg.run_path == tmp_path / "runs" / "toy2d" and cfg.run_path.is_absolute()
     assert cfg.data.path == str(tmp_path / "data" / "x.npy")
@@ -37,8 +44,9 @@ def test_relative_paths_resolve_against_the_starting_directory(tmp_path, monkeyp
 
 def test_absolute_paths_and_urls_stay(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(REPO / "configs" / "toy2d.yaml", [f"run_dir={tmp_path / 'abs'}",
-                                                       "student.storage_path=s3://bucket/train"])
+    cfg = load_config(
+        REPO / "configs" / "toy2d.yaml", [f"run_dir={tmp_path / 'abs'}", "student.storage_path=s3://bucket/train"]
+    )
     assert cfg.run_dir == str(tmp_path / "abs") and cfg.student.storage_path == "s3://bucket/train"
 
 
@@ -49,12 +57,18 @@ def test_under_a_job_with_a_working_dir_outputs_go_home(tmp_path, monkeypatch):
     (copy / "shipped").mkdir()
     monkeypatch.chdir(copy)
     # what Ray's job supervisor sets for the entrypoint of `ray job submit --working-dir .`
-    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}}))
+    monkeypatch.setenv(
+        "RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"}})
+    )
     monkeypatch.setenv("BEZIER_DISTILL_HOME", str(home))
     assert in_temporary_job_dir()
-    cfg = load_config(REPO / "configs" / "toy2d.yaml", [
-        "teachers=[{name: t, checkpoints: [shipped, runs/earlier/teacher]}, {name: u, checkpoints: [missing]}]",
-        "guides.path=cubic"])
+    cfg = load_config(
+        REPO / "configs" / "toy2d.yaml",
+        [
+            "teachers=[{name: t, checkpoints: [shipped, runs/earlier/teacher]}, {name: u, checkpoints: [missing]}]",
+            "guides.path=cubic",
+        ],
+    )
     assert cfg.run_path == home / "runs" / "toy2d"
     # inputs: the uploaded copy first, then the home (an earlier job's output), else where the user said
     assert cfg.teachers[0].checkpoints == [str(copy / "shipped"), str(home / "runs" / "earlier" / "teacher")]

@@ -42,8 +42,9 @@ def test_store_check_names_store_url_and_hides_the_password(tmp_path, locked_red
     assert time.monotonic() - start < 15
 
 
-@pytest.mark.parametrize("precision,dtype", [("auto", "fp32 (parameters float32)"),
-                                             ("bf16", "bf16 (parameters bfloat16)")])
+@pytest.mark.parametrize(
+    "precision,dtype", [("auto", "fp32 (parameters float32)"), ("bf16", "bf16 (parameters bfloat16)")]
+)
 def test_preflight_runs_a_real_student_step(tmp_path, precision, dtype, monkeypatch):
     monkeypatch.setenv("BEZIER_DISTILL_CACHE", str(tmp_path / "cache"))
     cfg = _cfg(tmp_path, f"precision={precision}")
@@ -62,16 +63,32 @@ def test_preflight_runs_a_real_student_step(tmp_path, precision, dtype, monkeypa
     assert step.ok and "remembered" in step.detail and f"on cpu in {dtype}" in step.detail, step.detail
     assert time.monotonic() - start < 5
     job = lambda c: step_job(c, (1, 8, 8), "cpu")
-    for change in ("student.batch_size=3", "student.objective=velocity", "student.zero_stage=2", "precision=fp32",
-                   "student.threads=2", "student.finetune.steps=0", "student.finetune.sample_steps=[1,2]"):
+    for change in (
+        "student.batch_size=3",
+        "student.objective=velocity",
+        "student.zero_stage=2",
+        "precision=fp32",
+        "student.threads=2",
+        "student.finetune.steps=0",
+        "student.finetune.sample_steps=[1,2]",
+    ):
         changed = _cfg(tmp_path, f"precision={precision}", change)
         assert _step_key(changed, job(changed)) != _step_key(cfg, job(cfg)), change
 
 
 def test_run_stops_before_any_teacher_trains_on_a_bad_store(tmp_path, capsys):
     start = time.monotonic()
-    code = main(["run", str(REPO / "configs" / "smoke.yaml"), "--no-progress", "--set", f"run_dir={tmp_path}",
-                 "--set", f"store.url=redis://127.0.0.1:{free_port()}/0"])
+    code = main(
+        [
+            "run",
+            str(REPO / "configs" / "smoke.yaml"),
+            "--no-progress",
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            f"store.url=redis://127.0.0.1:{free_port()}/0",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "pre-flight check failed" in err and "store.url" in err and "fix:" in err, err
     assert "Traceback" not in err
@@ -83,13 +100,38 @@ def test_a_truncated_teacher_is_named_before_any_work(tmp_path, capsys):
     """A pool's teacher whose weights were cut short: the run names the file within seconds and trains nothing
     (it used to surface minutes later as a deep traceback from an actor, or as a hang)."""
     teacher = tmp_path / "teacher"
-    assert main(["train-teacher", str(REPO / "configs" / "toy2d.yaml"), "--out", str(teacher), "--no-progress",
-                 "--set", "teacher.steps=5", "--set", f"run_dir={tmp_path}"]) == 0
+    assert (
+        main(
+            [
+                "train-teacher",
+                str(REPO / "configs" / "toy2d.yaml"),
+                "--out",
+                str(teacher),
+                "--no-progress",
+                "--set",
+                "teacher.steps=5",
+                "--set",
+                f"run_dir={tmp_path}",
+            ]
+        )
+        == 0
+    )
     weights = teacher / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     start = time.monotonic()
-    code = main(["run", str(REPO / "configs" / "toy2d.yaml"), "--no-progress", "--set", f"run_dir={tmp_path}",
-                 "--set", f"teachers=[{{name: t, checkpoints: [{teacher}]}}]", "--set", "student.init=scratch"])
+    code = main(
+        [
+            "run",
+            str(REPO / "configs" / "toy2d.yaml"),
+            "--no-progress",
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            f"teachers=[{{name: t, checkpoints: [{teacher}]}}]",
+            "--set",
+            "student.init=scratch",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and f"{weights}: unreadable, truncated or corrupt" in err and "fix:" in err, err
     assert "Traceback" not in err and time.monotonic() - start < 60
@@ -115,7 +157,9 @@ def test_the_store_password_never_reaches_files_or_the_step_process(tmp_path):
 
     cfg = _cfg(tmp_path, "store.url=redis://alice:s3cret@db.example:6390/2")
     assert redact_url(cfg.store.url) == "redis://alice:***@db.example:6390/2"
-    assert redact_url("redis://:s3cret@h:1/0") == "redis://:***@h:1/0" and redact_url("redis://h:1/0") == "redis://h:1/0"
+    assert (
+        redact_url("redis://:s3cret@h:1/0") == "redis://:***@h:1/0" and redact_url("redis://h:1/0") == "redis://h:1/0"
+    )
     assert "s3cret" not in dump_config(cfg) and "s3cret" not in public_config(cfg).model_dump_json()
     job = step_job(cfg, (1, 8, 8), "cpu")
     assert "s3cret" not in job.to_json() and "s3cret" not in repr(job)
@@ -124,17 +168,41 @@ def test_the_store_password_never_reaches_files_or_the_step_process(tmp_path):
 def test_a_dashboard_address_in_ray_address_is_explained(tmp_path):
     # a fresh process, as a user runs it (this one may hold the tests' shared Ray)
     env = {**os.environ, "RAY_ADDRESS": "http://127.0.0.1:8265"}
-    out = subprocess.run([sys.executable, "-m", "cluster.cli", "run", str(REPO / "configs" / "smoke.yaml"),
-                          "--no-progress", "--set", f"run_dir={tmp_path}"], env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cluster.cli",
+            "run",
+            str(REPO / "configs" / "smoke.yaml"),
+            "--no-progress",
+            "--set",
+            f"run_dir={tmp_path}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "dashboard's address" in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
 
 
 def test_a_missing_data_file_is_named_without_a_traceback(tmp_path, capsys):
     start = time.monotonic()
-    code = main(["run", str(REPO / "configs" / "toy2d.yaml"), "--no-progress", "--set", f"run_dir={tmp_path}",
-                 "--set", "data.name=file", "--set", f"data.path={tmp_path / 'nowhere.npy'}"])
+    code = main(
+        [
+            "run",
+            str(REPO / "configs" / "toy2d.yaml"),
+            "--no-progress",
+            "--set",
+            f"run_dir={tmp_path}",
+            "--set",
+            "data.name=file",
+            "--set",
+            f"data.path={tmp_path / 'nowhere.npy'}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "nowhere.npy" in err and "Traceback" not in err, err
     assert not (tmp_path / "toy2d" / "teacher").exists() and time.monotonic() - start < 60
@@ -161,9 +229,16 @@ def test_a_phase_with_a_diffusers_first_teacher_is_refused_before_ray(tmp_path):
     diffusers first teacher is named with the key and its fix by the input checks, before Ray starts."""
     diffusers = pytest.importorskip("diffusers")
     unet = tmp_path / "unet"
-    diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-                          down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                          norm_num_groups=4).save_pretrained(unet, safe_serialization=True)
+    diffusers.UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    ).save_pretrained(unet, safe_serialization=True)
     teachers = f"teachers=[{{name: hf, checkpoints: [{unet}], convention: flow_match}}]"
     with pytest.raises(PreflightError, match=r"student\.finetune\.steps.*diffusers model") as err:
         input_checks(_cfg(tmp_path, teachers))  # smoke.yaml has a 20-step phase

@@ -31,18 +31,30 @@ class _Controller:
     def report(self):
         self.made += 1
         done = self.made >= 3
-        return {"finished": done, "live_teachers": 0 if done else 1, "workers": {}, "queued": 0,
-                "store": {"produced": 512 if done else 128, "backlog": 64, "undelivered": 0 if done else 64,
-                          "pending": 64}}
+        return {
+            "finished": done,
+            "live_teachers": 0 if done else 1,
+            "workers": {},
+            "queued": 0,
+            "store": {"produced": 512 if done else 128, "backlog": 64, "undelivered": 0 if done else 64, "pending": 64},
+        }
 
 
 def test_a_student_line_on_its_own_line_every_period_until_the_pool_ends(ray_cluster, tmp_path, monkeypatch):
-    cfg = parse_config({"name": "lines", "run_dir": str(tmp_path), "data": {"name": "eight_gaussians"},
-                        "teacher": {"network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16}},
-                        "guides": {"num_samples": 512, "block_size": 64}, "student": {"steps": 300}})
+    cfg = parse_config(
+        {
+            "name": "lines",
+            "run_dir": str(tmp_path),
+            "data": {"name": "eight_gaussians"},
+            "teacher": {"network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16}},
+            "guides": {"num_samples": 512, "block_size": 64},
+            "student": {"steps": 300},
+        }
+    )
     cfg.run_path.mkdir(parents=True)
-    (cfg.run_path / "metrics.jsonl").write_text(json.dumps({"step": 100, "loss": 0.5, "steps_per_second": 20.0,
-                                                            "records_consumed": 12800}) + "\n")
+    (cfg.run_path / "metrics.jsonl").write_text(
+        json.dumps({"step": 100, "loss": 0.5, "steps_per_second": 20.0, "records_consumed": 12800}) + "\n"
+    )
     monkeypatch.setattr(guide_stage, "STUDENT_LINE_S", 0.3)
     lines, stop = [], threading.Event()
     controller = _Controller.remote()
@@ -66,7 +78,8 @@ def test_a_student_line_on_its_own_line_every_period_until_the_pool_ends(ray_clu
 
 def test_the_line_before_any_step_and_its_eta():
     s = student_status(12.0, 300, None, {"produced": 0, "undelivered": 0, "pending": 0}, 512)
-    assert student_line(s) == ("student 12s: starting (no step logged yet of 300); guides 0/512, backlog 0 "
-                               "waiting, 0 held until a checkpoint")
+    assert student_line(s) == (
+        "student 12s: starting (no step logged yet of 300); guides 0/512, backlog 0 waiting, 0 held until a checkpoint"
+    )
     row = {"step": 300, "loss": 0.1, "steps_per_second": 10.0, "records_consumed": 1}
     assert student_status(1.0, 300, row, {}, 512)["eta_s"] == 0.0

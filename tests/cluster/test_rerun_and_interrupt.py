@@ -33,8 +33,12 @@ def test_a_finished_run_is_refused_before_any_work_and_overwrite_keeps_its_teach
     with pytest.raises(RunExistsError, match=r"already finished in .*--overwrite.*--set name=NEW"):
         run(cfg, echo=lambda s: None)
     assert (folder / "config.yaml").read_text() == "old: true\n"  # untouched
-    out = subprocess.run([str(SCRIPT), "run", str(REPO / "configs" / "toy2d.yaml"), "--set",
-                          f"run_dir={tmp_path / 'runs'}"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(SCRIPT), "run", str(REPO / "configs" / "toy2d.yaml"), "--set", f"run_dir={tmp_path / 'runs'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "already finished" in out.stderr and "Traceback" not in out.stderr
     _start_afresh(cfg, overwrite=True)
     assert sorted(p.name for p in folder.iterdir()) == ["teacher"]
@@ -43,10 +47,22 @@ def test_a_finished_run_is_refused_before_any_work_and_overwrite_keeps_its_teach
 @pytest.mark.slow
 def test_sigterm_stops_every_process_and_the_report_says_interrupted(tmp_path):
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([str(SCRIPT), "run", str(REPO / "configs" / "smoke.yaml"), "--no-progress",
-                             "--set", f"run_dir={runs}", "--set", "teacher.steps=30"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            str(SCRIPT),
+            "run",
+            str(REPO / "configs" / "smoke.yaml"),
+            "--no-progress",
+            "--set",
+            f"run_dir={runs}",
+            "--set",
+            "teacher.steps=30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
     lines, deadline = [], time.monotonic() + 300
     for line in proc.stdout:  # wait until the store and the teacher actors are up
         lines.append(line)

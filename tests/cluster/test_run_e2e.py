@@ -13,19 +13,42 @@ pytestmark = pytest.mark.slow
 
 
 def small_run(tmp_path):
-    return parse_config({
-        "name": "toy-e2e", "seed": 0, "run_dir": str(tmp_path),
-        "data": {"name": "eight_gaussians", "n_train": 4000, "n_held_out": 1000},
-        "teacher": {"network": {"arch": "mlp", "hidden": 64, "depth": 2, "time_embed_dim": 32},
-                    "lr": 3e-3, "steps": 600, "batch_size": 256, "ema_decay": 0.99, "log_every": 100},
-        "eval": {"n_samples": 1000, "slices": 128},
-        "guides": {"path": "cubic", "coupling": "inversion", "coupling_steps": 16, "block_size": 256,
-                   "num_samples": 2048},
-        "teachers": [{"name": "teacher", "checkpoints": ["self", "self:1"], "replicas": 1}],
-        "student": {"objective": "flow_map", "steps": 300, "batch_size": 256, "lr": 1e-3, "max_reuse": 64,
-                    "workers": 2, "checkpoint_every": 100, "log_every": 25},
-        "namespace": "bezier-distill-tests",
-    })
+    return parse_config(
+        {
+            "name": "toy-e2e",
+            "seed": 0,
+            "run_dir": str(tmp_path),
+            "data": {"name": "eight_gaussians", "n_train": 4000, "n_held_out": 1000},
+            "teacher": {
+                "network": {"arch": "mlp", "hidden": 64, "depth": 2, "time_embed_dim": 32},
+                "lr": 3e-3,
+                "steps": 600,
+                "batch_size": 256,
+                "ema_decay": 0.99,
+                "log_every": 100,
+            },
+            "eval": {"n_samples": 1000, "slices": 128},
+            "guides": {
+                "path": "cubic",
+                "coupling": "inversion",
+                "coupling_steps": 16,
+                "block_size": 256,
+                "num_samples": 2048,
+            },
+            "teachers": [{"name": "teacher", "checkpoints": ["self", "self:1"], "replicas": 1}],
+            "student": {
+                "objective": "flow_map",
+                "steps": 300,
+                "batch_size": 256,
+                "lr": 1e-3,
+                "max_reuse": 64,
+                "workers": 2,
+                "checkpoint_every": 100,
+                "log_every": 25,
+            },
+            "namespace": "bezier-distill-tests",
+        }
+    )
 
 
 def test_run_end_to_end_one_step_student_beats_one_euler_step(ray_cluster, tmp_path):
@@ -33,9 +56,18 @@ def test_run_end_to_end_one_step_student_beats_one_euler_step(ray_cluster, tmp_p
     report = run(cfg, echo=lambda s: None, show_bar=False)
 
     folder = cfg.run_path
-    for name in ("config.yaml", "metrics.jsonl", "report.json", "production.json", "samples.png",
-                 "student_loss.png", "student/model.safetensors", "student/model.json",
-                 "teacher/model.safetensors", "teacher-1/model.safetensors"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "report.json",
+        "production.json",
+        "samples.png",
+        "student_loss.png",
+        "student/model.safetensors",
+        "student/model.json",
+        "teacher/model.safetensors",
+        "teacher-1/model.safetensors",
+    ):
         assert (folder / name).is_file(), name
     on_disk = json.loads((folder / "report.json").read_text())
     assert on_disk["timings"]["total_s"] > 0 and on_disk["quality"] == json.loads(json.dumps(report["quality"]))
@@ -74,8 +106,11 @@ def test_a_cluster_too_small_for_the_run_is_refused_before_any_work(ray_cluster,
     cfg = small.model_copy(update={"teachers": [small.teachers[0].model_copy(update={"replicas": 7})]})
     cpus = ray_cluster.cluster_resources()["CPU"]
     assert cpus == 8
-    with pytest.raises(ConfigError, match=r"the Ray cluster has 8 CPUs, and the run holds 9 at once: 7 for the "
-                                          r"teacher actors .* 2 student worker\(s\) .*ray start --head --num-cpus=9"):
+    with pytest.raises(
+        ConfigError,
+        match=r"the Ray cluster has 8 CPUs, and the run holds 9 at once: 7 for the "
+        r"teacher actors .* 2 student worker\(s\) .*ray start --head --num-cpus=9",
+    ):
         run(cfg, echo=lambda s: None, show_bar=False)
     assert not (cfg.run_path / "teacher").exists()  # nothing trained
     assert cpu_shortage(cfg, 9, 2) is None and cpu_shortage(cfg, 9, 3) is not None
@@ -88,8 +123,11 @@ def test_placement_no_node_offers_is_refused_before_any_work(ray_cluster, tmp_pa
     teachers = [small.teachers[0].model_copy(update={"resources": {"teacher_host": 5.0}, "replicas": 2})]
     student = small.student.model_copy(update={"resources_per_worker": {"gpu_host": 1.0}})
     cfg = small.model_copy(update={"teachers": teachers, "student": student})
-    with pytest.raises(ConfigError, match=r"teachers\[.*\]\.resources \(2 x 5\) ask for 10 of resource 'teacher_host', "
-                                          r"the cluster's nodes offer 8; student.resources_per_worker \(2 x 1\) ask "
-                                          r"for 2 of resource 'gpu_host', the cluster's nodes offer 0.*ray start"):
+    with pytest.raises(
+        ConfigError,
+        match=r"teachers\[.*\]\.resources \(2 x 5\) ask for 10 of resource 'teacher_host', "
+        r"the cluster's nodes offer 8; student.resources_per_worker \(2 x 1\) ask "
+        r"for 2 of resource 'gpu_host', the cluster's nodes offer 0.*ray start",
+    ):
         run(cfg, echo=lambda s: None, show_bar=False)
     assert not (cfg.run_path / "teacher").exists()  # nothing trained

@@ -13,18 +13,35 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_bf16_run(tmp_path):
-    return parse_config({
-        "name": "bf16-run", "seed": 1, "run_dir": str(tmp_path), "precision": "bf16",
-        "data": {"name": "eight_gaussians", "n_train": 1000, "n_held_out": 200},
-        "teacher": {"network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16},
-                    "steps": 150, "batch_size": 128, "warmup_steps": 10, "log_every": 50},
-        "eval": {"n_samples": 200, "steps": [1, 2], "slices": 32},
-        "guides": {"path": "cubic", "coupling_steps": 4, "block_size": 128, "num_samples": 512},
-        "teachers": [{"name": "t", "checkpoints": ["self"], "replicas": 1}],
-        "student": {"steps": 20, "batch_size": 64, "workers": 1, "warmup_steps": 2, "checkpoint_every": 20,
-                    "log_every": 10, "eval_steps": [1]},
-        "namespace": "bezier-distill-tests",
-    })
+    return parse_config(
+        {
+            "name": "bf16-run",
+            "seed": 1,
+            "run_dir": str(tmp_path),
+            "precision": "bf16",
+            "data": {"name": "eight_gaussians", "n_train": 1000, "n_held_out": 200},
+            "teacher": {
+                "network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16},
+                "steps": 150,
+                "batch_size": 128,
+                "warmup_steps": 10,
+                "log_every": 50,
+            },
+            "eval": {"n_samples": 200, "steps": [1, 2], "slices": 32},
+            "guides": {"path": "cubic", "coupling_steps": 4, "block_size": 128, "num_samples": 512},
+            "teachers": [{"name": "t", "checkpoints": ["self"], "replicas": 1}],
+            "student": {
+                "steps": 20,
+                "batch_size": 64,
+                "workers": 1,
+                "warmup_steps": 2,
+                "checkpoint_every": 20,
+                "log_every": 10,
+                "eval_steps": [1],
+            },
+            "namespace": "bezier-distill-tests",
+        }
+    )
 
 
 def test_bf16_run_on_cpu_records_bf16_for_every_stage(ray_cluster, tmp_path):

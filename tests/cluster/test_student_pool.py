@@ -29,26 +29,52 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("student-teacher")
-    cfg = parse_config({"name": "t", "run_dir": str(tmp), "data": {"name": "eight_gaussians", "n_train": 2000,
-                                                                   "n_held_out": 200},
-                        "teacher": {"network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16},
-                                    "steps": 300, "batch_size": 128, "log_every": 100}})
+    cfg = parse_config(
+        {
+            "name": "t",
+            "run_dir": str(tmp),
+            "data": {"name": "eight_gaussians", "n_train": 2000, "n_held_out": 200},
+            "teacher": {
+                "network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16},
+                "steps": 300,
+                "batch_size": 128,
+                "log_every": 100,
+            },
+        }
+    )
     return str(train_teacher(cfg, progress=False, echo=lambda s: None))
 
 
 def pool_config(tmp_path, teacher, name, blocks=24, **student):
-    return parse_config({
-        "name": name, "seed": 3, "run_dir": str(tmp_path),
-        "data": {"name": "eight_gaussians", "n_train": 2000, "n_held_out": 200},
-        "teacher": {"network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16}},
-        "guides": {"path": "cubic", "coupling": "inversion", "coupling_steps": 8, "block_size": 64,
-                   "num_samples": 64 * blocks},
-        "teachers": [{"name": "t", "checkpoints": [teacher]}],
-        "student": {"workers": 2, "batch_size": 64, "lr": 2e-3, "warmup_steps": 5, "log_every": 10,
-                    "resources_per_worker": {"student_host": 1},  # placement: the test cluster offers 8
-                    "max_reuse": 3.0, "zero_stage": 1, **student},
-        "namespace": "bezier-distill-tests",
-    })
+    return parse_config(
+        {
+            "name": name,
+            "seed": 3,
+            "run_dir": str(tmp_path),
+            "data": {"name": "eight_gaussians", "n_train": 2000, "n_held_out": 200},
+            "teacher": {"network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16}},
+            "guides": {
+                "path": "cubic",
+                "coupling": "inversion",
+                "coupling_steps": 8,
+                "block_size": 64,
+                "num_samples": 64 * blocks,
+            },
+            "teachers": [{"name": "t", "checkpoints": [teacher]}],
+            "student": {
+                "workers": 2,
+                "batch_size": 64,
+                "lr": 2e-3,
+                "warmup_steps": 5,
+                "log_every": 10,
+                "resources_per_worker": {"student_host": 1},  # placement: the test cluster offers 8
+                "max_reuse": 3.0,
+                "zero_stage": 1,
+                **student,
+            },
+            "namespace": "bezier-distill-tests",
+        }
+    )
 
 
 def fill_store(cfg, sink):
@@ -111,8 +137,18 @@ def test_killed_workers_resume_and_every_record_is_trained_on(ray_cluster, teach
     # max_reuse 2: a fresh delivery every other step or so, so records keep arriving after the checkpoint
     # 300 steps: the second kill lands before the end (a rank runs ~50 steps/s here)
     # prefetch 2: reading ahead must not lose records or train them twice across restarts
-    cfg = pool_config(tmp_path, teacher, "pool-b", blocks=40, steps=300, checkpoint_every=15, max_failures=3,
-                      zero_stage=2, max_reuse=2.0, prefetch=2)
+    cfg = pool_config(
+        tmp_path,
+        teacher,
+        "pool-b",
+        blocks=40,
+        steps=300,
+        checkpoint_every=15,
+        max_failures=3,
+        zero_stage=2,
+        max_reuse=2.0,
+        prefetch=2,
+    )
     killed = []
     with EmbeddedRedis(tmp_path / "redis") as server:
         store = fill_store(cfg, server.url)
@@ -136,8 +172,16 @@ def test_killed_workers_resume_and_every_record_is_trained_on(ray_cluster, teach
 
 
 def test_pool_trains_from_an_exported_parquet_directory(ray_cluster, teacher, tmp_path):
-    cfg = pool_config(tmp_path, teacher, "pool-c", blocks=8, steps=20, checkpoint_every=10,
-                      source="parquet", parquet_dir=str(tmp_path / "guides"))
+    cfg = pool_config(
+        tmp_path,
+        teacher,
+        "pool-c",
+        blocks=8,
+        steps=20,
+        checkpoint_every=10,
+        source="parquet",
+        parquet_dir=str(tmp_path / "guides"),
+    )
     with ParquetGuideSink(tmp_path / "guides") as sink:
         fill_store(cfg, sink)
     summary = run_student_pool(cfg, None, (2,), teacher, echo=lambda s: None)
@@ -154,9 +198,17 @@ def test_a_distribution_phase_trains_one_fake_field_for_all_ranks(ray_cluster, t
 
     from student.engine_state import read_rank_meta
 
-    cfg = pool_config(tmp_path, teacher, "pool-dm", blocks=8, steps=30, checkpoint_every=10,
-                      source="parquet", parquet_dir=str(tmp_path / "guides"),
-                      finetune={"steps": 15, "fake_updates": 2, "sample_steps": [1, 2]})
+    cfg = pool_config(
+        tmp_path,
+        teacher,
+        "pool-dm",
+        blocks=8,
+        steps=30,
+        checkpoint_every=10,
+        source="parquet",
+        parquet_dir=str(tmp_path / "guides"),
+        finetune={"steps": 15, "fake_updates": 2, "sample_steps": [1, 2]},
+    )
     with ParquetGuideSink(tmp_path / "guides") as sink:
         fill_store(cfg, sink)
     summary = run_student_pool(cfg, None, (2,), teacher, echo=lambda s: None)

@@ -20,8 +20,14 @@ def two_run_study(root, tmp_path):
     keep = {"rf-generated", "cubic-two-solve"}
     raw["variants"] = [dict(v, objectives=["flow_map"]) for v in raw["variants"] if v["name"] in keep]
     raw["teachers"] = {k: v for k, v in raw["teachers"].items() if k in ("rf1", "rf1b")}
-    raw["claims"] = [{"text": "Solve guides beat rectified-flow distillation", "better": ["cubic-two-solve"],
-                      "than": ["rf-generated"], "steps": [1, 2]}]
+    raw["claims"] = [
+        {
+            "text": "Solve guides beat rectified-flow distillation",
+            "better": ["cubic-two-solve"],
+            "than": ["rf-generated"],
+            "steps": [1, 2],
+        }
+    ]
     raw.update(base=str(root / "configs" / "toy2d.yaml"), run_dir=str(tmp_path / "runs"))
     study_file = tmp_path / "study.yaml"
     study_file.write_text(yaml.safe_dump(raw))
@@ -60,8 +66,12 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
     md = (tmp_path / "docs" / "results.md").read_text()
     for v in study.variants:
         for objective in v.objectives:
-            rows = [line for line in md.splitlines() if line.startswith(f"| {v.name} | `{objective}` |")
-                    or line.startswith(f"| **{v.name}** (default) | `{objective}` |")]
+            rows = [
+                line
+                for line in md.splitlines()
+                if line.startswith(f"| {v.name} | `{objective}` |")
+                or line.startswith(f"| **{v.name}** (default) | `{objective}` |")
+            ]
             assert len(rows) == 3, (v.name, objective)  # sliced W2 over the teacher's best, sliced W2, energy
     assert all(t["reference_rows"][0]["label"] == "rk4" for t in results["teachers"])
     assert "sliced W2 / teacher's best, 1 step" in md and "Closest to its own teacher" in md
@@ -78,8 +88,9 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
 
     # files written before straightness and distinct pairs were kept: resuming adds them, running nothing again
     old_result = planned[0].cfg.run_path / RESULT_FILE
-    old_result.write_text(json.dumps({k: v for k, v in json.loads(old_result.read_text()).items()
-                                      if k != "distinct_pairs"}))
+    old_result.write_text(
+        json.dumps({k: v for k, v in json.loads(old_result.read_text()).items() if k != "distinct_pairs"})
+    )
     old_eval = next(tmp_path.glob("runs/**/study_eval.json"))
     old_eval.write_text(json.dumps({k: v for k, v in json.loads(old_eval.read_text()).items() if k != "straightness"}))
     stamps = {p.key: (p.cfg.run_path / RESULT_FILE).stat().st_mtime_ns for p in planned}

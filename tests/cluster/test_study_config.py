@@ -13,8 +13,9 @@ from cluster.study_config import load_study
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["study_toy2d.yaml", "study_digits.yaml", "study_digits_cpu.yaml",
-                                  "study_digits_gpu.yaml"])
+@pytest.mark.parametrize(
+    "name", ["study_toy2d.yaml", "study_digits.yaml", "study_digits_cpu.yaml", "study_digits_gpu.yaml"]
+)
 @pytest.mark.parametrize("quick", [False, True])
 def test_shipped_studies_validate(name, quick):
     study, _, runs = load_study(CONFIGS / name, quick)
@@ -23,8 +24,10 @@ def test_shipped_studies_validate(name, quick):
     assert len({r.cfg.name for r in runs}) == len(runs)
     for r in runs:  # only configuration differs: the same student budget and guide count in every run
         assert r.cfg.student.objective == r.objective and r.cfg.seed == r.seed
-        assert (r.cfg.student.steps, r.cfg.guides.num_samples) == (runs[0].cfg.student.steps,
-                                                                   runs[0].cfg.guides.num_samples)
+        assert (r.cfg.student.steps, r.cfg.guides.num_samples) == (
+            runs[0].cfg.student.steps,
+            runs[0].cfg.guides.num_samples,
+        )
         assert len(r.cfg.teachers) == 1 and len(r.cfg.teachers[0].checkpoints) == len(r.variant.teachers)
     if not quick:
         assert len(seeds) >= 3
@@ -68,22 +71,27 @@ def test_missing_base_is_named(tmp_path):
         load_study(_study(tmp_path, base="nowhere.yaml"))
 
 
-@pytest.mark.parametrize(("method", "expected"), [
-    (dict(path="cubic", coupling="inversion", checkpoints=["self", "self:1"], rounds=0), "cubic-two/flow_map"),
-    (dict(path="cubic", coupling="inversion", checkpoints=["self"], rounds=0), "cubic-same/flow_map"),
-    (dict(path="linear", coupling="generated", checkpoints=["self"], rounds=0), "rf-generated/flow_map"),
-    (dict(path="linear", coupling="generated", checkpoints=["self"], rounds=1), "rf2-generated/flow_map"),
-    (dict(path="cubic", coupling="inversion", checkpoints=["self"], rounds=1), None),  # not in the matrix
-])
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        (dict(path="cubic", coupling="inversion", checkpoints=["self", "self:1"], rounds=0), "cubic-two/flow_map"),
+        (dict(path="cubic", coupling="inversion", checkpoints=["self"], rounds=0), "cubic-same/flow_map"),
+        (dict(path="linear", coupling="generated", checkpoints=["self"], rounds=0), "rf-generated/flow_map"),
+        (dict(path="linear", coupling="generated", checkpoints=["self"], rounds=1), "rf2-generated/flow_map"),
+        (dict(path="cubic", coupling="inversion", checkpoints=["self"], rounds=1), None),  # not in the matrix
+    ],
+)
 def test_default_row_is_the_base_method_with_its_teacher_rounds(method, expected):
     from cluster.study import _default_rows
 
     study, base, runs = load_study(CONFIGS / "study_digits.yaml")
-    base = {**base, "teacher": {**base["teacher"], "reflow_rounds": method["rounds"]},
-            "guides": {**base["guides"], "path": method["path"], "coupling": method["coupling"],
-                       "rule": "euler_step"},
-            "student": {**base["student"], "objective": "flow_map"},
-            "teachers": [{**base["teachers"][0], "checkpoints": method["checkpoints"]}]}
+    base = {
+        **base,
+        "teacher": {**base["teacher"], "reflow_rounds": method["rounds"]},
+        "guides": {**base["guides"], "path": method["path"], "coupling": method["coupling"], "rule": "euler_step"},
+        "student": {**base["student"], "objective": "flow_map"},
+        "teachers": [{**base["teachers"][0], "checkpoints": method["checkpoints"]}],
+    }
     assert _default_rows(study, base, runs, False)[0] == expected
 
 
@@ -107,11 +115,14 @@ def test_extends_names_a_missing_or_circular_parent(tmp_path):
         load_study(tmp_path / "a.yaml")
 
 
-@pytest.mark.parametrize(("screen", "message"), [
-    ({"seeds": [7]}, r"screen.seeds \[7\] are not among the study's seeds \[0, 1, 2\]"),
-    ({"always": ["nope"]}, r"screen.always: unknown variants \['nope'\]"),
-    ({"keep": -1}, r"screen.keep"),
-])
+@pytest.mark.parametrize(
+    ("screen", "message"),
+    [
+        ({"seeds": [7]}, r"screen.seeds \[7\] are not among the study's seeds \[0, 1, 2\]"),
+        ({"always": ["nope"]}, r"screen.always: unknown variants \['nope'\]"),
+        ({"keep": -1}, r"screen.keep"),
+    ],
+)
 def test_a_bad_screen_is_named(tmp_path, screen, message):
     with pytest.raises(ConfigError, match=message):
         load_study(_study(tmp_path, screen=screen))
@@ -123,40 +134,79 @@ def test_a_screened_study_plans_its_finalists_only_when_the_screen_is_finished(t
     from cluster.study_config import teacher_path
 
     variants = [{"name": n, "label": n, "teachers": ["rf1"], "objectives": ["flow_map"]} for n in ("a", "b", "c")]
-    path = _study(tmp_path, variants=variants, claims=[], seeds=[0, 1, 2], run_dir=str(tmp_path / "runs"),
-                  screen={"seeds": [0], "keep": 1, "steps": [1], "always": ["c"]})
+    path = _study(
+        tmp_path,
+        variants=variants,
+        claims=[],
+        seeds=[0, 1, 2],
+        run_dir=str(tmp_path / "runs"),
+        screen={"seeds": [0], "keep": 1, "steps": [1], "always": ["c"]},
+    )
     study, base, runs = load_study(path)
     planned, screen = plan_runs(study, base, runs, False, str(path))
     assert [r.key for r in planned] == ["a-flow_map-s0", "b-flow_map-s0", "c-flow_map-s0"]
     assert screen["finalists"] is None
     assert plan_runs(study, base, runs, True, str(path)) == (runs, None)  # --quick screens nothing
 
-    row = lambda label, steps, w: {"label": label, "steps": steps, "nfe": steps or 90, "sliced_w2": w,  # noqa: E731
-                                   "energy": w}
+    row = lambda label, steps, w: {
+        "label": label,
+        "steps": steps,
+        "nfe": steps or 90,
+        "sliced_w2": w,  # noqa: E731
+        "energy": w,
+    }
     teacher = teacher_path(study, "rf1", 0, False)
     teacher.mkdir(parents=True)
-    (teacher / TEACHER_EVAL_FILE).write_text(json.dumps(
-        {"key": "rf1", "seed": 0, "rows": [row("euler", 1, 2.0), row("adaptive", None, 0.5)],
-         "reference_rows": [], "floor": {"sliced_w2": 0.01, "energy": 0.01}}))
+    (teacher / TEACHER_EVAL_FILE).write_text(
+        json.dumps(
+            {
+                "key": "rf1",
+                "seed": 0,
+                "rows": [row("euler", 1, 2.0), row("adaptive", None, 0.5)],
+                "reference_rows": [],
+                "floor": {"sliced_w2": 0.01, "energy": 0.01},
+            }
+        )
+    )
     for r, w in zip(planned, (0.9, 0.7, 1.5)):  # b is the screen's best; c is always kept
         r.cfg.run_path.mkdir(parents=True)
-        (r.cfg.run_path / RESULT_FILE).write_text(json.dumps(
-            {"key": r.key, "variant": r.variant.name, "objective": r.objective, "seed": r.seed, "teachers": ["rf1"],
-             "rows": [row("s", 1, w)], "nfe_per_record": 32, "wall_seconds": 1.0}))
+        (r.cfg.run_path / RESULT_FILE).write_text(
+            json.dumps(
+                {
+                    "key": r.key,
+                    "variant": r.variant.name,
+                    "objective": r.objective,
+                    "seed": r.seed,
+                    "teachers": ["rf1"],
+                    "rows": [row("s", 1, w)],
+                    "nfe_per_record": 32,
+                    "wall_seconds": 1.0,
+                }
+            )
+        )
         if r.variant.name == "b":
             assert plan_runs(study, base, runs, False, str(path))[1]["finalists"] is None  # not all finished yet
     planned, screen = plan_runs(study, base, runs, False, str(path))
     assert screen["finalists"] == ["b/flow_map", "c/flow_map"]
     assert [k for k, _ in screen["ranking"]] == ["b/flow_map", "a/flow_map", "c/flow_map"]
     assert screen["ranking"][0][1] == pytest.approx(0.7 / 0.5)
-    assert [r.key for r in planned] == ["a-flow_map-s0", "b-flow_map-s0", "c-flow_map-s0", "b-flow_map-s1",
-                                        "c-flow_map-s1", "b-flow_map-s2", "c-flow_map-s2"]
+    assert [r.key for r in planned] == [
+        "a-flow_map-s0",
+        "b-flow_map-s0",
+        "c-flow_map-s0",
+        "b-flow_map-s1",
+        "c-flow_map-s1",
+        "b-flow_map-s2",
+        "c-flow_map-s2",
+    ]
     a_file = planned[0].cfg.run_path / RESULT_FILE  # a later change to a screen run does not move the finalists
     text = a_file.read_text()
     assert '"sliced_w2": 0.9' in text
     a_file.write_text(text.replace('"sliced_w2": 0.9', '"sliced_w2": 0.1'))  # a would now rank first
-    assert finalists(collect_results(study, base, planned[:3], False, str(path)),
-                     screen)[0] == ["a/flow_map", "c/flow_map"]
+    assert finalists(collect_results(study, base, planned[:3], False, str(path)), screen)[0] == [
+        "a/flow_map",
+        "c/flow_map",
+    ]
     assert plan_runs(study, base, runs, False, str(path))[1]["finalists"] == ["b/flow_map", "c/flow_map"]
 
 
@@ -174,8 +224,11 @@ def test_a_study_takes_its_metric_kind_from_the_data_source(tmp_path):
     from cluster.study import collect_results
 
     raw = yaml.safe_load((CONFIGS / "study_toy2d.yaml").read_text())
-    path = _study(tmp_path, run_dir=str(tmp_path / "runs"),
-                  set=raw["set"] + ["data.name=synthetic-32", "data.n_train=8", "data.n_held_out=4"])
+    path = _study(
+        tmp_path,
+        run_dir=str(tmp_path / "runs"),
+        set=raw["set"] + ["data.name=synthetic-32", "data.n_train=8", "data.n_held_out=4"],
+    )
     study, base, runs = load_study(path)
     assert runs[0].cfg.data.shape is None
     results = collect_results(study, base, runs, False, str(path))

@@ -6,8 +6,16 @@ import math
 
 import pytest
 
-from cluster.study_report import (_conclusion, _default_line, _teacher_cells, aggregate, claim_verdicts, finalists,
-                                  interval, write_report)
+from cluster.study_report import (
+    _conclusion,
+    _default_line,
+    _teacher_cells,
+    aggregate,
+    claim_verdicts,
+    finalists,
+    interval,
+    write_report,
+)
 
 
 def _conclusion_lines(results):
@@ -24,20 +32,41 @@ def _run(variant, objective, seed, w1, w2=None):
     rows = [{"label": "s", "steps": 1, "nfe": 1, "sliced_w2": w1, "energy": w1 / 10}]
     if w2 is not None:
         rows.append({"label": "s", "steps": 2, "nfe": 2, "sliced_w2": w2, "energy": w2 / 10})
-    return {"key": f"{variant}-{objective}-s{seed}", "variant": variant, "objective": objective, "seed": seed,
-            "rows": rows, "floor": {"sliced_w2": 0.05, "energy": 0.001}, "nfe_per_record": 130,
-            "wall_seconds": 10.0 + seed, "samples_file": "/nonexistent"}
+    return {
+        "key": f"{variant}-{objective}-s{seed}",
+        "variant": variant,
+        "objective": objective,
+        "seed": seed,
+        "rows": rows,
+        "floor": {"sliced_w2": 0.05, "energy": 0.001},
+        "nfe_per_record": 130,
+        "wall_seconds": 10.0 + seed,
+        "samples_file": "/nonexistent",
+    }
 
 
 def _results(runs, claims, default="a/flow_map", notes=()):
     variants = [{"name": n, "label": f"variant {n}"} for n in ("a", "b", "c")]
-    return {"study": "unit", "config_file": "configs/study_unit.yaml", "quick": False, "seeds": [0, 1, 2],
-            "data": "eight_gaussians", "metric_kind": "vector", "planned_runs": [r["key"] for r in runs] + ["x"],
-            "runs": runs, "teachers": [], "settings": {"student_steps": 10, "student_batch_size": 8,
-                                                       "student_workers": 2, "guide_records": 64,
-                                                       "eval_samples": 100},
-            "study_config": {"variants": variants, "claims": claims, "notes": list(notes)},
-            "default": default}
+    return {
+        "study": "unit",
+        "config_file": "configs/study_unit.yaml",
+        "quick": False,
+        "seeds": [0, 1, 2],
+        "data": "eight_gaussians",
+        "metric_kind": "vector",
+        "planned_runs": [r["key"] for r in runs] + ["x"],
+        "runs": runs,
+        "teachers": [],
+        "settings": {
+            "student_steps": 10,
+            "student_batch_size": 8,
+            "student_workers": 2,
+            "guide_records": 64,
+            "eval_samples": 100,
+        },
+        "study_config": {"variants": variants, "claims": claims, "notes": list(notes)},
+        "default": default,
+    }
 
 
 def test_claims_are_tested_seed_by_seed():
@@ -45,8 +74,10 @@ def test_claims_are_tested_seed_by_seed():
     runs = [_run("a", "flow_map", s, 1.0 + s - 0.1, 2.0) for s in range(3)]
     runs += [_run("b", "flow_map", s, 1.0 + s, 1.0) for s in range(3)]
     runs += [_run("c", "velocity", s, [1.0, 3.0, 0.5][s] + s) for s in range(3)]
-    claims = [{"text": "a beats b", "better": ["a"], "than": ["b/flow_map"], "steps": [1, 2]},
-              {"text": "c beats b", "better": ["c"], "than": ["b"], "steps": [1]}]
+    claims = [
+        {"text": "a beats b", "better": ["a"], "than": ["b/flow_map"], "steps": [1, 2]},
+        {"text": "c beats b", "better": ["c"], "than": ["b"], "steps": [1]},
+    ]
     verdicts = claim_verdicts(_results(runs, claims))
     by = {(v["claim"], v["steps"]): v for v in verdicts}
     assert by[("a beats b", 1)]["verdict"] == "holds"
@@ -62,8 +93,10 @@ def test_claims_are_tested_seed_by_seed():
 def test_a_diverged_side_loses_and_one_seed_settles_nothing():
     runs = [_run("a", "flow_map", 0, float("inf")), _run("b", "flow_map", 0, 1.0)]
     runs[0]["rows"][0] = {"label": "s", "steps": 1, "nfe": 1, "non_finite": 1.0}
-    claims = [{"text": "a beats b", "better": ["a"], "than": ["b"], "steps": [1]},
-              {"text": "b beats a", "better": ["b"], "than": ["a"], "steps": [1]}]
+    claims = [
+        {"text": "a beats b", "better": ["a"], "than": ["b"], "steps": [1]},
+        {"text": "b beats a", "better": ["b"], "than": ["a"], "steps": [1]},
+    ]
     verdicts = claim_verdicts(_results(runs, claims))
     assert [v["verdict"] for v in verdicts] == ["does not hold", "holds"]
     runs = [_run("a", "flow_map", 0, 0.5), _run("b", "flow_map", 0, 1.0)]
@@ -72,8 +105,10 @@ def test_a_diverged_side_loses_and_one_seed_settles_nothing():
 
 def test_results_md_is_made_from_the_json_beside_it(tmp_path):
     runs = [_run(v, "flow_map", s, w + 0.01 * s) for v, w in (("a", 0.2), ("b", 0.3)) for s in range(3)]
-    claims = [{"text": "a beats b", "better": ["a"], "than": ["b"], "steps": [1]},
-              {"text": "b beats a", "paper": True, "better": ["b"], "than": ["a"], "steps": [1]}]
+    claims = [
+        {"text": "a beats b", "better": ["a"], "than": ["b"], "steps": [1]},
+        {"text": "b beats a", "paper": True, "better": ["b"], "than": ["a"], "steps": [1]},
+    ]
     md = write_report(_results(runs, claims, default="b/flow_map", notes=["b is no longer the default."]), tmp_path)
     text = md.read_text()
     saved = json.loads((tmp_path / "results" / "unit" / "results.json").read_text())
@@ -82,12 +117,15 @@ def test_results_md_is_made_from_the_json_beside_it(tmp_path):
     mean, half = interval([0.2, 0.21, 0.22])
     assert f"| a | `flow_map` | 130 | {mean:.4g} ± {half:.2g} |" in text
     assert "a beats b (1 step): **holds**" in text
-    assert ("the best 1-step student from teachers like the shipped default's is variant a, `flow_map`, not the "
-            "default (variant b, `flow_map`)") in text
+    assert (
+        "the best 1-step student from teachers like the shipped default's is variant a, `flow_map`, not the "
+        "default (variant b, `flow_map`)"
+    ) in text
     assert "settled, so the default should change to it" in text
     assert "- **Decision:** b is no longer the default." in text
-    assert ("**The paper's claims:** 0 of 1 tests hold here; these do not: \"b beats a\" at 1 step "
-            "(does not hold)") in text
+    assert (
+        '**The paper\'s claims:** 0 of 1 tests hold here; these do not: "b beats a" at 1 step (does not hold)'
+    ) in text
 
 
 def test_default_line_compares_rows_with_teachers_like_the_defaults_and_names_the_best_overall():
@@ -104,16 +142,29 @@ def test_default_line_compares_rows_with_teachers_like_the_defaults_and_names_th
     assert "the shipped default, variant a, `flow_map`, is the best 1-step student from teachers like its own" in line
     results["default_peers"] = []  # older result files: every row is a peer
     assert "the best 1-step student from teachers like the shipped default's is variant c" in _default_line(
-        results, aggregate(results), "sliced_w2")
+        results, aggregate(results), "sliced_w2"
+    )
 
 
 def _teacher(key, seed, euler, adaptive, reference):
-    row = lambda label, steps, w: {"label": label, "steps": steps, "nfe": steps or 90, "sliced_w2": w,  # noqa: E731
-                                   "energy": w / 10}
-    return {"key": key, "seed": seed, "label": f"teacher {key}", "rows": [row("euler", 4, euler),
-            row("adaptive", None, adaptive)], "reference_rows": [row("rk4", 32, reference)],
-            "floor": {"sliced_w2": 0.05, "energy": 0.001}, "train_seconds": 5.0, "eval_seconds": 1.0,
-            "samples_files": {"euler": "/nonexistent", "adaptive": "/nonexistent"}}
+    row = lambda label, steps, w: {
+        "label": label,
+        "steps": steps,
+        "nfe": steps or 90,
+        "sliced_w2": w,  # noqa: E731
+        "energy": w / 10,
+    }
+    return {
+        "key": key,
+        "seed": seed,
+        "label": f"teacher {key}",
+        "rows": [row("euler", 4, euler), row("adaptive", None, adaptive)],
+        "reference_rows": [row("rk4", 32, reference)],
+        "floor": {"sliced_w2": 0.05, "energy": 0.001},
+        "train_seconds": 5.0,
+        "eval_seconds": 1.0,
+        "samples_files": {"euler": "/nonexistent", "adaptive": "/nonexistent"},
+    }
 
 
 def _with_teachers(runs, teachers, **changes):
@@ -131,16 +182,21 @@ def test_students_are_measured_against_their_own_teachers_best_row_per_seed():
     assert (mean, half) == pytest.approx(interval([0.75 / 0.5, 0.5 / 0.25]))
     assert agg["a/flow_map"]["cells"][(2, "sliced_w2_to_teacher_best")][0] == pytest.approx((1.2 + 1.2) / 2)
     del runs[1]["teachers"]  # a run without its teachers: no ratio for the row rather than a wrong one
-    assert (1, "sliced_w2_to_teacher_best") not in aggregate(_with_teachers(runs[:1], teachers) | {
-        "runs": runs})["a/flow_map"]["cells"]
+    assert (1, "sliced_w2_to_teacher_best") not in aggregate(_with_teachers(runs[:1], teachers) | {"runs": runs})[
+        "a/flow_map"
+    ]["cells"]
 
 
 def test_the_screen_keeps_the_best_rows_by_their_teachers_best_and_the_named_ones():
     # on seed 0 b is best by the ratio, a second, c last; c is kept because the screen always keeps it; seed 1
     # rows (a finalist's later seed) do not change the ranking
     teachers = [_teacher("t", 0, 1.0, 1.0, 0.5), _teacher("t", 1, 1.0, 1.0, 0.5)]
-    runs = [_run("a", "flow_map", 0, 0.6, 0.7), _run("b", "flow_map", 0, 0.55, 0.6), _run("c", "velocity", 0, 2.0, 3.0),
-            _run("a", "flow_map", 1, 9.0, 9.0)]
+    runs = [
+        _run("a", "flow_map", 0, 0.6, 0.7),
+        _run("b", "flow_map", 0, 0.55, 0.6),
+        _run("c", "velocity", 0, 2.0, 3.0),
+        _run("a", "flow_map", 1, 9.0, 9.0),
+    ]
     results = _with_teachers(runs, teachers)
     chosen, ranking = finalists(results, {"seeds": [0], "keep": 1, "steps": [1, 2], "always": ["c"]})
     assert chosen == ["b/flow_map", "c/velocity"]
@@ -155,8 +211,14 @@ def test_the_screen_keeps_the_best_rows_by_their_teachers_best_and_the_named_one
 def test_results_md_shows_the_ratio_the_teachers_best_row_and_the_screen(tmp_path):
     teachers = [_teacher("t", s, 1.0, 0.8, 0.5) for s in range(3)]
     runs = [_run(v, "flow_map", s, w + 0.01 * s) for v, w in (("a", 0.6), ("b", 0.9)) for s in range(3)]
-    screen = {"seeds": [0], "keep": 1, "steps": [1], "always": [], "finalists": ["a/flow_map"],
-              "ranking": [["a/flow_map", 1.2], ["b/flow_map", 1.8]]}
+    screen = {
+        "seeds": [0],
+        "keep": 1,
+        "steps": [1],
+        "always": [],
+        "finalists": ["a/flow_map"],
+        "ranking": [["a/flow_map", 1.2], ["b/flow_map", 1.8]],
+    }
     text = write_report(_with_teachers(runs, teachers, screen=screen), tmp_path).read_text()
     mean, half = interval([(0.6 + 0.01 * s) / 0.5 for s in range(3)])
     assert f"| **a** (default) | `flow_map` | 130 | {mean:.4g} ± {half:.2g} | 3 |" in text  # the ratio table
@@ -165,8 +227,10 @@ def test_results_md_shows_the_ratio_the_teachers_best_row_and_the_screen(tmp_pat
     assert "The best teacher row is teacher t with the reference solver (rk4 x 32)" in text
     assert f"Closest to its own teacher: variant a, `flow_map` at {mean:.4g} ± {half:.2g} x its teacher's best" in text
     assert ". ." not in text
-    assert ("- **Screen:** every variant ran at seed 0; the finalists (the 1 best by the primary metric over the "
-            "teacher's best, mean over steps 1)") in text
+    assert (
+        "- **Screen:** every variant ran at seed 0; the finalists (the 1 best by the primary metric over the "
+        "teacher's best, mean over steps 1)"
+    ) in text
     assert "go on to every seed: a/flow_map. Screen ranking: a/flow_map 1.2; b/flow_map 1.8." in text
     assert "(Euler, adaptive and the reference solver), then the mean over seeds" in text
 
@@ -182,8 +246,14 @@ def test_after_a_screen_the_best_rows_are_among_the_finalists():
 
 
 def _image_run(variant, seed, fid, interval=True):
-    row = {"label": "s", "steps": 1, "nfe": 1, "fid": fid, "kid": fid / 100,
-           **({"fid_interval": [fid - 2, fid + 3]} if interval else {})}
+    row = {
+        "label": "s",
+        "steps": 1,
+        "nfe": 1,
+        "fid": fid,
+        "kid": fid / 100,
+        **({"fid_interval": [fid - 2, fid + 3]} if interval else {}),
+    }
     return {**_run(variant, "flow_map", seed, 1.0), "rows": [row], "floor": {"fid": 9.0, "kid": 0.01}}
 
 

@@ -20,10 +20,20 @@ def two_teachers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("teachers")
     paths = []
     for i, name in enumerate(("alpha", "beta")):
-        cfg = parse_config({"name": name, "seed": i, "run_dir": str(tmp),
-                            "data": {"name": "eight_gaussians", "n_train": 2000, "n_held_out": 200},
-                            "teacher": {"network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16},
-                                        "steps": 150 + 50 * i, "batch_size": 128, "log_every": 50}})
+        cfg = parse_config(
+            {
+                "name": name,
+                "seed": i,
+                "run_dir": str(tmp),
+                "data": {"name": "eight_gaussians", "n_train": 2000, "n_held_out": 200},
+                "teacher": {
+                    "network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16},
+                    "steps": 150 + 50 * i,
+                    "batch_size": 128,
+                    "log_every": 50,
+                },
+            }
+        )
         paths.append(str(train_teacher(cfg, progress=False, echo=lambda s: None)))
     return paths
 
@@ -35,14 +45,26 @@ def redis_url(tmp_path):
 
 
 def run_config(tmp_path, name, pools, num_samples=256, block=32):
-    return parse_config({
-        "name": name, "seed": 5, "run_dir": str(tmp_path),
-        "data": {"name": "eight_gaussians", "n_train": 2000, "n_held_out": 200},
-        "teacher": {"network": {"arch": "mlp"}},
-        "guides": {"path": "cubic", "rule": "euler_step", "coupling": "inversion", "coupling_steps": 16,
-                   "block_size": block, "num_samples": num_samples},
-        "teachers": pools, "namespace": "bezier-distill-tests", "max_restarts": 2,
-    })
+    return parse_config(
+        {
+            "name": name,
+            "seed": 5,
+            "run_dir": str(tmp_path),
+            "data": {"name": "eight_gaussians", "n_train": 2000, "n_held_out": 200},
+            "teacher": {"network": {"arch": "mlp"}},
+            "guides": {
+                "path": "cubic",
+                "rule": "euler_step",
+                "coupling": "inversion",
+                "coupling_steps": 16,
+                "block_size": block,
+                "num_samples": num_samples,
+            },
+            "teachers": pools,
+            "namespace": "bezier-distill-tests",
+            "max_restarts": 2,
+        }
+    )
 
 
 def wait_finished(controller, timeout=120):
@@ -88,8 +110,13 @@ def test_actor_guides_equal_pure_functions_and_carry_two_teacher_ids(ray_cluster
 
 
 def test_killed_actor_is_restarted_and_its_block_lands_once(ray_cluster, two_teachers, redis_url, tmp_path):
-    cfg = run_config(tmp_path, "crash", [{"name": "solo", "checkpoints": [two_teachers[0]], "replicas": 1,
-                                          "num_cpus": 1}], num_samples=2048, block=64)
+    cfg = run_config(
+        tmp_path,
+        "crash",
+        [{"name": "solo", "checkpoints": [two_teachers[0]], "replicas": 1, "num_cpus": 1}],
+        num_samples=2048,
+        block=64,
+    )
     controller = start_controller(cfg, redis_url)
     ray_cluster.get(controller.start_pools.remote())
     worker = ray_cluster.get_actor(f"{cfg.name}-solo-1", namespace=cfg.namespace)
@@ -101,8 +128,9 @@ def test_killed_actor_is_restarted_and_its_block_lands_once(ray_cluster, two_tea
     state = wait_finished(controller)
     assert state["workers"]["solo-1"]["restarts"] == 1
     # the actor is idle once it asked for a block after the last one; it may not have asked yet (CI saw that)
-    with pytest.raises(Exception,
-                       match=r"no teacher actor 'nope'; the run's teacher actors: solo-1 \((idle|running)\)"):
+    with pytest.raises(
+        Exception, match=r"no teacher actor 'nope'; the run's teacher actors: solo-1 \((idle|running)\)"
+    ):
         ray_cluster.get(controller.remove_teacher.remote("nope", True))
     for _ in range(2):  # stopping works in any state, and again once stopped
         assert ray_cluster.get(controller.remove_teacher.remote("solo-1", True))["state"] == "removed"
@@ -116,16 +144,22 @@ def test_killed_actor_is_restarted_and_its_block_lands_once(ray_cluster, two_tea
 
 
 def test_remove_with_drain_loses_and_duplicates_nothing(ray_cluster, two_teachers, redis_url, tmp_path):
-    cfg = run_config(tmp_path, "drain", [{"name": "p", "checkpoints": [two_teachers[1]], "replicas": 2,
-                                          "num_cpus": 1}], num_samples=2048, block=32)
+    cfg = run_config(
+        tmp_path,
+        "drain",
+        [{"name": "p", "checkpoints": [two_teachers[1]], "replicas": 2, "num_cpus": 1}],
+        num_samples=2048,
+        block=32,
+    )
     controller = start_controller(cfg, redis_url)
     ray_cluster.get(controller.start_pools.remote())
     while ray_cluster.get(controller.state.remote())["done"] < 4:
         time.sleep(0.1)
     removed = ray_cluster.get(controller.remove_teacher.remote("p-1", True))
     assert removed["state"] == "removed"
-    added = ray_cluster.get(controller.add_teacher.remote(TeacherPoolConfig(name="late", checkpoints=[two_teachers[0]]),
-                                                          1))
+    added = ray_cluster.get(
+        controller.add_teacher.remote(TeacherPoolConfig(name="late", checkpoints=[two_teachers[0]]), 1)
+    )
     ray_cluster.get(controller.remove_teacher.remote("p-2", True))  # now only the added actor can finish the run
     state = wait_finished(controller)
     assert added == ["late-3"] and state["workers"]["late-3"]["blocks"] > 0
@@ -141,28 +175,33 @@ def test_adding_an_incompatible_teacher_is_refused(ray_cluster, redis_url, tmp_p
     from teachers.checkpoint import CheckpointMeta, save_checkpoint
     from teachers.nets import build_network
 
-    img = save_checkpoint(tmp_path / "img", build_network("mlp", (1, 8, 8), hidden=8, depth=1, time_embed_dim=8),
-                          CheckpointMeta(arch="mlp", arch_kwargs={"hidden": 8, "depth": 1, "time_embed_dim": 8},
-                                         data_shape=[1, 8, 8]))
+    img = save_checkpoint(
+        tmp_path / "img",
+        build_network("mlp", (1, 8, 8), hidden=8, depth=1, time_embed_dim=8),
+        CheckpointMeta(arch="mlp", arch_kwargs={"hidden": 8, "depth": 1, "time_embed_dim": 8}, data_shape=[1, 8, 8]),
+    )
     cfg = run_config(tmp_path, "refuse", [])
     controller = start_controller(cfg, redis_url)
     with pytest.raises(Exception, match=r"data_shape \[1, 8, 8\] does not match the run's data \[2\]"):
         ray_cluster.get(controller.add_teacher.remote(TeacherPoolConfig(name="bad", checkpoints=[str(img)]), 1))
     with pytest.raises(Exception, match="checkpoint directory does not exist"):
-        ray_cluster.get(controller.add_teacher.remote(
-            TeacherPoolConfig(name="gone", checkpoints=[str(tmp_path / "nope")]), 1))
+        ray_cluster.get(
+            controller.add_teacher.remote(TeacherPoolConfig(name="gone", checkpoints=[str(tmp_path / "nope")]), 1)
+        )
     assert ray_cluster.get(controller.state.remote())["workers"] == {}
 
 
-def test_a_production_loop_that_raises_fails_the_job_within_seconds_with_its_error(ray_cluster, two_teachers,
-                                                                                   redis_url, tmp_path):
+def test_a_production_loop_that_raises_fails_the_job_within_seconds_with_its_error(
+    ray_cluster, two_teachers, redis_url, tmp_path
+):
     """Nobody reads the store and it admits one record: the actor's second put times out in its production
     thread. The controller stops that actor, hands its block out again, and the job stops with the error."""
     from cluster.guide_stage import _progress
 
     cfg = run_config(tmp_path, "stuck", [{"name": "s", "checkpoints": [two_teachers[0]], "replicas": 1}])
-    cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"max_backlog_records": 1,
-                                                                        "put_timeout_s": 0.5})})
+    cfg = cfg.model_copy(
+        update={"store": cfg.store.model_copy(update={"max_backlog_records": 1, "put_timeout_s": 0.5})}
+    )
     controller = start_controller(cfg, redis_url)
     ray_cluster.get(controller.start_pools.remote())
     start, lines = time.monotonic(), []
@@ -180,9 +219,22 @@ def _held(ray, resource: str) -> float:
 
 
 def test_teacher_actors_hold_their_pools_resources_and_an_added_one_copies_or_overrides_them(
-        ray_cluster, two_teachers, redis_url, tmp_path):
-    cfg = run_config(tmp_path, "placed", [{"name": "p", "checkpoints": [two_teachers[0]], "replicas": 2,
-                                           "num_cpus": 1, "resources": {"teacher_host": 1.5}}], num_samples=4096)
+    ray_cluster, two_teachers, redis_url, tmp_path
+):
+    cfg = run_config(
+        tmp_path,
+        "placed",
+        [
+            {
+                "name": "p",
+                "checkpoints": [two_teachers[0]],
+                "replicas": 2,
+                "num_cpus": 1,
+                "resources": {"teacher_host": 1.5},
+            }
+        ],
+        num_samples=4096,
+    )
     controller = start_controller(cfg, redis_url)
     ray_cluster.get(controller.start_pools.remote())
     deadline = time.monotonic() + 60
@@ -192,8 +244,11 @@ def test_teacher_actors_hold_their_pools_resources_and_an_added_one_copies_or_ov
     # `teachers add --pool p`: the new actor copies p's settings, its resources included ...
     copied = ray_cluster.get(controller.add_checkpoint.remote(two_teachers[1], 1, None, "copied", "p", {}))
     # ... and `--resources` / `--num-cpus` override them
-    over = ray_cluster.get(controller.add_checkpoint.remote(two_teachers[1], 1, None, "over", "p",
-                                                            {"resources": {"teacher_host": 2.0}, "num_cpus": 0.5}))
+    over = ray_cluster.get(
+        controller.add_checkpoint.remote(
+            two_teachers[1], 1, None, "over", "p", {"resources": {"teacher_host": 2.0}, "num_cpus": 0.5}
+        )
+    )
     while _held(ray_cluster, "teacher_host") < 6.5 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _held(ray_cluster, "teacher_host") == 6.5, ray_cluster.available_resources()

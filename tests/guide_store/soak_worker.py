@@ -30,9 +30,19 @@ def produce(url, run, first, blocks, size):
             continue
         g = torch.Generator().manual_seed(start)
         t = lambda: torch.randn(size, 16, generator=g)
-        store.put(GuideBatch(sample_id=torch.arange(start, start + size), x0=t(), x1=t(), guides=[t(), t()],
-                             taus=[1 / 3, 2 / 3], teachers=["a", "b"], teacher_versions=["1", "1"],
-                             run=run, producer=f"soak-{first}"))
+        store.put(
+            GuideBatch(
+                sample_id=torch.arange(start, start + size),
+                x0=t(),
+                x1=t(),
+                guides=[t(), t()],
+                taus=[1 / 3, 2 / 3],
+                teachers=["a", "b"],
+                teacher_versions=["1", "1"],
+                run=run,
+                producer=f"soak-{first}",
+            )
+        )
         time.sleep(random.uniform(0.0, 0.02))
 
 
@@ -48,8 +58,18 @@ def consume(url, run, name, log_path, stop_file, hold_s):
             time.sleep(random.uniform(0.5, 1.5) * float(hold_s))  # "training" on the batch
             for d in got:  # one ack per entry, so the log says exactly which entry each count belongs to
                 acked = store.ack([d.id])
-                log.write(json.dumps({"consumer": name, "entry": d.id, "reclaimed": d.reclaimed,
-                                      "records": len(d.batch), "acked": acked}) + "\n")
+                log.write(
+                    json.dumps(
+                        {
+                            "consumer": name,
+                            "entry": d.id,
+                            "reclaimed": d.reclaimed,
+                            "records": len(d.batch),
+                            "acked": acked,
+                        }
+                    )
+                    + "\n"
+                )
             log.flush()
 
 

@@ -27,17 +27,36 @@ def test_open_store_passes_every_keyword_on(monkeypatch):
         return "store"
 
     monkeypatch.setattr(open_store_module, "RedisGuideStore", fake)
-    assert open_store("redis://x", "r", dtype="float16", expect_shape=(1, 8, 8), expect_guides=3,
-                      max_backlog_bytes=5, claim_idle_s=2.0) == "store"
+    assert (
+        open_store(
+            "redis://x",
+            "r",
+            dtype="float16",
+            expect_shape=(1, 8, 8),
+            expect_guides=3,
+            max_backlog_bytes=5,
+            claim_idle_s=2.0,
+        )
+        == "store"
+    )
     assert got["args"] == ("redis://x", "r", "students")
     kw = got["kwargs"]
-    assert (kw["dtype"], kw["expect_shape"], kw["expect_guides"], kw["max_backlog_bytes"], kw["claim_idle_s"]) == \
-        ("float16", (1, 8, 8), 3, 5, 2.0)
+    assert (kw["dtype"], kw["expect_shape"], kw["expect_guides"], kw["max_backlog_bytes"], kw["claim_idle_s"]) == (
+        "float16",
+        (1, 8, 8),
+        3,
+        5,
+        2.0,
+    )
 
 
 def test_no_package_builds_the_store_itself():
-    built = [f"{path.relative_to(ROOT)}:{n}"
-             for package in ("guide_store", "teachers", "student", "cluster")
-             for path in sorted((ROOT / package).rglob("*.py")) if path.name != "open_store.py"
-             for n, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"\bRedisGuideStore\(", line)]
+    built = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for package in ("guide_store", "teachers", "student", "cluster")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.name != "open_store.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\bRedisGuideStore\(", line)
+    ]
     assert built == []

@@ -127,8 +127,9 @@ def test_producer_blocks_at_backlog_bound_and_resumes(redis_server, run_name):
 def test_backpressure_timeout_is_clear(redis_server, run_name):
     store = RedisGuideStore(redis_server.url, run_name, max_backlog_bytes=1 << 20, put_timeout_s=0.3)
     store.put(make_batch(0, n=300, shape=(3, 32, 32), guides=0))  # ~2.4 MB: admitted, the backlog was empty
-    with pytest.raises(BackpressureTimeout,
-                       match=r"300 undelivered records .* above the bound .* are the students consuming"):
+    with pytest.raises(
+        BackpressureTimeout, match=r"300 undelivered records .* above the bound .* are the students consuming"
+    ):
         store.put(make_batch(300))
 
 
@@ -148,8 +149,10 @@ def _bad_payloads():
         "garbage": (b"\x00" * 50, "truncated or corrupt"),
         "schema version": (encode_record_batch(good.replace_schema_metadata(meta)).to_pybytes(), "schema version 7"),
         "shape": (encode_batch(make_batch(0, shape=(2,))).to_pybytes(), r"record shape \[2\], expected \[1, 8, 8\]"),
-        "dtype": (encode_record_batch(wrong_dtype.replace_schema_metadata(good.schema.metadata)).to_pybytes(),
-                  "dtype double"),
+        "dtype": (
+            encode_record_batch(wrong_dtype.replace_schema_metadata(good.schema.metadata)).to_pybytes(),
+            "dtype double",
+        ),
         "nan": (encode_batch(nan).to_pybytes(), "'x1' holds NaN or Inf"),
         "inf": (encode_batch(inf).to_pybytes(), "'g1' holds NaN or Inf"),
     }
@@ -264,7 +267,7 @@ def test_dead_letters_keep_a_bounded_prefix_of_the_payload(redis_server, run_nam
     assert store.get("c", timeout_s=0.2) == []
     (letter,) = store.dead_letters()
     assert letter["payload_bytes"] == "3000000"
-    (_, fields), = store.client.xrange(store.dead)
+    ((_, fields),) = store.client.xrange(store.dead)
     assert len(fields[b"payload_prefix"]) == DEAD_PAYLOAD_BYTES
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from guide_store.codec import decode_batch, encode_batch, encode_record_batch
-from guide_store.schema import (META_VERSION, RecordError, from_record_batch, guide_schema, to_record_batch)
+from guide_store.schema import META_VERSION, RecordError, from_record_batch, guide_schema, to_record_batch
 
 from guide_factory import assert_same, make_batch
 
@@ -92,6 +92,22 @@ def test_repeated_ids_and_inconsistent_guides():
 
 def test_schema_names_every_field():
     names = guide_schema((2,), "float32", 2).names
-    for required in ("sample_id", "run", "run_seed", "x0", "x1", "g1", "g2", "tau1", "tau2", "teacher1",
-                     "teacher2", "teacher1_version", "guide_rule", "coupling", "producer", "created_at"):
+    for required in (
+        "sample_id",
+        "run",
+        "run_seed",
+        "x0",
+        "x1",
+        "g1",
+        "g2",
+        "tau1",
+        "tau2",
+        "teacher1",
+        "teacher2",
+        "teacher1_version",
+        "guide_rule",
+        "coupling",
+        "producer",
+        "created_at",
+    ):
         assert required in names

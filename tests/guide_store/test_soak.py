@@ -25,8 +25,9 @@ def test_soak_with_random_consumer_deaths(redis_server, run_name, tmp_path):
     rng = random.Random(0)
     url, log, stop = redis_server.url, tmp_path / "acks.jsonl", tmp_path / "stop"
     env_py = [sys.executable, WORKER]
-    producers = [subprocess.Popen(env_py + ["produce", url, run_name, str(10**6 * (p + 1)), "400", "8"])
-                 for p in range(2)]
+    producers = [
+        subprocess.Popen(env_py + ["produce", url, run_name, str(10**6 * (p + 1)), "400", "8"]) for p in range(2)
+    ]
     consumers, serial, kills = {}, 0, 0
     # consumers are the bottleneck for the soak's length: 3 of them take about SOAK_SECONDS for all entries
     hold_s = min(0.1, 0.8 * SOAK_SECONDS * 3 * 2 / (2 * 400))

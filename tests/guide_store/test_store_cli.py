@@ -25,8 +25,11 @@ def test_export_and_stats_from_a_runs_embedded_store(tmp_path):
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
     assert stats["produced"] == 12 and stats["acknowledged"] == 4 and stats["undelivered"] == 8
-    out = subprocess.run([SCRIPT, "store", "export", "demo", "--run-dir", str(tmp_path), "--to", str(tmp_path / "pq")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [SCRIPT, "store", "export", "demo", "--run-dir", str(tmp_path), "--to", str(tmp_path / "pq")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "exported 8 records in 2 batches" in out.stdout
     assert sum(pq.ParquetFile(p).metadata.num_rows for p in (tmp_path / "pq").glob("*.parquet")) == 8
@@ -38,8 +41,12 @@ def test_missing_run_is_named(tmp_path):
 
 
 def test_bench_measures_both_paths():
-    out = subprocess.run([SCRIPT, "store", "bench", "--batch-mb", "0.5", "--seconds", "0.5", "--json"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [SCRIPT, "store", "bench", "--batch-mb", "0.5", "--seconds", "0.5", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     row = json.loads(out.stdout)["rows"][0]
     assert row["raw_MBps"] > 0 and row["store_MBps"] > 0

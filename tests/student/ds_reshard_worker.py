@@ -72,8 +72,10 @@ def run_phase(config_file: str, out: Path, phase: str, rank_i: int, world: str) 
         assert extra["step"] == STEPS, extra
     take_step(engine, STEPS, rank_i, world_i, per_step)
     if rank_i == 0:
-        save_file({k: v.detach().contiguous() for k, v in engine.module.state_dict().items()},
-                  str(out / f"after-{source}-to-{world}.safetensors"))
+        save_file(
+            {k: v.detach().contiguous() for k, v in engine.module.state_dict().items()},
+            str(out / f"after-{source}-to-{world}.safetensors"),
+        )
     dist.barrier()
 
 

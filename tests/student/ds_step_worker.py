@@ -44,17 +44,27 @@ def steps(cfg) -> dict:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     lrs, losses, loss_dtypes = [], [], []
     for step in range(4):
-        loss = _step(engine, job, step, [torch.randn(job.optim.batch_size, 2, generator=g).to(device, dtype)
-                                         for _ in range(4)], g)
+        loss = _step(
+            engine,
+            job,
+            step,
+            [torch.randn(job.optim.batch_size, 2, generator=g).to(device, dtype) for _ in range(4)],
+            g,
+        )
         lrs.append(engine.optimizer.param_groups[0]["lr"])
         losses.append(loss.item())
         loss_dtypes.append(str(loss.dtype))
-    return {"resume_max_diff": _resume_gap(job, engine, ema, device, precision, dtype),
-            "precision": precision, "optimizer": type(engine.optimizer).__name__,
-            "parameter_dtypes": sorted({str(p.dtype) for p in engine.module.parameters()}),
-            "ema_dtypes": sorted({str(p.dtype) for p in ema.parameters()}),
-            "forward_dtypes": sorted(set(outputs)), "loss_dtypes": sorted(set(loss_dtypes)),
-            "lrs": lrs, "losses": losses}
+    return {
+        "resume_max_diff": _resume_gap(job, engine, ema, device, precision, dtype),
+        "precision": precision,
+        "optimizer": type(engine.optimizer).__name__,
+        "parameter_dtypes": sorted({str(p.dtype) for p in engine.module.parameters()}),
+        "ema_dtypes": sorted({str(p.dtype) for p in ema.parameters()}),
+        "forward_dtypes": sorted(set(outputs)),
+        "loss_dtypes": sorted(set(loss_dtypes)),
+        "lrs": lrs,
+        "losses": losses,
+    }
 
 
 def _step(engine, job, step: int, points, g) -> torch.Tensor:
@@ -78,8 +88,10 @@ def _resume_gap(job, engine, ema, device, precision, dtype) -> float:
     points = [torch.randn(job.optim.batch_size, 2, generator=g).to(device, dtype) for _ in range(4)]
     for e in (engine, resumed):
         _step(e, job, 4, points, torch.Generator().manual_seed(2))
-    return max((a.float() - b.float()).abs().max().item()
-               for a, b in zip(engine.module.parameters(), resumed.module.parameters()))
+    return max(
+        (a.float() - b.float()).abs().max().item()
+        for a, b in zip(engine.module.parameters(), resumed.module.parameters())
+    )
 
 
 if __name__ == "__main__":

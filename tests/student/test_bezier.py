@@ -7,8 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from student.bezier import (bezier_point, bezier_velocity, elevate_degree, flow_map_target,
-                            flow_map_velocity)
+from student.bezier import bezier_point, bezier_velocity, elevate_degree, flow_map_target, flow_map_velocity
 
 shapes = st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple)
 dtypes = st.sampled_from([torch.float32, torch.float64])
@@ -93,8 +92,9 @@ def test_hand_computed_values():
 @given(degree=st.integers(1, 4), batch=st.integers(1, 5), shape=shapes, seed=st.integers(0, 10**6))
 def test_flow_map_targets_compose(degree, batch, shape, seed):
     pts = _points(degree, batch, shape, torch.float64, seed)
-    s, t, u = torch.sort(torch.rand(3, batch, generator=torch.Generator().manual_seed(seed), dtype=torch.float64),
-                         0).values
+    s, t, u = torch.sort(
+        torch.rand(3, batch, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), 0
+    ).values
     b_s, b_t = flow_map_target(pts, s, t)
     b_t2, b_u = flow_map_target(pts, t, u)
     b_s3, b_u3 = flow_map_target(pts, s, u)

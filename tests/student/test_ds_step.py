@@ -25,16 +25,32 @@ def run_steps(tmp_path, arch_list: str, *cases: dict) -> list[dict]:
     for k, top in enumerate(cases):
         top = dict(top)
         student = {"batch_size": 16, "lr": 1e-3, "warmup_steps": 2, "steps": 10, "workers": 1, **top.pop("student")}
-        raw = parse_config({"name": "ds-step", "data": {"name": "eight_gaussians"},
-                            "teacher": {"network": {"arch": "mlp", "hidden": 16, "depth": 1, "time_embed_dim": 8}},
-                            "student": student, **top}).model_dump(mode="json")
+        raw = parse_config(
+            {
+                "name": "ds-step",
+                "data": {"name": "eight_gaussians"},
+                "teacher": {"network": {"arch": "mlp", "hidden": 16, "depth": 1, "time_embed_dim": 8}},
+                "student": student,
+                **top,
+            }
+        ).model_dump(mode="json")
         files.append(tmp_path / f"config-{k}.json")
         files[-1].write_text(json.dumps(raw))
     extensions = tmp_path / "torch_extensions"
-    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions), "TORCH_CUDA_ARCH_LIST": arch_list,
-           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, WORKER, str(free_port()), *map(str, files)], env=env,
-                         capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "TORCH_EXTENSIONS_DIR": str(extensions),
+        "TORCH_CUDA_ARCH_LIST": arch_list,
+        "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    out = subprocess.run(
+        [sys.executable, WORKER, str(free_port()), *map(str, files)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     # nothing compiled: DeepSpeed's JIT builds land in TORCH_EXTENSIONS_DIR
     assert not extensions.exists() or not any(extensions.iterdir()), sorted(extensions.rglob("*"))
@@ -52,8 +68,11 @@ def run_steps(tmp_path, arch_list: str, *cases: dict) -> list[dict]:
 def bf16_by_stage(tmp_path_factory):
     """ZeRO 1 and 2 in bf16, with an arch list DeepSpeed's op builder cannot parse, in one worker process."""
     stages = [1, 2]
-    results = run_steps(tmp_path_factory.mktemp("bf16"), "9.0a", *[
-        {"precision": "bf16", "student": {"zero_stage": stage, "objective": "flow_map"}} for stage in stages])
+    results = run_steps(
+        tmp_path_factory.mktemp("bf16"),
+        "9.0a",
+        *[{"precision": "bf16", "student": {"zero_stage": stage, "objective": "flow_map"}} for stage in stages],
+    )
     return dict(zip(stages, results))
 
 
@@ -67,14 +86,16 @@ def test_bf16_student_step_on_cpu_trains_in_bf16_without_building_ops(bf16_by_st
 
 
 def test_student_precision_overrides_the_run_and_auto_is_fp32_on_cpu(tmp_path):
-    result, = run_steps(tmp_path, "8.0;9.0+PTX", {"precision": "bf16",
-                                                   "student": {"precision": "fp32", "objective": "velocity"}})
+    (result,) = run_steps(
+        tmp_path, "8.0;9.0+PTX", {"precision": "bf16", "student": {"precision": "fp32", "objective": "velocity"}}
+    )
     assert result["precision"] == "fp32" and result["parameter_dtypes"] == ["torch.float32"]
     assert result["forward_dtypes"] == result["loss_dtypes"] == ["torch.float32"]
 
 
 def test_a_saved_rank_state_resumes_exactly_at_every_zero_stage(tmp_path):
-    results = run_steps(tmp_path, "8.0", *[{"student": {"zero_stage": stage, "objective": "flow_map"}}
-                                           for stage in (0, 1, 2)])
+    results = run_steps(
+        tmp_path, "8.0", *[{"student": {"zero_stage": stage, "objective": "flow_map"}} for stage in (0, 1, 2)]
+    )
     assert [r["optimizer"] for r in results] == ["Adam", "DeepSpeedZeroOptimizer", "DeepSpeedZeroOptimizer"]
     assert all(r["precision"] == "fp32" for r in results)

@@ -16,8 +16,10 @@ from teachers.device_plan import resolve_precision
 
 
 def test_tree_round_trip_keeps_int_keys_and_tensors():
-    state = {"state": {0: {"step": 3, "exp_avg": torch.arange(4.0)}, 1: {"step": 3, "exp_avg": torch.ones(2)}},
-             "param_groups": [{"lr": 1e-3, "betas": [0.9, 0.999], "params": [0, 1], "amsgrad": False, "x": None}]}
+    state = {
+        "state": {0: {"step": 3, "exp_avg": torch.arange(4.0)}, 1: {"step": 3, "exp_avg": torch.ones(2)}},
+        "param_groups": [{"lr": 1e-3, "betas": [0.9, 0.999], "params": [0, 1], "amsgrad": False, "x": None}],
+    }
     tensors = {}
     skeleton = json.loads(json.dumps(pack_tree(state, tensors, "optim")))
     back = unpack_tree(skeleton, tensors)

@@ -26,9 +26,20 @@ def redis_url(tmp_path_factory):
 
 def batch(run: str, start: int, n: int = 4) -> GuideBatch:
     g = torch.Generator().manual_seed(start)
-    return GuideBatch(sample_id=torch.arange(start, start + n), x0=torch.randn(n, 2, generator=g),
-                      x1=torch.randn(n, 2, generator=g), guides=[], taus=[], teachers=[], teacher_versions=[],
-                      guide_rule="euler_step", coupling="generated", run=run, run_seed=1, producer="test")
+    return GuideBatch(
+        sample_id=torch.arange(start, start + n),
+        x0=torch.randn(n, 2, generator=g),
+        x1=torch.randn(n, 2, generator=g),
+        guides=[],
+        taus=[],
+        teachers=[],
+        teacher_versions=[],
+        guide_rule="euler_step",
+        coupling="generated",
+        run=run,
+        run_seed=1,
+        producer="test",
+    )
 
 
 def filled(url: str, run: str, blocks: int) -> RedisGuideStore:

@@ -6,9 +6,18 @@ from torch import nn
 
 from student.bezier import bezier_point
 from student.networks import build_student, init_from_teacher
-from student.objectives import (OBJECTIVES, ObjectiveSettings, flow_map_loss, flow_map_sampler, flow_map_step,
-                                objective_loss,
-                                sample_flow_map_times, student_sampler, velocity_loss, velocity_sampler)
+from student.objectives import (
+    OBJECTIVES,
+    ObjectiveSettings,
+    flow_map_loss,
+    flow_map_sampler,
+    flow_map_step,
+    objective_loss,
+    sample_flow_map_times,
+    student_sampler,
+    velocity_loss,
+    velocity_sampler,
+)
 from student.replay import ReplayPool
 from teachers.guides import path_degree
 from teachers.nets import build_network
@@ -58,8 +67,9 @@ def test_linear_path_is_rectified_flow_distillation():
     g = torch.Generator().manual_seed(0)
     x0, x1, t = torch.randn(32, 2, generator=g), torch.randn(32, 2, generator=g), torch.rand(32, generator=g)
     model = build_network("mlp", (2,), hidden=32, depth=1, time_embed_dim=8)
-    assert velocity_loss(model, [x0, x1], t).item() == pytest.approx(rectified_flow_loss(model, x0, x1, t).item(),
-                                                                      rel=1e-6)
+    assert velocity_loss(model, [x0, x1], t).item() == pytest.approx(
+        rectified_flow_loss(model, x0, x1, t).item(), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("objective", list(OBJECTIVES))
@@ -91,17 +101,20 @@ def test_a_consistency_term_adds_nothing_for_a_consistent_map_and_penalises_an_i
     for bend, consistent in ((0.0, True), (1.5, False)):
         model = _ConstantMap(torch.randn(2, dtype=torch.float64), bend)
         plain = objective_loss(model, pts, ObjectiveSettings("flow_map"), torch.Generator().manual_seed(3))
-        shortcut = objective_loss(model, pts, ObjectiveSettings(objective, consistency_weight=2.0),
-                                  torch.Generator().manual_seed(3))
-        unweighted = objective_loss(model, pts, ObjectiveSettings(objective, consistency_weight=0.0),
-                                    torch.Generator().manual_seed(3))
+        shortcut = objective_loss(
+            model, pts, ObjectiveSettings(objective, consistency_weight=2.0), torch.Generator().manual_seed(3)
+        )
+        unweighted = objective_loss(
+            model, pts, ObjectiveSettings(objective, consistency_weight=0.0), torch.Generator().manual_seed(3)
+        )
         assert torch.allclose(unweighted, plain)
         assert torch.allclose(shortcut, plain) if consistent else shortcut > plain + 1e-3, (bend, shortcut, plain)
 
 
 def test_flow_map_times_shares():
-    s, t = sample_flow_map_times(20000, ObjectiveSettings(endpoint_share=0.3, diagonal_share=0.2),
-                                 torch.Generator().manual_seed(0))
+    s, t = sample_flow_map_times(
+        20000, ObjectiveSettings(endpoint_share=0.3, diagonal_share=0.2), torch.Generator().manual_seed(0)
+    )
     assert bool((s <= t).all()) and bool(((s >= 0) & (t <= 1)).all())
     ends = ((s == 0) & (t == 1)).float().mean().item()
     diag = (s == t).float().mean().item()
@@ -159,8 +172,13 @@ def test_velocity_sampler_is_euler_on_the_student():
         student_sampler("nope", model)
 
 
-@pytest.mark.parametrize("arch,shape,kwargs", [("mlp", (2,), {"hidden": 16, "depth": 2, "time_embed_dim": 8}),
-                                                ("unet", (1, 8, 8), {"channels": 8, "time_embed_dim": 16})])
+@pytest.mark.parametrize(
+    "arch,shape,kwargs",
+    [
+        ("mlp", (2,), {"hidden": 16, "depth": 2, "time_embed_dim": 8}),
+        ("unet", (1, 8, 8), {"channels": 8, "time_embed_dim": 16}),
+    ],
+)
 def test_flow_map_student_from_teacher_starts_as_one_euler_step(arch, shape, kwargs):
     torch.manual_seed(0)
     teacher = build_network(arch, shape, **kwargs)
@@ -248,16 +266,19 @@ def test_tri_and_forward_terms_are_the_two_jumps_written_out():
     x = bezier_point(pts, s)
     with torch.no_grad():
         pred = bent(x, s, t)
-        for objective, u, last, w in (("flow_map_tri", s + r * (t - s), None, r),
-                                      ("flow_map_forward", t - torch.clamp(t - s, max=0.1), "u", None)):
+        for objective, u, last, w in (
+            ("flow_map_tri", s + r * (t - s), None, r),
+            ("flow_map_forward", t - torch.clamp(t - s, max=0.1), "u", None),
+        ):
             if w is None:
                 w = torch.where(t > s, (u - s) / (t - s).clamp(min=1e-12), torch.zeros_like(s))
             first = bent(x, s, u)
             second = bent(x + (u - s)[:, None] * first, u, u if last == "u" else t)
             goal = w[:, None] * first + (1 - w)[:, None] * second
             term = (pred - goal).pow(2).mean()
-            got = objective_loss(bent, pts, ObjectiveSettings(objective, consistency_weight=0.5, consistency_h=0.1),
-                                 g())
+            got = objective_loss(
+                bent, pts, ObjectiveSettings(objective, consistency_weight=0.5, consistency_h=0.1), g()
+            )
             assert got.item() == pytest.approx(plain.item() + 0.5 * term.item(), rel=1e-9), objective
             assert term.item() > 1e-4
 
@@ -319,8 +340,9 @@ def test_tri_and_forward_targets_vanish_on_the_exact_flow_map_of_a_linear_field(
     x0 = torch.randn(256, 2, dtype=torch.float64)
     pts = [x0, x0 * torch.exp(torch.tensor(0.8, dtype=torch.float64))]  # a straight "path"; only the map matters
     plain = objective_loss(Exact(0.8), pts, ObjectiveSettings("flow_map"), torch.Generator().manual_seed(2))
-    tri = objective_loss(Exact(0.8), pts, ObjectiveSettings("flow_map_tri", consistency_weight=1.0),
-                         torch.Generator().manual_seed(2))
+    tri = objective_loss(
+        Exact(0.8), pts, ObjectiveSettings("flow_map_tri", consistency_weight=1.0), torch.Generator().manual_seed(2)
+    )
     assert tri.item() == pytest.approx(plain.item(), rel=1e-9, abs=1e-12)
     terms = []
     for h in (0.04, 0.02):

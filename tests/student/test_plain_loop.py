@@ -10,14 +10,19 @@ from teachers.nets import build_network
 
 
 def _job(tmp_path, objective):
-    cfg = parse_config({"name": "plain", "data": {"name": "eight_gaussians"},
-                        "teacher": {"network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16}},
-                        "student": {"objective": objective, "batch_size": 32, "lr": 2e-3, "warmup_steps": 2,
-                                    "log_every": 5}})
+    cfg = parse_config(
+        {
+            "name": "plain",
+            "data": {"name": "eight_gaussians"},
+            "teacher": {"network": {"arch": "mlp", "hidden": 32, "depth": 1, "time_embed_dim": 16}},
+            "student": {"objective": objective, "batch_size": 32, "lr": 2e-3, "warmup_steps": 2, "log_every": 5},
+        }
+    )
     net = cfg.teacher.network
     teacher = build_network(net.arch, (2,), **net.kwargs())
-    save_checkpoint(tmp_path / "teacher", teacher, CheckpointMeta(arch=net.arch, arch_kwargs=net.kwargs(),
-                                                                  data_shape=[2]))
+    save_checkpoint(
+        tmp_path / "teacher", teacher, CheckpointMeta(arch=net.arch, arch_kwargs=net.kwargs(), data_shape=[2])
+    )
     return StudentJob.of(cfg, None, (2,), str(tmp_path / "teacher")), teacher
 
 
@@ -32,8 +37,9 @@ def test_the_plain_loop_trains_and_reports_its_rate(tmp_path):
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(256, 2, generator=g)
     x1 = x0 + 1.0  # a constant velocity: easy to learn
-    got = plain_student_rate(job, [x0, x1], batch_size=32, steps=20, warmup_steps=2, device=torch.device("cpu"),
-                             precision="fp32")
+    got = plain_student_rate(
+        job, [x0, x1], batch_size=32, steps=20, warmup_steps=2, device=torch.device("cpu"), precision="fp32"
+    )
     assert got["steps"] == 20 and got["steps_per_second"] > 0
     assert got["records_per_second"] == got["steps_per_second"] * 32
     assert got["parameters"] > 0 and torch.isfinite(torch.tensor(got["loss"]))

@@ -24,12 +24,21 @@ ROOT = str(Path(__file__).resolve().parents[2])
 
 def _phase(configs: list[Path], folder: Path, phase: str, world: int) -> None:
     port = str(free_port())
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, WORKER, str(folder), phase, port, str(r), str(world),
-                               *map(str, configs)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r in range(world)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, str(folder), phase, port, str(r), str(world), *map(str, configs)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(world)
+    ]
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (_, err) in zip(procs, outs):
         if p.returncode != 0:
@@ -37,10 +46,21 @@ def _phase(configs: list[Path], folder: Path, phase: str, world: int) -> None:
 
 
 def _config(tmp_path: Path, zero_stage: int) -> Path:
-    raw = parse_config({"name": "reshard", "data": {"name": "eight_gaussians"},
-                        "teacher": {"network": {"arch": "mlp", "hidden": 24, "depth": 2, "time_embed_dim": 8}},
-                        "student": {"batch_size": 8, "lr": 1e-2, "warmup_steps": 0, "workers": 1,
-                                    "zero_stage": zero_stage, "objective": "velocity"}}).model_dump(mode="json")
+    raw = parse_config(
+        {
+            "name": "reshard",
+            "data": {"name": "eight_gaussians"},
+            "teacher": {"network": {"arch": "mlp", "hidden": 24, "depth": 2, "time_embed_dim": 8}},
+            "student": {
+                "batch_size": 8,
+                "lr": 1e-2,
+                "warmup_steps": 0,
+                "workers": 1,
+                "zero_stage": zero_stage,
+                "objective": "velocity",
+            },
+        }
+    ).model_dump(mode="json")
     path = tmp_path / f"config-{zero_stage}.json"
     path.write_text(json.dumps(raw))
     return path
@@ -70,10 +90,16 @@ def test_a_state_resumes_at_another_world_size(tmp_path):
 def test_zero_2_is_refused_at_another_world_size(tmp_path):
     """Refused from the files' metadata, before any optimizer state is read (no engine needed)."""
     for rank in range(2):
-        meta = {"format": FORMAT, "version": 1, "rank": rank, "world_size": 2, "zero_stage": 2, "optimizer": {},
-                "extra": {}}
-        save_file({"x": torch.zeros(1)}, str(rank_file(tmp_path, rank)),
-                  metadata={"bezier_distill": json.dumps(meta)})
+        meta = {
+            "format": FORMAT,
+            "version": 1,
+            "rank": rank,
+            "world_size": 2,
+            "zero_stage": 2,
+            "optimizer": {},
+            "extra": {},
+        }
+        save_file({"x": torch.zeros(1)}, str(rank_file(tmp_path, rank)), metadata={"bezier_distill": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="ZeRO 2 state does not reshard .*student.workers: 2"):
         load_rank_state(tmp_path, None, None, 0, 1, 2)
 

@@ -10,9 +10,17 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_the_student_section_is_grouped_as_the_worker_reads_it():
-    cfg = load_config(CONFIGS / "toy2d.yaml", ["student.lr=3e-4", "student.objective=velocity",
-                                                "student.endpoint_share=0.3", "student.replay_records=123",
-                                                "student.checkpoint_every=7", "guides.num_samples=640"])
+    cfg = load_config(
+        CONFIGS / "toy2d.yaml",
+        [
+            "student.lr=3e-4",
+            "student.objective=velocity",
+            "student.endpoint_share=0.3",
+            "student.replay_records=123",
+            "student.checkpoint_every=7",
+            "guides.num_samples=640",
+        ],
+    )
     job = StudentJob.of(cfg, "redis://:pw@h:1/0", [2], "/ckpt/teacher")
     assert job.data_shape == (2,) and job.run == cfg.name and job.seed == cfg.seed
     assert (job.objective.objective, job.objective.endpoint_share) == ("velocity", 0.3)
@@ -30,8 +38,10 @@ def test_the_job_survives_the_json_trip_of_the_step_check():
 
 
 def test_the_phase_is_the_last_finetune_steps_with_its_own_learning_rate():
-    cfg = load_config(CONFIGS / "toy2d.yaml", ["student.steps=100", "student.warmup_steps=10",
-                                                "student.finetune.steps=30", "student.finetune.lr=1e-6"])
+    cfg = load_config(
+        CONFIGS / "toy2d.yaml",
+        ["student.steps=100", "student.warmup_steps=10", "student.finetune.steps=30", "student.finetune.lr=1e-6"],
+    )
     job = StudentJob.of(cfg, None, [2], "/ckpt/teacher")
     assert job.finetune.teacher == "/ckpt/teacher"
     assert [job.in_finetune(s) for s in (0, 69, 70, 99)] == [False, False, True, True]

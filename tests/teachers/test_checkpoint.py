@@ -32,8 +32,9 @@ def test_missing_directory(tmp_path):
         load_checkpoint(tmp_path / "nope")
 
 
-@pytest.mark.parametrize("name,match", [("model.json", "model.json: missing"),
-                                        ("model.safetensors", "model.safetensors: missing")])
+@pytest.mark.parametrize(
+    "name,match", [("model.json", "model.json: missing"), ("model.safetensors", "model.safetensors: missing")]
+)
 def test_missing_file(ckpt, name, match):
     path, _ = ckpt
     (path / name).unlink()
@@ -56,13 +57,16 @@ def test_garbage_json(ckpt):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("edit,match", [
-    ({"format_version": 99}, "format_version 99 is not supported"),
-    ({"format": "other"}, "format is 'other'"),
-    ({"arch": "transformer"}, "arch 'transformer' unknown"),
-    ({"arch_kwargs": {"channels": 16, "time_embed_dim": 16}}, "shape mismatch"),
-    ({"arch": "mlp", "arch_kwargs": {}}, "missing tensors"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        ({"format_version": 99}, "format_version 99 is not supported"),
+        ({"format": "other"}, "format is 'other'"),
+        ({"arch": "transformer"}, "arch 'transformer' unknown"),
+        ({"arch_kwargs": {"channels": 16, "time_embed_dim": 16}}, "shape mismatch"),
+        ({"arch": "mlp", "arch_kwargs": {}}, "missing tensors"),
+    ],
+)
 def test_mismatched_description(ckpt, edit, match):
     path, _ = ckpt
     doc = json.loads((path / "model.json").read_text())
@@ -90,8 +94,11 @@ def test_wrong_data_shape_is_refused(ckpt):
 def test_weights_from_another_model(ckpt, tmp_path):
     path, _ = ckpt
     other = build_network("mlp", (2,), hidden=16, depth=1, time_embed_dim=8)
-    save_checkpoint(tmp_path / "o", other, CheckpointMeta(arch="mlp", arch_kwargs={"hidden": 16, "depth": 1,
-                                                                                  "time_embed_dim": 8}, data_shape=[2]))
+    save_checkpoint(
+        tmp_path / "o",
+        other,
+        CheckpointMeta(arch="mlp", arch_kwargs={"hidden": 16, "depth": 1, "time_embed_dim": 8}, data_shape=[2]),
+    )
     shutil.copy(tmp_path / "o" / "model.safetensors", path / "model.safetensors")
     with pytest.raises(CheckpointError, match="does not match the architecture"):
         load_checkpoint(path)

@@ -33,8 +33,9 @@ def test_npy_npz_parquet_round_trip(tmp_path):
     tensor_type = pa.fixed_shape_tensor(pa.float32(), (1, 8, 8))
     storage = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), 64)
     pq.write_table(pa.table({"x": pa.ExtensionArray.from_storage(tensor_type, storage)}), tmp_path / "c.parquet")
-    pq.write_table(pa.table({"x": [row.reshape(-1).tolist() for row in arr], "y": list(range(40))}),
-                   tmp_path / "d.parquet")
+    pq.write_table(
+        pa.table({"x": [row.reshape(-1).tolist() for row in arr], "y": list(range(40))}), tmp_path / "d.parquet"
+    )
     expected = torch.from_numpy(arr)
     assert torch.equal(load_array_file(tmp_path / "a.npy"), expected)
     assert torch.equal(load_array_file(tmp_path / "b.npz", key="images"), expected)

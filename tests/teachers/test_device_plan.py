@@ -11,10 +11,17 @@ from teachers.precision import autocast
 def config(**top):
     student = top.pop("student", {})
     teachers = top.pop("teachers", [{"name": "t", "checkpoints": ["self", "self:1"], "replicas": 2}])
-    return parse_config({"name": "plan", "data": {"name": "eight_gaussians"},
-                         "teacher": {"network": {"arch": "mlp"}}, "teachers": teachers,
-                         "guides": {"block_size": 64, "num_samples": 1024},
-                         "student": {"workers": 4, **student}, **top})
+    return parse_config(
+        {
+            "name": "plan",
+            "data": {"name": "eight_gaussians"},
+            "teacher": {"network": {"arch": "mlp"}},
+            "teachers": teachers,
+            "guides": {"block_size": 64, "num_samples": 1024},
+            "student": {"workers": 4, **student},
+            **top,
+        }
+    )
 
 
 def test_auto_on_a_cpu_cluster_is_fp32_everywhere_and_keeps_the_workers():
@@ -87,8 +94,10 @@ def test_autocast_runs_linear_layers_in_bf16_on_the_cpu():
 def test_the_plan_shares_always_fit_however_ray_packs_them(gpus, replicas, workers):
     """Worst case for Ray's packing: every teacher actor on one GPU; every student rank still finds a GPU
     with its share free, and no two ranks share a GPU."""
-    plan = resolve_device(config(teachers=[{"name": "t", "checkpoints": ["self"], "replicas": replicas}],
-                                 student={"workers": workers}), cluster_gpus=gpus)
+    plan = resolve_device(
+        config(teachers=[{"name": "t", "checkpoints": ["self"], "replicas": replicas}], student={"workers": workers}),
+        cluster_gpus=gpus,
+    )
     free = [1.0] * gpus
     free[0] -= replicas * plan.guides.gpus  # all actors packed on GPU 0
     assert free[0] >= 0

@@ -16,9 +16,16 @@ from teachers.teacher_actor import load_teachers
 @pytest.fixture(scope="module")
 def tiny_unet(tmp_path_factory):
     torch.manual_seed(0)
-    model = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
-                                  block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
-                                  up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    model = diffusers.UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )
     path = tmp_path_factory.mktemp("diffusers") / "unet"
     model.save_pretrained(path, safe_serialization=True)
     return model.eval(), path

@@ -44,7 +44,7 @@ def test_first_evaluation_inside_no_grad_trains_the_extractor_on_a_fresh_cache(t
     monkeypatch.setenv("BEZIER_DISTILL_CACHE", str(tmp_path / "empty-cache"))
     assert not classifier_path().exists()
     data = digits()
-    sampler = lambda noise, steps: Solution(x=data.train[:noise.shape[0]], nfe=steps)  # noqa: E731
+    sampler = lambda noise, steps: Solution(x=data.train[: noise.shape[0]], nfe=steps)  # noqa: E731
     with torch.no_grad():
         table = evaluate_sampler(sampler, data, [1], QualitySettings(n_samples=200, kid_subset_size=50))
     assert (classifier_path() / "model.safetensors").is_file()

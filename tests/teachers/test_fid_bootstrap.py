@@ -82,9 +82,19 @@ def test_quality_rows_are_torch_fidelitys_figures_with_an_interval():
     x = (data.train[:450] + 0.3 * torch.randn(450, 1, 8, 8, generator=g)).clamp(-1, 1)
     row = quality(x, data, s)
     want = torch_fidelity.calculate_metrics(
-        input1=_TensorDataset(x, 1), input2=_TensorDataset(data.held_out, 1), fid=True, kid=True,
-        feature_extractor=s.feature_extractor, kid_subset_size=100, kid_subsets=50, cuda=False, cache=False,
-        save_cpu_ram=True, verbose=False, rng_seed=s.seed)
+        input1=_TensorDataset(x, 1),
+        input2=_TensorDataset(data.held_out, 1),
+        fid=True,
+        kid=True,
+        feature_extractor=s.feature_extractor,
+        kid_subset_size=100,
+        kid_subsets=50,
+        cuda=False,
+        cache=False,
+        save_cpu_ram=True,
+        verbose=False,
+        rng_seed=s.seed,
+    )
     assert row["fid"] == pytest.approx(want["frechet_inception_distance"], rel=1e-9)
     assert row["kid"] == pytest.approx(want["kernel_inception_distance_mean"], rel=1e-9)
     low, high = row["fid_interval"]

@@ -6,9 +6,22 @@ import pytest
 import torch
 
 from student.bezier import bezier_point, bezier_velocity
-from teachers.guides import (COUPLINGS, GUIDE_RULES, CouplingSettings, couple, couple_on_path, data_for,
-                             distinct_pairs, from_coupling, inverted, make_guides, noise_for, sample_seed,
-                             teacher_nfe_per_record, through_points)
+from teachers.guides import (
+    COUPLINGS,
+    GUIDE_RULES,
+    CouplingSettings,
+    couple,
+    couple_on_path,
+    data_for,
+    distinct_pairs,
+    from_coupling,
+    inverted,
+    make_guides,
+    noise_for,
+    sample_seed,
+    teacher_nfe_per_record,
+    through_points,
+)
 from teachers.solvers import solve
 
 
@@ -116,8 +129,9 @@ def test_solved_guides_lie_on_the_inversion_trajectory(toy_teacher):
     x0 = solve(model, x1, 1.0, 0.0, **tight).x
     taus = [1 / 3, 2 / 3]
     guides = [solve(model, x0, 0.0, tau, **tight).x for tau in taus]
-    assert torch.allclose(guides[0], make_guides(x0, x1, [model], "solve", [1 / 3], solver="rk4", steps=64)[0],
-                          atol=5e-3)  # the rule itself is this solve
+    assert torch.allclose(
+        guides[0], make_guides(x0, x1, [model], "solve", [1 / 3], solver="rk4", steps=64)[0], atol=5e-3
+    )  # the rule itself is this solve
     for g, tau in zip(guides, taus):
         end = solve(model, g, tau, 1.0, **tight).x
         assert (end - x1).abs().max() < 1e-3
@@ -146,8 +160,9 @@ def test_teacher_nfe_per_record_counts_every_teacher_call(coupling, rule, n_guid
     taus = [0.5] if n_guides == 1 else [1 / 3, 2 / 3][:n_guides]
     if n_guides:  # a linear path has no guides, so no rule runs
         make_guides(x0, x1, [counting] * n_guides, rule, taus, solver="rk4", steps=3)
-    assert (teacher_nfe_per_record(settings, rule, n_guides, solve_solver="rk4", solve_steps=3)
-            == pytest.approx(calls[0]))
+    assert teacher_nfe_per_record(settings, rule, n_guides, solve_solver="rk4", solve_steps=3) == pytest.approx(
+        calls[0]
+    )
 
 
 def test_teacher_nfe_per_record_is_unknown_for_adaptive_solves():
@@ -209,8 +224,9 @@ def test_trajectory_points_from_the_coupling_equal_a_separate_solve_and_cost_not
     free = make_guides(x0, x1, [counting, counting], "trajectory", taus, "rk4", 3, known=list(points))
     assert calls[0] == before  # no solve for a known point
     # the same step size as the coupling's: rk4 x 3 to 1/3, x 6 to 2/3
-    solved = through_points(x0, x1, [solve(v_lin, x0, 0.0, 1 / 3, 3, "rk4").x,
-                                     solve(v_lin, x0, 0.0, 2 / 3, 6, "rk4").x], taus)
+    solved = through_points(
+        x0, x1, [solve(v_lin, x0, 0.0, 1 / 3, 3, "rk4").x, solve(v_lin, x0, 0.0, 2 / 3, 6, "rk4").x], taus
+    )
     # inverted rows' points lie on the backward solve's path, which the forward one matches to rk4's error
     tol = 1e-6 if coupling == "generated" else 1e-4
     for a, b in zip(free, solved):
@@ -241,14 +257,27 @@ def test_an_actors_trajectory_block_passes_through_the_teachers_path(toy_teacher
     from teachers.teacher_actor import build_block, load_teachers
     from teachers.train_teacher import load_run_data
 
-    cfg = parse_config({
-        "name": "traj", "seed": 4, "run_dir": str(tmp_path),
-        "data": {"name": "eight_gaussians", "n_train": 4000, "n_held_out": 1000},
-        "teacher": {"network": {"arch": "mlp", "hidden": 64, "depth": 2, "time_embed_dim": 32}},
-        "guides": {"path": "cubic", "rule": "trajectory", "coupling": "generated", "coupling_solver": "rk4",
-                   "coupling_steps": coupling_steps, "solve_solver": "rk4", "solve_steps": 3,
-                   "block_size": 32, "num_samples": 64},
-        "teachers": [{"name": "t", "checkpoints": [str(toy_teacher)]}]})
+    cfg = parse_config(
+        {
+            "name": "traj",
+            "seed": 4,
+            "run_dir": str(tmp_path),
+            "data": {"name": "eight_gaussians", "n_train": 4000, "n_held_out": 1000},
+            "teacher": {"network": {"arch": "mlp", "hidden": 64, "depth": 2, "time_embed_dim": 32}},
+            "guides": {
+                "path": "cubic",
+                "rule": "trajectory",
+                "coupling": "generated",
+                "coupling_solver": "rk4",
+                "coupling_steps": coupling_steps,
+                "solve_solver": "rk4",
+                "solve_steps": 3,
+                "block_size": 32,
+                "num_samples": 64,
+            },
+            "teachers": [{"name": "t", "checkpoints": [str(toy_teacher)]}],
+        }
+    )
     assert cfg.teachers[0].guides_from_coupling(cfg.guides) == [solves == 0] * 2
     teachers = load_teachers(cfg.teachers[0], 2, (2,))
     calls = [0]
@@ -277,13 +306,24 @@ def test_guides_precision_runs_the_actors_teachers_in_bf16_and_only_them(toy_tea
     from teachers.train_teacher import load_run_data
 
     def cfg(precision):
-        return parse_config({
-            "name": "prec", "seed": 1, "run_dir": str(tmp_path),
-            "data": {"name": "eight_gaussians", "n_train": 4000, "n_held_out": 1000},
-            "teacher": {"network": {"arch": "mlp", "hidden": 64, "depth": 2, "time_embed_dim": 32}},
-            "guides": {"path": "quadratic", "coupling": "generated", "coupling_steps": 8, "block_size": 32,
-                       "num_samples": 64, "precision": precision},
-            "teachers": [{"name": "t", "checkpoints": [str(toy_teacher)]}]})
+        return parse_config(
+            {
+                "name": "prec",
+                "seed": 1,
+                "run_dir": str(tmp_path),
+                "data": {"name": "eight_gaussians", "n_train": 4000, "n_held_out": 1000},
+                "teacher": {"network": {"arch": "mlp", "hidden": 64, "depth": 2, "time_embed_dim": 32}},
+                "guides": {
+                    "path": "quadratic",
+                    "coupling": "generated",
+                    "coupling_steps": 8,
+                    "block_size": 32,
+                    "num_samples": 64,
+                    "precision": precision,
+                },
+                "teachers": [{"name": "t", "checkpoints": [str(toy_teacher)]}],
+            }
+        )
 
     blocks = {}
     for precision in ("auto", "bf16"):

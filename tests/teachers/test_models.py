@@ -17,9 +17,16 @@ from teachers.models import check_model, load_velocity, model_data_shape, model_
 
 def tiny_unet(out_channels=1):
     torch.manual_seed(0)
-    return diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=out_channels, layers_per_block=1,
-                                 block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
-                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4).eval()
+    return diffusers.UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=out_channels,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -59,25 +66,37 @@ def test_the_scheduler_config_is_found_beside_or_above_the_model(tmp_path, where
 def test_a_scheduler_of_another_family_is_refused_naming_its_file(tmp_path):
     tiny_unet().save_pretrained(tmp_path / "unet", safe_serialization=True)
     diffusers.DDPMScheduler().save_config(tmp_path / "scheduler")
-    with pytest.raises(CheckpointError, match=r"scheduler/scheduler_config.json: scheduler 'DDPMScheduler' is not "
-                                              r"a flow-matching scheduler"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"scheduler/scheduler_config.json: scheduler 'DDPMScheduler' is not "
+        r"a flow-matching scheduler",
+    ):
         load_velocity(tmp_path / "unet", (1, 8, 8))
 
 
 def test_an_output_that_is_not_a_velocity_is_refused_naming_config_json(tmp_path):
     tiny_unet(out_channels=2).save_pretrained(tmp_path, safe_serialization=True)  # e.g. a learned variance
-    with pytest.raises(CheckpointError, match=r"config.json: in_channels 1, out_channels 2; the flow_match "
-                                              r"convention needs a velocity"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"config.json: in_channels 1, out_channels 2; the flow_match "
+        r"convention needs a velocity",
+    ):
         check_model(tmp_path, (1, 8, 8), "flow_match")
 
 
 def test_data_shape_mismatch_names_the_file(pipeline_dir, tmp_path):
     _, root = pipeline_dir
-    with pytest.raises(CheckpointError, match=r"unet/config.json: data shape \[1, 8, 8\] does not match the data "
-                                              r"\[3, 8, 8\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"unet/config.json: data shape \[1, 8, 8\] does not match the data "
+        r"\[3, 8, 8\]",
+    ):
         load_model(root / "unet", expect_data_shape=(3, 8, 8))
-    save_checkpoint(tmp_path, build_student("mlp", (2,), {"hidden": 16, "depth": 1}, "velocity"),
-                    CheckpointMeta(arch="mlp", arch_kwargs={"hidden": 16, "depth": 1}, data_shape=[2]))
+    save_checkpoint(
+        tmp_path,
+        build_student("mlp", (2,), {"hidden": 16, "depth": 1}, "velocity"),
+        CheckpointMeta(arch="mlp", arch_kwargs={"hidden": 16, "depth": 1}, data_shape=[2]),
+    )
     with pytest.raises(CheckpointError, match=r"model.json: data_shape \[2\] does not match the data \[1, 8, 8\]"):
         check_model(tmp_path, (1, 8, 8))
 
@@ -85,8 +104,15 @@ def test_data_shape_mismatch_names_the_file(pipeline_dir, tmp_path):
 def _student(tmp_path, objective="flow_map", time_inputs=2):
     kwargs = {"hidden": 16, "depth": 1, "time_embed_dim": 8}
     net = build_student("mlp", (2,), kwargs, objective)
-    meta = CheckpointMeta(arch="mlp", arch_kwargs=kwargs, data_shape=[2], time_inputs=time_inputs, role="student",
-                          training={"name": "x"}, extra={"objective": objective})
+    meta = CheckpointMeta(
+        arch="mlp",
+        arch_kwargs=kwargs,
+        data_shape=[2],
+        time_inputs=time_inputs,
+        role="student",
+        training={"name": "x"},
+        extra={"objective": objective},
+    )
     return save_checkpoint(tmp_path, net, meta)
 
 

@@ -58,7 +58,7 @@ from guide_store.embedded import FSYNC_POLICIES
 from guide_store.open_store import open_run_store
 from guide_store.parquet import export_store
 from student.evaluate import evaluate_loaded, evaluate_teacher, load_model_and_data, sample_model
-from teachers.checkpoint import CheckpointError
+from teachers.checkpoint import CheckpointError, checkpoint_complete
 from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from teachers.data import DataError
 from teachers.device_plan import resolve_device
@@ -499,7 +499,7 @@ def _cmd_teachers_remove(args: argparse.Namespace) -> int:
 
 def _cmd_guides_bench(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    if not (cfg.teacher_path / "model.json").is_file():
+    if not checkpoint_complete(cfg.teacher_path):
         train_teacher(cfg, progress=not args.json, echo=lambda s: None)
     result = run_production_bench(
         cfg, str(cfg.teacher_path), args.blocks, progress=(lambda s: None) if args.json else print

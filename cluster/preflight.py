@@ -30,7 +30,7 @@ from guide_store.atomic import write_json_atomically
 from guide_store.embedded import find_redis_server, redis_server_version
 from student.settings import StudentJob
 from student.step_check import checked_step
-from teachers.checkpoint import CheckpointError, load_checkpoint
+from teachers.checkpoint import CheckpointError, checkpoint_complete, load_checkpoint
 from teachers.device_plan import DevicePlan
 from teachers.digits_features import cache_dir
 from teachers.models import check_model, model_kind
@@ -427,7 +427,7 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
     for pool in pools:
         for ref in pool.checkpoints:
             path = own.get(ref, ref)
-            if ref in own and not (Path(path) / "model.json").is_file():
+            if ref in own and not checkpoint_complete(path):
                 continue  # trained by the run itself
             folders.setdefault(str(path), pool.convention)
     try:

@@ -34,7 +34,7 @@ from cluster.teacher_stage import teacher_training_config, train_teachers
 from guide_store.atomic import write_json_atomically
 from student.objectives import student_sampler
 from student.run_report import reference_solver
-from teachers.checkpoint import load_checkpoint
+from teachers.checkpoint import checkpoint_complete, load_checkpoint
 from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval, teacher_straightness
 from teachers.guides import teacher_nfe_per_record
 from teachers.models import teacher_sampler
@@ -72,7 +72,7 @@ def _teacher_jobs(study, base, needed, quick) -> dict[str, RunConfig]:
     jobs = {}
     for seed, key in needed:
         path = teacher_path(study, key, seed, quick)
-        if not (path / "model.json").is_file():
+        if not checkpoint_complete(path):
             cfg = teacher_config(study, base, key, seed, quick)
             jobs[str(path)] = teacher_training_config(cfg, cfg.seed)
     return jobs

@@ -13,6 +13,7 @@ import ray
 import torch
 
 from cluster.config import ConfigError, RunConfig, TeacherPoolConfig
+from teachers.checkpoint import checkpoint_complete
 from teachers.device_plan import DevicePlan, StagePlan, pool_gpus
 from teachers.train_teacher import train_teacher
 
@@ -78,7 +79,7 @@ def resolve_teachers(cfg: RunConfig, echo=print, plan: DevicePlan | None = None)
     With a ``plan``, teachers train on its devices and each pool's actors ask for its GPUs (an explicit
     ``teachers[].num_gpus`` kept)."""
     own = own_teacher_paths(cfg)
-    missing = {ref: v for ref, v in own.items() if not (v[0] / "model.json").is_file()}
+    missing = {ref: v for ref, v in own.items() if not checkpoint_complete(v[0])}
     if missing:
         echo(f"training {len(missing)} teacher(s): " + ", ".join(f"{r} -> {p}" for r, (p, _) in missing.items()))
         seconds = train_teachers(

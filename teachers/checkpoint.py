@@ -24,6 +24,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMeta",
     "save_checkpoint",
+    "checkpoint_complete",
     "load_checkpoint",
     "read_meta",
     "read_json_object",
@@ -71,6 +72,14 @@ def save_checkpoint(directory: str | Path, model: nn.Module, meta: CheckpointMet
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(meta)}
     write_json_atomically(directory / META_FILE, doc, sort_keys=True)  # last: its presence means saved
     return directory
+
+
+def checkpoint_complete(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a whole checkpoint: its weights and its description, written last by
+    ``save_checkpoint`` (a save cut short leaves no ``model.json``). Whether the files load is
+    ``load_checkpoint``'s question."""
+    directory = Path(directory)
+    return (directory / WEIGHTS_FILE).is_file() and (directory / META_FILE).is_file()
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

@@ -6,7 +6,13 @@ import shutil
 import pytest
 import torch
 
-from teachers.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
+from teachers.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    checkpoint_complete,
+    load_checkpoint,
+    save_checkpoint,
+)
 from teachers.nets import build_network
 
 
@@ -25,6 +31,19 @@ def test_round_trip_is_exact(ckpt):
     x, t = torch.randn(3, 1, 8, 8), torch.rand(3)
     assert torch.equal(loaded(x, t), model.eval()(x, t))
     assert meta.arch == "unet" and meta.data_shape == [1, 8, 8]
+
+
+def test_a_checkpoint_is_complete_only_with_both_files(ckpt, tmp_path):
+    """The one answer to "is this checkpoint there": a folder without its last file (``model.json``) or
+    without its weights is not, nor is a folder that does not exist."""
+    path, _ = ckpt
+    assert checkpoint_complete(path)
+    assert not checkpoint_complete(tmp_path / "nope")
+    (path / "model.json").rename(path / "kept.json")
+    assert not checkpoint_complete(path)
+    (path / "kept.json").rename(path / "model.json")
+    (path / "model.safetensors").unlink()
+    assert not checkpoint_complete(path)
 
 
 def test_missing_directory(tmp_path):

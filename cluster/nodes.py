@@ -16,7 +16,7 @@ __all__ = ["local_cpus", "cpu_shortage", "resource_shortage", "check_shared_run_
 
 
 def _teacher_cpus(cfg: RunConfig) -> float:
-    return sum(p.replicas * p.num_cpus for p in cfg.teachers) if cfg.teachers else 1
+    return sum(p.replicas * p.num_cpus for p in cfg.teachers)
 
 
 def local_cpus(cfg: RunConfig) -> int:

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from teachers.config import RunConfig
+from teachers.teacher_refs import own_teacher_index
 
 __all__ = [
     "HOME_ENV",
@@ -78,8 +79,8 @@ def resolve_input(path: str | Path) -> Path:
 
 
 def is_own_teacher_ref(ref: str) -> bool:
-    """``self`` and ``self:K`` name the run's own teachers, not paths."""
-    return ref == "self" or ref.startswith("self:")
+    """``self`` and ``self:K`` name the run's own teachers, not paths (``teachers.teacher_refs``)."""
+    return own_teacher_index(ref) is not None
 
 
 def resolve_run_paths(cfg: RunConfig) -> RunConfig:

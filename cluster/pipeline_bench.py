@@ -415,7 +415,7 @@ def run_pipeline_bench(
     sizing = BenchSteps.of(cfg, steps, quick, pairs)
     gpus = torch.cuda.device_count()
     own_workers = resolve_device(cfg, gpus).student_workers  # on GPUs: at most one rank per GPU
-    own_replicas = cfg.teachers[0].replicas if cfg.teachers else 1
+    own_replicas = cfg.teachers[0].replicas
     asked = _counts(own_workers, workers, [own_workers] if quick else [1, 2])
     workers = sorted({resolve_device(_student_run(cfg, w, sizing.steps, 1), gpus).student_workers for w in asked})
     replicas = _counts(own_replicas, replicas, [own_replicas] if quick else [1, 2, 4])

@@ -22,7 +22,7 @@ import ray
 import redis
 import torch
 
-from cluster.config import RunConfig, TeacherPoolConfig, redact_url
+from cluster.config import RunConfig, redact_url
 from cluster.nodes import cpu_shortage
 from cluster.provenance import package_versions
 from cluster.teacher_stage import own_teacher_paths
@@ -422,9 +422,8 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
     seconds, not found by an actor minutes later): the pools' checkpoints, and the run's own cached teachers
     (``self``, ``self:K``) when they exist."""
     own = {ref: path for ref, (path, _) in own_teacher_paths(cfg).items()}
-    pools = cfg.teachers or [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
     folders = {}
-    for pool in pools:
+    for pool in cfg.teachers:
         for ref in pool.checkpoints:
             path = own.get(ref, ref)
             if ref in own and not checkpoint_complete(path):
@@ -444,7 +443,7 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
             "point teachers[].checkpoints at a complete teacher folder, or "
             "delete a damaged cached one (RUN/teacher) so the run trains it again",
         )
-    first = pools[0].checkpoints[0]
+    first = cfg.teachers[0].checkpoints[0]
     if (
         cfg.student.init == "teacher"
         and cfg.student.finetune.steps

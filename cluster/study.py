@@ -243,7 +243,7 @@ def _default_rows(study, base: dict, runs: list[VariantRun], quick: bool) -> tup
         b.guides.rule,
         b.guides.coupling,
         b.student.objective,
-        len(b.teachers[0].checkpoints) if b.teachers else 1,
+        len(b.teachers[0].checkpoints),
     )
     rounds = {
         (v.name, seed): teacher_config(study, base, v.teachers[0], seed, quick).teacher.reflow_rounds

@@ -204,7 +204,7 @@ def variant_runs(study: StudyConfig, base: dict, quick: bool) -> list[VariantRun
         for v in study.variants:
             for objective in v.objectives:
                 raw = apply_overrides(base, _study_overrides(study, quick) + v.set + [f"student.objective={objective}"])
-                pool = dict((raw.get("teachers") or [{"name": "teacher"}])[0])
+                pool = dict((raw.get("teachers") or [{}])[0])  # its name and checkpoints set below
                 pool.update(
                     name="teacher", checkpoints=[str(teacher_path(study, t, seed, quick).resolve()) for t in v.teachers]
                 )

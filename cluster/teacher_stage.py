@@ -12,9 +12,10 @@ from pathlib import Path
 import ray
 import torch
 
-from cluster.config import ConfigError, RunConfig, TeacherPoolConfig
+from cluster.config import RunConfig
 from teachers.checkpoint import checkpoint_complete
 from teachers.device_plan import DevicePlan, StagePlan, pool_gpus
+from teachers.teacher_refs import own_teacher_index, own_teacher_refs
 from teachers.train_teacher import train_teacher
 
 __all__ = ["own_teacher_paths", "teacher_training_config", "train_teachers", "resolve_teachers"]
@@ -24,18 +25,10 @@ def own_teacher_paths(cfg: RunConfig) -> dict[str, tuple[Path, int]]:
     """The run's own teachers that its pools refer to: ``self`` (``RUN/teacher``, seed ``seed``) and
     ``self:K`` (``RUN/teacher-K``, seed ``seed + K``: another teacher of the same recipe, for multi-teacher
     runs). Maps each reference to its directory and training seed."""
-    refs = {c for p in cfg.teachers for c in p.checkpoints if c == "self" or c.startswith("self:")}
-    if not cfg.teachers:  # no pools configured: one pool on the run's own teacher
-        refs = {"self"}
     out = {}
-    for ref in sorted(refs):
-        if ref == "self":
-            out[ref] = (cfg.teacher_path, cfg.seed)
-            continue
-        k = ref.split(":", 1)[1]
-        if not k.isdigit() or int(k) < 1:
-            raise ConfigError(f"teachers: checkpoint {ref!r}: expected self or self:K with K >= 1")
-        out[ref] = (cfg.run_path / f"teacher-{int(k)}", cfg.seed + int(k))
+    for ref in own_teacher_refs(cfg.teachers):
+        k = own_teacher_index(ref)
+        out[ref] = (cfg.teacher_path if k == 0 else cfg.run_path / f"teacher-{k}", cfg.seed + k)
     return out
 
 
@@ -88,7 +81,6 @@ def resolve_teachers(cfg: RunConfig, echo=print, plan: DevicePlan | None = None)
             stage=plan.teacher_training if plan else None,
         )
         echo(f"teachers trained in {seconds:.1f}s")
-    pools = cfg.teachers or [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
     pools = [
         p.model_copy(
             update={
@@ -96,6 +88,6 @@ def resolve_teachers(cfg: RunConfig, echo=print, plan: DevicePlan | None = None)
                 **({"num_gpus": pool_gpus(plan, p.num_gpus)} if plan else {}),
             }
         )
-        for p in pools
+        for p in cfg.teachers
     ]
     return cfg.model_copy(update={"teachers": pools})

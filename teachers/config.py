@@ -306,6 +306,12 @@ class TeacherPoolConfig(Section):
         return from_coupling(guides.coupling_settings(), guides.rule, guides.guide_times(), own)
 
 
+def with_default_pool(pools: list[TeacherPoolConfig]) -> list[TeacherPoolConfig]:
+    """The run's teacher pools: those configured, or, with none, one pool named ``teacher`` on the run's own
+    teacher (``self``). The one place that default is chosen (``RunConfig`` applies it when it validates)."""
+    return pools or [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
+
+
 class FinetuneConfig(Section):
     """The student's optional distribution-matching phase (``student.distribution``): its last ``steps`` steps add
     a term that scores the student's own samples with the teacher's velocity field against a fake velocity field
@@ -495,7 +501,7 @@ class RunConfig(Section):
     eval: EvalConfig = EvalConfig()
     store: StoreConfig = StoreConfig()
     guides: GuidesConfig = GuidesConfig()
-    teachers: list[TeacherPoolConfig] = Field(default_factory=list)
+    teachers: list[TeacherPoolConfig] = Field(default_factory=list, validate_default=True)
     student: StudentConfig = StudentConfig()
     namespace: str = Field("bezier-distill", pattern=r"^[A-Za-z0-9_.-]+$")
     max_restarts: int = Field(3, ge=0, le=1000)
@@ -509,6 +515,11 @@ class RunConfig(Section):
         description="auto: bf16 on GPUs that support it, fp32 on the CPU; "
         "bf16 also trains on the CPU; fp16 needs a GPU",
     )
+
+    @field_validator("teachers")
+    @classmethod
+    def _default_pool(cls, v: list[TeacherPoolConfig]) -> list[TeacherPoolConfig]:
+        return with_default_pool(v)
 
     @model_validator(mode="after")
     def _guides_match_teachers(self) -> "RunConfig":

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from teachers.config import PRECISIONS, ConfigError, RunConfig
+from teachers.teacher_refs import own_teacher_refs
 
 __all__ = [
     "StagePlan",
@@ -122,8 +123,7 @@ def pool_gpus(plan: DevicePlan, configured: float) -> float:
 
 
 def _own_teacher_count(cfg: RunConfig) -> int:
-    refs = {c for p in cfg.teachers for c in p.checkpoints if c == "self" or c.startswith("self:")}
-    return max(1, len(refs))
+    return max(1, len(own_teacher_refs(cfg.teachers)))
 
 
 def _check_cpu_only(cfg: RunConfig, cluster_gpus: float) -> None:
@@ -191,7 +191,7 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
         )
     free = 1 - min(rank_gpus, 1.0)  # what a GPU holding a rank leaves to the teacher actors
     fixed = sum(p.replicas * p.num_gpus for p in cfg.teachers if p.num_gpus > 0)
-    planned = sum(p.replicas for p in cfg.teachers if p.num_gpus == 0) or (0 if cfg.teachers else 1)
+    planned = sum(p.replicas for p in cfg.teachers if p.num_gpus == 0)
     if fixed > free + 1e-9:
         notes.append(
             f"teachers[].num_gpus ask for {fixed:g} GPUs in all: more than the {free:g} of a GPU a "

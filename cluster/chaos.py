@@ -40,6 +40,7 @@ from guide_store.open_store import embedded_password, open_run_store, open_store
 from guide_store.redis_store import RedisGuideStore
 from guide_store.schema import META_VERSION, GuideBatch, to_record_batch
 from student.fault_hooks import KILL_ENV, landed
+from teachers.evaluation import primary_metric
 from teachers.guides import PATHS
 
 __all__ = ["run_chaos", "chaos_failures", "malformed_entries", "redis_process", "train_workers", "PLANNED"]
@@ -247,7 +248,7 @@ def _local_ray(cfg: RunConfig) -> None:
 
 def _quality(report: dict) -> tuple[str, float]:
     first = report["quality"]["student"][0]
-    metric = next(k for k in ("fid", "sliced_w2") if k in first)
+    metric = primary_metric(report["quality"]["metric_kind"])
     return metric, float(first[metric])
 
 

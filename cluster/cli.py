@@ -63,7 +63,7 @@ from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from teachers.data import DataError
 from teachers.device_plan import resolve_device
 from teachers.digits_features import FEATURE_EXTRACTORS
-from teachers.evaluation import QualitySettings, format_table
+from teachers.evaluation import QualitySettings, format_table, primary_metric
 from teachers.solvers import SOLVERS
 from teachers.train_teacher import train_teacher
 
@@ -401,7 +401,7 @@ def _cmd_teachers_bench(args: argparse.Namespace) -> int:
         train_teacher(cfg, out_dir=tmp, progress=not args.json, echo=lambda s: None)
         seconds = time.perf_counter() - start
         table = evaluate_teacher(tmp, [1, 32], "rk4", QualitySettings.of(cfg), echo=lambda s: None)
-    metric = "fid" if "fid" in table["floor"] else "sliced_w2"
+    metric = primary_metric(table["metric_kind"])
     row1, row32 = table["rows"]
     result = {
         "config": args.config,

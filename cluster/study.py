@@ -35,7 +35,14 @@ from guide_store.atomic import write_json_atomically
 from student.objectives import student_sampler
 from student.run_report import reference_solver
 from teachers.checkpoint import checkpoint_complete, load_checkpoint
-from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval, teacher_straightness
+from teachers.evaluation import (
+    QualitySettings,
+    evaluate_sampler,
+    noise_for_eval,
+    primary_metric,
+    row_kind,
+    teacher_straightness,
+)
 from teachers.guides import teacher_nfe_per_record
 from teachers.models import teacher_sampler
 from teachers.train_teacher import load_run_data
@@ -339,7 +346,7 @@ def run_study(
                 for i, vr in enumerate(bar, 1):
                     result = _run_variant(vr, lambda *_: None, False)
                     first = result["rows"][0]
-                    metric = next(k for k in ("fid", "sliced_w2", "non_finite") if k in first)
+                    metric = "non_finite" if "non_finite" in first else primary_metric(row_kind(first))
                     echo(
                         f"[{i}/{len(todo)}] {vr.key}: {first['steps']}-step {metric} {first[metric]:.4g}, "
                         f"{result['wall_seconds']:.0f}s"

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from teachers.evaluation import METRICS
+
 __all__ = ["METRICS", "METRIC_NAMES", "to_teacher_best"]
 
-METRICS = {"image": ("fid", "kid"), "vector": ("sliced_w2", "energy")}
 METRIC_NAMES = {
     "fid": "FID",
     "kid": "KID",

@@ -19,6 +19,7 @@ from pathlib import Path
 from cluster.study_metrics import METRIC_NAMES, METRICS, to_teacher_best
 from cluster.study_plots import plot_quality, plot_samples
 from guide_store.atomic import write_json_atomically
+from teachers.evaluation import primary_metric
 
 __all__ = ["interval", "aggregate", "claim_verdicts", "finalists", "teacher_bests", "write_report", "METRICS"]
 
@@ -42,7 +43,7 @@ def _value(row: dict, metric: str) -> float:
 def teacher_bests(results: dict) -> dict[tuple[str, int], float]:
     """``{(teacher recipe, seed): its best primary-metric value}`` over every row it was evaluated with (Euler
     at ``eval.steps``, adaptive, and the reference solver when the study's teachers have that row)."""
-    metric = METRICS[results["metric_kind"]][0]
+    metric = primary_metric(results["metric_kind"])
     return {
         (t["key"], t["seed"]): min(_value(r, metric) for r in t["rows"] + (t.get("reference_rows") or []))
         for t in results["teachers"]
@@ -52,7 +53,7 @@ def teacher_bests(results: dict) -> dict[tuple[str, int], float]:
 def _ratio_cells(results: dict, runs: list[dict], bests: dict) -> dict:
     """``{(steps, METRIC_to_teacher_best): (mean, half)}``: each run's primary metric over the best row of its
     own teachers at its own seed (what the run report calls ``fid_to_teacher_best``), when every run has one."""
-    metric = METRICS[results["metric_kind"]][0]
+    metric = primary_metric(results["metric_kind"])
     best = [
         min((bests[(k, r["seed"])] for k in r.get("teachers", []) if (k, r["seed"]) in bests), default=None)
         for r in runs
@@ -162,7 +163,7 @@ def claim_verdicts(results: dict) -> list[dict]:
     primary metric), the paired difference over the seeds both have, and a verdict: ``holds`` (the interval
     lies below zero), ``does not hold`` (above zero), ``not settled`` (it spans zero, or one seed only)."""
     agg = aggregate(results)
-    metric = METRICS[results["metric_kind"]][0]
+    metric = primary_metric(results["metric_kind"])
     verdicts = []
     for claim in results["study_config"]["claims"]:
         for steps in claim["steps"]:
@@ -317,7 +318,7 @@ def finalists(results: dict, screen: dict) -> tuple[list[str], list[tuple[str, f
     then every row of ``always``."""
     seeds = set(screen["seeds"])
     agg = aggregate({**results, "runs": [r for r in results["runs"] if r["seed"] in seeds]})
-    metric = METRICS[results["metric_kind"]][0]
+    metric = primary_metric(results["metric_kind"])
     ratio = to_teacher_best(metric)
     use = ratio if all((s, ratio) in e["cells"] for e in agg.values() for s in screen["steps"]) else metric
     ranking = sorted(
@@ -361,7 +362,7 @@ def _comparable(agg: dict) -> dict:
 def _conclusion(results: dict, agg: dict, teachers: dict, verdicts: list[dict]) -> list[str]:
     """The findings in words, each sentence built from the numbers above it (best rows among the rows with
     the most seeds)."""
-    metric = METRICS[results["metric_kind"]][0]
+    metric = primary_metric(results["metric_kind"])
     name, ratio = METRIC_NAMES[metric], to_teacher_best(metric)
     floor = _floor(results).get(metric)
     lines = _screen_lines(results)

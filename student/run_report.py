@@ -17,6 +17,7 @@ from teachers.evaluation import (
     format_metrics,
     format_row,
     noise_for_eval,
+    primary_metric,
     sampler_on,
     teacher_straightness,
 )
@@ -96,7 +97,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
         history = [r for r in map(json.loads, metrics_file.read_text().splitlines()) if "loss" in r]
         save_loss_curve(history, cfg.run_path / "student_loss.png", title=f"{cfg.name} student loss (per log interval)")
     teacher_rows = {p: t["rows"] for p, t in teachers.items()}
-    best = teacher_best(teacher_rows, "fid" if data.is_image else "sliced_w2")
+    best = teacher_best(teacher_rows, primary_metric(data.kind))
     best_feats = feats[best["teacher"]][best.pop("index")]
     for row, kept in zip(table["rows"], student_feats):
         ratio = row[best["metric"]] / best["value"]

@@ -26,6 +26,9 @@ from teachers.precision import autocast
 from teachers.solvers import Solution, euler_step
 
 __all__ = [
+    "METRICS",
+    "primary_metric",
+    "row_kind",
     "Sampler",
     "QualitySettings",
     "quality",
@@ -38,6 +41,23 @@ __all__ = [
 ]
 
 Sampler = Callable[[Tensor, int], Solution]  # (noise (N, *D), steps) -> samples and NFE
+
+# the metrics that score samples of each kind of data (``DataSplit.kind``), the primary one first; lower is better
+METRICS = {"image": ("fid", "kid"), "vector": ("sliced_w2", "energy")}
+
+
+def primary_metric(kind: str) -> str:
+    """The metric that decides "best" for data of ``kind`` (``image`` or ``vector``, ``DataSplit.kind``): FID
+    for images, sliced W2 for vectors."""
+    if kind not in METRICS:
+        raise ValueError(f"unknown data kind {kind!r}; known: {sorted(METRICS)}")
+    return METRICS[kind][0]
+
+
+def row_kind(row: dict) -> str:
+    """The kind of data a quality row (``quality``'s keys) scored, for a row that comes without it: ``image``
+    when it has an image metric, else ``vector``."""
+    return "image" if any(m in row for m in METRICS["image"]) else "vector"
 
 
 @dataclass(frozen=True)

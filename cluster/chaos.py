@@ -34,6 +34,7 @@ from cluster.controller_actor import controller_name
 from cluster.job import run
 from cluster.ledger import LedgerError
 from cluster.nodes import local_cpus
+from cluster.ray_start import start_ray
 from guide_store.atomic import write_json_atomically
 from guide_store.codec import decode_batch, encode_batch, encode_record_batch
 from guide_store.open_store import embedded_password, open_run_store, open_store
@@ -243,7 +244,7 @@ class _Chaos(threading.Thread):
 def _local_ray(cfg: RunConfig) -> None:
     """A local Ray of this command's own (RAY_ADDRESS is not used): the processes chaos kills are its own
     descendants, and the runs it compares share one kind of cluster."""
-    ray.init(address="local", namespace=cfg.namespace, log_to_driver=False, num_cpus=local_cpus(cfg))
+    start_ray("private", cfg.namespace, local_cpus(cfg))
 
 
 def _quality(report: dict) -> tuple[str, float]:

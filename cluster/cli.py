@@ -51,6 +51,7 @@ from cluster.preflight import (
 )
 from cluster.production_bench import run_production_bench
 from cluster.progress import read_status, student_line
+from cluster.ray_start import start_ray
 from cluster.study import run_study
 from guide_store.atomic import write_json_atomically
 from guide_store.bench import run_bench
@@ -432,12 +433,7 @@ def _cmd_teachers_bench(args: argparse.Namespace) -> int:
 
 def _controller(args: argparse.Namespace):
 
-    ray.init(
-        address=os.environ.get("RAY_ADDRESS") or "auto",
-        namespace=args.namespace,
-        log_to_driver=False,
-        logging_level="ERROR",
-    )
+    start_ray("cluster", args.namespace)
     try:
         return ray.get_actor(controller_name(args.run), namespace=args.namespace)
     except ValueError:
@@ -583,7 +579,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         gpus = torch.cuda.device_count()  # this machine's GPUs, or the cluster's when the run would join one
         if os.environ.get("RAY_ADDRESS") and next(c for c in checks if c.name == "ray").ok:
-            ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR", log_to_driver=False)
+            start_ray("cluster")
             gpus = ray.cluster_resources().get("GPU", 0)
         plan = resolve_device(cfg, gpus)
         data_shape = data_shape_of(cfg)

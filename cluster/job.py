@@ -49,6 +49,7 @@ from cluster.nodes import (
 from cluster.paths import resolve_run_paths
 from cluster.preflight import PreflightError, dashboard_address_error, input_checks, preflight
 from cluster.provenance import provenance
+from cluster.ray_start import start_ray
 from cluster.teacher_stage import own_teacher_paths, resolve_teachers
 from guide_store.atomic import write_json_atomically
 from guide_store.open_store import run_redis_url
@@ -117,12 +118,7 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
         raise PreflightError(wrong_address)
     inputs = input_checks(cfg)  # before Ray starts: a wrong store, data file or teacher folder in seconds
     if started_ray:
-        ray.init(
-            address=os.environ.get("RAY_ADDRESS"),
-            namespace=cfg.namespace,
-            log_to_driver=False,
-            **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": local_cpus(cfg)}),
-        )
+        start_ray("configured", cfg.namespace, local_cpus(cfg))
     # SIGTERM (``ray job stop``, a scheduler) unwinds like Ctrl-C, so actors, workers and the embedded Redis
     # are stopped on the way out and the report says the run was interrupted (after ray.init, which sets its
     # own handler; the one before is put back at the end). The report is written first, in the handler:

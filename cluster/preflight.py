@@ -151,12 +151,12 @@ def ray_check() -> Check:
             f"RAY_ADDRESS={address}: token auth is on but no token is here",
             f"copy the cluster's token to {token_file} or set RAY_AUTH_TOKEN",
         )
-    probe = (
-        "import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
+    probe = (  # in a process of its own, so a cluster that never answers is given up after 60 s
+        "import ray; from cluster.ray_start import start_ray; start_ray('cluster'); "
         "print('CPUS', ray.cluster_resources().get('CPU', 0), 'GPUS', ray.cluster_resources().get('GPU', 0))"
     )
     try:
-        out = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
         return Check(
             "ray",

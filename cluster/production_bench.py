@@ -21,6 +21,7 @@ import torch
 
 from cluster.config import RunConfig, TeacherPoolConfig
 from cluster.controller_actor import start_controller
+from cluster.ray_start import start_ray
 from guide_store.embedded import EmbeddedRedis
 from guide_store.schema import GuideBatch
 from teachers.teacher_actor import build_block, load_placed_teachers
@@ -40,7 +41,7 @@ def bench_pool_config(cfg: RunConfig, checkpoint: str, blocks: int, num_gpus: fl
 @contextmanager
 def local_ray(namespace: str, num_cpus: int):
     """A private local Ray for a benchmark (never one a user started), shut down on the way out."""
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, namespace=namespace)
+    start_ray("private", namespace, num_cpus, dashboard=False)
     try:
         yield
     finally:

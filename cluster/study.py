@@ -16,7 +16,6 @@ an interrupted run's folder is cleared and started over. The report
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from cluster.config import RunConfig, parse_config
 from cluster.job import run
 from cluster.nodes import local_cpus
+from cluster.ray_start import start_ray
 from cluster.study_config import VariantRun, load_study, teacher_config, teacher_path, work_dir
 from cluster.study_report import finalists, write_report
 from cluster.teacher_stage import teacher_training_config, train_teachers
@@ -273,13 +273,7 @@ def _ray_up(runs: list[VariantRun]) -> bool:
 
     if ray.is_initialized():
         return False
-    address = os.environ.get("RAY_ADDRESS")
-    ray.init(
-        address=address,
-        namespace="bezier-distill",
-        log_to_driver=False,
-        **({} if address else {"num_cpus": max(local_cpus(r.cfg) for r in runs)}),
-    )
+    start_ray("configured", "bezier-distill", max(local_cpus(r.cfg) for r in runs))
     return True
 
 

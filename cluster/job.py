@@ -51,7 +51,7 @@ from cluster.preflight import PreflightError, dashboard_address_error, input_che
 from cluster.provenance import provenance
 from cluster.ray_start import start_ray
 from cluster.teacher_stage import own_teacher_paths, resolve_teachers
-from guide_store.atomic import write_json_atomically
+from guide_store.atomic import write_json_atomically, write_text_atomically
 from guide_store.open_store import run_redis_url
 from student.run_report import evaluate_run, quality_table
 from teachers.checkpoint import CheckpointError
@@ -110,7 +110,7 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     if cfg.run_path.is_dir():
         _start_afresh(cfg, overwrite)
     cfg.run_path.mkdir(parents=True, exist_ok=True)
-    (cfg.run_path / "config.yaml").write_text(dump_config(cfg))
+    write_text_atomically(cfg.run_path / "config.yaml", dump_config(cfg))
     echo(f"run {cfg.name}: writing to {cfg.run_path}")
     started_ray = not ray.is_initialized()
     wrong_address = dashboard_address_error(os.environ.get("RAY_ADDRESS")) if started_ray else None

@@ -11,6 +11,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import RunConfig
+from guide_store.atomic import write_text_atomically
 
 __all__ = ["local_cpus", "cpu_shortage", "resource_shortage", "check_shared_run_dir", "store_host", "store_unreachable"]
 
@@ -86,7 +87,7 @@ def check_shared_run_dir(run_path: Path, echo=print, timeout_s: float = 60.0) ->
         return []
     token = secrets.token_hex(8)
     marker = run_path / ".shared-check"
-    marker.write_text(token)
+    write_text_atomically(marker, token)  # another node never reads half a token
     try:
         blind = _nodes_failing(others, _sees_marker, (str(marker), token), timeout_s)
     finally:

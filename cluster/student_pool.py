@@ -18,11 +18,13 @@ from pathlib import Path
 
 import ray
 
+from guide_store.atomic import copy_atomically
 from guide_store.open_store import open_store
 from student.engine_state import checkpoint_world, rank_file, read_rank_meta
 from student.id_ledger import LEDGER_DIR, pool_history
 from student.settings import TRAIN_LOOP_KEY, StudentJob
 from student.train_loop import train_student_worker
+from teachers.checkpoint import copy_checkpoint
 from teachers.device_plan import DevicePlan, resolve_device
 
 __all__ = ["run_student_pool", "consumption_audit"]
@@ -129,10 +131,8 @@ def run_student_pool(
         raise RuntimeError(f"student training reported no checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as d:
         d = Path(d)
-        if cfg.student_path.exists():
-            shutil.rmtree(cfg.student_path)
-        shutil.copytree(d / "student", cfg.student_path)
-        shutil.copyfile(d / "metrics.jsonl", cfg.run_path / "metrics.jsonl")
+        copy_checkpoint(d / "student", cfg.student_path)
+        copy_atomically(d / "metrics.jsonl", cfg.run_path / "metrics.jsonl")
         final_world = checkpoint_world(d)  # an elastic pool may end smaller than it started
         audit = consumption_audit(d, final_world)
         resumes = read_rank_meta(rank_file(d, 0))["extra"].get("resumes", 0)

@@ -31,7 +31,7 @@ from cluster.ray_start import start_ray
 from cluster.study_config import VariantRun, load_study, teacher_config, teacher_path, work_dir
 from cluster.study_report import finalists, write_report
 from cluster.teacher_stage import teacher_training_config, train_teachers
-from guide_store.atomic import write_json_atomically
+from guide_store.atomic import replaced_atomically, write_json_atomically
 from student.objectives import student_sampler
 from student.run_report import reference_solver
 from teachers.checkpoint import checkpoint_complete, load_checkpoint
@@ -66,7 +66,8 @@ def _evaluate(sampler, cfg, seed: int, data, steps: list, label: str, out_dir: P
     noise = noise_for_eval(GRID_SAMPLES[data.kind], data.data_shape, seed)
     grid = {f"steps-{k or 'auto'}": sampler(noise, k).x.float().contiguous() for k in steps}
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(grid, str(out_dir / SAMPLES_FILE))
+    with replaced_atomically(out_dir / SAMPLES_FILE) as tmp:
+        save_file(grid, str(tmp))
     return {**table, "samples_file": str(out_dir / SAMPLES_FILE)}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cluster.study_metrics import METRIC_NAMES, METRICS, to_teacher_best
 from cluster.study_plots import plot_quality, plot_samples
-from guide_store.atomic import write_json_atomically
+from guide_store.atomic import write_json_atomically, write_text_atomically
 from teachers.evaluation import primary_metric
 
 __all__ = ["interval", "aggregate", "claim_verdicts", "finalists", "teacher_bests", "write_report", "METRICS"]
@@ -615,6 +615,4 @@ def write_index(out: Path) -> Path:
     ]
     for results in studies:
         lines += _section(results, results["figures"])
-    path = out / "results.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_text_atomically(out / "results.md", "\n".join(lines))

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["replaced_atomically", "write_json_atomically"]
+__all__ = ["replaced_atomically", "write_json_atomically", "write_text_atomically", "copy_atomically"]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -53,4 +54,20 @@ def write_json_atomically(path: str | Path, obj: Any, *, indent: int | None = 2,
     with replaced_atomically(path) as tmp:
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=indent, sort_keys=sort_keys)
+    return path
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through ``replaced_atomically``: YAML, markdown, rewritten JSON lines."""
+    path = Path(path)
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def copy_atomically(source: str | Path, path: str | Path) -> Path:
+    """Copy the file ``source`` to ``path`` through ``replaced_atomically`` (its bytes; not its mode)."""
+    path = Path(path)
+    with replaced_atomically(path) as tmp:
+        shutil.copyfile(source, tmp)
     return path

@@ -12,12 +12,13 @@ DuckDB without this package.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from guide_store.atomic import write_json_atomically
+from guide_store.atomic import replaced_atomically, write_json_atomically
 from guide_store.codec import decode_record_batch
 from guide_store.schema import GuideBatch, RecordError, from_record_batch, to_record_batch
 from guide_store.source import Delivery
@@ -26,13 +27,15 @@ __all__ = ["ParquetGuideSink", "ParquetGuideSource", "export_store"]
 
 
 class ParquetGuideSink:
-    """Writes guide batches into a directory of Parquet files."""
+    """Writes guide batches into a directory of Parquet files; each file is written beside its name and renamed
+    into place when it is closed (``guide_store.atomic``), so a reader never meets one without its footer."""
 
     def __init__(self, directory: str | Path, dtype: str = "float32", compression: str = "zstd"):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.dtype, self.compression = dtype, compression
         self._writer: pq.ParquetWriter | None = None
+        self._file: ExitStack | None = None  # the open file's replaced_atomically
         self._schema: pa.Schema | None = None
         self._files = len(list(self.directory.glob("guides-*.parquet")))
         self.records = 0
@@ -42,7 +45,9 @@ class ParquetGuideSink:
             self.close()
             path = self.directory / f"guides-{self._files:05d}.parquet"
             self._files += 1
-            self._writer = pq.ParquetWriter(path, rb.schema, compression=self.compression)
+            self._file = ExitStack()
+            tmp = self._file.enter_context(replaced_atomically(path))
+            self._writer = pq.ParquetWriter(tmp, rb.schema, compression=self.compression)
             self._schema = rb.schema
         self._writer.write_batch(rb, row_group_size=rb.num_rows)
         self.records += rb.num_rows
@@ -50,16 +55,20 @@ class ParquetGuideSink:
     def put(self, batch: GuideBatch, key: str | None = None) -> None:
         self.put_record_batch(to_record_batch(batch, self.dtype))
 
-    def close(self) -> None:
+    def close(self, *exc) -> None:
+        """Finish the open file: renamed into place, or, with an exception (``exc`` as ``__exit__`` gets it),
+        removed."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            file, self._file = self._file, None
+            file.__exit__(*(exc or (None, None, None)))
 
     def __enter__(self) -> "ParquetGuideSink":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self.close(*exc)
 
 
 class ParquetGuideSource:

@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from guide_store.atomic import write_text_atomically
 from guide_store.redis_store import id_runs
 from student.ds_config import deepspeed_config, student_optimizer, without_op_builds
 from student.distribution import DistributionMatching, sample_with_grad
@@ -274,7 +275,7 @@ def _save(
                 extra={"objective": objective, "path": job.path, "step": extra["step"], "world_size": world},
             )
             save_checkpoint(Path(d) / "student", ema, meta)
-            (Path(d) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+            write_text_atomically(Path(d) / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from guide_store.atomic import replaced_atomically, write_json_atomically
+from guide_store.atomic import copy_atomically, replaced_atomically, write_json_atomically
 from teachers.nets import ARCHITECTURES, build_network
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "CheckpointMeta",
     "save_checkpoint",
     "checkpoint_complete",
+    "copy_checkpoint",
     "load_checkpoint",
     "read_meta",
     "read_json_object",
@@ -80,6 +81,18 @@ def checkpoint_complete(directory: str | Path) -> bool:
     ``load_checkpoint``'s question."""
     directory = Path(directory)
     return (directory / WEIGHTS_FILE).is_file() and (directory / META_FILE).is_file()
+
+
+def copy_checkpoint(source: str | Path, directory: str | Path) -> Path:
+    """Copy the checkpoint in ``source`` into ``directory`` the way ``save_checkpoint`` writes one: an old
+    description there removed first, then the weights, the description last, each file renamed into place
+    whole; ``checkpoint_complete`` never holds for new weights under an old description."""
+    source, directory = Path(source), Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / META_FILE).unlink(missing_ok=True)
+    copy_atomically(source / WEIGHTS_FILE, directory / WEIGHTS_FILE)
+    copy_atomically(source / META_FILE, directory / META_FILE)
+    return directory
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

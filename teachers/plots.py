@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from guide_store.atomic import replaced_atomically
+
 __all__ = ["pyplot", "save_figure", "save_sample_figure", "save_sample_table", "save_loss_curve"]
 
 
@@ -110,6 +112,7 @@ def save_figure(plt, fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with replaced_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

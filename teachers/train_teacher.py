@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from guide_store.atomic import write_json_atomically
+from guide_store.atomic import write_json_atomically, write_text_atomically
 from teachers.checkpoint import CheckpointMeta, save_checkpoint
 from teachers.config import RunConfig, dump_config
 from teachers.data import DataSplit, load_data
@@ -76,7 +76,7 @@ def train_teacher(
         device=device.type,
         precision=precision,
     )
-    (out / "config.yaml").write_text(dump_config(cfg))
+    write_text_atomically(out / "config.yaml", dump_config(cfg))
     metrics_file = (out / "metrics.jsonl").open("w")
     history, rounds, start = [], [], time.perf_counter()
     try:

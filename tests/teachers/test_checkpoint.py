@@ -10,6 +10,7 @@ from teachers.checkpoint import (
     CheckpointError,
     CheckpointMeta,
     checkpoint_complete,
+    copy_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -44,6 +45,22 @@ def test_a_checkpoint_is_complete_only_with_both_files(ckpt, tmp_path):
     (path / "kept.json").rename(path / "model.json")
     (path / "model.safetensors").unlink()
     assert not checkpoint_complete(path)
+
+
+def test_a_copy_replaces_an_older_checkpoint_and_is_incomplete_until_its_description_lands(ckpt, tmp_path):
+    path, model = ckpt
+    torch.manual_seed(1)
+    older = build_network("unet", (1, 8, 8), channels=8, time_embed_dim=16)
+    meta = CheckpointMeta(arch="unet", arch_kwargs={"channels": 8, "time_embed_dim": 16}, data_shape=[1, 8, 8])
+    save_checkpoint(tmp_path / "dst", older, meta)
+    copy_checkpoint(path, tmp_path / "dst")
+    x, t = torch.randn(3, 1, 8, 8), torch.rand(3)
+    assert torch.equal(load_checkpoint(tmp_path / "dst")[0](x, t), model.eval()(x, t))
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["model.json", "model.safetensors"]
+    (path / "model.safetensors").unlink()  # a copy that fails before the weights are in
+    with pytest.raises(FileNotFoundError):
+        copy_checkpoint(path, tmp_path / "dst")
+    assert not checkpoint_complete(tmp_path / "dst")  # the old description no longer vouches for the weights
 
 
 def test_missing_directory(tmp_path):

@@ -2,9 +2,10 @@
 holds the student pool against (``cluster.pipeline_bench``). Pure torch: no Ray, Redis or DeepSpeed.
 
 It does a student rank's work per step with the project's own pieces: the same network
-(``build_student``, started from the teacher by ``init_from_teacher``), objective (``objective_loss``,
-times drawn on the CPU from the generator), optimizer (``student_optimizer``), learning rate (``lr_at``),
-gradient clipping and EMA (``update_ema``). What it leaves out is the pipeline: the records are one
+(``build_student``, started from the teacher by ``init_from_teacher``), the same step (``train_step``: the
+objective, times drawn on the CPU from the generator; backward; step) on the same optimizer
+(``student_optimizer``) through ``PlainEngine``, learning rate (``lr_at``), gradient clipping and EMA
+(``update_ema``). What it leaves out is the pipeline: the records are one
 tensor ``(R, n_points, *D)`` already on the device, each step draws ``batch_size`` of them uniformly with
 replacement (as the replay pool does), and the loss is read only every ``log_every`` steps. bf16/fp16 run
 under ``autocast`` with fp32 weights.
@@ -21,13 +22,35 @@ from torch import Tensor, nn
 
 from student.ds_config import student_optimizer
 from student.networks import build_student, init_from_teacher
-from student.objectives import objective_loss
 from student.settings import StudentJob
+from student.train_step import train_step
 from teachers.checkpoint import load_checkpoint
 from teachers.precision import autocast
 from teachers.schedule import ema_decay_at, update_ema
 
-__all__ = ["plain_student", "plain_student_rate"]
+__all__ = ["plain_student", "plain_student_rate", "PlainEngine"]
+
+
+class PlainEngine:
+    """What ``train_step`` asks of a DeepSpeed engine, for a plain module and torch optimizer: the forward
+    under ``precision``'s autocast (fp32 weights), ``backward``, and ``step``: the gradients clipped to
+    ``grad_clip``, the optimizer's step, the gradients zeroed (as DeepSpeed's ``engine.step`` does)."""
+
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float, precision: str):
+        self.module, self.optimizer, self.grad_clip, self.precision = module, optimizer, grad_clip, precision
+        self.device = next(module.parameters()).device
+
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        with autocast(self.device, self.precision):
+            return self.module(*inputs)
+
+    def backward(self, loss: Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
 
 def plain_student(job: StudentJob, device: torch.device) -> nn.Module:
@@ -61,20 +84,13 @@ def plain_student_rate(
     ``batch_size``), the timed ``seconds``, the last loss read and the parameter count."""
     model = plain_student(job, device)
     ema = copy.deepcopy(model).float().eval().requires_grad_(False)
-    optimizer = student_optimizer(job.optim, model.parameters())
+    engine = PlainEngine(model, student_optimizer(job.optim, model.parameters()), job.optim.grad_clip, precision)
     records = torch.stack([p.float() for p in points], dim=1).to(device)  # (R, n_points, *D)
     g = torch.Generator().manual_seed(job.seed)
 
     def step(i: int) -> Tensor:
         idx = torch.randint(0, records.shape[0], (batch_size,), generator=g).to(device, non_blocking=True)
-        for group in optimizer.param_groups:
-            group["lr"] = job.optim.lr_at(i)
-        with autocast(device, precision):
-            loss = objective_loss(model, list(records[idx].unbind(dim=1)), job.objective, g)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), job.optim.grad_clip)
-        optimizer.step()
+        loss = train_step(engine, job, list(records[idx].unbind(dim=1)), g, job.optim.lr_at(i))
         update_ema(ema, model, ema_decay_at(i, job.optim.ema_decay))
         return loss
 

@@ -15,9 +15,9 @@ import torch
 
 from guide_store.embedded import free_port
 from student.distribution import DistributionMatching
-from student.objectives import objective_loss
 from student.settings import StudentJob
-from student.train_loop import average_grads, build_engine, phase_loss, student_precision
+from student.train_loop import average_grads, build_engine, student_precision
+from student.train_step import train_step
 from teachers.guides import path_degree
 from teachers.nets import build_network
 from teachers.precision import precision_dtype
@@ -55,18 +55,15 @@ def student_step(job: StudentJob) -> dict:
     g = torch.Generator().manual_seed(0)
     shape = (job.optim.batch_size, *job.data_shape)
     points = [torch.randn(shape, generator=g).to(device, dtype) for _ in range(path_degree(job.path) + 1)]
-    loss = objective_loss(engine, points, job.objective, g)
-    engine.backward(loss)
-    engine.step()
+    # the rate the optimizer starts with (``student.lr``), for both steps: the check asks whether a step runs
+    # and gives a finite loss, which the learning rate of that one step does not change
+    loss = train_step(engine, job, points, g, job.optim.lr)
     value = _finite(loss, "the student's first loss")
     phase = None
     if job.finetune.steps:
         teacher = build_network(job.network.arch, job.data_shape, **job.network.kwargs())
         dm = DistributionMatching(teacher, job.finetune, device, average_grads)
-        loss, samples = phase_loss(job, engine, dm, objective_loss(engine, points, job.objective, g), g, device, dtype)
-        engine.backward(loss)
-        engine.step()
-        dm.update_fake(samples, g)
+        loss = train_step(engine, job, points, g, job.optim.lr, dm)
         phase = _finite(loss, "the distribution-matching phase's first loss")
     param = next(engine.module.parameters())
     return {

@@ -55,7 +55,7 @@ import torch.distributed as dist
 from guide_store.atomic import write_text_atomically
 from guide_store.redis_store import id_runs
 from student.ds_config import deepspeed_config, student_optimizer, without_op_builds
-from student.distribution import DistributionMatching, sample_with_grad
+from student.distribution import DistributionMatching
 from student.engine_state import (
     checkpoint_world,
     load_rank_state,
@@ -70,9 +70,10 @@ from student.guide_feed import GuideFeed, consumer_name, open_source, take_over_
 from student.id_ledger import LEDGER_DIR, RankLedger
 from student.metrics import StudentMetrics
 from student.networks import build_student, init_from_teacher
-from student.objectives import objective_loss, time_inputs
+from student.objectives import time_inputs
 from student.replay import ReplayPool
 from student.settings import TRAIN_LOOP_KEY, StudentJob
+from student.train_step import train_step
 from teachers.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from teachers.config import RunConfig
 from teachers.device_plan import resolve_precision, student_precision_setting
@@ -84,7 +85,6 @@ __all__ = [
     "train_student_worker",
     "build_engine",
     "student_precision",
-    "phase_loss",
     "average_grads",
     "id_runs",
     "merge_runs",
@@ -221,23 +221,6 @@ def _distribution(job: StudentJob, device: torch.device) -> DistributionMatching
         return None
     teacher, _ = load_checkpoint(job.finetune.teacher, expect_data_shape=job.data_shape)
     return DistributionMatching(teacher, job.finetune, device, average_grads)
-
-
-def phase_loss(
-    job: StudentJob,
-    engine,
-    dm: DistributionMatching,
-    loss: torch.Tensor,
-    g: torch.Generator,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A distribution-matching step's loss: the objective's ``loss`` at ``finetune.regression_weight`` plus the
-    term on a batch of the student's own samples (drawn with gradients, one of ``finetune.sample_steps``);
-    returns it and the samples (the fake field trains on them after the student's step)."""
-    noise = torch.randn((job.optim.batch_size, *job.data_shape), generator=g).to(device, dtype)
-    samples = sample_with_grad(job.objective.objective, engine, noise, dm.steps_for(g))
-    return job.finetune.regression_weight * loss + dm.loss(samples, g), samples
 
 
 def _save(
@@ -466,7 +449,7 @@ def train_student_worker(train_loop_config: dict) -> None:
     import ray.util
 
     job: StudentJob = train_loop_config[TRAIN_LOOP_KEY]
-    objective, optim, feed, saving = job.objective, job.optim, job.feed, job.saving
+    optim, feed, saving = job.optim, job.feed, job.saving
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if not torch.cuda.is_available():
@@ -544,16 +527,10 @@ def train_student_worker(train_loop_config: dict) -> None:
                 f"(source stats: {source.stats()})"
             )
         points, fresh_ids, done = _micro_batch(fresh, pool, optim.batch_size, g)
-        in_phase = job.in_finetune(ledger.step)
-        for group in engine.optimizer.param_groups:
-            group["lr"] = job.lr_at(ledger.step)
-        loss = objective_loss(engine, [p.to(dtype) for p in points], objective, g)
-        if in_phase:  # the student's own samples, scored with the teacher's field (student.distribution)
-            loss, samples = phase_loss(job, engine, dm, loss, g, device, dtype)
-        engine.backward(loss)
-        engine.step()
-        if in_phase:
-            dm.update_fake(samples, g)
+        in_phase = job.in_finetune(ledger.step)  # distribution matching (student.distribution) in the last steps
+        loss = train_step(
+            engine, job, [p.to(dtype) for p in points], g, job.lr_at(ledger.step), dm if in_phase else None
+        )
         decay = job.finetune.ema_decay if in_phase else optim.ema_decay
         update_ema(ema, engine.module, ema_decay_at(ledger.step, decay))
         if done is not None:

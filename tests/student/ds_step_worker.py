@@ -18,9 +18,9 @@ import torch
 import torch.distributed as dist
 
 from student.engine_state import load_rank_state, save_rank_state
-from student.objectives import objective_loss
 from student.settings import StudentJob
 from student.train_loop import build_engine, student_precision
+from student.train_step import train_step
 from teachers.config import parse_config
 
 
@@ -68,12 +68,7 @@ def steps(cfg) -> dict:
 
 
 def _step(engine, job, step: int, points, g) -> torch.Tensor:
-    for group in engine.optimizer.param_groups:
-        group["lr"] = job.optim.lr_at(step)
-    loss = objective_loss(engine, points, job.objective, g)
-    engine.backward(loss)
-    engine.step()
-    return loss
+    return train_step(engine, job, points, g, job.optim.lr_at(step))
 
 
 def _resume_gap(job, engine, ema, device, precision, dtype) -> float:

@@ -22,7 +22,7 @@ import ray
 import redis
 import torch
 
-from cluster.config import RunConfig, TeacherPoolConfig, redact_url
+from cluster.config import RunConfig, TeacherPoolSettings, redact_url
 from cluster.nodes import cpu_shortage
 from cluster.provenance import package_versions
 from cluster.teacher_stage import own_teacher_paths
@@ -273,7 +273,7 @@ def cpus_check(cfg: RunConfig, plan: DevicePlan, cluster_cpus: float) -> Check:
 
 def data_shape_of(cfg: RunConfig) -> tuple[int, ...]:
     """The per-sample shape of the run's data (loading it also checks the data files)."""
-    return load_run_data(cfg).data_shape
+    return load_run_data(cfg.data, cfg.seed).data_shape
 
 
 def student_step_check(
@@ -344,7 +344,7 @@ def _step_key(cfg: RunConfig, job: StudentJob) -> str:
         "optim": {k: v for k, v in asdict(job.optim).items() if k in ("batch_size", "grad_clip", "zero_stage")},
         "precision": [cfg.precision, cfg.student.precision],
         "device": job.device,
-        "phase": job.finetune.sample_steps if job.finetune.steps else None,
+        "phase": job.dm_phase.sample_steps if job.dm_phase.steps else None,
         "versions": package_versions(),
         "host": platform.node(),
     }
@@ -422,7 +422,7 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
     seconds, not found by an actor minutes later): the pools' checkpoints, and the run's own cached teachers
     (``self``, ``self:K``) when they exist."""
     own = {ref: path for ref, (path, _) in own_teacher_paths(cfg).items()}
-    pools = cfg.teachers or [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
+    pools = cfg.teacher_pool or [TeacherPoolSettings(name="teacher", checkpoints=["self"])]
     folders = {}
     for pool in pools:
         for ref in pool.checkpoints:
@@ -447,7 +447,7 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
     first = pools[0].checkpoints[0]
     if (
         cfg.student.init == "teacher"
-        and cfg.student.finetune.steps
+        and cfg.student.dm_phase.steps
         and first not in own
         and model_kind(first) == "diffusers"
     ):

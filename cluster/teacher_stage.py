@@ -12,7 +12,7 @@ from pathlib import Path
 import ray
 import torch
 
-from cluster.config import ConfigError, RunConfig, TeacherPoolConfig
+from cluster.config import ConfigError, RunConfig, TeacherPoolSettings
 from teachers.device_plan import DevicePlan, StagePlan, pool_gpus
 from teachers.train_teacher import train_teacher
 
@@ -23,8 +23,8 @@ def own_teacher_paths(cfg: RunConfig) -> dict[str, tuple[Path, int]]:
     """The run's own teachers that its pools refer to: ``self`` (``RUN/teacher``, seed ``seed``) and
     ``self:K`` (``RUN/teacher-K``, seed ``seed + K``: another teacher of the same recipe, for multi-teacher
     runs). Maps each reference to its directory and training seed."""
-    refs = {c for p in cfg.teachers for c in p.checkpoints if c == "self" or c.startswith("self:")}
-    if not cfg.teachers:  # no pools configured: one pool on the run's own teacher
+    refs = {c for p in cfg.teacher_pool for c in p.checkpoints if c == "self" or c.startswith("self:")}
+    if not cfg.teacher_pool:  # no pools configured: one pool on the run's own teacher
         refs = {"self"}
     out = {}
     for ref in sorted(refs):
@@ -87,7 +87,7 @@ def resolve_teachers(cfg: RunConfig, echo=print, plan: DevicePlan | None = None)
             stage=plan.teacher_training if plan else None,
         )
         echo(f"teachers trained in {seconds:.1f}s")
-    pools = cfg.teachers or [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
+    pools = cfg.teacher_pool or [TeacherPoolSettings(name="teacher", checkpoints=["self"])]
     pools = [
         p.model_copy(
             update={
@@ -97,4 +97,4 @@ def resolve_teachers(cfg: RunConfig, echo=print, plan: DevicePlan | None = None)
         )
         for p in pools
     ]
-    return cfg.model_copy(update={"teachers": pools})
+    return cfg.model_copy(update={"teacher_pool": pools})

@@ -17,7 +17,7 @@ from guide_store.embedded import free_port
 from student.distribution import DistributionMatching
 from student.objectives import objective_loss
 from student.settings import StudentJob
-from student.train_loop import average_grads, build_engine, phase_loss, student_precision
+from student.train_loop import average_grads, build_engine, dm_phase_loss, student_precision
 from teachers.guides import path_degree
 from teachers.nets import build_network
 from teachers.precision import precision_dtype
@@ -49,7 +49,7 @@ def student_step(job: StudentJob) -> dict:
         torch.set_num_threads(1)
 
     device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
-    precision = student_precision(job.config, device)
+    precision = student_precision(job, device)
     dtype = precision_dtype(precision)
     engine, _ = build_engine(job, 1, device, precision)
     g = torch.Generator().manual_seed(0)
@@ -60,10 +60,12 @@ def student_step(job: StudentJob) -> dict:
     engine.step()
     value = _finite(loss, "the student's first loss")
     phase = None
-    if job.finetune.steps:
+    if job.dm_phase.steps:
         teacher = build_network(job.network.arch, job.data_shape, **job.network.kwargs())
-        dm = DistributionMatching(teacher, job.finetune, device, average_grads)
-        loss, samples = phase_loss(job, engine, dm, objective_loss(engine, points, job.objective, g), g, device, dtype)
+        dm = DistributionMatching(teacher, job.dm_phase, device, average_grads)
+        loss, samples = dm_phase_loss(
+            job, engine, dm, objective_loss(engine, points, job.objective, g), g, device, dtype
+        )
         engine.backward(loss)
         engine.step()
         dm.update_fake(samples, g)

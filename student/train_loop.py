@@ -73,8 +73,7 @@ from student.objectives import objective_loss, time_inputs
 from student.replay import ReplayPool
 from student.settings import TRAIN_LOOP_KEY, StudentJob
 from teachers.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from teachers.config import RunConfig
-from teachers.device_plan import resolve_precision, student_precision_setting
+from teachers.device_plan import resolve_precision
 from teachers.guides import PATHS
 from teachers.precision import precision_dtype
 from teachers.schedule import ema_decay_at, update_ema
@@ -83,7 +82,7 @@ __all__ = [
     "train_student_worker",
     "build_engine",
     "student_precision",
-    "phase_loss",
+    "dm_phase_loss",
     "average_grads",
     "id_runs",
     "merge_runs",
@@ -216,13 +215,13 @@ def average_grads(params: list[torch.nn.Parameter]) -> None:
 
 def _distribution(job: StudentJob, device: torch.device) -> DistributionMatching | None:
     """The distribution-matching phase's fields (``student.distribution``), or None without a phase."""
-    if not job.finetune.steps:
+    if not job.dm_phase.steps:
         return None
-    teacher, _ = load_checkpoint(job.finetune.teacher, expect_data_shape=job.data_shape)
-    return DistributionMatching(teacher, job.finetune, device, average_grads)
+    teacher, _ = load_checkpoint(job.dm_teacher, expect_data_shape=job.data_shape)
+    return DistributionMatching(teacher, job.dm_phase, device, average_grads)
 
 
-def phase_loss(
+def dm_phase_loss(
     job: StudentJob,
     engine,
     dm: DistributionMatching,
@@ -236,7 +235,7 @@ def phase_loss(
     returns it and the samples (the fake field trains on them after the student's step)."""
     noise = torch.randn((job.optim.batch_size, *job.data_shape), generator=g).to(device, dtype)
     samples = sample_with_grad(job.objective.objective, engine, noise, dm.steps_for(g))
-    return job.finetune.regression_weight * loss + dm.loss(samples, g), samples
+    return job.dm_phase.regression_weight * loss + dm.loss(samples, g), samples
 
 
 def _save(
@@ -269,8 +268,8 @@ def _save(
                 data_shape=list(job.data_shape),
                 time_inputs=time_inputs(objective),
                 role="student",
-                data_name=job.config.data.name,
-                training=job.config.model_dump(mode="json"),
+                data_name=job.data_name,
+                training=job.record,
                 extra={"objective": objective, "path": job.path, "step": extra["step"], "world_size": world},
             )
             save_checkpoint(Path(d) / "student", ema, meta)
@@ -434,10 +433,10 @@ class _Ledger:
         return record
 
 
-def student_precision(cfg: RunConfig, device: torch.device) -> str:
+def student_precision(job: StudentJob, device: torch.device) -> str:
     """The precision this worker trains in: the plan's rule applied on the device Ray Train gave it."""
     on_gpu = device.type == "cuda"
-    requested, key = student_precision_setting(cfg)
+    requested, key = job.precision
     return resolve_precision(requested, key, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
 
 
@@ -473,7 +472,7 @@ def train_student_worker(train_loop_config: dict) -> None:
         torch.set_num_threads(job.threads)
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
-    precision = student_precision(job.config, device)
+    precision = student_precision(job, device)
     dtype = precision_dtype(precision)
     engine, ema = build_engine(job, world, device, precision)
     used = {
@@ -485,7 +484,7 @@ def train_student_worker(train_loop_config: dict) -> None:
     dm = _distribution(job, device)
     extra, history, old_world = _restore(engine, ema, pool, fresh, rank, world, optim.zero_stage, dm)
     ledger = _Ledger(extra, history)
-    run_folder = job.config.run_path
+    run_folder = Path(job.run_path)
     if ledger.totals["resumes"]:
         print(
             f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})"
@@ -543,17 +542,17 @@ def train_student_worker(train_loop_config: dict) -> None:
                 f"(source stats: {source.stats()})"
             )
         points, fresh_ids, done = _micro_batch(fresh, pool, optim.batch_size, g)
-        in_phase = job.in_finetune(ledger.step)
+        in_phase = job.in_dm_phase(ledger.step)
         for group in engine.optimizer.param_groups:
             group["lr"] = job.lr_at(ledger.step)
         loss = objective_loss(engine, [p.to(dtype) for p in points], objective, g)
         if in_phase:  # the student's own samples, scored with the teacher's field (student.distribution)
-            loss, samples = phase_loss(job, engine, dm, loss, g, device, dtype)
+            loss, samples = dm_phase_loss(job, engine, dm, loss, g, device, dtype)
         engine.backward(loss)
         engine.step()
         if in_phase:
             dm.update_fake(samples, g)
-        decay = job.finetune.ema_decay if in_phase else optim.ema_decay
+        decay = job.dm_phase.ema_decay if in_phase else optim.ema_decay
         update_ema(ema, engine.module, ema_decay_at(ledger.step, decay))
         if done is not None:
             acks.delivered(done)

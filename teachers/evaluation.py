@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from teachers.config import RunConfig
+from teachers.settings import EvalSettings
 from teachers.data import DataSplit
 from teachers.fid_bootstrap import FID_RESAMPLES, fid_interval
 from teachers.digits_features import FEATURE_EXTRACTORS, ensure_registered, prepare_extractor, to_uint8
@@ -53,21 +53,20 @@ class QualitySettings:
     @classmethod
     def of(
         cls,
-        cfg: RunConfig,
-        seed: int | None = None,
+        e: EvalSettings,
+        seed: int,
         device: str = "cpu",
         n_samples: int | None = None,
         feature_extractor: str | None = None,
     ) -> "QualitySettings":
-        """A run's ``eval`` settings; ``seed`` (noise and floor draw) defaults to the run's seed, and
-        ``n_samples``/``feature_extractor`` replace the config's when given (the ``eval`` command's options)."""
-        e = cfg.eval
+        """A run's ``eval`` section with ``seed`` (noise and floor draw; the run's, or a study seed's);
+        ``n_samples``/``feature_extractor`` replace the section's when given (the ``eval`` command's options)."""
         return cls(
             n_samples=n_samples or e.n_samples,
             feature_extractor=feature_extractor or e.feature_extractor,
             kid_subset_size=e.kid_subset_size,
             slices=e.slices,
-            seed=cfg.seed if seed is None else seed,
+            seed=seed,
             device=device,
             fid_resamples=e.fid_resamples,
         )

@@ -23,10 +23,9 @@ from teachers.fid_bootstrap import FID_RESAMPLES, fid_interval
 from teachers.digits_features import FEATURE_EXTRACTORS, ensure_registered, prepare_extractor, to_uint8
 from teachers.distances import energy_distance, sliced_wasserstein
 from teachers.precision import autocast
-from teachers.solvers import Solution, euler_step
+from teachers.solvers import Sampler, Solution, euler_step
 
 __all__ = [
-    "Sampler",
     "QualitySettings",
     "quality",
     "evaluate_sampler",
@@ -36,8 +35,6 @@ __all__ = [
     "straightness",
     "teacher_straightness",
 ]
-
-Sampler = Callable[[Tensor, int], Solution]  # (noise (N, *D), steps) -> samples and NFE
 
 
 @dataclass(frozen=True)

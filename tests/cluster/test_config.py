@@ -133,3 +133,22 @@ def test_an_elastic_student_pool_is_checked_before_any_work():
         student = bad if isinstance(bad, dict) else {"workers": bad}
         with pytest.raises(ConfigError, match=words):
             parse_config({**base, "student": student})
+
+
+def test_yaml_keys_differ_from_the_code_names_only_in_python():
+    """``teacher``/``teachers``/``student.finetune`` are ``teacher_training``/``teacher_pool``/``dm_phase`` in the
+    code; the YAML key is what is read, written and listed in messages."""
+    raw = _raw()
+    raw["teachers"] = [{"name": "t", "checkpoints": ["self"]}]
+    raw["student"] = {"steps": 50, "finetune": {"steps": 10}}
+    cfg = parse_config(raw)
+    assert cfg.teacher_training.network.arch == "unet" and cfg.teacher_pool[0].name == "t"
+    assert cfg.student.dm_phase.steps == 10
+    dumped = cfg.model_dump(mode="json")
+    assert {"teacher", "teachers"} <= set(dumped) and not {"teacher_training", "teacher_pool"} & set(dumped)
+    assert "finetune" in dumped["student"] and "dm_phase" not in dumped["student"]
+    assert parse_config(dumped) == cfg
+    raw["student"]["finetun"] = {}
+    with pytest.raises(ConfigError, match=r"student.finetun: unknown key; allowed keys here: .*\bfinetune\b") as err:
+        parse_config(raw)
+    assert "dm_phase" not in str(err.value)

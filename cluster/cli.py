@@ -374,7 +374,9 @@ def _cmd_train_teacher(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else None
     loaded, data, cfg = load_model_and_data(args.checkpoint, args.convention, config)
-    settings = QualitySettings.of(cfg, n_samples=args.n_samples, feature_extractor=args.feature_extractor)
+    settings = QualitySettings.of(
+        cfg.eval, cfg.seed, n_samples=args.n_samples, feature_extractor=args.feature_extractor
+    )
     table = evaluate_loaded(loaded, data, args.steps, args.solver, settings, echo=lambda s: None)
     print(format_table(table))
     default = "eval_student.json" if loaded.kind == "student" else f"eval_{args.solver}.json"
@@ -401,7 +403,7 @@ def _cmd_teachers_bench(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         train_teacher(cfg, out_dir=tmp, progress=not args.json, echo=lambda s: None)
         seconds = time.perf_counter() - start
-        table = evaluate_teacher(tmp, [1, 32], "rk4", QualitySettings.of(cfg), echo=lambda s: None)
+        table = evaluate_teacher(tmp, [1, 32], "rk4", QualitySettings.of(cfg.eval, cfg.seed), echo=lambda s: None)
     metric = primary_metric(table["metric_kind"])
     row1, row32 = table["rows"]
     result = {

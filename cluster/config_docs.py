@@ -132,7 +132,7 @@ def section_models(root: type[BaseModel], prefix: str = "") -> list[tuple[str, t
     for name, field in root.model_fields.items():
         model, how = _model_in(field.annotation)
         if model is not None:
-            out.extend(section_models(model, f"{prefix}{name}{how}."))
+            out.extend(section_models(model, f"{prefix}{field.alias or name}{how}."))
     return out
 
 
@@ -140,8 +140,8 @@ def config_keys(root: type[BaseModel] = RunConfig) -> set[str]:
     """Every dotted key of ``root``: sections and values, lists of sections as ``teachers[].name``."""
     keys = set()
     for prefix, model in section_models(root):
-        for name in model.model_fields:
-            keys.add(f"{prefix}{name}")
+        for name, field in model.model_fields.items():
+            keys.add(f"{prefix}{field.alias or name}")
     return keys
 
 
@@ -154,7 +154,7 @@ def _table(prefix: str, model: type[BaseModel]) -> list[str]:
     lines += ["| key | type | default | allowed | what |", "| --- | --- | --- | --- | --- |"]
     for name, field in model.model_fields.items():
         lines.append(
-            f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | "
+            f"| `{prefix}{field.alias or name}` | {_type_name(field.annotation)} | {_default(field)} | "
             f"{_allowed(field)} | {_cell(field.description or '')} |"
         )
     return lines + [""]

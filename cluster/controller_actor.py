@@ -22,7 +22,7 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from cluster.config import RunConfig, TeacherPoolConfig
+from cluster.config import RunConfig, TeacherPoolSettings
 from cluster.metrics import RunGauges
 from guide_store.open_store import open_store
 from teachers.models import check_model, model_data_shape
@@ -47,11 +47,11 @@ class Controller:
         self.done: dict[int, str] = {}
         # the run's id ledger (``cluster.ledger``): each block's ids as planned, and each block an actor reported
         # written with its records and entry (the store's counters are not asked)
-        self.plan = {b: [int(ids[0]), len(ids)] for b in range(self.num_blocks) for ids in [block_ids(cfg, b)]}
+        self.plan = {b: [int(ids[0]), len(ids)] for b in range(self.num_blocks) for ids in [block_ids(cfg.guides, b)]}
         self.written: dict[int, dict] = {}
         self.workers: dict[str, dict] = {}  # name -> {"pool", "state", "restarts", "blocks"}
         self.handles: dict[str, object] = {}
-        self.pools: dict[str, TeacherPoolConfig] = {p.name: p for p in self.cfg.teachers}
+        self.pools: dict[str, TeacherPoolSettings] = {p.name: p for p in self.cfg.teacher_pool}
         self.lock = threading.Lock()
         self.done_times: list[float] = []  # when each block finished: steady-state rates for benchmarks
         self.events = self.cfg.run_path / "events.jsonl"
@@ -71,7 +71,7 @@ class Controller:
             started += self.add_teacher(pool, pool.replicas)
         return started
 
-    def add_teacher(self, spec: TeacherPoolConfig, replicas: int = 1) -> list[str]:
+    def add_teacher(self, spec: TeacherPoolSettings, replicas: int = 1) -> list[str]:
         """Start ``replicas`` actors of the pool ``spec``; refused with a clear error (nothing started) when
         its checkpoints are missing or do not fit the data."""
         for path in spec.checkpoints:
@@ -145,14 +145,14 @@ class Controller:
             if joined is not None
             else {}
         )
-        spec = TeacherPoolConfig(
+        spec = TeacherPoolSettings(
             **{**settings, **(overrides or {}), "name": name or default, "checkpoints": checkpoints}
         )
         return self.add_teacher(spec, replicas)
 
     def _data_shape(self) -> tuple[int, ...]:
         if not hasattr(self, "_shape"):
-            self._shape = load_run_data(self.cfg).data_shape
+            self._shape = load_run_data(self.cfg.data, self.cfg.seed).data_shape
         return self._shape
 
     def remove_teacher(self, name: str, drain: bool = True, drain_timeout_s: float = 600.0) -> dict:

@@ -179,9 +179,9 @@ def _student_init(cfg: RunConfig, echo) -> str | None:
     is a diffusers model (a student is a ``teachers.nets`` network), which starts from scratch."""
     if cfg.student.init != "teacher":
         return None
-    first = cfg.teachers[0].checkpoints[0]
+    first = cfg.teacher_pool[0].checkpoints[0]
     if model_kind(first) == "diffusers":  # with a phase, refused by the pre-flight teachers check
-        net = cfg.student.network or cfg.teacher.network
+        net = cfg.student.network or cfg.teacher_training.network
         echo(
             f"student.init is teacher, but the first teacher {first} is a diffusers model: the student starts from "
             f"scratch as a {net.arch} network (student.network, else teacher.network)"
@@ -252,7 +252,7 @@ def produce_and_train(
             cfg.guides.coupling_settings(),
             cfg.seed,
             torch.arange(cfg.guides.num_samples),
-            lambda: len(load_run_data(cfg).train),
+            lambda: len(load_run_data(cfg.data, cfg.seed).train),
         ),
     }
     if training is not None:

@@ -35,7 +35,15 @@ from pathlib import Path
 
 import ray
 
-from cluster.config import ConfigError, RunConfig, dump_config, load_config, public_config, redact_url
+from cluster.config import (
+    ConfigError,
+    RunConfig,
+    dump_config,
+    load_config,
+    public_config,
+    redact_url,
+    resolve_run_paths,
+)
 from cluster.guide_stage import produce_and_train
 from cluster.ledger import LedgerError, failures
 from cluster.nodes import (
@@ -46,7 +54,6 @@ from cluster.nodes import (
     store_host,
     store_unreachable,
 )
-from cluster.paths import resolve_run_paths
 from cluster.preflight import PreflightError, dashboard_address_error, input_checks, preflight
 from cluster.provenance import provenance
 from cluster.ray_start import start_ray
@@ -150,7 +157,7 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
             t = time.perf_counter()
             cfg = resolve_teachers(cfg, echo, plan)
             timings["teachers_s"] = round(time.perf_counter() - t, 2)
-            data_shape = model_data_shape(cfg.teachers[0].checkpoints[0])
+            data_shape = model_data_shape(cfg.teacher_pool[0].checkpoints[0])
             t = time.perf_counter()
             with run_redis_url(
                 cfg.name,
@@ -190,7 +197,7 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
         echo("evaluating teachers and student ...")
         report["quality"] = evaluate_run(
             cfg,
-            [p.checkpoints[0] for p in cfg.teachers] + [c for p in cfg.teachers for c in p.checkpoints[1:]],
+            [p.checkpoints[0] for p in cfg.teacher_pool] + [c for p in cfg.teacher_pool for c in p.checkpoints[1:]],
             echo,
             plan.evaluation,
         )
@@ -262,7 +269,7 @@ def stages_used(cfg: RunConfig, report: dict) -> dict:
     the student (its ranks' parameter dtype too) and evaluation. Takes evaluation's ``used`` out of the
     quality table."""
     teachers = {}
-    for path in dict.fromkeys(c for p in cfg.teachers for c in p.checkpoints):
+    for path in dict.fromkeys(c for p in cfg.teacher_pool for c in p.checkpoints):
         train_report = Path(path) / "train_report.json"
         used = json.loads(train_report.read_text()) if train_report.is_file() else {}
         teachers[path] = {k: used[k] for k in ("device", "precision") if k in used} or None

@@ -17,7 +17,7 @@ __all__ = ["local_cpus", "cpu_shortage", "resource_shortage", "check_shared_run_
 
 
 def _teacher_cpus(cfg: RunConfig) -> float:
-    return sum(p.replicas * p.num_cpus for p in cfg.teachers)
+    return sum(p.replicas * p.num_cpus for p in cfg.teacher_pool)
 
 
 def local_cpus(cfg: RunConfig) -> int:
@@ -56,7 +56,7 @@ def resource_shortage(cfg: RunConfig, cluster: dict[str, float], student_workers
     keep those actors or workers waiting for ever. ``None`` when they are (per-node fit is Ray's to decide)."""
     need: dict[str, float] = {}
     asks: dict[str, list[str]] = {}
-    for p in cfg.teachers:
+    for p in cfg.teacher_pool:
         for name, amount in p.resources.items():
             need[name] = need.get(name, 0.0) + p.replicas * amount
             asks.setdefault(name, []).append(f"teachers[{p.name}].resources ({p.replicas} x {amount:g})")

@@ -19,7 +19,6 @@ import json
 import os
 from pathlib import Path
 
-from teachers.config import RunConfig
 from teachers.teacher_refs import own_teacher_index
 
 __all__ = [
@@ -29,7 +28,6 @@ __all__ = [
     "output_base",
     "resolve_input",
     "resolve_output",
-    "resolve_run_paths",
     "is_own_teacher_ref",
 ]
 
@@ -81,24 +79,3 @@ def resolve_input(path: str | Path) -> Path:
 def is_own_teacher_ref(ref: str) -> bool:
     """``self`` and ``self:K`` name the run's own teachers, not paths (``teachers.teacher_refs``)."""
     return own_teacher_index(ref) is not None
-
-
-def resolve_run_paths(cfg: RunConfig) -> RunConfig:
-    """``cfg`` with every path absolute (see the module docstring); idempotent."""
-    update: dict = {"run_dir": str(resolve_output(cfg.run_dir))}
-    if cfg.data.path:
-        update["data"] = cfg.data.model_copy(update={"path": str(resolve_input(cfg.data.path))})
-    update["teachers"] = [
-        p.model_copy(
-            update={"checkpoints": [c if is_own_teacher_ref(c) else str(resolve_input(c)) for c in p.checkpoints]}
-        )
-        for p in cfg.teachers
-    ]
-    student = {}
-    if cfg.student.parquet_dir:
-        student["parquet_dir"] = str(resolve_input(cfg.student.parquet_dir))
-    if cfg.student.storage_path and "://" not in cfg.student.storage_path:  # s3:// and the like stay as given
-        student["storage_path"] = str(resolve_output(cfg.student.storage_path))
-    if student:
-        update["student"] = cfg.student.model_copy(update=student)
-    return cfg.model_copy(update=update)

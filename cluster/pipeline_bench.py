@@ -161,7 +161,7 @@ def steady_steps_per_second(history: list[dict]) -> tuple[float, float]:
 
 
 def _untrained_teacher(cfg: RunConfig, data_shape: tuple[int, ...], out_dir: Path) -> str:
-    net = cfg.teacher.network
+    net = cfg.teacher_training.network
     torch.manual_seed(cfg.seed)
     model = build_network(net.arch, data_shape, **net.kwargs())
     meta = CheckpointMeta(
@@ -179,8 +179,8 @@ def _untrained_teacher(cfg: RunConfig, data_shape: tuple[int, ...], out_dir: Pat
 def _student_run(cfg: RunConfig, workers: int, steps: int, blocks: int) -> RunConfig:
     """The pool's run: ``workers`` ranks, ``steps`` steps, ``blocks`` blocks in the store (all of the run). The
     distribution-matching phase is off: the plain loop has none, and the bench times plain steps on the guides."""
-    finetune = cfg.student.finetune.model_copy(update={"steps": 0})
-    student = cfg.student.model_copy(update={"workers": workers, "steps": steps, "finetune": finetune})
+    dm_phase = cfg.student.dm_phase.model_copy(update={"steps": 0})
+    student = cfg.student.model_copy(update={"workers": workers, "steps": steps, "dm_phase": dm_phase})
     guides = cfg.guides.model_copy(update={"num_samples": blocks * cfg.guides.block_size})
     return cfg.model_copy(update={"name": f"{cfg.name}-bench-student", "student": student, "guides": guides})
 
@@ -263,7 +263,7 @@ def _raw_rate(cfg: RunConfig, replicas: int, on_gpu: bool) -> float:
     """Baseline (a) for ``replicas`` actors: blocks built in this process, no actors, no store, with the
     threads the actors have between them (``replicas x threads``) on the CPU; on a GPU, which the actors
     share, the process's own thread count."""
-    threads = torch.get_num_threads() if on_gpu else replicas * cfg.teachers[0].threads
+    threads = torch.get_num_threads() if on_gpu else replicas * cfg.teacher_pool[0].threads
     return timed_blocks(
         cfg.model_copy(
             update={"guides": cfg.guides.model_copy(update={"num_samples": RAW_BLOCKS * cfg.guides.block_size})}
@@ -281,7 +281,7 @@ def block_sizes_tried(cfg: RunConfig) -> list[int]:
 def _one_thread_rates(cfg: RunConfig, sizes: list[int], records: int, on_gpu: bool) -> list[list]:
     """Baseline (b): ``[block_size, records/s]`` built in this process with one actor's threads (on a GPU the
     process's own, on the device), a warm-up block and about ``records`` timed records at each size."""
-    threads = torch.get_num_threads() if on_gpu else cfg.teachers[0].threads
+    threads = torch.get_num_threads() if on_gpu else cfg.teacher_pool[0].threads
     rates = []
     for size in sizes:
         n = 1 + math.ceil(records / size)
@@ -415,11 +415,11 @@ def run_pipeline_bench(
     sizing = BenchSteps.of(cfg, steps, quick, pairs)
     gpus = torch.cuda.device_count()
     own_workers = resolve_device(cfg, gpus).student_workers  # on GPUs: at most one rank per GPU
-    own_replicas = cfg.teachers[0].replicas
+    own_replicas = cfg.teacher_pool[0].replicas
     asked = _counts(own_workers, workers, [own_workers] if quick else [1, 2])
     workers = sorted({resolve_device(_student_run(cfg, w, sizing.steps, 1), gpus).student_workers for w in asked})
     replicas = _counts(own_replicas, replicas, [own_replicas] if quick else [1, 2, 4])
-    data_shape = load_run_data(cfg).data_shape
+    data_shape = load_run_data(cfg.data, cfg.seed).data_shape
     on_gpu = resolve_device(cfg, gpus).guides.device == "cuda"
     cpus = max(os.cpu_count() or 1, max(replicas), math.ceil(max(workers) * cfg.student.cpus_per_worker))
     copies = {r: 1 if on_gpu else r for r in replicas}  # the actors share a GPU: one copy of its best
@@ -428,7 +428,7 @@ def run_pipeline_bench(
         cfg = cfg.model_copy(update={"run_dir": tmp})
         checkpoint = _untrained_teacher(cfg, data_shape, Path(tmp))
         # one pool on the untrained teacher; the records the student reads are built in this process
-        cfg = cfg.model_copy(update={"teachers": bench_pool_config(cfg, checkpoint, 1, float(on_gpu)).teachers})
+        cfg = cfg.model_copy(update={"teacher_pool": bench_pool_config(cfg, checkpoint, 1, float(on_gpu)).teacher_pool})
         n_blocks = _blocks_needed(cfg, max(workers), sizing.steps)
         blocks, raw = timed_blocks(_student_run(cfg, max(workers), sizing.steps, n_blocks), n_blocks)
         echo(f"built {n_blocks} guide blocks in-process for the store ({raw:.1f} records/s, one thread)")
@@ -480,7 +480,7 @@ def run_pipeline_bench(
             for w in workers
         ]
         production = [
-            _production_row(r, None if on_gpu else r * cfg.teachers[0].threads, copies[r], production_pairs[r])
+            _production_row(r, None if on_gpu else r * cfg.teacher_pool[0].threads, copies[r], production_pairs[r])
             for r in replicas
         ]
     return _result(

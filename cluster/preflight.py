@@ -273,7 +273,7 @@ def cpus_check(cfg: RunConfig, plan: DevicePlan, cluster_cpus: float) -> Check:
 
 def data_shape_of(cfg: RunConfig) -> tuple[int, ...]:
     """The per-sample shape of the run's data (loading it also checks the data files)."""
-    return load_run_data(cfg).data_shape
+    return load_run_data(cfg.data, cfg.seed).data_shape
 
 
 def student_step_check(
@@ -344,7 +344,7 @@ def _step_key(cfg: RunConfig, job: StudentJob) -> str:
         "optim": {k: v for k, v in asdict(job.optim).items() if k in ("batch_size", "grad_clip", "zero_stage")},
         "precision": [cfg.precision, cfg.student.precision],
         "device": job.device,
-        "phase": job.finetune.sample_steps if job.finetune.steps else None,
+        "phase": job.dm_phase.sample_steps if job.dm_phase.steps else None,
         "versions": package_versions(),
         "host": platform.node(),
     }
@@ -423,7 +423,7 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
     (``self``, ``self:K``) when they exist."""
     own = {ref: path for ref, (path, _) in own_teacher_paths(cfg).items()}
     folders = {}
-    for pool in cfg.teachers:
+    for pool in cfg.teacher_pool:
         for ref in pool.checkpoints:
             path = own.get(ref, ref)
             if ref in own and not checkpoint_complete(path):
@@ -443,10 +443,10 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
             "point teachers[].checkpoints at a complete teacher folder, or "
             "delete a damaged cached one (RUN/teacher) so the run trains it again",
         )
-    first = cfg.teachers[0].checkpoints[0]
+    first = cfg.teacher_pool[0].checkpoints[0]
     if (
         cfg.student.init == "teacher"
-        and cfg.student.finetune.steps
+        and cfg.student.dm_phase.steps
         and first not in own
         and model_kind(first) == "diffusers"
     ):

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import ray
 import torch
 
-from cluster.config import RunConfig, TeacherPoolConfig
+from cluster.config import RunConfig, TeacherPoolSettings
 from cluster.controller_actor import start_controller
 from cluster.ray_start import start_ray
 from guide_store.embedded import EmbeddedRedis
@@ -33,9 +33,9 @@ __all__ = ["run_production_bench", "bench_pool_config", "local_ray", "timed_bloc
 def bench_pool_config(cfg: RunConfig, checkpoint: str, blocks: int, num_gpus: float = 0.0) -> RunConfig:
     """``cfg`` with one teacher pool ``bench`` on ``checkpoint`` (one thread and one CPU per actor, ``num_gpus``
     of a GPU each) and ``blocks`` blocks to produce."""
-    pool = TeacherPoolConfig(name="bench", checkpoints=[checkpoint], threads=1, num_cpus=1, num_gpus=num_gpus)
+    pool = TeacherPoolSettings(name="bench", checkpoints=[checkpoint], threads=1, num_cpus=1, num_gpus=num_gpus)
     guides = cfg.guides.model_copy(update={"num_samples": blocks * cfg.guides.block_size})
-    return cfg.model_copy(update={"teachers": [pool], "guides": guides})
+    return cfg.model_copy(update={"teacher_pool": [pool], "guides": guides})
 
 
 @contextmanager
@@ -57,8 +57,8 @@ def timed_blocks(cfg: RunConfig, blocks: int, threads: int = 1) -> tuple[list[Gu
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        data = load_run_data(cfg)
-        teachers = load_placed_teachers(cfg, cfg.teachers[0], data.data_shape)
+        data = load_run_data(cfg.data, cfg.seed)
+        teachers = load_placed_teachers(cfg, cfg.teacher_pool[0], data.data_shape)
         built = [build_block(cfg, data.train, teachers, 0, "raw")]
         start = time.perf_counter()
         built += [build_block(cfg, data.train, teachers, b, "raw") for b in range(1, blocks)]
@@ -70,8 +70,8 @@ def timed_blocks(cfg: RunConfig, blocks: int, threads: int = 1) -> tuple[list[Gu
 def actor_rate(cfg: RunConfig, replicas: int, url: str) -> dict:
     """``replicas`` actors of the first pool produce every block of ``cfg`` into the store at ``url`` (run
     ``NAME-benchREPLICAS``); the steady rate counts the blocks after each actor's first."""
-    pool = cfg.teachers[0].model_copy(update={"replicas": replicas})
-    run = cfg.model_copy(update={"name": f"{cfg.name}-bench{replicas}", "teachers": [pool]})
+    pool = cfg.teacher_pool[0].model_copy(update={"replicas": replicas})
+    run = cfg.model_copy(update={"name": f"{cfg.name}-bench{replicas}", "teacher_pool": [pool]})
     start = time.perf_counter()
     controller = start_controller(run, url)
     ray.get(controller.start_pools.remote())

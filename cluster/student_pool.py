@@ -76,7 +76,7 @@ def run_student_pool(
     training log in ``RUN/metrics.jsonl``."""
     # Ray Train pulls in Ray Data and pandas (half a second): imported when a pool starts, not with the CLI
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
-    from ray.train import RunConfig as TrainRunConfig  # not the run configuration (teachers.config.RunConfig)
+    from ray.train import RunConfig as TrainRunConfig  # not the run configuration (cluster.config.RunConfig)
     from ray.train.torch import TorchConfig, TorchTrainer
 
     sc = cfg.student
@@ -117,7 +117,7 @@ def run_student_pool(
         f"student pool: {size} DeepSpeed worker(s) (ZeRO {sc.zero_stage}, {plan.student.device}, "
         f"{plan.student.precision}), objective {sc.objective}, "
         f"{sc.steps} steps of {sc.batch_size} records per rank"
-        + (f", the last {sc.finetune.steps} of them distribution matching" if sc.finetune.steps else "")
+        + (f", the last {sc.dm_phase.steps} of them distribution matching" if sc.dm_phase.steps else "")
         + f"; checkpoints in {storage}"
     )
     start = time.perf_counter()

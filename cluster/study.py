@@ -62,7 +62,7 @@ def _evaluate(sampler, cfg, seed: int, data, steps: list, label: str, out_dir: P
     ``seed`` is the study seed, not the model's training seed: every model of a seed is scored on the same
     noise against the same floor draw, so the report's comparisons are paired."""
 
-    table = evaluate_sampler(sampler, data, steps, QualitySettings.of(cfg, seed), label=label)
+    table = evaluate_sampler(sampler, data, steps, QualitySettings.of(cfg.eval, seed), label=label)
     noise = noise_for_eval(GRID_SAMPLES[data.kind], data.data_shape, seed)
     grid = {f"steps-{k or 'auto'}": sampler(noise, k).x.float().contiguous() for k in steps}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,17 +96,17 @@ def _evaluate_teachers(study, base, needed, quick, echo) -> None:
         if (path / TEACHER_EVAL_FILE).is_file():
             done = json.loads((path / TEACHER_EVAL_FILE).read_text())
             if "straightness" not in done:
-                data = load_run_data(cfg)
+                data = load_run_data(cfg.data, cfg.seed)
                 model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
                 gap = teacher_straightness(model, data.data_shape, seed)
                 write_json_atomically(path / TEACHER_EVAL_FILE, {**done, "straightness": gap})
             continue
         start = time.perf_counter()
-        data = load_run_data(cfg)
+        data = load_run_data(cfg.data, cfg.seed)
         model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
         table = _evaluate(teacher_sampler(model, "euler"), cfg, seed, data, list(cfg.eval.steps), "euler", path)
         adaptive = _evaluate(teacher_sampler(model, "adaptive"), cfg, seed, data, [None], "adaptive", path / "adaptive")
-        reference = reference_solver(cfg)
+        reference = reference_solver(cfg.eval)
         ref_rows = (
             []
             if reference is None or reference[0] == "adaptive"
@@ -114,7 +114,7 @@ def _evaluate_teachers(study, base, needed, quick, echo) -> None:
                 teacher_sampler(model, reference[0]),
                 data,
                 reference[1],
-                QualitySettings.of(cfg, seed),
+                QualitySettings.of(cfg.eval, seed),
                 label=reference[0],
                 with_floor=False,
             )["rows"]
@@ -145,7 +145,7 @@ def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
     start = time.perf_counter()
     report = run(cfg, stop_after="student", echo=echo, show_bar=show_bar)
     t = time.perf_counter()
-    data = load_run_data(cfg)
+    data = load_run_data(cfg.data, cfg.seed)
     student, _ = load_checkpoint(cfg.student_path, expect_data_shape=data.data_shape)
     table = _evaluate(
         student_sampler(cfg.student.objective, student),
@@ -173,7 +173,7 @@ def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
             g.n_guides,
             g.solve_solver,
             g.solve_steps,
-            sum(cfg.teachers[0].guides_from_coupling(g)),
+            sum(cfg.teacher_pool[0].guides_from_coupling(g)),
         ),
         "rows": table["rows"],
         "floor": table["floor"],
@@ -224,7 +224,9 @@ def collect_results(study, base, runs: list[VariantRun], quick: bool, config_fil
         "quick": quick,
         "seeds": seeds,
         "data": first.data.name,
-        "metric_kind": load_run_data(first).kind,  # the data source's own kind, loaded as its runs load it
+        "metric_kind": load_run_data(
+            first.data, first.seed
+        ).kind,  # the data source's own kind, loaded as its runs load it
         "planned_runs": [r.key for r in runs],
         "runs": done,
         "teachers": teachers,
@@ -251,16 +253,16 @@ def _default_rows(study, base: dict, runs: list[VariantRun], quick: bool) -> tup
         b.guides.rule,
         b.guides.coupling,
         b.student.objective,
-        len(b.teachers[0].checkpoints),
+        len(b.teacher_pool[0].checkpoints),
     )
     rounds = {
-        (v.name, seed): teacher_config(study, base, v.teachers[0], seed, quick).teacher.reflow_rounds
+        (v.name, seed): teacher_config(study, base, v.teachers[0], seed, quick).teacher_training.reflow_rounds
         for v in study.variants
         for seed in {r.seed for r in runs}
     }
     default, peers = None, set()
     for r in runs:
-        if rounds[(r.variant.name, r.seed)] != b.teacher.reflow_rounds:
+        if rounds[(r.variant.name, r.seed)] != b.teacher_training.reflow_rounds:
             continue
         peers.add(f"{r.variant.name}/{r.objective}")
         g = r.cfg.guides

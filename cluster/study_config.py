@@ -22,9 +22,18 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from cluster.config import ConfigError, RunConfig, Section, apply_overrides, format_errors, parse_config
-from cluster.paths import resolve_output, resolve_run_paths
-from teachers.config import OBJECTIVE_NAMES, Objective
+from cluster.config import (
+    ConfigError,
+    RunConfig,
+    Section,
+    apply_overrides,
+    format_errors,
+    parse_config,
+    resolve_run_paths,
+)
+from cluster.paths import resolve_output
+from student.objectives import OBJECTIVES
+from student.section import ObjectiveName
 
 __all__ = [
     "StudyConfig",
@@ -57,7 +66,7 @@ class Variant(Section):
     label: str
     teachers: list[str] = Field(min_length=1, max_length=2)
     set: list[str] = Field(default_factory=list)
-    objectives: list[Objective] = Field(default_factory=lambda: ["velocity", "flow_map"], min_length=1)
+    objectives: list[ObjectiveName] = Field(default_factory=lambda: ["velocity", "flow_map"], min_length=1)
 
 
 class Claim(Section):
@@ -137,10 +146,10 @@ class StudyConfig(Section):
         for claim in self.claims:
             for entry in claim.better + claim.than:
                 name, _, objective = entry.partition("/")
-                if name not in names or objective not in ("", *OBJECTIVE_NAMES):
+                if name not in names or objective not in ("", *OBJECTIVES):
                     raise ValueError(
                         f"claim {claim.text!r}: {entry!r} is not VARIANT or VARIANT/OBJECTIVE "
-                        f"(variants: {names}; objectives: {', '.join(OBJECTIVE_NAMES)})"
+                        f"(variants: {names}; objectives: {', '.join(OBJECTIVES)})"
                     )
         return self
 

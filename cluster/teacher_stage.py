@@ -26,7 +26,7 @@ def own_teacher_paths(cfg: RunConfig) -> dict[str, tuple[Path, int]]:
     ``self:K`` (``RUN/teacher-K``, seed ``seed + K``: another teacher of the same recipe, for multi-teacher
     runs). Maps each reference to its directory and training seed."""
     out = {}
-    for ref in own_teacher_refs(cfg.teachers):
+    for ref in own_teacher_refs(cfg.teacher_pool):
         k = own_teacher_index(ref)
         out[ref] = (cfg.teacher_path if k == 0 else cfg.run_path / f"teacher-{k}", cfg.seed + k)
     return out
@@ -88,6 +88,6 @@ def resolve_teachers(cfg: RunConfig, echo=print, plan: DevicePlan | None = None)
                 **({"num_gpus": pool_gpus(plan, p.num_gpus)} if plan else {}),
             }
         )
-        for p in cfg.teachers
+        for p in cfg.teacher_pool
     ]
-    return cfg.model_copy(update={"teachers": pools})
+    return cfg.model_copy(update={"teacher_pool": pools})

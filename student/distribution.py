@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from student.objectives import compose_on_grid, grid_step, per_row
-from student.settings import FinetuneSettings
+from student.section import DmPhaseSettings
 
 __all__ = ["DistributionMatching", "sample_with_grad", "generator_loss", "fake_loss", "clean_prediction"]
 
@@ -43,7 +43,7 @@ def sample_with_grad(objective: str, model: nn.Module, noise: Tensor, steps: int
     return compose_on_grid(grid_step(objective, model), noise, steps)
 
 
-def _noised(x: Tensor, settings: FinetuneSettings, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def _noised(x: Tensor, settings: DmPhaseSettings, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """``x`` (fp32, detached) noised to times uniform in ``[t_min, t_max]``: ``(t, eps, x_t)``."""
     t = settings.t_min + (settings.t_max - settings.t_min) * torch.rand(x.shape[0], generator=g, dtype=torch.float64)
     t = t.to(x.device, torch.float32)
@@ -57,7 +57,7 @@ def clean_prediction(field: nn.Module, xt: Tensor, t: Tensor) -> Tensor:
 
 
 def generator_loss(
-    x: Tensor, teacher: nn.Module, fake: nn.Module, settings: FinetuneSettings, g: torch.Generator
+    x: Tensor, teacher: nn.Module, fake: nn.Module, settings: DmPhaseSettings, g: torch.Generator
 ) -> Tensor:
     """DMD's surrogate for the student's samples ``x`` (with their graph): its gradient in ``x`` is the gap of
     the fake field's and the teacher's clean predictions at ``x`` noised to a uniform time, normalised per
@@ -73,7 +73,7 @@ def generator_loss(
     return 0.5 * (x.float() - goal).pow(2).mean()
 
 
-def fake_loss(fake: nn.Module, x: Tensor, settings: FinetuneSettings, g: torch.Generator) -> Tensor:
+def fake_loss(fake: nn.Module, x: Tensor, settings: DmPhaseSettings, g: torch.Generator) -> Tensor:
     """Flow matching on the student's samples ``x`` (detached): ``|| v_fake(x_t, t) - (x - eps) ||^2``."""
     xf = x.detach().float()
     t, eps, xt = _noised(xf, settings, g)
@@ -87,7 +87,7 @@ class DistributionMatching:
     def __init__(
         self,
         teacher: nn.Module,
-        settings: FinetuneSettings,
+        settings: DmPhaseSettings,
         device: torch.device,
         average: Callable[[list[nn.Parameter]], None] = lambda params: None,
     ):

@@ -5,18 +5,24 @@ or from one given explicitly (a diffusers folder records none)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from guide_store.settings import ConfigError, format_section_errors
 from student.models import LoadedModel, load_model
 from teachers.checkpoint import META_FILE, CheckpointError
-from teachers.config import RunConfig, parse_config
 from teachers.conventions import DEFAULT_CONVENTION
 from teachers.data import DataSplit
 from teachers.evaluation import QualitySettings, evaluate_sampler, noise_for_eval
 from teachers.models import teacher_sampler
 from teachers.plots import save_sample_figure
+from teachers.settings import DataSettings, EvalSettings
 from teachers.train_teacher import load_run_data
 
 __all__ = [
+    "MeasuredRun",
+    "RecordedRun",
     "load_model_and_data",
     "run_config_of",
     "teacher_sampler",
@@ -28,7 +34,27 @@ __all__ = [
 ]
 
 
-def run_config_of(loaded: LoadedModel, config: RunConfig | None = None) -> RunConfig:
+class MeasuredRun(Protocol):
+    """What measuring a model reads of a run's configuration: its seed and its ``data`` and ``eval`` sections
+    (a whole run configuration has them)."""
+
+    seed: int
+    data: DataSettings
+    eval: EvalSettings
+
+
+class RecordedRun(BaseModel):
+    """The ``MeasuredRun`` part of the run configuration a model folder records (its ``training``); the
+    record's other sections are the run's business, not the measurement's."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    seed: int = 0
+    data: DataSettings
+    eval: EvalSettings = EvalSettings()
+
+
+def run_config_of(loaded: LoadedModel, config: MeasuredRun | None = None) -> MeasuredRun:
     """``config`` when given, else the run configuration the folder records; ``CheckpointError`` if neither."""
     if config is not None:
         return config
@@ -39,16 +65,20 @@ def run_config_of(loaded: LoadedModel, config: RunConfig | None = None) -> RunCo
             "pass one with --config CONFIG (a run configuration whose data section names the data, "
             "e.g. configs/digits.yaml)"
         )
-    return parse_config(loaded.training, source=f"{loaded.path / META_FILE}:training")
+    source = f"{loaded.path / META_FILE}:training"
+    try:
+        return RecordedRun.model_validate(loaded.training)
+    except ValidationError as err:
+        raise ConfigError(format_section_errors(err, source, RecordedRun)) from None
 
 
 def load_model_and_data(
-    checkpoint: str | Path, convention: str = DEFAULT_CONVENTION, config: RunConfig | None = None
-) -> tuple[LoadedModel, DataSplit, RunConfig]:
+    checkpoint: str | Path, convention: str = DEFAULT_CONVENTION, config: MeasuredRun | None = None
+) -> tuple[LoadedModel, DataSplit, MeasuredRun]:
     """The model, the data it is measured against and the run configuration that names that data."""
     loaded = load_model(checkpoint, convention)
     cfg = run_config_of(loaded, config)
-    data = load_run_data(cfg)
+    data = load_run_data(cfg.data, cfg.seed)
     if data.data_shape != loaded.data_shape:
         where = loaded.path / ("config.json" if loaded.kind == "diffusers" else META_FILE)
         raise CheckpointError(
@@ -92,7 +122,7 @@ def evaluate_model(
     settings: QualitySettings,
     echo=print,
     convention: str = DEFAULT_CONVENTION,
-    config: RunConfig | None = None,
+    config: MeasuredRun | None = None,
 ) -> dict:
     """``evaluate_loaded`` of a model folder against the data its run configuration (or ``config``) names."""
     loaded, data, _ = load_model_and_data(checkpoint, convention, config)
@@ -107,7 +137,7 @@ def sample_model(
     n: int = 64,
     seed: int = 0,
     convention: str = DEFAULT_CONVENTION,
-    config: RunConfig | None = None,
+    config: MeasuredRun | None = None,
 ) -> Path:
     """A figure with one panel per step count (image grid or 2-D scatter) beside real data."""
     loaded, data, _ = load_model_and_data(checkpoint, convention, config)

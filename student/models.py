@@ -22,7 +22,8 @@ from torch import nn
 from student.objectives import student_sampler, time_inputs
 from teachers.checkpoint import META_FILE, CheckpointError, load_checkpoint
 from teachers.conventions import DEFAULT_CONVENTION
-from teachers.models import Sampler, check_teacher_meta, load_diffusers_model, model_kind, teacher_sampler
+from teachers.solvers import Sampler
+from teachers.models import check_teacher_meta, load_diffusers_model, model_kind, teacher_sampler
 
 __all__ = ["LoadedModel", "load_model"]
 

@@ -68,7 +68,6 @@ import torch
 from torch import Tensor, nn
 
 from student.bezier import bezier_point, bezier_velocity, flow_map_velocity
-from student.settings import ObjectiveSettings
 from teachers.rectified_flow import sample_times
 from teachers.registry import Registry
 from teachers.solvers import Solution
@@ -90,6 +89,28 @@ __all__ = [
     "compose_on_grid",
     "grid_step",
 ]
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """The student's objective (``student.objectives.OBJECTIVES``) and how its times are drawn:
+    ``time_sampling`` names the density of ``t`` (and of ``s, t`` before sorting); ``endpoint_share`` of
+    flow-map pairs are ``(0, 1)``, ``diagonal_share`` have ``s = t``, ``grid_share`` are one jump
+    ``(k/n, (k+1)/n)`` of an equal grid of ``n`` in ``grid_steps`` steps (what the few-step samplers take);
+    ``consistency_weight`` weighs the consistency terms (shortcut, meanflow, tri, forward), ``consistency_h`` is
+    the meanflow and forward terms' small step; ``consistency_share`` of each batch's rows get the term (the
+    first ``ceil(share x B)``: a random subset, since every row's times are drawn independently)."""
+
+    objective: str = "flow_map"
+    time_sampling: str = "uniform"
+    endpoint_share: float = 0.25
+    diagonal_share: float = 0.1
+    consistency_weight: float = 1.0
+    grid_share: float = 0.0
+    grid_steps: tuple[int, ...] = (2, 4)
+    consistency_h: float = 0.02
+    consistency_share: float = 1.0
+
 
 Loss = Callable[[nn.Module, Sequence[Tensor], ObjectiveSettings, torch.Generator], Tensor]
 StudentSampler = Callable[[Tensor, int], Solution]

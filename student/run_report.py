@@ -24,6 +24,7 @@ from teachers.evaluation import (
 from teachers.fid_bootstrap import fid_ratio_interval
 from teachers.models import load_velocity, teacher_sampler
 from teachers.plots import save_loss_curve, save_sample_figure
+from teachers.settings import EvalSettings
 from teachers.train_teacher import load_run_data
 
 __all__ = ["evaluate_run", "quality_table", "teacher_best", "reference_solver"]
@@ -40,12 +41,12 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
     there under its precision, and the result's ``used`` says which device and precision that was."""
     stage = stage or resolve_device(cfg, torch.cuda.device_count()).evaluation
     device, precision = stage.place()
-    data = load_run_data(cfg)
-    settings = QualitySettings.of(cfg, device=device.type)
+    data = load_run_data(cfg.data, cfg.seed)
+    settings = QualitySettings.of(cfg.eval, cfg.seed, device=device.type)
     solver = cfg.eval.solver
     steps = [None] if solver == "adaptive" else list(cfg.eval.steps)
     teachers, samplers, straight, feats = {}, {}, {}, {}
-    conventions = {c: p.convention for p in cfg.teachers for c in p.checkpoints}
+    conventions = {c: p.convention for p in cfg.teacher_pool for c in p.checkpoints}
     for i, path in enumerate(dict.fromkeys(teacher_checkpoints)):
         model = load_velocity(path, data.data_shape, conventions.get(path, DEFAULT_CONVENTION)).to(device)
         samplers[path] = sampler_on(teacher_sampler(model, solver), device, precision)
@@ -56,7 +57,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
             samplers[path], data, steps, settings, label=label, features=feats[path], with_floor=False
         )
         straight[path] = teacher_straightness(model, data.data_shape, cfg.seed, device)
-        reference = reference_solver(cfg)
+        reference = reference_solver(cfg.eval)
         if reference is not None:
             ref_solver, ref_steps = reference
             echo(f"evaluating teacher{i}/{ref_solver} (reference) at steps {ref_steps}")
@@ -122,13 +123,13 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
     }
 
 
-def reference_solver(cfg) -> tuple[str, list[int | None]] | None:
+def reference_solver(e: EvalSettings) -> tuple[str, list[int | None]] | None:
     """The reference solver and its steps, unless ``eval.solver`` at ``eval.steps`` already covers it."""
-    solver = cfg.eval.reference_solver
+    solver = e.reference_solver
     if solver is None:
         return None
-    steps = [None] if solver == "adaptive" else [cfg.eval.reference_steps]
-    if solver == cfg.eval.solver and (solver == "adaptive" or cfg.eval.reference_steps in cfg.eval.steps):
+    steps = [None] if solver == "adaptive" else [e.reference_steps]
+    if solver == e.solver and (solver == "adaptive" or e.reference_steps in e.steps):
         return None
     return solver, steps
 

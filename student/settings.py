@@ -5,10 +5,11 @@ The YAML's ``student`` section stays flat (``student.lr``, ``student.objective``
 files and the ``training`` section of existing checkpoints keep working); here it is grouped as a reader thinks
 of it:
 
-- ``objective``: which loss, and how its times are drawn (``ObjectiveSettings``);
+- ``objective``: which loss, and how its times are drawn (``student.objectives.ObjectiveSettings``);
 - ``optim``: steps, batch, learning rate and its warm-up, clipping, EMA, ZeRO stage (``OptimSettings``);
 - ``feed``: where guides come from and how often a record may be reused (``FeedSettings``);
-- ``saving``: how often to log and checkpoint, how many checkpoints to keep (``SavingSettings``).
+- ``saving``: how often to log and checkpoint, how many checkpoints to keep (``SavingSettings``);
+- ``dm_phase``: the distribution-matching phase (YAML ``student.finetune``; ``student.section.DmPhaseSettings``).
 
 The pool's shape (workers, CPUs/GPUs each, retries, storage) is the driver's concern
 (``cluster.student_pool``) and stays there. Ray carries the object to the workers (``TorchTrainer`` wants a
@@ -17,46 +18,31 @@ dict, so it travels as ``{"job": StudentJob}``); the step check's separate proce
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import TypeAdapter
 
 from student.fault_hooks import KILL_ENV
-from teachers.config import NetworkConfig, RunConfig, StoreConfig, parse_config
+from guide_store.settings import StoreSettings
+from student.objectives import ObjectiveSettings
+from student.section import DmPhaseSettings, StudentSettings
+from teachers.device_plan import student_precision_setting
+from teachers.settings import DataSettings, GuidesSettings, NetworkSettings, TeacherTrainingSettings
 from teachers.schedule import lr_at
 
 __all__ = [
-    "ObjectiveSettings",
     "OptimSettings",
     "FeedSettings",
-    "FinetuneSettings",
     "SavingSettings",
+    "StudentRun",
     "StudentJob",
     "TRAIN_LOOP_KEY",
 ]
 
 TRAIN_LOOP_KEY = "job"  # the one key of the dict ``TorchTrainer`` hands each worker
-
-
-@dataclass(frozen=True)
-class ObjectiveSettings:
-    """The student's objective (``student.objectives.OBJECTIVES``) and how its times are drawn:
-    ``time_sampling`` names the density of ``t`` (and of ``s, t`` before sorting); ``endpoint_share`` of
-    flow-map pairs are ``(0, 1)``, ``diagonal_share`` have ``s = t``, ``grid_share`` are one jump
-    ``(k/n, (k+1)/n)`` of an equal grid of ``n`` in ``grid_steps`` steps (what the few-step samplers take);
-    ``consistency_weight`` weighs the consistency terms (shortcut, meanflow, tri, forward), ``consistency_h`` is
-    the meanflow and forward terms' small step; ``consistency_share`` of each batch's rows get the term (the
-    first ``ceil(share x B)``: a random subset, since every row's times are drawn independently)."""
-
-    objective: str = "flow_map"
-    time_sampling: str = "uniform"
-    endpoint_share: float = 0.25
-    diagonal_share: float = 0.1
-    consistency_weight: float = 1.0
-    grid_share: float = 0.0
-    grid_steps: tuple[int, ...] = (2, 4)
-    consistency_h: float = 0.02
-    consistency_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,33 +72,12 @@ class FeedSettings:
     source: str
     parquet_dir: str | None
     store_url: str | None
-    store: StoreConfig
+    store: StoreSettings
     num_samples: int
     max_reuse: float
     replay_records: int
     guide_timeout_s: float
     prefetch: int = 0
-
-
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """The distribution-matching phase (``student.distribution``): the last ``steps`` steps add ``weight`` x the
-    term on samples of ``sample_steps`` steps, with times uniform in ``[t_min, t_max]``, keep the objective's own
-    loss at ``regression_weight``, and train at the constant ``lr`` with EMA decay ``ema_decay``; the fake
-    velocity field takes ``fake_updates`` Adam steps at ``fake_lr`` per student step. ``teacher``: the frozen
-    teacher's checkpoint (the student's first teacher)."""
-
-    steps: int = 0
-    weight: float = 1.0
-    regression_weight: float = 0.1
-    lr: float = 4e-6
-    ema_decay: float = 0.99
-    fake_lr: float = 1e-4
-    fake_updates: int = 3
-    t_min: float = 0.02
-    t_max: float = 0.98
-    sample_steps: tuple[int, ...] = (1,)
-    teacher: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,17 +88,42 @@ class SavingSettings:
     checkpoint_every: int
 
 
+class StudentRun(Protocol):
+    """What a student worker is built from: the run's name, seed and ``precision``, its ``student``,
+    ``guides`` and ``store`` sections, the teacher's network (the student's default), the data's name and
+    where the run's folder is."""
+
+    name: str
+    seed: int
+    precision: str
+    student: StudentSettings
+    guides: GuidesSettings
+    store: StoreSettings
+    teacher_training: TeacherTrainingSettings
+    data: DataSettings
+    run_path: Path
+
+    def model_dump(self, *, mode: str) -> dict[str, Any]:
+        """The configuration as plain data, keyed as in YAML (the exported student's ``training``)."""
+
+
+def _test_kills() -> tuple[str, ...]:
+    return tuple(m for m in os.environ.get(KILL_ENV, "").split(",") if m)
+
+
 @dataclass(frozen=True)
 class StudentJob:
     """Everything a student worker (or the one-step check) needs.
 
-    ``config`` is the run's configuration with the store password masked: the exported student records it
-    in its ``model.json`` (``training``), from which ``bezier-distill eval`` rebuilds the data and the
-    evaluation settings. The password travels only in ``feed.store_url``, to what opens the store."""
+    ``record`` is the run's configuration as plain data, keyed as in YAML, with the store password masked: the
+    exported student records it in its ``model.json`` (``training``), from which ``bezier-distill eval``
+    rebuilds the data and the evaluation settings. The password travels only in ``feed.store_url``, to what
+    opens the store. ``precision`` is the student's requested precision and the key it came from
+    (``teachers.device_plan.student_precision_setting``); each worker resolves it on its own device."""
 
     run: str
     seed: int
-    network: NetworkConfig
+    network: NetworkSettings
     data_shape: tuple[int, ...]
     init_checkpoint: str | None
     path: str
@@ -142,8 +132,12 @@ class StudentJob:
     optim: OptimSettings
     feed: FeedSettings
     saving: SavingSettings
-    config: RunConfig
-    finetune: FinetuneSettings = FinetuneSettings()
+    record: dict[str, Any]
+    run_path: str
+    data_name: str
+    precision: tuple[str, str]
+    dm_phase: DmPhaseSettings = DmPhaseSettings()
+    dm_teacher: str | None = None  # the distribution-matching phase's frozen teacher (the student's first)
     device: str = "cpu"  # the step check's device; Ray Train places the workers itself
     # test-only (``student.fault_hooks``): the moments a rank kills itself at, from the driver's environment
     test_kills: tuple[str, ...] = ()
@@ -151,17 +145,17 @@ class StudentJob:
     @classmethod
     def of(
         cls,
-        cfg: RunConfig,
+        cfg: StudentRun,
         store_url: str | None,
         data_shape: tuple[int, ...],
         init_checkpoint: str | None,
         device: str = "cpu",
     ) -> "StudentJob":
-        sc, ft = cfg.student, cfg.student.finetune
+        sc = cfg.student
         return cls(
             run=cfg.name,
             seed=cfg.seed,
-            network=sc.network or cfg.teacher.network,
+            network=sc.network or cfg.teacher_training.network,
             data_shape=tuple(int(d) for d in data_shape),
             init_checkpoint=init_checkpoint,
             path=cfg.guides.path,
@@ -192,51 +186,32 @@ class StudentJob:
                 sc.prefetch,
             ),
             saving=SavingSettings(sc.log_every, sc.checkpoint_every),
-            config=cfg,
+            record=cfg.model_dump(mode="json"),
+            run_path=str(cfg.run_path),
+            data_name=cfg.data.name,
+            precision=student_precision_setting(sc.precision, cfg.precision),
             device=device,
-            finetune=FinetuneSettings(
-                ft.steps,
-                ft.weight,
-                ft.regression_weight,
-                ft.lr,
-                ft.ema_decay,
-                ft.fake_lr,
-                ft.fake_updates,
-                ft.t_min,
-                ft.t_max,
-                tuple(ft.sample_steps),
-                init_checkpoint if ft.steps else None,
-            ),
-            test_kills=tuple(m for m in os.environ.get(KILL_ENV, "").split(",") if m),
+            dm_phase=sc.dm_phase,
+            dm_teacher=init_checkpoint if sc.dm_phase.steps else None,
+            test_kills=_test_kills(),
         )
 
-    def in_finetune(self, step: int) -> bool:
-        """Whether step ``step`` (0-based) is in the distribution-matching phase: the last ``finetune.steps``."""
-        return self.finetune.steps > 0 and step >= self.optim.steps - self.finetune.steps
+    def in_dm_phase(self, step: int) -> bool:
+        """Whether step ``step`` (0-based) is in the distribution-matching phase: the last ``dm_phase.steps``."""
+        return self.dm_phase.steps > 0 and step >= self.optim.steps - self.dm_phase.steps
 
     def lr_at(self, step: int) -> float:
         """The student's learning rate at step ``step``: the phase's constant one in it, else the schedule's."""
-        return self.finetune.lr if self.in_finetune(step) else self.optim.lr_at(step)
+        return self.dm_phase.lr if self.in_dm_phase(step) else self.optim.lr_at(step)
 
     def to_json(self) -> str:
         """The job as JSON, for a process started outside Ray (the step check reads it on stdin)."""
-        return json.dumps(
-            {
-                "config": self.config.model_dump(mode="json"),
-                "store_url": self.feed.store_url,
-                "data_shape": list(self.data_shape),
-                "init_checkpoint": self.init_checkpoint,
-                "device": self.device,
-            }
-        )
+        return _JOB.dump_json(self).decode()
 
     @classmethod
     def from_json(cls, text: str) -> "StudentJob":
-        d = json.loads(text)
-        return cls.of(
-            parse_config(d["config"], "student job"),
-            d["store_url"],
-            tuple(d["data_shape"]),
-            d["init_checkpoint"],
-            d["device"],
-        )
+        """The job ``to_json`` wrote, with the test-only kill moments of this process's environment."""
+        return replace(_JOB.validate_json(text), test_kills=_test_kills())
+
+
+_JOB = TypeAdapter(StudentJob)

@@ -49,7 +49,7 @@ def student_step(job: StudentJob) -> dict:
         torch.set_num_threads(1)
 
     device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
-    precision = student_precision(job.config, device)
+    precision = student_precision(job, device)
     dtype = precision_dtype(precision)
     engine, _ = build_engine(job, 1, device, precision)
     g = torch.Generator().manual_seed(0)
@@ -60,9 +60,9 @@ def student_step(job: StudentJob) -> dict:
     loss = train_step(engine, job, points, g, job.optim.lr)
     value = _finite(loss, "the student's first loss")
     phase = None
-    if job.finetune.steps:
+    if job.dm_phase.steps:
         teacher = build_network(job.network.arch, job.data_shape, **job.network.kwargs())
-        dm = DistributionMatching(teacher, job.finetune, device, average_grads)
+        dm = DistributionMatching(teacher, job.dm_phase, device, average_grads)
         loss = train_step(engine, job, points, g, job.optim.lr, dm)
         phase = _finite(loss, "the distribution-matching phase's first loss")
     param = next(engine.module.parameters())

@@ -75,8 +75,7 @@ from student.replay import ReplayPool
 from student.settings import TRAIN_LOOP_KEY, StudentJob
 from student.train_step import train_step
 from teachers.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from teachers.config import RunConfig
-from teachers.device_plan import resolve_precision, student_precision_setting
+from teachers.device_plan import resolve_precision
 from teachers.guides import PATHS
 from teachers.precision import precision_dtype
 from teachers.schedule import ema_decay_at, update_ema
@@ -217,10 +216,10 @@ def average_grads(params: list[torch.nn.Parameter]) -> None:
 
 def _distribution(job: StudentJob, device: torch.device) -> DistributionMatching | None:
     """The distribution-matching phase's fields (``student.distribution``), or None without a phase."""
-    if not job.finetune.steps:
+    if not job.dm_phase.steps:
         return None
-    teacher, _ = load_checkpoint(job.finetune.teacher, expect_data_shape=job.data_shape)
-    return DistributionMatching(teacher, job.finetune, device, average_grads)
+    teacher, _ = load_checkpoint(job.dm_teacher, expect_data_shape=job.data_shape)
+    return DistributionMatching(teacher, job.dm_phase, device, average_grads)
 
 
 def _save(
@@ -253,8 +252,8 @@ def _save(
                 data_shape=list(job.data_shape),
                 time_inputs=time_inputs(objective),
                 role="student",
-                data_name=job.config.data.name,
-                training=job.config.model_dump(mode="json"),
+                data_name=job.data_name,
+                training=job.record,
                 extra={"objective": objective, "path": job.path, "step": extra["step"], "world_size": world},
             )
             save_checkpoint(Path(d) / "student", ema, meta)
@@ -418,10 +417,10 @@ class _Ledger:
         return record
 
 
-def student_precision(cfg: RunConfig, device: torch.device) -> str:
+def student_precision(job: StudentJob, device: torch.device) -> str:
     """The precision this worker trains in: the plan's rule applied on the device Ray Train gave it."""
     on_gpu = device.type == "cuda"
-    requested, key = student_precision_setting(cfg)
+    requested, key = job.precision
     return resolve_precision(requested, key, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
 
 
@@ -457,7 +456,7 @@ def train_student_worker(train_loop_config: dict) -> None:
         torch.set_num_threads(job.threads)
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
-    precision = student_precision(job.config, device)
+    precision = student_precision(job, device)
     dtype = precision_dtype(precision)
     engine, ema = build_engine(job, world, device, precision)
     used = {
@@ -469,7 +468,7 @@ def train_student_worker(train_loop_config: dict) -> None:
     dm = _distribution(job, device)
     extra, history, old_world = _restore(engine, ema, pool, fresh, rank, world, optim.zero_stage, dm)
     ledger = _Ledger(extra, history)
-    run_folder = job.config.run_path
+    run_folder = Path(job.run_path)
     if ledger.totals["resumes"]:
         print(
             f"[student rank {rank}] resumed at step {ledger.step} (resume {ledger.totals['resumes']})"
@@ -527,11 +526,11 @@ def train_student_worker(train_loop_config: dict) -> None:
                 f"(source stats: {source.stats()})"
             )
         points, fresh_ids, done = _micro_batch(fresh, pool, optim.batch_size, g)
-        in_phase = job.in_finetune(ledger.step)  # distribution matching (student.distribution) in the last steps
+        in_phase = job.in_dm_phase(ledger.step)  # distribution matching (student.distribution) in the last steps
         loss = train_step(
             engine, job, [p.to(dtype) for p in points], g, job.lr_at(ledger.step), dm if in_phase else None
         )
-        decay = job.finetune.ema_decay if in_phase else optim.ema_decay
+        decay = job.dm_phase.ema_decay if in_phase else optim.ema_decay
         update_ema(ema, engine.module, ema_decay_at(ledger.step, decay))
         if done is not None:
             acks.delivered(done)

@@ -13,10 +13,10 @@ from student.distribution import DistributionMatching, sample_with_grad
 from student.objectives import objective_loss
 from student.settings import StudentJob
 
-__all__ = ["train_step", "phase_loss"]
+__all__ = ["train_step", "dm_phase_loss"]
 
 
-def phase_loss(
+def dm_phase_loss(
     job: StudentJob,
     engine,
     dm: DistributionMatching,
@@ -25,12 +25,12 @@ def phase_loss(
     device: torch.device,
     dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor]:
-    """A distribution-matching step's loss: the objective's ``loss`` at ``finetune.regression_weight`` plus the
-    term on a batch of the student's own samples (drawn with gradients, one of ``finetune.sample_steps``);
-    returns it and the samples (the fake field trains on them after the student's step)."""
+    """A distribution-matching step's loss: the objective's ``loss`` at ``dm_phase.regression_weight`` (YAML
+    ``student.finetune``) plus the term on a batch of the student's own samples (drawn with gradients, one of
+    ``dm_phase.sample_steps``); returns it and the samples (the fake field trains on them after the step)."""
     noise = torch.randn((job.optim.batch_size, *job.data_shape), generator=g).to(device, dtype)
     samples = sample_with_grad(job.objective.objective, engine, noise, dm.steps_for(g))
-    return job.finetune.regression_weight * loss + dm.loss(samples, g), samples
+    return job.dm_phase.regression_weight * loss + dm.loss(samples, g), samples
 
 
 def train_step(
@@ -44,7 +44,7 @@ def train_step(
     """One optimizer step of the student in ``engine`` on the control points ``points`` (``[x_0, .., x_1]``,
     each ``(B, *D)``, on the engine's device in its compute dtype): the learning rate set to ``lr``, the
     objective's loss (the forward passes; times drawn from ``g``), with ``dm`` a step of the distribution-
-    matching phase (``phase_loss``), then ``engine.backward`` and ``engine.step`` (clipping, the optimizer's
+    matching phase (``dm_phase_loss``), then ``engine.backward`` and ``engine.step`` (clipping, the optimizer's
     step, gradients zeroed), then the phase's fake-field update. ``engine`` is a DeepSpeed engine, or anything
     with its ``optimizer``, ``__call__``, ``backward`` and ``step`` (``student.plain_loop.PlainEngine``).
     Returns the loss."""
@@ -52,7 +52,7 @@ def train_step(
         group["lr"] = lr
     loss = objective_loss(engine, points, job.objective, g)
     if dm is not None:
-        loss, samples = phase_loss(job, engine, dm, loss, g, points[0].device, points[0].dtype)
+        loss, samples = dm_phase_loss(job, engine, dm, loss, g, points[0].device, points[0].dtype)
     engine.backward(loss)
     engine.step()
     if dm is not None:

@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import Protocol, Sequence
 
 import torch
 
-from teachers.config import PRECISIONS, ConfigError, RunConfig
+from guide_store.settings import ConfigError
+from teachers.settings import PRECISIONS, GuidesSettings, TeacherPoolSettings
 from teachers.teacher_refs import own_teacher_refs
 
 __all__ = [
+    "PlanRequest",
+    "StudentPlacement",
     "StagePlan",
     "DevicePlan",
     "resolve_device",
@@ -37,6 +41,26 @@ __all__ = [
 ]
 
 STUDENT_GPU_SHARE = 0.51
+
+
+class StudentPlacement(Protocol):
+    """What the plan reads of the student's settings (``student.section.StudentSettings``)."""
+
+    precision: str
+    gpus_per_worker: float
+    min_workers: int
+    max_workers: int
+
+
+class PlanRequest(Protocol):
+    """What the plan reads of a run's configuration: its ``device`` and ``precision``, the guides' and the
+    student's own precision, and the GPUs the teacher pool and the student workers ask for."""
+
+    device: str
+    precision: str
+    guides: GuidesSettings
+    teacher_pool: Sequence[TeacherPoolSettings]
+    student: StudentPlacement
 
 
 def resolve_precision(requested: str, key: str, on_gpu: bool, bf16_supported: bool = True) -> str:
@@ -59,19 +83,19 @@ def resolve_precision(requested: str, key: str, on_gpu: bool, bf16_supported: bo
     return requested
 
 
-def student_precision_setting(cfg: RunConfig) -> tuple[str, str]:
+def student_precision_setting(student_precision: str, run_precision: str) -> tuple[str, str]:
     """The student's requested precision and the key it came from: ``student.precision`` unless that is
     ``auto``, which follows the run's ``precision``."""
-    return _stage_precision(cfg, cfg.student.precision, "student.precision")
+    return _stage_precision(student_precision, "student.precision", run_precision)
 
 
-def guides_precision_setting(cfg: RunConfig) -> tuple[str, str]:
+def guides_precision_setting(guides_precision: str, run_precision: str) -> tuple[str, str]:
     """The teacher actors' requested precision and its key: ``guides.precision`` unless ``auto`` (the run's)."""
-    return _stage_precision(cfg, cfg.guides.precision, "guides.precision")
+    return _stage_precision(guides_precision, "guides.precision", run_precision)
 
 
-def _stage_precision(cfg: RunConfig, own: str, key: str) -> tuple[str, str]:
-    return (own, key) if own != "auto" else (cfg.precision, "precision")
+def _stage_precision(own: str, key: str, run_precision: str) -> tuple[str, str]:
+    return (own, key) if own != "auto" else (run_precision, "precision")
 
 
 @dataclass(frozen=True)
@@ -122,11 +146,11 @@ def pool_gpus(plan: DevicePlan, configured: float) -> float:
     return configured if configured > 0 else plan.guides.gpus
 
 
-def _own_teacher_count(cfg: RunConfig) -> int:
-    return max(1, len(own_teacher_refs(cfg.teachers)))
+def _own_teacher_count(cfg: PlanRequest) -> int:
+    return max(1, len(own_teacher_refs(cfg.teacher_pool)))
 
 
-def _check_cpu_only(cfg: RunConfig, cluster_gpus: float) -> None:
+def _check_cpu_only(cfg: PlanRequest, cluster_gpus: float) -> None:
     """GPUs asked for explicitly while the run computes on the CPU: an error, not a silent hang in Ray."""
     why = f"the run computes on the CPU (device: {cfg.device}, the cluster has {cluster_gpus:g} GPUs)"
     if cfg.student.gpus_per_worker > 0:
@@ -134,7 +158,7 @@ def _check_cpu_only(cfg: RunConfig, cluster_gpus: float) -> None:
             f"student.gpus_per_worker: {cfg.student.gpus_per_worker:g} but {why}; "
             "set it to 0, or device: auto/cuda on a cluster with GPUs"
         )
-    for pool in cfg.teachers:
+    for pool in cfg.teacher_pool:
         if pool.num_gpus > 0:
             raise ConfigError(
                 f"teachers[{pool.name}].num_gpus: {pool.num_gpus:g} but {why}; "
@@ -147,7 +171,7 @@ def _floor(share: float) -> float:
     return math.floor(share * 10_000) / 10_000
 
 
-def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
+def resolve_device(cfg: PlanRequest, cluster_gpus: float) -> DevicePlan:
     """The run's plan on a cluster with ``cluster_gpus`` GPUs (``ray.cluster_resources().get('GPU', 0)``).
 
     ``device: cuda`` with no GPU is a ``ConfigError`` (raised before any work). With GPUs (``cuda``, or
@@ -167,7 +191,10 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
     run_precision = resolve_precision(cfg.precision, "precision", on_gpu)
     student, guides = (
         StagePlan(dev, resolve_precision(requested, key, on_gpu), precision_key=key, requested=requested)
-        for requested, key in (student_precision_setting(cfg), guides_precision_setting(cfg))
+        for requested, key in (
+            student_precision_setting(cfg.student.precision, cfg.precision),
+            guides_precision_setting(cfg.guides.precision, cfg.precision),
+        )
     )
     shared = StagePlan(dev, run_precision, requested=cfg.precision)
     if not on_gpu:
@@ -190,8 +217,8 @@ def resolve_device(cfg: RunConfig, cluster_gpus: float) -> DevicePlan:
             "GPU, which NCCL refuses; use more than 0.5, or 0 for the plan's share"
         )
     free = 1 - min(rank_gpus, 1.0)  # what a GPU holding a rank leaves to the teacher actors
-    fixed = sum(p.replicas * p.num_gpus for p in cfg.teachers if p.num_gpus > 0)
-    planned = sum(p.replicas for p in cfg.teachers if p.num_gpus == 0)
+    fixed = sum(p.replicas * p.num_gpus for p in cfg.teacher_pool if p.num_gpus > 0)
+    planned = sum(p.replicas for p in cfg.teacher_pool if p.num_gpus == 0)
     if fixed > free + 1e-9:
         notes.append(
             f"teachers[].num_gpus ask for {fixed:g} GPUs in all: more than the {free:g} of a GPU a "

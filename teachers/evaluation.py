@@ -17,19 +17,18 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from teachers.config import RunConfig
+from teachers.settings import EvalSettings
 from teachers.data import DataSplit
 from teachers.fid_bootstrap import FID_RESAMPLES, fid_interval
 from teachers.digits_features import FEATURE_EXTRACTORS, ensure_registered, prepare_extractor, to_uint8
 from teachers.distances import energy_distance, sliced_wasserstein
 from teachers.precision import autocast
-from teachers.solvers import Solution, euler_step
+from teachers.solvers import Sampler, Solution, euler_step
 
 __all__ = [
     "METRICS",
     "primary_metric",
     "row_kind",
-    "Sampler",
     "QualitySettings",
     "quality",
     "evaluate_sampler",
@@ -39,8 +38,6 @@ __all__ = [
     "straightness",
     "teacher_straightness",
 ]
-
-Sampler = Callable[[Tensor, int], Solution]  # (noise (N, *D), steps) -> samples and NFE
 
 # the metrics that score samples of each kind of data (``DataSplit.kind``), the primary one first; lower is better
 METRICS = {"image": ("fid", "kid"), "vector": ("sliced_w2", "energy")}
@@ -73,21 +70,20 @@ class QualitySettings:
     @classmethod
     def of(
         cls,
-        cfg: RunConfig,
-        seed: int | None = None,
+        e: EvalSettings,
+        seed: int,
         device: str = "cpu",
         n_samples: int | None = None,
         feature_extractor: str | None = None,
     ) -> "QualitySettings":
-        """A run's ``eval`` settings; ``seed`` (noise and floor draw) defaults to the run's seed, and
-        ``n_samples``/``feature_extractor`` replace the config's when given (the ``eval`` command's options)."""
-        e = cfg.eval
+        """A run's ``eval`` section with ``seed`` (noise and floor draw; the run's, or a study seed's);
+        ``n_samples``/``feature_extractor`` replace the section's when given (the ``eval`` command's options)."""
         return cls(
             n_samples=n_samples or e.n_samples,
             feature_extractor=feature_extractor or e.feature_extractor,
             kid_subset_size=e.kid_subset_size,
             slices=e.slices,
-            seed=cfg.seed if seed is None else seed,
+            seed=seed,
             device=device,
             fid_resamples=e.fid_resamples,
         )

@@ -12,7 +12,6 @@ the chosen solver. Loading any folder, students included, is ``student.models.lo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -25,11 +24,10 @@ from teachers.diffusers_adapter import (
     is_diffusers_dir,
     load_diffusers_teacher,
 )
-from teachers.solvers import SOLVERS, Solution, solve
+from teachers.solvers import SOLVERS, Sampler, Solution, solve
 
 __all__ = [
     "MODEL_KINDS",
-    "Sampler",
     "model_kind",
     "model_data_shape",
     "check_model",
@@ -40,8 +38,6 @@ __all__ = [
 ]
 
 MODEL_KINDS = ("teacher", "student", "diffusers")
-
-Sampler = Callable[[torch.Tensor, int | None], Solution]
 
 
 def teacher_sampler(model: nn.Module, solver: str) -> Sampler:

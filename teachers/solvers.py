@@ -23,7 +23,7 @@ from teachers.registry import Registry
 Velocity = Callable[[Tensor, Tensor], Tensor]
 Stepper = Callable[[Velocity, Tensor, float, float], Tensor]
 
-__all__ = ["SOLVERS", "FixedStep", "Solution", "solve", "nfe_per_step", "on_grid"]
+__all__ = ["SOLVERS", "FixedStep", "Solution", "Sampler", "solve", "nfe_per_step", "on_grid"]
 
 
 def _time(x: Tensor, t: float) -> Tensor:
@@ -98,6 +98,11 @@ class Solution:
     x: Tensor
     nfe: int
     points: tuple[Tensor, ...] = ()
+
+
+# any model's sampler, teacher or student: (noise (N, *D), steps; None for an adaptive solver, which picks its
+# own) -> the samples and their NFE
+Sampler = Callable[[Tensor, int | None], Solution]
 
 
 @torch.no_grad()

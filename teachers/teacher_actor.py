@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import ray
 import torch
@@ -22,15 +23,36 @@ from torch import nn
 
 from guide_store.open_store import open_store
 from guide_store.schema import GuideBatch
-from teachers.config import RunConfig, TeacherPoolConfig
+from guide_store.settings import StoreSettings
 from teachers.device_plan import guides_precision_setting, resolve_precision
 from teachers.guides import couple_on_path, from_coupling, make_guides
 from teachers.metrics import TeacherMetrics
 from teachers.models import load_velocity
 from teachers.precision import autocast
+from teachers.settings import DataSettings, GuidesSettings, TeacherPoolSettings
 from teachers.train_teacher import load_run_data
 
-__all__ = ["LoadedTeachers", "load_teachers", "load_placed_teachers", "block_ids", "build_block", "TeacherWorker"]
+__all__ = [
+    "GuideRun",
+    "LoadedTeachers",
+    "load_teachers",
+    "load_placed_teachers",
+    "block_ids",
+    "build_block",
+    "TeacherWorker",
+]
+
+
+class GuideRun(Protocol):
+    """What guide production reads of a run's configuration: its name, seed and ``precision``, and its
+    ``data``, ``guides`` and ``store`` sections."""
+
+    name: str
+    seed: int
+    precision: str
+    data: DataSettings
+    guides: GuidesSettings
+    store: StoreSettings
 
 
 @dataclass
@@ -64,7 +86,7 @@ def _version(checkpoint: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def load_teachers(pool: TeacherPoolConfig, n_guides: int, data_shape: tuple[int, ...]) -> LoadedTeachers:
+def load_teachers(pool: TeacherPoolSettings, n_guides: int, data_shape: tuple[int, ...]) -> LoadedTeachers:
     """Load a pool's checkpoints (refusing a data-shape mismatch); one checkpoint serves every guide."""
     paths = [Path(p) for p in pool.checkpoints]
     models = {p: load_velocity(p, data_shape, pool.convention) for p in dict.fromkeys(paths)}
@@ -77,27 +99,26 @@ def load_teachers(pool: TeacherPoolConfig, n_guides: int, data_shape: tuple[int,
     )
 
 
-def load_placed_teachers(cfg: RunConfig, pool: TeacherPoolConfig, data_shape: tuple[int, ...]) -> LoadedTeachers:
+def load_placed_teachers(cfg: GuideRun, pool: TeacherPoolSettings, data_shape: tuple[int, ...]) -> LoadedTeachers:
     """A pool's teachers as its actors run them: on the GPU when the pool asks for a share and one is
     visible (``pick_device``), in the run's precision resolved on that device."""
     teachers = load_teachers(pool, cfg.guides.n_guides, data_shape)
     device = pick_device(pool.num_gpus)
     on_gpu = device.type == "cuda"
-    requested, key = guides_precision_setting(cfg)
+    requested, key = guides_precision_setting(cfg.guides.precision, cfg.precision)
     return teachers.to(device, resolve_precision(requested, key, on_gpu, on_gpu and torch.cuda.is_bf16_supported()))
 
 
-def block_ids(cfg: RunConfig, block: int) -> torch.Tensor:
+def block_ids(g: GuidesSettings, block: int) -> torch.Tensor:
     """Sample ids of a block: ``[block * size, min((block + 1) * size, num_samples))``."""
-    g = cfg.guides
     return torch.arange(block * g.block_size, min((block + 1) * g.block_size, g.num_samples))
 
 
 @torch.no_grad()
-def build_block(cfg: RunConfig, data: torch.Tensor, teachers: LoadedTeachers, block: int, producer: str) -> GuideBatch:
+def build_block(cfg: GuideRun, data: torch.Tensor, teachers: LoadedTeachers, block: int, producer: str) -> GuideBatch:
     """The guide records of one block (``teachers.guides``); the same inputs give the same bits."""
     g = cfg.guides
-    ids = block_ids(cfg, block)
+    ids = block_ids(g, block)
     taus = g.guide_times()
     shared = from_coupling(g.coupling_settings(), g.rule, taus, [m is teachers.coupling for m in teachers.guides])
     with autocast(teachers.device, teachers.precision):
@@ -134,12 +155,12 @@ class TeacherWorker:
     died, and starts its loop in a thread, so a restarted actor resumes by itself.
     """
 
-    def __init__(self, name: str, cfg: RunConfig, pool: TeacherPoolConfig, store_url: str, controller=None):
+    def __init__(self, name: str, cfg: GuideRun, pool: TeacherPoolSettings, store_url: str, controller=None):
         self.cfg = cfg
         self.pool = pool
         torch.set_num_threads(self.pool.threads)
         self.name = name
-        self.data = load_run_data(self.cfg)
+        self.data = load_run_data(self.cfg.data, self.cfg.seed)
         self.teachers = load_placed_teachers(self.cfg, self.pool, self.data.data_shape)
         st = self.cfg.store
         self.store = open_store(

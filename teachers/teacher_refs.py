@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from teachers.config import ConfigError, TeacherPoolConfig
+from guide_store.settings import ConfigError
+from teachers.settings import TeacherPoolSettings
 
 __all__ = ["OWN_TEACHER", "own_teacher_index", "own_teacher_refs"]
 
@@ -25,6 +26,6 @@ def own_teacher_index(ref: str) -> int | None:
     return int(k)
 
 
-def own_teacher_refs(pools: Iterable[TeacherPoolConfig]) -> list[str]:
+def own_teacher_refs(pools: Iterable[TeacherPoolSettings]) -> list[str]:
     """The references to the run's own teachers in ``pools``' checkpoints, each once, sorted."""
     return sorted({c for p in pools for c in p.checkpoints if own_teacher_index(c) is not None})

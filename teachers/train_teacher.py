@@ -12,30 +12,45 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
 from guide_store.atomic import write_json_atomically, write_text_atomically
 from teachers.checkpoint import CheckpointMeta, save_checkpoint
-from teachers.config import RunConfig, dump_config
 from teachers.data import DataSplit, load_data
-from teachers.device_plan import StagePlan, resolve_device
+from teachers.device_plan import PlanRequest, StagePlan, resolve_device
 from teachers.nets import build_network
 from teachers.plots import save_loss_curve
+from teachers.settings import DataSettings, TeacherTrainingSettings
 from teachers.rectified_flow import TrainSettings, fixed_pairs, independent_pairs, teacher_pairs, train_velocity
 
-__all__ = ["load_run_data", "train_teacher"]
+__all__ = ["TeacherRun", "load_run_data", "train_teacher"]
 
 
-def load_run_data(cfg: RunConfig) -> DataSplit:
-    """The data a run's configuration names."""
-    d = cfg.data
+class TeacherRun(PlanRequest, Protocol):
+    """What teacher training reads of a run's configuration: the plan's settings (``PlanRequest``), the run's
+    seed, its ``data`` and ``teacher`` (teacher training) sections, and where the teacher goes."""
+
+    seed: int
+    data: DataSettings
+    teacher_training: TeacherTrainingSettings
+    teacher_path: Path
+
+    def dump(self) -> str:
+        """The configuration as YAML, password masked (what a run records in its folder)."""
+
+    def model_dump(self, *, mode: str) -> dict[str, Any]:
+        """The configuration as plain data, keyed as in YAML (a checkpoint's ``training``)."""
+
+
+def load_run_data(d: DataSettings, run_seed: int) -> DataSplit:
+    """The data a run's ``data`` section names (split with ``run_seed`` unless it sets its own split seed)."""
     return load_data(
         d.name,
         n_train=d.n_train,
         n_held_out=d.n_held_out,
-        seed=d.split_seed_for(cfg.seed),
+        seed=d.split_seed_for(run_seed),
         path=d.path,
         key=d.key,
         data_shape=tuple(d.shape) if d.shape else None,
@@ -44,7 +59,7 @@ def load_run_data(cfg: RunConfig) -> DataSplit:
 
 
 def train_teacher(
-    cfg: RunConfig,
+    cfg: TeacherRun,
     out_dir: str | Path | None = None,
     data: DataSplit | None = None,
     progress: bool = True,
@@ -59,8 +74,8 @@ def train_teacher(
     device, precision = stage.place()
     out = Path(out_dir) if out_dir is not None else cfg.teacher_path
     out.mkdir(parents=True, exist_ok=True)
-    data = data if data is not None else load_run_data(cfg)
-    tc = cfg.teacher
+    data = data if data is not None else load_run_data(cfg.data, cfg.seed)
+    tc = cfg.teacher_training
     torch.manual_seed(cfg.seed)
     model = build_network(tc.network.arch, data.data_shape, **tc.network.kwargs())
     settings = TrainSettings(
@@ -76,7 +91,7 @@ def train_teacher(
         device=device.type,
         precision=precision,
     )
-    write_text_atomically(out / "config.yaml", dump_config(cfg))
+    write_text_atomically(out / "config.yaml", cfg.dump())
     metrics_file = (out / "metrics.jsonl").open("w")
     history, rounds, start = [], [], time.perf_counter()
     try:

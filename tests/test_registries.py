@@ -17,7 +17,8 @@ from cluster.study_config import Variant
 from guide_store.embedded import FSYNC_POLICIES
 from guide_store.schema import TENSOR_DTYPES
 from student.objectives import OBJECTIVES
-from teachers.config import DEVICES, RunConfig
+from cluster.config import RunConfig
+from teachers.settings import DEVICES
 from teachers.conventions import CONVENTIONS
 from teachers.data import DATA_SOURCES
 from teachers.digits_features import FEATURE_EXTRACTORS
@@ -62,7 +63,7 @@ def _literal_fields(model: type[BaseModel], prefix: str = "") -> dict[str, tuple
     values, by dotted key."""
     out = {}
     for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{field.alias or name}"  # the YAML key
         stack = [field.annotation]
         while stack:
             ann = stack.pop()

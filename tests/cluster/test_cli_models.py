@@ -59,7 +59,7 @@ def test_eval_of_a_diffusers_folder_whose_data_does_not_fit_the_config(diffusers
 
 def test_eval_and_sample_of_a_native_student(tmp_path, capsys):
     cfg = toy_cfg(tmp_path)
-    kwargs = cfg.teacher.network.kwargs()
+    kwargs = cfg.teacher_training.network.kwargs()
     meta = CheckpointMeta(
         arch="mlp",
         arch_kwargs=kwargs,

@@ -50,7 +50,7 @@ def test_bad_teacher_convention_names_the_key_and_the_known_ones():
     with pytest.raises(ConfigError, match=r"teachers.0.convention: Input should be 'flow_match' \(got 'epsilon'\)"):
         parse_config(raw)
     raw["teachers"][0]["convention"] = "flow_match"
-    assert parse_config(raw).teachers[0].convention == "flow_match"
+    assert parse_config(raw).teacher_pool[0].convention == "flow_match"
 
 
 def test_wrong_type():
@@ -83,7 +83,7 @@ def test_missing_required_key():
 
 def test_overrides_apply_and_are_validated(tmp_path):
     cfg = load_config(CONFIGS / "digits.yaml", ["teacher.lr=3e-4", "eval.steps=[1,4]"])
-    assert cfg.teacher.lr == 3e-4 and cfg.eval.steps == [1, 4]
+    assert cfg.teacher_training.lr == 3e-4 and cfg.eval.steps == [1, 4]
     with pytest.raises(ConfigError, match=r"teacher.lrr: unknown key"):
         load_config(CONFIGS / "digits.yaml", ["teacher.lrr=3e-4"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
@@ -114,9 +114,9 @@ def test_a_second_teacher_keeps_the_runs_data_split():
     cfg = load_config(CONFIGS / "digits.yaml", ["seed=3"])
     second = teacher_training_config(cfg, 4)
     assert second.seed == 4 and second.data.split_seed == 3
-    assert torch.equal(load_run_data(second).held_out, load_run_data(cfg).held_out)
+    assert torch.equal(load_run_data(second.data, second.seed).held_out, load_run_data(cfg.data, cfg.seed).held_out)
     other = load_config(CONFIGS / "digits.yaml", ["seed=4"])
-    assert not torch.equal(load_run_data(other).held_out, load_run_data(cfg).held_out)
+    assert not torch.equal(load_run_data(other.data, other.seed).held_out, load_run_data(cfg.data, cfg.seed).held_out)
 
 
 def test_an_elastic_student_pool_is_checked_before_any_work():
@@ -133,3 +133,22 @@ def test_an_elastic_student_pool_is_checked_before_any_work():
         student = bad if isinstance(bad, dict) else {"workers": bad}
         with pytest.raises(ConfigError, match=words):
             parse_config({**base, "student": student})
+
+
+def test_yaml_keys_differ_from_the_code_names_only_in_python():
+    """``teacher``/``teachers``/``student.finetune`` are ``teacher_training``/``teacher_pool``/``dm_phase`` in the
+    code; the YAML key is what is read, written and listed in messages."""
+    raw = _raw()
+    raw["teachers"] = [{"name": "t", "checkpoints": ["self"]}]
+    raw["student"] = {"steps": 50, "finetune": {"steps": 10}}
+    cfg = parse_config(raw)
+    assert cfg.teacher_training.network.arch == "unet" and cfg.teacher_pool[0].name == "t"
+    assert cfg.student.dm_phase.steps == 10
+    dumped = cfg.model_dump(mode="json")
+    assert {"teacher", "teachers"} <= set(dumped) and not {"teacher_training", "teacher_pool"} & set(dumped)
+    assert "finetune" in dumped["student"] and "dm_phase" not in dumped["student"]
+    assert parse_config(dumped) == cfg
+    raw["student"]["finetun"] = {}
+    with pytest.raises(ConfigError, match=r"student.finetun: unknown key; allowed keys here: .*\bfinetune\b") as err:
+        parse_config(raw)
+    assert "dm_phase" not in str(err.value)

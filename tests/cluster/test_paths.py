@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 
-from cluster.config import load_config
-from cluster.paths import in_temporary_job_dir, resolve_run_paths
+from cluster.config import load_config, resolve_run_paths
+from cluster.paths import in_temporary_job_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def test_relative_paths_resolve_against_the_starting_directory(tmp_path, monkeyp
     assert config.is_file()
     assert cfg.run_path == tmp_path / "runs" / "toy2d" and cfg.run_path.is_absolute()
     assert cfg.data.path == str(tmp_path / "data" / "x.npy")
-    assert cfg.teachers[0].checkpoints == ["self", str(tmp_path / "other" / "teacher")]
+    assert cfg.teacher_pool[0].checkpoints == ["self", str(tmp_path / "other" / "teacher")]
     assert cfg.student.storage_path == str(tmp_path / "train-out")
     assert resolve_run_paths(cfg) == cfg  # idempotent: a second resolution changes nothing
 
@@ -71,8 +71,8 @@ def test_under_a_job_with_a_working_dir_outputs_go_home(tmp_path, monkeypatch):
     )
     assert cfg.run_path == home / "runs" / "toy2d"
     # inputs: the uploaded copy first, then the home (an earlier job's output), else where the user said
-    assert cfg.teachers[0].checkpoints == [str(copy / "shipped"), str(home / "runs" / "earlier" / "teacher")]
-    assert cfg.teachers[1].checkpoints == [str(copy / "missing")]
+    assert cfg.teacher_pool[0].checkpoints == [str(copy / "shipped"), str(home / "runs" / "earlier" / "teacher")]
+    assert cfg.teacher_pool[1].checkpoints == [str(copy / "missing")]
 
 
 def test_a_job_without_a_working_dir_keeps_its_directory(tmp_path, monkeypatch):

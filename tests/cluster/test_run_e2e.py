@@ -103,7 +103,7 @@ def test_a_cluster_too_small_for_the_run_is_refused_before_any_work(ray_cluster,
     and Ray would keep the student pool waiting for ever: the run says so (and how to fix it) before any
     teacher trains."""
     small = small_run(tmp_path)
-    cfg = small.model_copy(update={"teachers": [small.teachers[0].model_copy(update={"replicas": 7})]})
+    cfg = small.model_copy(update={"teacher_pool": [small.teacher_pool[0].model_copy(update={"replicas": 7})]})
     cpus = ray_cluster.cluster_resources()["CPU"]
     assert cpus == 8
     with pytest.raises(
@@ -120,9 +120,9 @@ def test_placement_no_node_offers_is_refused_before_any_work(ray_cluster, tmp_pa
     """The shared test cluster offers 8 of teacher_host and student_host and nothing else: a run whose actors or
     workers ask for more, or for a resource no node offers, would wait for ever; it is refused with the fix."""
     small = small_run(tmp_path)
-    teachers = [small.teachers[0].model_copy(update={"resources": {"teacher_host": 5.0}, "replicas": 2})]
+    teachers = [small.teacher_pool[0].model_copy(update={"resources": {"teacher_host": 5.0}, "replicas": 2})]
     student = small.student.model_copy(update={"resources_per_worker": {"gpu_host": 1.0}})
-    cfg = small.model_copy(update={"teachers": teachers, "student": student})
+    cfg = small.model_copy(update={"teacher_pool": teachers, "student": student})
     with pytest.raises(
         ConfigError,
         match=r"teachers\[.*\]\.resources \(2 x 5\) ask for 10 of resource 'teacher_host', "

@@ -79,8 +79,8 @@ def pool_config(tmp_path, teacher, name, blocks=24, **student):
 
 def fill_store(cfg, sink):
     """Put every block of the run into ``sink`` (a Redis URL, or a Parquet sink) and return it (or the store)."""
-    data = load_run_data(cfg).train
-    teachers = load_teachers(cfg.teachers[0], cfg.guides.n_guides, (2,))
+    data = load_run_data(cfg.data, cfg.seed).train
+    teachers = load_teachers(cfg.teacher_pool[0], cfg.guides.n_guides, (2,))
     store = RedisGuideStore(sink, cfg.name) if isinstance(sink, str) else sink
     for block in range(cfg.guides.num_samples // cfg.guides.block_size):
         store.put(build_block(cfg, data, teachers, block, "test"))

@@ -28,7 +28,7 @@ def test_shipped_studies_validate(name, quick):
             runs[0].cfg.student.steps,
             runs[0].cfg.guides.num_samples,
         )
-        assert len(r.cfg.teachers) == 1 and len(r.cfg.teachers[0].checkpoints) == len(r.variant.teachers)
+        assert len(r.cfg.teacher_pool) == 1 and len(r.cfg.teacher_pool[0].checkpoints) == len(r.variant.teachers)
     if not quick:
         assert len(seeds) >= 3
 
@@ -102,7 +102,7 @@ def test_the_cpu_study_is_the_default_job_and_the_gpu_study_extends_it():
     assert default.student.steps == base["student"]["steps"] and default.guides.rule == "trajectory"
     assert (gpu.variants, gpu.screen, gpu.claims) == (cpu.variants, cpu.screen, cpu.claims)
     assert gpu.name == "digits-gpu" and [r.key for r in gpu_runs] == [r.key for r in cpu_runs]
-    assert gpu_runs[0].cfg.student.batch_size == 256 and gpu_runs[0].cfg.teacher.network.channels == 64
+    assert gpu_runs[0].cfg.student.batch_size == 256 and gpu_runs[0].cfg.teacher_training.network.channels == 64
     assert cpu.screen.seeds == [0] and set(cpu.screen.always) <= {v.name for v in cpu.variants}
 
 

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from cluster.config import TeacherPoolConfig, parse_config
+from cluster.config import TeacherPoolSettings, parse_config
 from cluster.controller_actor import start_controller
 from guide_store.embedded import EmbeddedRedis
 from guide_store.redis_store import RedisGuideStore
@@ -158,7 +158,7 @@ def test_remove_with_drain_loses_and_duplicates_nothing(ray_cluster, two_teacher
     removed = ray_cluster.get(controller.remove_teacher.remote("p-1", True))
     assert removed["state"] == "removed"
     added = ray_cluster.get(
-        controller.add_teacher.remote(TeacherPoolConfig(name="late", checkpoints=[two_teachers[0]]), 1)
+        controller.add_teacher.remote(TeacherPoolSettings(name="late", checkpoints=[two_teachers[0]]), 1)
     )
     ray_cluster.get(controller.remove_teacher.remote("p-2", True))  # now only the added actor can finish the run
     state = wait_finished(controller)
@@ -183,10 +183,10 @@ def test_adding_an_incompatible_teacher_is_refused(ray_cluster, redis_url, tmp_p
     cfg = run_config(tmp_path, "refuse", [])
     controller = start_controller(cfg, redis_url)
     with pytest.raises(Exception, match=r"data_shape \[1, 8, 8\] does not match the run's data \[2\]"):
-        ray_cluster.get(controller.add_teacher.remote(TeacherPoolConfig(name="bad", checkpoints=[str(img)]), 1))
+        ray_cluster.get(controller.add_teacher.remote(TeacherPoolSettings(name="bad", checkpoints=[str(img)]), 1))
     with pytest.raises(Exception, match="checkpoint directory does not exist"):
         ray_cluster.get(
-            controller.add_teacher.remote(TeacherPoolConfig(name="gone", checkpoints=[str(tmp_path / "nope")]), 1)
+            controller.add_teacher.remote(TeacherPoolSettings(name="gone", checkpoints=[str(tmp_path / "nope")]), 1)
         )
     assert ray_cluster.get(controller.state.remote())["workers"] == {}
 

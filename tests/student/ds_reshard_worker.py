@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from student.engine_state import load_rank_state, save_rank_state
 from student.settings import StudentJob
 from student.train_loop import build_engine
-from teachers.config import parse_config
+from cluster.config import parse_config
 
 STEPS = 3
 

@@ -21,7 +21,7 @@ from student.engine_state import load_rank_state, save_rank_state
 from student.settings import StudentJob
 from student.train_loop import build_engine, student_precision
 from student.train_step import train_step
-from teachers.config import parse_config
+from cluster.config import parse_config
 
 
 def main(port: str, *config_files: str) -> None:
@@ -36,7 +36,7 @@ def main(port: str, *config_files: str) -> None:
 def steps(cfg) -> dict:
     job = StudentJob.of(cfg, None, (2,), None)
     device = torch.device("cpu")
-    precision = student_precision(cfg, device)
+    precision = student_precision(job, device)
     engine, ema = build_engine(job, 1, device, precision)
     outputs = []
     engine.module.register_forward_hook(lambda m, args, out: outputs.append(str(out.dtype)))

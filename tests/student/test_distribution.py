@@ -9,7 +9,7 @@ from torch import nn
 
 from student.distribution import DistributionMatching, clean_prediction, fake_loss, generator_loss, sample_with_grad
 from student.engine_state import pack_tree, unpack_tree
-from student.settings import FinetuneSettings
+from student.section import DmPhaseSettings
 
 
 class Field(nn.Module):
@@ -38,7 +38,7 @@ class Shift(nn.Module):
 def test_generator_gradient_is_the_gap_of_clean_predictions_over_its_norm():
     """With point-mass fields the clean predictions are constants, so the term's gradient in ``x`` is exactly
     ``(mean_fake - mean_teacher) / mean|x - mean_teacher|`` per sample, divided by the element count."""
-    settings = FinetuneSettings(steps=1)
+    settings = DmPhaseSettings(steps=1)
     teacher, fake = Field([1.0, -2.0]), Field([0.5, 0.0])
     x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     loss = generator_loss(x, teacher, fake, settings, torch.Generator().manual_seed(1))
@@ -51,7 +51,7 @@ def test_generator_gradient_is_the_gap_of_clean_predictions_over_its_norm():
 
 
 def test_equal_fields_give_no_gradient_and_the_fake_learns_the_students_samples():
-    settings = FinetuneSettings(steps=1, fake_lr=0.05, fake_updates=1)
+    settings = DmPhaseSettings(steps=1, fake_lr=0.05, fake_updates=1)
     x = (torch.randn(256, 2) + 3.0).requires_grad_(True)
     generator_loss(x, Field([1.0, 1.0]), Field([1.0, 1.0]), settings, torch.Generator().manual_seed(0)).backward()
     assert x.grad.abs().max().item() < 1e-7
@@ -83,7 +83,7 @@ def test_the_phase_moves_a_shifted_student_onto_the_teachers_distribution():
     the generator term together move ``b`` toward ``m``."""
     torch.manual_seed(0)
     m = torch.tensor([2.0, -1.0])
-    settings = FinetuneSettings(steps=200, weight=1.0, fake_lr=0.02, fake_updates=2)
+    settings = DmPhaseSettings(steps=200, weight=1.0, fake_lr=0.02, fake_updates=2)
     teacher = Field(m.clone())
     dm = DistributionMatching(teacher, settings, torch.device("cpu"))
     student = Shift([0.0, 0.0])
@@ -102,7 +102,7 @@ def test_the_phase_moves_a_shifted_student_onto_the_teachers_distribution():
 
 
 def test_the_phase_state_round_trips_without_pickle():
-    settings = FinetuneSettings(steps=1, fake_updates=1)
+    settings = DmPhaseSettings(steps=1, fake_updates=1)
     dm = DistributionMatching(Field([1.0, 0.0]), settings, torch.device("cpu"))
     dm.update_fake(torch.randn(16, 2), torch.Generator().manual_seed(0))
     tensors = {}

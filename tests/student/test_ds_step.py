@@ -13,7 +13,7 @@ import pytest
 
 from guide_store.embedded import free_port
 from teachers.schedule import lr_at
-from teachers.config import parse_config
+from cluster.config import parse_config
 
 WORKER = str(Path(__file__).with_name("ds_step_worker.py"))
 ROOT = str(Path(__file__).resolve().parents[2])

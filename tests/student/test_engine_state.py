@@ -11,7 +11,7 @@ from teachers.schedule import lr_at
 from student.engine_state import pack_tree, rank_file, read_rank_meta, unpack_tree
 from student.train_loop import id_runs, merge_runs
 from teachers.checkpoint import CheckpointError
-from teachers.config import StudentConfig
+from student.section import StudentSettings
 from teachers.device_plan import resolve_precision
 
 
@@ -45,7 +45,7 @@ def test_bad_rank_files_are_named(tmp_path):
 
 
 def test_deepspeed_config_and_precision():
-    sc = StudentConfig(batch_size=32, zero_stage=2, grad_clip=0.5)
+    sc = StudentSettings(batch_size=32, zero_stage=2, grad_clip=0.5)
     ds = deepspeed_config(sc, world_size=4, precision="fp32")
     assert ds["train_batch_size"] == 128 and ds["zero_optimization"]["stage"] == 2
     assert ds["gradient_clipping"] == 0.5 and "bf16" not in ds

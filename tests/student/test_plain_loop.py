@@ -5,7 +5,7 @@ import torch
 from student.plain_loop import plain_student, plain_student_rate
 from student.settings import StudentJob
 from teachers.checkpoint import CheckpointMeta, save_checkpoint
-from teachers.config import parse_config
+from cluster.config import parse_config
 from teachers.nets import build_network
 
 
@@ -18,7 +18,7 @@ def _job(tmp_path, objective):
             "student": {"objective": objective, "batch_size": 32, "lr": 2e-3, "warmup_steps": 2, "log_every": 5},
         }
     )
-    net = cfg.teacher.network
+    net = cfg.teacher_training.network
     teacher = build_network(net.arch, (2,), **net.kwargs())
     save_checkpoint(
         tmp_path / "teacher", teacher, CheckpointMeta(arch=net.arch, arch_kwargs=net.kwargs(), data_shape=[2])

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from guide_store.embedded import free_port
 from student.engine_state import FORMAT, load_rank_state, rank_file
 from teachers.checkpoint import CheckpointError
-from teachers.config import parse_config
+from cluster.config import parse_config
 
 WORKER = str(Path(__file__).with_name("ds_reshard_worker.py"))
 ROOT = str(Path(__file__).resolve().parents[2])

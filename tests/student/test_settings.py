@@ -28,7 +28,7 @@ def test_the_student_section_is_grouped_as_the_worker_reads_it():
     assert job.optim.lr_at(cfg.student.warmup_steps) == 3e-4  # the peak, right after warm-up
     assert (job.feed.replay_records, job.feed.num_samples, job.feed.store_url) == (123, 640, "redis://:pw@h:1/0")
     assert job.saving.checkpoint_every == 7
-    assert job.network == (cfg.student.network or cfg.teacher.network)
+    assert job.network == (cfg.student.network or cfg.teacher_training.network)
 
 
 def test_the_job_survives_the_json_trip_of_the_step_check():
@@ -43,8 +43,8 @@ def test_the_phase_is_the_last_finetune_steps_with_its_own_learning_rate():
         ["student.steps=100", "student.warmup_steps=10", "student.finetune.steps=30", "student.finetune.lr=1e-6"],
     )
     job = StudentJob.of(cfg, None, [2], "/ckpt/teacher")
-    assert job.finetune.teacher == "/ckpt/teacher"
-    assert [job.in_finetune(s) for s in (0, 69, 70, 99)] == [False, False, True, True]
+    assert job.dm_teacher == "/ckpt/teacher"
+    assert [job.in_dm_phase(s) for s in (0, 69, 70, 99)] == [False, False, True, True]
     assert job.lr_at(69) == job.optim.lr_at(69) > 1e-6 and job.lr_at(70) == 1e-6
     off = StudentJob.of(load_config(CONFIGS / "toy2d.yaml"), None, [2], "/ckpt/teacher")
-    assert off.finetune.teacher is None and not any(off.in_finetune(s) for s in range(off.optim.steps))
+    assert off.dm_teacher is None and not any(off.in_dm_phase(s) for s in range(off.optim.steps))

@@ -12,7 +12,7 @@ from student.objectives import objective_loss
 from student.plain_loop import PlainEngine
 from student.settings import StudentJob
 from student.train_step import train_step
-from teachers.config import parse_config
+from cluster.config import parse_config
 
 
 def _job():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from teachers.config import parse_config
+from cluster.config import parse_config
 
 
 def toy_config(tmp_path, **teacher):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from teachers.config import ConfigError, parse_config
+from cluster.config import ConfigError, parse_config
 from teachers.device_plan import STUDENT_GPU_SHARE, pool_gpus, resolve_device, resolve_precision
 from teachers.precision import autocast
 

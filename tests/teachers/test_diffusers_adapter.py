@@ -5,7 +5,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from teachers.config import TeacherPoolConfig
+from teachers.settings import TeacherPoolSettings
 from teachers.checkpoint import CheckpointError
 from teachers.diffusers_adapter import is_diffusers_dir
 from teachers.guides import make_guides
@@ -43,7 +43,7 @@ def test_loads_with_the_flow_matching_sign_and_time_convention(tiny_unet):
 
 def test_serves_as_a_guide_teacher(tiny_unet):
     _, path = tiny_unet
-    teachers = load_teachers(TeacherPoolConfig(name="hf", checkpoints=[str(path)]), 2, (1, 8, 8))
+    teachers = load_teachers(TeacherPoolSettings(name="hf", checkpoints=[str(path)]), 2, (1, 8, 8))
     x0, x1 = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
     g1, g2 = make_guides(x0, x1, teachers.guides, "euler_step", [1 / 3, 2 / 3])
     assert g1.shape == (4, 1, 8, 8) and torch.isfinite(g2).all()

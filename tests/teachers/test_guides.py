@@ -253,7 +253,7 @@ def test_an_actors_trajectory_block_passes_through_the_teachers_path(toy_teacher
     guide solve), or solved separately (rk4 x 3 to each tau) when the coupling's grid misses them."""
     from student.bezier import bezier_point
     from teachers.checkpoint import load_checkpoint
-    from teachers.config import parse_config
+    from cluster.config import parse_config
     from teachers.teacher_actor import build_block, load_teachers
     from teachers.train_teacher import load_run_data
 
@@ -278,8 +278,8 @@ def test_an_actors_trajectory_block_passes_through_the_teachers_path(toy_teacher
             "teachers": [{"name": "t", "checkpoints": [str(toy_teacher)]}],
         }
     )
-    assert cfg.teachers[0].guides_from_coupling(cfg.guides) == [solves == 0] * 2
-    teachers = load_teachers(cfg.teachers[0], 2, (2,))
+    assert cfg.teacher_pool[0].guides_from_coupling(cfg.guides) == [solves == 0] * 2
+    teachers = load_teachers(cfg.teacher_pool[0], 2, (2,))
     calls = [0]
     net = teachers.coupling
 
@@ -288,7 +288,7 @@ def test_an_actors_trajectory_block_passes_through_the_teachers_path(toy_teacher
         return net(x, t)
 
     teachers.coupling, teachers.guides = counting, [counting, counting]  # one teacher, as loaded
-    batch = build_block(cfg, load_run_data(cfg).train, teachers, 1, "test")
+    batch = build_block(cfg, load_run_data(cfg.data, cfg.seed).train, teachers, 1, "test")
     assert calls[0] == coupling_steps * 4 + solves * 3 * 4  # rk4: 4 calls a step
     model, _ = load_checkpoint(toy_teacher)
     points = [batch.x0, *batch.guides, batch.x1]
@@ -301,7 +301,7 @@ def test_an_actors_trajectory_block_passes_through_the_teachers_path(toy_teacher
 def test_guides_precision_runs_the_actors_teachers_in_bf16_and_only_them(toy_teacher, tmp_path):
     """``guides.precision: bf16`` (twice the teacher throughput on a CPU with bf16 units): the actors' teachers
     run under bf16 autocast while the run stays fp32; the records stay fp32 and near the fp32 ones."""
-    from teachers.config import parse_config
+    from cluster.config import parse_config
     from teachers.teacher_actor import build_block, load_placed_teachers
     from teachers.train_teacher import load_run_data
 
@@ -328,9 +328,9 @@ def test_guides_precision_runs_the_actors_teachers_in_bf16_and_only_them(toy_tea
     blocks = {}
     for precision in ("auto", "bf16"):
         c = cfg(precision)
-        teachers = load_placed_teachers(c, c.teachers[0], (2,))
+        teachers = load_placed_teachers(c, c.teacher_pool[0], (2,))
         assert teachers.precision == ("fp32" if precision == "auto" else "bf16")
-        blocks[precision] = build_block(c, load_run_data(c).train, teachers, 0, "test")
+        blocks[precision] = build_block(c, load_run_data(c.data, c.seed).train, teachers, 0, "test")
     fp32, bf16 = blocks["auto"], blocks["bf16"]
     assert bf16.x1.dtype == torch.float32 and torch.equal(bf16.x0, fp32.x0)  # the same noise
     assert not torch.equal(bf16.x1, fp32.x1) and (bf16.x1 - fp32.x1).abs().max() < 0.1

@@ -2,7 +2,7 @@
 
 import pytest
 
-from teachers.config import ConfigError, TeacherPoolConfig, parse_config
+from cluster.config import ConfigError, TeacherPoolSettings, parse_config
 from teachers.teacher_refs import own_teacher_index, own_teacher_refs
 
 BASE = {
@@ -27,8 +27,8 @@ def test_a_malformed_self_k_is_a_config_error(ref):
 
 def test_own_teacher_refs_are_each_once_and_sorted():
     pools = [
-        TeacherPoolConfig(name="a", checkpoints=["self:2", "path/x"]),
-        TeacherPoolConfig(name="b", checkpoints=["self", "self:2"]),
+        TeacherPoolSettings(name="a", checkpoints=["self:2", "path/x"]),
+        TeacherPoolSettings(name="b", checkpoints=["self", "self:2"]),
     ]
     assert own_teacher_refs(pools) == ["self", "self:2"]
 
@@ -36,9 +36,9 @@ def test_own_teacher_refs_are_each_once_and_sorted():
 @pytest.mark.parametrize("teachers", [None, []])
 def test_no_pool_configured_gives_one_pool_on_the_run_s_own_teacher(teachers):
     raw = dict(BASE) if teachers is None else {**BASE, "teachers": teachers}
-    assert parse_config(raw).teachers == [TeacherPoolConfig(name="teacher", checkpoints=["self"])]
+    assert parse_config(raw).teacher_pool == [TeacherPoolSettings(name="teacher", checkpoints=["self"])]
 
 
 def test_configured_pools_are_kept():
     pools = [{"name": "p", "checkpoints": ["a/b"], "replicas": 2}]
-    assert parse_config({**BASE, "teachers": pools}).teachers == [TeacherPoolConfig(**pools[0])]
+    assert parse_config({**BASE, "teachers": pools}).teacher_pool == [TeacherPoolSettings(**pools[0])]

@@ -1,5 +1,7 @@
 """The ``bezier-distill`` command line.
 
+Global flags, before the subcommand: --quiet (warnings and errors only), --verbose (debug lines too).
+
 Subcommands:
   run CONFIG [--set KEY=VALUE ...] [--stop-after guides|student|eval] [--no-progress] [--overwrite]   the main job
   doctor [CONFIG] [--set KEY=VALUE ...]   pre-flight: versions, devices, Ray, the store, one student step
@@ -23,6 +25,7 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -37,6 +40,7 @@ from cluster.chaos import chaos_failures, run_chaos
 from cluster.config import ConfigError, load_config
 from cluster.controller_actor import controller_name
 from cluster.job import add_run_arguments, run_from_args
+from cluster.logs import add_log_arguments, configure_logging, level_of, quieted
 from cluster.paths import resolve_input
 from cluster.pipeline_bench import BENCH_SIZES, BenchError, format_bench_table, run_pipeline_bench, size_config
 from cluster.preflight import (
@@ -126,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bezier-distill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_log_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="the main job: teachers, guide store, student pool, evaluation, report")
@@ -374,7 +379,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else None
     loaded, data, cfg = load_model_and_data(args.checkpoint, args.convention, config)
     settings = QualitySettings.of(cfg, n_samples=args.n_samples, feature_extractor=args.feature_extractor)
-    table = evaluate_loaded(loaded, data, args.steps, args.solver, settings, echo=lambda s: None)
+    table = evaluate_loaded(loaded, data, args.steps, args.solver, settings)
     print(format_table(table))
     default = "eval_student.json" if loaded.kind == "student" else f"eval_{args.solver}.json"
     out = Path(args.out) if args.out else Path(args.checkpoint) / default
@@ -398,9 +403,10 @@ def _cmd_teachers_bench(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        train_teacher(cfg, out_dir=tmp, progress=not args.json, echo=lambda s: None)
+        with quieted():  # its lines are summed up below
+            train_teacher(cfg, out_dir=tmp, progress=not args.json)
         seconds = time.perf_counter() - start
-        table = evaluate_teacher(tmp, [1, 32], "rk4", QualitySettings.of(cfg), echo=lambda s: None)
+        table = evaluate_teacher(tmp, [1, 32], "rk4", QualitySettings.of(cfg))
     metric = "fid" if "fid" in table["floor"] else "sliced_w2"
     row1, row32 = table["rows"]
     result = {
@@ -500,10 +506,10 @@ def _cmd_teachers_remove(args: argparse.Namespace) -> int:
 def _cmd_guides_bench(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if not (cfg.teacher_path / "model.json").is_file():
-        train_teacher(cfg, progress=not args.json, echo=lambda s: None)
-    result = run_production_bench(
-        cfg, str(cfg.teacher_path), args.blocks, progress=(lambda s: None) if args.json else print
-    )
+        with quieted():
+            train_teacher(cfg, progress=not args.json)
+    with quieted() if args.json else contextlib.nullcontext():
+        result = run_production_bench(cfg, str(cfg.teacher_path), args.blocks)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -530,13 +536,8 @@ def _cmd_store_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_store_bench(args: argparse.Namespace) -> int:
-    result = run_bench(
-        args.batch_mb,
-        args.seconds,
-        fsync=args.fsync,
-        progress=(lambda s: None) if args.json else print,
-        min_pairs=args.pairs,
-    )
+    with quieted() if args.json else contextlib.nullcontext():
+        result = run_bench(args.batch_mb, args.seconds, fsync=args.fsync, min_pairs=args.pairs)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -557,7 +558,6 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
             replicas=args.replicas,
             pairs=args.pairs,
             quick=args.quick,
-            echo=lambda line: print(line, flush=True),
         )
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -603,7 +603,6 @@ def _cmd_chaos(args: argparse.Namespace) -> int:
         load_config(args.config, args.overrides),
         malformed=args.malformed,
         undisturbed=args.undisturbed,
-        echo=lambda line: print(line, flush=True),
     )
     failed = chaos_failures(report)
     for why in failed:
@@ -645,7 +644,6 @@ def _cmd_study(args: argparse.Namespace) -> int:
         args.config,
         quick=args.quick,
         out_dir=args.out,
-        echo=lambda line: print(line, flush=True),
         show_bar=not args.no_progress,
         report_only=args.report_only,
     )
@@ -678,6 +676,7 @@ _COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(level_of(args.quiet, args.verbose))
     group = {
         "teachers": "teachers_command",
         "store": "store_command",

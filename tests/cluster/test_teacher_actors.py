@@ -34,7 +34,7 @@ def two_teachers(tmp_path_factory):
                 },
             }
         )
-        paths.append(str(train_teacher(cfg, progress=False, echo=lambda s: None)))
+        paths.append(str(train_teacher(cfg, progress=False)))
     return paths
 
 

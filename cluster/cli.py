@@ -37,12 +37,13 @@ import ray
 import torch
 
 from cluster.chaos import chaos_failures, run_chaos
-from cluster.config import ConfigError, load_config
+from cluster.config import load_config
 from cluster.controller_actor import controller_name
+from cluster.exit_codes import guarded
 from cluster.job import add_run_arguments, run_from_args
 from cluster.logs import add_log_arguments, configure_logging, level_of, quieted
 from cluster.paths import resolve_input
-from cluster.pipeline_bench import BENCH_SIZES, BenchError, format_bench_table, run_pipeline_bench, size_config
+from cluster.pipeline_bench import BENCH_SIZES, format_bench_table, run_pipeline_bench, size_config
 from cluster.preflight import (
     config_checks,
     cpus_check,
@@ -62,9 +63,7 @@ from guide_store.embedded import FSYNC_POLICIES
 from guide_store.open_store import open_run_store
 from guide_store.parquet import export_store
 from student.evaluate import evaluate_loaded, evaluate_teacher, load_model_and_data, sample_model
-from teachers.checkpoint import CheckpointError
 from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
-from teachers.data import DataError
 from teachers.device_plan import resolve_device
 from teachers.digits_features import FEATURE_EXTRACTORS
 from teachers.evaluation import QualitySettings, format_table
@@ -550,18 +549,9 @@ def _cmd_store_bench(args: argparse.Namespace) -> int:
 
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or size_config(args.size), args.overrides)
-    try:
-        result = run_pipeline_bench(
-            cfg,
-            steps=args.steps,
-            workers=args.workers,
-            replicas=args.replicas,
-            pairs=args.pairs,
-            quick=args.quick,
-        )
-    except BenchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = run_pipeline_bench(
+        cfg, steps=args.steps, workers=args.workers, replicas=args.replicas, pairs=args.pairs, quick=args.quick
+    )
     result = {"config": str(args.config or size_config(args.size)), "quick": args.quick, **result}
     print(format_bench_table(result))
     if args.json:
@@ -684,11 +674,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "bench_command",
     }.get(args.command)
     key = (args.command, getattr(args, group)) if group else args.command
-    try:
-        return _COMMANDS[key](args)
-    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return guarded(_COMMANDS[key], args)
 
 
 if __name__ == "__main__":

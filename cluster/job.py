@@ -36,9 +36,11 @@ from pathlib import Path
 
 import ray
 
+from guide_store.errors import ClusterError
 from cluster.config import ConfigError, RunConfig, dump_config, load_config, public_config, redact_url
 from cluster.guide_stage import produce_and_train
 from cluster.ledger import LedgerError, failures
+from cluster.exit_codes import guarded
 from cluster.logs import add_log_arguments, configure_logging, level_of
 from cluster.nodes import (
     check_shared_run_dir,
@@ -55,8 +57,6 @@ from cluster.teacher_stage import own_teacher_paths, resolve_teachers
 from guide_store.atomic import write_json_atomically
 from guide_store.open_store import run_redis_url
 from student.run_report import evaluate_run, quality_table
-from teachers.checkpoint import CheckpointError
-from teachers.data import DataError
 from teachers.device_plan import resolve_device
 from teachers.models import model_data_shape
 
@@ -77,7 +77,7 @@ __all__ = [
 STAGES = ("guides", "student", "eval")
 
 
-class RunExistsError(ValueError):
+class RunExistsError(ClusterError, ValueError):
     """The run already finished in its folder; it is not overwritten unless asked."""
 
 
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging(level_of(args.quiet, args.verbose))
-    return run_from_args(args)
+    return guarded(run_from_args, args)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -332,18 +332,10 @@ def _failed_report(cfg: RunConfig, err: BaseException, timings: dict, start: flo
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config, args.overrides)
-        run(cfg, args.stop_after, show_bar=not args.no_progress, overwrite=args.overwrite)
-    except (ConfigError, CheckpointError, DataError, PreflightError, RunExistsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as err:
-        print(f"interrupted ({err or 'Ctrl-C'})", file=sys.stderr)
-        return 130
-    except LedgerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    """``bezier-distill run`` and ``python -m cluster.job``: 0 when the run finished; its errors go up to
+    ``cluster.exit_codes.guarded``, which says them and gives their exit code."""
+    cfg = load_config(args.config, args.overrides)
+    run(cfg, args.stop_after, show_bar=not args.no_progress, overwrite=args.overwrite)
     return 0
 
 

@@ -69,6 +69,7 @@ from pathlib import Path
 
 import torch
 
+from guide_store.errors import ClusterError
 from cluster.logs import quieted
 from cluster.config import RunConfig
 from cluster.gpu_busy import GpuBusySampler
@@ -107,7 +108,7 @@ BENCH_SIZES: Registry[str] = Registry("bench size", {"digits": "digits.yaml", "3
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
-class BenchError(ValueError):
+class BenchError(ClusterError, ValueError):
     """The bench cannot measure what was asked (too few steps for a steady rate); the message says why."""
 
 

@@ -22,6 +22,7 @@ import ray
 import redis
 import torch
 
+from guide_store.errors import ClusterError
 from cluster.config import RunConfig, TeacherPoolConfig, redact_url
 from cluster.nodes import cpu_shortage
 from cluster.provenance import package_versions
@@ -68,7 +69,7 @@ class Check:
     fix: str = ""
 
 
-class PreflightError(RuntimeError):
+class PreflightError(ClusterError, RuntimeError):
     """A check failed before any work; the message lists each failure with its fix."""
 
 

@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from guide_store.errors import BezierDistillError
 from guide_store.atomic import replaced_atomically, write_json_atomically
 from teachers.nets import ARCHITECTURES, build_network
 
@@ -39,7 +40,7 @@ FORMAT = "bezier-distill/network"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BezierDistillError, ValueError):
     """A checkpoint is missing, truncated or does not match its description."""
 
 

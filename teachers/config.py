@@ -15,6 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from guide_store.errors import BezierDistillError
 from guide_store.embedded import FSYNC_POLICIES
 from guide_store.schema import TENSOR_DTYPES
 from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
@@ -84,7 +85,7 @@ StoreDtype = Literal[tuple(TENSOR_DTYPES)]
 Fsync = Literal[FSYNC_POLICIES]
 
 
-class ConfigError(ValueError):
+class ConfigError(BezierDistillError, ValueError):
     """A configuration is invalid; the message names each bad key."""
 
 

@@ -31,7 +31,8 @@ from cluster.config import RunConfig, parse_config
 from cluster.job import run
 from cluster.nodes import local_cpus
 from cluster.study_config import VariantRun, load_study, teacher_config, teacher_path, work_dir
-from cluster.study_report import finalists, write_report
+from cluster.study_claims import finalists
+from cluster.study_report import write_report
 from cluster.teacher_stage import teacher_training_config, train_teachers
 from guide_store.atomic import write_json_atomically
 from student.objectives import student_sampler
@@ -286,7 +287,7 @@ def plan_runs(
 ) -> tuple[list[VariantRun], dict | None]:
     """The runs the study makes, and its screen (``None`` without one): every run of the matrix; or, with
     ``screen``, every variant at the screen's seeds, then (once those are all finished) the finalists
-    (``cluster.study_report.finalists``) at the other seeds. The finalists are chosen once and kept in
+    (``cluster.study_claims.finalists``) at the other seeds. The finalists are chosen once and kept in
     ``SCREEN_FILE`` (chosen again only if the ``screen`` settings change). ``--quick`` screens nothing."""
     if quick or study.screen is None:
         return runs, None

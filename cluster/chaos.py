@@ -16,6 +16,7 @@ It fails (exit 1) when the ledger fails the run or fewer faults landed than were
 
 from __future__ import annotations
 
+import logging
 import json
 import math
 import os
@@ -29,6 +30,7 @@ import pyarrow as pa
 import ray
 import torch
 
+from cluster.logs import quieted
 from cluster.config import RunConfig
 from cluster.controller_actor import controller_name
 from cluster.job import run
@@ -43,6 +45,8 @@ from guide_store.schema import META_VERSION, GuideBatch, to_record_batch
 from student.fault_hooks import KILL_ENV, landed
 from teachers.evaluation import primary_metric
 from teachers.guides import PATHS
+
+log = logging.getLogger(__name__)
 
 __all__ = ["run_chaos", "chaos_failures", "malformed_entries", "redis_process", "train_workers", "PLANNED"]
 
@@ -163,15 +167,15 @@ def train_workers() -> list[int]:
 class _Chaos(threading.Thread):
     """Injects the faults while the run goes on; ``faults`` lists what was done and when."""
 
-    def __init__(self, cfg: RunConfig, malformed: int, echo):
+    def __init__(self, cfg: RunConfig, malformed: int):
         super().__init__(name="chaos", daemon=True)
-        self.cfg, self.malformed, self.echo = cfg, malformed, echo
+        self.cfg, self.malformed = cfg, malformed
         self.stop, self.faults, self.injected, self.error = threading.Event(), [], 0, None
         self.start_time = time.monotonic()
 
     def _fault(self, kind: str, **detail) -> None:
         self.faults.append({"fault": kind, "at_s": round(time.monotonic() - self.start_time, 1), **detail})
-        self.echo(f"chaos: {kind} {detail}")
+        log.info(f"chaos: {kind} {detail}")
 
     def run(self) -> None:
         try:
@@ -253,17 +257,18 @@ def _quality(report: dict) -> tuple[str, float]:
     return metric, float(first[metric])
 
 
-def run_chaos(cfg: RunConfig, malformed: int = 1000, undisturbed: int = 2, echo=print) -> dict:
+def run_chaos(cfg: RunConfig, malformed: int = 1000, undisturbed: int = 2) -> dict:
     """``undisturbed`` runs (the run's own seed, so the same teacher and guides, then seeds + 1, + 2, ...), then
     the run under faults; writes and returns the chaos report (its quality ratio is over the undisturbed
     runs' mean)."""
     calm = []
     for k in range(undisturbed):
         c = cfg.model_copy(update={"name": f"{cfg.name}-calm-{k}", "seed": cfg.seed + k})
-        echo(f"chaos: undisturbed run {c.name} (seed {c.seed})")
+        log.info(f"chaos: undisturbed run {c.name} (seed {c.seed})")
         _local_ray(c)
         try:
-            calm.append(run(c, echo=lambda *_: None, show_bar=False, overwrite=True))
+            with quieted():
+                calm.append(run(c, show_bar=False, overwrite=True))
         finally:
             ray.shutdown()
     # the rank's own kills need restarts of their own beside the one before the first checkpoint
@@ -271,11 +276,11 @@ def run_chaos(cfg: RunConfig, malformed: int = 1000, undisturbed: int = 2, echo=
     chaos_cfg = cfg.model_copy(update={"name": f"{cfg.name}-chaos", "student": student})
     os.environ[KILL_ENV] = ",".join(RANK_MOMENTS)  # inherited by the local Ray's workers
     _local_ray(chaos_cfg)
-    injector = _Chaos(chaos_cfg, malformed, echo)
+    injector = _Chaos(chaos_cfg, malformed)
     injector.start()
     ledger_error = None
     try:
-        report = run(chaos_cfg, echo=echo, show_bar=False, overwrite=True)
+        report = run(chaos_cfg, show_bar=False, overwrite=True)
     except LedgerError as err:  # the report is written; the chaos report says what the ledger found
         ledger_error = str(err)
         report = json.loads((chaos_cfg.run_path / "report.json").read_text())
@@ -328,8 +333,8 @@ def run_chaos(cfg: RunConfig, malformed: int = 1000, undisturbed: int = 2, echo=
         "quality": quality,
     }
     write_json_atomically(chaos_cfg.run_path / "chaos_report.json", out)
-    echo(json.dumps({k: v for k, v in out.items() if k != "faults"}, indent=2))
-    echo(f"chaos report: {chaos_cfg.run_path / 'chaos_report.json'}")
+    log.info(json.dumps({k: v for k, v in out.items() if k != "faults"}, indent=2))
+    log.info(f"chaos report: {chaos_cfg.run_path / 'chaos_report.json'}")
     return out
 
 

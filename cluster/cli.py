@@ -1,4 +1,8 @@
-"""The ``bezier-distill`` command line.
+"""The ``bezier-distill`` command line: the parser and the dispatch to each verb's body (``cluster.cli_run``:
+the job's verbs; ``cluster.cli_models``: model folders; ``cluster.cli_teachers``: a running job's teachers;
+``cluster.cli_store``: a run's store; ``cluster.cli_bench``: the benchmarks).
+
+Global flags, before the subcommand: --quiet (warnings and errors only), --verbose (debug lines too).
 
 Subcommands:
   run CONFIG [--set KEY=VALUE ...] [--stop-after guides|student|eval] [--no-progress] [--overwrite]   the main job
@@ -24,49 +28,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-import ray
-import torch
-
-from cluster.chaos import chaos_failures, run_chaos
-from cluster.config import ConfigError, load_config
-from cluster.controller_actor import controller_name
-from cluster.job import add_run_arguments, run_from_args
-from cluster.paths import resolve_input
-from cluster.pipeline_bench import BENCH_SIZES, BenchError, format_bench_table, run_pipeline_bench, size_config
-from cluster.preflight import (
-    config_checks,
-    cpus_check,
-    data_shape_of,
-    environment_checks,
-    format_checks,
-    plan_check,
-    student_step_check,
-    teachers_check,
-)
-from cluster.production_bench import run_production_bench
-from cluster.progress import read_status, student_line
-from cluster.ray_start import start_ray
-from cluster.study import run_study
-from guide_store.atomic import write_json_atomically
-from guide_store.bench import run_bench
+from cluster.cli_bench import cmd_bench_pipeline, cmd_guides_bench, cmd_store_bench, cmd_teachers_bench
+from cluster.cli_models import cmd_eval, cmd_sample, cmd_train_teacher
+from cluster.cli_run import cmd_chaos, cmd_doctor, cmd_run, cmd_status, cmd_study
+from cluster.cli_store import cmd_store_export, cmd_store_stats
+from cluster.cli_teachers import cmd_teachers_add, cmd_teachers_list, cmd_teachers_remove
+from cluster.exit_codes import guarded
+from cluster.job import add_run_arguments
+from cluster.logs import add_log_arguments, configure_logging, level_of
+from cluster.pipeline_bench import BENCH_SIZES
 from guide_store.embedded import FSYNC_POLICIES
-from guide_store.open_store import open_run_store
-from guide_store.parquet import export_store
-from student.evaluate import evaluate_loaded, evaluate_teacher, load_model_and_data, sample_model
-from teachers.checkpoint import CheckpointError, checkpoint_complete
 from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
-from teachers.data import DataError
-from teachers.device_plan import resolve_device
 from teachers.digits_features import FEATURE_EXTRACTORS
-from teachers.evaluation import QualitySettings, format_table, primary_metric
 from teachers.solvers import SOLVERS
-from teachers.train_teacher import train_teacher
 
 __all__ = ["main", "build_parser"]
 
@@ -127,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bezier-distill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_log_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="the main job: teachers, guide store, student pool, evaluation, report")
@@ -365,317 +342,33 @@ def _add_store_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def _cmd_train_teacher(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    train_teacher(cfg, out_dir=args.out, progress=not args.no_progress)
-    return 0
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    config = load_config(args.config) if args.config else None
-    loaded, data, cfg = load_model_and_data(args.checkpoint, args.convention, config)
-    settings = QualitySettings.of(
-        cfg.eval, cfg.seed, n_samples=args.n_samples, feature_extractor=args.feature_extractor
-    )
-    table = evaluate_loaded(loaded, data, args.steps, args.solver, settings, echo=lambda s: None)
-    print(format_table(table))
-    default = "eval_student.json" if loaded.kind == "student" else f"eval_{args.solver}.json"
-    out = Path(args.out) if args.out else Path(args.checkpoint) / default
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(out, table)
-    print(f"wrote {out}")
-    return 0
-
-
-def _cmd_sample(args: argparse.Namespace) -> int:
-    config = load_config(args.config) if args.config else None
-    path = sample_model(
-        args.checkpoint, args.steps, args.solver, args.out, n=args.n, convention=args.convention, config=config
-    )
-    print(f"wrote {path}")
-    return 0
-
-
-def _cmd_teachers_bench(args: argparse.Namespace) -> int:
-
-    cfg = load_config(args.config, args.overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        train_teacher(cfg, out_dir=tmp, progress=not args.json, echo=lambda s: None)
-        seconds = time.perf_counter() - start
-        table = evaluate_teacher(tmp, [1, 32], "rk4", QualitySettings.of(cfg.eval, cfg.seed), echo=lambda s: None)
-    metric = primary_metric(table["metric_kind"])
-    row1, row32 = table["rows"]
-    result = {
-        "config": args.config,
-        "threads": torch.get_num_threads(),
-        "train_seconds": round(seconds, 2),
-        "budget_seconds": args.budget_s,
-        "time_ratio": round(seconds / args.budget_s, 3),
-        "metric": metric,
-        "teacher_rk4_1": row1[metric],
-        "teacher_rk4_32": row32[metric],
-        "floor": table["floor"][metric],
-        "quality_ratio_32_to_floor": round(row32[metric] / table["floor"][metric], 3),
-    }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(
-            f"trained {cfg.name} teacher in {seconds:.1f}s on {result['threads']} threads "
-            f"(budget {args.budget_s:.0f}s, ratio {result['time_ratio']:.2f})"
-        )
-        print(
-            f"{metric}: rk4 1 step {row1[metric]:.3f}, rk4 32 steps {row32[metric]:.3f}, "
-            f"real-vs-real floor {result['floor']:.3f}, "
-            f"ratio 32-step/floor {result['quality_ratio_32_to_floor']:.2f}"
-        )
-    return 0
-
-
-def _controller(args: argparse.Namespace):
-
-    start_ray("cluster", args.namespace)
-    try:
-        return ray.get_actor(controller_name(args.run), namespace=args.namespace)
-    except ValueError:
-        raise FileNotFoundError(
-            f"no running job for run {args.run!r} in namespace {args.namespace!r} (is RAY_ADDRESS the job's cluster?)"
-        ) from None
-
-
-def _print_workers(workers: dict) -> None:
-    print(f"{'actor':<28} {'pool':<24} {'state':<10} {'blocks':>7} {'restarts':>8}")
-    for name, w in sorted(workers.items()):
-        print(f"{name:<28} {w['pool']:<24} {w['state']:<10} {w['blocks']:>7} {w['restarts']:>8}")
-
-
-def _cmd_teachers_list(args: argparse.Namespace) -> int:
-    _print_workers(ray.get(_controller(args).list_teachers.remote()))
-    return 0
-
-
-def _ask_controller(args: argparse.Namespace, method: str, *call_args, refused: str = ""):
-    """Call a method of the run's controller; a refusal is printed and returns ``None``."""
-    try:
-        return ray.get(getattr(_controller(args), method).remote(*call_args))
-    except ray.exceptions.RayTaskError as err:
-        print(f"error: {refused}{err.cause}", file=sys.stderr)
-        return None
-
-
-def _cmd_teachers_add(args: argparse.Namespace) -> int:
-    # the controller runs elsewhere: it gets the path as this shell's directory means it
-    overrides = {
-        k: v
-        for k, v in (("num_cpus", args.num_cpus), ("num_gpus", args.num_gpus), ("resources", args.resources))
-        if v is not None
-    }
-    names = _ask_controller(
-        args,
-        "add_checkpoint",
-        str(resolve_input(args.checkpoint)),
-        args.replicas,
-        args.role,
-        args.name,
-        args.pool,
-        overrides,
-        refused="refused, nothing changed: ",
-    )
-    if names is None:
-        return 2
-    print(f"started {', '.join(names)}")
-    return 0
-
-
-def _cmd_teachers_remove(args: argparse.Namespace) -> int:
-    if _ask_controller(args, "remove_teacher", args.worker, args.drain) is None:
-        return 2
-    print(f"removed {args.worker}{' after draining its block' if args.drain else ''}")
-    return 0
-
-
-def _cmd_guides_bench(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    if not checkpoint_complete(cfg.teacher_path):
-        train_teacher(cfg, progress=not args.json, echo=lambda s: None)
-    result = run_production_bench(
-        cfg, str(cfg.teacher_path), args.blocks, progress=(lambda s: None) if args.json else print
-    )
-    if args.json:
-        print(json.dumps(result, indent=2))
-    return 0
-
-
-def _open_store(args: argparse.Namespace):
-
-    return open_run_store(args.run, Path(args.run_dir) / args.run / "redis", args.url, must_exist=True)
-
-
-def _cmd_store_export(args: argparse.Namespace) -> int:
-    with _open_store(args) as store:
-        summary = export_store(store, args.to)
-    print(f"exported {summary['records']} records in {summary['batches']} batches to {summary['directory']}")
-    for item in summary["skipped"]:
-        print(f"skipped entry {item['entry']}: {item['reason']}", file=sys.stderr)
-    return 0
-
-
-def _cmd_store_stats(args: argparse.Namespace) -> int:
-    with _open_store(args) as store:
-        print(json.dumps({"run": args.run, **store.stats(), "dead_letters": store.dead_letters(20)}, indent=2))
-    return 0
-
-
-def _cmd_store_bench(args: argparse.Namespace) -> int:
-    result = run_bench(
-        args.batch_mb,
-        args.seconds,
-        fsync=args.fsync,
-        progress=(lambda s: None) if args.json else print,
-        min_pairs=args.pairs,
-    )
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(
-            f"redis {result['redis_version']}, appendfsync {result['fsync']}, ratio = the median over the "
-            "raw/store pairs of store / raw bytes per second, [its 90% interval] (target >= 0.8 at 4 MB)"
-        )
-    return 0
-
-
-def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config or size_config(args.size), args.overrides)
-    try:
-        result = run_pipeline_bench(
-            cfg,
-            steps=args.steps,
-            workers=args.workers,
-            replicas=args.replicas,
-            pairs=args.pairs,
-            quick=args.quick,
-            echo=lambda line: print(line, flush=True),
-        )
-    except BenchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    result = {"config": str(args.config or size_config(args.size)), "quick": args.quick, **result}
-    print(format_bench_table(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(args.json, result)
-        print(f"wrote {args.json}")
-    return 0
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    return run_from_args(args)
-
-
-def _cmd_doctor(args: argparse.Namespace) -> int:
-
-    checks = environment_checks()
-    print(format_checks(checks), flush=True)
-    if args.config:
-        cfg = load_config(args.config, args.overrides)
-        gpus = torch.cuda.device_count()  # this machine's GPUs, or the cluster's when the run would join one
-        if os.environ.get("RAY_ADDRESS") and next(c for c in checks if c.name == "ray").ok:
-            start_ray("cluster")
-            gpus = ray.cluster_resources().get("GPU", 0)
-        plan = resolve_device(cfg, gpus)
-        data_shape = data_shape_of(cfg)
-        more = [plan_check(plan), *config_checks(cfg), teachers_check(cfg, data_shape)]
-        if ray.is_initialized():  # the cluster in RAY_ADDRESS (a local Ray is started with enough CPUs)
-            more.append(cpus_check(cfg, plan, ray.cluster_resources().get("CPU", 0)))
-        more.append(student_step_check(cfg, data_shape, plan))
-        print(format_checks(more))
-        checks += more
-    failed = [c for c in checks if c.ok is False]
-    print(f"{len(failed)} problem(s) found" if failed else "no problems found")
-    return 2 if failed else 0
-
-
-def _cmd_chaos(args: argparse.Namespace) -> int:
-    report = run_chaos(
-        load_config(args.config, args.overrides),
-        malformed=args.malformed,
-        undisturbed=args.undisturbed,
-        echo=lambda line: print(line, flush=True),
-    )
-    failed = chaos_failures(report)
-    for why in failed:
-        print(f"chaos failed: {why}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    folder = Path(args.run) if Path(args.run).is_dir() else Path(args.run_dir) / args.run
-    status, report = read_status(folder), folder / "report.json"
-    if status is None and not report.is_file():
-        print(
-            f"error: no run in {folder} (neither status.json nor report.json): name a run folder, or its name "
-            f"with --run-dir",
-            file=sys.stderr,
-        )
-        return 2
-    finished = json.loads(report.read_text()) if report.is_file() else None
-    state = finished["status"] if finished else status["state"]
-    print(f"run {folder.name}: {state}" + (f" ({finished['error']})" if finished and finished.get("error") else ""))
-    if status is not None:
-        print(student_line(status["student"]))
-        for a in status["actors"] if finished is None else []:  # a finished run lists where each ran, below
-            print(f"  {a['name']:<40} {a['class']:<16} node {a['node_ip']}")
-    placement = ((finished or {}).get("production") or {}).get("placement") or {}
-    for name, seen in sorted(placement.items()):
-        print(f"  {name:<40} {seen['class']:<16} ran on {', '.join(map(str, seen['nodes']))}")
-    if finished and finished.get("ledger"):
-        led = finished["ledger"]
-        print(
-            f"id ledger: {led['planned']} planned, {led['trained']} trained, {led['dead_lettered']} dead-lettered, "
-            f"{led['lost']} lost, {led['trained_twice']} trained twice, {led['left_pending']} left pending"
-        )
-    return 0
-
-
-def _cmd_study(args: argparse.Namespace) -> int:
-    run_study(
-        args.config,
-        quick=args.quick,
-        out_dir=args.out,
-        echo=lambda line: print(line, flush=True),
-        show_bar=not args.no_progress,
-        report_only=args.report_only,
-    )
-    return 0
-
-
 _COMMANDS = {
-    "run": _cmd_run,
-    "doctor": _cmd_doctor,
-    "study": _cmd_study,
-    "chaos": _cmd_chaos,
-    "status": _cmd_status,
-    "train-teacher": _cmd_train_teacher,
-    "eval": _cmd_eval,
-    "sample": _cmd_sample,
-    ("teachers", "bench"): _cmd_teachers_bench,
-    ("teachers", "list"): _cmd_teachers_list,
-    ("teachers", "add"): _cmd_teachers_add,
-    ("teachers", "remove"): _cmd_teachers_remove,
-    ("guides", "bench"): _cmd_guides_bench,
-    ("store", "export"): _cmd_store_export,
-    ("store", "stats"): _cmd_store_stats,
-    ("store", "bench"): _cmd_store_bench,
-    ("bench", "pipeline"): _cmd_bench_pipeline,
-    ("bench", "store"): _cmd_store_bench,
-    ("bench", "teachers"): _cmd_teachers_bench,
-    ("bench", "guides"): _cmd_guides_bench,
+    "run": cmd_run,
+    "doctor": cmd_doctor,
+    "study": cmd_study,
+    "chaos": cmd_chaos,
+    "status": cmd_status,
+    "train-teacher": cmd_train_teacher,
+    "eval": cmd_eval,
+    "sample": cmd_sample,
+    ("teachers", "bench"): cmd_teachers_bench,
+    ("teachers", "list"): cmd_teachers_list,
+    ("teachers", "add"): cmd_teachers_add,
+    ("teachers", "remove"): cmd_teachers_remove,
+    ("guides", "bench"): cmd_guides_bench,
+    ("store", "export"): cmd_store_export,
+    ("store", "stats"): cmd_store_stats,
+    ("store", "bench"): cmd_store_bench,
+    ("bench", "pipeline"): cmd_bench_pipeline,
+    ("bench", "store"): cmd_store_bench,
+    ("bench", "teachers"): cmd_teachers_bench,
+    ("bench", "guides"): cmd_guides_bench,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(level_of(args.quiet, args.verbose))
     group = {
         "teachers": "teachers_command",
         "store": "store_command",
@@ -683,11 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "bench_command",
     }.get(args.command)
     key = (args.command, getattr(args, group)) if group else args.command
-    try:
-        return _COMMANDS[key](args)
-    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return guarded(_COMMANDS[key], args)
 
 
 if __name__ == "__main__":

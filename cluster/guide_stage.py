@@ -8,6 +8,7 @@ teachers and writes ``RUN/production.json``.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -28,6 +29,8 @@ from teachers.guides import distinct_pairs
 from teachers.models import model_kind
 from teachers.train_teacher import load_run_data
 
+log = logging.getLogger(__name__)
+
 __all__ = ["produce_and_train"]
 
 
@@ -35,8 +38,8 @@ class _StudentLines:
     """The job log's ``student`` line and ``RUN/status.json`` every ``STUDENT_LINE_S`` (``cluster.progress``),
     from the student pool's start; the nodes every actor and worker was seen on, for the report."""
 
-    def __init__(self, cfg: RunConfig, echo, bar):
-        self.cfg, self.echo, self.bar = cfg, echo, bar
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
         self.start = self.last = time.monotonic()
         self.job_id = ray.get_runtime_context().get_job_id()
         self.seen: dict[str, dict] = {}  # actor or worker name -> {"class", "nodes"}
@@ -58,22 +61,18 @@ class _StudentLines:
             if a["node_ip"] not in seen["nodes"]:
                 seen["nodes"].append(a["node_ip"])
         write_status(self.cfg.run_path, status, actors)
-        line = student_line(status)
-        if self.bar is not None and not self.bar.disable:
-            tqdm.write(line)  # its own line, above the bar
-        else:
-            self.echo(line)
+        log.info(student_line(status))  # its own line, above the bar (``cluster.logs``)
 
 
 def _progress(
-    cfg: RunConfig, controller, echo, show_bar: bool, stop: threading.Event | None = None, lines: list | None = None
+    cfg: RunConfig, controller, show_bar: bool, stop: threading.Event | None = None, lines: list | None = None
 ) -> dict:
     """Follow guide production until it is finished; with ``stop``, follow the student too (a ``student``
     line every ``STUDENT_LINE_S``, the store's gauges kept fresh) until ``stop`` is set. Returns the
     controller's report; ``lines`` (a list) gets the ``_StudentLines`` object."""
     total = cfg.guides.num_samples
     bar = tqdm(total=total, desc=f"{cfg.name}: guides", unit="rec", disable=not show_bar, position=0)
-    student = _StudentLines(cfg, echo, bar) if stop is not None else None
+    student = _StudentLines(cfg) if stop is not None else None
     if lines is not None:
         lines.append(student)
     last_check, report, told = time.monotonic(), {}, set()
@@ -99,13 +98,13 @@ def _progress(
                 continue
             failed = {n: w["error"] for n, w in report["workers"].items() if w["state"] == "failed"}
             for name in failed.keys() - told:
-                echo(f"teacher actor {name} stopped on an error (its block is handed out again): {failed[name]}")
+                log.warning(f"teacher actor {name} stopped on an error (its block is handed out again): {failed[name]}")
             told |= failed.keys()
             checked = time.monotonic() - last_check > 10
             if checked:  # actors that stopped answering: restarting, or gone for good
                 dead = ray.get(controller.check_workers.remote())
                 if dead:
-                    echo(f"teacher actors gone for good: {dead}; their blocks are handed out again")
+                    log.warning(f"teacher actors gone for good: {dead}; their blocks are handed out again")
                 last_check = time.monotonic()
             working = ("running", "starting", "restarting")
             stuck = report["workers"] and not any(w["state"] in working for w in report["workers"].values())
@@ -123,13 +122,13 @@ def _progress(
 class _Production:
     """Guide production followed on a background thread while the student pool trains."""
 
-    def __init__(self, cfg: RunConfig, controller, echo, show_bar: bool):
+    def __init__(self, cfg: RunConfig, controller, show_bar: bool):
         self.stop, self.report, self.error, self.lines = threading.Event(), {}, None, []
-        self.thread = threading.Thread(target=self._follow, args=(cfg, controller, echo, show_bar), daemon=True)
+        self.thread = threading.Thread(target=self._follow, args=(cfg, controller, show_bar), daemon=True)
 
-    def _follow(self, cfg, controller, echo, show_bar) -> None:
+    def _follow(self, cfg, controller, show_bar) -> None:
         try:
-            self.report = _progress(cfg, controller, echo, show_bar, self.stop, self.lines)
+            self.report = _progress(cfg, controller, show_bar, self.stop, self.lines)
         except Exception as err:  # surfaced by the main thread after the student pool returns
             self.error = err
 
@@ -142,30 +141,30 @@ class _Production:
         self.thread.join(timeout=30)
 
 
-def _stop_teachers(controller, echo) -> None:
+def _stop_teachers(controller) -> None:
     """Stop every teacher actor, whatever its state, then the controller. Production is over (or failed), so
     nothing is drained; a failure to stop one actor is reported and the others are still stopped."""
     try:
         names = list(ray.get(controller.list_teachers.remote(), timeout=60))
     except ray.exceptions.RayError as err:
-        echo(f"warning: the controller did not answer ({err}); its teacher actors end with the job")
+        log.warning(f"warning: the controller did not answer ({err}); its teacher actors end with the job")
         names = []
     for name in names:
         try:
             ray.get(controller.remove_teacher.remote(name, False), timeout=60)
         except ray.exceptions.RayError as err:
-            echo(f"warning: teacher actor {name} could not be stopped: {err}")
+            log.warning(f"warning: teacher actor {name} could not be stopped: {err}")
     ray.kill(controller)
 
 
-def _clear_previous_attempt(cfg: RunConfig, url: str, echo) -> None:
+def _clear_previous_attempt(cfg: RunConfig, url: str) -> None:
     """A run starts from an empty stream: a student pool never resumes across jobs, and the guides of an
     earlier attempt (same seed, so the same bits) would only be skipped as duplicates by the producers."""
     store = open_store(url, cfg.name)
     try:
         stats = store.stats()
         if stats["produced"] or stats["stream_entries"] or stats["dead_entries"]:
-            echo(
+            log.info(
                 f"run {cfg.name}: clearing {stats['produced']} guide records of an earlier attempt from the store "
                 f"({stats['acknowledged']} acknowledged, {stats['backlog']} not)"
             )
@@ -174,7 +173,7 @@ def _clear_previous_attempt(cfg: RunConfig, url: str, echo) -> None:
         store.close()
 
 
-def _student_init(cfg: RunConfig, echo) -> str | None:
+def _student_init(cfg: RunConfig) -> str | None:
     """The checkpoint the student starts from: the first teacher with ``student.init: teacher``, unless that
     is a diffusers model (a student is a ``teachers.nets`` network), which starts from scratch."""
     if cfg.student.init != "teacher":
@@ -182,7 +181,7 @@ def _student_init(cfg: RunConfig, echo) -> str | None:
     first = cfg.teacher_pool[0].checkpoints[0]
     if model_kind(first) == "diffusers":  # with a phase, refused by the pre-flight teachers check
         net = cfg.student.network or cfg.teacher_training.network
-        echo(
+        log.info(
             f"student.init is teacher, but the first teacher {first} is a diffusers model: the student starts from "
             f"scratch as a {net.arch} network (student.network, else teacher.network)"
         )
@@ -206,28 +205,27 @@ def produce_and_train(
     cfg: RunConfig,
     url: str | None,
     stop_after: str,
-    echo,
     show_bar: bool,
     data_shape: tuple[int, ...],
     plan: DevicePlan | None = None,
 ) -> tuple[dict, dict | None]:
     """Teacher actors fill the store while the student pool consumes it (``stop_after="guides"``: no
     student); returns (production, training) and writes ``RUN/production.json``."""
-    init = _student_init(cfg, echo)
+    init = _student_init(cfg)
     if cfg.student.source == "parquet":
-        return {}, run_student_pool(cfg, None, data_shape, init, echo, plan)
+        return {}, run_student_pool(cfg, None, data_shape, init, plan)
     start = time.perf_counter()
-    _clear_previous_attempt(cfg, url, echo)
+    _clear_previous_attempt(cfg, url)
     controller = start_controller(cfg, url)
     workers = ray.get(controller.start_pools.remote())
-    echo(f"run {cfg.name}: {len(workers)} teacher actor(s) {workers}, store {redact_url(url)}")
+    log.info(f"run {cfg.name}: {len(workers)} teacher actor(s) {workers}, store {redact_url(url)}")
     training, placement = None, {}
     try:
         if stop_after == "guides":
-            report = _progress(cfg, controller, echo, show_bar)
+            report = _progress(cfg, controller, show_bar)
         else:
-            with _Production(cfg, controller, echo, show_bar) as production:
-                training = run_student_pool(cfg, url, data_shape, init, echo, plan)
+            with _Production(cfg, controller, show_bar) as production:
+                training = run_student_pool(cfg, url, data_shape, init, plan)
                 production.stop.set()
             if production.error is not None:
                 raise production.error
@@ -236,7 +234,7 @@ def produce_and_train(
                 production.lines[0].tick(report, force=True)  # the last line: the student's final figures
                 placement = production.lines[0].seen
     finally:
-        _stop_teachers(controller, echo)
+        _stop_teachers(controller)
     seconds = time.perf_counter() - start
     store = report["store"]
     out = {
@@ -260,7 +258,7 @@ def produce_and_train(
         for name, nodes in rank_nodes(cfg.run_path / LEDGER_DIR).items():  # each rank says where it ran
             placement[name] = {"class": "RayTrainWorker", "nodes": nodes}
     write_json_atomically(cfg.run_path / "production.json", out)
-    echo(
+    log.info(
         f"produced {store['produced']} guide records in {seconds:.1f}s ({out['distinct_pairs']} distinct noise-data "
         f"pairs); acknowledged {store['acknowledged']}, dead-lettered {store['dead_lettered']}, "
         f"backlog {store['backlog']}"
@@ -268,12 +266,12 @@ def produce_and_train(
     if training is not None:  # coverage: the share of the produced records some rank trained on
         consumption = training["consumption"]
         consumption["trained_ids_fraction"] = round(consumption["records"] / max(1, store["produced"]), 4)
-        echo(
+        log.info(
             f"the student trained on {consumption['records']} distinct records of {store['produced']} produced "
             f"({consumption['trained_ids_fraction']:.2%}); {consumption['consumed_twice']} twice"
         )
         ledger = out["ledger"]
-        echo(
+        log.info(
             f"id ledger: {ledger['planned']} planned, {ledger['trained']} trained, {ledger['dead_lettered']} "
             f"dead-lettered, {ledger['lost']} lost"
             f"{' from blocks ' + str(ledger['lost_blocks']) if ledger['lost'] else ''}"

@@ -23,6 +23,7 @@ asks of the cluster's nodes is in ``cluster.nodes``. This file runs them in orde
 
 from __future__ import annotations
 
+import logging
 import argparse
 import json
 import os
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import ray
 
+from guide_store.errors import ClusterError
 from cluster.config import (
     ConfigError,
     RunConfig,
@@ -46,6 +48,8 @@ from cluster.config import (
 )
 from cluster.guide_stage import produce_and_train
 from cluster.ledger import LedgerError, failures
+from cluster.exit_codes import guarded
+from cluster.logs import add_log_arguments, configure_logging, level_of
 from cluster.nodes import (
     check_shared_run_dir,
     cpu_shortage,
@@ -61,10 +65,10 @@ from cluster.teacher_stage import own_teacher_paths, resolve_teachers
 from guide_store.atomic import write_json_atomically, write_text_atomically
 from guide_store.open_store import run_redis_url
 from student.run_report import evaluate_run, quality_table
-from teachers.checkpoint import CheckpointError
-from teachers.data import DataError
 from teachers.device_plan import resolve_device
 from teachers.models import model_data_shape
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "main",
@@ -81,7 +85,7 @@ __all__ = [
 STAGES = ("guides", "student", "eval")
 
 
-class RunExistsError(ValueError):
+class RunExistsError(ClusterError, ValueError):
     """The run already finished in its folder; it is not overwritten unless asked."""
 
 
@@ -107,7 +111,7 @@ def _start_afresh(cfg: RunConfig, overwrite: bool) -> None:
         shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
-def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = True, overwrite: bool = False) -> dict:
+def run(cfg: RunConfig, stop_after: str = "eval", show_bar: bool = True, overwrite: bool = False) -> dict:
     """The whole pipeline (see the module docstring); returns the run report (also ``RUN/report.json``).
     A run that finished before in the same folder is refused unless ``overwrite`` (``RunExistsError``)."""
     if stop_after not in STAGES:
@@ -118,7 +122,7 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
         _start_afresh(cfg, overwrite)
     cfg.run_path.mkdir(parents=True, exist_ok=True)
     write_text_atomically(cfg.run_path / "config.yaml", dump_config(cfg))
-    echo(f"run {cfg.name}: writing to {cfg.run_path}")
+    log.info(f"run {cfg.name}: writing to {cfg.run_path}")
     started_ray = not ray.is_initialized()
     wrong_address = dashboard_address_error(os.environ.get("RAY_ADDRESS")) if started_ray else None
     if wrong_address:
@@ -150,12 +154,12 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
         )
         if short:
             raise ConfigError(f"{short[0]}: {short[1]}")
-        check_shared_run_dir(cfg.run_path, echo)
-        preflight(cfg, plan, echo, inputs)
+        check_shared_run_dir(cfg.run_path)
+        preflight(cfg, plan, inputs)
         store_url, cfg = cfg.store.url, public_config(cfg)  # the password goes to the store only, never to files
         try:  # from here on work is done: a failure still leaves a report saying where and why
             t = time.perf_counter()
-            cfg = resolve_teachers(cfg, echo, plan)
+            cfg = resolve_teachers(cfg, plan)
             timings["teachers_s"] = round(time.perf_counter() - t, 2)
             data_shape = model_data_shape(cfg.teacher_pool[0].checkpoints[0])
             t = time.perf_counter()
@@ -168,11 +172,11 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
                 host=store_host(),
             ) as url:
                 _check_store_reach(url)
-                production, training = produce_and_train(cfg, url, stop_after, echo, show_bar, data_shape, plan)
+                production, training = produce_and_train(cfg, url, stop_after, show_bar, data_shape, plan)
             timings["guides_and_student_s"] = round(time.perf_counter() - t, 2)
         except BaseException as err:
             failed = _failed_report(cfg, KeyboardInterrupt(stopped_by[0]) if stopped_by else err, timings, start)
-            echo(
+            log.info(
                 f"run {cfg.name} {failed['status']} after {timings['total_s']:.0f}s; what it saw is in "
                 f"{cfg.run_path / 'report.json'}"
             )
@@ -194,15 +198,14 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
         _check_ledger(cfg, report, production.pop("ledger"), timings, start)
     if stop_after == "eval":
         t = time.perf_counter()
-        echo("evaluating teachers and student ...")
+        log.info("evaluating teachers and student ...")
         report["quality"] = evaluate_run(
             cfg,
             [p.checkpoints[0] for p in cfg.teacher_pool] + [c for p in cfg.teacher_pool for c in p.checkpoints[1:]],
-            echo,
             plan.evaluation,
         )
         timings["eval_s"] = round(time.perf_counter() - t, 2)
-        echo(quality_table(report["quality"]))
+        log.info(quality_table(report["quality"]))
     timings["total_s"] = round(time.perf_counter() - start, 2)
     report["timings"] = timings
     report["device_plan"] = plan.as_dict()
@@ -211,7 +214,7 @@ def run(cfg: RunConfig, stop_after: str = "eval", echo=print, show_bar: bool = T
     report["config"] = cfg.model_dump(mode="json")
     if stop_after != "guides":
         write_json_atomically(cfg.run_path / "report.json", report)
-        echo(
+        log.info(
             f"run {cfg.name} finished in {timings['total_s']:.0f}s; results in {cfg.run_path} "
             f"(report: {cfg.run_path / 'report.json'})"
         )
@@ -283,18 +286,20 @@ def stages_used(cfg: RunConfig, report: dict) -> dict:
     }
 
 
-def run_production(cfg: RunConfig, echo=print, show_bar: bool = True) -> dict:
+def run_production(cfg: RunConfig, show_bar: bool = True) -> dict:
     """Guide production only (``--stop-after guides``); returns the production report."""
-    return run(cfg, "guides", echo, show_bar)["production"]
+    return run(cfg, "guides", show_bar)["production"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cluster.job", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_log_arguments(parser)
     add_run_arguments(parser)
     args = parser.parse_args(argv)
-    return run_from_args(args)
+    configure_logging(level_of(args.quiet, args.verbose))
+    return guarded(run_from_args, args)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -330,18 +335,10 @@ def _failed_report(cfg: RunConfig, err: BaseException, timings: dict, start: flo
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config, args.overrides)
-        run(cfg, args.stop_after, show_bar=not args.no_progress, overwrite=args.overwrite)
-    except (ConfigError, CheckpointError, DataError, PreflightError, RunExistsError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as err:
-        print(f"interrupted ({err or 'Ctrl-C'})", file=sys.stderr)
-        return 130
-    except LedgerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    """``bezier-distill run`` and ``python -m cluster.job``: 0 when the run finished; its errors go up to
+    ``cluster.exit_codes.guarded``, which says them and gives their exit code."""
+    cfg = load_config(args.config, args.overrides)
+    run(cfg, args.stop_after, show_bar=not args.no_progress, overwrite=args.overwrite)
     return 0
 
 

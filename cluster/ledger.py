@@ -23,12 +23,14 @@ import json
 import re
 from collections import Counter
 
+from guide_store.errors import ClusterError
+
 __all__ = ["build_ledger", "failures", "LedgerError"]
 
 _BLOCK_KEY = re.compile(r"^block-(\d+)$")
 
 
-class LedgerError(RuntimeError):
+class LedgerError(ClusterError, RuntimeError):
     """The run finished but its ledger shows records lost, left pending or trained twice too often."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import secrets
@@ -12,6 +13,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import RunConfig
 from guide_store.atomic import write_text_atomically
+
+log = logging.getLogger(__name__)
 
 __all__ = ["local_cpus", "cpu_shortage", "resource_shortage", "check_shared_run_dir", "store_host", "store_unreachable"]
 
@@ -78,7 +81,7 @@ def resource_shortage(cfg: RunConfig, cluster: dict[str, float], student_workers
     return what, fix
 
 
-def check_shared_run_dir(run_path: Path, echo=print, timeout_s: float = 60.0) -> list[str]:
+def check_shared_run_dir(run_path: Path, timeout_s: float = 60.0) -> list[str]:
     """On a cluster of several nodes, warn for each node that cannot see the run directory (it must be
     shared storage: student workers and teacher actors there read checkpoints from it). Returns the IPs of
     the nodes that cannot; an empty list on one node."""
@@ -93,7 +96,7 @@ def check_shared_run_dir(run_path: Path, echo=print, timeout_s: float = 60.0) ->
     finally:
         marker.unlink(missing_ok=True)
     if blind:
-        echo(
+        log.warning(
             f"warning: the run directory {run_path} is not visible from node(s) {', '.join(blind)}; on several "
             "nodes run_dir must be shared storage (NFS, a mounted bucket), or workers there will not find the "
             "teachers and checkpoints"

@@ -56,6 +56,7 @@ pairs about 13-14 minutes, within 20 with a third to spare for a shared machine.
 
 from __future__ import annotations
 
+import logging
 import json
 import math
 import os
@@ -68,6 +69,8 @@ from pathlib import Path
 
 import torch
 
+from guide_store.errors import ClusterError
+from cluster.logs import quieted
 from cluster.config import RunConfig
 from cluster.gpu_busy import GpuBusySampler
 from cluster.production_bench import actor_rate, bench_pool_config, local_ray, timed_blocks
@@ -83,6 +86,8 @@ from teachers.device_plan import resolve_device
 from teachers.nets import build_network
 from teachers.registry import Registry
 from teachers.train_teacher import load_run_data
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BENCH_SIZES",
@@ -103,7 +108,7 @@ BENCH_SIZES: Registry[str] = Registry("bench size", {"digits": "digits.yaml", "3
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
-class BenchError(ValueError):
+class BenchError(ClusterError, ValueError):
     """The bench cannot measure what was asked (too few steps for a steady rate); the message says why."""
 
 
@@ -241,10 +246,8 @@ def _pipeline(
     """The student pool on a store holding ``blocks``; its steady rate from its metrics history."""
     run = _student_run(cfg, workers, sizing.steps, len(blocks))
     _fill_store(run, url, blocks)
-    with GpuBusySampler(workers) as busy:
-        summary = run_student_pool(
-            run, url, data_shape, init, echo=lambda s: None, plan=resolve_device(run, torch.cuda.device_count())
-        )
+    with GpuBusySampler(workers) as busy, quieted():
+        summary = run_student_pool(run, url, data_shape, init, plan=resolve_device(run, torch.cuda.device_count()))
     history = [json.loads(line) for line in (run.run_path / "metrics.jsonl").read_text().splitlines()]
     sps, mean = steady_steps_per_second(history)
     records = workers * run.student.batch_size
@@ -408,7 +411,6 @@ def run_pipeline_bench(
     replicas: list[int] | None = None,
     pairs: int | None = None,
     quick: bool = False,
-    echo=print,
 ) -> dict:
     """Measure the student and production rows in interleaved pairs (see the module docstring); returns the
     result JSON."""
@@ -431,7 +433,7 @@ def run_pipeline_bench(
         cfg = cfg.model_copy(update={"teacher_pool": bench_pool_config(cfg, checkpoint, 1, float(on_gpu)).teacher_pool})
         n_blocks = _blocks_needed(cfg, max(workers), sizing.steps)
         blocks, raw = timed_blocks(_student_run(cfg, max(workers), sizing.steps, n_blocks), n_blocks)
-        echo(f"built {n_blocks} guide blocks in-process for the store ({raw:.1f} records/s, one thread)")
+        log.info(f"built {n_blocks} guide blocks in-process for the store ({raw:.1f} records/s, one thread)")
         init = checkpoint if cfg.student.init == "teacher" else None
         sizes = block_sizes_tried(cfg)
         student_pairs, production_pairs, pair_seconds = {w: [] for w in workers}, {r: [] for r in replicas}, []
@@ -439,14 +441,14 @@ def run_pipeline_bench(
             began, pcfg, tag = time.perf_counter(), _pair_config(cfg, pair), f"pair {pair}/{sizing.pairs}"
             # the plain side with Ray down, so neither its daemons nor their start-up slow it
             plain = {w: _plain(pcfg, w, blocks, data_shape, init, sizing) for w in sorted({1, *workers})}
-            echo(
+            log.info(
                 f"{tag}: plain loop "
                 + ", ".join(f"{w} worker(s) {p['records_per_second']:.1f}" for w, p in plain.items())
                 + " records/s"
             )
             raws = {r: _raw_rate(pcfg, r, on_gpu) for r in replicas}
             one_thread = _one_thread_rates(pcfg, sizes, sizing.sweep_records, on_gpu)
-            echo(
+            log.info(
                 f"{tag}: in-process blocks "
                 + ", ".join(f"{r} actor(s)' threads {v:.1f}" for r, v in raws.items())
                 + "; one actor's threads by block size "
@@ -460,19 +462,19 @@ def run_pipeline_bench(
             ):
                 for w in workers:
                     pipes[w] = _pipeline(pcfg, w, server.url, blocks, data_shape, init, sizing)
-                    echo(f"{tag}: student, {w} worker(s): pool {pipes[w]['records_per_second']:.1f} records/s")
+                    log.info(f"{tag}: student, {w} worker(s): pool {pipes[w]['records_per_second']:.1f} records/s")
                 for r in replicas:
                     share = math.floor(10_000 / r) / 10_000 if on_gpu else 0.0  # the actors share the GPU
                     actors[r] = actor_rate(
                         bench_pool_config(pcfg, checkpoint, sizing.blocks_per_actor * r, share), r, server.url
                     )
-                    echo(f"{tag}: production, {r} actor(s): {actors[r]['records_per_s']:.1f} records/s")
+                    log.info(f"{tag}: production, {r} actor(s): {actors[r]['records_per_s']:.1f} records/s")
             for w in workers:
                 student_pairs[w].append(_student_pair(w, plain[w], plain[1], pipes[w]))
             for r in replicas:
                 production_pairs[r].append(_production_pair(copies[r], raws[r], one_thread, actors[r]))
             pair_seconds.append(round(time.perf_counter() - began, 1))
-            echo(f"{tag}: {pair_seconds[-1]:.0f} s")
+            log.info(f"{tag}: {pair_seconds[-1]:.0f} s")
         student = [
             _student_row(
                 w, cfg.student.batch_size, student_pairs[w], plain[w], pipes[w], n_blocks * cfg.guides.block_size

@@ -7,6 +7,7 @@ files, checkpoints, store authentication ...) is one more function in ``CHECKS``
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 import os
@@ -16,12 +17,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import ray
 import redis
 import torch
 
+from guide_store.errors import ClusterError
 from cluster.config import RunConfig, redact_url
 from cluster.nodes import cpu_shortage
 from cluster.provenance import package_versions
@@ -36,6 +37,8 @@ from teachers.digits_features import cache_dir
 from teachers.models import check_model, model_kind
 from teachers.precision import cpu_has_native_bf16
 from teachers.train_teacher import load_run_data
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Check",
@@ -66,7 +69,7 @@ class Check:
     fix: str = ""
 
 
-class PreflightError(RuntimeError):
+class PreflightError(ClusterError, RuntimeError):
     """A check failed before any work; the message lists each failure with its fix."""
 
 
@@ -484,9 +487,7 @@ def input_checks(cfg: RunConfig) -> InputChecks:
     return InputChecks(checks, data_shape, time.perf_counter() - start)
 
 
-def preflight(
-    cfg: RunConfig, plan: DevicePlan, echo: Callable[[str], None] = print, inputs: InputChecks | None = None
-) -> list[Check]:
+def preflight(cfg: RunConfig, plan: DevicePlan, inputs: InputChecks | None = None) -> list[Check]:
     """What ``run`` checks before any teacher trains: ``input_checks`` (or their result, ``inputs``, when
     they ran before Ray started), then one student step on the plan's student device (in a fresh local
     process; remembered once passed). Raises ``PreflightError`` with every failure and its fix."""
@@ -494,7 +495,7 @@ def preflight(
     start = time.perf_counter()
     checks = [*inputs.checks, remembered_student_step_check(cfg, inputs.data_shape, plan)]
     _raise_failed(checks)
-    echo(
+    log.info(
         f"pre-flight checks passed in {inputs.seconds + time.perf_counter() - start:.1f}s: "
         + "; ".join(c.detail for c in checks)
     )

@@ -12,6 +12,7 @@ thread count its baseline should have (one here; the actors' threads between the
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ from guide_store.embedded import EmbeddedRedis
 from guide_store.schema import GuideBatch
 from teachers.teacher_actor import build_block, load_placed_teachers
 from teachers.train_teacher import load_run_data
+
+log = logging.getLogger(__name__)
 
 __all__ = ["run_production_bench", "bench_pool_config", "local_ray", "timed_blocks", "actor_rate"]
 
@@ -91,10 +94,10 @@ def actor_rate(cfg: RunConfig, replicas: int, url: str) -> dict:
     }
 
 
-def run_production_bench(cfg: RunConfig, checkpoint: str, blocks: int = 24, progress=print) -> dict:
+def run_production_bench(cfg: RunConfig, checkpoint: str, blocks: int = 24) -> dict:
     cfg = bench_pool_config(cfg, checkpoint, blocks)
     raw = timed_blocks(cfg, max(4, blocks // 4) + 1)[1]
-    progress(f"raw (in-process, 1 thread, no store): {raw:.1f} records/s")
+    log.info(f"raw (in-process, 1 thread, no store): {raw:.1f} records/s")
     rows = []
     with local_ray(cfg.namespace, num_cpus=4):
         with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp, fsync=cfg.store.fsync) as server:
@@ -102,7 +105,7 @@ def run_production_bench(cfg: RunConfig, checkpoint: str, blocks: int = 24, prog
                 row = actor_rate(cfg, replicas, server.url)
                 row["ratio_to_raw"] = round(row["records_per_s"] / raw, 3)
                 rows.append(row)
-                progress(
+                log.info(
                     f"{replicas} actor(s): {row['records_per_s']:.1f} records/s, ratio to raw "
                     f"{row['ratio_to_raw']:.2f} (wall {row['wall_s']}s incl. start-up)"
                 )

@@ -10,6 +10,7 @@ it holds are acknowledged here, not by the ranks (``student.train_loop``).
 
 from __future__ import annotations
 
+import logging
 import json
 import os
 import shutil
@@ -26,6 +27,8 @@ from student.settings import TRAIN_LOOP_KEY, StudentJob
 from student.train_loop import train_student_worker
 from teachers.checkpoint import copy_checkpoint
 from teachers.device_plan import DevicePlan, resolve_device
+
+log = logging.getLogger(__name__)
 
 __all__ = ["run_student_pool", "consumption_audit"]
 
@@ -67,7 +70,6 @@ def run_student_pool(
     store_url: str | None,
     data_shape: tuple[int, ...],
     init_checkpoint: str | None,
-    echo=print,
     plan: DevicePlan | None = None,
 ) -> dict:
     """Train the student with ``plan.student_workers`` DeepSpeed ranks (``plan``: the run's device plan,
@@ -82,7 +84,7 @@ def run_student_pool(
     sc = cfg.student
     plan = plan or resolve_device(cfg, ray.cluster_resources().get("GPU", 0))
     for note in plan.notes:
-        echo(note)
+        log.info(note)
     workers, gpus = plan.student_workers, plan.student.gpus
     # an elastic pool (student.workers: [min, max]): Ray Train starts it with what the cluster holds, at least
     # min, restarts it smaller when a node is lost and grows it back, each time from the latest checkpoint
@@ -113,7 +115,7 @@ def run_student_pool(
     shutil.rmtree(cfg.run_path / LEDGER_DIR, ignore_errors=True)  # this pool's trained ids only
     (cfg.run_path / "metrics.jsonl").unlink(missing_ok=True)  # rank 0 appends this pool's lines as it goes
     size = f"{sizes[0]} to {sizes[1]}" if isinstance(sizes, tuple) else f"{workers}"
-    echo(
+    log.info(
         f"student pool: {size} DeepSpeed worker(s) (ZeRO {sc.zero_stage}, {plan.student.device}, "
         f"{plan.student.precision}), objective {sc.objective}, "
         f"{sc.steps} steps of {sc.batch_size} records per rank"

@@ -15,6 +15,7 @@ an interrupted run's folder is cleared and started over. The report
 
 from __future__ import annotations
 
+import logging
 import json
 import shutil
 import time
@@ -24,12 +25,14 @@ import ray
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from cluster.logs import quieted
 from cluster.config import RunConfig, parse_config
 from cluster.job import run
 from cluster.nodes import local_cpus
 from cluster.ray_start import start_ray
 from cluster.study_config import VariantRun, load_study, teacher_config, teacher_path, work_dir
-from cluster.study_report import finalists, write_report
+from cluster.study_claims import finalists
+from cluster.study_report import write_report
 from cluster.teacher_stage import teacher_training_config, train_teachers
 from guide_store.atomic import replaced_atomically, write_json_atomically
 from student.objectives import student_sampler
@@ -46,6 +49,8 @@ from teachers.evaluation import (
 from teachers.guides import teacher_nfe_per_record
 from teachers.models import teacher_sampler
 from teachers.train_teacher import load_run_data
+
+log = logging.getLogger(__name__)
 
 __all__ = ["run_study", "collect_results", "plan_runs"]
 
@@ -86,7 +91,7 @@ def _teacher_jobs(study, base, needed, quick) -> dict[str, RunConfig]:
     return jobs
 
 
-def _evaluate_teachers(study, base, needed, quick, echo) -> None:
+def _evaluate_teachers(study, base, needed, quick) -> None:
     """Each needed teacher at ``eval.steps`` (Euler), adaptive and the reference solver (``eval.reference_solver``
     at ``eval.reference_steps``), and its straightness, once (cached beside the checkpoint; an evaluation made
     before straightness was measured gets it added)."""
@@ -134,16 +139,17 @@ def _evaluate_teachers(study, base, needed, quick, echo) -> None:
             "eval_seconds": round(time.perf_counter() - start, 2),
         }
         write_json_atomically(path / TEACHER_EVAL_FILE, out)  # its presence means done
-        echo(f"teacher {key} seed {seed}: evaluated in {out['eval_seconds']:.0f}s")
+        log.info(f"teacher {key} seed {seed}: evaluated in {out['eval_seconds']:.0f}s")
 
 
-def _run_variant(vr: VariantRun, echo, show_bar: bool) -> dict:
+def _run_variant(vr: VariantRun, show_bar: bool) -> dict:
     """One run of the main job for this variant, then the student's evaluation; the result file."""
     cfg = vr.cfg
     if cfg.run_path.exists():  # an interrupted attempt: start it over
         shutil.rmtree(cfg.run_path)
     start = time.perf_counter()
-    report = run(cfg, stop_after="student", echo=echo, show_bar=show_bar)
+    with quieted():  # the study sums each run up in one line
+        report = run(cfg, stop_after="student", show_bar=show_bar)
     t = time.perf_counter()
     data = load_run_data(cfg.data, cfg.seed)
     student, _ = load_checkpoint(cfg.student_path, expect_data_shape=data.data_shape)
@@ -285,7 +291,7 @@ def plan_runs(
 ) -> tuple[list[VariantRun], dict | None]:
     """The runs the study makes, and its screen (``None`` without one): every run of the matrix; or, with
     ``screen``, every variant at the screen's seeds, then (once those are all finished) the finalists
-    (``cluster.study_report.finalists``) at the other seeds. The finalists are chosen once and kept in
+    (``cluster.study_claims.finalists``) at the other seeds. The finalists are chosen once and kept in
     ``SCREEN_FILE`` (chosen again only if the ``screen`` settings change). ``--quick`` screens nothing."""
     if quick or study.screen is None:
         return runs, None
@@ -311,7 +317,6 @@ def run_study(
     path: str | Path,
     quick: bool = False,
     out_dir: str | Path | None = None,
-    echo=print,
     show_bar: bool = True,
     report_only: bool = False,
 ) -> dict:
@@ -322,7 +327,7 @@ def run_study(
     if not report_only:
         planned, screen = plan_runs(study, base, runs, quick, str(path))
         todo = [r for r in planned if not (r.cfg.run_path / RESULT_FILE).is_file()]
-        echo(
+        log.info(
             f"study {study.name}{' (quick)' if quick else ''}: {len(planned)} runs"
             f"{' (the screen; finalists after it)' if screen and screen['finalists'] is None else ''}, "
             f"{len(planned) - len(todo)} done, {len(todo)} to run; work in {work_dir(study, quick)}"
@@ -334,29 +339,29 @@ def run_study(
                 needed = _needed(planned)
                 jobs = _teacher_jobs(study, base, needed, quick)
                 if jobs:
-                    echo(f"training {len(jobs)} teacher(s)")
-                    train_teachers(jobs, echo)
-                _evaluate_teachers(study, base, needed, quick, echo)
+                    log.info(f"training {len(jobs)} teacher(s)")
+                    train_teachers(jobs)
+                _evaluate_teachers(study, base, needed, quick)
                 if not todo:
                     break
                 bar = tqdm(todo, desc=f"study {study.name}", unit="run", disable=not show_bar)
                 for i, vr in enumerate(bar, 1):
-                    result = _run_variant(vr, lambda *_: None, False)
+                    result = _run_variant(vr, False)
                     first = result["rows"][0]
                     metric = "non_finite" if "non_finite" in first else primary_metric(row_kind(first))
-                    echo(
+                    log.info(
                         f"[{i}/{len(todo)}] {vr.key}: {first['steps']}-step {metric} {first[metric]:.4g}, "
                         f"{result['wall_seconds']:.0f}s"
                     )
                 planned, screen = plan_runs(study, base, runs, quick, str(path))
                 todo = [r for r in planned if not (r.cfg.run_path / RESULT_FILE).is_file()]
                 if todo:
-                    echo(f"screen finished; finalists {', '.join(screen['finalists'])}: {len(todo)} more runs")
+                    log.info(f"screen finished; finalists {', '.join(screen['finalists'])}: {len(todo)} more runs")
         finally:
             if started:
                 ray.shutdown()
     planned, screen = plan_runs(study, base, runs, quick, str(path))
     results = {**collect_results(study, base, planned, quick, str(path)), "screen": screen}
     write_report(results, out)
-    echo(f"study {study.name}: {len(results['runs'])}/{len(planned)} runs in the report; {out}")
+    log.info(f"study {study.name}: {len(results['runs'])}/{len(planned)} runs in the report; {out}")
     return results

@@ -1,10 +1,8 @@
-"""The study's report, made only from its raw results: tables, claim verdicts, plots, ``results.md``.
+"""The study's report rendered: its tables, conclusion and plots, ``results.md``, from the decisions
+``cluster.study_claims`` makes on the raw results.
 
-Every number in ``OUT/results.md`` is computed here from ``OUT/results/NAME/results.json``
-(written beside it), so nothing in the document is typed by hand. Intervals are
-95% Student-t intervals over seeds; a claim compares two variants seed by seed
-(every variant of a seed shares its teachers, data split and evaluation noise),
-so its interval is that of the paired difference.
+Every number in ``OUT/results.md`` comes from ``OUT/results/NAME/results.json`` (written beside it), so
+nothing in the document is typed by hand.
 """
 
 from __future__ import annotations
@@ -16,186 +14,21 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cluster.study_claims import (
+    aggregate,
+    best_row,
+    claim_verdicts,
+    comparable_rows,
+    default_decision,
+    floor_cells,
+    teacher_cells,
+)
 from cluster.study_metrics import METRIC_NAMES, METRICS, to_teacher_best
 from cluster.study_plots import plot_quality, plot_samples
 from guide_store.atomic import write_json_atomically, write_text_atomically
 from teachers.evaluation import primary_metric
 
-__all__ = ["interval", "aggregate", "claim_verdicts", "finalists", "teacher_bests", "write_report", "METRICS"]
-
-
-def interval(values: list[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% Student-t interval (``None`` from one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    from scipy.stats import t  # scipy is slow to import; only a study's intervals need it
-
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, float(t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-
-
-def _value(row: dict, metric: str) -> float:
-    return float("inf") if "non_finite" in row else row[metric]
-
-
-def teacher_bests(results: dict) -> dict[tuple[str, int], float]:
-    """``{(teacher recipe, seed): its best primary-metric value}`` over every row it was evaluated with (Euler
-    at ``eval.steps``, adaptive, and the reference solver when the study's teachers have that row)."""
-    metric = primary_metric(results["metric_kind"])
-    return {
-        (t["key"], t["seed"]): min(_value(r, metric) for r in t["rows"] + (t.get("reference_rows") or []))
-        for t in results["teachers"]
-    }
-
-
-def _ratio_cells(results: dict, runs: list[dict], bests: dict) -> dict:
-    """``{(steps, METRIC_to_teacher_best): (mean, half)}``: each run's primary metric over the best row of its
-    own teachers at its own seed (what the run report calls ``fid_to_teacher_best``), when every run has one."""
-    metric = primary_metric(results["metric_kind"])
-    best = [
-        min((bests[(k, r["seed"])] for k in r.get("teachers", []) if (k, r["seed"]) in bests), default=None)
-        for r in runs
-    ]
-    if not all(b is not None and math.isfinite(b) and b > 0 for b in best):
-        return {}
-    return {
-        (row["steps"], to_teacher_best(metric)): interval(
-            [_value(_row(r, row["steps"]), metric) / b for r, b in zip(runs, best)]
-        )
-        for row in runs[0]["rows"]
-    }
-
-
-def aggregate(results: dict) -> dict[str, dict]:
-    """``{"variant/objective": {"runs", "seeds", "cells": {(steps, metric): (mean, half)}, ...}}``; the cells
-    include ``METRIC_to_teacher_best`` (the primary metric over the teacher's best) where the teachers' rows are
-    in the results."""
-    bests = teacher_bests(results)
-    out: dict[str, dict] = {}
-    for r in results["runs"]:
-        entry = out.setdefault(
-            f"{r['variant']}/{r['objective']}", {"runs": [], "variant": r["variant"], "objective": r["objective"]}
-        )
-        entry["runs"].append(r)
-    for entry in out.values():
-        runs = entry["runs"]
-        entry["seeds"] = sorted(r["seed"] for r in runs)
-        entry["cells"] = {
-            (row["steps"], m): interval([_value(_row(r, row["steps"]), m) for r in runs])
-            for row in runs[0]["rows"]
-            for m in METRICS[results["metric_kind"]]
-        }
-        entry["cells"].update(_ratio_cells(results, runs, bests))
-        entry["boot"] = (
-            {
-                (row["steps"], m): _row(runs[0], row["steps"])[f"{m}_interval"]
-                for row in runs[0]["rows"]
-                for m in METRICS[results["metric_kind"]]
-                if f"{m}_interval" in _row(runs[0], row["steps"])
-            }
-            if len(runs) == 1
-            else {}
-        )
-        entry["wall"] = interval([r["wall_seconds"] for r in runs])
-        entry["nfe_per_record"] = runs[0]["nfe_per_record"]
-        pairs = [r.get("distinct_pairs") for r in runs]
-        entry["distinct_pairs"] = interval(pairs) if None not in pairs else None
-    return out
-
-
-def _row(run: dict, steps) -> dict:
-    return next(r for r in run["rows"] if r["steps"] == steps)
-
-
-def _teacher_cells(results: dict) -> dict[str, dict]:
-    """Per teacher recipe: ``{(steps, metric): (mean, half)}`` over seeds, Euler rows and the adaptive one;
-    ``reference`` (``{metric: (mean, half)}``, the reference solver's row, when every seed has it) and ``best``
-    (``{metric: (mean, half)}``: each seed's best row over all of them)."""
-    out: dict[str, dict] = {}
-    for t in results["teachers"]:
-        out.setdefault(t["key"], {"label": t["label"], "evals": []})["evals"].append(t)
-    for entry in out.values():
-        ev = entry["evals"]
-        metrics = METRICS[results["metric_kind"]]
-        entry["cells"] = {
-            (row["steps"], m): interval([_value(_row(e, row["steps"]), m) for e in ev])
-            for row in ev[0]["rows"]
-            for m in metrics
-        }
-        refs = [e.get("reference_rows") or [] for e in ev]
-        entry["reference"] = {m: interval([_value(r[0], m) for r in refs]) for m in metrics} if all(refs) else None
-        entry["reference_label"] = f"{refs[0][0]['label']} x {refs[0][0]['steps']}" if all(refs) else None
-        entry["best"] = {
-            m: interval([min(_value(r, m) for r in e["rows"] + (e.get("reference_rows") or [])) for e in ev])
-            for m in metrics
-        }
-        entry["nfe_adaptive"] = interval([_row(e, None)["nfe"] for e in ev])[0]
-        entry["train"] = interval([e["train_seconds"] for e in ev])
-        gaps = [e.get("straightness") for e in ev]
-        entry["straightness"] = interval(gaps) if None not in gaps else None
-    return out
-
-
-def _members(results: dict, agg: dict, entries: list[str]) -> list[str]:
-    keys = []
-    for e in entries:
-        keys += [k for k in agg if k == e or k.split("/")[0] == e]
-    return keys
-
-
-def _paired(agg: dict, a: str, b: str, steps: int, metric: str) -> tuple[float, float | None, int, str]:
-    """``a`` against ``b`` seed by seed: the mean paired difference, its interval's half-width, the number of
-    seeds both have, and the verdict on "``a`` is better" (lower)."""
-    by_seed = {r["seed"]: _value(_row(r, steps), metric) for r in agg[b]["runs"]}
-    pairs = [(_value(_row(r, steps), metric), by_seed[r["seed"]]) for r in agg[a]["runs"] if r["seed"] in by_seed]
-    a_bad, b_bad = (any(not math.isfinite(p[i]) for p in pairs) for i in (0, 1))
-    if a_bad or b_bad:  # a diverged side loses; both diverged settles nothing
-        return math.nan, None, len(pairs), "not settled" if a_bad == b_bad else "does not hold" if a_bad else "holds"
-    mean, half = interval([x - y for x, y in pairs])
-    verdict = "not settled" if half is None or abs(mean) <= half else "holds" if mean < 0 else "does not hold"
-    return mean, half, len(pairs), verdict
-
-
-def claim_verdicts(results: dict) -> list[dict]:
-    """Each claim of the study at each of its step counts: the best member of each side (lowest mean of the
-    primary metric), the paired difference over the seeds both have, and a verdict: ``holds`` (the interval
-    lies below zero), ``does not hold`` (above zero), ``not settled`` (it spans zero, or one seed only)."""
-    agg = aggregate(results)
-    metric = primary_metric(results["metric_kind"])
-    verdicts = []
-    for claim in results["study_config"]["claims"]:
-        for steps in claim["steps"]:
-            sides = []
-            for entries in (claim["better"], claim["than"]):
-                members = [k for k in _members(results, agg, entries) if (steps, metric) in agg[k]["cells"]]
-                sides.append(min(members, key=lambda k: agg[k]["cells"][(steps, metric)][0]) if members else None)
-            a, b = sides
-            v = {
-                "claim": claim["text"],
-                "paper": claim.get("paper", False),
-                "steps": steps,
-                "metric": metric,
-                "better": a,
-                "than": b,
-            }
-            if a is None or b is None:
-                verdicts.append({**v, "verdict": "not run"})
-                continue
-            mean, half, n, verdict = _paired(agg, a, b, steps, metric)
-            verdicts.append(
-                {
-                    **v,
-                    "verdict": verdict,
-                    "difference": mean,
-                    "half_width": half,
-                    "seeds": n,
-                    "a": agg[a]["cells"][(steps, metric)],
-                    "b": agg[b]["cells"][(steps, metric)],
-                }
-            )
-    return verdicts
+__all__ = ["write_report", "write_index"]
 
 
 def _fmt(cell: tuple[float, float | None] | None) -> str:
@@ -301,34 +134,6 @@ def _teacher_table(results: dict, teachers: dict, metric: str) -> list[str]:
     return lines
 
 
-def _floor(results: dict) -> dict[str, tuple]:
-    floors = {r["seed"]: r["floor"] for r in results["runs"]} | {t["seed"]: t["floor"] for t in results["teachers"]}
-    return {m: interval([f[m] for f in floors.values()]) for m in METRICS[results["metric_kind"]]} if floors else {}
-
-
-def _best(agg: dict, steps: int, metric: str) -> str | None:
-    keys = [k for k in agg if (steps, metric) in agg[k]["cells"]]
-    return min(keys, key=lambda k: agg[k]["cells"][(steps, metric)][0]) if keys else None
-
-
-def finalists(results: dict, screen: dict) -> tuple[list[str], list[tuple[str, float]]]:
-    """A screen's finalists (``variant/objective`` rows) and its ranking: every row scored on the screen's
-    seeds by the mean, over ``screen["steps"]``, of its primary metric over its teacher's best (of the plain
-    metric for every row when any row lacks that), lowest first; the ``keep`` best rows not in ``always``,
-    then every row of ``always``."""
-    seeds = set(screen["seeds"])
-    agg = aggregate({**results, "runs": [r for r in results["runs"] if r["seed"] in seeds]})
-    metric = primary_metric(results["metric_kind"])
-    ratio = to_teacher_best(metric)
-    use = ratio if all((s, ratio) in e["cells"] for e in agg.values() for s in screen["steps"]) else metric
-    ranking = sorted(
-        ((k, sum(e["cells"][(s, use)][0] for s in screen["steps"]) / len(screen["steps"])) for k, e in agg.items()),
-        key=lambda kv: kv[1],
-    )
-    always = [k for k, _ in ranking if agg[k]["variant"] in screen["always"]]
-    return [k for k, _ in ranking if k not in always][: screen["keep"]] + always, ranking
-
-
 def _screen_lines(results: dict) -> list[str]:
     sc = results.get("screen")
     if not sc:
@@ -352,30 +157,23 @@ def _screen_lines(results: dict) -> list[str]:
     ]
 
 
-def _comparable(agg: dict) -> dict:
-    """The rows measured on the most seeds (after a screen: the finalists; the screened-out rows have the
-    screen's seeds only, and a mean over other seeds is not comparable)."""
-    most = max((len(e["seeds"]) for e in agg.values()), default=0)
-    return {k: e for k, e in agg.items() if len(e["seeds"]) == most}
-
-
 def _conclusion(results: dict, agg: dict, teachers: dict, verdicts: list[dict]) -> list[str]:
     """The findings in words, each sentence built from the numbers above it (best rows among the rows with
     the most seeds)."""
     metric = primary_metric(results["metric_kind"])
     name, ratio = METRIC_NAMES[metric], to_teacher_best(metric)
-    floor = _floor(results).get(metric)
+    floor = floor_cells(results).get(metric)
     lines = _screen_lines(results)
-    full = _comparable(agg)
+    full = comparable_rows(agg)
     for steps in sorted({s for e in agg.values() for (s, m) in e["cells"] if m == metric}):
-        best = _best(full, steps, metric)
+        best = best_row(full, steps, metric)
         teacher = {k: t["cells"].get((steps, metric)) for k, t in teachers.items()}
         t_text = "; ".join(
             f"{teachers[k]['label']} with {steps} Euler step{'s' * (steps > 1)}: {_fmt(c)}"
             for k, c in teacher.items()
             if c is not None
         )
-        closest = _best(full, steps, ratio)
+        closest = best_row(full, steps, ratio)
         r_text = (
             ""
             if closest is None
@@ -443,22 +241,20 @@ def _conclusion(results: dict, agg: dict, teachers: dict, verdicts: list[dict]) 
 
 
 def _default_line(results: dict, agg: dict, metric: str) -> str:
-    """Whether the shipped default is the best 1-step student among the rows made with teachers like its own
-    (the same reflow rounds), whether a gap is settled, and which row is best over all if another."""
-    default = results["default"]
-    agg = _comparable(agg)
-    peers = results.get("default_peers") or list(agg)
-    best, overall = _best({k: v for k, v in agg.items() if k in peers}, 1, metric), _best(agg, 1, metric)
-    if default not in agg or best is None:
+    """``default_decision`` in words: whether the shipped default stays, whether a gap is settled, and which
+    row is best over all if another."""
+    decision = default_decision(results, agg, metric)
+    if decision is None:
         return "- **Default:** the shipped default's runs are not finished."
+    default, best, overall = decision["default"], decision["best"], decision["overall"]
     line = "- **Default:** "
-    if best == default:
+    if decision["against_default"] is None:
         line += (
             f"the shipped default, {_label(results, default)}, is the best 1-step student from teachers "
             "like its own; it stays."
         )
     else:
-        mean, half, _, verdict = _paired(agg, best, default, 1, metric)
+        mean, half, _, verdict = decision["against_default"]
         line += (
             f"the best 1-step student from teachers like the shipped default's is {_label(results, best)}, "
             f"not the default ({_label(results, default)}); paired {METRIC_NAMES[metric]} difference "
@@ -469,8 +265,8 @@ def _default_line(results: dict, agg: dict, metric: str) -> str:
                 else "not settled, so the default stays."
             )
         )
-    if overall != best:
-        mean, half, _, verdict = _paired(agg, overall, best, 1, metric)
+    if decision["against_best"] is not None:
+        mean, half, _, verdict = decision["against_best"]
         line += (
             f" Over every row the best is {_label(results, overall)}, whose teacher had a different number "
             f"of reflow rounds (a costlier teacher, see the teacher table); paired difference against "
@@ -481,11 +277,11 @@ def _default_line(results: dict, agg: dict, metric: str) -> str:
 
 
 def _section(results: dict, figures: dict[str, str]) -> list[str]:
-    agg, teachers = aggregate(results), _teacher_cells(results)
+    agg, teachers = aggregate(results), teacher_cells(results)
     verdicts = claim_verdicts(results)
     metrics = METRICS[results["metric_kind"]]
     st, n_planned = results["settings"], len(results["planned_runs"])
-    floor = _floor(results)
+    floor = floor_cells(results)
     ratio = to_teacher_best(metrics[0])
     rows_of = (
         "Euler, adaptive and the reference solver"
@@ -582,10 +378,10 @@ def write_report(results: dict, out: str | Path) -> Path:
         "raw_json": f"results/{results['study']}/results.json",
         "machine": f"{os.cpu_count()} CPU cores, {platform.python_implementation()} {platform.python_version()}",
     }
-    agg, teachers = aggregate(results), _teacher_cells(results)
+    agg, teachers = aggregate(results), teacher_cells(results)
     figures = {}
     if agg or teachers:
-        plot_quality(results, agg, teachers, _floor(results), folder / "quality_vs_steps.png")
+        plot_quality(results, agg, teachers, floor_cells(results), folder / "quality_vs_steps.png")
         figures["quality against steps"] = f"results/{results['study']}/quality_vs_steps.png"
     if plot_samples(results, agg, folder / "samples.png"):
         figures["samples, first seed"] = f"results/{results['study']}/samples.png"

@@ -5,6 +5,7 @@ is up, and the pools are rewritten with their checkpoint paths.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -12,11 +13,14 @@ from pathlib import Path
 import ray
 import torch
 
+from cluster.logs import quieted
 from cluster.config import RunConfig
 from teachers.checkpoint import checkpoint_complete
 from teachers.device_plan import DevicePlan, StagePlan, pool_gpus
 from teachers.teacher_refs import own_teacher_index, own_teacher_refs
 from teachers.train_teacher import train_teacher
+
+log = logging.getLogger(__name__)
 
 __all__ = ["own_teacher_paths", "teacher_training_config", "train_teachers", "resolve_teachers"]
 
@@ -41,11 +45,12 @@ def teacher_training_config(cfg: RunConfig, seed: int) -> RunConfig:
 
 def _train_teacher_task(cfg: RunConfig, out_dir: str, stage: StagePlan | None = None) -> str:
     torch.set_num_threads(1)
-    train_teacher(cfg, out_dir=out_dir, progress=False, echo=lambda *_: None, stage=stage)
+    with quieted():
+        train_teacher(cfg, out_dir=out_dir, progress=False, stage=stage)
     return out_dir
 
 
-def train_teachers(jobs: dict[str, RunConfig], echo=print, stage: StagePlan | None = None) -> float:
+def train_teachers(jobs: dict[str, RunConfig], stage: StagePlan | None = None) -> float:
     """Train teachers ``{out_dir: config}``: Ray tasks, at most one per core at a time, when Ray is up
     (their reported training times stay honest); in this process otherwise. ``stage``: the run plan's
     teacher-training ``StagePlan`` (its GPUs per task; default: each teacher resolves its own plan).
@@ -61,12 +66,12 @@ def train_teachers(jobs: dict[str, RunConfig], echo=print, stage: StagePlan | No
         if len(pending) >= (os.cpu_count() or 1):
             _, pending = ray.wait(pending, num_returns=1)
         pending.append(task.remote(cfg, out_dir, stage))
-        echo(f"training teacher {out_dir}")
+        log.info(f"training teacher {out_dir}")
     ray.get(pending)
     return time.perf_counter() - start
 
 
-def resolve_teachers(cfg: RunConfig, echo=print, plan: DevicePlan | None = None) -> RunConfig:
+def resolve_teachers(cfg: RunConfig, plan: DevicePlan | None = None) -> RunConfig:
     """The run's teacher pools with ``self``/``self:K`` resolved to checkpoint paths; missing ones are trained
     first (as parallel Ray tasks when Ray is up, else here). With no pools configured, one pool on ``self``.
     With a ``plan``, teachers train on its devices and each pool's actors ask for its GPUs (an explicit
@@ -74,13 +79,13 @@ def resolve_teachers(cfg: RunConfig, echo=print, plan: DevicePlan | None = None)
     own = own_teacher_paths(cfg)
     missing = {ref: v for ref, v in own.items() if not checkpoint_complete(v[0])}
     if missing:
-        echo(f"training {len(missing)} teacher(s): " + ", ".join(f"{r} -> {p}" for r, (p, _) in missing.items()))
-        seconds = train_teachers(
-            {str(path): teacher_training_config(cfg, seed) for path, seed in missing.values()},
-            echo=lambda *_: None,
-            stage=plan.teacher_training if plan else None,
-        )
-        echo(f"teachers trained in {seconds:.1f}s")
+        log.info(f"training {len(missing)} teacher(s): " + ", ".join(f"{r} -> {p}" for r, (p, _) in missing.items()))
+        with quieted():
+            seconds = train_teachers(
+                {str(path): teacher_training_config(cfg, seed) for path, seed in missing.values()},
+                stage=plan.teacher_training if plan else None,
+            )
+        log.info(f"teachers trained in {seconds:.1f}s")
     pools = [
         p.model_copy(
             update={

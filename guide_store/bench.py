@@ -13,6 +13,7 @@ import from.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 import tempfile
@@ -26,6 +27,8 @@ from guide_store.embedded import EmbeddedRedis
 from guide_store.open_store import open_store
 from guide_store.redis_store import RedisGuideStore, connect
 from guide_store.schema import GuideBatch
+
+log = logging.getLogger(__name__)
 
 __all__ = ["make_batch", "run_bench", "median_interval", "INTERVAL_LEVEL"]
 
@@ -85,7 +88,7 @@ def _store_round(store: RedisGuideStore, batch: GuideBatch, key: str) -> int:
 
 
 def run_bench(
-    sizes_mb: list[float], seconds_per_size: float = 3.0, fsync: str = "everysec", progress=print, min_pairs: int = 5
+    sizes_mb: list[float], seconds_per_size: float = 3.0, fsync: str = "everysec", min_pairs: int = 5
 ) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp, fsync=fsync) as server:
@@ -129,7 +132,7 @@ def run_bench(
                 "pairs": [[round(r, 7), round(s, 7)] for r, s in zip(raw_times, store_times)],
             }
             rows.append(row)
-            progress(
+            log.info(
                 f"{mb:>6} MB  raw {row['raw_MBps']:>8} MB/s  store {row['store_MBps']:>8} MB/s  "
                 f"ratio {row['ratio']:.3f} [{row['ratio_interval'][0]:.3f}, {row['ratio_interval'][1]:.3f}]  "
                 f"({k} pairs)"

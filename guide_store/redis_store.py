@@ -51,6 +51,7 @@ from redis.backoff import ExponentialBackoff
 from redis.connection import Encoder, PythonRespSerializer
 from redis.retry import Retry
 
+from guide_store.errors import StoreError
 from guide_store.codec import decode_batch, encode_batch
 from guide_store.schema import SCHEMA_VERSION, GuideBatch, RecordError
 from guide_store.source import Delivery
@@ -181,7 +182,7 @@ return out
 """
 
 
-class BackpressureTimeout(TimeoutError):
+class BackpressureTimeout(StoreError, TimeoutError):
     """A producer waited too long for the backlog to fall below its bound."""
 
 

@@ -28,6 +28,8 @@ import pyarrow as pa
 import torch
 from torch import Tensor
 
+from guide_store.errors import StoreError
+
 __all__ = [
     "SCHEMA_VERSION",
     "MAX_GUIDES",
@@ -65,7 +67,7 @@ def teacher_version_column(i: int) -> str:
     return f"teacher{i}_version"
 
 
-class RecordError(ValueError):
+class RecordError(StoreError, ValueError):
     """A payload is not a valid guide batch; the message is the dead-letter reason."""
 
 

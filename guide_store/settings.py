@@ -12,6 +12,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from guide_store.embedded import FSYNC_POLICIES
+from guide_store.errors import BezierDistillError
 from guide_store.schema import TENSOR_DTYPES
 
 __all__ = ["ConfigError", "Section", "format_section_errors", "StoreSettings", "StoreDtype", "Fsync", "redact_url"]
@@ -20,7 +21,7 @@ StoreDtype = Literal[tuple(TENSOR_DTYPES)]
 Fsync = Literal[FSYNC_POLICIES]
 
 
-class ConfigError(ValueError):
+class ConfigError(BezierDistillError, ValueError):
     """A configuration is invalid; the message names each bad key."""
 
 

@@ -93,15 +93,13 @@ def _label(loaded: LoadedModel, solver: str) -> str:
 
 
 def evaluate_loaded(
-    loaded: LoadedModel, data: DataSplit, steps: list[int], solver: str, settings: QualitySettings, echo=print
+    loaded: LoadedModel, data: DataSplit, steps: list[int], solver: str, settings: QualitySettings
 ) -> dict:
     """Quality table of a loaded model for each step count. Teachers: ``solver`` (one row for ``adaptive``);
     students: student steps (``solver`` does not apply)."""
     adaptive = solver == "adaptive" and loaded.kind != "student"
     step_list: list[int | None] = [None] if adaptive else list(steps)
-    table = evaluate_sampler(
-        loaded.sampler(solver), data, step_list, settings, label=_label(loaded, solver), progress=echo
-    )
+    table = evaluate_sampler(loaded.sampler(solver), data, step_list, settings, label=_label(loaded, solver))
     table.update(
         {
             "checkpoint": str(loaded.path),
@@ -120,13 +118,12 @@ def evaluate_model(
     steps: list[int],
     solver: str,
     settings: QualitySettings,
-    echo=print,
     convention: str = DEFAULT_CONVENTION,
     config: MeasuredRun | None = None,
 ) -> dict:
     """``evaluate_loaded`` of a model folder against the data its run configuration (or ``config``) names."""
     loaded, data, _ = load_model_and_data(checkpoint, convention, config)
-    return evaluate_loaded(loaded, data, steps, solver, settings, echo)
+    return evaluate_loaded(loaded, data, steps, solver, settings)
 
 
 def sample_model(

@@ -3,6 +3,7 @@ plus the figures a person looks at first (sample grids, the student's loss curve
 
 from __future__ import annotations
 
+import logging
 import json
 
 import torch
@@ -27,10 +28,12 @@ from teachers.plots import save_loss_curve, save_sample_figure
 from teachers.settings import EvalSettings
 from teachers.train_teacher import load_run_data
 
+log = logging.getLogger(__name__)
+
 __all__ = ["evaluate_run", "quality_table", "teacher_best", "reference_solver"]
 
 
-def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePlan | None = None) -> dict:
+def evaluate_run(cfg, teacher_checkpoints: list[str], stage: StagePlan | None = None) -> dict:
     """Quality of each teacher (``cfg.eval.solver`` at ``cfg.eval.steps``, and ``eval.reference_solver`` at
     ``eval.reference_steps``) and of the exported student (at ``cfg.student.eval_steps``, each row with its
     metric over the teachers' best: ``fid_to_teacher_best`` or ``sliced_w2_to_teacher_best``), and each
@@ -51,7 +54,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
         model = load_velocity(path, data.data_shape, conventions.get(path, DEFAULT_CONVENTION)).to(device)
         samplers[path] = sampler_on(teacher_sampler(model, solver), device, precision)
         label = f"teacher{i}/{solver}"
-        echo(f"evaluating {label} ({path}) at steps {steps}")
+        log.info(f"evaluating {label} ({path}) at steps {steps}")
         feats[path] = []
         teachers[path] = evaluate_sampler(
             samplers[path], data, steps, settings, label=label, features=feats[path], with_floor=False
@@ -60,7 +63,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
         reference = reference_solver(cfg.eval)
         if reference is not None:
             ref_solver, ref_steps = reference
-            echo(f"evaluating teacher{i}/{ref_solver} (reference) at steps {ref_steps}")
+            log.info(f"evaluating teacher{i}/{ref_solver} (reference) at steps {ref_steps}")
             ref_sampler = sampler_on(teacher_sampler(model, ref_solver), device, precision)
             teachers[path]["rows"] += evaluate_sampler(
                 ref_sampler,
@@ -73,7 +76,7 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], echo=print, stage: StagePl
             )["rows"]
     student, _ = load_checkpoint(cfg.student_path, expect_data_shape=data.data_shape)
     sampler = sampler_on(student_sampler(cfg.student.objective, student.to(device)), device, precision)
-    echo(f"evaluating the student at steps {cfg.student.eval_steps}")
+    log.info(f"evaluating the student at steps {cfg.student.eval_steps}")
     student_feats: list[dict] = []
     table = evaluate_sampler(
         sampler,

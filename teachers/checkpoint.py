@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from guide_store.atomic import copy_atomically, replaced_atomically, write_json_atomically
+from guide_store.errors import BezierDistillError
 from teachers.nets import ARCHITECTURES, build_network
 
 __all__ = [
@@ -41,7 +42,7 @@ FORMAT = "bezier-distill/network"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BezierDistillError, ValueError):
     """A checkpoint is missing, truncated or does not match its description."""
 
 

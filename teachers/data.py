@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from guide_store.errors import BezierDistillError
 from teachers.registry import Registry
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-class DataError(ValueError):
+class DataError(BezierDistillError, ValueError):
     """A data source is missing or holds the wrong kind of array; the message says which and why."""
 
 

@@ -10,6 +10,7 @@ with the same reference, so it is what a perfect sampler would score.
 
 from __future__ import annotations
 
+import logging
 import hashlib
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -24,6 +25,8 @@ from teachers.digits_features import FEATURE_EXTRACTORS, ensure_registered, prep
 from teachers.distances import energy_distance, sliced_wasserstein
 from teachers.precision import autocast
 from teachers.solvers import Sampler, Solution, euler_step
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "METRICS",
@@ -229,7 +232,6 @@ def evaluate_sampler(
     steps: list[int | None],
     settings: QualitySettings,
     label: str = "model",
-    progress: Callable[[str], None] | None = None,
     features: list[dict] | None = None,
     with_floor: bool = True,
 ) -> dict:
@@ -256,8 +258,7 @@ def evaluate_sampler(
         rows.append(row)
         if features is not None:
             features.append(kept)
-        if progress is not None:
-            progress(format_row(row))
+        log.debug(format_row(row))
     return {
         "n_samples": n,
         "n_reference": int(data.held_out.shape[0]),

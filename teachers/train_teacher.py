@@ -8,11 +8,12 @@ whole resolved configuration, so evaluation can rebuild the data it needs.
 
 from __future__ import annotations
 
+import logging
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -24,6 +25,8 @@ from teachers.nets import build_network
 from teachers.plots import save_loss_curve
 from teachers.settings import DataSettings, TeacherTrainingSettings
 from teachers.rectified_flow import TrainSettings, fixed_pairs, independent_pairs, teacher_pairs, train_velocity
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TeacherRun", "load_run_data", "train_teacher"]
 
@@ -63,7 +66,6 @@ def train_teacher(
     out_dir: str | Path | None = None,
     data: DataSplit | None = None,
     progress: bool = True,
-    echo: Callable[[str], None] = print,
     stage: StagePlan | None = None,
 ) -> Path:
     """Train a ``1 + reflow_rounds``-rectified teacher; write checkpoint, metrics.jsonl, report and loss plot.
@@ -109,7 +111,7 @@ def train_teacher(
                     device=device.type,
                     precision=precision,
                 )
-                echo(
+                log.info(
                     f"reflow round {k}: {tc.reflow_pairs} pairs from the {k - 1}-rectified teacher "
                     f"({tc.reflow_solver}, {tc.reflow_solver_steps} steps) in {time.perf_counter() - t0:.1f}s"
                 )
@@ -117,13 +119,13 @@ def train_teacher(
                 model.load_state_dict(ema.state_dict())
                 settings = replace(settings, steps=tc.reflow_steps or tc.steps, seed=settings.seed + k)
 
-            def log(record: dict, k: int = k) -> None:
+            def metrics(record: dict, k: int = k) -> None:
                 record = {"round": k, **record}
                 history.append(record)
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
 
-            result = train_velocity(model, pairs, settings, log=log, desc=f"teacher {k}-RF", progress=progress)
+            result = train_velocity(model, pairs, settings, log=metrics, desc=f"teacher {k}-RF", progress=progress)
             ema = result.model
             rounds.append({"rectification": k, "seconds": round(result.seconds, 2), "final_loss": history[-1]["loss"]})
     finally:
@@ -160,5 +162,5 @@ def train_teacher(
         out / "loss.png",
         title=f"{data.name} teacher loss (per log interval)",
     )
-    echo(f"teacher written to {out} ({params} parameters, {seconds:.1f}s, {device.type}, {precision})")
+    log.info(f"teacher written to {out} ({params} parameters, {seconds:.1f}s, {device.type}, {precision})")
     return out

@@ -4,6 +4,7 @@ distilled through the real pipeline (Ray actors, Redis store, DeepSpeed student 
 and ``sample`` of the run's student and of the diffusers folder (with ``--config``)."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -83,12 +84,13 @@ def hf_run_config(tmp_path, unet):
     )
 
 
-def test_a_diffusers_teacher_is_distilled_and_both_models_evaluate_from_the_cli(ray_cluster, tmp_path, capsys):
+def test_a_diffusers_teacher_is_distilled_and_both_models_evaluate_from_the_cli(ray_cluster, tmp_path, capsys, caplog):
     unet, loss = train_flow_match_unet(tmp_path / "pretrained" / "unet", num_train_timesteps=500)
     assert loss < 0.6, loss
     cfg = hf_run_config(tmp_path, unet)
-    lines = []
-    report = run(cfg, echo=lines.append, show_bar=False)
+    caplog.set_level(logging.INFO, logger="cluster")
+    report = run(cfg, show_bar=False)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("cluster.")]
 
     assert sum("is a diffusers model: the student starts from scratch as a unet network" in s for s in lines) == 1
     folder = cfg.run_path

@@ -61,7 +61,7 @@ def test_faults_at_the_hard_moments_lose_nothing(ray_cluster, teacher, tmp_path,
             args=(server, server.url, cfg.name, cfg.guides.num_samples, redis_killed),
         )
         killer.start()
-        summary = run_student_pool(cfg, server.url, (2,), teacher, echo=lambda s: None)
+        summary = run_student_pool(cfg, server.url, (2,), teacher)
         killer.join(timeout=60)
         stats = store.stats()
         letters = store.dead_letters(count=1000)
@@ -90,7 +90,7 @@ def test_a_delivery_larger_than_a_batch_is_trained_fresh_once_across_a_restart(
     monkeypatch.setenv(KILL_ENV, "after_checkpoint")
     with EmbeddedRedis(tmp_path / "redis") as server:
         store = fill_store(cfg, server.url)
-        summary = run_student_pool(cfg, server.url, (2,), teacher, echo=lambda s: None)
+        summary = run_student_pool(cfg, server.url, (2,), teacher)
         letters, pending = store.dead_letters(count=100), store.pending_sample_ids()
     assert landed(cfg.run_path) == ["after_checkpoint"] and summary["resumes"] >= 1, summary
     plan = {b: [96 * b, 96] for b in range(16)}

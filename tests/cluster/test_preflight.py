@@ -49,7 +49,7 @@ def test_preflight_runs_a_real_student_step(tmp_path, precision, dtype, monkeypa
     monkeypatch.setenv("BEZIER_DISTILL_CACHE", str(tmp_path / "cache"))
     cfg = _cfg(tmp_path, f"precision={precision}")
     start = time.monotonic()
-    checks = preflight(cfg, resolve_device(cfg, 0), echo=lambda s: None)
+    checks = preflight(cfg, resolve_device(cfg, 0))
     step = checks[-1]
     assert step.name == "student step" and step.ok, step
     assert f"on cpu in {dtype}" in step.detail and "remembered" not in step.detail, step.detail
@@ -59,7 +59,7 @@ def test_preflight_runs_a_real_student_step(tmp_path, precision, dtype, monkeypa
     # the pass is remembered for settings that decide it; another seed, step count or folder takes no step
     again = _cfg(tmp_path / "other", f"precision={precision}", "seed=5", "student.steps=70")
     start = time.monotonic()
-    step = preflight(again, resolve_device(again, 0), echo=lambda s: None)[-1]
+    step = preflight(again, resolve_device(again, 0))[-1]
     assert step.ok and "remembered" in step.detail and f"on cpu in {dtype}" in step.detail, step.detail
     assert time.monotonic() - start < 5
     job = lambda c: step_job(c, (1, 8, 8), "cpu")

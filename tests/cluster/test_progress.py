@@ -3,6 +3,7 @@ trains, before and after production ends, with figures from the ranks' metrics a
 beside it and ``bezier-distill status`` reading it back."""
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -40,7 +41,7 @@ class _Controller:
         }
 
 
-def test_a_student_line_on_its_own_line_every_period_until_the_pool_ends(ray_cluster, tmp_path, monkeypatch):
+def test_a_student_line_on_its_own_line_every_period_until_the_pool_ends(ray_cluster, tmp_path, monkeypatch, caplog):
     cfg = parse_config(
         {
             "name": "lines",
@@ -56,9 +57,10 @@ def test_a_student_line_on_its_own_line_every_period_until_the_pool_ends(ray_clu
         json.dumps({"step": 100, "loss": 0.5, "steps_per_second": 20.0, "records_consumed": 12800}) + "\n"
     )
     monkeypatch.setattr(guide_stage, "STUDENT_LINE_S", 0.3)
-    lines, stop = [], threading.Event()
+    caplog.set_level(logging.INFO, logger="cluster")
+    stop = threading.Event()
     controller = _Controller.remote()
-    thread = threading.Thread(target=guide_stage._progress, args=(cfg, controller, lines.append, False, stop))
+    thread = threading.Thread(target=guide_stage._progress, args=(cfg, controller, False, stop))
     thread.start()
     time.sleep(6)  # production "finishes" after ~2 s: the lines go on
     reports = ray.get(controller.calls.remote())
@@ -66,6 +68,7 @@ def test_a_student_line_on_its_own_line_every_period_until_the_pool_ends(ray_clu
     thread.join(timeout=30)
     # the controller (whose report sets the run's gauges) is asked every second after production ended too
     assert reports >= 5, reports
+    lines = [r.getMessage() for r in caplog.records if r.name == "cluster.guide_stage"]
     student = [line for line in lines if line.startswith("student ")]
     assert len(student) >= 5, lines  # every period (about 1 s here: the loop polls each second), not only once
     assert all("step 100/300, 12800 records trained, 20.0 steps/s, loss 0.5, ETA 10s" in line for line in student)

@@ -31,7 +31,7 @@ def test_a_finished_run_is_refused_before_any_work_and_overwrite_keeps_its_teach
     folder = _finished_run(tmp_path)
     cfg = load_config(REPO / "configs" / "toy2d.yaml", [f"run_dir={tmp_path / 'runs'}"])
     with pytest.raises(RunExistsError, match=r"already finished in .*--overwrite.*--set name=NEW"):
-        run(cfg, echo=lambda s: None)
+        run(cfg)
     assert (folder / "config.yaml").read_text() == "old: true\n"  # untouched
     out = subprocess.run(
         [str(SCRIPT), "run", str(REPO / "configs" / "toy2d.yaml"), "--set", f"run_dir={tmp_path / 'runs'}"],

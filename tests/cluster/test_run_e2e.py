@@ -53,7 +53,7 @@ def small_run(tmp_path):
 
 def test_run_end_to_end_one_step_student_beats_one_euler_step(ray_cluster, tmp_path):
     cfg = small_run(tmp_path)
-    report = run(cfg, echo=lambda s: None, show_bar=False)
+    report = run(cfg, show_bar=False)
 
     folder = cfg.run_path
     for name in (
@@ -111,7 +111,7 @@ def test_a_cluster_too_small_for_the_run_is_refused_before_any_work(ray_cluster,
         match=r"the Ray cluster has 8 CPUs, and the run holds 9 at once: 7 for the "
         r"teacher actors .* 2 student worker\(s\) .*ray start --head --num-cpus=9",
     ):
-        run(cfg, echo=lambda s: None, show_bar=False)
+        run(cfg, show_bar=False)
     assert not (cfg.run_path / "teacher").exists()  # nothing trained
     assert cpu_shortage(cfg, 9, 2) is None and cpu_shortage(cfg, 9, 3) is not None
 
@@ -129,5 +129,5 @@ def test_placement_no_node_offers_is_refused_before_any_work(ray_cluster, tmp_pa
         r"the cluster's nodes offer 8; student.resources_per_worker \(2 x 1\) ask "
         r"for 2 of resource 'gpu_host', the cluster's nodes offer 0.*ray start",
     ):
-        run(cfg, echo=lambda s: None, show_bar=False)
+        run(cfg, show_bar=False)
     assert not (cfg.run_path / "teacher").exists()  # nothing trained

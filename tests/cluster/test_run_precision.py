@@ -46,7 +46,7 @@ def tiny_bf16_run(tmp_path):
 
 def test_bf16_run_on_cpu_records_bf16_for_every_stage(ray_cluster, tmp_path):
     cfg = tiny_bf16_run(tmp_path)
-    report = run(cfg, echo=lambda s: None, show_bar=False)
+    report = run(cfg, show_bar=False)
     on_disk = json.loads((cfg.run_path / "report.json").read_text())
     assert on_disk["stages"] == json.loads(json.dumps(report["stages"]))
     stages = on_disk["stages"]
@@ -76,5 +76,5 @@ def test_device_cuda_without_a_gpu_is_a_config_error_before_any_work(ray_cluster
 
     cfg = tiny_bf16_run(tmp_path).model_copy(update={"device": "cuda"})
     with pytest.raises(ConfigError, match="device: cuda .* 0 GPUs"):
-        run(cfg, echo=lambda s: None, show_bar=False)
+        run(cfg, show_bar=False)
     assert not cfg.teacher_path.exists()

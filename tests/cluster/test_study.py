@@ -4,6 +4,7 @@ claim verdicts; a second call resumes and runs nothing. The numbers are not chec
 of the shipped matrix is validated without running in ``test_study_config.py``."""
 
 import json
+import logging
 
 import pytest
 import yaml
@@ -35,12 +36,12 @@ def two_run_study(root, tmp_path):
 
 
 @pytest.mark.timeout(900)  # 2 runs of the real job and 2 teachers: ~40 s each on 2 cores
-def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, request):
+def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, request, caplog):
     study_file = two_run_study(request.config.rootpath, tmp_path)
     study, _, planned = load_study(study_file, quick=True)
     assert len(planned) == 2
 
-    results = run_study(study_file, quick=True, out_dir=tmp_path / "docs", echo=lambda s: None, show_bar=False)
+    results = run_study(study_file, quick=True, out_dir=tmp_path / "docs", show_bar=False)
 
     assert sorted(r["key"] for r in results["runs"]) == sorted(r.key for r in planned)
     for r in results["runs"]:
@@ -94,8 +95,9 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
     old_eval = next(tmp_path.glob("runs/**/study_eval.json"))
     old_eval.write_text(json.dumps({k: v for k, v in json.loads(old_eval.read_text()).items() if k != "straightness"}))
     stamps = {p.key: (p.cfg.run_path / RESULT_FILE).stat().st_mtime_ns for p in planned}
-    lines = []
-    again = run_study(study_file, quick=True, out_dir=tmp_path / "docs", echo=lines.append, show_bar=False)
+    caplog.set_level(logging.INFO, logger="cluster")
+    again = run_study(study_file, quick=True, out_dir=tmp_path / "docs", show_bar=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "cluster.study"]
     assert f"{len(planned)} done, 0 to run" in lines[0]
     assert {p.key: (p.cfg.run_path / RESULT_FILE).stat().st_mtime_ns for p in planned} == stamps
     assert len(again["runs"]) == len(planned)

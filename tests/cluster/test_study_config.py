@@ -130,7 +130,7 @@ def test_a_bad_screen_is_named(tmp_path, screen, message):
 
 def test_a_screened_study_plans_its_finalists_only_when_the_screen_is_finished(tmp_path):
     from cluster.study import RESULT_FILE, TEACHER_EVAL_FILE, collect_results, plan_runs
-    from cluster.study_report import finalists
+    from cluster.study_claims import finalists
     from cluster.study_config import teacher_path
 
     variants = [{"name": n, "label": n, "teachers": ["rf1"], "objectives": ["flow_map"]} for n in ("a", "b", "c")]

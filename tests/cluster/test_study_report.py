@@ -6,20 +6,12 @@ import math
 
 import pytest
 
-from cluster.study_report import (
-    _conclusion,
-    _default_line,
-    _teacher_cells,
-    aggregate,
-    claim_verdicts,
-    finalists,
-    interval,
-    write_report,
-)
+from cluster.study_claims import aggregate, claim_verdicts, finalists, interval, teacher_cells
+from cluster.study_report import _conclusion, _default_line, write_report
 
 
 def _conclusion_lines(results):
-    return _conclusion(results, aggregate(results), _teacher_cells(results), claim_verdicts(results))
+    return _conclusion(results, aggregate(results), teacher_cells(results), claim_verdicts(results))
 
 
 def test_interval_is_the_student_t_interval():

@@ -1,5 +1,6 @@
 """Teacher actors and the controller on a real local Ray cluster, writing to a real Redis store."""
 
+import logging
 import time
 
 import pytest
@@ -34,7 +35,7 @@ def two_teachers(tmp_path_factory):
                 },
             }
         )
-        paths.append(str(train_teacher(cfg, progress=False, echo=lambda s: None)))
+        paths.append(str(train_teacher(cfg, progress=False)))
     return paths
 
 
@@ -192,7 +193,7 @@ def test_adding_an_incompatible_teacher_is_refused(ray_cluster, redis_url, tmp_p
 
 
 def test_a_production_loop_that_raises_fails_the_job_within_seconds_with_its_error(
-    ray_cluster, two_teachers, redis_url, tmp_path
+    ray_cluster, two_teachers, redis_url, tmp_path, caplog
 ):
     """Nobody reads the store and it admits one record: the actor's second put times out in its production
     thread. The controller stops that actor, hands its block out again, and the job stops with the error."""
@@ -204,10 +205,12 @@ def test_a_production_loop_that_raises_fails_the_job_within_seconds_with_its_err
     )
     controller = start_controller(cfg, redis_url)
     ray_cluster.get(controller.start_pools.remote())
-    start, lines = time.monotonic(), []
+    caplog.set_level(logging.INFO, logger="cluster")
+    start = time.monotonic()
     with pytest.raises(RuntimeError, match=r"no teacher actor is running .*\n  s-1: BackpressureTimeout"):
-        _progress(cfg, controller, lines.append, show_bar=False)
+        _progress(cfg, controller, show_bar=False)
     assert time.monotonic() - start < 60
+    lines = [r.getMessage() for r in caplog.records if r.name == "cluster.guide_stage"]
     assert any("s-1 stopped on an error" in line for line in lines), lines
     state = ray_cluster.get(controller.state.remote())
     assert state["workers"]["s-1"]["state"] == "failed" and state["queued"] + state["done"] == state["blocks"]

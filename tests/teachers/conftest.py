@@ -31,4 +31,4 @@ def toy_teacher(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("toy-teacher")
     cfg = toy_config(tmp)
-    return train_teacher(cfg, progress=False, echo=lambda s: None)
+    return train_teacher(cfg, progress=False)

@@ -18,12 +18,12 @@ def _metric_by_steps(table, metric):
 
 def test_toy_teacher_quality(toy_teacher):
     settings = QualitySettings(n_samples=1000, slices=128)
-    table = evaluate_teacher(toy_teacher, [1, 2, 4, 8, 32], "euler", settings, echo=lambda s: None)
+    table = evaluate_teacher(toy_teacher, [1, 2, 4, 8, 32], "euler", settings)
     sw = _metric_by_steps(table, "sliced_w2")
     assert sw[1] > sw[2] > sw[4] > sw[32]
-    rk4 = evaluate_teacher(toy_teacher, [32], "rk4", settings, echo=lambda s: None)
+    rk4 = evaluate_teacher(toy_teacher, [32], "rk4", settings)
     assert rk4["rows"][0]["sliced_w2"] < 1.5 * rk4["floor"]["sliced_w2"]
-    adaptive = evaluate_teacher(toy_teacher, [1], "adaptive", settings, echo=lambda s: None)
+    adaptive = evaluate_teacher(toy_teacher, [1], "adaptive", settings)
     assert adaptive["rows"][0]["steps"] is None and adaptive["rows"][0]["nfe"] > 6
     assert adaptive["rows"][0]["sliced_w2"] < 1.5 * adaptive["floor"]["sliced_w2"]
 
@@ -31,10 +31,10 @@ def test_toy_teacher_quality(toy_teacher):
 @pytest.mark.slow
 def test_digits_teacher_quality(tmp_path):
     cfg = load_config("configs/digits.yaml", [f"run_dir={tmp_path}", "teacher.steps=700", "teacher.batch_size=64"])
-    ckpt = train_teacher(cfg, progress=False, echo=lambda s: None)
+    ckpt = train_teacher(cfg, progress=False)
     settings = QualitySettings(n_samples=600, kid_subset_size=200)
-    table = evaluate_teacher(ckpt, [1, 4, 32], "euler", settings, echo=lambda s: None)
+    table = evaluate_teacher(ckpt, [1, 4, 32], "euler", settings)
     fid = _metric_by_steps(table, "fid")
     assert fid[1] > fid[4] > fid[32]
-    rk4 = evaluate_teacher(ckpt, [32], "rk4", settings, echo=lambda s: None)
+    rk4 = evaluate_teacher(ckpt, [32], "rk4", settings)
     assert rk4["rows"][0]["fid"] < 2.5 * rk4["floor"]["fid"], rk4

@@ -51,6 +51,7 @@ class Controller:
         self.written: dict[int, dict] = {}
         self.workers: dict[str, dict] = {}  # name -> {"pool", "state", "restarts", "blocks"}
         self.handles: dict[str, object] = {}
+        self.registered: set[str] = set()  # workers whose constructor has registered once
         self.pools: dict[str, TeacherPoolConfig] = {p.name: p for p in self.cfg.teachers}
         self.lock = threading.Lock()
         self.done_times: list[float] = []  # when each block finished: steady-state rates for benchmarks
@@ -182,14 +183,17 @@ class Controller:
 
     # -- blocks ----------------------------------------------------------------------------
     def register(self, name: str) -> None:
-        """Called by a worker's constructor: a second call means Ray restarted it after a crash."""
+        """Called by a worker's constructor: a second call means Ray restarted it after a crash. A worker being
+        removed stays so (its first registration may come after ``remove_teacher``: it was still loading)."""
         with self.lock:
             w = self.workers.setdefault(name, {"pool": "?", "state": "starting", "restarts": 0, "blocks": 0})
-            restarted = w["state"] != "starting"
+            restarted = name in self.registered
+            self.registered.add(name)
             if restarted:
                 w["restarts"] += 1
                 self._requeue(name)
-            w["state"] = "running"
+            if w["state"] not in ("draining", "removing"):
+                w["state"] = "running"
         if restarted:
             self._record("teacher_restarted", worker=name)
 

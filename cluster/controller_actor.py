@@ -182,11 +182,14 @@ class Controller:
         return dict(self.workers[name])
 
     # -- blocks ----------------------------------------------------------------------------
-    def register(self, name: str) -> None:
-        """Called by a worker's constructor: a second call means Ray restarted it after a crash. A worker being
+    def register(self, name: str, node: str | None = None) -> None:
+        """Called by a worker's constructor, with its node's address (kept in the worker's ``nodes``, every
+        node it ran on, however briefly): a second call means Ray restarted it after a crash. A worker being
         removed stays so (its first registration may come after ``remove_teacher``: it was still loading)."""
         with self.lock:
             w = self.workers.setdefault(name, {"pool": "?", "state": "starting", "restarts": 0, "blocks": 0})
+            if node is not None and node not in w.setdefault("nodes", []):
+                w["nodes"].append(node)
             restarted = name in self.registered
             self.registered.add(name)
             if restarted:

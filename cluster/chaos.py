@@ -51,7 +51,11 @@ log = logging.getLogger(__name__)
 __all__ = ["run_chaos", "chaos_failures", "malformed_entries", "redis_process", "train_workers", "PLANNED"]
 
 PRODUCTION_KILLS = (0.2, 0.5, 0.8)
-RANK_MOMENTS = ("after_checkpoint", "after_final_report")  # the rank kills itself there (student.fault_hooks)
+RANK_MOMENTS = (
+    "after_checkpoint",
+    "during_final_checkpoint",
+    "after_final_report",
+)  # the rank kills itself there (student.fault_hooks)
 # every fault a chaos run plans: three teacher kills, one student kill before the first checkpoint, the store
 # killed once, the malformed entries written, and the rank's own kills at RANK_MOMENTS
 PLANNED = (

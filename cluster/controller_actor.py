@@ -51,6 +51,7 @@ class Controller:
         self.written: dict[int, dict] = {}
         self.workers: dict[str, dict] = {}  # name -> {"pool", "state", "restarts", "blocks"}
         self.handles: dict[str, object] = {}
+        self.registered: set[str] = set()  # workers whose constructor has registered once
         self.pools: dict[str, TeacherPoolSettings] = {p.name: p for p in self.cfg.teacher_pool}
         self.lock = threading.Lock()
         self.done_times: list[float] = []  # when each block finished: steady-state rates for benchmarks
@@ -181,15 +182,21 @@ class Controller:
         return dict(self.workers[name])
 
     # -- blocks ----------------------------------------------------------------------------
-    def register(self, name: str) -> None:
-        """Called by a worker's constructor: a second call means Ray restarted it after a crash."""
+    def register(self, name: str, node: str | None = None) -> None:
+        """Called by a worker's constructor, with its node's address (kept in the worker's ``nodes``, every
+        node it ran on, however briefly): a second call means Ray restarted it after a crash. A worker being
+        removed stays so (its first registration may come after ``remove_teacher``: it was still loading)."""
         with self.lock:
             w = self.workers.setdefault(name, {"pool": "?", "state": "starting", "restarts": 0, "blocks": 0})
-            restarted = w["state"] != "starting"
+            if node is not None and node not in w.setdefault("nodes", []):
+                w["nodes"].append(node)
+            restarted = name in self.registered
+            self.registered.add(name)
             if restarted:
                 w["restarts"] += 1
                 self._requeue(name)
-            w["state"] = "running"
+            if w["state"] not in ("draining", "removing"):
+                w["state"] = "running"
         if restarted:
             self._record("teacher_restarted", worker=name)
 

@@ -253,6 +253,10 @@ def produce_and_train(
             lambda: len(load_run_data(cfg.data, cfg.seed).train),
         ),
     }
+    for name, worker in report["workers"].items():  # each teacher actor said where it ran, in order, however briefly
+        seen = placement.setdefault(f"{cfg.name}-{name}", {"class": "TeacherWorker", "nodes": []})
+        said = worker.get("nodes", [])
+        seen["nodes"] = said + [n for n in seen["nodes"] if n not in said]
     if training is not None:
         out["ledger"] = _ledger(cfg, url, report)
         for name, nodes in rank_nodes(cfg.run_path / LEDGER_DIR).items():  # each rank says where it ran

@@ -6,6 +6,10 @@ The line is one of its own (never inside the guide bar's) and starts with ``stud
     student 95s: step 1200/5500, 153600 records trained, 14.2 steps/s, loss 0.0412, ETA 303s; guides
     24000/24000, backlog 0 waiting, 1024 held until a checkpoint
 
+While no rank has logged for longer than the line's period (a worker group restarting after a fault, Ray
+still finding out that a host is gone), the step figures are the last ones logged and the line says so:
+``ETA 303s (nothing logged for 62s: the pool may be restarting)``.
+
 Its figures come from the ranks' own metrics lines (``RUN/metrics.jsonl``, written by rank 0 at each log
 interval as the run goes) and the store's counts (waiting: entries no rank was handed; held: delivered, not
 acknowledged until a checkpoint holds them). ``status.json`` also lists every live actor and worker of the
@@ -50,7 +54,8 @@ def last_metrics(run_path: Path) -> dict | None:
     if not rows:
         return None
     logged = [r for r in rows if "loss" in r]
-    return {**(logged[-1] if logged else {}), **rows[-1]}
+    quiet_s = max(0.0, time.time() - path.stat().st_mtime)
+    return {**(logged[-1] if logged else {}), **rows[-1], "quiet_s": round(quiet_s, 1)}
 
 
 def student_status(elapsed_s: float, total_steps: int, row: dict | None, store: dict, planned: int) -> dict:
@@ -73,6 +78,8 @@ def student_status(elapsed_s: float, total_steps: int, row: dict | None, store: 
             loss=row.get("loss"),
             eta_s=round((total_steps - row["step"]) / rate, 1) if rate and row["step"] < total_steps else 0.0,
         )
+        if row.get("quiet_s", 0.0) > STUDENT_LINE_S and row["step"] < total_steps:
+            out["quiet_s"] = row["quiet_s"]  # no rank logged for a while: a group restarting, a host being lost
     return out
 
 
@@ -86,6 +93,8 @@ def student_line(s: dict) -> str:
             f"step {s['step']}/{s['steps']}, {s['records_trained']} records trained, "
             f"{s['steps_per_second']:.1f} steps/s, loss {loss}, ETA {s['eta_s']:.0f}s"
         )
+        if "quiet_s" in s:
+            body += f" (nothing logged for {s['quiet_s']:.0f}s: the pool may be restarting)"
     return (
         head + body + f"; guides {s['guides_produced']}/{s['guides_planned']}, backlog "
         f"{s['backlog_waiting']} waiting, {s['backlog_held']} held until a checkpoint"

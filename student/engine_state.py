@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -107,9 +107,11 @@ def save_rank_state(
     zero_stage: int,
     extra: dict,
     data: dict[str, Tensor] | None = None,
+    before_rename: Callable[[], None] | None = None,
 ) -> Path:
     """Write this rank's file (atomically: a ``.tmp`` renamed into place); ``extra`` is JSON (step, counters),
-    ``data`` more tensors to keep (stored under ``data/``, e.g. the replay pool)."""
+    ``data`` more tensors to keep (stored under ``data/``, e.g. the replay pool). ``before_rename`` is called
+    with the ``.tmp`` written and not yet in place (a test-only fault kills the rank there)."""
     tensors: dict[str, Tensor] = {f"data/{k}": v.detach().cpu().contiguous() for k, v in (data or {}).items()}
     for name, t in engine.module.state_dict().items():
         tensors[f"module/{name}"] = t.detach().cpu().contiguous()
@@ -129,6 +131,8 @@ def save_rank_state(
     path.parent.mkdir(parents=True, exist_ok=True)
     with replaced_atomically(path) as tmp:
         save_file(tensors, str(tmp), metadata={"bezier_distill": json.dumps(meta)})
+        if before_rename is not None:
+            before_rename()
     return path
 
 

@@ -10,12 +10,14 @@ of the group SIGKILLs itself at each, once per run (a marker file in the run fol
   resumes from that checkpoint (the other rank trains on meanwhile);
 - ``before_final_report``: when the rank has stopped, holding deliveries taken since a checkpoint at or past
   ``student.steps``, before its final report (the group resumes at or past ``steps``);
+- ``during_final_checkpoint``: inside the write of the rank's final checkpoint, its safetensors file written
+  under a temporary name and not yet renamed into place (nothing of it reported);
 - ``after_final_report``: right after the rank's final checkpoint was reported, before the pool's end;
 - ``hold_after_delivery:NODE_IP``: not a kill but a pause, for a test that kills a whole host: once a
   checkpoint was reported, a rank on that node takes one more delivery (pending in the store, in no
-  checkpoint), waits ``HOLD_REGISTER_S`` for the checkpoint to be registered, writes
-  ``test-faults/holding-RANK`` (its node inside) and sleeps up to ``HOLD_S`` (the other ranks wait for it in
-  their next collective); a restarted group does not pause again.
+  checkpoint), claims ``test-faults/holding-RANK`` (empty), waits ``HOLD_REGISTER_S`` for the checkpoint to be
+  registered, writes its node into the marker (a test kills the host only then) and sleeps up to ``HOLD_S``
+  (the other ranks wait for it in their next collective); a restarted group does not pause again.
 
 Ray Train restarts the group (``student.max_failures``) from the latest checkpoint it registered.
 """
@@ -30,13 +32,13 @@ from pathlib import Path
 __all__ = ["KILL_ENV", "MOMENTS", "HOLD", "FAULTS_DIR", "HOLD_MARKER", "maybe_kill", "maybe_hold", "landed"]
 
 KILL_ENV = "BEZIER_DISTILL_TEST_KILL_RANK"
-MOMENTS = ("after_checkpoint", "before_final_report", "after_final_report")  # the kills
+MOMENTS = ("after_checkpoint", "before_final_report", "during_final_checkpoint", "after_final_report")  # the kills
 HOLD = "hold_after_delivery"  # the pause, ``hold_after_delivery:NODE_IP`` for the ranks on that node only
 FAULTS_DIR = "test-faults"
 HOLD_MARKER = "holding"
 REGISTER_S = 2.0  # four polls of Ray Train's controller (0.5 s, ``cluster.student_pool``)
 HOLD_S = 300.0
-HOLD_REGISTER_S = 5.0  # more than REGISTER_S: once, a group restarted 2 s after a report found no checkpoint
+HOLD_REGISTER_S = 5.0  # a report waits in the rank's queue for the controller's next poll; lost with its host before
 
 
 def maybe_kill(moment: str, asked: tuple[str, ...], rank: int, world: int, run_folder: str | Path) -> None:

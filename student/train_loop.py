@@ -234,6 +234,7 @@ def _save(
     history: list[dict],
     metrics: dict,
     dm: DistributionMatching | None,
+    before_rename=None,
 ) -> None:
     import ray.train  # see train_student_worker
 
@@ -243,7 +244,7 @@ def _save(
         extra = {**extra, "pool": pool_meta, "fresh": fresh.state(data)}
         if dm is not None:
             extra["distribution"] = pack_tree(dm.state(), data, "distribution")
-        save_rank_state(d, engine, ema, rank, world, job.optim.zero_stage, extra, data)
+        save_rank_state(d, engine, ema, rank, world, job.optim.zero_stage, extra, data, before_rename)
         if rank == 0:
             objective = job.objective.objective
             meta = CheckpointMeta(
@@ -502,8 +503,22 @@ def train_student_worker(train_loop_config: dict) -> None:
     def save(record: dict, final: bool = False) -> None:
         ids.flush()  # the steps this checkpoint holds are in the ledger before anyone can resume from it
         held = acks.held() + ([fresh.entry] if fresh.entry else [])
+        inside = (
+            (lambda: maybe_kill("during_final_checkpoint", job.test_kills, rank, world, run_folder)) if final else None
+        )
         _save(
-            job, engine, ema, pool, fresh, rank, world, {**ledger.extra(), "unacked": held}, ledger.history, record, dm
+            job,
+            engine,
+            ema,
+            pool,
+            fresh,
+            rank,
+            world,
+            {**ledger.extra(), "unacked": held},
+            ledger.history,
+            record,
+            dm,
+            inside,
         )
         checkpointed["step"] = ledger.step
         if not final:

@@ -178,7 +178,7 @@ class TeacherWorker:
         if controller is not None:
             self.metrics = TeacherMetrics(self.cfg.name, name)
 
-            ray.get(controller.register.remote(name))
+            ray.get(controller.register.remote(name, ray.util.get_node_ip_address()))
             self._thread = threading.Thread(target=self._loop, name=f"{name}-loop", daemon=True)
             self._thread.start()
 

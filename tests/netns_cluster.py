@@ -5,7 +5,9 @@ host end sits on a bridge holding the head's address; every node is started by `
 ``--node-ip-address`` and its own ``--temp-dir`` (nodes sharing one on a machine fail to join), and offers a
 custom resource naming it (``host_a`` on the head, ``host_b``, ``host_c`` ...), so placement can be asked for;
 each worker node also offers one ``student_slot``, a resource only student workers ask for (an elastic student
-pool counts the room it may grow into from node totals, which the teacher actors' CPUs would inflate).
+pool counts the room it may grow into from node totals, which the teacher actors' CPUs would inflate); the head
+and ``c`` each offer one ``teacher_spare``, a slot a teacher actor can move between (with the head's taken, an
+actor asking for one lands on ``c``, and comes back on the head when ``c`` is lost).
 Inside a namespace this machine's hostname resolves to the node's own address (``/etc/netns/NAME/hosts``,
 which ``ip netns exec`` mounts over ``/etc/hosts``): gloo, which student ranks on different hosts talk
 through, binds the address the hostname resolves to, as on a cluster of real hosts.
@@ -17,6 +19,7 @@ Traffic stays on the namespaces' own addresses (``SUBNET``); nothing else on the
     python tests/netns_cluster.py kill c | start c                # a host lost (every process in it) / back
 
 Node names are letters: ``a`` is the head (root namespace, on the bridge), ``b``, ``c`` ... the workers.
+``BEZIER_NETNS_KEEP_LOGS=DIR`` makes ``down`` copy every node's Ray logs into ``DIR/ray-NODE`` first.
 """
 
 from __future__ import annotations
@@ -72,7 +75,11 @@ def _ray_env() -> dict:
 
 
 def _resources(node: str, cpus: int) -> dict:
-    return {f"host_{node}": cpus, **({} if node == "a" else {"student_slot": 1})}
+    return {
+        f"host_{node}": cpus,
+        **({} if node == "a" else {"student_slot": 1}),
+        **({"teacher_spare": 1} if node in ("a", "c") else {}),
+    }
 
 
 def _start_node(node: str, cpus: int) -> None:
@@ -193,6 +200,10 @@ def down() -> None:
         except (OSError, ProcessLookupError):
             continue
     _sh("ip", "link", "delete", BRIDGE, check=False)
+    keep = os.environ.get("BEZIER_NETNS_KEEP_LOGS")  # a folder: every node's Ray logs are copied there first
+    if keep:
+        for logs in STATE.glob("ray-*/session_latest/logs"):
+            shutil.copytree(logs, Path(keep) / logs.parts[-3], dirs_exist_ok=True)
     shutil.rmtree(STATE, ignore_errors=True)
 
 

@@ -4,6 +4,7 @@ beside it and ``bezier-distill status`` reading it back."""
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ import ray
 
 from cluster import guide_stage
 from cluster.config import parse_config
-from cluster.progress import student_line, student_status
+from cluster.progress import last_metrics, student_line, student_status
 
 SCRIPT = Path(sys.executable).parent / "bezier-distill"
 
@@ -86,3 +87,14 @@ def test_the_line_before_any_step_and_its_eta():
     )
     row = {"step": 300, "loss": 0.1, "steps_per_second": 10.0, "records_consumed": 1}
     assert student_status(1.0, 300, row, {}, 512)["eta_s"] == 0.0
+
+
+def test_the_line_says_when_no_rank_has_logged_for_longer_than_its_period(tmp_path):
+    # a metrics line written 62 s ago (a group restarting, a host being lost): its figures, and how old they are
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(json.dumps({"step": 40, "loss": 0.5, "steps_per_second": 4.0, "records_consumed": 2560}) + "\n")
+    os.utime(metrics, (time.time() - 62, time.time() - 62))
+    s = student_status(90.0, 600, last_metrics(tmp_path), {}, 1536)
+    assert "step 40/600" in student_line(s) and "nothing logged for 62s" in student_line(s), student_line(s)
+    os.utime(metrics)  # just written: no such remark
+    assert "nothing logged" not in student_line(student_status(90.0, 600, last_metrics(tmp_path), {}, 1536))

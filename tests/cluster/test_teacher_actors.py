@@ -168,8 +168,15 @@ def test_remove_with_drain_loses_and_duplicates_nothing(ray_cluster, two_teacher
     store = RedisGuideStore(redis_url, cfg.name)
     ids = torch.cat([b.sample_id for b in read_all(store)])
     assert sorted(ids.tolist()) == list(range(2048))  # nothing lost, nothing twice
+    # removed while it still loads: its constructor registers after the removal began, which is no restart
+    # (it was counted as one, and the actor set running again, which kept a drain waiting on a full store)
+    (early,) = ray_cluster.get(
+        controller.add_teacher.remote(TeacherPoolConfig(name="early", checkpoints=[two_teachers[0]]), 1)
+    )
+    gone = ray_cluster.get(controller.remove_teacher.remote(early, True))
+    assert gone["state"] == "removed" and gone["restarts"] == 0 and len(gone["nodes"]) == 1, gone  # where it ran
     events = (cfg.run_path / "events.jsonl").read_text()
-    assert "teacher_removed" in events and "teacher_added" in events
+    assert "teacher_removed" in events and "teacher_added" in events and "teacher_restarted" not in events
 
 
 def test_adding_an_incompatible_teacher_is_refused(ray_cluster, redis_url, tmp_path):

@@ -171,7 +171,7 @@ def test_remove_with_drain_loses_and_duplicates_nothing(ray_cluster, two_teacher
     # removed while it still loads: its constructor registers after the removal began, which is no restart
     # (it was counted as one, and the actor set running again, which kept a drain waiting on a full store)
     (early,) = ray_cluster.get(
-        controller.add_teacher.remote(TeacherPoolConfig(name="early", checkpoints=[two_teachers[0]]), 1)
+        controller.add_teacher.remote(TeacherPoolSettings(name="early", checkpoints=[two_teachers[0]]), 1)
     )
     gone = ray_cluster.get(controller.remove_teacher.remote(early, True))
     assert gone["state"] == "removed" and gone["restarts"] == 0 and len(gone["nodes"]) == 1, gone  # where it ran

@@ -96,6 +96,7 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
     old_eval.write_text(json.dumps({k: v for k, v in json.loads(old_eval.read_text()).items() if k != "straightness"}))
     stamps = {p.key: (p.cfg.run_path / RESULT_FILE).stat().st_mtime_ns for p in planned}
     caplog.set_level(logging.INFO, logger="cluster")
+    caplog.clear()  # the first study's lines, if a logger of this process let them through
     again = run_study(study_file, quick=True, out_dir=tmp_path / "docs", show_bar=False)
     lines = [r.getMessage() for r in caplog.records if r.name == "cluster.study"]
     assert f"{len(planned)} done, 0 to run" in lines[0]

@@ -35,10 +35,18 @@ class TeacherRun(PlanRequest, Protocol):
     """What teacher training reads of a run's configuration: the plan's settings (``PlanRequest``), the run's
     seed, its ``data`` and ``teacher`` (teacher training) sections, and where the teacher goes."""
 
-    seed: int
-    data: DataSettings
-    teacher_training: TeacherTrainingSettings
-    teacher_path: Path
+    # read-only (properties): the frozen settings that satisfy it cannot be assigned to
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def data(self) -> DataSettings: ...
+
+    @property
+    def teacher_training(self) -> TeacherTrainingSettings: ...
+
+    @property
+    def teacher_path(self) -> Path: ...
 
     def dump(self) -> str:
         """The configuration as YAML, password masked (what a run records in its folder)."""

@@ -24,6 +24,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pyarrow as pa
@@ -174,7 +175,9 @@ class _Chaos(threading.Thread):
     def __init__(self, cfg: RunConfig, malformed: int):
         super().__init__(name="chaos", daemon=True)
         self.cfg, self.malformed = cfg, malformed
-        self.stop, self.faults, self.injected, self.error = threading.Event(), [], 0, None
+        self.stop, self.injected = threading.Event(), 0
+        self.faults: list[dict[str, Any]] = []
+        self.error: str | None = None
         self.start_time = time.monotonic()
 
     def _fault(self, kind: str, **detail) -> None:

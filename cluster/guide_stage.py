@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import ray
 import torch
@@ -75,7 +76,9 @@ def _progress(
     student = _StudentLines(cfg) if stop is not None else None
     if lines is not None:
         lines.append(student)
-    last_check, report, told = time.monotonic(), {}, set()
+    last_check = time.monotonic()
+    report: dict[str, Any] = {}
+    told: set[str] = set()
     try:
         while True:
             # also sets the run's gauges again: Ray drops a gauge not set within two metrics export intervals
@@ -123,7 +126,10 @@ class _Production:
     """Guide production followed on a background thread while the student pool trains."""
 
     def __init__(self, cfg: RunConfig, controller, show_bar: bool):
-        self.stop, self.report, self.error, self.lines = threading.Event(), {}, None, []
+        self.stop = threading.Event()
+        self.report: dict[str, Any] = {}
+        self.error: Exception | None = None
+        self.lines: list[_StudentLines | None] = []
         self.thread = threading.Thread(target=self._follow, args=(cfg, controller, show_bar), daemon=True)
 
     def _follow(self, cfg, controller, show_bar) -> None:

@@ -425,7 +425,7 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
     seconds, not found by an actor minutes later): the pools' checkpoints, and the run's own cached teachers
     (``self``, ``self:K``) when they exist."""
     own = {ref: path for ref, (path, _) in own_teacher_paths(cfg).items()}
-    folders = {}
+    folders: dict[str, str] = {}
     for pool in cfg.teacher_pool:
         for ref in pool.checkpoints:
             path = own.get(ref, ref)

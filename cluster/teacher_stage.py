@@ -61,7 +61,8 @@ def train_teachers(jobs: dict[str, RunConfig], stage: StagePlan | None = None) -
             _train_teacher_task(cfg, out_dir, stage)
         return time.perf_counter() - start
     gpus = stage.gpus if stage is not None else 0
-    task, pending = ray.remote(num_cpus=1, num_gpus=gpus)(_train_teacher_task), []
+    task = ray.remote(num_cpus=1, num_gpus=gpus)(_train_teacher_task)
+    pending: list[ray.ObjectRef] = []
     for out_dir, cfg in jobs.items():
         if len(pending) >= (os.cpu_count() or 1):
             _, pending = ray.wait(pending, num_returns=1)

@@ -151,7 +151,9 @@ def _micro_batch(
 ) -> tuple[list, list[int], str | None]:
     """Control points of one micro-batch on the pool's device: fresh records first, the rest from the pool;
     the fresh ids, and the entry whose last fresh records these were."""
-    parts, ids, done = [], [], None
+    parts: list = []
+    ids: list[int] = []
+    done: str | None = None
     if not fresh.empty():
         chunk, ids, done = fresh.take(batch_size)
         pool.used += len(ids)
@@ -324,7 +326,9 @@ class _Acks:
     ``restored``: what the checkpoint the rank resumed from held unacknowledged (it holds them: let go)."""
 
     def __init__(self, source, restored: list[str]):
-        self.source, self.previous, self.since = source, [], []
+        self.source = source
+        self.previous: list[str] = []
+        self.since: list[str] = []
         source.ack(restored)
 
     def delivered(self, entry_id: str) -> None:

@@ -198,6 +198,8 @@ class _Chaos(threading.Thread):
                 controller = ray.get_actor(controller_name(cfg.name), namespace=cfg.namespace)
             except ValueError:
                 pass
+        if controller is None:  # stopped before the run's controller was up: nothing to inject into
+            return
         proc = redis_process(cfg.run_path)
         url = f"redis://:{embedded_password(cfg.run_path / 'redis')}@127.0.0.1:{_port(proc)}/0"
         store = open_store(url, cfg.name)
@@ -237,7 +239,7 @@ class _Chaos(threading.Thread):
                     redis_killed = True
                     self._fault("redis-server killed", pid=proc.pid, production=round(done, 2))
             if not self.injected and done >= 0.6:
-                delivered = [int(i) for i, _ in store.client.hscan(store.ids, count=16)[1].items()][:4]
+                delivered = [int(i) for i, _ in store.client.hscan(store.ids, count=16)[1].items()]  # type: ignore[union-attr]  # redis-py types HSCAN's fields loosely[:4]
                 kinds = malformed_entries(cfg, self._data_shape(store), delivered)
                 for i in range(self.malformed):
                     store.client.xadd(store.stream, list(kinds.values())[i % len(kinds)])

@@ -82,6 +82,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         return 2
     finished = json.loads(report.read_text()) if report.is_file() else None
+    if not finished:
+        assert status is not None  # checked above: without a report.json there is a status.json
     state = finished["status"] if finished else status["state"]
     print(f"run {folder.name}: {state}" + (f" ({finished['error']})" if finished and finished.get("error") else ""))
     if status is not None:

@@ -220,6 +220,7 @@ def produce_and_train(
     init = _student_init(cfg)
     if cfg.student.source == "parquet":
         return {}, run_student_pool(cfg, None, data_shape, init, plan)
+    assert url is not None  # a store-fed run has a store (``None`` only with Parquet files)
     start = time.perf_counter()
     _clear_previous_attempt(cfg, url)
     controller = start_controller(cfg, url)

@@ -257,8 +257,8 @@ def plan_check(plan: DevicePlan, cpuinfo: str | None = None) -> Check:
             f"this CPU has no bf16 units (avx512_bf16, amx_bf16): bf16 is emulated and slower than fp32 "
             f"here; set {', '.join(sorted(set(emulated)))} to fp32"
         )
-    notes = f" ({'; '.join(notes)})" if notes else ""
-    return Check("plan", None, f"{detail}; {plan.student_workers} student worker(s){notes}")
+    said = f" ({'; '.join(notes)})" if notes else ""
+    return Check("plan", None, f"{detail}; {plan.student_workers} student worker(s){said}")
 
 
 def cpus_check(cfg: RunConfig, plan: DevicePlan, cluster_cpus: float) -> Check:

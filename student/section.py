@@ -174,12 +174,12 @@ class StudentSettings(Section):
     def _source_needs_dir(self) -> "StudentSettings":
         if self.elastic and self.zero_stage not in (0, 1):
             raise ValueError(
-                f"workers {list(self.workers)} (an elastic pool) needs zero_stage 0 or 1: ZeRO "
+                f"workers {[self.min_workers, self.max_workers]} (an elastic pool) needs zero_stage 0 or 1: ZeRO "
                 f"{self.zero_stage} optimizer state does not reshard to another world size"
             )
         if self.elastic and self.source != "store":
             raise ValueError(
-                f"workers {list(self.workers)} (an elastic pool) needs source 'store': a rank's share "
+                f"workers {[self.min_workers, self.max_workers]} (an elastic pool) needs source 'store': a rank's share "
                 "of Parquet files depends on the world size"
             )
         if self.source == "parquet" and not self.parquet_dir:

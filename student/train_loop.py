@@ -48,6 +48,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -115,7 +116,7 @@ class _Fresh:
     def empty(self) -> bool:
         return self.ids.numel() == 0
 
-    def put(self, entry: str, ids: torch.Tensor, points: list[torch.Tensor]) -> None:
+    def put(self, entry: str | None, ids: torch.Tensor, points: list[torch.Tensor]) -> None:
         self.entry, self.ids, self.points = entry, ids, points
 
     def take(self, n: int) -> tuple[list[torch.Tensor], list[int], str | None]:
@@ -362,7 +363,7 @@ class _Ledger:
         self._new_interval()
 
     def _new_interval(self) -> None:
-        self.interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "fresh": 0, "start": time.monotonic()}
+        self.interval: dict[str, Any] = {"loss": 0.0, "steps": 0, "wait": 0.0, "fresh": 0, "start": time.monotonic()}
 
     def after_step(self, delivery, fresh_ids: list[int], waited: float, loss: torch.Tensor) -> None:
         """``fresh_ids``: the records the step trained fresh; ``loss``: the step's loss, still a tensor (read

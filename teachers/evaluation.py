@@ -197,7 +197,7 @@ def sampler_on(sampler: Sampler, device: torch.device, precision: str) -> Sample
     """``sampler`` (whose model lives on ``device``) fed CPU noise and run under ``precision`` autocast; its
     samples come back as fp32 on the CPU, so distances never depend on where they were drawn."""
 
-    def sample(noise: Tensor, steps: int) -> Solution:
+    def sample(noise: Tensor, steps: int | None) -> Solution:
         with torch.no_grad(), autocast(device, precision):
             sol = sampler(noise.to(device), steps)
         return replace(sol, x=sol.x.float().cpu())

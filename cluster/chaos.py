@@ -214,7 +214,7 @@ class _Chaos(threading.Thread):
                 # fault (CI saw the third kill skipped that way).
                 # ... and for one that came back from this thread's last kill of it (its restart registered):
                 # the controller calls an actor "running" until it notices the restart
-                workers = ray.get(controller.list_teachers.remote())
+                workers: dict[str, dict] = ray.get(controller.list_teachers.remote())  # type: ignore[assignment]  # ray.get types an untyped actor call as a list
                 running = sorted(
                     n for n, w in workers.items() if w["state"] == "running" and w["restarts"] >= killed.get(n, 0)
                 )
@@ -239,7 +239,8 @@ class _Chaos(threading.Thread):
                     redis_killed = True
                     self._fault("redis-server killed", pid=proc.pid, production=round(done, 2))
             if not self.injected and done >= 0.6:
-                delivered = [int(i) for i, _ in store.client.hscan(store.ids, count=16)[1].items()]  # type: ignore[union-attr]  # redis-py types HSCAN's fields loosely[:4]
+                fields = store.client.hscan(store.ids, count=16)[1]
+                delivered = [int(i) for i in fields][:4]
                 kinds = malformed_entries(cfg, self._data_shape(store), delivered)
                 for i in range(self.malformed):
                     store.client.xadd(store.stream, list(kinds.values())[i % len(kinds)])

@@ -107,7 +107,7 @@ class Controller:
                 .remote(name, self.cfg, spec, self.store_url, ray.get_runtime_context().current_actor)
             )
             with self.lock:
-                self.handles[name] = actor
+                self.handles[name] = actor  # type: ignore[assignment]  # ray types .options().remote() loosely
             self._record("teacher_added", worker=name, pool=spec.name, checkpoints=spec.checkpoints)
             names.append(name)
         return names

@@ -135,7 +135,7 @@ def reference_solver(e: EvalSettings) -> tuple[str, list[int | None]] | None:
     solver = e.reference_solver
     if solver is None:
         return None
-    steps = [None] if solver == "adaptive" else [e.reference_steps]
+    steps: list[int | None] = [None] if solver == "adaptive" else [e.reference_steps]
     if solver == e.solver and (solver == "adaptive" or e.reference_steps in e.steps):
         return None
     return solver, steps

@@ -179,8 +179,8 @@ class StudentSettings(Section):
             )
         if self.elastic and self.source != "store":
             raise ValueError(
-                f"workers {[self.min_workers, self.max_workers]} (an elastic pool) needs source 'store': a rank's share "
-                "of Parquet files depends on the world size"
+                f"workers {[self.min_workers, self.max_workers]} (an elastic pool) needs source 'store': a rank's "
+                "share of Parquet files depends on the world size"
             )
         if self.source == "parquet" and not self.parquet_dir:
             raise ValueError("source 'parquet' needs parquet_dir (a directory from: bezier-distill store export)")

@@ -221,6 +221,7 @@ def _distribution(job: StudentJob, device: torch.device) -> DistributionMatching
     """The distribution-matching phase's fields (``student.distribution``), or None without a phase."""
     if not job.dm_phase.steps:
         return None
+    assert job.dm_teacher is not None  # set whenever the phase has steps (StudentJob.of)
     teacher, _ = load_checkpoint(job.dm_teacher, expect_data_shape=job.data_shape)
     return DistributionMatching(teacher, job.dm_phase, device, average_grads)
 

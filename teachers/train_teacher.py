@@ -103,9 +103,12 @@ def train_teacher(
     )
     write_text_atomically(out / "config.yaml", cfg.dump())
     metrics_file = (out / "metrics.jsonl").open("w")
-    history, rounds, start = [], [], time.perf_counter()
+    history: list[dict] = []
+    rounds: list[dict] = []
+    start = time.perf_counter()
     try:
-        pairs, ema = independent_pairs(data.train), None
+        # ema: each round's EMA network (the next round's teacher); the loop runs at least once
+        pairs, ema = independent_pairs(data.train), model
         for k in range(1, tc.reflow_rounds + 2):
             if k > 1:
                 t0 = time.perf_counter()

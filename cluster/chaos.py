@@ -24,6 +24,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pyarrow as pa
@@ -174,7 +175,9 @@ class _Chaos(threading.Thread):
     def __init__(self, cfg: RunConfig, malformed: int):
         super().__init__(name="chaos", daemon=True)
         self.cfg, self.malformed = cfg, malformed
-        self.stop, self.faults, self.injected, self.error = threading.Event(), [], 0, None
+        self.stop, self.injected = threading.Event(), 0
+        self.faults: list[dict[str, Any]] = []
+        self.error: str | None = None
         self.start_time = time.monotonic()
 
     def _fault(self, kind: str, **detail) -> None:
@@ -195,6 +198,8 @@ class _Chaos(threading.Thread):
                 controller = ray.get_actor(controller_name(cfg.name), namespace=cfg.namespace)
             except ValueError:
                 pass
+        if controller is None:  # stopped before the run's controller was up: nothing to inject into
+            return
         proc = redis_process(cfg.run_path)
         url = f"redis://:{embedded_password(cfg.run_path / 'redis')}@127.0.0.1:{_port(proc)}/0"
         store = open_store(url, cfg.name)
@@ -209,7 +214,7 @@ class _Chaos(threading.Thread):
                 # fault (CI saw the third kill skipped that way).
                 # ... and for one that came back from this thread's last kill of it (its restart registered):
                 # the controller calls an actor "running" until it notices the restart
-                workers = ray.get(controller.list_teachers.remote())
+                workers: dict[str, dict] = ray.get(controller.list_teachers.remote())  # type: ignore[assignment]  # ray.get types an untyped actor call as a list
                 running = sorted(
                     n for n, w in workers.items() if w["state"] == "running" and w["restarts"] >= killed.get(n, 0)
                 )
@@ -234,7 +239,8 @@ class _Chaos(threading.Thread):
                     redis_killed = True
                     self._fault("redis-server killed", pid=proc.pid, production=round(done, 2))
             if not self.injected and done >= 0.6:
-                delivered = [int(i) for i, _ in store.client.hscan(store.ids, count=16)[1].items()][:4]
+                fields = store.client.hscan(store.ids, count=16)[1]
+                delivered = [int(i) for i in fields][:4]
                 kinds = malformed_entries(cfg, self._data_shape(store), delivered)
                 for i in range(self.malformed):
                     store.client.xadd(store.stream, list(kinds.values())[i % len(kinds)])

@@ -82,7 +82,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         return 2
     finished = json.loads(report.read_text()) if report.is_file() else None
-    state = finished["status"] if finished else status["state"]
+    if finished:
+        state = finished["status"]
+    else:
+        assert status is not None  # checked above: without a report.json there is a status.json
+        state = status["state"]
     print(f"run {folder.name}: {state}" + (f" ({finished['error']})" if finished and finished.get("error") else ""))
     if status is not None:
         print(student_line(status["student"]))

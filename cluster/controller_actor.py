@@ -20,6 +20,7 @@ from collections import deque
 from pathlib import Path
 
 import ray
+from ray.actor import ActorHandle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cluster.config import RunConfig, TeacherPoolSettings
@@ -50,7 +51,7 @@ class Controller:
         self.plan = {b: [int(ids[0]), len(ids)] for b in range(self.num_blocks) for ids in [block_ids(cfg.guides, b)]}
         self.written: dict[int, dict] = {}
         self.workers: dict[str, dict] = {}  # name -> {"pool", "state", "restarts", "blocks"}
-        self.handles: dict[str, object] = {}
+        self.handles: dict[str, ActorHandle] = {}
         self.registered: set[str] = set()  # workers whose constructor has registered once
         self.pools: dict[str, TeacherPoolSettings] = {p.name: p for p in self.cfg.teacher_pool}
         self.lock = threading.Lock()
@@ -106,7 +107,7 @@ class Controller:
                 .remote(name, self.cfg, spec, self.store_url, ray.get_runtime_context().current_actor)
             )
             with self.lock:
-                self.handles[name] = actor
+                self.handles[name] = actor  # type: ignore[assignment]  # ray types .options().remote() loosely
             self._record("teacher_added", worker=name, pool=spec.name, checkpoints=spec.checkpoints)
             names.append(name)
         return names

@@ -39,4 +39,6 @@ def guarded(command: Callable[[argparse.Namespace], int], args: argparse.Namespa
             print(f"interrupted ({err or 'Ctrl-C'})", file=sys.stderr)
         else:
             print(f"error: {err}", file=sys.stderr)
-        return exit_code(err)
+        code = exit_code(err)
+        assert code is not None  # err is an instance of one of EXIT_CODES' classes
+        return code

@@ -52,6 +52,7 @@ class GpuBusySampler:
 
     def _read(self) -> None:
         row: list[float] = []
+        assert self._proc is not None and self._proc.stdout is not None  # started by __enter__ before this thread
         for line in self._proc.stdout:
             try:
                 row.append(float(line.strip()) / 100.0)
@@ -65,6 +66,7 @@ class GpuBusySampler:
         if self._proc is not None:
             self._proc.terminate()
             self._proc.wait(timeout=10)
+        if self._reader is not None:
             self._reader.join(timeout=10)
 
     def busy_fraction(self) -> float | None:

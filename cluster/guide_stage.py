@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import ray
 import torch
@@ -75,7 +76,9 @@ def _progress(
     student = _StudentLines(cfg) if stop is not None else None
     if lines is not None:
         lines.append(student)
-    last_check, report, told = time.monotonic(), {}, set()
+    last_check = time.monotonic()
+    report: dict[str, Any] = {}
+    told: set[str] = set()
     try:
         while True:
             # also sets the run's gauges again: Ray drops a gauge not set within two metrics export intervals
@@ -123,7 +126,10 @@ class _Production:
     """Guide production followed on a background thread while the student pool trains."""
 
     def __init__(self, cfg: RunConfig, controller, show_bar: bool):
-        self.stop, self.report, self.error, self.lines = threading.Event(), {}, None, []
+        self.stop = threading.Event()
+        self.report: dict[str, Any] = {}
+        self.error: Exception | None = None
+        self.lines: list[_StudentLines | None] = []
         self.thread = threading.Thread(target=self._follow, args=(cfg, controller, show_bar), daemon=True)
 
     def _follow(self, cfg, controller, show_bar) -> None:
@@ -214,6 +220,7 @@ def produce_and_train(
     init = _student_init(cfg)
     if cfg.student.source == "parquet":
         return {}, run_student_pool(cfg, None, data_shape, init, plan)
+    assert url is not None  # a store-fed run has a store (``None`` only with Parquet files)
     start = time.perf_counter()
     _clear_previous_attempt(cfg, url)
     controller = start_controller(cfg, url)

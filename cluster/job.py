@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -186,7 +187,7 @@ def run(cfg: RunConfig, stop_after: str = "eval", show_bar: bool = True, overwri
             ray.shutdown()
         if main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)
-    report = {
+    report: dict[str, Any] = {
         "run": cfg.name,
         "status": "finished",
         "stop_after": stop_after,

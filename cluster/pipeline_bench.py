@@ -436,7 +436,9 @@ def run_pipeline_bench(
         log.info(f"built {n_blocks} guide blocks in-process for the store ({raw:.1f} records/s, one thread)")
         init = checkpoint if cfg.student.init == "teacher" else None
         sizes = block_sizes_tried(cfg)
-        student_pairs, production_pairs, pair_seconds = {w: [] for w in workers}, {r: [] for r in replicas}, []
+        student_pairs: dict[int, list[dict]] = {w: [] for w in workers}
+        production_pairs: dict[int, list[dict]] = {r: [] for r in replicas}
+        pair_seconds: list[float] = []
         for pair in range(1, sizing.pairs + 1):
             began, pcfg, tag = time.perf_counter(), _pair_config(cfg, pair), f"pair {pair}/{sizing.pairs}"
             # the plain side with Ray down, so neither its daemons nor their start-up slow it

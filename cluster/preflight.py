@@ -257,8 +257,8 @@ def plan_check(plan: DevicePlan, cpuinfo: str | None = None) -> Check:
             f"this CPU has no bf16 units (avx512_bf16, amx_bf16): bf16 is emulated and slower than fp32 "
             f"here; set {', '.join(sorted(set(emulated)))} to fp32"
         )
-    notes = f" ({'; '.join(notes)})" if notes else ""
-    return Check("plan", None, f"{detail}; {plan.student_workers} student worker(s){notes}")
+    said = f" ({'; '.join(notes)})" if notes else ""
+    return Check("plan", None, f"{detail}; {plan.student_workers} student worker(s){said}")
 
 
 def cpus_check(cfg: RunConfig, plan: DevicePlan, cluster_cpus: float) -> Check:
@@ -425,7 +425,7 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
     seconds, not found by an actor minutes later): the pools' checkpoints, and the run's own cached teachers
     (``self``, ``self:K``) when they exist."""
     own = {ref: path for ref, (path, _) in own_teacher_paths(cfg).items()}
-    folders = {}
+    folders: dict[str, str] = {}
     for pool in cfg.teacher_pool:
         for ref in pool.checkpoints:
             path = own.get(ref, ref)

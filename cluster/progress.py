@@ -107,8 +107,10 @@ def live_actors(namespace: str, run: str, job_id: str | None = None) -> list[dic
     try:
         from ray.util.state import list_actors, list_nodes
 
-        nodes = {n.node_id: n.node_ip for n in list_nodes(timeout=10)}
-        filters = [("state", "=", "ALIVE")] + ([("job_id", "=", job_id)] if job_id else [])
+        nodes: dict[str | None, str] = {n.node_id: n.node_ip for n in list_nodes(timeout=10)}
+        filters: list[tuple[str, str, str | bool | int | float]] = [("state", "=", "ALIVE")]
+        if job_id:
+            filters.append(("job_id", "=", job_id))
         actors = list_actors(filters=filters, limit=10_000, timeout=10)
     except Exception:  # noqa: BLE001 - the state API is optional here: the line goes on without it
         return []

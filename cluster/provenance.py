@@ -39,7 +39,7 @@ def git_commit(root: Path = _ROOT) -> dict:
 
 
 def package_versions() -> dict[str, str | None]:
-    out = {"python": sys.version.split()[0]}
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
     for name, dist in PACKAGES.items():
         try:
             out[name] = metadata.version(dist)

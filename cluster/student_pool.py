@@ -99,8 +99,9 @@ def run_student_pool(
         train_student_worker,
         train_loop_config={TRAIN_LOOP_KEY: job},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=sizes,
+        # ray.train hands out Train v2's ScalingConfig (elastic sizes, resize checks) at run time; mypy reads v1's
+        scaling_config=ScalingConfig(  # type: ignore[call-arg]
+            num_workers=sizes,  # type: ignore[arg-type]
             use_gpu=use_gpu,
             resources_per_worker=resources,
             elastic_resize_monitor_interval_s=sc.resize_check_s,

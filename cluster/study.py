@@ -356,6 +356,7 @@ def run_study(
                 planned, screen = plan_runs(study, base, runs, quick, str(path))
                 todo = [r for r in planned if not (r.cfg.run_path / RESULT_FILE).is_file()]
                 if todo:
+                    assert screen is not None  # only a screen's finalists make a second round of runs
                     log.info(f"screen finished; finalists {', '.join(screen['finalists'])}: {len(todo)} more runs")
         finally:
             if started:

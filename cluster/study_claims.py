@@ -65,9 +65,10 @@ def _ratio_cells(results: dict, runs: list[dict], bests: dict) -> dict:
     ]
     if not all(b is not None and math.isfinite(b) and b > 0 for b in best):
         return {}
+    found = [b for b in best if b is not None]  # every run's (checked above)
     return {
         (row["steps"], to_teacher_best(metric)): interval(
-            [_value(_row(r, row["steps"]), metric) / b for r, b in zip(runs, best)]
+            [_value(_row(r, row["steps"]), metric) / b for r, b in zip(runs, found)]
         )
         for row in runs[0]["rows"]
     }
@@ -248,7 +249,7 @@ def default_decision(results: dict, agg: dict, metric: str) -> dict | None:
     agg = comparable_rows(agg)
     peers = results.get("default_peers") or list(agg)
     best, overall = best_row({k: v for k, v in agg.items() if k in peers}, 1, metric), best_row(agg, 1, metric)
-    if default not in agg or best is None:
+    if default not in agg or best is None or overall is None:  # overall is None only when agg is empty
         return None
     return {
         "default": default,

@@ -167,6 +167,7 @@ def _conclusion(results: dict, agg: dict, teachers: dict, verdicts: list[dict]) 
     full = comparable_rows(agg)
     for steps in sorted({s for e in agg.values() for (s, m) in e["cells"] if m == metric}):
         best = best_row(full, steps, metric)
+        assert best is not None  # these steps have the metric in some row
         teacher = {k: t["cells"].get((steps, metric)) for k, t in teachers.items()}
         t_text = "; ".join(
             f"{teachers[k]['label']} with {steps} Euler step{'s' * (steps > 1)}: {_fmt(c)}"

@@ -32,6 +32,7 @@ def own_teacher_paths(cfg: RunConfig) -> dict[str, tuple[Path, int]]:
     out = {}
     for ref in own_teacher_refs(cfg.teacher_pool):
         k = own_teacher_index(ref)
+        assert k is not None  # own_teacher_refs gives only self and self:K
         out[ref] = (cfg.teacher_path if k == 0 else cfg.run_path / f"teacher-{k}", cfg.seed + k)
     return out
 
@@ -61,11 +62,12 @@ def train_teachers(jobs: dict[str, RunConfig], stage: StagePlan | None = None) -
             _train_teacher_task(cfg, out_dir, stage)
         return time.perf_counter() - start
     gpus = stage.gpus if stage is not None else 0
-    task, pending = ray.remote(num_cpus=1, num_gpus=gpus)(_train_teacher_task), []
+    task = ray.remote(num_cpus=1, num_gpus=gpus)(_train_teacher_task)
+    pending: list[ray.ObjectRef] = []
     for out_dir, cfg in jobs.items():
         if len(pending) >= (os.cpu_count() or 1):
             _, pending = ray.wait(pending, num_returns=1)
-        pending.append(task.remote(cfg, out_dir, stage))
+        pending.append(task.remote(cfg, out_dir, stage))  # type: ignore[call-arg]  # ray's remote() overloads miss a defaulted parameter
         log.info(f"training teacher {out_dir}")
     ray.get(pending)
     return time.perf_counter() - start

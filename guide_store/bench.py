@@ -101,7 +101,9 @@ def run_bench(
             renumbered = lambda k: replace(batch, sample_id=batch.sample_id + (k + 1) * n)  # tensors shared
             payload_size = encode_batch(batch).size
             raw_payload = torch.randint(0, 255, (payload_size,), dtype=torch.uint8).numpy().tobytes()
-            raw_times, store_times, k = [], [], 0
+            raw_times: list[float] = []
+            store_times: list[float] = []
+            k = 0
             deadline = time.monotonic() + seconds_per_size
             _raw_round(client, "raw-stream", raw_payload)
             _store_round(store, renumbered(-1), "warmup")

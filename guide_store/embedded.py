@@ -174,6 +174,7 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout_s
         client = redis.Redis(host="127.0.0.1", port=port, password=self.password, socket_timeout=1)
         try:
+            assert self.proc is not None  # started just before this wait
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     return False

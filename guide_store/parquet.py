@@ -62,6 +62,7 @@ class ParquetGuideSink:
             self._writer.close()
             self._writer = None
             file, self._file = self._file, None
+            assert file is not None  # opened with the writer
             file.__exit__(*(exc or (None, None, None)))
 
     def __enter__(self) -> "ParquetGuideSink":

@@ -44,11 +44,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Iterable
+from typing import Iterable, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
-from redis.connection import Encoder, PythonRespSerializer
+from redis.connection import Encoder, PythonRespSerializer  # type: ignore[attr-defined]  # missing from types-redis 4.x, which shadows redis 8's own types where installed
 from redis.retry import Retry
 
 from guide_store.errors import StoreError
@@ -196,7 +196,7 @@ class _ReconnectRetry(Retry):
                 return False
             return is_retryable(error) if is_retryable else True
 
-        return super().call_with_retry(do, fail, retryable, with_failure_count)
+        return super().call_with_retry(do, fail, retryable, with_failure_count)  # type: ignore[call-arg]  # types-redis 4.x, where installed, predates with_failure_count
 
 
 def connect(url: str, retries: int = 40, socket_timeout_s: float = 60.0) -> redis.Redis:
@@ -225,6 +225,13 @@ def _int_or_none(value) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+# redis-py types a reply as whatever any protocol and decoding could give; this module's client speaks RESP2 and
+# keeps bytes, so its stream replies have these shapes (fields None: an entry deleted while pending, on 6.2)
+_Entry = tuple[bytes, dict[bytes, bytes] | None]
+_Stored = list[tuple[bytes, dict[bytes, bytes]]]  # XRANGE/XREVRANGE: entries the stream holds
+_StreamsReply = list[tuple[bytes, list[_Entry]]] | None  # XREADGROUP: (stream, entries) per stream; None: nothing
 
 
 def _s(value) -> str:
@@ -418,7 +425,9 @@ class RedisGuideStore:
         """``((id, fields), reclaimed)`` rows for ``consumer``."""
         while consumer not in self._recovered:  # its own pending entries, from before it (re)started
             cursor = self._recovering.get(consumer, "0")
-            reply = self.client.xreadgroup(self.group, consumer, {self.stream: cursor}, count=count)
+            reply = cast(
+                _StreamsReply, self.client.xreadgroup(self.group, consumer, {self.stream: cursor}, count=count)
+            )
             own = [e for _, items in (reply or []) for e in items]
             if not own:
                 self._recovered.add(consumer)
@@ -433,13 +442,23 @@ class RedisGuideStore:
         # nothing can become claimable faster than claim_idle_s, so look a few times per idle period only
         if self.claim_idle_ms is not None and time.monotonic() - self._last_claim >= self.claim_idle_ms / 4000:
             self._last_claim = time.monotonic()
-            claimed = self.client.xautoclaim(self.stream, self.group, consumer, self.claim_idle_ms, "0-0", count=count)
+            claimed = cast(
+                tuple[bytes, list[_Entry], list[bytes]],
+                self.client.xautoclaim(self.stream, self.group, consumer, self.claim_idle_ms, "0-0", count=count),
+            )
             entries = [(e, True) for e in claimed[1] if e and e[1]]  # 6.2 may list deleted ones as nil
             if entries:
                 return entries
         block = int(timeout_s * 1000) if timeout_s > 0 else None
-        reply = self.client.xreadgroup(
-            self.group, consumer, {self.stream: ">"}, count=count, block=max(1, block) if block is not None else None
+        reply = cast(
+            _StreamsReply,
+            self.client.xreadgroup(
+                self.group,
+                consumer,
+                {self.stream: ">"},
+                count=count,
+                block=max(1, block) if block is not None else None,
+            ),
         )
         rows = [(e, False) for _, items in (reply or []) for e in items]
         if not rows and time.monotonic() - self._last_orphan_check >= 1.0:
@@ -483,7 +502,7 @@ class RedisGuideStore:
         )
         ids = [r["message_id"] for r in rows]
         if ids:
-            self.client.xclaim(self.stream, self.group, to_consumer, 0, ids, justid=True)
+            self.client.xclaim(self.stream, self.group, to_consumer, 0, ids, justid=True)  # type: ignore[arg-type]  # redis-py asks a list of its own key type (invariant) where any sequence of ids does
         return len(ids)
 
     def settled(self, consumer: str) -> bool:
@@ -593,7 +612,7 @@ class RedisGuideStore:
         out: list[int] = []
         rows = self.client.xpending_range(self.stream, self.group, min="-", max="+", count=1_000_000)
         for entry_id in (_s(r["message_id"]) for r in rows):
-            for _, fields in self.client.xrange(self.stream, min=entry_id, max=entry_id, count=1):
+            for _, fields in cast(_Stored, self.client.xrange(self.stream, min=entry_id, max=entry_id, count=1)):
                 try:
                     out += decode_batch(fields[b"payload"]).sample_id.tolist()
                 except Exception:  # noqa: BLE001 - not a batch (poison not yet dead-lettered): no ids to name
@@ -603,14 +622,14 @@ class RedisGuideStore:
     def dead_letters(self, count: int = 100) -> list[dict]:
         """The newest dead letters: ``{"entry", "reason", "producer", "n", "payload_bytes"}`` (the payload's
         kept prefix left out)."""
-        rows = self.client.xrevrange(self.dead, count=count)
+        rows = cast(_Stored, self.client.xrevrange(self.dead, count=count))
         return [{"id": _s(i), **{_s(k): _s(v) for k, v in f.items() if _s(k) != "payload_prefix"}} for i, f in rows]
 
     def entries(self, start: str = "-", count: int = 64):
         """Iterate ``(entry_id, fields)`` over the stream without consuming (for export)."""
         cursor = start
         while True:
-            rows = self.client.xrange(self.stream, min=cursor, max="+", count=count)
+            rows = cast(_Stored, self.client.xrange(self.stream, min=cursor, max="+", count=count))
             if cursor != "-" and rows and _s(rows[0][0]) == cursor:
                 rows = rows[1:]
             if not rows:

@@ -7,7 +7,7 @@ A section rejects unknown keys and is frozen once validated.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -17,8 +17,12 @@ from guide_store.schema import TENSOR_DTYPES
 
 __all__ = ["ConfigError", "Section", "format_section_errors", "StoreSettings", "StoreDtype", "Fsync", "redact_url"]
 
-StoreDtype = Literal[tuple(TENSOR_DTYPES)]
-Fsync = Literal[FSYNC_POLICIES]
+if TYPE_CHECKING:  # a Literal built from a tuple at import time is no type to mypy: each is a str to it
+    StoreDtype = str
+    Fsync = str
+else:
+    StoreDtype = Literal[tuple(TENSOR_DTYPES)]
+    Fsync = Literal[FSYNC_POLICIES]
 
 
 class ConfigError(BezierDistillError, ValueError):

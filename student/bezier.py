@@ -15,6 +15,8 @@ is learned: it is the exact supervision the student is trained on.
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from math import comb
 from typing import Sequence
 
@@ -60,7 +62,7 @@ def bezier_point(points: Sequence[Tensor], t: Tensor | float) -> Tensor:
     _check_points(points)
     n = len(points) - 1
     tt = _times_like(t, points[0])
-    return sum(bernstein(n, k, tt) * p for k, p in enumerate(points))
+    return reduce(operator.add, (bernstein(n, k, tt) * p for k, p in enumerate(points)))
 
 
 def bezier_velocity(points: Sequence[Tensor], t: Tensor | float) -> Tensor:
@@ -71,7 +73,7 @@ def bezier_velocity(points: Sequence[Tensor], t: Tensor | float) -> Tensor:
     _check_points(points)
     n = len(points) - 1
     tt = _times_like(t, points[0])
-    return n * sum(bernstein(n - 1, k, tt) * (points[k + 1] - points[k]) for k in range(n))
+    return n * reduce(operator.add, (bernstein(n - 1, k, tt) * (points[k + 1] - points[k]) for k in range(n)))
 
 
 def elevate_degree(points: Sequence[Tensor]) -> list[Tensor]:

@@ -38,9 +38,15 @@ class MeasuredRun(Protocol):
     """What measuring a model reads of a run's configuration: its seed and its ``data`` and ``eval`` sections
     (a whole run configuration has them)."""
 
-    seed: int
-    data: DataSettings
-    eval: EvalSettings
+    # read-only (properties): the frozen settings that satisfy it cannot be assigned to
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def data(self) -> DataSettings: ...
+
+    @property
+    def eval(self) -> EvalSettings: ...
 
 
 class RecordedRun(BaseModel):

@@ -73,6 +73,7 @@ class GuideFeed:
                     got = self.source.get(self.consumer, timeout_s=_READ_S)
                 finally:
                     with self._lock:
+                        assert self._ahead is not None  # this reader runs only with a prefetch queue
                         for delivery in got:
                             self._ahead.put(delivery)
                         self._in_flight = False
@@ -155,9 +156,12 @@ class GuideFeed:
 def open_source(feed: FeedSettings, run: str, rank: int, world: int, data_shape: tuple[int, ...], n_guides: int):
     """This rank's guide source and how many records the run produces in all (``None`` for Parquet files,
     read to their end). Records of another shape or guide count than the run's are dead-lettered."""
+    # the settings' validators require parquet_dir with Parquet files and store_url otherwise
     if feed.source == "parquet":
+        assert feed.parquet_dir is not None
         return ParquetGuideSource(feed.parquet_dir, rank=rank, world_size=world, expect_shape=data_shape), None
     # no claim_idle_s: a rank holds its records until a checkpoint does, however long that takes; a restarted
     # rank gets its own pending records back under its consumer name
+    assert feed.store_url is not None
     store = open_store(feed.store_url, run, dtype=feed.store.dtype, expect_shape=data_shape, expect_guides=n_guides)
     return store, feed.num_samples

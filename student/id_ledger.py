@@ -135,7 +135,7 @@ def trained_steps(folder: str | Path) -> list[tuple[int, int, list[list[int]]]]:
     """``(rank, step, id runs)`` for every step of the run's surviving history (module docstring): each
     group's steps after the step it resumed at, up to the least step any later group resumed at."""
     ordered, rows_of = _groups(folder)
-    bound_of: dict[str, int | None] = {}
+    bound_of: dict[str, tuple[int | None, int]] = {}  # attempt -> (the step it is bounded by, it resumed at)
     bound = None  # the least step a later group resumed at (None for the last group)
     for g in reversed(ordered):
         for a in g["attempts"]:

@@ -43,6 +43,7 @@ class LoadedModel:
     def sampler(self, solver: str = "euler") -> Sampler:
         """Teachers: ``solver`` on their ODE. Students: their own sampler (``solver`` does not apply)."""
         if self.kind == "student":
+            assert self.objective is not None  # a student's folder records its objective
             return student_sampler(self.objective, self.network)
         return teacher_sampler(self.network, solver)
 

@@ -113,7 +113,7 @@ class ObjectiveSettings:
 
 
 Loss = Callable[[nn.Module, Sequence[Tensor], ObjectiveSettings, torch.Generator], Tensor]
-StudentSampler = Callable[[Tensor, int], Solution]
+StudentSampler = Callable[[Tensor, int | None], Solution]  # a Sampler (teachers.solvers); steps never None
 GridStep = Callable[[Tensor, float, float], Tensor]  # (x at a, a, b) -> x at b
 
 
@@ -280,7 +280,9 @@ def compose_on_grid(step: GridStep, noise: Tensor, steps: int) -> Tensor:
 
 def _grid_sampler(step: GridStep) -> StudentSampler:
     @torch.no_grad()
-    def sample(noise: Tensor, steps: int) -> Solution:
+    def sample(noise: Tensor, steps: int | None) -> Solution:
+        if steps is None:
+            raise ValueError("a student samples on a grid of steps: the adaptive solver is a teacher's")
         return Solution(x=compose_on_grid(step, noise, steps), nfe=steps)
 
     return sample

@@ -26,6 +26,7 @@ from teachers.fid_bootstrap import fid_ratio_interval
 from teachers.models import load_velocity, teacher_sampler
 from teachers.plots import save_loss_curve, save_sample_figure
 from teachers.settings import EvalSettings
+from teachers.solvers import Sampler
 from teachers.train_teacher import load_run_data
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,10 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], stage: StagePlan | None = 
     settings = QualitySettings.of(cfg.eval, cfg.seed, device=device.type)
     solver = cfg.eval.solver
     steps = [None] if solver == "adaptive" else list(cfg.eval.steps)
-    teachers, samplers, straight, feats = {}, {}, {}, {}
+    teachers: dict[str, dict] = {}
+    samplers: dict[str, Sampler] = {}
+    straight: dict[str, float] = {}
+    feats: dict[str, list[dict]] = {}
     conventions = {c: p.convention for p in cfg.teacher_pool for c in p.checkpoints}
     for i, path in enumerate(dict.fromkeys(teacher_checkpoints)):
         model = load_velocity(path, data.data_shape, conventions.get(path, DEFAULT_CONVENTION)).to(device)
@@ -131,7 +135,7 @@ def reference_solver(e: EvalSettings) -> tuple[str, list[int | None]] | None:
     solver = e.reference_solver
     if solver is None:
         return None
-    steps = [None] if solver == "adaptive" else [e.reference_steps]
+    steps: list[int | None] = [None] if solver == "adaptive" else [e.reference_steps]
     if solver == e.solver and (solver == "adaptive" or e.reference_steps in e.steps):
         return None
     return solver, steps

@@ -7,7 +7,7 @@ worker reads it. The objective's allowed names are the objective registry's (``s
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -17,7 +17,10 @@ from teachers.settings import NetworkSettings, Precision, TimeSampling, check_cu
 
 __all__ = ["StudentSettings", "DmPhaseSettings", "ObjectiveName"]
 
-ObjectiveName = OBJECTIVES.literal()
+if TYPE_CHECKING:  # a Literal built from the registry at import time is no type to mypy: a str to it
+    ObjectiveName = str
+else:
+    ObjectiveName = OBJECTIVES.literal()
 
 
 class DmPhaseSettings(Section):
@@ -171,13 +174,13 @@ class StudentSettings(Section):
     def _source_needs_dir(self) -> "StudentSettings":
         if self.elastic and self.zero_stage not in (0, 1):
             raise ValueError(
-                f"workers {list(self.workers)} (an elastic pool) needs zero_stage 0 or 1: ZeRO "
+                f"workers {[self.min_workers, self.max_workers]} (an elastic pool) needs zero_stage 0 or 1: ZeRO "
                 f"{self.zero_stage} optimizer state does not reshard to another world size"
             )
         if self.elastic and self.source != "store":
             raise ValueError(
-                f"workers {list(self.workers)} (an elastic pool) needs source 'store': a rank's share "
-                "of Parquet files depends on the world size"
+                f"workers {[self.min_workers, self.max_workers]} (an elastic pool) needs source 'store': a rank's "
+                "share of Parquet files depends on the world size"
             )
         if self.source == "parquet" and not self.parquet_dir:
             raise ValueError("source 'parquet' needs parquet_dir (a directory from: bezier-distill store export)")

@@ -93,15 +93,33 @@ class StudentRun(Protocol):
     ``guides`` and ``store`` sections, the teacher's network (the student's default), the data's name and
     where the run's folder is."""
 
-    name: str
-    seed: int
-    precision: str
-    student: StudentSettings
-    guides: GuidesSettings
-    store: StoreSettings
-    teacher_training: TeacherTrainingSettings
-    data: DataSettings
-    run_path: Path
+    # read-only (properties): the frozen settings that satisfy it cannot be assigned to
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def precision(self) -> str: ...
+
+    @property
+    def student(self) -> StudentSettings: ...
+
+    @property
+    def guides(self) -> GuidesSettings: ...
+
+    @property
+    def store(self) -> StoreSettings: ...
+
+    @property
+    def teacher_training(self) -> TeacherTrainingSettings: ...
+
+    @property
+    def data(self) -> DataSettings: ...
+
+    @property
+    def run_path(self) -> Path: ...
 
     def model_dump(self, *, mode: str) -> dict[str, Any]:
         """The configuration as plain data, keyed as in YAML (the exported student's ``training``)."""

@@ -48,6 +48,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -115,7 +116,7 @@ class _Fresh:
     def empty(self) -> bool:
         return self.ids.numel() == 0
 
-    def put(self, entry: str, ids: torch.Tensor, points: list[torch.Tensor]) -> None:
+    def put(self, entry: str | None, ids: torch.Tensor, points: list[torch.Tensor]) -> None:
         self.entry, self.ids, self.points = entry, ids, points
 
     def take(self, n: int) -> tuple[list[torch.Tensor], list[int], str | None]:
@@ -151,7 +152,9 @@ def _micro_batch(
 ) -> tuple[list, list[int], str | None]:
     """Control points of one micro-batch on the pool's device: fresh records first, the rest from the pool;
     the fresh ids, and the entry whose last fresh records these were."""
-    parts, ids, done = [], [], None
+    parts: list = []
+    ids: list[int] = []
+    done: str | None = None
     if not fresh.empty():
         chunk, ids, done = fresh.take(batch_size)
         pool.used += len(ids)
@@ -218,6 +221,7 @@ def _distribution(job: StudentJob, device: torch.device) -> DistributionMatching
     """The distribution-matching phase's fields (``student.distribution``), or None without a phase."""
     if not job.dm_phase.steps:
         return None
+    assert job.dm_teacher is not None  # set whenever the phase has steps (StudentJob.of)
     teacher, _ = load_checkpoint(job.dm_teacher, expect_data_shape=job.data_shape)
     return DistributionMatching(teacher, job.dm_phase, device, average_grads)
 
@@ -324,7 +328,9 @@ class _Acks:
     ``restored``: what the checkpoint the rank resumed from held unacknowledged (it holds them: let go)."""
 
     def __init__(self, source, restored: list[str]):
-        self.source, self.previous, self.since = source, [], []
+        self.source = source
+        self.previous: list[str] = []
+        self.since: list[str] = []
         source.ack(restored)
 
     def delivered(self, entry_id: str) -> None:
@@ -358,7 +364,7 @@ class _Ledger:
         self._new_interval()
 
     def _new_interval(self) -> None:
-        self.interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "fresh": 0, "start": time.monotonic()}
+        self.interval: dict[str, Any] = {"loss": 0.0, "steps": 0, "wait": 0.0, "fresh": 0, "start": time.monotonic()}
 
     def after_step(self, delivery, fresh_ids: list[int], waited: float, loss: torch.Tensor) -> None:
         """``fresh_ids``: the records the step trained fresh; ``loss``: the step's loss, still a tensor (read

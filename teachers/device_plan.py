@@ -46,21 +46,39 @@ STUDENT_GPU_SHARE = 0.51
 class StudentPlacement(Protocol):
     """What the plan reads of the student's settings (``student.section.StudentSettings``)."""
 
-    precision: str
-    gpus_per_worker: float
-    min_workers: int
-    max_workers: int
+    # read-only (properties): the frozen settings that satisfy it cannot be assigned to
+    @property
+    def precision(self) -> str: ...
+
+    @property
+    def gpus_per_worker(self) -> float: ...
+
+    @property
+    def min_workers(self) -> int: ...
+
+    @property
+    def max_workers(self) -> int: ...
 
 
 class PlanRequest(Protocol):
     """What the plan reads of a run's configuration: its ``device`` and ``precision``, the guides' and the
     student's own precision, and the GPUs the teacher pool and the student workers ask for."""
 
-    device: str
-    precision: str
-    guides: GuidesSettings
-    teacher_pool: Sequence[TeacherPoolSettings]
-    student: StudentPlacement
+    # read-only (properties): the frozen settings that satisfy it cannot be assigned to
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def precision(self) -> str: ...
+
+    @property
+    def guides(self) -> GuidesSettings: ...
+
+    @property
+    def teacher_pool(self) -> Sequence[TeacherPoolSettings]: ...
+
+    @property
+    def student(self) -> StudentPlacement: ...
 
 
 def resolve_precision(requested: str, key: str, on_gpu: bool, bf16_supported: bool = True) -> str:

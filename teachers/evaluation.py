@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -172,7 +172,7 @@ def _image_quality(
     kid = kid_features_to_metric(
         fx["kid"], fr["kid"], kid_subsets=50, kid_subset_size=subset, verbose=False, rng_seed=settings.seed
     )
-    out = {"fid": fid}
+    out: dict[str, Any] = {"fid": fid}
     if settings.fid_resamples:
         out["fid_interval"] = [
             round(v, 4) for v in fid_interval(fx["fid"], fr["fid"], fid, settings.fid_resamples, settings.seed)
@@ -197,7 +197,7 @@ def sampler_on(sampler: Sampler, device: torch.device, precision: str) -> Sample
     """``sampler`` (whose model lives on ``device``) fed CPU noise and run under ``precision`` autocast; its
     samples come back as fp32 on the CPU, so distances never depend on where they were drawn."""
 
-    def sample(noise: Tensor, steps: int) -> Solution:
+    def sample(noise: Tensor, steps: int | None) -> Solution:
         with torch.no_grad(), autocast(device, precision):
             sol = sampler(noise.to(device), steps)
         return replace(sol, x=sol.x.float().cpu())

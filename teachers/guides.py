@@ -184,7 +184,7 @@ def _mixed(
     return out[0], out[1], tuple(out[2:])
 
 
-COUPLINGS: Registry[Callable[..., tuple[Tensor, Tensor]]] = Registry(
+COUPLINGS: Registry[Callable[..., Pair]] = Registry(
     "coupling", {"inversion": _inversion, "generated": _generated, "independent": _independent, "mixed": _mixed}
 )
 
@@ -195,13 +195,13 @@ def distinct_pairs(settings: CouplingSettings, run_seed: int, sample_ids: Tensor
     ``independent`` pairs are all distinct draws)."""
     if settings.coupling in ("generated", "independent"):
         return len(sample_ids)
-    n_data = n_data()
+    rows_in_data = n_data()
     mask = (
         inverted(sample_ids, run_seed, settings.inversion_share)
         if settings.coupling == "mixed"
         else torch.ones(len(sample_ids), dtype=torch.bool)
     )
-    rows = {sample_seed(run_seed, sid, 1) % n_data for sid in sample_ids[mask].tolist()}
+    rows = {sample_seed(run_seed, sid, 1) % rows_in_data for sid in sample_ids[mask].tolist()}
     return len(rows) + int((~mask).sum())
 
 

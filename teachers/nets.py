@@ -20,6 +20,8 @@ __all__ = ["ARCHITECTURES", "MLPVelocity", "UNetVelocity", "build_network", "Tim
 
 
 class TimeEmbedding(nn.Module):
+    freqs: Tensor  # a buffer (registered in __init__)
+    mlp: nn.Sequential
     """Sinusoidal features of one or more times, mixed by a 2-layer MLP: ``(B,) * k -> (B, dim)``."""
 
     def __init__(self, dim: int, time_inputs: int = 1, max_period: float = 1000.0):
@@ -40,7 +42,8 @@ class TimeEmbedding(nn.Module):
             feats += [torch.sin(arg), torch.cos(arg)]
         # the features are computed in fp32 for accuracy, then meet the weights in their dtype (bf16/fp16
         # under DeepSpeed); under autocast the weights stay fp32 and autocast casts both
-        return self.mlp(torch.cat(feats, dim=-1).to(self.mlp[0].weight.dtype))
+        first: nn.Linear = self.mlp[0]  # type: ignore[assignment]  # torch types a Sequential's item as any Module
+        return self.mlp(torch.cat(feats, dim=-1).to(first.weight.dtype))
 
 
 class MLPVelocity(nn.Module):

@@ -27,6 +27,6 @@ def ema_decay_at(step: int, decay: float) -> float:
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """``ema <- decay * ema + (1 - decay) * model``, in the EMA's dtype (fp32 even when ``model`` is bf16)."""
     with torch.no_grad():
-        targets = list(ema.parameters())
+        targets: list[torch.Tensor] = list(ema.parameters())
         sources = [p.detach().to(pe.dtype) for pe, p in zip(targets, model.parameters())]
         torch._foreach_lerp_(targets, sources, 1.0 - decay)  # one fused update, not a kernel per tensor

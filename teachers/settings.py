@@ -8,7 +8,7 @@ student's (``student.section``). Each choice's allowed values come from the regi
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
@@ -40,19 +40,32 @@ __all__ = [
     "DEVICES",
 ]
 
-Solver = SOLVERS.literal()
-TimeSampling = TIME_SAMPLERS.literal()
-DataName = DATA_SOURCES.literal()
-Architecture = ARCHITECTURES.literal()
-FeatureExtractor = FEATURE_EXTRACTORS.literal()
-PathName = PATHS.literal()
-GuideRule = GUIDE_RULES.literal()
-Coupling = COUPLINGS.literal()
-Convention = CONVENTIONS.literal()
-# the allowed values of the run's ``precision``/``student.precision`` and ``device`` settings, declared once
-Precision = Literal[PRECISIONS]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-Device = Literal[DEVICES]
+if TYPE_CHECKING:  # a Literal built from a registry at import time is no type to mypy: each choice is a str to it
+    Solver = str
+    TimeSampling = str
+    DataName = str
+    Architecture = str
+    FeatureExtractor = str
+    PathName = str
+    GuideRule = str
+    Coupling = str
+    Convention = str
+    Precision = str
+    Device = str
+else:
+    Solver = SOLVERS.literal()
+    TimeSampling = TIME_SAMPLERS.literal()
+    DataName = DATA_SOURCES.literal()
+    Architecture = ARCHITECTURES.literal()
+    FeatureExtractor = FEATURE_EXTRACTORS.literal()
+    PathName = PATHS.literal()
+    GuideRule = GUIDE_RULES.literal()
+    Coupling = COUPLINGS.literal()
+    Convention = CONVENTIONS.literal()
+    # the allowed values of the run's ``precision``/``student.precision`` and ``device`` settings, declared once
+    Precision = Literal[PRECISIONS]
+    Device = Literal[DEVICES]
 
 
 class DataSettings(Section):

@@ -47,12 +47,24 @@ class GuideRun(Protocol):
     """What guide production reads of a run's configuration: its name, seed and ``precision``, and its
     ``data``, ``guides`` and ``store`` sections."""
 
-    name: str
-    seed: int
-    precision: str
-    data: DataSettings
-    guides: GuidesSettings
-    store: StoreSettings
+    # read-only (properties): the frozen settings that satisfy it cannot be assigned to
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def precision(self) -> str: ...
+
+    @property
+    def data(self) -> DataSettings: ...
+
+    @property
+    def guides(self) -> GuidesSettings: ...
+
+    @property
+    def store(self) -> StoreSettings: ...
 
 
 @dataclass

@@ -35,10 +35,18 @@ class TeacherRun(PlanRequest, Protocol):
     """What teacher training reads of a run's configuration: the plan's settings (``PlanRequest``), the run's
     seed, its ``data`` and ``teacher`` (teacher training) sections, and where the teacher goes."""
 
-    seed: int
-    data: DataSettings
-    teacher_training: TeacherTrainingSettings
-    teacher_path: Path
+    # read-only (properties): the frozen settings that satisfy it cannot be assigned to
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def data(self) -> DataSettings: ...
+
+    @property
+    def teacher_training(self) -> TeacherTrainingSettings: ...
+
+    @property
+    def teacher_path(self) -> Path: ...
 
     def dump(self) -> str:
         """The configuration as YAML, password masked (what a run records in its folder)."""
@@ -95,9 +103,12 @@ def train_teacher(
     )
     write_text_atomically(out / "config.yaml", cfg.dump())
     metrics_file = (out / "metrics.jsonl").open("w")
-    history, rounds, start = [], [], time.perf_counter()
+    history: list[dict] = []
+    rounds: list[dict] = []
+    start = time.perf_counter()
     try:
-        pairs, ema = independent_pairs(data.train), None
+        # ema: each round's EMA network (the next round's teacher); the loop runs at least once
+        pairs, ema = independent_pairs(data.train), model
         for k in range(1, tc.reflow_rounds + 2):
             if k > 1:
                 t0 = time.perf_counter()

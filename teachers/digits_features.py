@@ -146,7 +146,9 @@ def _extractor_class():
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase  # heavy: only image metrics need it
 
     class DigitsFeatureExtractor(FeatureExtractorBase):
-        """torch-fidelity adapter: ``uint8 (N, 1 or 3, 8, 8)`` -> ``(features (N, 128), logits (N, 10))``."""
+        """torch-fidelity adapter: ``uint8 (N, C, H, W)`` -> ``(features (N, 128), logits (N, 10))``. The digits
+        (one channel, 8x8) go in as they are; other images are made one channel (the mean of theirs) and 8x8
+        (area averages), so any image data gets features, though only the digits' are calibrated."""
 
         def __init__(self, name, features_list, **kwargs):
             super().__init__(name, features_list)
@@ -170,9 +172,12 @@ def _extractor_class():
             return torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
 
         def forward(self, x):
-            if x.shape[1] == 3:
-                x = x[:, :1]
-            feats, logits = self.net(_from_uint8(x))
+            x = _from_uint8(x)
+            if x.shape[1] != 1:
+                x = x.mean(dim=1, keepdim=True)
+            if tuple(x.shape[-2:]) != (8, 8):
+                x = nn.functional.adaptive_avg_pool2d(x, (8, 8))
+            feats, logits = self.net(x)
             found = {"features": feats, "logits": logits}
             return tuple(found[name] for name in self.features_list)
 

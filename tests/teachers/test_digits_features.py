@@ -25,6 +25,20 @@ def test_registered_with_torch_fidelity():
     assert EXTRACTOR_NAME in FEATURE_EXTRACTORS_REGISTRY
 
 
+def test_the_digits_extractor_takes_images_of_any_size_and_channels():
+    # synthetic-32's 3x32x32 images: one channel, 8x8 (a study on them failed with a shape error in the classifier)
+    from torch_fidelity.utils import create_feature_extractor
+
+    ensure_registered()
+    extractor = create_feature_extractor(EXTRACTOR_NAME, ["features"], cuda=False)
+    colour = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    (feats,) = extractor(colour)
+    assert feats.shape == (5, 128)
+    gray = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)  # the digits' own size: as it was
+    (same,) = extractor(torch.cat([gray, gray, gray], dim=1))
+    assert torch.allclose(same, extractor(gray)[0])
+
+
 def test_fid_separates_real_from_damaged():
     data = digits()
     s = QualitySettings(n_samples=450, kid_subset_size=100)

@@ -52,7 +52,6 @@ class Controller:
         self.written: dict[int, dict] = {}
         self.workers: dict[str, dict] = {}  # name -> {"pool", "state", "restarts", "blocks"}
         self.handles: dict[str, ActorHandle] = {}
-        self.registered: set[str] = set()  # workers whose constructor has registered once
         self.pools: dict[str, TeacherPoolSettings] = {p.name: p for p in self.cfg.teacher_pool}
         self.lock = threading.Lock()
         self.done_times: list[float] = []  # when each block finished: steady-state rates for benchmarks
@@ -183,16 +182,17 @@ class Controller:
         return dict(self.workers[name])
 
     # -- blocks ----------------------------------------------------------------------------
-    def register(self, name: str, node: str | None = None) -> None:
+    def register(self, name: str, node: str) -> None:
         """Called by a worker's constructor, with its node's address (kept in the worker's ``nodes``, every
-        node it ran on, however briefly): a second call means Ray restarted it after a crash. A worker being
-        removed stays so (its first registration may come after ``remove_teacher``: it was still loading)."""
+        node it ran on, however briefly): a worker that registered before (it has nodes) was restarted by Ray
+        after a crash. A worker being removed stays so (its first registration may come after
+        ``remove_teacher``: it was still loading)."""
         with self.lock:
             w = self.workers.setdefault(name, {"pool": "?", "state": "starting", "restarts": 0, "blocks": 0})
-            if node is not None and node not in w.setdefault("nodes", []):
-                w["nodes"].append(node)
-            restarted = name in self.registered
-            self.registered.add(name)
+            nodes = w.setdefault("nodes", [])
+            restarted = bool(nodes)
+            if node not in nodes:
+                nodes.append(node)
             if restarted:
                 w["restarts"] += 1
                 self._requeue(name)

@@ -39,6 +39,16 @@ class DmPhaseSettings(Section):
     fake_updates: int = Field(3, ge=1, le=100, description="fake velocity field updates per student step")
     t_min: float = Field(0.02, ge=0.0, lt=1.0, description="the term's times are uniform in [t_min, t_max]")
     t_max: float = Field(0.98, gt=0.0, le=1.0)
+    real_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="weight of the real-vs-generated term (student.distribution): a classifier on the fake "
+        "field's middle features tells the run's own training images from the student's samples, both noised; "
+        "the student is asked to pass as real. 0: no term, no real data read",
+    )
+    classifier_weight: float = Field(
+        1.0, gt=0.0, description="weight of the classifier's loss in each fake-field update (with real_weight)"
+    )
     sample_steps: list[int] = Field(
         default_factory=lambda: [1],
         description="the student's step counts whose "

@@ -156,6 +156,8 @@ class StudentJob:
     precision: tuple[str, str]
     dm_phase: DmPhaseSettings = DmPhaseSettings()
     dm_teacher: str | None = None  # the distribution-matching phase's frozen teacher (the student's first)
+    # the run's data section when the phase's real-vs-generated term is on (its real side: the training split)
+    real_data: DataSettings | None = None
     device: str = "cpu"  # the step check's device; Ray Train places the workers itself
     # test-only (``student.fault_hooks``): the moments a rank kills itself at, from the driver's environment
     test_kills: tuple[str, ...] = ()
@@ -211,6 +213,7 @@ class StudentJob:
             device=device,
             dm_phase=sc.dm_phase,
             dm_teacher=init_checkpoint if sc.dm_phase.steps else None,
+            real_data=cfg.data if sc.dm_phase.steps and sc.dm_phase.real_weight > 0 else None,
             test_kills=_test_kills(),
         )
 

@@ -14,7 +14,7 @@ import time
 import torch
 
 from guide_store.embedded import free_port
-from student.distribution import DistributionMatching
+from student.distribution import DistributionMatching, real_images
 from student.settings import StudentJob
 from student.train_loop import average_grads, build_engine, student_precision
 from student.train_step import train_step
@@ -62,7 +62,7 @@ def student_step(job: StudentJob) -> dict:
     phase = None
     if job.dm_phase.steps:
         teacher = build_network(job.network.arch, job.data_shape, **job.network.kwargs())
-        dm = DistributionMatching(teacher, job.dm_phase, device, average_grads)
+        dm = DistributionMatching(teacher, job.dm_phase, device, average_grads, real_images(job.real_data, job.seed))
         loss = train_step(engine, job, points, g, job.optim.lr, dm)
         phase = _finite(loss, "the distribution-matching phase's first loss")
     param = next(engine.module.parameters())

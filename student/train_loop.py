@@ -56,7 +56,7 @@ import torch.distributed as dist
 from guide_store.atomic import write_text_atomically
 from guide_store.redis_store import id_runs
 from student.ds_config import deepspeed_config, student_optimizer, without_op_builds
-from student.distribution import DistributionMatching
+from student.distribution import DistributionMatching, real_images
 from student.engine_state import (
     checkpoint_world,
     load_rank_state,
@@ -223,7 +223,8 @@ def _distribution(job: StudentJob, device: torch.device) -> DistributionMatching
         return None
     assert job.dm_teacher is not None  # set whenever the phase has steps (StudentJob.of)
     teacher, _ = load_checkpoint(job.dm_teacher, expect_data_shape=job.data_shape)
-    return DistributionMatching(teacher, job.dm_phase, device, average_grads)
+    real = real_images(job.real_data, job.seed)
+    return DistributionMatching(teacher, job.dm_phase, device, average_grads, real)
 
 
 def _save(
@@ -563,6 +564,7 @@ def train_student_worker(train_loop_config: dict) -> None:
             record = ledger.close_interval(pool, job, device, world)
             if in_phase:
                 record["phase"] = "distribution"  # its loss: regression_weight x the objective's + the term
+                record.update(getattr(dm, "last_classifier", {}))  # the real-vs-generated classifier, when on
             metrics.record_interval(step, record["loss"], record["steps_per_second"])
             if rank == 0:  # the run's metrics.jsonl as the run goes (the pool copies the checkpoint's over it)
                 with (run_folder / "metrics.jsonl").open("a") as f:

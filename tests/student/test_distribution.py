@@ -122,3 +122,92 @@ def test_sample_with_grad_composes_the_map_or_euler(objective, time_inputs):
     noise = torch.randn(4, 2)
     model = (lambda x, s, t: torch.ones_like(x)) if time_inputs == 2 else (lambda x, t: torch.ones_like(x))
     assert torch.allclose(sample_with_grad(objective, model, noise, 4), noise + 1)
+
+
+class FeatureField(Field):
+    """``Field`` with a ``blocks`` list whose last entry's output (``[x_t, t]``) the classifier reads."""
+
+    def __init__(self, mean):
+        super().__init__(mean)
+        self.blocks = nn.ModuleList([nn.Identity()])
+
+    def forward(self, x, t):
+        self.blocks[-1](torch.cat([x, t[:, None]], dim=1))
+        return super().forward(x, t)
+
+
+def _phase(real_weight, teacher_mean, real, steps=300):
+    torch.manual_seed(0)
+    settings = DmPhaseSettings(steps=steps, weight=1.0, fake_lr=0.02, fake_updates=2, real_weight=real_weight)
+    dm = DistributionMatching(FeatureField(teacher_mean), settings, torch.device("cpu"), real=real)
+    student = Shift(teacher_mean.clone())
+    opt = torch.optim.Adam(student.parameters(), lr=0.02)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(steps):
+        samples = sample_with_grad("flow_map", student, torch.randn(64, 2, generator=g), 1)
+        opt.zero_grad()
+        dm.loss(samples, g).backward()
+        opt.step()
+        dm.update_fake(samples, g)
+    return student.b.detach(), dm
+
+
+def test_the_real_term_carries_the_student_past_a_wrong_teacher():
+    """The teacher's field is the flow of a point mass at 0, the real data sit around ``m``. A one-step
+    student that starts on the teacher's distribution stays there under the teacher's term alone; with the
+    real-vs-generated term its classifier sees the data, and the student moves toward them."""
+    m = torch.tensor([2.0, -1.0])
+    real = m + 0.1 * torch.randn(512, 2, generator=torch.Generator().manual_seed(1))
+    alone, _ = _phase(0.0, torch.zeros(2), None)
+    assert (alone - torch.zeros(2)).norm() < 0.4  # the teacher's term keeps it where the teacher is
+    with_real, dm = _phase(1.0, torch.zeros(2), real)
+    assert (with_real - m).norm() < 0.6 * m.norm(), with_real
+    assert set(dm.last_classifier) == {"classifier_loss", "real_accuracy", "fake_accuracy"}
+    assert all(not p.requires_grad for p in dm.teacher.parameters())
+
+
+def test_the_real_term_reaches_only_the_samples():
+    """The student's term moves its samples; the fake field and the classifier's head get no gradient from it
+    (they are trained by their own update)."""
+    settings = DmPhaseSettings(steps=1, real_weight=1.0)
+    dm = DistributionMatching(FeatureField(torch.zeros(2)), settings, torch.device("cpu"), real=torch.ones(8, 2))
+    x = torch.randn(16, 2, requires_grad=True)
+    dm.real_term(x, torch.Generator().manual_seed(0)).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in dm.params)
+    assert all(p.requires_grad for p in dm.params)
+
+
+def test_the_real_term_needs_real_images_and_readable_features():
+    settings = DmPhaseSettings(steps=1, real_weight=1.0)
+    with pytest.raises(ValueError, match="training images"):
+        DistributionMatching(FeatureField(torch.zeros(2)), settings, torch.device("cpu"))
+    with pytest.raises(ValueError, match="real_weight=0"):
+        DistributionMatching(Field(torch.zeros(2)), settings, torch.device("cpu"), real=torch.ones(8, 2))
+
+
+def test_the_classifier_head_round_trips_with_the_phase_state():
+    settings = DmPhaseSettings(steps=1, fake_updates=1, real_weight=1.0)
+    real = torch.ones(8, 2)
+    dm = DistributionMatching(FeatureField([1.0, 0.0]), settings, torch.device("cpu"), real=real)
+    dm.update_fake(torch.randn(16, 2), torch.Generator().manual_seed(0))
+    tensors = {}
+    skeleton = json.loads(json.dumps(pack_tree(dm.state(), tensors, "distribution")))
+    other = DistributionMatching(FeatureField([1.0, 0.0]), settings, torch.device("cpu"), real=real)
+    other.load_state(unpack_tree(skeleton, {k: v.clone() for k, v in tensors.items()}))
+    for a, b in zip(dm.classifier.head.parameters(), other.classifier.head.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_the_real_side_is_the_training_split_never_the_held_out_one():
+    from student.distribution import real_images
+    from teachers.settings import DataSettings
+    from teachers.train_teacher import load_run_data
+
+    data = DataSettings(name="digits", n_held_out=450)
+    real = real_images(data, 0)
+    split = load_run_data(data, 0)
+    assert torch.equal(real, split.train)
+    held = {tuple(r.flatten().tolist()) for r in split.held_out}
+    assert not any(tuple(r.flatten().tolist()) in held for r in real[:200])
+    assert real_images(None, 0) is None

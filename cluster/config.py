@@ -102,7 +102,7 @@ class RunConfig(Section):
         if self.guides.taus is not None and len(self.guides.taus) != k:
             raise ValueError(f"guides.taus has {len(self.guides.taus)} entries; path {self.guides.path!r} needs {k}")
         for pool in self.teacher_pool:
-            if len(pool.checkpoints) not in (1, max(k, 1)):
+            if not pool.ensemble and len(pool.checkpoints) not in (1, max(k, 1)):
                 raise ValueError(
                     f"teachers[{pool.name}].checkpoints has {len(pool.checkpoints)} entries; "
                     f"path {self.guides.path!r} needs 1 or {max(k, 1)}"

@@ -26,6 +26,7 @@ from guide_store.atomic import write_json_atomically
 from guide_store.open_store import open_store
 from student.id_ledger import LEDGER_DIR, rank_nodes, trained_steps
 from teachers.device_plan import DevicePlan
+from teachers.ensemble import TeacherSpec
 from teachers.guides import distinct_pairs
 from teachers.models import model_kind
 from teachers.train_teacher import load_run_data
@@ -179,12 +180,15 @@ def _clear_previous_attempt(cfg: RunConfig, url: str) -> None:
         store.close()
 
 
-def _student_init(cfg: RunConfig) -> str | None:
-    """The checkpoint the student starts from: the first teacher with ``student.init: teacher``, unless that
-    is a diffusers model (a student is a ``teachers.nets`` network), which starts from scratch."""
+def _student_init(cfg: RunConfig) -> TeacherSpec | None:
+    """The teacher the student starts from with ``student.init: teacher``: the run's first (its first pool's
+    ``first_teacher``; of an ensemble the student copies the first member, and the distribution-matching
+    phase runs the whole ensemble), unless the checkpoint copied is a diffusers model (a student is a
+    ``teachers.nets`` network), which starts from scratch."""
     if cfg.student.init != "teacher":
         return None
-    first = cfg.teacher_pool[0].checkpoints[0]
+    teacher = cfg.teacher_pool[0].first_teacher()
+    first = teacher.first
     if model_kind(first) == "diffusers":  # with a phase, refused by the pre-flight teachers check
         net = cfg.student.network or cfg.teacher_training.network
         log.info(
@@ -192,7 +196,7 @@ def _student_init(cfg: RunConfig) -> str | None:
             f"scratch as a {net.arch} network (student.network, else teacher.network)"
         )
         return None
-    return first
+    return teacher
 
 
 def _ledger(cfg: RunConfig, url: str, report: dict) -> dict:

@@ -83,6 +83,7 @@ from student.plain_loop import plain_student_rate
 from student.settings import StudentJob
 from teachers.checkpoint import CheckpointMeta, save_checkpoint
 from teachers.device_plan import resolve_device
+from teachers.ensemble import TeacherSpec
 from teachers.nets import build_network
 from teachers.registry import Registry
 from teachers.train_teacher import load_run_data
@@ -434,7 +435,7 @@ def run_pipeline_bench(
         n_blocks = _blocks_needed(cfg, max(workers), sizing.steps)
         blocks, raw = timed_blocks(_student_run(cfg, max(workers), sizing.steps, n_blocks), n_blocks)
         log.info(f"built {n_blocks} guide blocks in-process for the store ({raw:.1f} records/s, one thread)")
-        init = checkpoint if cfg.student.init == "teacher" else None
+        init = TeacherSpec((checkpoint,)) if cfg.student.init == "teacher" else None
         sizes = block_sizes_tried(cfg)
         student_pairs: dict[int, list[dict]] = {w: [] for w in workers}
         production_pairs: dict[int, list[dict]] = {r: [] for r in replicas}

@@ -27,6 +27,7 @@ from student.settings import TRAIN_LOOP_KEY, StudentJob
 from student.train_loop import train_student_worker
 from teachers.checkpoint import copy_checkpoint
 from teachers.device_plan import DevicePlan, resolve_device
+from teachers.ensemble import TeacherSpec
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,12 @@ def run_student_pool(
     cfg,
     store_url: str | None,
     data_shape: tuple[int, ...],
-    init_checkpoint: str | None,
+    teacher: TeacherSpec | None,
     plan: DevicePlan | None = None,
 ) -> dict:
-    """Train the student with ``plan.student_workers`` DeepSpeed ranks (``plan``: the run's device plan,
-    by default resolved for the Ray cluster's GPUs); returns a summary, with the device, precision and
+    """Train the student with ``plan.student_workers`` DeepSpeed ranks (``teacher``: the run's first teacher
+    when the student starts from it, ``StudentJob.of``; ``plan``: the run's device plan, by default resolved
+    for the Ray cluster's GPUs); returns a summary, with the device, precision and
     parameter dtype the ranks trained with, and leaves the exported student in ``cfg.student_path`` and the
     training log in ``RUN/metrics.jsonl``."""
     # Ray Train pulls in Ray Data and pandas (half a second): imported when a pool starts, not with the CLI
@@ -94,7 +96,7 @@ def run_student_pool(
     use_gpu = plan.student.device == "cuda"
     resources = {"CPU": sc.cpus_per_worker, **({"GPU": gpus} if use_gpu else {}), **sc.resources_per_worker}
     storage = sc.storage_path or str((cfg.run_path / "train").resolve())
-    job = StudentJob.of(cfg, store_url, data_shape, init_checkpoint)
+    job = StudentJob.of(cfg, store_url, data_shape, teacher)
     trainer = TorchTrainer(
         train_student_worker,
         train_loop_config={TRAIN_LOOP_KEY: job},

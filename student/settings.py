@@ -30,6 +30,7 @@ from guide_store.settings import StoreSettings
 from student.objectives import ObjectiveSettings
 from student.section import DmPhaseSettings, StudentSettings
 from teachers.device_plan import student_precision_setting
+from teachers.ensemble import TeacherSpec
 from teachers.settings import DataSettings, GuidesSettings, NetworkSettings, TeacherTrainingSettings
 from teachers.schedule import lr_at
 
@@ -155,7 +156,8 @@ class StudentJob:
     data_name: str
     precision: tuple[str, str]
     dm_phase: DmPhaseSettings = DmPhaseSettings()
-    dm_teacher: str | None = None  # the distribution-matching phase's frozen teacher (the student's first)
+    # the distribution-matching phase's frozen teacher: the run's first teacher (an ensemble: all its members)
+    dm_teacher: TeacherSpec | None = None
     # the run's data section when the phase's real-vs-generated term is on (its real side: the training split)
     real_data: DataSettings | None = None
     device: str = "cpu"  # the step check's device; Ray Train places the workers itself
@@ -168,16 +170,18 @@ class StudentJob:
         cfg: StudentRun,
         store_url: str | None,
         data_shape: tuple[int, ...],
-        init_checkpoint: str | None,
+        teacher: TeacherSpec | None,
         device: str = "cpu",
     ) -> "StudentJob":
+        """The job of ``cfg``'s student; ``teacher``: the run's first teacher when the student starts from it
+        (``student.init: teacher``): its first checkpoint is copied, and the phase runs it whole."""
         sc = cfg.student
         return cls(
             run=cfg.name,
             seed=cfg.seed,
             network=sc.network or cfg.teacher_training.network,
             data_shape=tuple(int(d) for d in data_shape),
-            init_checkpoint=init_checkpoint,
+            init_checkpoint=teacher.first if teacher is not None else None,
             path=cfg.guides.path,
             threads=sc.threads,
             objective=ObjectiveSettings(
@@ -212,7 +216,7 @@ class StudentJob:
             precision=student_precision_setting(sc.precision, cfg.precision),
             device=device,
             dm_phase=sc.dm_phase,
-            dm_teacher=init_checkpoint if sc.dm_phase.steps else None,
+            dm_teacher=teacher if sc.dm_phase.steps else None,
             real_data=cfg.data if sc.dm_phase.steps and sc.dm_phase.real_weight > 0 else None,
             test_kills=_test_kills(),
         )

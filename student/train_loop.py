@@ -77,6 +77,7 @@ from student.settings import TRAIN_LOOP_KEY, StudentJob
 from student.train_step import train_step
 from teachers.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from teachers.device_plan import resolve_precision
+from teachers.ensemble import load_teacher
 from teachers.guides import PATHS
 from teachers.precision import precision_dtype
 from teachers.schedule import ema_decay_at, update_ema
@@ -222,7 +223,7 @@ def _distribution(job: StudentJob, device: torch.device) -> DistributionMatching
     if not job.dm_phase.steps:
         return None
     assert job.dm_teacher is not None  # set whenever the phase has steps (StudentJob.of)
-    teacher, _ = load_checkpoint(job.dm_teacher, expect_data_shape=job.data_shape)
+    teacher = load_teacher(job.dm_teacher, job.data_shape)
     real = real_images(job.real_data, job.seed)
     return DistributionMatching(teacher, job.dm_phase, device, average_grads, real)
 

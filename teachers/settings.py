@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from guide_store.settings import Section
 from teachers.conventions import CONVENTIONS, DEFAULT_CONVENTION
 from teachers.data import DATA_SOURCES
 from teachers.digits_features import FEATURE_EXTRACTORS
+from teachers.ensemble import TeacherSpec
 from teachers.fid_bootstrap import FID_RESAMPLES
 from teachers.guides import COUPLINGS, GUIDE_RULES, PATHS, CouplingSettings, from_coupling
 from teachers.nets import ARCHITECTURES
@@ -214,7 +215,15 @@ class TeacherPoolSettings(Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     checkpoints: list[str] = Field(
-        min_length=1, description="one per guide (the first also couples); a single entry serves every guide"
+        min_length=1,
+        description="one per guide (the first also couples); a single entry serves every guide; "
+        "with ensemble: the members",
+    )
+    ensemble: bool = Field(
+        False,
+        description="the checkpoints are one teacher whose velocity is the mean of theirs "
+        "(teachers.ensemble; each actor holds all of them): it couples, makes every guide and is the "
+        "distribution-matching phase's teacher; student.init teacher copies the first member's weights",
     )
     replicas: int = Field(1, ge=0, le=1024)
     num_cpus: float = Field(1.0, ge=0.0)
@@ -236,13 +245,33 @@ class TeacherPoolSettings(Section):
     def _custom_resources(cls, v: dict[str, float]) -> dict[str, float]:
         return check_custom_resources(v)
 
+    @model_validator(mode="after")
+    def _ensemble_has_members(self) -> "TeacherPoolSettings":
+        if self.ensemble and len(self.checkpoints) < 2:
+            raise ValueError(
+                f"teachers[{self.name}].ensemble is true with {len(self.checkpoints)} checkpoint: an ensemble "
+                'averages two or more; list its members (checkpoints: [self, "self:1"]) or set ensemble: false'
+            )
+        return self
+
     def guide_checkpoints(self, n_guides: int) -> list[str]:
         """The checkpoint that makes each guide: one per guide, or the single entry for all of them."""
         return (self.checkpoints if len(self.checkpoints) > 1 else self.checkpoints * n_guides)[:n_guides]
 
+    def first_teacher(self) -> TeacherSpec:
+        """The pool's coupling teacher, and the run's first teacher when this is its first pool: the ensemble
+        of every checkpoint, else the first checkpoint."""
+        return TeacherSpec(tuple(self.checkpoints) if self.ensemble else tuple(self.checkpoints[:1]), self.convention)
+
+    def guide_teachers(self, n_guides: int) -> list[TeacherSpec]:
+        """The teacher that makes each guide: the ensemble for all of them, else ``guide_checkpoints``."""
+        if self.ensemble:
+            return [self.first_teacher()] * n_guides
+        return [TeacherSpec((c,), self.convention) for c in self.guide_checkpoints(n_guides)]
+
     def guides_from_coupling(self, guides: GuidesSettings) -> list[bool]:
         """Which guides this pool takes from its coupling solve for free (``teachers.guides.from_coupling``)."""
-        own = [c == self.checkpoints[0] for c in self.guide_checkpoints(guides.n_guides)]
+        own = [t == self.first_teacher() for t in self.guide_teachers(guides.n_guides)]
         return from_coupling(guides.coupling_settings(), guides.rule, guides.guide_times(), own)
 
 

@@ -25,9 +25,9 @@ from guide_store.open_store import open_store
 from guide_store.schema import GuideBatch
 from guide_store.settings import StoreSettings
 from teachers.device_plan import guides_precision_setting, resolve_precision
+from teachers.ensemble import TeacherSpec, load_teacher
 from teachers.guides import couple_on_path, from_coupling, make_guides
 from teachers.metrics import TeacherMetrics
-from teachers.models import load_velocity
 from teachers.precision import autocast
 from teachers.settings import DataSettings, GuidesSettings, TeacherPoolSettings
 from teachers.train_teacher import load_run_data
@@ -90,24 +90,27 @@ def pick_device(num_gpus: float) -> torch.device:
     return torch.device("cuda") if num_gpus > 0 and torch.cuda.is_available() else torch.device("cpu")
 
 
-def _version(checkpoint: Path) -> str:
-    """A short content hash of the weights: two actors with the same version made the same guides."""
+def _version(teacher: TeacherSpec) -> str:
+    """A short content hash of the weights (an ensemble's members' in order): two actors with the same
+    version made the same guides."""
     h = hashlib.sha256()
-    for weights in sorted(checkpoint.glob("*.safetensors")):
-        h.update(weights.read_bytes())
+    for checkpoint in teacher.checkpoints:
+        for weights in sorted(Path(checkpoint).glob("*.safetensors")):
+            h.update(weights.read_bytes())
     return h.hexdigest()[:12]
 
 
 def load_teachers(pool: TeacherPoolSettings, n_guides: int, data_shape: tuple[int, ...]) -> LoadedTeachers:
-    """Load a pool's checkpoints (refusing a data-shape mismatch); one checkpoint serves every guide."""
-    paths = [Path(p) for p in pool.checkpoints]
-    models = {p: load_velocity(p, data_shape, pool.convention) for p in dict.fromkeys(paths)}
-    per_guide = [Path(p) for p in pool.guide_checkpoints(n_guides)]
+    """Load a pool's teachers (refusing a data-shape mismatch): one checkpoint serves every guide, and an
+    ensemble (all of them, averaged) couples and makes every guide."""
+    coupling = pool.first_teacher()
+    per_guide = pool.guide_teachers(n_guides)
+    models = {t: load_teacher(t, data_shape) for t in dict.fromkeys([coupling, *per_guide])}
     return LoadedTeachers(
-        coupling=models[paths[0]],
-        guides=[models[p] for p in per_guide],
-        ids=[f"{pool.name}:{p.name}" for p in per_guide],
-        versions=[_version(p) for p in per_guide],
+        coupling=models[coupling],
+        guides=[models[t] for t in per_guide],
+        ids=[f"{pool.name}:{t.short_name}" for t in per_guide],
+        versions=[_version(t) for t in per_guide],
     )
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from cluster.ledger import build_ledger, failures
 from cluster.student_pool import run_student_pool
+from teachers.ensemble import TeacherSpec
 from guide_store.embedded import EmbeddedRedis
 from guide_store.redis_store import RedisGuideStore
 from student.fault_hooks import KILL_ENV, MOMENTS, landed
@@ -61,7 +62,7 @@ def test_faults_at_the_hard_moments_lose_nothing(ray_cluster, teacher, tmp_path,
             args=(server, server.url, cfg.name, cfg.guides.num_samples, redis_killed),
         )
         killer.start()
-        summary = run_student_pool(cfg, server.url, (2,), teacher)
+        summary = run_student_pool(cfg, server.url, (2,), TeacherSpec((teacher,)))
         killer.join(timeout=60)
         stats = store.stats()
         letters = store.dead_letters(count=1000)
@@ -90,7 +91,7 @@ def test_a_delivery_larger_than_a_batch_is_trained_fresh_once_across_a_restart(
     monkeypatch.setenv(KILL_ENV, "after_checkpoint")
     with EmbeddedRedis(tmp_path / "redis") as server:
         store = fill_store(cfg, server.url)
-        summary = run_student_pool(cfg, server.url, (2,), teacher)
+        summary = run_student_pool(cfg, server.url, (2,), TeacherSpec((teacher,)))
         letters, pending = store.dead_letters(count=100), store.pending_sample_ids()
     assert landed(cfg.run_path) == ["after_checkpoint"] and summary["resumes"] >= 1, summary
     plan = {b: [96 * b, 96] for b in range(16)}

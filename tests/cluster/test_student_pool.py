@@ -16,6 +16,7 @@ import torch
 from cluster.chaos import train_workers  # the shared local Ray's (this process's descendants) only
 from cluster.config import parse_config
 from cluster.student_pool import run_student_pool
+from teachers.ensemble import TeacherSpec
 from student.guide_feed import consumer_name
 from guide_store.embedded import EmbeddedRedis
 from guide_store.parquet import ParquetGuideSink
@@ -91,7 +92,7 @@ def test_two_deepspeed_ranks_share_the_stream_and_learn(ray_cluster, teacher, tm
     cfg = pool_config(tmp_path, teacher, "pool-a", steps=60, checkpoint_every=30, objective="velocity")
     with EmbeddedRedis(tmp_path / "redis") as server:
         store = fill_store(cfg, server.url)
-        summary = run_student_pool(cfg, server.url, (2,), teacher)
+        summary = run_student_pool(cfg, server.url, (2,), TeacherSpec((teacher,)))
         stats = store.stats()
     assert stats["produced"] == stats["acknowledged"] == cfg.guides.num_samples and stats["backlog"] == 0
     audit = summary["consumption"]
@@ -156,7 +157,7 @@ def test_killed_workers_resume_and_every_record_is_trained_on(ray_cluster, teach
         (held,) = store.get(consumer_name(cfg.name, 1), timeout_s=5.0)
         killer = threading.Thread(target=_kill_twice, args=(cfg.run_path / "train", server.url, cfg.name, killed))
         killer.start()
-        summary = run_student_pool(cfg, server.url, (2,), teacher)
+        summary = run_student_pool(cfg, server.url, (2,), TeacherSpec((teacher,)))
         killer.join()
         stats = store.stats()
     assert len(killed) == 2, f"killed {killed}: the pool finished before both kills"
@@ -184,7 +185,7 @@ def test_pool_trains_from_an_exported_parquet_directory(ray_cluster, teacher, tm
     )
     with ParquetGuideSink(tmp_path / "guides") as sink:
         fill_store(cfg, sink)
-    summary = run_student_pool(cfg, None, (2,), teacher)
+    summary = run_student_pool(cfg, None, (2,), TeacherSpec((teacher,)))
     audit = summary["consumption"]
     assert audit["records"] == cfg.guides.num_samples and audit["consumed_twice"] == 0
     assert audit["per_rank"] == {"0": 256, "1": 256} and summary["steps"] >= 20
@@ -211,7 +212,7 @@ def test_a_distribution_phase_trains_one_fake_field_for_all_ranks(ray_cluster, t
     )
     with ParquetGuideSink(tmp_path / "guides") as sink:
         fill_store(cfg, sink)
-    summary = run_student_pool(cfg, None, (2,), teacher)
+    summary = run_student_pool(cfg, None, (2,), TeacherSpec((teacher,)))
     assert summary["steps"] >= 30
     ranks = sorted((cfg.run_path / "train").rglob("rank-*.safetensors"), key=lambda p: p.stat().st_mtime)[-2:]
     assert sorted(p.name for p in ranks) == ["rank-0.safetensors", "rank-1.safetensors"]

@@ -6,6 +6,7 @@ from student.plain_loop import plain_student, plain_student_rate
 from student.settings import StudentJob
 from teachers.checkpoint import CheckpointMeta, save_checkpoint
 from cluster.config import parse_config
+from teachers.ensemble import TeacherSpec
 from teachers.nets import build_network
 
 
@@ -23,7 +24,7 @@ def _job(tmp_path, objective):
     save_checkpoint(
         tmp_path / "teacher", teacher, CheckpointMeta(arch=net.arch, arch_kwargs=net.kwargs(), data_shape=[2])
     )
-    return StudentJob.of(cfg, None, (2,), str(tmp_path / "teacher")), teacher
+    return StudentJob.of(cfg, None, (2,), TeacherSpec((str(tmp_path / "teacher"),))), teacher
 
 
 def test_the_plain_student_starts_from_the_teacher(tmp_path):

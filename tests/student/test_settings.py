@@ -5,6 +5,7 @@ from pathlib import Path
 
 from cluster.config import load_config
 from student.settings import StudentJob
+from teachers.ensemble import TeacherSpec
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -21,7 +22,7 @@ def test_the_student_section_is_grouped_as_the_worker_reads_it():
             "guides.num_samples=640",
         ],
     )
-    job = StudentJob.of(cfg, "redis://:pw@h:1/0", [2], "/ckpt/teacher")
+    job = StudentJob.of(cfg, "redis://:pw@h:1/0", [2], TeacherSpec(("/ckpt/teacher",)))
     assert job.data_shape == (2,) and job.run == cfg.name and job.seed == cfg.seed
     assert (job.objective.objective, job.objective.endpoint_share) == ("velocity", 0.3)
     assert job.optim.lr == 3e-4 and job.optim.batch_size == cfg.student.batch_size
@@ -42,9 +43,9 @@ def test_the_phase_is_the_last_finetune_steps_with_its_own_learning_rate():
         CONFIGS / "toy2d.yaml",
         ["student.steps=100", "student.warmup_steps=10", "student.finetune.steps=30", "student.finetune.lr=1e-6"],
     )
-    job = StudentJob.of(cfg, None, [2], "/ckpt/teacher")
-    assert job.dm_teacher == "/ckpt/teacher"
+    job = StudentJob.of(cfg, None, [2], TeacherSpec(("/ckpt/teacher",)))
+    assert job.dm_teacher == TeacherSpec(("/ckpt/teacher",))
     assert [job.in_dm_phase(s) for s in (0, 69, 70, 99)] == [False, False, True, True]
     assert job.lr_at(69) == job.optim.lr_at(69) > 1e-6 and job.lr_at(70) == 1e-6
-    off = StudentJob.of(load_config(CONFIGS / "toy2d.yaml"), None, [2], "/ckpt/teacher")
+    off = StudentJob.of(load_config(CONFIGS / "toy2d.yaml"), None, [2], TeacherSpec(("/ckpt/teacher",)))
     assert off.dm_teacher is None and not any(off.in_dm_phase(s) for s in range(off.optim.steps))

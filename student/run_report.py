@@ -23,19 +23,21 @@ from teachers.evaluation import (
     teacher_straightness,
 )
 from teachers.fid_bootstrap import fid_ratio_interval
-from teachers.models import load_velocity, teacher_sampler
+from teachers.ensemble import TeacherSpec, load_teacher
+from teachers.models import teacher_sampler
 from teachers.plots import save_loss_curve, save_sample_figure
-from teachers.settings import EvalSettings
+from teachers.settings import EvalSettings, TeacherPoolSettings
 from teachers.solvers import Sampler
 from teachers.train_teacher import load_run_data
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate_run", "quality_table", "teacher_best", "reference_solver"]
+__all__ = ["evaluate_run", "evaluated_teachers", "quality_table", "teacher_best", "reference_solver"]
 
 
 def evaluate_run(cfg, teacher_checkpoints: list[str], stage: StagePlan | None = None) -> dict:
-    """Quality of each teacher (``cfg.eval.solver`` at ``cfg.eval.steps``, and ``eval.reference_solver`` at
+    """Quality of each teacher (``teacher_checkpoints``, then each ensemble pool's ensemble:
+    ``evaluated_teachers``; ``cfg.eval.solver`` at ``cfg.eval.steps``, and ``eval.reference_solver`` at
     ``eval.reference_steps``) and of the exported student (at ``cfg.student.eval_steps``, each row with its
     metric over the teachers' best: ``fid_to_teacher_best`` or ``sliced_w2_to_teacher_best``), and each
     teacher's straightness (``teachers.evaluation.teacher_straightness``, Euler x 32); writes ``samples.png`` and
@@ -53,11 +55,11 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], stage: StagePlan | None = 
     samplers: dict[str, Sampler] = {}
     straight: dict[str, float] = {}
     feats: dict[str, list[dict]] = {}
-    conventions = {c: p.convention for p in cfg.teacher_pool for c in p.checkpoints}
-    for i, path in enumerate(dict.fromkeys(teacher_checkpoints)):
-        model = load_velocity(path, data.data_shape, conventions.get(path, DEFAULT_CONVENTION)).to(device)
+    for name, spec in evaluated_teachers(cfg.teacher_pool, teacher_checkpoints).items():
+        path = spec.key
+        model = load_teacher(spec, data.data_shape).to(device)
         samplers[path] = sampler_on(teacher_sampler(model, solver), device, precision)
-        label = f"teacher{i}/{solver}"
+        label = f"{name}/{solver}"
         log.info(f"evaluating {label} ({path}) at steps {steps}")
         feats[path] = []
         teachers[path] = evaluate_sampler(
@@ -67,14 +69,14 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], stage: StagePlan | None = 
         reference = reference_solver(cfg.eval)
         if reference is not None:
             ref_solver, ref_steps = reference
-            log.info(f"evaluating teacher{i}/{ref_solver} (reference) at steps {ref_steps}")
+            log.info(f"evaluating {name}/{ref_solver} (reference) at steps {ref_steps}")
             ref_sampler = sampler_on(teacher_sampler(model, ref_solver), device, precision)
             teachers[path]["rows"] += evaluate_sampler(
                 ref_sampler,
                 data,
                 ref_steps,
                 settings,
-                label=f"teacher{i}/{ref_solver}",
+                label=f"{name}/{ref_solver}",
                 features=feats[path],
                 with_floor=False,
             )["rows"]
@@ -130,6 +132,20 @@ def evaluate_run(cfg, teacher_checkpoints: list[str], stage: StagePlan | None = 
     }
 
 
+def evaluated_teachers(pools: list[TeacherPoolSettings], checkpoints: list[str]) -> dict[str, TeacherSpec]:
+    """The teachers a run is evaluated with, by row name: each of ``checkpoints`` once (``teacher0``,
+    ``teacher1``, ...; read in its pool's convention), then each ensemble pool's ensemble (``ensemble``,
+    ``ensemble1``, ...), so a student is compared with the best of the members and the ensemble."""
+    conventions = {c: p.convention for p in pools for c in p.checkpoints}
+    out = {
+        f"teacher{i}": TeacherSpec((path,), conventions.get(path, DEFAULT_CONVENTION))
+        for i, path in enumerate(dict.fromkeys(checkpoints))
+    }
+    ensembles = dict.fromkeys(p.first_teacher() for p in pools if p.ensemble)
+    out.update({"ensemble" + (str(j) if j else ""): spec for j, spec in enumerate(ensembles)})
+    return out
+
+
 def reference_solver(e: EvalSettings) -> tuple[str, list[int | None]] | None:
     """The reference solver and its steps, unless ``eval.solver`` at ``eval.steps`` already covers it."""
     solver = e.reference_solver
@@ -177,5 +193,7 @@ def quality_table(quality: dict) -> str:
             "features resampled; a ratio's resamples paired)"
         )
     for i, (path, gap) in enumerate(quality.get("teacher_straightness", {}).items()):
-        lines.append(f"teacher{i} straightness (mean squared gap, trajectory to chord; 0 = straight): {gap:.4g}")
+        rows = quality["teachers"].get(path)
+        name = rows[0]["label"].split("/")[0] if rows else f"teacher{i}"  # teacher{i} or ensemble
+        lines.append(f"{name} straightness (mean squared gap, trajectory to chord; 0 = straight): {gap:.4g}")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import torch
 
 from cluster.config import parse_config
 from cluster.guide_stage import _student_init
+from cluster.preflight import teachers_check
 from student.objectives import time_inputs
 from student.networks import build_student
 from student.plain_loop import plain_student
@@ -91,3 +92,16 @@ def test_evaluation_rows_include_the_ensemble_beside_its_members(tmp_path):
     without = evaluate_run(plain, paths[:2], StagePlan("cpu", "fp32"))
     assert list(without["teachers"]) == paths[:2]
     assert "ensemble" not in quality_table(without)
+
+
+def test_the_preflight_refuses_an_ensemble_member_of_another_data_shape(tmp_path):
+    paths = _members(tmp_path, 2)
+    kwargs = {**NET}
+    save_checkpoint(
+        tmp_path / "wide",
+        build_network("mlp", (3,), **kwargs),
+        CheckpointMeta(arch="mlp", arch_kwargs=kwargs, data_shape=[3]),
+    )
+    check = teachers_check(_config(tmp_path, [*paths, str(tmp_path / "wide")], True), (2,))
+    assert check.ok is False and "wide" in check.detail and "data_shape" in check.detail
+    assert teachers_check(_config(tmp_path, paths, True), (2,)).ok is True

@@ -180,18 +180,16 @@ def _clear_previous_attempt(cfg: RunConfig, url: str) -> None:
 
 
 def _student_init(cfg: RunConfig) -> str | None:
-    """The checkpoint the student starts from: the first teacher with ``student.init: teacher``, unless that
-    is a diffusers model (a student is a ``teachers.nets`` network), which starts from scratch."""
+    """The checkpoint the student starts from: the first teacher with ``student.init: teacher``. A diffusers
+    first teacher gives a student of its own architecture (``student.networks.pretrained_student``)."""
     if cfg.student.init != "teacher":
         return None
     first = cfg.teacher_pool[0].checkpoints[0]
-    if model_kind(first) == "diffusers":  # with a phase, refused by the pre-flight teachers check
-        net = cfg.student.network or cfg.teacher_training.network
+    if model_kind(first) == "diffusers":
         log.info(
-            f"student.init is teacher, but the first teacher {first} is a diffusers model: the student starts from "
-            f"scratch as a {net.arch} network (student.network, else teacher.network)"
+            f"student.init is teacher and the first teacher {first} is a diffusers model: the student is of its "
+            f"architecture, started from its weights (student.network does not apply)"
         )
-        return None
     return first
 
 

@@ -139,7 +139,7 @@ def test_the_phase_is_scored_by_the_diffusers_teacher_and_reaches_the_student(un
     g = torch.Generator().manual_seed(3)
     points = [torch.randn((8, *SHAPE), generator=g) for _ in range(2)]
     loss = train_step(engine, job, points, g, job.lr_at(0), dm)
-    assert torch.isfinite(loss) and float(loss) > 0
+    assert torch.isfinite(loss) and float(loss.detach()) > 0
     moved = sum(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
     assert moved > len(before) // 2, moved  # the phase's gradient came through the student's samples
     assert any(not torch.equal(a, b) for a, b in zip(fake_before, dm.fake.parameters()))

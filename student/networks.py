@@ -126,7 +126,8 @@ def pretrained_student(teacher: PretrainedVelocity, data_shape: tuple[int, ...],
     if unexpected or any(not k.startswith("class_embedding.") for k in missing):
         raise CheckpointError(f"diffusers {name} student: teacher tensors {unexpected} unused, {missing} missing")
     if n_times == 2:
-        last = student.model.class_embedding.linear_2
+        model: Any = student.model  # a UNet2DModel with class_embed_type timestep (build_diffusers_network)
+        last = model.class_embedding.linear_2
         with torch.no_grad():
             last.weight.zero_()
             last.bias.zero_()

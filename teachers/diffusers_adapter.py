@@ -120,9 +120,10 @@ def _model_class(name: str, where: Path | str) -> Any:
 def diffusers_arch_kwargs(net: PretrainedVelocity) -> dict[str, Any]:
     """What rebuilds ``net`` (``build_diffusers_network``): its model's class and config (JSON), the convention
     and the convention's settings."""
-    config = {k: v for k, v in net.model.config.items() if not k.startswith("_")}
+    model: Any = net.model  # a diffusers ModelMixin: its ``config`` is a dict of the constructor's arguments
+    config = {k: v for k, v in model.config.items() if not k.startswith("_")}
     return {
-        "model_class": type(net.model).__name__,
+        "model_class": type(model).__name__,
         "config": json.loads(json.dumps(config)),
         "convention": net.name,
         "settings": net.settings(),

@@ -183,19 +183,17 @@ def _clear_previous_attempt(cfg: RunConfig, url: str) -> None:
 def _student_init(cfg: RunConfig) -> TeacherSpec | None:
     """The teacher the student starts from with ``student.init: teacher``: the run's first (its first pool's
     ``first_teacher``; of an ensemble the student copies the first member, and the distribution-matching
-    phase runs the whole ensemble), unless the checkpoint copied is a diffusers model (a student is a
-    ``teachers.nets`` network), which starts from scratch."""
+    phase runs the whole ensemble). A diffusers first checkpoint gives a student of its own architecture
+    (``student.networks.initial_student``)."""
     if cfg.student.init != "teacher":
         return None
     teacher = cfg.teacher_pool[0].first_teacher()
     first = teacher.first
-    if model_kind(first) == "diffusers":  # with a phase, refused by the pre-flight teachers check
-        net = cfg.student.network or cfg.teacher_training.network
+    if model_kind(first) == "diffusers":
         log.info(
-            f"student.init is teacher, but the first teacher {first} is a diffusers model: the student starts from "
-            f"scratch as a {net.arch} network (student.network, else teacher.network)"
+            f"student.init is teacher and the first teacher {first} is a diffusers model: the student is of its "
+            f"architecture, started from its weights (student.network does not apply)"
         )
-        return None
     return teacher
 
 

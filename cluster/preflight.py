@@ -29,11 +29,14 @@ from cluster.provenance import package_versions
 from cluster.teacher_stage import own_teacher_paths
 from guide_store.atomic import write_json_atomically
 from guide_store.embedded import find_redis_server, redis_server_version
+from student.networks import pretrained_student_problem
+from student.objectives import time_inputs
 from student.settings import StudentJob
 from student.step_check import checked_step
 from teachers.checkpoint import CheckpointError, checkpoint_complete, load_checkpoint
 from teachers.device_plan import DevicePlan
 from teachers.digits_features import cache_dir
+from teachers.diffusers_adapter import diffusers_config
 from teachers.models import check_model, model_kind
 from teachers.precision import cpu_has_native_bf16
 from teachers.train_teacher import load_run_data
@@ -447,19 +450,11 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
             "delete a damaged cached one (RUN/teacher) so the run trains it again",
         )
     first = cfg.teacher_pool[0].checkpoints[0]
-    if (
-        cfg.student.init == "teacher"
-        and cfg.student.dm_phase.steps
-        and first not in own
-        and model_kind(first) == "diffusers"
-    ):
-        return Check(
-            "teachers",
-            False,
-            f"student.finetune.steps: the distribution-matching phase runs the first "
-            f"teacher inside each student worker, and {first} is a diffusers model",
-            "set student.finetune.steps=0, or list a bezier-distill teacher first",
-        )
+    if cfg.student.init == "teacher" and first not in own and model_kind(first) == "diffusers":
+        config = diffusers_config(first)
+        problem = pretrained_student_problem(config["_class_name"], config, time_inputs(cfg.student.objective))
+        if problem:
+            return Check("teachers", False, f"student.init teacher: {first}: {problem[0]}", problem[1])
     return Check(
         "teachers",
         True,

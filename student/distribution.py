@@ -42,6 +42,8 @@ from torch import Tensor, nn
 
 from student.objectives import compose_on_grid, grid_step, per_row
 from student.section import DmPhaseSettings
+from student.settings import StudentJob
+from teachers.ensemble import load_teacher
 from teachers.settings import DataSettings
 from teachers.train_teacher import load_run_data
 
@@ -53,6 +55,7 @@ __all__ = [
     "clean_prediction",
     "feature_module",
     "real_images",
+    "phase_teacher",
     "RealClassifier",
 ]
 
@@ -103,6 +106,17 @@ def real_images(data: DataSettings | None, run_seed: int) -> Tensor | None:
     """The real side of the real-vs-generated term: the training split of the run's ``data`` (split as the
     teacher's was, with the run's seed); None without the term. The held-out images are never read."""
     return None if data is None else load_run_data(data, run_seed).train
+
+
+def phase_teacher(job: StudentJob) -> nn.Module:
+    """The phase's frozen teacher ``u``: the run's first teacher ``job.dm_teacher`` loaded as the teacher actors
+    load it (``teachers.ensemble.load_teacher``): a native checkpoint, a diffusers folder read in its
+    convention, or an ensemble of them (the mean of its members' velocities)."""
+    if job.dm_teacher is None:
+        raise ValueError(
+            "the distribution-matching phase (student.finetune.steps) needs a teacher: student.init teacher"
+        )
+    return load_teacher(job.dm_teacher, job.data_shape)
 
 
 def feature_module(field: nn.Module) -> nn.Module:

@@ -2,7 +2,7 @@
 holds the student pool against (``cluster.pipeline_bench``). Pure torch: no Ray, Redis or DeepSpeed.
 
 It does a student rank's work per step with the project's own pieces: the same network
-(``build_student``, started from the teacher by ``init_from_teacher``), the same step (``train_step``: the
+(``initial_student``, started from the teacher), the same step (``train_step``: the
 objective, times drawn on the CPU from the generator; backward; step) on the same optimizer
 (``student_optimizer``) through ``PlainEngine``, learning rate (``lr_at``), gradient clipping and EMA
 (``update_ema``). What it leaves out is the pipeline: the records are one
@@ -21,10 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from student.ds_config import student_optimizer
-from student.networks import build_student, init_from_teacher
+from student.networks import initial_student
 from student.settings import StudentJob
 from student.train_step import train_step
-from teachers.checkpoint import load_checkpoint
 from teachers.precision import autocast
 from teachers.schedule import ema_decay_at, update_ema
 
@@ -56,10 +55,7 @@ class PlainEngine:
 def plain_student(job: StudentJob, device: torch.device) -> nn.Module:
     """The student network of ``job`` on ``device``, started from ``job.init_checkpoint`` when it names one."""
     torch.manual_seed(job.seed)
-    model = build_student(job.network.arch, job.data_shape, job.network.kwargs(), job.objective.objective)
-    if job.init_checkpoint:
-        init_from_teacher(model, load_checkpoint(job.init_checkpoint, expect_data_shape=job.data_shape)[0])
-    return model.to(device)
+    return initial_student(job).to(device)
 
 
 def _sync(device: torch.device) -> None:

@@ -30,6 +30,7 @@ from guide_store.settings import StoreSettings
 from student.objectives import ObjectiveSettings
 from student.section import DmPhaseSettings, StudentSettings
 from teachers.device_plan import student_precision_setting
+from teachers.conventions import DEFAULT_CONVENTION
 from teachers.ensemble import TeacherSpec
 from teachers.settings import DataSettings, GuidesSettings, NetworkSettings, TeacherTrainingSettings
 from teachers.schedule import lr_at
@@ -91,8 +92,8 @@ class SavingSettings:
 
 class StudentRun(Protocol):
     """What a student worker is built from: the run's name, seed and ``precision``, its ``student``,
-    ``guides`` and ``store`` sections, the teacher's network (the student's default), the data's name and
-    where the run's folder is."""
+    ``guides`` and ``store`` sections, the teacher's network (the student's default), the data's name, the teacher
+    pools (the first one's convention reads a diffusers first teacher) and where the run's folder is."""
 
     # read-only (properties): the frozen settings that satisfy it cannot be assigned to
     @property
@@ -158,6 +159,8 @@ class StudentJob:
     dm_phase: DmPhaseSettings = DmPhaseSettings()
     # the distribution-matching phase's frozen teacher: the run's first teacher (an ensemble: all its members)
     dm_teacher: TeacherSpec | None = None
+    # how init_checkpoint and dm_teacher read as v(x, t) when they are diffusers folders: the first pool's
+    convention: str = DEFAULT_CONVENTION
     # the run's data section when the phase's real-vs-generated term is on (its real side: the training split)
     real_data: DataSettings | None = None
     device: str = "cpu"  # the step check's device; Ray Train places the workers itself
@@ -217,6 +220,7 @@ class StudentJob:
             device=device,
             dm_phase=sc.dm_phase,
             dm_teacher=teacher if sc.dm_phase.steps else None,
+            convention=teacher.convention if teacher is not None else DEFAULT_CONVENTION,
             real_data=cfg.data if sc.dm_phase.steps and sc.dm_phase.real_weight > 0 else None,
             test_kills=_test_kills(),
         )

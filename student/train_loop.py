@@ -56,7 +56,7 @@ import torch.distributed as dist
 from guide_store.atomic import write_text_atomically
 from guide_store.redis_store import id_runs
 from student.ds_config import deepspeed_config, student_optimizer, without_op_builds
-from student.distribution import DistributionMatching, real_images
+from student.distribution import DistributionMatching, phase_teacher, real_images
 from student.engine_state import (
     checkpoint_world,
     load_rank_state,
@@ -70,14 +70,13 @@ from student.fault_hooks import maybe_hold, maybe_kill
 from student.guide_feed import GuideFeed, consumer_name, open_source, take_over_consumers
 from student.id_ledger import LEDGER_DIR, RankLedger
 from student.metrics import StudentMetrics
-from student.networks import build_student, init_from_teacher
+from student.networks import initial_student, student_arch
 from student.objectives import time_inputs
 from student.replay import ReplayPool
 from student.settings import TRAIN_LOOP_KEY, StudentJob
 from student.train_step import train_step
-from teachers.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from teachers.checkpoint import CheckpointMeta, save_checkpoint
 from teachers.device_plan import resolve_precision
-from teachers.ensemble import load_teacher
 from teachers.guides import PATHS
 from teachers.precision import precision_dtype
 from teachers.schedule import ema_decay_at, update_ema
@@ -176,14 +175,6 @@ def _receive(delivery, pool: ReplayPool, fresh: _Fresh) -> None:
     fresh.put(delivery.id, delivery.batch.sample_id.to(torch.int64), points)
 
 
-def _build(job: StudentJob, device: torch.device) -> torch.nn.Module:
-    model = build_student(job.network.arch, job.data_shape, job.network.kwargs(), job.objective.objective)
-    if job.init_checkpoint:
-        teacher, _ = load_checkpoint(job.init_checkpoint, expect_data_shape=job.data_shape)
-        init_from_teacher(model, teacher)
-    return model.to(device)
-
-
 def _all_ranks(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
@@ -219,13 +210,12 @@ def average_grads(params: list[torch.nn.Parameter]) -> None:
 
 
 def _distribution(job: StudentJob, device: torch.device) -> DistributionMatching | None:
-    """The distribution-matching phase's fields (``student.distribution``), or None without a phase."""
+    """The distribution-matching phase's fields (``student.distribution``; its frozen teacher ``phase_teacher``),
+    or None without a phase."""
     if not job.dm_phase.steps:
         return None
-    assert job.dm_teacher is not None  # set whenever the phase has steps (StudentJob.of)
-    teacher = load_teacher(job.dm_teacher, job.data_shape)
     real = real_images(job.real_data, job.seed)
-    return DistributionMatching(teacher, job.dm_phase, device, average_grads, real)
+    return DistributionMatching(phase_teacher(job), job.dm_phase, device, average_grads, real)
 
 
 def _save(
@@ -253,9 +243,10 @@ def _save(
         save_rank_state(d, engine, ema, rank, world, job.optim.zero_stage, extra, data, before_rename)
         if rank == 0:
             objective = job.objective.objective
+            arch, arch_kwargs = student_arch(ema, job.network)
             meta = CheckpointMeta(
-                arch=job.network.arch,
-                arch_kwargs=job.network.kwargs(),
+                arch=arch,
+                arch_kwargs=arch_kwargs,
                 data_shape=list(job.data_shape),
                 time_inputs=time_inputs(objective),
                 role="student",
@@ -441,7 +432,7 @@ def build_engine(job: StudentJob, world: int, device: torch.device, precision: s
 
     without_op_builds(deepspeed.ops)
     torch.manual_seed(job.seed)  # identical initial weights on every rank
-    model = _build(job, device)
+    model = initial_student(job).to(device)
     ema = copy.deepcopy(model).float().eval().requires_grad_(False)
     engine, _, _, _ = deepspeed.initialize(
         model=model,

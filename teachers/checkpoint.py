@@ -2,12 +2,12 @@
 
 Loading never unpickles: weights come from safetensors, the description from
 JSON. Every failure raises ``CheckpointError`` naming the file and the problem.
-The same format serves teachers and (later) students.
+The same format serves teachers and students (a student of a diffusers teacher's architecture included:
+``arch: diffusers``, ``teachers.diffusers_adapter``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from guide_store.atomic import copy_atomically, replaced_atomically, write_json_atomically
-from guide_store.errors import BezierDistillError
+from teachers.checkpoint_error import CheckpointError, read_json_object
+from teachers.diffusers_adapter import DIFFUSERS_ARCH, build_diffusers_network
 from teachers.nets import ARCHITECTURES, build_network
 
 __all__ = [
@@ -42,10 +43,6 @@ FORMAT = "bezier-distill/network"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(BezierDistillError, ValueError):
-    """A checkpoint is missing, truncated or does not match its description."""
-
-
 @dataclass
 class CheckpointMeta:
     """What a weights file is: enough to rebuild the network and to know how it was made."""
@@ -61,6 +58,10 @@ class CheckpointMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> nn.Module:
+        """The network, freshly initialised: a ``teachers.nets`` family, or a diffusers model class
+        (``arch: diffusers``, a student of a diffusers teacher's architecture)."""
+        if self.arch == DIFFUSERS_ARCH:
+            return build_diffusers_network(tuple(self.data_shape), self.time_inputs, **self.arch_kwargs)
         return build_network(self.arch, tuple(self.data_shape), time_inputs=self.time_inputs, **self.arch_kwargs)
 
 
@@ -96,17 +97,6 @@ def copy_checkpoint(source: str | Path, directory: str | Path) -> Path:
     return directory
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON file that must hold an object; ``CheckpointError`` naming the file otherwise."""
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(doc, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return doc
-
-
 def read_meta(directory: str | Path) -> CheckpointMeta:
     """Read and check ``model.json`` without touching the weights."""
     directory = Path(directory)
@@ -128,8 +118,9 @@ def read_meta(directory: str | Path) -> CheckpointMeta:
     missing = sorted(required - doc.keys())
     if missing:
         raise CheckpointError(f"{path}: missing keys {missing}")
-    if doc["arch"] not in ARCHITECTURES:
-        raise CheckpointError(f"{path}: arch {doc['arch']!r} unknown; known: {sorted(ARCHITECTURES)}")
+    if doc["arch"] not in ARCHITECTURES and doc["arch"] != DIFFUSERS_ARCH:
+        known = [*sorted(ARCHITECTURES), DIFFUSERS_ARCH]
+        raise CheckpointError(f"{path}: arch {doc['arch']!r} unknown; known: {known}")
     return CheckpointMeta(**{k: v for k, v in doc.items() if k in fields})
 
 

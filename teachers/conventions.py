@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from teachers.checkpoint import CheckpointError, read_json_object
+from teachers.checkpoint_error import CheckpointError, read_json_object
 from teachers.registry import Registry
 
 __all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "PretrainedVelocity", "FlowMatchVelocity", "scheduler_config"]
@@ -49,11 +49,15 @@ class PretrainedVelocity(nn.Module):
     """The interface of a convention: wraps a pretrained model as ``v(x, t)``.
 
     ``check`` refuses, from the model's ``config.json`` alone, a model the convention cannot describe;
-    ``from_directory`` builds the wrapper, reading whatever else the convention needs beside the model.
-    ``forward(x (B, *D), t (B,)) -> (B, *D)`` is the velocity in this project's time.
+    ``from_directory`` builds the wrapper, reading whatever else the convention needs beside the model, and
+    ``settings`` gives that back (the wrapper is ``cls(model, **settings)``: a student saved with it).
+    ``forward(x (B, *D), t (B,)) -> (B, *D)`` is the velocity in this project's time; a student of the
+    teacher's architecture takes a second time, ``forward(x, s, t)`` (``f(x, s, t)`` of a flow map), and reads
+    both times as the teacher reads its one.
     """
 
     name: ClassVar[str]
+    model: nn.Module
 
     @classmethod
     def check(cls, model_config: dict[str, Any], config_path: Path, data_shape: tuple[int, ...]) -> None:
@@ -63,11 +67,16 @@ class PretrainedVelocity(nn.Module):
     def from_directory(cls, model: nn.Module, model_dir: Path) -> "PretrainedVelocity":
         raise NotImplementedError
 
+    def settings(self) -> dict[str, Any]:
+        raise NotImplementedError
+
 
 class FlowMatchVelocity(PretrainedVelocity):
     """``v(x, t) = -model(x, (1 - t) * num_train_timesteps)`` (the ``flow_match`` convention).
 
-    ``x``: ``(B, C, H, W)``; ``t``: ``(B,)`` in ``[0, 1]``; returns ``(B, C, H, W)``.
+    ``x``: ``(B, C, H, W)``; ``t``: ``(B,)`` in ``[0, 1]``; returns ``(B, C, H, W)``. With two times ``(s, t)``
+    (a flow-map student of the teacher's architecture) the second goes in as the model's ``class_labels``,
+    mapped the same way: ``f(x, s, t) = -model(x, (1 - s) T, class_labels=(1 - t) T)``.
     """
 
     name: ClassVar[str] = "flow_match"
@@ -101,8 +110,17 @@ class FlowMatchVelocity(PretrainedVelocity):
             )
         return cls(model, int(sched.get("num_train_timesteps", 1000)))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.model(x, (1.0 - t) * self.num_train_timesteps)
+    def settings(self) -> dict[str, Any]:
+        return {"num_train_timesteps": self.num_train_timesteps}
+
+    def forward(self, x: torch.Tensor, *times: torch.Tensor) -> torch.Tensor:
+        steps = [(1.0 - t) * self.num_train_timesteps for t in times]
+        if len(steps) == 1:
+            out = self.model(x, steps[0])
+        elif len(steps) == 2:
+            out = self.model(x, steps[0], class_labels=steps[1])
+        else:
+            raise ValueError(f"expected 1 or 2 time inputs, got {len(steps)}")
         out = out.sample if hasattr(out, "sample") else out[0]
         return -out
 

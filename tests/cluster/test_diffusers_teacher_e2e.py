@@ -1,6 +1,7 @@
 """A user's own pretrained diffusers model as the only teacher of ``bezier-distill run``, end to end: a tiny
 ``UNet2DModel`` trained here in the flow_match convention on the digits, saved with ``save_pretrained``,
-distilled through the real pipeline (Ray actors, Redis store, DeepSpeed student pool), then the CLI's ``eval``
+distilled through the real pipeline (Ray actors, Redis store, DeepSpeed student pool) into a student of its own
+architecture, started from its weights, with a distribution-matching phase it scores; then the CLI's ``eval``
 and ``sample`` of the run's student and of the diffusers folder (with ``--config``)."""
 
 import json
@@ -58,7 +59,8 @@ def hf_run_config(tmp_path, unet):
             "seed": 0,
             "run_dir": str(tmp_path / "runs"),
             "data": {"name": "digits", "n_held_out": 450},
-            "teacher": {"network": {"arch": "unet", "channels": 8, "time_embed_dim": 16}},  # the student's network
+            # the student's network with student.init scratch (init teacher copies the diffusers model)
+            "teacher": {"network": {"arch": "unet", "channels": 8, "time_embed_dim": 16}},
             "eval": {"steps": [1, 8], "n_samples": 64, "kid_subset_size": 32},
             "guides": {
                 "path": "linear",
@@ -78,6 +80,7 @@ def hf_run_config(tmp_path, unet):
                 "checkpoint_every": 40,
                 "log_every": 10,
                 "eval_steps": [1, 2],
+                "finetune": {"steps": 10},  # the distribution-matching phase, scored by the diffusers teacher
             },
             "namespace": "bezier-distill-tests",
         }
@@ -92,7 +95,7 @@ def test_a_diffusers_teacher_is_distilled_and_both_models_evaluate_from_the_cli(
     report = run(cfg, show_bar=False)
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("cluster.")]
 
-    assert sum("is a diffusers model: the student starts from scratch as a unet network" in s for s in lines) == 1
+    assert sum("is a diffusers model: the student is of its architecture" in s for s in lines) == 1
     folder = cfg.run_path
     for name in ("report.json", "samples.png", "student/model.safetensors", "student/model.json"):
         assert (folder / name).is_file(), name
@@ -106,6 +109,11 @@ def test_a_diffusers_teacher_is_distilled_and_both_models_evaluate_from_the_cli(
         assert low <= row["fid_to_teacher_best"] <= high, row
     assert quality["teacher_best"]["interval"][0] <= quality["teacher_best"]["value"]
     assert report["production"]["store"]["produced"] == 256
+    history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    phased = [r["step"] for r in history if r.get("phase") == "distribution"]
+    assert phased and min(phased) > 30 and all(r["loss"] == r["loss"] for r in history if "loss" in r), history
+    saved = json.loads((folder / "student" / "model.json").read_text())
+    assert saved["arch"] == "diffusers" and saved["arch_kwargs"]["model_class"] == "UNet2DModel", saved
 
     student = folder / "student"
     assert main(["eval", str(student), "--steps", "1,2", "--n-samples", "64"]) == 0

@@ -224,11 +224,8 @@ def test_the_plan_says_when_bf16_on_this_cpu_would_be_emulated(tmp_path):
     assert "emulated" not in plan_check(resolve_device(_cfg(tmp_path), 0), old).detail  # fp32: nothing to say
 
 
-def test_a_phase_with_a_diffusers_first_teacher_is_refused_before_ray(tmp_path):
-    """The phase runs the first teacher in the student workers, which take only this project's checkpoints: a
-    diffusers first teacher is named with the key and its fix by the input checks, before Ray starts."""
+def _unet(path, **class_conditioning):
     diffusers = pytest.importorskip("diffusers")
-    unet = tmp_path / "unet"
     diffusers.UNet2DModel(
         sample_size=8,
         in_channels=1,
@@ -238,12 +235,22 @@ def test_a_phase_with_a_diffusers_first_teacher_is_refused_before_ray(tmp_path):
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
         norm_num_groups=4,
-    ).save_pretrained(unet, safe_serialization=True)
-    teachers = f"teachers=[{{name: hf, checkpoints: [{unet}], convention: flow_match}}]"
-    with pytest.raises(PreflightError, match=r"student\.finetune\.steps.*diffusers model") as err:
-        input_checks(_cfg(tmp_path, teachers))  # smoke.yaml has a 20-step phase
-    assert "student.finetune.steps=0" in str(err.value)
-    assert input_checks(_cfg(tmp_path, teachers, "student.finetune.steps=0")).data_shape == (1, 8, 8)
+        **class_conditioning,
+    ).save_pretrained(path, safe_serialization=True)
+    return f"teachers=[{{name: hf, checkpoints: [{path}], convention: flow_match}}]"
+
+
+def test_a_diffusers_first_teacher_passes_with_its_phase_and_one_it_cannot_copy_is_refused_before_ray(tmp_path):
+    """A diffusers first teacher starts the student (of its architecture) and scores the phase: the input
+    checks pass with smoke.yaml's 20-step phase. A class-conditional one cannot carry a flow map's second time
+    in its class input: named, with the fix, before Ray starts; a velocity student of it passes."""
+    teachers = _unet(tmp_path / "unet")
+    assert input_checks(_cfg(tmp_path, teachers)).data_shape == (1, 8, 8)  # smoke.yaml has a 20-step phase
+    conditional = _unet(tmp_path / "conditional", num_class_embeds=10)
+    with pytest.raises(PreflightError, match=r"student\.init teacher: .*conditional: .*class-conditional") as err:
+        input_checks(_cfg(tmp_path, conditional))
+    assert "student.objective: velocity or student.init: scratch" in str(err.value)
+    assert input_checks(_cfg(tmp_path, conditional, "student.objective=velocity")).data_shape == (1, 8, 8)
 
 
 def test_a_store_that_would_evict_records_is_refused_with_the_setting(tmp_path, locked_redis):

@@ -202,7 +202,10 @@ class DistributionMatching:
         self.params = list(self.fake.parameters()) + (
             list(self.classifier.head.parameters()) if self.classifier is not None else []
         )
-        self.optimizer = torch.optim.Adam(self.params, lr=settings.fake_lr)
+        groups: list[dict] = [{"params": list(self.fake.parameters()), "lr": settings.fake_lr}]
+        if self.classifier is not None:  # a fresh head learns at its own rate beside the fake field's
+            groups.append({"params": list(self.classifier.head.parameters()), "lr": settings.classifier_lr})
+        self.optimizer = torch.optim.Adam(groups, lr=settings.fake_lr)
 
     def steps_for(self, g: torch.Generator) -> int:
         """The sample's step count for this student step, drawn from ``sample_steps``."""

@@ -49,6 +49,9 @@ class DmPhaseSettings(Section):
     classifier_weight: float = Field(
         1.0, gt=0.0, description="weight of the classifier's loss in each fake-field update (with real_weight)"
     )
+    classifier_lr: float = Field(
+        1e-4, gt=0.0, le=1.0, description="Adam learning rate of the classifier's head (the fake field's own: fake_lr)"
+    )
     sample_steps: list[int] = Field(
         default_factory=lambda: [1],
         description="the student's step counts whose "

@@ -211,3 +211,11 @@ def test_the_real_side_is_the_training_split_never_the_held_out_one():
     held = {tuple(r.flatten().tolist()) for r in split.held_out}
     assert not any(tuple(r.flatten().tolist()) in held for r in real[:200])
     assert real_images(None, 0) is None
+
+
+def test_the_classifier_head_learns_at_its_own_rate():
+    settings = DmPhaseSettings(steps=1, real_weight=1.0, fake_lr=1e-4, classifier_lr=3e-3)
+    dm = DistributionMatching(FeatureField(torch.zeros(2)), settings, torch.device("cpu"), real=torch.ones(8, 2))
+    fake_group, head_group = dm.optimizer.param_groups
+    assert fake_group["lr"] == 1e-4 and head_group["lr"] == 3e-3
+    assert {id(p) for p in head_group["params"]} == {id(p) for p in dm.classifier.head.parameters()}

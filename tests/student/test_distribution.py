@@ -138,7 +138,9 @@ class FeatureField(Field):
 
 def _phase(real_weight, teacher_mean, real, steps=300):
     torch.manual_seed(0)
-    settings = DmPhaseSettings(steps=steps, weight=1.0, fake_lr=0.02, fake_updates=2, real_weight=real_weight)
+    settings = DmPhaseSettings(
+        steps=steps, weight=1.0, fake_lr=0.02, classifier_lr=0.02, fake_updates=2, real_weight=real_weight
+    )
     dm = DistributionMatching(FeatureField(teacher_mean), settings, torch.device("cpu"), real=real)
     student = Shift(teacher_mean.clone())
     opt = torch.optim.Adam(student.parameters(), lr=0.02)

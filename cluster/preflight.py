@@ -339,8 +339,8 @@ def student_step_check(
 def _step_key(cfg: RunConfig, job: StudentJob) -> str:
     """What decides whether a student step works: the network, data shape, guide path, objective, batch, ZeRO
     stage, clipping, precision settings, device and threads, whether a distribution-matching phase runs (and
-    its sample steps), the package versions and this machine; not the run's name, seed, step counts, paths or
-    store."""
+    its sample steps, its real-vs-generated term and the data it reads), the package versions and this
+    machine; not the run's name, seed, step counts, paths or store."""
     facts = {
         "network": job.network.model_dump(mode="json"),
         "data_shape": list(job.data_shape),
@@ -351,6 +351,7 @@ def _step_key(cfg: RunConfig, job: StudentJob) -> str:
         "precision": [cfg.precision, cfg.student.precision],
         "device": job.device,
         "phase": job.dm_phase.sample_steps if job.dm_phase.steps else None,
+        "real_term": job.real_data.model_dump(mode="json") if job.real_data is not None else None,
         "versions": package_versions(),
         "host": platform.node(),
     }

@@ -142,6 +142,11 @@ def _evaluate_teachers(study, base, needed, quick) -> None:
         log.info(f"teacher {key} seed {seed}: evaluated in {out['eval_seconds']:.0f}s")
 
 
+def _ensemble_nfe(pool, nfe: int | None) -> int | None:
+    """A record's teacher evaluations counted in member networks: an ensemble's one evaluation runs each member."""
+    return nfe * len(pool.checkpoints) if nfe is not None and pool.ensemble else nfe
+
+
 def _run_variant(vr: VariantRun, show_bar: bool) -> dict:
     """One run of the main job for this variant, then the student's evaluation; the result file."""
     cfg = vr.cfg
@@ -173,13 +178,16 @@ def _run_variant(vr: VariantRun, show_bar: bool) -> dict:
         "coupling": g.coupling,
         "rule": g.rule if g.n_guides else None,
         "teachers": vr.variant.teachers,
-        "nfe_per_record": teacher_nfe_per_record(
-            g.coupling_settings(),
-            g.rule,
-            g.n_guides,
-            g.solve_solver,
-            g.solve_steps,
-            sum(cfg.teacher_pool[0].guides_from_coupling(g)),
+        "nfe_per_record": _ensemble_nfe(
+            cfg.teacher_pool[0],
+            teacher_nfe_per_record(
+                g.coupling_settings(),
+                g.rule,
+                g.n_guides,
+                g.solve_solver,
+                g.solve_steps,
+                sum(cfg.teacher_pool[0].guides_from_coupling(g)),
+            ),
         ),
         "rows": table["rows"],
         "floor": table["floor"],

@@ -105,3 +105,13 @@ def test_the_preflight_refuses_an_ensemble_member_of_another_data_shape(tmp_path
     check = teachers_check(_config(tmp_path, [*paths, str(tmp_path / "wide")], True), (2,))
     assert check.ok is False and "wide" in check.detail and "data_shape" in check.detail
     assert teachers_check(_config(tmp_path, paths, True), (2,)).ok is True
+
+
+def test_a_study_counts_an_ensembles_evaluations_in_member_networks():
+    from cluster.study import _ensemble_nfe
+    from teachers.settings import TeacherPoolSettings
+
+    three = TeacherPoolSettings(name="e", checkpoints=["a", "b", "c"], ensemble=True)
+    assert _ensemble_nfe(three, 36) == 108
+    assert _ensemble_nfe(three, None) is None  # an adaptive solve: its cost depends on the data
+    assert _ensemble_nfe(TeacherPoolSettings(name="two", checkpoints=["a", "b"]), 36) == 36

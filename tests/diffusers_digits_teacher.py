@@ -3,9 +3,9 @@ the digits in diffusers' flow-matching convention (``x = sigma * noise + (1 - si
 with ``sigma * num_train_timesteps`` and fitted to ``noise - data``), saved with ``save_pretrained`` beside a
 ``FlowMatchEulerDiscreteScheduler`` config in a pipeline's layout (``OUT/unet``, ``OUT/scheduler``).
 
-    python tests/diffusers_digits_teacher.py models/hf-digits              # 1600 steps: the digits job's budget
+    python tests/diffusers_digits_teacher.py models/hf-digits   # 1600 steps of 64, as the digits job's teacher
     bezier-distill run configs/digits.yaml --set name=digits-hf \\
-        --set 'teachers=[{"name": "hf", "checkpoints": ["models/hf-digits/unet"]}]'
+        --set 'teachers=[{"name": "hf", "checkpoints": ["models/hf-digits/unet"], "replicas": 2}]'
 
 The end-to-end test (``tests/cluster/test_diffusers_teacher_e2e.py``) trains a smaller one for fewer steps."""
 
@@ -86,10 +86,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path, help="folder to write: OUT/unet (the model) and OUT/scheduler")
     ap.add_argument("--steps", type=int, default=1600, help="Adam steps of batch 64 (default: the digits teacher's)")
     ap.add_argument("--no-attention", action="store_true", help="plain down and up blocks")
+    ap.add_argument(
+        "--channels",
+        type=int,
+        nargs=2,
+        default=(16, 32),
+        help="channels at 8x8 and 4x4 (default 16 32: 177k parameters, the digits job's UNet teacher has 260k)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     unet, loss = train_flow_match_unet(
-        args.out / "unet", args.steps, attention=not args.no_attention, channels=(32, 64), ema_decay=0.999,
+        args.out / "unet",
+        args.steps,
+        attention=not args.no_attention,
+        channels=tuple(args.channels),
+        ema_decay=0.999,
         log_every=200,
     )
     print(f"wrote {unet} (final loss {loss:.4f})")

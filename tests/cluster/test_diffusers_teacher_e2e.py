@@ -6,50 +6,21 @@ and ``sample`` of the run's student and of the diffusers folder (with ``--config
 
 import json
 import logging
+import sys
+from pathlib import Path
 
 import pytest
-import torch
 
 from cluster.cli import main
 from cluster.config import dump_config, parse_config
 from cluster.job import run
-from teachers.data import digits
 
 diffusers = pytest.importorskip("diffusers")
 
 pytestmark = pytest.mark.slow
 
-
-def train_flow_match_unet(out, steps: int = 400, num_train_timesteps: int = 1000):
-    """Flow matching in diffusers' convention: ``x = sigma * noise + (1 - sigma) * data``, the model called with
-    ``sigma * num_train_timesteps`` and fitted to ``noise - data``."""
-    torch.manual_seed(0)
-    data = digits(seed=0).train
-    model = diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        x1 = data[torch.randint(0, data.shape[0], (64,), generator=g)]
-        noise = torch.randn(x1.shape, generator=g)
-        sigma = torch.rand(64, generator=g)
-        s = sigma.view(-1, 1, 1, 1)
-        loss = (model(s * noise + (1 - s) * x1, sigma * num_train_timesteps).sample - (noise - x1)).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval().save_pretrained(out, safe_serialization=True)
-    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=num_train_timesteps)
-    scheduler.save_config(out.parent / "scheduler")  # a pipeline's layout: MODEL/../scheduler
-    return out, loss.item()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from diffusers_digits_teacher import train_flow_match_unet  # noqa: E402 - the helper beside the tests
 
 
 def hf_run_config(tmp_path, unet):

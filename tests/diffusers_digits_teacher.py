@@ -22,7 +22,7 @@ import torch
 from teachers.data import digits
 
 
-def flow_match_unet(attention: bool = True, channels: tuple[int, int] = (32, 64)):
+def flow_match_unet(attention: bool = True, channels: tuple[int, int] = (32, 64), norm_groups: int = 8):
     """A ``UNet2DModel`` for 1x8x8 images: two levels, attention at the 4x4 level when ``attention``."""
     import diffusers
 
@@ -34,7 +34,7 @@ def flow_match_unet(attention: bool = True, channels: tuple[int, int] = (32, 64)
         block_out_channels=channels,
         down_block_types=("DownBlock2D", "AttnDownBlock2D" if attention else "DownBlock2D"),
         up_block_types=("AttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
+        norm_num_groups=norm_groups,
         attention_head_dim=8,
     )
 
@@ -48,22 +48,24 @@ def train_flow_match_unet(
     lr: float = 2e-3,
     ema_decay: float = 0.0,
     log_every: int = 0,
+    norm_groups: int = 8,
+    batch_size: int = 64,
 ) -> tuple[Path, float]:
-    """Train on the digits' training split (seed 0) with Adam, batch 64; save the model (its EMA when
+    """Train on the digits' training split (seed 0) with Adam, batches of ``batch_size``; save the model (its EMA when
     ``ema_decay`` > 0) to ``out`` and the scheduler config to ``out.parent / "scheduler"``."""
     import diffusers
 
     torch.manual_seed(0)
     data = digits(seed=0).train
-    model = flow_match_unet(attention, channels)
+    model = flow_match_unet(attention, channels, norm_groups)
     ema = copy.deepcopy(model).requires_grad_(False) if ema_decay > 0 else None
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(0)
     start = time.time()
     for step in range(1, steps + 1):
-        x1 = data[torch.randint(0, data.shape[0], (64,), generator=g)]
+        x1 = data[torch.randint(0, data.shape[0], (batch_size,), generator=g)]
         noise = torch.randn(x1.shape, generator=g)
-        sigma = torch.rand(64, generator=g)
+        sigma = torch.rand(batch_size, generator=g)
         s = sigma.view(-1, 1, 1, 1)
         loss = (model(s * noise + (1 - s) * x1, sigma * num_train_timesteps).sample - (noise - x1)).pow(2).mean()
         opt.zero_grad()

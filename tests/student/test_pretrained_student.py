@@ -2,6 +2,9 @@
 times as it does, saved and loaded as any student) and the distribution-matching phase scored by it (a tiny
 ``UNet2DModel`` with an attention block, trained a few steps and saved by the test)."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -15,10 +18,12 @@ from student.plain_loop import PlainEngine
 from student.settings import StudentJob
 from student.train_step import train_step
 from teachers.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from teachers.data import digits
 from teachers.models import load_velocity
 
 diffusers = pytest.importorskip("diffusers")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from diffusers_digits_teacher import train_flow_match_unet  # noqa: E402 - the helper beside the tests
 
 SHAPE = (1, 8, 8)
 
@@ -27,32 +32,11 @@ SHAPE = (1, 8, 8)
 def unet(tmp_path_factory):
     """A flow-matching ``UNet2DModel`` (attention in its lower block), a few Adam steps on the digits, saved in a
     pipeline's layout with 500 training timesteps."""
-    torch.manual_seed(0)
-    model = diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=8,
-        norm_num_groups=4,
-    )
-    data, g = digits(seed=0).train, torch.Generator().manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(5):
-        x1 = data[torch.randint(0, len(data), (16,), generator=g)]
-        noise, sigma = torch.randn(x1.shape, generator=g), torch.rand(16, generator=g)
-        s = sigma.view(-1, 1, 1, 1)
-        loss = (model(s * noise + (1 - s) * x1, sigma * 500).sample - (noise - x1)).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
     root = tmp_path_factory.mktemp("pretrained")
-    model.eval().save_pretrained(root / "unet", safe_serialization=True)
-    diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=500).save_config(root / "scheduler")
-    return root / "unet"
+    unet, _ = train_flow_match_unet(
+        root / "unet", steps=5, num_train_timesteps=500, channels=(8, 16), norm_groups=4, batch_size=16
+    )
+    return unet
 
 
 def _job(unet, objective="flow_map", **finetune) -> StudentJob:

@@ -95,11 +95,16 @@ def generator_loss(
     return 0.5 * (x.float() - goal).pow(2).mean()
 
 
+def _flow_matching(v: Tensor, x: Tensor, eps: Tensor) -> Tensor:
+    """``|| v - (x - eps) ||^2`` (mean): a velocity at ``x_t`` against the linear path's."""
+    return (v - (x - eps)).pow(2).mean()
+
+
 def fake_loss(fake: nn.Module, x: Tensor, settings: DmPhaseSettings, g: torch.Generator) -> Tensor:
     """Flow matching on the student's samples ``x`` (detached): ``|| v_fake(x_t, t) - (x - eps) ||^2``."""
     xf = x.detach().float()
     t, eps, xt = _noised(xf, settings, g)
-    return (fake(xt, t) - (xf - eps)).pow(2).mean()
+    return _flow_matching(fake(xt, t), xf, eps)
 
 
 def real_images(data: DataSettings | None, run_seed: int) -> Tensor | None:
@@ -148,7 +153,7 @@ class RealClassifier(nn.Module):
         feature_module(field).register_forward_hook(lambda _m, _i, out: self._features.append(out))
         self.field = [field]  # not a submodule: its parameters are the fake field's, trained by its owner
         with torch.no_grad():
-            probe = self.features(torch.zeros((2, *data_shape), device=device), torch.full((2,), 0.5, device=device))
+            _, probe = self.features(torch.zeros((2, *data_shape), device=device), torch.full((2,), 0.5, device=device))
         c = probe.shape[1]
         if probe.dim() == 4:
             self.head: nn.Module = nn.Sequential(
@@ -163,16 +168,21 @@ class RealClassifier(nn.Module):
             self.head = nn.Sequential(nn.SiLU(), nn.Linear(c, c), nn.SiLU(), nn.Linear(c, 1))
         self.head.to(device)
 
-    def features(self, xt: Tensor, t: Tensor) -> Tensor:
+    def features(self, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The field's velocity at ``(x_t, t)`` and the features its forward left with the hook."""
         self._features.clear()
-        out = self.field[0](xt, t)
-        self.last_velocity = out
+        velocity = self.field[0](xt, t)
         feats = self._features[-1]
         self._features.clear()
-        return feats[0] if isinstance(feats, tuple) else feats
+        return velocity, feats[0] if isinstance(feats, tuple) else feats
+
+    def logit_and_velocity(self, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """One forward of the field: the logit per row and the velocity (the fake field's flow matching)."""
+        velocity, feats = self.features(xt, t)
+        return self.head(feats.float()).flatten(), velocity
 
     def forward(self, xt: Tensor, t: Tensor) -> Tensor:
-        return self.head(self.features(xt, t).float()).flatten()
+        return self.logit_and_velocity(xt, t)[0]
 
 
 class DistributionMatching:
@@ -199,13 +209,12 @@ class DistributionMatching:
                 raise ValueError("student.finetune.real_weight > 0 needs the run's training images (real)")
             self.real = real.float().to(device)
             self.classifier = RealClassifier(self.fake, tuple(real.shape[1:]), device)
-        self.params = list(self.fake.parameters()) + (
-            list(self.classifier.head.parameters()) if self.classifier is not None else []
-        )
         groups: list[dict] = [{"params": list(self.fake.parameters()), "lr": settings.fake_lr}]
         if self.classifier is not None:  # a fresh head learns at its own rate beside the fake field's
             groups.append({"params": list(self.classifier.head.parameters()), "lr": settings.classifier_lr})
+        self.params: list[nn.Parameter] = [p for group in groups for p in group["params"]]
         self.optimizer = torch.optim.Adam(groups, lr=settings.fake_lr)
+        self.last_classifier: dict[str, float] = {}  # the classifier's figures at the last fake update
 
     def steps_for(self, g: torch.Generator) -> int:
         """The sample's step count for this student step, drawn from ``sample_steps``."""
@@ -242,25 +251,25 @@ class DistributionMatching:
         """``fake_updates`` Adam steps of flow matching on ``x`` (detached), each with the classifier's
         logistic loss (real training images against ``x``, both noised) when the real term is on."""
         xf = x.detach().float()
-        self.last_classifier: dict[str, float] = {}
-        for _ in range(self.settings.fake_updates):
+        for update in range(self.settings.fake_updates):
             self.optimizer.zero_grad(set_to_none=False)
             if self.classifier is None:
                 loss = fake_loss(self.fake, xf, self.settings, g)
             else:
                 t, eps, xt = _noised(xf, self.settings, g)
-                fake_logit = self.classifier(xt, t)
-                loss = (self.classifier.last_velocity - (xf - eps)).pow(2).mean()
+                fake_logit, velocity = self.classifier.logit_and_velocity(xt, t)
+                loss = _flow_matching(velocity, xf, eps)
                 tr, _, xr = _noised(self._real_batch(len(xf), g), self.settings, g)
                 real_logit = self.classifier(xr, tr)
                 softplus = nn.functional.softplus
                 classify = softplus(fake_logit).mean() + softplus(-real_logit).mean()
                 loss = loss + self.settings.classifier_weight * classify
-                self.last_classifier = {
-                    "classifier_loss": float(classify.detach()),
-                    "real_accuracy": float((real_logit.detach() > 0).float().mean()),
-                    "fake_accuracy": float((fake_logit.detach() < 0).float().mean()),
-                }
+                if update == self.settings.fake_updates - 1:  # read once a step (a device sync each on a GPU)
+                    self.last_classifier = {
+                        "classifier_loss": float(classify.detach()),
+                        "real_accuracy": float((real_logit.detach() > 0).float().mean()),
+                        "fake_accuracy": float((fake_logit.detach() < 0).float().mean()),
+                    }
             loss.backward()
             self.average(self.params)
             self.optimizer.step()

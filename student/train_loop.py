@@ -556,7 +556,7 @@ def train_student_worker(train_loop_config: dict) -> None:
             record = ledger.close_interval(pool, job, device, world)
             if in_phase:
                 record["phase"] = "distribution"  # its loss: regression_weight x the objective's + the term
-                record.update(getattr(dm, "last_classifier", {}))  # the real-vs-generated classifier, when on
+                record.update(dm.last_classifier if dm is not None else {})  # the real-vs-generated classifier
             metrics.record_interval(step, record["loss"], record["steps_per_second"])
             if rank == 0:  # the run's metrics.jsonl as the run goes (the pool copies the checkpoint's over it)
                 with (run_folder / "metrics.jsonl").open("a") as f:

@@ -221,3 +221,14 @@ def test_the_classifier_head_learns_at_its_own_rate():
     fake_group, head_group = dm.optimizer.param_groups
     assert fake_group["lr"] == 1e-4 and head_group["lr"] == 3e-3
     assert {id(p) for p in head_group["params"]} == {id(p) for p in dm.classifier.head.parameters()}
+
+
+def test_the_fake_fields_loss_is_flow_matching_toward_the_samples():
+    """``fake_loss`` is ``|| v(x_t, t) - (x - eps) ||^2`` at the same draws of ``t`` and ``eps``."""
+    from student.distribution import _noised
+
+    settings = DmPhaseSettings(steps=1)
+    field, x = Field([0.5, -1.0]), torch.randn(32, 2, generator=torch.Generator().manual_seed(2))
+    t, eps, xt = _noised(x, settings, torch.Generator().manual_seed(4))
+    expected = (field(xt, t) - (x - eps)).pow(2).mean()
+    assert torch.allclose(fake_loss(field, x, settings, torch.Generator().manual_seed(4)), expected)

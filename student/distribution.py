@@ -258,7 +258,8 @@ class DistributionMatching:
             else:
                 t, eps, xt = _noised(xf, self.settings, g)
                 fake_logit, velocity = self.classifier.logit_and_velocity(xt, t)
-                loss = _flow_matching(velocity, xf, eps)
+                flow_matching = _flow_matching(velocity, xf, eps)
+                loss = flow_matching
                 tr, _, xr = _noised(self._real_batch(len(xf), g), self.settings, g)
                 real_logit = self.classifier(xr, tr)
                 softplus = nn.functional.softplus
@@ -266,6 +267,7 @@ class DistributionMatching:
                 loss = loss + self.settings.classifier_weight * classify
                 if update == self.settings.fake_updates - 1:  # read once a step (a device sync each on a GPU)
                     self.last_classifier = {
+                        "fake_loss": float(flow_matching.detach()),
                         "classifier_loss": float(classify.detach()),
                         "real_accuracy": float((real_logit.detach() > 0).float().mean()),
                         "fake_accuracy": float((fake_logit.detach() < 0).float().mean()),

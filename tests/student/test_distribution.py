@@ -164,7 +164,7 @@ def test_the_real_term_carries_the_student_past_a_wrong_teacher():
     assert (alone - torch.zeros(2)).norm() < 0.4  # the teacher's term keeps it where the teacher is
     with_real, dm = _phase(1.0, torch.zeros(2), real)
     assert (with_real - m).norm() < 0.6 * m.norm(), with_real
-    assert set(dm.last_classifier) == {"classifier_loss", "real_accuracy", "fake_accuracy"}
+    assert set(dm.last_classifier) == {"fake_loss", "classifier_loss", "real_accuracy", "fake_accuracy"}
     assert all(not p.requires_grad for p in dm.teacher.parameters())
 
 
@@ -232,3 +232,14 @@ def test_the_fake_fields_loss_is_flow_matching_toward_the_samples():
     t, eps, xt = _noised(x, settings, torch.Generator().manual_seed(4))
     expected = (field(xt, t) - (x - eps)).pow(2).mean()
     assert torch.allclose(fake_loss(field, x, settings, torch.Generator().manual_seed(4)), expected)
+
+
+def test_with_the_real_term_the_fake_field_still_learns_by_the_same_flow_matching():
+    """The update with the classifier computes the fake field's flow matching as ``fake_loss`` does, at the
+    same first draws (its figure ``fake_loss`` in the phase's records)."""
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(6))
+    settings = DmPhaseSettings(steps=1, fake_updates=1, real_weight=1.0)
+    dm = DistributionMatching(FeatureField([1.0, 0.0]), settings, torch.device("cpu"), real=torch.ones(8, 2))
+    expected = fake_loss(FeatureField([1.0, 0.0]), x, settings, torch.Generator().manual_seed(7)).item()
+    dm.update_fake(x, torch.Generator().manual_seed(7))
+    assert dm.last_classifier["fake_loss"] == pytest.approx(expected, rel=1e-6)

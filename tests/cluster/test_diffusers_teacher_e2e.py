@@ -51,7 +51,8 @@ def hf_run_config(tmp_path, unet):
                 "checkpoint_every": 40,
                 "log_every": 10,
                 "eval_steps": [1, 2],
-                "finetune": {"steps": 10},  # the distribution-matching phase, scored by the diffusers teacher
+                # the distribution-matching phase, scored by the diffusers teacher, its classifier on its mid_block
+                "finetune": {"steps": 10, "real_weight": 0.5},
             },
             "namespace": "bezier-distill-tests",
         }
@@ -83,6 +84,8 @@ def test_a_diffusers_teacher_is_distilled_and_both_models_evaluate_from_the_cli(
     history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     phased = [r["step"] for r in history if r.get("phase") == "distribution"]
     assert phased and min(phased) > 30 and all(r["loss"] == r["loss"] for r in history if "loss" in r), history
+    in_phase = [r for r in history if r.get("phase") == "distribution"]
+    assert all(0 <= r["real_accuracy"] <= 1 and r["classifier_loss"] > 0 for r in in_phase), in_phase
     saved = json.loads((folder / "student" / "model.json").read_text())
     assert saved["arch"] == "diffusers" and saved["arch_kwargs"]["model_class"] == "UNet2DModel", saved
 

@@ -128,4 +128,4 @@ def test_the_phase_is_scored_by_the_diffusers_teacher_and_reaches_the_student(un
     assert moved > len(before) // 2, moved  # the phase's gradient came through the student's samples
     assert any(not torch.equal(a, b) for a, b in zip(fake_before, dm.fake.parameters()))
     assert all(not p.requires_grad for p in dm.teacher.parameters())
-    assert set(dm.last_classifier) == {"classifier_loss", "real_accuracy", "fake_accuracy"}
+    assert set(dm.last_classifier) == {"fake_loss", "classifier_loss", "real_accuracy", "fake_accuracy"}

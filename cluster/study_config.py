@@ -60,13 +60,26 @@ class TeacherRecipe(Section):
 
 class Variant(Section):
     """One row group of the study: configuration overrides, the teachers (recipe keys; one serves every guide,
-    or one per guide) and the objectives it runs with."""
+    or one per guide, or with ``ensemble`` all of them as one teacher) and the objectives it runs with."""
 
     name: str = Field(pattern=_NAME)
     label: str
-    teachers: list[str] = Field(min_length=1, max_length=2)
+    teachers: list[str] = Field(min_length=1, max_length=3)
+    ensemble: bool = Field(
+        False,
+        description="the teachers are one ensemble teacher, the mean of their velocities (teachers[].ensemble)",
+    )
     set: list[str] = Field(default_factory=list)
     objectives: list[ObjectiveName] = Field(default_factory=lambda: ["velocity", "flow_map"], min_length=1)
+
+    @model_validator(mode="after")
+    def _teacher_count(self) -> "Variant":
+        if len(self.teachers) > 2 and not self.ensemble:
+            raise ValueError(
+                f"variant {self.name!r}: {len(self.teachers)} teachers, but a cubic has two guides; "
+                "one teacher per guide takes at most 2 (set ensemble: true to average them as one teacher)"
+            )
+        return self
 
 
 class Claim(Section):
@@ -215,7 +228,9 @@ def variant_runs(study: StudyConfig, base: dict, quick: bool) -> list[VariantRun
                 raw = apply_overrides(base, _study_overrides(study, quick) + v.set + [f"student.objective={objective}"])
                 pool = dict((raw.get("teachers") or [{}])[0])  # its name and checkpoints set below
                 pool.update(
-                    name="teacher", checkpoints=[str(teacher_path(study, t, seed, quick).resolve()) for t in v.teachers]
+                    name="teacher",
+                    checkpoints=[str(teacher_path(study, t, seed, quick).resolve()) for t in v.teachers],
+                    ensemble=v.ensemble,
                 )
                 raw.update(
                     seed=seed,

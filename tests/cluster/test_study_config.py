@@ -14,7 +14,14 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.mark.parametrize(
-    "name", ["study_toy2d.yaml", "study_digits.yaml", "study_digits_cpu.yaml", "study_digits_gpu.yaml"]
+    "name",
+    [
+        "study_toy2d.yaml",
+        "study_digits.yaml",
+        "study_digits_cpu.yaml",
+        "study_digits_gpu.yaml",
+        "study_digits_quality.yaml",
+    ],
 )
 @pytest.mark.parametrize("quick", [False, True])
 def test_shipped_studies_validate(name, quick):
@@ -29,6 +36,7 @@ def test_shipped_studies_validate(name, quick):
             runs[0].cfg.guides.num_samples,
         )
         assert len(r.cfg.teacher_pool) == 1 and len(r.cfg.teacher_pool[0].checkpoints) == len(r.variant.teachers)
+        assert r.cfg.teacher_pool[0].ensemble == r.variant.ensemble
     if not quick:
         assert len(seeds) >= 3
 
@@ -45,6 +53,23 @@ def _study(tmp_path, **changes):
 def test_unknown_teacher_of_a_variant_is_named(tmp_path):
     variants = [{"name": "v", "label": "v", "teachers": ["nope"]}]
     with pytest.raises(ConfigError, match=r"variant 'v': unknown teachers \['nope'\]; known: \['rf1'"):
+        load_study(_study(tmp_path, variants=variants, claims=[]))
+
+
+def test_an_ensemble_variant_is_one_teacher_of_its_members(tmp_path):
+    variants = [
+        {"name": "ens", "label": "ens", "teachers": ["rf1", "rf1b", "rf2"], "ensemble": True},
+        {"name": "two", "label": "two", "teachers": ["rf1", "rf1b"]},
+    ]
+    _, _, runs = load_study(_study(tmp_path, variants=variants, claims=[]))
+    pools = {r.variant.name: r.cfg.teacher_pool[0] for r in runs}
+    assert pools["ens"].ensemble and [Path(c).name for c in pools["ens"].checkpoints] == ["rf1", "rf1b", "rf2"]
+    assert not pools["two"].ensemble  # two teachers without it: one per guide, as before
+
+
+def test_three_teachers_without_ensemble_are_named(tmp_path):
+    variants = [{"name": "v", "label": "v", "teachers": ["rf1", "rf1b", "rf2"]}]
+    with pytest.raises(ConfigError, match=r"variant 'v': 3 teachers, .* at most 2 \(set ensemble: true"):
         load_study(_study(tmp_path, variants=variants, claims=[]))
 
 

@@ -38,6 +38,7 @@ from guide_store.atomic import replaced_atomically, write_json_atomically
 from student.objectives import student_sampler
 from student.run_report import reference_solver
 from teachers.checkpoint import checkpoint_complete, load_checkpoint
+from teachers.ensemble import TeacherSpec, load_teacher
 from teachers.evaluation import (
     QualitySettings,
     evaluate_sampler,
@@ -109,33 +110,78 @@ def _evaluate_teachers(study, base, needed, quick) -> None:
         start = time.perf_counter()
         data = load_run_data(cfg.data, cfg.seed)
         model, _ = load_checkpoint(path, expect_data_shape=data.data_shape)
-        table = _evaluate(teacher_sampler(model, "euler"), cfg, seed, data, list(cfg.eval.steps), "euler", path)
-        adaptive = _evaluate(teacher_sampler(model, "adaptive"), cfg, seed, data, [None], "adaptive", path / "adaptive")
-        reference = reference_solver(cfg.eval)
-        ref_rows = (
-            []
-            if reference is None or reference[0] == "adaptive"
-            else evaluate_sampler(
-                teacher_sampler(model, reference[0]),
-                data,
-                reference[1],
-                QualitySettings.of(cfg.eval, seed),
-                label=reference[0],
-                with_floor=False,
-            )["rows"]
-        )
         train = json.loads((path / "train_report.json").read_text())
         out = {
             "key": key,
             "seed": seed,
-            "rows": table["rows"] + adaptive["rows"],
-            "reference_rows": ref_rows,
-            "floor": table["floor"],
-            "straightness": teacher_straightness(model, data.data_shape, seed),
-            "n_samples": table["n_samples"],
+            **_teacher_rows(model, cfg, seed, data, path),
             "rectification": train["rectification"],
-            "samples_files": {"euler": table["samples_file"], "adaptive": adaptive["samples_file"]},
             "train_seconds": train["train_seconds"],
+            "eval_seconds": round(time.perf_counter() - start, 2),
+        }
+        write_json_atomically(path / TEACHER_EVAL_FILE, out)  # its presence means done
+        log.info(f"teacher {key} seed {seed}: evaluated in {out['eval_seconds']:.0f}s")
+
+
+def _teacher_rows(model, cfg: RunConfig, seed: int, data, path: Path) -> dict:
+    """A teacher's rows (Euler at ``eval.steps``, adaptive, the reference solver), floor, straightness and
+    sample grids (saved in ``path``), as the study's teacher table reads them."""
+    table = _evaluate(teacher_sampler(model, "euler"), cfg, seed, data, list(cfg.eval.steps), "euler", path)
+    adaptive = _evaluate(teacher_sampler(model, "adaptive"), cfg, seed, data, [None], "adaptive", path / "adaptive")
+    reference = reference_solver(cfg.eval)
+    ref_rows = (
+        []
+        if reference is None or reference[0] == "adaptive"
+        else evaluate_sampler(
+            teacher_sampler(model, reference[0]),
+            data,
+            reference[1],
+            QualitySettings.of(cfg.eval, seed),
+            label=reference[0],
+            with_floor=False,
+        )["rows"]
+    )
+    return {
+        "rows": table["rows"] + adaptive["rows"],
+        "reference_rows": ref_rows,
+        "floor": table["floor"],
+        "straightness": teacher_straightness(model, data.data_shape, seed),
+        "n_samples": table["n_samples"],
+        "samples_files": {"euler": table["samples_file"], "adaptive": adaptive["samples_file"]},
+    }
+
+
+def ensemble_key(members: tuple[str, ...]) -> str:
+    """How the study names an ensemble of teacher recipes (its key in the results and its folder's name)."""
+    return f"ensemble-{'+'.join(members)}"
+
+
+def _ensembles(runs: list[VariantRun]) -> list[tuple[int, tuple[str, ...]]]:
+    """The (seed, member recipes) of every ensemble teacher the runs use, in order."""
+    return sorted({(r.seed, tuple(r.variant.teachers)) for r in runs if r.variant.ensemble})
+
+
+def _evaluate_ensembles(study, base, runs: list[VariantRun], quick) -> None:
+    """Each ensemble teacher the runs use, evaluated as its members are (``_teacher_rows``), once per seed, so
+    the teacher table shows the ensemble beside each member; its training time is its members' sum."""
+    for seed, members in _ensembles(runs):
+        key = ensemble_key(members)
+        path = work_dir(study, quick) / "teachers" / f"s{seed}" / key
+        if (path / TEACHER_EVAL_FILE).is_file():
+            continue
+        start = time.perf_counter()
+        cfg = teacher_config(study, base, members[0], seed, quick)
+        data = load_run_data(cfg.data, cfg.seed)
+        paths = [teacher_path(study, m, seed, quick) for m in members]
+        model = load_teacher(TeacherSpec(tuple(str(p) for p in paths)), data.data_shape)
+        trains = [json.loads((p / "train_report.json").read_text()) for p in paths]
+        out = {
+            "key": key,
+            "seed": seed,
+            "members": list(members),
+            **_teacher_rows(model, cfg, seed, data, path),
+            "rectification": trains[0]["rectification"],
+            "train_seconds": round(sum(t["train_seconds"] for t in trains), 2),
             "eval_seconds": round(time.perf_counter() - start, 2),
         }
         write_json_atomically(path / TEACHER_EVAL_FILE, out)  # its presence means done
@@ -226,6 +272,11 @@ def collect_results(study, base, runs: list[VariantRun], quick: bool, config_fil
             f = teacher_path(study, key, seed, quick) / TEACHER_EVAL_FILE
             if f.is_file():
                 teachers.append({**json.loads(f.read_text()), "label": study.teachers[key].label})
+    for seed, members in _ensembles(runs):
+        f = work_dir(study, quick) / "teachers" / f"s{seed}" / ensemble_key(members) / TEACHER_EVAL_FILE
+        if f.is_file():
+            label = "ensemble of " + ", ".join(study.teachers[m].label for m in members)
+            teachers.append({**json.loads(f.read_text()), "label": label})
     done = [
         _with_distinct_pairs(json.loads((r.cfg.run_path / RESULT_FILE).read_text()), r.cfg.run_path)
         for r in runs
@@ -350,6 +401,7 @@ def run_study(
                     log.info(f"training {len(jobs)} teacher(s)")
                     train_teachers(jobs)
                 _evaluate_teachers(study, base, needed, quick)
+                _evaluate_ensembles(study, base, planned, quick)
                 if not todo:
                     break
                 bar = tqdm(todo, desc=f"study {study.name}", unit="run", disable=not show_bar)

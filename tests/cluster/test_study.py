@@ -16,10 +16,15 @@ pytestmark = pytest.mark.slow
 
 
 def two_run_study(root, tmp_path):
-    """The shipped toy study cut to two variants (a one-teacher and a two-teacher one), one objective each."""
+    """The shipped toy study cut to two variants (a one-teacher one, and one whose two teachers are one
+    ensemble teacher), one objective each."""
     raw = yaml.safe_load((root / "configs" / "study_toy2d.yaml").read_text())
     keep = {"rf-generated", "cubic-two-solve"}
-    raw["variants"] = [dict(v, objectives=["flow_map"]) for v in raw["variants"] if v["name"] in keep]
+    raw["variants"] = [
+        dict(v, objectives=["flow_map"], ensemble=v["name"] == "cubic-two-solve")
+        for v in raw["variants"]
+        if v["name"] in keep
+    ]
     raw["teachers"] = {k: v for k, v in raw["teachers"].items() if k in ("rf1", "rf1b")}
     raw["claims"] = [
         {
@@ -57,8 +62,17 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
     nfe = {r["variant"]: r["nfe_per_record"] for r in results["runs"]}
     coupling = 8 * 4  # quick: rk4 with 8 steps
     assert nfe["rf-generated"] == coupling
-    assert nfe["cubic-two-solve"] == coupling + 2 * 4  # two guides, each a 4-step Euler solve
-    assert sorted(t["key"] for t in results["teachers"]) == sorted(study.teachers)
+    # two guides, each a 4-step Euler solve, by an ensemble of two: each evaluation runs both members
+    assert nfe["cubic-two-solve"] == (coupling + 2 * 4) * 2
+    ensemble = "ensemble-rf1+rf1b"  # evaluated as a teacher of its own, beside its members
+    assert sorted(t["key"] for t in results["teachers"]) == sorted([*study.teachers, ensemble])
+    by_key = {t["key"]: t for t in results["teachers"]}
+    assert by_key[ensemble]["members"] == ["rf1", "rf1b"]
+    assert by_key[ensemble]["train_seconds"] == pytest.approx(
+        by_key["rf1"]["train_seconds"] + by_key["rf1b"]["train_seconds"], abs=0.02
+    )
+    best = {k: min(r["sliced_w2"] for r in t["rows"]) for k, t in by_key.items()}
+    assert best[ensemble] not in (best["rf1"], best["rf1b"])  # its own samples, not a member's
     assert all(t["rectification"] == 1 for t in results["teachers"])
     assert all(0 < t["straightness"] < 10 for t in results["teachers"])  # a 1-RF teacher's path is curved
     # every model of a seed is scored on the same noise against the same floor draw (paired comparisons)
@@ -78,8 +92,8 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
     assert "sliced W2 / teacher's best, 1 step" in md and "Closest to its own teacher" in md
     assert sum("| distinct pairs |" in line for line in md.splitlines()) == 1  # in the primary metric's table
     assert sum("| best row | straightness | training s |" in line for line in md.splitlines()) == 2
-    for t in study.teachers.values():
-        assert sum(line.startswith(f"| {t.label} |") for line in md.splitlines()) == 2
+    for label in [t.label for t in study.teachers.values()] + [by_key[ensemble]["label"]]:
+        assert sum(line.startswith(f"| {label} |") for line in md.splitlines()) == 2
     for claim in study.claims:  # one verdict line per step count (the paper's also recur in the summary line)
         assert sum(line.startswith(f"- {claim.text} (") for line in md.splitlines()) == len(claim.steps)
     for png in ("quality_vs_steps.png", "samples.png"):
@@ -92,7 +106,7 @@ def test_quick_study_produces_every_row_and_resumes(ray_cluster, tmp_path, reque
     old_result.write_text(
         json.dumps({k: v for k, v in json.loads(old_result.read_text()).items() if k != "distinct_pairs"})
     )
-    old_eval = next(tmp_path.glob("runs/**/study_eval.json"))
+    old_eval = next(tmp_path.glob("runs/**/rf1/study_eval.json"))
     old_eval.write_text(json.dumps({k: v for k, v in json.loads(old_eval.read_text()).items() if k != "straightness"}))
     stamps = {p.key: (p.cfg.run_path / RESULT_FILE).stat().st_mtime_ns for p in planned}
     caplog.set_level(logging.INFO, logger="cluster")

@@ -46,8 +46,9 @@ def _value(row: dict, metric: str) -> float:
 
 
 def teacher_bests(results: dict) -> dict[tuple[str, int], float]:
-    """``{(teacher recipe, seed): its best primary-metric value}`` over every row it was evaluated with (Euler
-    at ``eval.steps``, adaptive, and the reference solver when the study's teachers have that row)."""
+    """``{(teacher key, seed): its best primary-metric value}`` (a recipe, or a ``cluster.study.ensemble_key``)
+    over every row it was evaluated with (Euler at ``eval.steps``, adaptive, and the reference solver when the
+    study's teachers have that row)."""
     metric = primary_metric(results["metric_kind"])
     return {
         (t["key"], t["seed"]): min(_value(r, metric) for r in t["rows"] + (t.get("reference_rows") or []))
@@ -57,7 +58,8 @@ def teacher_bests(results: dict) -> dict[tuple[str, int], float]:
 
 def _ratio_cells(results: dict, runs: list[dict], bests: dict) -> dict:
     """``{(steps, METRIC_to_teacher_best): (mean, half)}``: each run's primary metric over the best row of its
-    own teachers at its own seed (what the run report calls ``fid_to_teacher_best``), when every run has one."""
+    own teachers (its recipe keys: an ensemble's run, its best single member) at its own seed (the run report's
+    ``fid_to_teacher_best``, which also counts an ensemble itself), when every run has one."""
     metric = primary_metric(results["metric_kind"])
     best = [
         min((bests[(k, r["seed"])] for k in r.get("teachers", []) if (k, r["seed"]) in bests), default=None)
@@ -116,7 +118,7 @@ def _row(run: dict, steps) -> dict:
 
 
 def teacher_cells(results: dict) -> dict[str, dict]:
-    """Per teacher recipe: ``{(steps, metric): (mean, half)}`` over seeds, Euler rows and the adaptive one;
+    """Per teacher recipe or ensemble: ``{(steps, metric): (mean, half)}`` over seeds, Euler rows and the adaptive one;
     ``reference`` (``{metric: (mean, half)}``, the reference solver's row, when every seed has it) and ``best``
     (``{metric: (mean, half)}``: each seed's best row over all of them)."""
     out: dict[str, dict] = {}

@@ -37,13 +37,14 @@ def plot_quality(results: dict, agg: dict, teachers: dict, floor: dict, path: Pa
                 ls="-" if e["objective"] == "flow_map" else ":",
                 label=key,
             )
+        grey = min(0.25, 0.7 / max(len(teachers) - 1, 1))  # darkest to 0.85 at most: a grey level is <= 1
         for i, (key, t) in enumerate(teachers.items()):
             steps = sorted(s for (s, m) in t["cells"] if m == metric and s is not None)
             ax.plot(
                 steps,
                 [t["cells"][(s, metric)][0] for s in steps],
                 "--",
-                color=str(0.15 + 0.25 * i),
+                color=str(0.15 + grey * i),
                 lw=1.5,
                 label=f"{t['label']} (Euler)",
             )

@@ -264,3 +264,11 @@ def test_per_run_fid_intervals_are_carried_and_old_sections_say_they_kept_scalar
     assert "kept only scalar FIDs" in _interval_note(old)
     assert "| 40 |" in "\n".join(_student_table(old, aggregate(old), "fid"))
     assert _interval_note(_results([_run("a", "flow_map", 0, 1.0)], [])) == ""  # vectors: no FID
+
+
+def test_the_figure_takes_five_teachers(tmp_path):
+    # three recipes and two ensembles of them (configs/study_digits_quality.yaml): each a grey line of its own
+    teachers = [_teacher(f"t{i}", 0, 1.0 + i, 0.8, 0.5) for i in range(5)]
+    runs = [_run("a", "flow_map", 0, 0.6)]
+    write_report(_with_teachers(runs, teachers), tmp_path)
+    assert (tmp_path / "results" / "unit" / "quality_vs_steps.png").is_file()

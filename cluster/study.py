@@ -152,8 +152,9 @@ def _teacher_rows(model, cfg: RunConfig, seed: int, data, path: Path) -> dict:
 
 
 def ensemble_key(members: tuple[str, ...]) -> str:
-    """How the study names an ensemble of teacher recipes (its key in the results and its folder's name)."""
-    return f"ensemble-{'+'.join(members)}"
+    """How the study names an ensemble of teacher recipes (its key in the results and its folder's name, beside
+    its members'): the same for any order of the members, since the mean of their velocities is."""
+    return f"ensemble-{'+'.join(sorted(members))}"
 
 
 def _ensembles(runs: list[VariantRun]) -> list[tuple[int, tuple[str, ...]]]:
@@ -166,7 +167,7 @@ def _evaluate_ensembles(study, base, runs: list[VariantRun], quick) -> None:
     the teacher table shows the ensemble beside each member; its training time is its members' sum."""
     for seed, members in _ensembles(runs):
         key = ensemble_key(members)
-        path = work_dir(study, quick) / "teachers" / f"s{seed}" / key
+        path = teacher_path(study, key, seed, quick)
         if (path / TEACHER_EVAL_FILE).is_file():
             continue
         start = time.perf_counter()
@@ -180,8 +181,8 @@ def _evaluate_ensembles(study, base, runs: list[VariantRun], quick) -> None:
             "seed": seed,
             "members": list(members),
             **_teacher_rows(model, cfg, seed, data, path),
-            "rectification": trains[0]["rectification"],
-            "train_seconds": round(sum(t["train_seconds"] for t in trains), 2),
+            "rectification": max(t["rectification"] for t in trains),  # its most rectified member's
+            "train_seconds": round(sum(t["train_seconds"] for t in trains), 2),  # the report counts members once
             "eval_seconds": round(time.perf_counter() - start, 2),
         }
         write_json_atomically(path / TEACHER_EVAL_FILE, out)  # its presence means done
@@ -273,9 +274,9 @@ def collect_results(study, base, runs: list[VariantRun], quick: bool, config_fil
             if f.is_file():
                 teachers.append({**json.loads(f.read_text()), "label": study.teachers[key].label})
     for seed, members in _ensembles(runs):
-        f = work_dir(study, quick) / "teachers" / f"s{seed}" / ensemble_key(members) / TEACHER_EVAL_FILE
+        f = teacher_path(study, ensemble_key(members), seed, quick) / TEACHER_EVAL_FILE
         if f.is_file():
-            label = "ensemble of " + ", ".join(study.teachers[m].label for m in members)
+            label = "ensemble of " + " + ".join(study.teachers[m].label for m in members)
             teachers.append({**json.loads(f.read_text()), "label": label})
     done = [
         _with_distinct_pairs(json.loads((r.cfg.run_path / RESULT_FILE).read_text()), r.cfg.run_path)
@@ -319,6 +320,7 @@ def _default_rows(study, base: dict, runs: list[VariantRun], quick: bool) -> tup
         b.guides.coupling,
         b.student.objective,
         len(b.teacher_pool[0].checkpoints),
+        b.teacher_pool[0].ensemble,
     )
     rounds = {
         (v.name, seed): teacher_config(study, base, v.teachers[0], seed, quick).teacher_training.reflow_rounds
@@ -331,7 +333,8 @@ def _default_rows(study, base: dict, runs: list[VariantRun], quick: bool) -> tup
             continue
         peers.add(f"{r.variant.name}/{r.objective}")
         g = r.cfg.guides
-        if default is None and (g.path, g.rule, g.coupling, r.objective, len(r.variant.teachers)) == want:
+        method = (g.path, g.rule, g.coupling, r.objective, len(r.variant.teachers), r.variant.ensemble)
+        if default is None and method == want:
             default = f"{r.variant.name}/{r.objective}"
     return default, sorted(peers)
 

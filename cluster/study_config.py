@@ -74,6 +74,11 @@ class Variant(Section):
 
     @model_validator(mode="after")
     def _teacher_count(self) -> "Variant":
+        if self.ensemble and (len(self.teachers) < 2 or len(set(self.teachers)) < len(self.teachers)):
+            raise ValueError(
+                f"variant {self.name!r}: ensemble: true averages 2 or 3 different teachers, got {self.teachers}; "
+                "list each recipe once (or drop ensemble for one teacher)"
+            )
         if len(self.teachers) > 2 and not self.ensemble:
             raise ValueError(
                 f"variant {self.name!r}: {len(self.teachers)} teachers, but a cubic has two guides; "

@@ -277,6 +277,11 @@ def _default_line(results: dict, agg: dict, metric: str) -> str:
     return line
 
 
+def _trained_seconds(results: dict) -> float:
+    """The teachers' training time, each trained teacher once (an ensemble's entry repeats its members' sum)."""
+    return sum(t["train_seconds"] for t in results["teachers"] if "members" not in t)
+
+
 def _section(results: dict, figures: dict[str, str]) -> list[str]:
     agg, teachers = aggregate(results), teacher_cells(results)
     verdicts = claim_verdicts(results)
@@ -300,8 +305,9 @@ def _section(results: dict, figures: dict[str, str]) -> list[str]:
         if any(m == ratio for e in agg.values() for (_, m) in e["cells"])
         else []
     )
-    seconds = sum(r["wall_seconds"] for r in results["runs"]) + sum(
-        t["train_seconds"] + t["eval_seconds"] for t in results["teachers"]
+    trained = _trained_seconds(results)
+    seconds = (
+        sum(r["wall_seconds"] for r in results["runs"]) + trained + sum(t["eval_seconds"] for t in results["teachers"])
     )
     lines = [
         f"## {results['study']}{' (quick, reduced)' if results['quick'] else ''}: {results['data']}",
@@ -355,7 +361,7 @@ def _section(results: dict, figures: dict[str, str]) -> list[str]:
         "",
         f"Compute time of everything in this section: {seconds / 3600:.2f} h on this machine "
         f"({results['machine']}): teachers trained in "
-        f"{sum(t['train_seconds'] for t in results['teachers']) / 60:.1f} min, evaluated in "
+        f"{trained / 60:.1f} min, evaluated in "
         f"{sum(t['eval_seconds'] for t in results['teachers']) / 60:.1f} min, variant runs "
         f"{sum(r['wall_seconds'] for r in results['runs']) / 60:.1f} min. Teacher NFEs per guide record are "
         "in the student tables (the coupling's solve plus the guides); a 2-rectified teacher also paid "

@@ -73,6 +73,13 @@ def test_three_teachers_without_ensemble_are_named(tmp_path):
         load_study(_study(tmp_path, variants=variants, claims=[]))
 
 
+@pytest.mark.parametrize("teachers", [["rf1"], ["rf1", "rf1"]])
+def test_an_ensemble_of_fewer_than_two_different_teachers_is_named(tmp_path, teachers):
+    variants = [{"name": "v", "label": "v", "teachers": teachers, "ensemble": True}]
+    with pytest.raises(ConfigError, match=r"variant 'v': ensemble: true averages 2 or 3 different teachers"):
+        load_study(_study(tmp_path, variants=variants, claims=[]))
+
+
 def test_bad_override_names_the_variant_and_key(tmp_path):
     variants = [{"name": "v", "label": "v", "teachers": ["rf1"], "set": ["guides.rule=zigzag"]}]
     with pytest.raises(ConfigError) as err:

@@ -272,3 +272,18 @@ def test_the_figure_takes_five_teachers(tmp_path):
     runs = [_run("a", "flow_map", 0, 0.6)]
     write_report(_with_teachers(runs, teachers), tmp_path)
     assert (tmp_path / "results" / "unit" / "quality_vs_steps.png").is_file()
+
+
+def test_an_ensembles_student_is_measured_against_its_best_member_and_members_are_trained_once(tmp_path):
+    # the ensemble teacher (its own entry, "members" set) is better than both members; the ratio of the
+    # ensemble's student is over the best member (the question: does the ensemble beat one teacher?)
+    members = [_teacher("t1", 0, 1.0, 0.8, 0.5), _teacher("t2", 0, 1.0, 0.8, 0.4)]
+    ensemble = {**_teacher("ensemble-t1+t2", 0, 1.0, 0.8, 0.1), "members": ["t1", "t2"], "train_seconds": 10.0}
+    runs = [_run("a", "flow_map", 0, 0.6)]
+    results = {**_results(runs, []), "teachers": members + [ensemble]}
+    runs[0]["teachers"] = ["t1", "t2"]
+    agg = aggregate(results)
+    assert agg["a/flow_map"]["cells"][(1, "sliced_w2_to_teacher_best")][0] == pytest.approx(0.6 / 0.4)
+    text = write_report(results, tmp_path).read_text()
+    assert "| teacher ensemble-t1+t2 |" in text  # in the teacher table, beside its members
+    assert "teachers trained in 0.2 min" in text  # 5 s + 5 s: the ensemble's 10 s repeats them

@@ -267,3 +267,12 @@ def test_a_study_takes_its_metric_kind_from_the_data_source(tmp_path):
     assert (results["data"], results["metric_kind"]) == ("synthetic-32", "image")
     toy = load_study(_study(tmp_path, run_dir=str(tmp_path / "runs")))
     assert collect_results(*toy, False, str(path))["metric_kind"] == "vector"
+
+
+def test_an_ensemble_row_is_not_the_default_of_a_base_with_two_teachers_one_per_guide():
+    from cluster.study import _default_rows
+
+    study, base, runs = load_study(CONFIGS / "study_digits_quality.yaml")
+    assert _default_rows(study, base, runs, False)[0] == "default/flow_map"
+    two = {**base, "teachers": [{**base["teachers"][0], "checkpoints": ["self", "self:1"]}]}
+    assert _default_rows(study, two, runs, False)[0] is None  # ensemble-2 has two teachers, but is one teacher

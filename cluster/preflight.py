@@ -26,7 +26,7 @@ from guide_store.errors import ClusterError
 from cluster.config import RunConfig, redact_url
 from cluster.nodes import cpu_shortage
 from cluster.provenance import package_versions
-from cluster.teacher_stage import own_teacher_paths
+from cluster.teacher_stage import cached_teacher_differences, own_teacher_paths
 from guide_store.atomic import write_json_atomically
 from guide_store.embedded import find_redis_server, redis_server_version
 from student.networks import pretrained_student_problem
@@ -427,7 +427,9 @@ def format_checks(checks: list[Check]) -> str:
 def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
     """Every teacher folder the run will load, read whole now (a truncated or foreign file is named within
     seconds, not found by an actor minutes later): the pools' checkpoints, and the run's own cached teachers
-    (``self``, ``self:K``) when they exist."""
+    (``self``, ``self:K``) when they exist, which must have been trained for this run's recipe
+    (``cluster.teacher_stage.cached_teacher_differences``: a seed or data split changed over a cached teacher
+    would reuse one trained on the images the run now holds out)."""
     own = {ref: path for ref, (path, _) in own_teacher_paths(cfg).items()}
     folders: dict[str, str] = {}
     for pool in cfg.teacher_pool:
@@ -450,6 +452,17 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
             "point teachers[].checkpoints at a complete teacher folder, or "
             "delete a damaged cached one (RUN/teacher) so the run trains it again",
         )
+    for ref, (path, seed) in own_teacher_paths(cfg).items():
+        changed = cached_teacher_differences(cfg, path, seed) if str(path) in folders else []
+        if changed:
+            return Check(
+                "teachers",
+                False,
+                f"the cached teacher {path} ({ref}) was trained for another recipe than this run's: "
+                + "; ".join(changed),
+                f"name a new run (--set name=NEW) to train the teacher these settings ask for, or delete {path} "
+                "to train it again in this run's folder",
+            )
     first = cfg.teacher_pool[0].checkpoints[0]
     if cfg.student.init == "teacher" and first not in own and model_kind(first) == "diffusers":
         config = diffusers_config(first)

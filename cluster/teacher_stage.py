@@ -15,14 +15,20 @@ import torch
 
 from cluster.logs import quieted
 from cluster.config import RunConfig
-from teachers.checkpoint import checkpoint_complete
+from teachers.checkpoint import checkpoint_complete, read_meta
 from teachers.device_plan import DevicePlan, StagePlan, pool_gpus
 from teachers.teacher_refs import own_teacher_index, own_teacher_refs
 from teachers.train_teacher import train_teacher
 
 log = logging.getLogger(__name__)
 
-__all__ = ["own_teacher_paths", "teacher_training_config", "train_teachers", "resolve_teachers"]
+__all__ = [
+    "own_teacher_paths",
+    "teacher_training_config",
+    "cached_teacher_differences",
+    "train_teachers",
+    "resolve_teachers",
+]
 
 
 def own_teacher_paths(cfg: RunConfig) -> dict[str, tuple[Path, int]]:
@@ -42,6 +48,37 @@ def teacher_training_config(cfg: RunConfig, seed: int) -> RunConfig:
     a second teacher never trains on the images the run holds out for evaluation)."""
     data = cfg.data.model_copy(update={"split_seed": cfg.data.split_seed_for(cfg.seed)})
     return cfg.model_copy(update={"seed": seed, "data": data})
+
+
+# what makes a teacher the one a run would train: its seed, its data and split, its ``teacher`` section (less
+# how often it logs). A cached teacher (``RUN/teacher``, ``RUN/teacher-K``) is reused only when these match.
+RECIPE_SECTIONS = ("seed", "data", "teacher")
+NOT_RECIPE = frozenset({"teacher.log_every"})
+
+
+def _flat(value, prefix: str) -> dict[str, object]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    return {k: v for key, sub in value.items() for k, v in _flat(sub, f"{prefix}.{key}").items()}
+
+
+def cached_teacher_differences(cfg: RunConfig, path: Path, seed: int) -> list[str]:
+    """How the cached teacher in ``path`` was trained otherwise than this run would train it at ``seed``
+    (``teacher_training_config``), as its ``model.json`` records it: ``key: cached -> now`` for each
+    difference in ``RECIPE_SECTIONS`` (a teacher trained alone, ``train-teacher``, with no ``data.split_seed``
+    split with its own seed). A key one side lacks (a checkpoint older than the setting) is no
+    difference; nor is a checkpoint that records no training."""
+    recorded = read_meta(path).training
+    want = teacher_training_config(cfg, seed).model_dump(mode="json")
+    out = []
+    for section in RECIPE_SECTIONS:
+        if section not in recorded:
+            continue
+        had, now = _flat(recorded[section], section), _flat(want[section], section)
+        if had.get("data.split_seed", 0) is None:  # no split seed of its own: split with its seed
+            had["data.split_seed"] = recorded.get("seed")
+        out += [f"{k}: {had[k]!r} -> {now[k]!r}" for k in had if k in now and k not in NOT_RECIPE and had[k] != now[k]]
+    return out
 
 
 def _train_teacher_task(cfg: RunConfig, out_dir: str, stage: StagePlan | None = None) -> str:

@@ -139,6 +139,40 @@ def test_a_truncated_teacher_is_named_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "toy2d" / "teacher").exists()
 
 
+def test_a_cached_teacher_of_another_recipe_is_refused_before_any_work(tmp_path, capsys):
+    """``RUN/teacher`` is a cache of the teacher the run trains; reused after ``--set seed=1`` (or ``--overwrite``
+    with another seed) it would be the seed-0 teacher, trained on images seed 1 holds out for its FID. The run
+    names each setting that changed and trains nothing; a change that does not make another teacher passes."""
+    from cluster.teacher_stage import teacher_training_config, train_teachers
+
+    toy = lambda *o: load_config(REPO / "configs" / "toy2d.yaml", [f"run_dir={tmp_path}", "teacher.steps=5", *o])
+    cfg = toy()
+    train_teachers({str(cfg.teacher_path): teacher_training_config(cfg, cfg.seed)})
+    assert input_checks(cfg).checks[-1].ok  # the same recipe: reused
+    assert input_checks(toy("teacher.log_every=7")).checks[-1].ok  # not part of the recipe
+    with pytest.raises(PreflightError) as err:
+        input_checks(toy("teacher.lr=0.01"))
+    assert "teacher.lr: 0.002 -> 0.01" in str(err.value), str(err.value)
+
+    weights = cfg.teacher_path / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    code = main(
+        ["run", str(REPO / "configs" / "toy2d.yaml"), "--no-progress", "--set", f"run_dir={tmp_path}",
+         "--set", "teacher.steps=5", "--set", "seed=1"]
+    )  # fmt: skip
+    err_text = capsys.readouterr().err
+    assert code == 2 and "trained for another recipe" in err_text, err_text
+    assert "seed: 0 -> 1" in err_text and "data.split_seed: 0 -> 1" in err_text and "--set name=" in err_text
+    assert "Traceback" not in err_text
+    assert weights.stat().st_mtime_ns == before and not (tmp_path / "toy2d" / "report.json").exists()
+
+    # a teacher trained alone into the run's folder (`train-teacher`, its data with no split seed of its own)
+    alone = tmp_path / "alone"
+    args = ["--no-progress", "--set", f"run_dir={alone}", "--set", "teacher.steps=5"]
+    assert main(["train-teacher", str(REPO / "configs" / "toy2d.yaml"), *args]) == 0
+    assert input_checks(toy(f"run_dir={alone}")).checks[-1].ok
+
+
 def test_doctor_prints_every_check(capsys):
     assert main(["doctor", str(REPO / "configs" / "toy2d.yaml")]) == 0
     out = capsys.readouterr().out

@@ -90,12 +90,12 @@ class RunExistsError(ClusterError, ValueError):
     """The run already finished in its folder; it is not overwritten unless asked."""
 
 
-def _start_afresh(cfg: RunConfig, overwrite: bool) -> None:
-    """Refuse to write over a finished run (its ``report.json`` says so) unless ``overwrite``; with it, clear the
-    run's outputs, keeping the teachers it trained (``teacher``, ``teacher-K``: reused as a cache)."""
+def _start_afresh(cfg: RunConfig, overwrite: bool) -> bool:
+    """Refuse to write over a finished run (its ``report.json`` says so) unless ``overwrite``; whether an
+    earlier attempt left outputs to clear (``_clear_outputs``, once the input checks have passed)."""
     report = cfg.run_path / "report.json"
     if not report.is_file():
-        return
+        return False
     try:
         status = json.loads(report.read_text()).get("status", "finished")
     except (json.JSONDecodeError, AttributeError):
@@ -106,6 +106,12 @@ def _start_afresh(cfg: RunConfig, overwrite: bool) -> None:
             "again with --overwrite (its trained teachers are kept), or name another run with "
             "--set name=NEW"
         )
+    return True
+
+
+def _clear_outputs(cfg: RunConfig) -> None:
+    """An earlier attempt's outputs, cleared; the teachers it trained (``teacher``, ``teacher-K``) are kept as a
+    cache (reused only for their recipe: ``cluster.preflight.teachers_check``)."""
     for item in cfg.run_path.iterdir():
         if item.name == "teacher" or item.name.startswith("teacher-"):
             continue
@@ -119,16 +125,19 @@ def run(cfg: RunConfig, stop_after: str = "eval", show_bar: bool = True, overwri
         raise ValueError(f"unknown stage {stop_after!r}; known: {list(STAGES)}")
     start = time.perf_counter()
     cfg = resolve_run_paths(cfg)  # a no-op for configs from load_config; API callers may pass relative ones
-    if cfg.run_path.is_dir():
-        _start_afresh(cfg, overwrite)
-    cfg.run_path.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(cfg.run_path / "config.yaml", dump_config(cfg))
-    log.info(f"run {cfg.name}: writing to {cfg.run_path}")
+    clear = cfg.run_path.is_dir() and _start_afresh(cfg, overwrite)
     started_ray = not ray.is_initialized()
     wrong_address = dashboard_address_error(os.environ.get("RAY_ADDRESS")) if started_ray else None
     if wrong_address:
         raise PreflightError(wrong_address)
-    inputs = input_checks(cfg)  # before Ray starts: a wrong store, data file or teacher folder in seconds
+    # before Ray starts and before an earlier attempt's outputs are cleared: a wrong store, data file or teacher
+    # folder is named in seconds, and a refused --overwrite loses nothing
+    inputs = input_checks(cfg)
+    if clear:
+        _clear_outputs(cfg)
+    cfg.run_path.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(cfg.run_path / "config.yaml", dump_config(cfg))
+    log.info(f"run {cfg.name}: writing to {cfg.run_path}")
     if started_ray:
         start_ray("configured", cfg.namespace, local_cpus(cfg))
     # SIGTERM (``ray job stop``, a scheduler) unwinds like Ctrl-C, so actors, workers and the embedded Redis

@@ -154,17 +154,22 @@ def test_a_cached_teacher_of_another_recipe_is_refused_before_any_work(tmp_path,
         input_checks(toy("teacher.lr=0.01"))
     assert "teacher.lr: 0.002 -> 0.01" in str(err.value), str(err.value)
 
+    # the run finished before (its report says so); --overwrite at another seed is refused and clears nothing
     weights = cfg.teacher_path / "model.safetensors"
     before = weights.stat().st_mtime_ns
+    report = cfg.run_path / "report.json"
+    report.write_text('{"status": "finished"}')
+    (cfg.run_path / "student").mkdir()
     code = main(
         ["run", str(REPO / "configs" / "toy2d.yaml"), "--no-progress", "--set", f"run_dir={tmp_path}",
-         "--set", "teacher.steps=5", "--set", "seed=1"]
+         "--set", "teacher.steps=5", "--set", "seed=1", "--overwrite"]
     )  # fmt: skip
     err_text = capsys.readouterr().err
     assert code == 2 and "trained for another recipe" in err_text, err_text
     assert "seed: 0 -> 1" in err_text and "data.split_seed: 0 -> 1" in err_text and "--set name=" in err_text
     assert "Traceback" not in err_text
-    assert weights.stat().st_mtime_ns == before and not (tmp_path / "toy2d" / "report.json").exists()
+    assert weights.stat().st_mtime_ns == before
+    assert report.read_text() == '{"status": "finished"}' and (cfg.run_path / "student").is_dir()
 
     # a teacher trained alone into the run's folder (`train-teacher`, its data with no split seed of its own)
     alone = tmp_path / "alone"

@@ -11,7 +11,7 @@ import pytest
 
 from cluster.chaos import redis_process
 from cluster.config import load_config
-from cluster.job import RunExistsError, _start_afresh, run
+from cluster.job import RunExistsError, _clear_outputs, _start_afresh, run
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).parent / "bezier-distill"
@@ -40,7 +40,8 @@ def test_a_finished_run_is_refused_before_any_work_and_overwrite_keeps_its_teach
         timeout=120,
     )
     assert out.returncode == 2 and "already finished" in out.stderr and "Traceback" not in out.stderr
-    _start_afresh(cfg, overwrite=True)
+    assert _start_afresh(cfg, overwrite=True)  # not refused, and there is something to clear
+    _clear_outputs(cfg)
     assert sorted(p.name for p in folder.iterdir()) == ["teacher"]
 
 

@@ -430,7 +430,8 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
     (``self``, ``self:K``) when they exist, which must have been trained for this run's recipe
     (``cluster.teacher_stage.cached_teacher_differences``: a seed or data split changed over a cached teacher
     would reuse one trained on the images the run now holds out)."""
-    own = {ref: path for ref, (path, _) in own_teacher_paths(cfg).items()}
+    own_seeded = own_teacher_paths(cfg)
+    own = {ref: path for ref, (path, _) in own_seeded.items()}
     folders: dict[str, str] = {}
     for pool in cfg.teacher_pool:
         for ref in pool.checkpoints:
@@ -452,7 +453,7 @@ def teachers_check(cfg: RunConfig, data_shape: tuple[int, ...]) -> Check:
             "point teachers[].checkpoints at a complete teacher folder, or "
             "delete a damaged cached one (RUN/teacher) so the run trains it again",
         )
-    for ref, (path, seed) in own_teacher_paths(cfg).items():
+    for ref, (path, seed) in own_seeded.items():
         changed = cached_teacher_differences(cfg, path, seed) if str(path) in folders else []
         if changed:
             return Check(

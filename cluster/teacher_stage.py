@@ -69,16 +69,16 @@ def cached_teacher_differences(cfg: RunConfig, path: Path, seed: int) -> list[st
     split with its own seed). A key one side lacks (a checkpoint older than the setting) is no
     difference; nor is a checkpoint that records no training."""
     recorded = read_meta(path).training
+    if not recorded:
+        return []
+    had = {
+        k: v for section in RECIPE_SECTIONS if section in recorded for k, v in _flat(recorded[section], section).items()
+    }
+    if had.get("data.split_seed", 0) is None:  # no split seed of its own: split with its seed
+        had["data.split_seed"] = recorded.get("seed")
     want = teacher_training_config(cfg, seed).model_dump(mode="json")
-    out = []
-    for section in RECIPE_SECTIONS:
-        if section not in recorded:
-            continue
-        had, now = _flat(recorded[section], section), _flat(want[section], section)
-        if had.get("data.split_seed", 0) is None:  # no split seed of its own: split with its seed
-            had["data.split_seed"] = recorded.get("seed")
-        out += [f"{k}: {had[k]!r} -> {now[k]!r}" for k in had if k in now and k not in NOT_RECIPE and had[k] != now[k]]
-    return out
+    now = {k: v for section in RECIPE_SECTIONS for k, v in _flat(want[section], section).items()}
+    return [f"{k}: {had[k]!r} -> {now[k]!r}" for k in had if k in now and k not in NOT_RECIPE and had[k] != now[k]]
 
 
 def _train_teacher_task(cfg: RunConfig, out_dir: str, stage: StagePlan | None = None) -> str:
